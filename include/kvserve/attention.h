@@ -1,0 +1,71 @@
+/* attention.h - the shared attention core: a chunk of queries of one sequence, one layer and
+ * one KV head attends over an ordered list of KV spans with a streaming softmax.
+ *
+ * The core knows nothing about policies. A policy decides WHICH keys a query chunk sees and
+ * hands them over as spans; the core only computes softmax(q·K^T * scale + causal mask) V.
+ * Memory use never grows with the number of keys. Keys are stored already rotated (RoPE);
+ * the core does no position arithmetic except the causal mask, which compares sequence
+ * indices (the order tokens entered the sequence), not RoPE positions.
+ */
+#ifndef KVSERVE_ATTENTION_H
+#define KVSERVE_ATTENTION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvserve/base.h"
+
+/* Storage type of cached keys and values. Values equal the GGML type ids. */
+typedef enum ks_dtype { KS_DTYPE_F32 = 0, KS_DTYPE_F16 = 1 } ks_dtype;
+
+/* A run of n keys and values of one KV head. Row r of K is at k + r*k_stride elements. */
+typedef struct attn_span {
+    const void *k;      /* [n][head_dim] in the kv dtype */
+    const void *v;      /* [n][head_dim] in the kv dtype */
+    const int32_t *idx; /* [n] sequence index of each key for the causal mask; NULL = all
+                           keys of this span are visible to every query */
+    int32_t n;
+    int32_t k_stride; /* elements between rows; 0 means head_dim */
+    int32_t v_stride; /* elements between rows; 0 means head_dim */
+} attn_span;
+
+typedef struct attn_params {
+    int32_t n_q;      /* query tokens in the chunk (1 in decode) */
+    int32_t n_group;  /* query heads that share this KV head (GQA ratio; 1 = MHA) */
+    int32_t head_dim;
+    float scale;      /* score scale, usually 1/sqrt(head_dim) */
+    ks_dtype kv_dtype;
+    /* Query head g of token t is q[t*q_tok_stride + g*head_dim .. + head_dim). */
+    const float *q;
+    int32_t q_tok_stride;
+    const int32_t *q_idx; /* [n_q] sequence index of each query: key visible iff idx <= q_idx */
+    /* Output, same layout as q with its own token stride. A query that sees no key gets 0. */
+    float *out;
+    int32_t out_tok_stride;
+    /* Optional (NULL = off): key_mass[g*n_keys + j] += normalised attention probability of
+     * key j (j counts over all spans in order, n_keys = sum of span n) for query head g,
+     * summed over the n_q queries. Used by SnapKV/PyramidKV/H2O to score tokens. */
+    float *key_mass;
+    /* Emulate llama.cpp's CPU non-flash attention numerics: with an f16 cache, q is rounded
+     * to f16 before q·k, and the normalised probabilities are rounded to f16 before the
+     * weighted sum of V. Costs a second pass over the keys. */
+    bool llama_numerics;
+} attn_params;
+
+/* Per-thread scratch, sized once at start-up (no allocation on the hot path). */
+typedef struct attn_scratch attn_scratch;
+
+/* Creates scratch for chunks of up to max_q queries with up to max_group heads per KV head.
+ * Returns 0 or KS_ERR_NOMEM / KS_ERR_INVALID. */
+int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q,
+                        attn_scratch **out) KS_WUR;
+void attn_scratch_destroy(attn_scratch *s);
+
+/* Runs attention for one KV head. Spans may come in any order; the result does not depend
+ * on their order beyond float rounding. Returns 0, or KS_ERR_INVALID for bad parameters
+ * (n_q larger than the scratch was made for, head_dim mismatch, NULL pointers).
+ * Thread-safe as long as each thread uses its own scratch. */
+int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans,
+                 attn_scratch *s) KS_WUR;
+
+#endif

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# setup.sh - install kvserve's Debian build dependencies and build into build/.
+# Usage: scripts/setup.sh            (as root, or with sudo available)
+# Env:   KVSERVE_BUILDTYPE (default release), KVSERVE_WERROR=1 to make warnings errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(build-essential meson ninja-build pkg-config libuv1-dev node-llhttp libjansson-dev
+      libopenblas-dev check unicode-data python3)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+werror=false
+if [ "${KVSERVE_WERROR:-0}" = "1" ] || [ "${CI:-}" = "true" ]; then werror=true; fi
+if [ -d build ]; then
+    meson setup --reconfigure build --buildtype="${KVSERVE_BUILDTYPE:-release}" -Dwerror=$werror
+else
+    meson setup build --buildtype="${KVSERVE_BUILDTYPE:-release}" -Dwerror=$werror
+fi
+ninja -C build
+echo "setup: built build/kvserve"

@@ -1,0 +1,10 @@
+/* placeholder: not written yet */
+#include <stdio.h>
+#include "kvserve/cli.h"
+int cli_run_main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "kvserve: 'run' is not available yet\n");
+    return 1;
+}

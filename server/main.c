@@ -1,0 +1,37 @@
+/* main.c - entry point: dispatches to the subcommands (run, perplexity, tokenize, serve). */
+#include <stdio.h>
+#include <string.h>
+
+#include "kvserve/cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: kvserve <command> [options]\n"
+               "commands:\n"
+               "  serve       --config FILE [--model M] [--host H] [--port P]\n"
+               "  run         --model M --prompt P [--n-predict N] [--temp T] [--seed S] "
+               "[--threads N]\n"
+               "  perplexity  --model M --file F [--ctx N]\n"
+               "  tokenize    --model M [--no-bos] [--pieces]   (text on stdin)\n"
+               "run `kvserve <command> --help` for the options of one command\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve")) return cli_serve_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "perplexity")) return cli_perplexity_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return cli_tokenize_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "kvserve: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
