@@ -1,1 +1,280 @@
-/* placeholder: not written yet */
+/* model_load.c - builds a `model` from a GGUF file: hyper-parameters from the metadata,
+ * weight views into the mapping (nothing is copied), and the tokenizer.
+ *
+ * Every tensor's type and shape is checked against the hyper-parameters here, so the
+ * forward pass can trust them: a file that would make it read out of bounds is rejected
+ * with the tensor's name and what was expected.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+static int get_arch_u32(const gguf_file *f, const char *arch, const char *suffix, uint32_t *out,
+                        bool required, ks_diag *d)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
+    int rc = gguf_get_u32(f, key, out);
+    if (rc == KS_ERR_NOT_FOUND && !required) return KS_OK;
+    if (rc != KS_OK) {
+        snprintf(d->key, sizeof(d->key), "%s", key);
+        return ks_diag_set(d, rc == KS_ERR_NOT_FOUND ? KS_ERR_FORMAT : rc,
+                           "metadata key '%s' %s", key,
+                           rc == KS_ERR_NOT_FOUND ? "is missing" : "has a bad type or value");
+    }
+    return KS_OK;
+}
+
+static int get_arch_f32(const gguf_file *f, const char *arch, const char *suffix, float *out,
+                        ks_diag *d)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
+    int rc = gguf_get_f32(f, key, out);
+    if (rc == KS_ERR_NOT_FOUND) return KS_OK;
+    if (rc != KS_OK)
+        return ks_diag_set(d, rc, "metadata key '%s' has a bad type or value", key);
+    return KS_OK;
+}
+
+static int read_hparams(const gguf_file *f, model_hparams *hp, ks_diag *d)
+{
+    gguf_str s;
+    if (gguf_get_str(f, "general.architecture", &s) != KS_OK)
+        return ks_diag_set(d, KS_ERR_FORMAT, "metadata key 'general.architecture' is missing");
+    if (s.len >= sizeof(hp->arch_name))
+        return ks_diag_set(d, KS_ERR_UNSUPPORTED, "unsupported architecture (name too long)");
+    memcpy(hp->arch_name, s.ptr, s.len);
+    hp->arch_name[s.len] = 0;
+    if (!strcmp(hp->arch_name, "llama")) {
+        hp->arch = MODEL_ARCH_LLAMA;
+        hp->rope_type = MODEL_ROPE_NORM;
+    } else if (!strcmp(hp->arch_name, "qwen2")) {
+        hp->arch = MODEL_ARCH_QWEN2;
+        hp->rope_type = MODEL_ROPE_NEOX;
+    } else {
+        return ks_diag_set(d, KS_ERR_UNSUPPORTED,
+                           "unsupported architecture '%s' (supported: llama, qwen2)",
+                           hp->arch_name);
+    }
+    if (gguf_get_str(f, "general.name", &s) == KS_OK) {
+        size_t n = s.len < sizeof(hp->name) - 1 ? s.len : sizeof(hp->name) - 1;
+        memcpy(hp->name, s.ptr, n);
+        hp->name[n] = 0;
+    }
+    const char *a = hp->arch_name;
+    uint32_t ctx = 2048, embd = 0, nl = 0, nff = 0, nh = 0, nhkv = 0, rope_dim = 0, key_len = 0;
+    int rc;
+    if ((rc = get_arch_u32(f, a, "context_length", &ctx, false, d))) return rc;
+    if ((rc = get_arch_u32(f, a, "embedding_length", &embd, true, d))) return rc;
+    if ((rc = get_arch_u32(f, a, "block_count", &nl, true, d))) return rc;
+    if ((rc = get_arch_u32(f, a, "feed_forward_length", &nff, true, d))) return rc;
+    if ((rc = get_arch_u32(f, a, "attention.head_count", &nh, true, d))) return rc;
+    nhkv = nh;
+    if ((rc = get_arch_u32(f, a, "attention.head_count_kv", &nhkv, false, d))) return rc;
+    if ((rc = get_arch_u32(f, a, "rope.dimension_count", &rope_dim, false, d))) return rc;
+    if ((rc = get_arch_u32(f, a, "attention.key_length", &key_len, false, d))) return rc;
+    if (embd == 0 || embd > 65536 || nl == 0 || nl > 1024 || nh == 0 || nh > 1024 ||
+        nhkv == 0 || nh % nhkv != 0 || embd % nh != 0 || nff == 0 || nff > 1 << 20)
+        return ks_diag_set(d, KS_ERR_FORMAT,
+                           "inconsistent hyper-parameters: n_embd %u, n_layer %u, n_head %u, "
+                           "n_head_kv %u, n_ff %u",
+                           embd, nl, nh, nhkv, nff);
+    hp->n_ctx_train = (int32_t)ctx;
+    hp->n_embd = (int32_t)embd;
+    hp->n_layer = (int32_t)nl;
+    hp->n_ff = (int32_t)nff;
+    hp->n_head = (int32_t)nh;
+    hp->n_head_kv = (int32_t)nhkv;
+    hp->head_dim = (int32_t)(embd / nh);
+    if (key_len && (int32_t)key_len != hp->head_dim)
+        return ks_diag_set(d, KS_ERR_UNSUPPORTED, "attention.key_length %u != n_embd/n_head %d",
+                           key_len, hp->head_dim);
+    if (rope_dim && (int32_t)rope_dim != hp->head_dim)
+        return ks_diag_set(d, KS_ERR_UNSUPPORTED,
+                           "partial rotary embeddings (rope.dimension_count %u, head dim %d) "
+                           "are not supported",
+                           rope_dim, hp->head_dim);
+    if (hp->head_dim % 2 != 0 || hp->head_dim > 256)
+        return ks_diag_set(d, KS_ERR_UNSUPPORTED, "head dimension %d is not supported",
+                           hp->head_dim);
+    hp->rms_eps = 1e-5f;
+    hp->rope_theta = 10000.0f;
+    hp->rope_freq_scale = 1.0f;
+    if ((rc = get_arch_f32(f, a, "attention.layer_norm_rms_epsilon", &hp->rms_eps, d))) return rc;
+    if ((rc = get_arch_f32(f, a, "rope.freq_base", &hp->rope_theta, d))) return rc;
+    float factor = 0.0f;
+    char key[128];
+    snprintf(key, sizeof(key), "%s.rope.scaling.type", a);
+    if (gguf_get_str(f, key, &s) == KS_OK && !gguf_str_eq(s, "none")) {
+        if (!gguf_str_eq(s, "linear"))
+            return ks_diag_set(d, KS_ERR_UNSUPPORTED,
+                               "rope scaling type '%.*s' is not supported (none, linear)",
+                               (int)s.len, s.ptr);
+        if ((rc = get_arch_f32(f, a, "rope.scaling.factor", &factor, d))) return rc;
+    } else if ((rc = get_arch_f32(f, a, "rope.scale_linear", &factor, d))) {
+        return rc;
+    }
+    if (factor > 0.0f) hp->rope_freq_scale = 1.0f / factor;
+    if (!(hp->rms_eps > 0.0f) || !(hp->rope_theta > 0.0f))
+        return ks_diag_set(d, KS_ERR_FORMAT, "bad rms epsilon or rope base");
+    return KS_OK;
+}
+
+static int bind_weight(const gguf_file *f, const char *name, int64_t n_in, int64_t n_out,
+                       mm_weight *w, bool required, ks_diag *d)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (!t) {
+        if (!required) return KS_ERR_NOT_FOUND;
+        return ks_diag_set(d, KS_ERR_FORMAT, "tensor '%s' is missing", name);
+    }
+    if (!qt_type_supported(t->type))
+        return ks_diag_set(d, KS_ERR_UNSUPPORTED,
+                           "tensor '%s' has type %s (%u), which is not supported (F32, F16, "
+                           "BF16, Q8_0, Q4_0, Q4_K, Q6_K)",
+                           name, qt_type_name(t->type), t->type);
+    if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
+        return ks_diag_set(d, KS_ERR_FORMAT,
+                           "tensor '%s' has shape [%lld, %lld] (%u dims), expected [%lld, %lld]",
+                           name, (long long)t->ne[0], (long long)t->ne[1], t->n_dims,
+                           (long long)n_in, (long long)n_out);
+    w->data = t->data;
+    w->type = (qt_type)t->type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->row_bytes = qt_row_bytes(w->type, n_in);
+    if (w->row_bytes == 0)
+        return ks_diag_set(d, KS_ERR_FORMAT, "tensor '%s': row of %lld is not whole blocks",
+                           name, (long long)n_in);
+    return KS_OK;
+}
+
+static int bind_vec(const gguf_file *f, const char *name, int64_t n, mm_vec *v, bool required,
+                    ks_diag *d)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (!t) {
+        if (!required) return KS_OK;
+        return ks_diag_set(d, KS_ERR_FORMAT, "tensor '%s' is missing", name);
+    }
+    int64_t total = 1;
+    for (uint32_t i = 0; i < t->n_dims; i++) total *= t->ne[i];
+    if (t->type != QT_F32 || total != n)
+        return ks_diag_set(d, KS_ERR_FORMAT, "tensor '%s' must be F32 with %lld elements", name,
+                           (long long)n);
+    v->data = t->data;
+    v->n = n;
+    return KS_OK;
+}
+
+static int bind_layer(const gguf_file *f, const model_hparams *hp, int il, model_layer *L,
+                      ks_diag *d)
+{
+    char nm[96];
+    int64_t e = hp->n_embd, q = (int64_t)hp->n_head * hp->head_dim;
+    int64_t kv = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
+    int rc;
+#define W(field, suffix, nin, nout)                                                              \
+    snprintf(nm, sizeof(nm), "blk.%d.%s", il, suffix);                                           \
+    if ((rc = bind_weight(f, nm, nin, nout, &L->field, true, d))) return rc;
+#define V(field, suffix, n, req)                                                                 \
+    snprintf(nm, sizeof(nm), "blk.%d.%s", il, suffix);                                           \
+    if ((rc = bind_vec(f, nm, n, &L->field, req, d))) return rc;
+    V(attn_norm, "attn_norm.weight", e, true);
+    W(wq, "attn_q.weight", e, q);
+    W(wk, "attn_k.weight", e, kv);
+    W(wv, "attn_v.weight", e, kv);
+    W(wo, "attn_output.weight", q, e);
+    V(bq, "attn_q.bias", q, false);
+    V(bk, "attn_k.bias", kv, false);
+    V(bv, "attn_v.bias", kv, false);
+    V(ffn_norm, "ffn_norm.weight", e, true);
+    W(w_gate, "ffn_gate.weight", e, ff);
+    W(w_up, "ffn_up.weight", e, ff);
+    W(w_down, "ffn_down.weight", ff, e);
+#undef W
+#undef V
+    return KS_OK;
+}
+
+int model_load(const char *path, model **out, ks_diag *d)
+{
+    ks_diag local;
+    if (!d) d = &local;
+    ks_diag_clear(d);
+    model *m = calloc(1, sizeof(*m));
+    if (!m) return ks_diag_set(d, KS_ERR_NOMEM, "out of memory");
+    int rc = gguf_open(path, &m->file, d);
+    if (rc) goto fail;
+    if ((rc = read_hparams(m->file, &m->hp, d))) goto fail;
+    model_hparams *hp = &m->hp;
+    if ((rc = tok_vocab_load(m->file, &m->vocab, d))) goto fail;
+    const gguf_tensor *te = gguf_find_tensor(m->file, "token_embd.weight");
+    if (!te || te->n_dims != 2 || te->ne[0] != hp->n_embd || te->ne[1] < 1 ||
+        te->ne[1] > (1 << 24)) {
+        rc = ks_diag_set(d, KS_ERR_FORMAT, "tensor 'token_embd.weight' is missing or has a bad "
+                                           "shape (expected [n_embd, n_vocab])");
+        goto fail;
+    }
+    hp->n_vocab = (int32_t)te->ne[1];
+    if (tok_vocab_n_tokens(m->vocab) > hp->n_vocab) {
+        rc = ks_diag_set(d, KS_ERR_FORMAT, "tokenizer has %d tokens but the embedding only %d",
+                         tok_vocab_n_tokens(m->vocab), hp->n_vocab);
+        goto fail;
+    }
+    if ((rc = bind_weight(m->file, "token_embd.weight", hp->n_embd, hp->n_vocab, &m->tok_embd,
+                          true, d)))
+        goto fail;
+    if ((rc = bind_vec(m->file, "output_norm.weight", hp->n_embd, &m->output_norm, true, d)))
+        goto fail;
+    rc = bind_weight(m->file, "output.weight", hp->n_embd, hp->n_vocab, &m->output, false, d);
+    if (rc == KS_ERR_NOT_FOUND) {
+        m->output = m->tok_embd;
+        hp->tied_output = true;
+    } else if (rc) {
+        goto fail;
+    }
+    m->layers = calloc((size_t)hp->n_layer, sizeof(model_layer));
+    if (!m->layers) {
+        rc = ks_diag_set(d, KS_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int il = 0; il < hp->n_layer; il++)
+        if ((rc = bind_layer(m->file, hp, il, &m->layers[il], d))) goto fail;
+    hp->has_qkv_bias = m->layers[0].bq.data != NULL;
+    for (int64_t i = 0; i < gguf_n_tensors(m->file); i++)
+        m->weight_bytes += gguf_tensor_at(m->file, i)->nbytes;
+    *out = m;
+    return KS_OK;
+fail:
+    if (!d->file[0]) snprintf(d->file, sizeof(d->file), "%s", path);
+    model_free(m);
+    return rc;
+}
+
+void model_free(model *m)
+{
+    if (!m) return;
+    tok_vocab_free(m->vocab);
+    free(m->layers);
+    gguf_close(m->file);
+    free(m);
+}
+
+const model_hparams *model_get_hparams(const model *m)
+{
+    return &m->hp;
+}
+
+const tok_vocab *model_get_vocab(const model *m)
+{
+    return m->vocab;
+}
+
+uint64_t model_weight_bytes(const model *m)
+{
+    return m->weight_bytes;
+}

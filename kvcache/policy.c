@@ -1,1 +1,94 @@
-/* placeholder: not written yet */
+/* policy.c - the policy registry and the per-chunk steps that forward to a sequence's policy.
+ *
+ * The model never calls a policy directly: it calls kv_seq_chunk_begin / kv_seq_attn_spans /
+ * kv_seq_mass_queries / kv_seq_attn_done / kv_seq_chunk_end (see the call sequence in
+ * kvcache.h), which validate arguments, apply the "can be NULL" defaults of the vtable and
+ * forward. Adding a policy = one file with a `const kv_policy` plus one line in kPolicies.
+ */
+#include "kvserve/kvcache.h"
+
+#include <string.h>
+
+extern const kv_policy kv_policy_sink_window, kv_policy_snapkv, kv_policy_pyramid,
+    kv_policy_h2o, kv_policy_retrieval;
+
+static const kv_policy *const kPolicies[] = {
+    &kv_policy_full, &kv_policy_sink_window, &kv_policy_snapkv, &kv_policy_pyramid,
+    &kv_policy_h2o, &kv_policy_retrieval,
+};
+
+static const char *const kPolicyNames[] = {
+    "full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval",
+    NULL,
+};
+
+const kv_policy *kv_policy_find(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < KS_ARRAY_LEN(kPolicies); i++)
+        if (strcmp(kPolicies[i]->name, name) == 0)
+            return kPolicies[i];
+    return NULL;
+}
+
+const char *const *kv_policy_names(void)
+{
+    return kPolicyNames;
+}
+
+static bool chunk_ok(const kv_chunk *c)
+{
+    return c && c->n_new >= 0 && (c->n_new == 0 || c->idx);
+}
+
+int kv_seq_chunk_begin(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out)
+{
+    if (!seq || !chunk_ok(chunk) || (chunk->n_new > 0 && !pos_out))
+        return KS_ERR_INVALID;
+    const kv_policy *p = kv_seq_policy(seq);
+    if (p->before_chunk) {
+        int rc = p->before_chunk(seq, chunk);
+        if (rc)
+            return rc;
+    }
+    return p->positions(seq, chunk, pos_out);
+}
+
+int kv_seq_attn_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
+                      attn_span *out, int32_t max, int32_t *n)
+{
+    *n = 0;
+    if (!seq || !kv_seq_table(seq, layer, kv_head) || max < 0 || (max > 0 && !out))
+        return KS_ERR_INVALID;
+    return kv_seq_policy(seq)->spans(seq, layer, kv_head, q, out, max, n);
+}
+
+int32_t kv_seq_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q)
+{
+    const kv_policy *p = kv_seq_policy(seq);
+    if (!p->mass_queries || !p->after_attention || !q)
+        return 0;
+    int32_t m = p->mass_queries(seq, layer, kv_head, q);
+    return KS_MAX(0, KS_MIN(m, q->n_q));
+}
+
+int kv_seq_attn_done(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
+                     const attn_span *spans, int32_t n_spans, const float *key_mass,
+                     int32_t n_mass)
+{
+    const kv_policy *p = kv_seq_policy(seq);
+    if (!p->after_attention || n_mass <= 0)
+        return 0;
+    if (!kv_seq_table(seq, layer, kv_head) || !key_mass || n_spans < 0)
+        return KS_ERR_INVALID;
+    return p->after_attention(seq, layer, kv_head, q, spans, n_spans, key_mass, n_mass);
+}
+
+int kv_seq_chunk_end(kv_seq *seq, const kv_chunk *chunk)
+{
+    if (!seq || !chunk_ok(chunk))
+        return KS_ERR_INVALID;
+    const kv_policy *p = kv_seq_policy(seq);
+    return p->after_chunk ? p->after_chunk(seq, chunk) : 0;
+}

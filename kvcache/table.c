@@ -1,1 +1,448 @@
-/* placeholder: not written yet */
+/* table.c - per-(layer, KV head) block tables and the sequence cache that owns them.
+ *
+ * A kv_head_table lists the tokens one KV head of one layer keeps ("slots", in a fixed order)
+ * packed into pool blocks; each slot carries its sequence index (for the causal mask) and the
+ * RoPE position its key was rotated with. Policies differ only in which slots they keep, so
+ * there is one mutation primitive for eviction: kv_head_table_keep(). Blocks may be partly
+ * filled after eviction; keep() compacts rows within blocks (cheap: evicting the oldest
+ * window tokens only moves rows of one block) and repacks the table densely when it wastes
+ * more than a block, so memory stays within one block of n_tok per head.
+ *
+ * Invariants: every block in blocks[] has 1..block_tokens tokens; sum(blk_n) == n_tok; a block
+ * shared with another table (refcount > 1) is never written: it is copied first (COW).
+ * Every mutation checks all its failure cases (pool full, out of memory) before changing
+ * anything, so a failed call leaves the table as it was.
+ */
+#include "kvserve/kvcache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvserve/quant.h"
+
+struct kv_seq {
+    kv_pool *pool;
+    int32_t n_layer;
+    int32_t n_head_kv;
+    const kv_policy *policy;
+    void *state;
+    kv_head_table *tables; /* [n_layer][n_head_kv] */
+    int64_t n_seen;
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Head table                                                                                */
+
+static int table_reserve(kv_head_table *t, int32_t n_tok, int32_t n_blocks)
+{
+    if (n_tok > t->cap_tok) {
+        int32_t cap = KS_MAX(n_tok, t->cap_tok < 1024 ? 64 : t->cap_tok + t->cap_tok / 2);
+        if (cap < n_tok)
+            cap = n_tok;
+        int32_t *idx = realloc(t->idx, (size_t)cap * sizeof(int32_t));
+        if (!idx)
+            return KS_ERR_NOMEM;
+        t->idx = idx;
+        int32_t *pos = realloc(t->pos, (size_t)cap * sizeof(int32_t));
+        if (!pos)
+            return KS_ERR_NOMEM;
+        t->pos = pos;
+        t->cap_tok = cap;
+    }
+    if (n_blocks > t->cap_blocks) {
+        int32_t cap = KS_MAX(n_blocks, t->cap_blocks < 16 ? 16 : t->cap_blocks * 2);
+        int32_t *b = realloc(t->blocks, (size_t)cap * sizeof(int32_t));
+        if (!b)
+            return KS_ERR_NOMEM;
+        t->blocks = b;
+        int32_t *bn = realloc(t->blk_n, (size_t)cap * sizeof(int32_t));
+        if (!bn)
+            return KS_ERR_NOMEM;
+        t->blk_n = bn;
+        t->cap_blocks = cap;
+    }
+    return 0;
+}
+
+static void table_deinit(kv_head_table *t)
+{
+    for (int32_t b = 0; b < t->n_blocks; b++)
+        kv_pool_release(t->pool, t->blocks[b]);
+    free(t->blocks);
+    free(t->blk_n);
+    free(t->idx);
+    free(t->pos);
+    memset(t, 0, sizeof(*t));
+}
+
+/* Replaces blocks[b] with a private copy made in block `fresh`. */
+static void table_cow(kv_head_table *t, int32_t b, int32_t fresh)
+{
+    memcpy(kv_pool_block_k(t->pool, fresh), kv_pool_block_k(t->pool, t->blocks[b]),
+           kv_pool_block_bytes(t->pool));
+    kv_pool_release(t->pool, t->blocks[b]);
+    t->blocks[b] = fresh;
+}
+
+int kv_head_table_locate(const kv_head_table *t, int32_t slot, int32_t *blk, int32_t *row)
+{
+    if (slot < 0 || slot >= t->n_tok)
+        return KS_ERR_RANGE;
+    int32_t start = 0;
+    for (int32_t b = 0; b < t->n_blocks; b++) {
+        if (slot < start + t->blk_n[b]) {
+            *blk = b;
+            *row = slot - start;
+            return 0;
+        }
+        start += t->blk_n[b];
+    }
+    return KS_ERR_INTERNAL;
+}
+
+void *kv_head_table_k_row(const kv_head_table *t, int32_t blk, int32_t row)
+{
+    return (uint8_t *)kv_pool_block_k(t->pool, t->blocks[blk]) +
+           (size_t)row * kv_pool_row_bytes(t->pool);
+}
+
+void *kv_head_table_v_row(const kv_head_table *t, int32_t blk, int32_t row)
+{
+    return (uint8_t *)kv_pool_block_v(t->pool, t->blocks[blk]) +
+           (size_t)row * kv_pool_row_bytes(t->pool);
+}
+
+void kv_head_table_set_pos(kv_head_table *t, int32_t slot, int32_t pos)
+{
+    if (slot >= 0 && slot < t->n_tok)
+        t->pos[slot] = pos;
+}
+
+int kv_head_table_make_writable(kv_head_table *t)
+{
+    for (int32_t b = 0; b < t->n_blocks; b++) {
+        if (kv_pool_refcount(t->pool, t->blocks[b]) <= 1)
+            continue;
+        int32_t fresh;
+        int rc = kv_pool_alloc(t->pool, 1, &fresh);
+        if (rc)
+            return rc;
+        table_cow(t, b, fresh);
+    }
+    return 0;
+}
+
+int kv_head_table_spans(const kv_head_table *t, attn_span *out, int32_t max, int32_t *n)
+{
+    *n = t->n_blocks;
+    if (t->n_blocks > max)
+        return KS_ERR_RANGE;
+    int32_t start = 0;
+    for (int32_t b = 0; b < t->n_blocks; b++) {
+        out[b] = (attn_span){
+            .k = kv_pool_block_k(t->pool, t->blocks[b]),
+            .v = kv_pool_block_v(t->pool, t->blocks[b]),
+            .idx = t->idx + start,
+            .n = t->blk_n[b],
+        };
+        start += t->blk_n[b];
+    }
+    return 0;
+}
+
+/* Where kept token i goes: (dst block index in the current list, row). */
+static void keep_dest(const int32_t *kc_rank, const int32_t *ridx, bool repack, int32_t bt,
+                      int32_t i, int32_t sb, int32_t *db, int32_t *dr)
+{
+    if (repack) {
+        *db = ridx[i / bt];
+        *dr = i % bt;
+    } else {
+        *db = sb;
+        *dr = kc_rank[sb];
+    }
+}
+
+/* Moves kept rows to their destinations (or only marks written blocks when `mark`). */
+static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t *rank,
+                      const int32_t *ridx, bool repack, uint8_t *written, bool mark)
+{
+    int32_t bt = kv_pool_block_tokens(t->pool);
+    size_t rb = kv_pool_row_bytes(t->pool);
+    int32_t b = 0, start = 0;
+    memset(rank, 0, (size_t)t->n_blocks * sizeof(int32_t));
+    for (int32_t i = 0; i < n; i++) {
+        while (keep[i] >= start + t->blk_n[b])
+            start += t->blk_n[b++];
+        int32_t sr = keep[i] - start, db, dr;
+        keep_dest(rank, ridx, repack, bt, i, b, &db, &dr);
+        rank[b]++;
+        if (db == b && dr == sr)
+            continue;
+        if (mark) {
+            written[db] = 1;
+            continue;
+        }
+        memmove(kv_head_table_k_row(t, db, dr), kv_head_table_k_row(t, b, sr), rb);
+        memmove(kv_head_table_v_row(t, db, dr), kv_head_table_v_row(t, b, sr), rb);
+    }
+}
+
+int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
+{
+    if (n < 0 || n > t->n_tok || (n > 0 && !keep))
+        return KS_ERR_INVALID;
+    for (int32_t i = 0; i < n; i++)
+        if (keep[i] < 0 || keep[i] >= t->n_tok || (i > 0 && keep[i] <= keep[i - 1]))
+            return KS_ERR_INVALID;
+    if (n == t->n_tok)
+        return 0;
+    int32_t nb = t->n_blocks, bt = kv_pool_block_tokens(t->pool);
+    int32_t *buf = calloc((size_t)nb * 4 + 1, sizeof(int32_t));
+    uint8_t *written = calloc((size_t)nb + 1, 1);
+    if (!buf || !written) {
+        free(buf);
+        free(written);
+        return KS_ERR_NOMEM;
+    }
+    int32_t *kc = buf, *ridx = buf + nb, *rank = buf + 2 * nb, *cow = buf + 3 * nb;
+    for (int32_t i = 0, b = 0, start = 0; i < n; i++) {
+        while (keep[i] >= start + t->blk_n[b])
+            start += t->blk_n[b++];
+        kc[b]++;
+    }
+    int32_t n_rem = 0;
+    for (int32_t b = 0; b < nb; b++)
+        if (kc[b] > 0)
+            ridx[n_rem++] = b;
+    int32_t n_dst = (n + bt - 1) / bt;
+    bool repack = n_rem > n_dst + 1;
+
+    /* Copy-on-write every shared block that will be written, all or nothing. */
+    keep_walk(t, keep, n, rank, ridx, repack, written, true);
+    int32_t n_cow = 0;
+    for (int32_t b = 0; b < nb; b++)
+        if (written[b] && kv_pool_refcount(t->pool, t->blocks[b]) > 1)
+            n_cow++;
+    int rc = kv_pool_alloc(t->pool, n_cow, cow);
+    if (rc) {
+        free(buf);
+        free(written);
+        return rc;
+    }
+    for (int32_t b = 0, c = 0; b < nb; b++)
+        if (written[b] && kv_pool_refcount(t->pool, t->blocks[b]) > 1)
+            table_cow(t, b, cow[c++]);
+
+    keep_walk(t, keep, n, rank, ridx, repack, written, false);
+    for (int32_t i = 0; i < n; i++) {
+        t->idx[i] = t->idx[keep[i]];
+        t->pos[i] = t->pos[keep[i]];
+    }
+    /* Rebuild the block list: release emptied (and, when repacking, surplus) blocks. */
+    int32_t n_keep_blocks = repack ? n_dst : n_rem;
+    for (int32_t b = 0; b < nb; b++)
+        if (kc[b] == 0)
+            kv_pool_release(t->pool, t->blocks[b]);
+    for (int32_t j = n_keep_blocks; j < n_rem; j++)
+        kv_pool_release(t->pool, t->blocks[ridx[j]]);
+    for (int32_t j = 0; j < n_keep_blocks; j++) {
+        t->blocks[j] = t->blocks[ridx[j]];
+        t->blk_n[j] = repack ? KS_MIN(bt, n - j * bt) : kc[ridx[j]];
+    }
+    t->n_blocks = n_keep_blocks;
+    t->n_tok = n;
+    free(buf);
+    free(written);
+    return 0;
+}
+
+/* Blocks this table needs to take n_tok more tokens (fresh ones and a COW of a shared tail). */
+static int32_t table_append_need(const kv_head_table *t, int32_t n_tok)
+{
+    int32_t bt = kv_pool_block_tokens(t->pool);
+    int32_t room = 0;
+    bool cow = false;
+    if (t->n_blocks > 0) {
+        room = bt - t->blk_n[t->n_blocks - 1];
+        cow = room > 0 && n_tok > 0 &&
+              kv_pool_refcount(t->pool, t->blocks[t->n_blocks - 1]) > 1;
+    }
+    int32_t rest = n_tok > room ? n_tok - room : 0;
+    return (rest + bt - 1) / bt + (cow ? 1 : 0);
+}
+
+static void store_row(ks_dtype dt, const float *src, void *dst, int32_t hd)
+{
+    if (dt == KS_DTYPE_F16)
+        qt_f32_to_f16_row(src, dst, hd);
+    else
+        memcpy(dst, src, (size_t)hd * sizeof(float));
+}
+
+/* Appends rows using blocks from ids[] (table_append_need of them); returns how many it used
+ * (fewer only if another thread dropped its share of the tail block meanwhile). */
+static int32_t table_append(kv_head_table *t, int32_t n_tok, const float *k, const float *v,
+                         size_t stride, const int32_t *idx, const int32_t *pos,
+                         const int32_t *ids)
+{
+    int32_t bt = kv_pool_block_tokens(t->pool), hd = kv_pool_head_dim(t->pool);
+    ks_dtype dt = kv_pool_dtype(t->pool);
+    int32_t used = 0;
+    if (t->n_blocks > 0 && t->blk_n[t->n_blocks - 1] < bt && n_tok > 0 &&
+        kv_pool_refcount(t->pool, t->blocks[t->n_blocks - 1]) > 1)
+        table_cow(t, t->n_blocks - 1, ids[used++]);
+    for (int32_t i = 0; i < n_tok; i++) {
+        if (t->n_blocks == 0 || t->blk_n[t->n_blocks - 1] == bt) {
+            t->blocks[t->n_blocks] = ids[used++];
+            t->blk_n[t->n_blocks++] = 0;
+        }
+        int32_t b = t->n_blocks - 1, r = t->blk_n[b]++;
+        store_row(dt, k + (size_t)i * stride, kv_head_table_k_row(t, b, r), hd);
+        store_row(dt, v + (size_t)i * stride, kv_head_table_v_row(t, b, r), hd);
+        t->idx[t->n_tok] = idx[i];
+        t->pos[t->n_tok] = pos[i];
+        t->n_tok++;
+    }
+    return used;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Sequence                                                                                  */
+
+int kv_seq_create(kv_pool *pool, const kv_seq_params *p, kv_seq **out)
+{
+    *out = NULL;
+    if (!pool || !p || p->n_layer < 1 || p->n_head_kv < 1 || p->n_layer > 4096 ||
+        p->n_head_kv > 4096)
+        return KS_ERR_INVALID;
+    const kv_policy *pol = p->policy ? p->policy : &kv_policy_full;
+    if (!pol->positions || !pol->spans)
+        return KS_ERR_INVALID;
+    kv_seq *s = calloc(1, sizeof(*s));
+    if (!s)
+        return KS_ERR_NOMEM;
+    s->pool = pool;
+    s->n_layer = p->n_layer;
+    s->n_head_kv = p->n_head_kv;
+    s->policy = pol;
+    s->tables = calloc((size_t)p->n_layer * (size_t)p->n_head_kv, sizeof(kv_head_table));
+    if (!s->tables) {
+        free(s);
+        return KS_ERR_NOMEM;
+    }
+    for (int32_t i = 0; i < p->n_layer * p->n_head_kv; i++)
+        s->tables[i].pool = pool;
+    if (pol->init) {
+        int rc = pol->init(s, p->policy_config, &s->state);
+        if (rc) {
+            s->policy = &kv_policy_full; /* so destroy does not call free on no state */
+            kv_seq_destroy(s);
+            return rc;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+void kv_seq_destroy(kv_seq *seq)
+{
+    if (!seq)
+        return;
+    if (seq->policy->free)
+        seq->policy->free(seq, seq->state);
+    if (seq->tables)
+        for (int32_t i = 0; i < seq->n_layer * seq->n_head_kv; i++)
+            table_deinit(&seq->tables[i]);
+    free(seq->tables);
+    free(seq);
+}
+
+kv_pool *kv_seq_pool(const kv_seq *seq) { return seq->pool; }
+int32_t kv_seq_n_layer(const kv_seq *seq) { return seq->n_layer; }
+int32_t kv_seq_n_head_kv(const kv_seq *seq) { return seq->n_head_kv; }
+const kv_policy *kv_seq_policy(const kv_seq *seq) { return seq->policy; }
+void *kv_seq_policy_state(const kv_seq *seq) { return seq->state; }
+
+kv_head_table *kv_seq_table(kv_seq *seq, int32_t layer, int32_t kv_head)
+{
+    if (layer < 0 || layer >= seq->n_layer || kv_head < 0 || kv_head >= seq->n_head_kv)
+        return NULL;
+    return &seq->tables[(size_t)layer * seq->n_head_kv + kv_head];
+}
+
+int kv_seq_append(kv_seq *seq, int32_t layer, int32_t n_tok, const float *k, const float *v,
+                  const int32_t *idx, const int32_t *pos)
+{
+    if (layer < 0 || layer >= seq->n_layer || n_tok < 0 ||
+        (n_tok > 0 && (!k || !v || !idx || !pos)))
+        return KS_ERR_INVALID;
+    if (n_tok == 0)
+        return 0;
+    kv_head_table *tabs = kv_seq_table(seq, layer, 0);
+    int32_t need = 0;
+    for (int32_t h = 0; h < seq->n_head_kv; h++) {
+        kv_head_table *t = &tabs[h];
+        if (n_tok > INT32_MAX - t->n_tok)
+            return KS_ERR_RANGE;
+        int32_t nh = table_append_need(t, n_tok);
+        int rc = table_reserve(t, t->n_tok + n_tok, t->n_blocks + nh + 1);
+        if (rc)
+            return rc;
+        need += nh;
+    }
+    int32_t stack_ids[64];
+    int32_t *ids = need <= 64 ? stack_ids : malloc((size_t)need * sizeof(int32_t));
+    if (!ids)
+        return KS_ERR_NOMEM;
+    int rc = kv_pool_alloc(seq->pool, need, ids);
+    if (rc == 0) {
+        int32_t hd = kv_pool_head_dim(seq->pool), used = 0;
+        size_t stride = (size_t)seq->n_head_kv * hd;
+        for (int32_t h = 0; h < seq->n_head_kv; h++) {
+            used += table_append(&tabs[h], n_tok, k + (size_t)h * hd, v + (size_t)h * hd,
+                                 stride, idx, pos, ids + used);
+        }
+        for (int32_t i = used; i < need; i++)
+            kv_pool_release(seq->pool, ids[i]);
+        if (layer == 0)
+            seq->n_seen += n_tok;
+    }
+    if (ids != stack_ids)
+        free(ids);
+    return rc;
+}
+
+int kv_seq_spans(kv_seq *seq, int32_t layer, int32_t kv_head, attn_span *out, int32_t max,
+                 int32_t *n)
+{
+    *n = 0;
+    kv_head_table *t = kv_seq_table(seq, layer, kv_head);
+    if (!t || max < 0 || (max > 0 && !out))
+        return KS_ERR_INVALID;
+    return kv_head_table_spans(t, out, max, n);
+}
+
+void kv_seq_get_stats(const kv_seq *seq, kv_seq_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->tokens_seen = seq->n_seen;
+    for (int32_t i = 0; i < seq->n_layer * seq->n_head_kv; i++) {
+        out->tokens_kept += seq->tables[i].n_tok;
+        out->blocks += seq->tables[i].n_blocks;
+    }
+    out->tokens_kept_avg = (double)out->tokens_kept / ((double)seq->n_layer * seq->n_head_kv);
+    out->bytes = (size_t)out->blocks * kv_pool_block_bytes(seq->pool);
+}
+
+int64_t kv_seq_tokens_seen(const kv_seq *seq) { return seq->n_seen; }
+
+int64_t kv_seq_tokens_kept(const kv_seq *seq, int32_t layer)
+{
+    if (layer < 0 || layer >= seq->n_layer)
+        return 0;
+    int64_t n = 0;
+    for (int32_t h = 0; h < seq->n_head_kv; h++)
+        n += seq->tables[(size_t)layer * seq->n_head_kv + h].n_tok;
+    return n;
+}

@@ -1,1 +1,345 @@
-/* placeholder: not written yet */
+/* api.c - OpenAI-compatible endpoints: routing, API-key check, JSON request parsing, and the
+ * simple endpoints (health, models, tokenize, detokenize, metrics, kv). Generation lives in
+ * api_gen.c. Every answered request is counted in metrics by status.
+ */
+#include <stdio.h>
+#include <strings.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "kvserve/sse.h"
+
+
+/* ---------------------------------------------------------------- small helpers */
+
+/* Copies s with invalid UTF-8 replaced by U+FFFD so jansson accepts it. */
+static char *utf8_clean(const char *s, size_t n, size_t *out_len)
+{
+    char *o = malloc(n * 3 + 1);
+    if (!o) return NULL;
+    size_t j = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && i + len <= n && c != 0xC0 && c != 0xC1 && c < 0xF5;
+        for (size_t k = 1; ok && k < len; k++) ok = ((unsigned char)s[i + k] >> 6) == 2;
+        if (ok && c < 0x80 && c == 0) ok = true;
+        if (ok) {
+            memcpy(o + j, s + i, len);
+            j += len;
+            i += len;
+        } else {
+            memcpy(o + j, "\xEF\xBF\xBD", 3);
+            j += 3;
+            i++;
+        }
+    }
+    o[j] = 0;
+    *out_len = j;
+    return o;
+}
+
+json_t *api_json_text(const char *s, size_t n)
+{
+    size_t m;
+    char *c = utf8_clean(s, n, &m);
+    json_t *j = c ? json_stringn(c, m) : NULL;
+    free(c);
+    return j ? j : json_string("");
+}
+
+void api_respond_json(api_server *a, http_request *req, int status, json_t *body)
+{
+    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!s) {
+        status = 500;
+        s = http_error_body(500, "out of memory", NULL);
+    }
+    metrics_count_request(a->metrics, status);
+    (void)http_respond(req, status, "application/json", NULL, s, s ? strlen(s) : 0);
+    free(s);
+}
+
+void api_respond_error(api_server *a, http_request *req, int status, const char *msg,
+                          const char *param)
+{
+    json_t *err = json_pack("{s:s, s:s, s:o, s:o}", "message", msg, "type",
+                            status == 401   ? "authentication_error"
+                            : status == 404 ? "not_found_error"
+                            : status == 429 ? "rate_limit_error"
+                            : status >= 500 ? "server_error"
+                                            : "invalid_request_error",
+                            "param", param ? json_string(param) : json_null(), "code",
+                            json_integer(status));
+    const char *extra = status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL;
+    json_t *root = json_pack("{s:o}", "error", err);
+    char *s = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    metrics_count_request(a->metrics, status);
+    (void)http_respond(req, status, "application/json", extra, s, s ? strlen(s) : 0);
+    free(s);
+}
+
+/* Parses the body as a JSON object; answers 400 itself and returns NULL on failure. */
+json_t *api_parse_body(api_server *a, http_request *req)
+{
+    size_t len;
+    const char *body = http_request_body(req, &len);
+    json_error_t e;
+    json_t *root = json_loadb(body, len, 0, &e);
+    if (!root || !json_is_object(root)) {
+        char msg[300];
+        if (root) snprintf(msg, sizeof(msg), "the request body must be a JSON object");
+        else snprintf(msg, sizeof(msg), "invalid JSON: %s (line %d, column %d)", e.text, e.line,
+                      e.column);
+        json_decref(root);
+        api_respond_error(a, req, 400, msg, NULL);
+        return NULL;
+    }
+    return root;
+}
+
+json_t *api_usage_json(const sch_usage *u)
+{
+    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", u->prompt_tokens,
+                     "completion_tokens", u->completion_tokens, "total_tokens",
+                     u->prompt_tokens + u->completion_tokens, "prompt_tokens_details",
+                     "cached_tokens", u->cached_tokens);
+}
+
+/* ---------------------------------------------------------------- simple endpoints */
+
+static void h_health(api_server *a, http_request *req)
+{
+    if (!a->model) api_respond_json(a, req, 503, json_pack("{s:s}", "status", "loading"));
+    else api_respond_json(a, req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void h_models(api_server *a, http_request *req)
+{
+    json_t *data = json_array();
+    if (a->model) {
+        const model_hparams *hp = model_get_hparams(a->model);
+        json_array_append_new(
+            data, json_pack("{s:s, s:s, s:I, s:s, s:{s:i, s:i, s:s}}", "id", a->model_id,
+                            "object", "model", "created", (json_int_t)time(NULL), "owned_by",
+                            "kvserve", "meta", "n_vocab", hp->n_vocab, "n_ctx", a->n_ctx, "arch",
+                            hp->arch_name));
+    }
+    api_respond_json(a, req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+static void h_tokenize(api_server *a, http_request *req)
+{
+    json_t *root = api_parse_body(a, req);
+    if (!root) return;
+    json_t *c = json_object_get(root, "content");
+    json_t *as = json_object_get(root, "add_special");
+    if (!json_is_string(c) || (as && !json_is_boolean(as))) {
+        json_decref(root);
+        api_respond_error(a, req, 400, "'content' must be a string", "content");
+        return;
+    }
+    const char *text = json_string_value(c);
+    size_t len = json_string_length(c);
+    bool add = as ? json_is_true(as) : false;
+    int32_t n = tok_encode(a->vocab, text, len, add, true, NULL, 0);
+    int32_t *ids = n > 0 ? malloc((size_t)n * sizeof(int32_t)) : NULL;
+    if (n > 0 && (!ids || tok_encode(a->vocab, text, len, add, true, ids, n) != n)) n = -1;
+    json_decref(root);
+    if (n < 0) {
+        free(ids);
+        api_respond_error(a, req, 500, "tokenization failed", NULL);
+        return;
+    }
+    json_t *arr = json_array();
+    for (int32_t i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
+    free(ids);
+    api_respond_json(a, req, 200, json_pack("{s:o}", "tokens", arr));
+}
+
+/* Reads a JSON array of token ids; returns count or -1 (bad id / type). */
+int32_t api_read_ids(api_server *a, json_t *arr, int32_t **out)
+{
+    size_t n = json_array_size(arr), i;
+    int32_t *ids = malloc((n ? n : 1) * sizeof(int32_t));
+    if (!ids) return -1;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) >= tok_vocab_n_tokens(a->vocab)) {
+            free(ids);
+            return -1;
+        }
+        ids[i] = (int32_t)json_integer_value(v);
+    }
+    *out = ids;
+    return (int32_t)n;
+}
+
+static void h_detokenize(api_server *a, http_request *req)
+{
+    json_t *root = api_parse_body(a, req);
+    if (!root) return;
+    json_t *t = json_object_get(root, "tokens");
+    int32_t *ids = NULL;
+    int32_t n = json_is_array(t) ? api_read_ids(a, t, &ids) : -1;
+    json_decref(root);
+    if (n < 0) {
+        api_respond_error(a, req, 400, "'tokens' must be a list of valid token ids", "tokens");
+        return;
+    }
+    int32_t need = tok_decode(a->vocab, ids, n, false, NULL, 0);
+    char *buf = need >= 0 ? malloc((size_t)need + 1) : NULL;
+    if (buf) tok_decode(a->vocab, ids, n, false, buf, need + 1);
+    free(ids);
+    if (!buf) {
+        api_respond_error(a, req, 500, "detokenization failed", NULL);
+        return;
+    }
+    api_respond_json(a, req, 200, json_pack("{s:o}", "content", api_json_text(buf, (size_t)need)));
+    free(buf);
+}
+
+static void h_metrics(api_server *a, http_request *req)
+{
+    metrics_gauges g = {0};
+    if (a->pool) {
+        kv_pool_stats st;
+        kv_pool_get_stats(a->pool, &st);
+        g.kv_bytes_used = st.bytes_used;
+        g.kv_bytes_budget = st.bytes_budget;
+    }
+    if (a->sch) {
+        sch_counts c;
+        sch_get_counts(a->sch, &c);
+        g.seqs_active = c.active;
+        g.seqs_queued = c.queued;
+    }
+    metrics_count_request(a->metrics, 200);
+    char *text = NULL;
+    size_t len = 0;
+    if (metrics_render(a->metrics, &g, &text, &len)) {
+        api_respond_error(a, req, 500, "cannot render metrics", NULL);
+        return;
+    }
+    (void)http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
+    free(text);
+}
+
+static void h_kv(api_server *a, http_request *req)
+{
+    sch_seq_info *v = NULL;
+    size_t n = 0;
+    if (a->sch && sch_get_seq_info(a->sch, &v, &n)) {
+        api_respond_error(a, req, 500, "out of memory", NULL);
+        return;
+    }
+    json_t *seqs = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *kept = json_array();
+        for (int32_t l = 0; l < v[i].n_layer; l++)
+            json_array_append_new(kept, json_integer(v[i].tokens_kept[l]));
+        json_array_append_new(seqs, json_pack("{s:I, s:s, s:I, s:o, s:I, s:i, s:i}", "id",
+                                              (json_int_t)v[i].id, "policy", v[i].policy,
+                                              "tokens_seen", (json_int_t)v[i].tokens_seen,
+                                              "tokens_kept_per_layer", kept, "bytes",
+                                              (json_int_t)v[i].bytes, "prompt_tokens",
+                                              v[i].n_prompt, "generated_tokens",
+                                              v[i].n_generated));
+    }
+    sch_seq_info_free(v, n);
+    kv_pool_stats st = {0};
+    if (a->pool) kv_pool_get_stats(a->pool, &st);
+    api_respond_json(a, req, 200,
+                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "object", "kv_cache",
+                           "bytes_used", (json_int_t)st.bytes_used, "bytes_budget",
+                           (json_int_t)st.bytes_budget, "block_bytes", (json_int_t)st.block_bytes,
+                           "blocks_used", (json_int_t)st.blocks_used, "blocks_total",
+                           (json_int_t)st.blocks_total, "sequences", seqs));
+}
+
+
+/* ---------------------------------------------------------------- routing */
+
+typedef void (*api_fn)(api_server *a, http_request *req);
+
+typedef struct api_route {
+    const char *path;
+    const char *method;
+    api_fn fn;
+    bool needs_model;
+} api_route;
+
+static void h_completions(api_server *a, http_request *req) { api_gen_handle(a, req, false); }
+static void h_chat(api_server *a, http_request *req) { api_gen_handle(a, req, true); }
+
+static const api_route routes[] = {
+    {"/health", "GET", h_health, false},
+    {"/v1/models", "GET", h_models, false},
+    {"/v1/completions", "POST", h_completions, true},
+    {"/v1/chat/completions", "POST", h_chat, true},
+    {"/tokenize", "POST", h_tokenize, true},
+    {"/detokenize", "POST", h_detokenize, true},
+    {"/metrics", "GET", h_metrics, false},
+    {"/v1/kv", "GET", h_kv, false},
+};
+
+static bool authorized(const api_server *a, http_request *req)
+{
+    const char *key = a->cfg->server.api_key;
+    if (!key[0]) return true;
+    const char *h = http_request_header(req, "authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7)) return false;
+    h += 7;
+    while (*h == ' ') h++;
+    size_t kl = strlen(key), hl = strlen(h);
+    unsigned diff = kl != hl; /* constant-time over the key length */
+    for (size_t i = 0; i < kl; i++) diff |= (unsigned)(key[i] ^ (i < hl ? h[i] : 0));
+    return diff == 0;
+}
+
+void api_handle(http_request *req, void *ud)
+{
+    api_server *a = ud;
+    const char *path = http_request_path(req);
+    const char *method = http_request_method(req);
+    const api_route *match = NULL;
+    for (size_t i = 0; i < KS_ARRAY_LEN(routes); i++)
+        if (!strcmp(routes[i].path, path)) match = &routes[i];
+    if (!match) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "no such endpoint: %.200s", path);
+        api_respond_error(a, req, 404, msg, NULL);
+        return;
+    }
+    if (strcmp(match->path, "/health") && !authorized(a, req)) {
+        api_respond_error(a, req, 401, "invalid or missing API key", NULL);
+        return;
+    }
+    bool head_ok = !strcmp(method, "HEAD") && !strcmp(match->method, "GET");
+    if (strcmp(method, match->method) && !head_ok) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "%s is not allowed here; use %s", method, match->method);
+        char allow[64];
+        snprintf(allow, sizeof(allow), "Allow: %s\r\n", match->method);
+        size_t len;
+        char *body = http_error_body(405, msg, &len);
+        metrics_count_request(a->metrics, 405);
+        (void)http_respond(req, 405, "application/json", allow, body, body ? len : 0);
+        free(body);
+        return;
+    }
+    if (match->needs_model && (!a->model || !a->sch)) {
+        api_respond_error(a, req, 503, "the model is still loading", NULL);
+        return;
+    }
+    if (match->needs_model && a->shutting_down) {
+        api_respond_error(a, req, 503, "the server is shutting down", NULL);
+        return;
+    }
+    match->fn(a, req);
+}

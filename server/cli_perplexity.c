@@ -1,10 +1,181 @@
-/* placeholder: not written yet */
+/* cli_perplexity.c - `kvserve perplexity`: perplexity of a text file computed the way
+ * llama.cpp's perplexity tool does, so the figures are comparable:
+ *   tokenise the whole file once (BOS first when the vocabulary adds it); cut it into
+ *   floor(n/ctx) chunks of ctx tokens, dropping the rest; evaluate each chunk from an empty
+ *   cache with its first token replaced by BOS (when the vocabulary adds BOS); score only
+ *   the second half: logits at positions ctx/2 .. ctx-2 predict the next token;
+ *   PPL = exp(mean negative log-likelihood), printed cumulatively after each chunk.
+ */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_util.h"
 #include "kvserve/cli.h"
+
+static void ppl_usage(FILE *f)
+{
+    fprintf(f, "usage: kvserve perplexity --model M --file F [--ctx N] [--batch N] "
+               "[--threads N] [--kv-dtype f16|f32] [--chunks N]\n");
+}
+
+/* -log softmax(logits)[tok], in double like llama.cpp. */
+static double nll_of(const float *logits, int32_t n_vocab, int32_t tok)
+{
+    float mx = logits[0];
+    for (int32_t i = 1; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    return -((double)(logits[tok] - mx) - log(sum));
+}
+
+typedef struct ppl_opts {
+    const char *model, *file;
+    int64_t ctx, batch, threads, max_chunks;
+    ks_dtype kv_dtype;
+} ppl_opts;
+
+static int ppl_parse(int argc, char **argv, ppl_opts *o)
+{
+    *o = (ppl_opts){.ctx = 512, .batch = 512, .threads = cli_default_threads()};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            ppl_usage(stdout);
+            exit(0);
+        }
+        if (!v) {
+            fprintf(stderr, "kvserve: %s needs a value\n", a);
+            return KS_ERR_INVALID;
+        }
+        i++;
+        int rc = KS_OK;
+        if (!strcmp(a, "--model") || !strcmp(a, "-m")) o->model = v;
+        else if (!strcmp(a, "--file") || !strcmp(a, "-f")) o->file = v;
+        else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) rc = cli_parse_i64(a, v, 8, 1 << 20, &o->ctx);
+        else if (!strcmp(a, "--batch") || !strcmp(a, "-b")) rc = cli_parse_i64(a, v, 1, 8192, &o->batch);
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) rc = cli_parse_i64(a, v, 1, 256, &o->threads);
+        else if (!strcmp(a, "--chunks")) rc = cli_parse_i64(a, v, 1, 1 << 30, &o->max_chunks);
+        else if (!strcmp(a, "--kv-dtype")) {
+            if (!strcmp(v, "f16")) o->kv_dtype = KS_DTYPE_F16;
+            else if (!strcmp(v, "f32")) o->kv_dtype = KS_DTYPE_F32;
+            else {
+                fprintf(stderr, "kvserve: --kv-dtype: '%s' is not f16 or f32\n", v);
+                rc = KS_ERR_INVALID;
+            }
+        } else {
+            fprintf(stderr, "kvserve: perplexity: unknown option '%s'\n", a);
+            rc = KS_ERR_INVALID;
+        }
+        if (rc) return rc;
+    }
+    if (!o->model || !o->file) {
+        ppl_usage(stderr);
+        return KS_ERR_INVALID;
+    }
+    return KS_OK;
+}
+
+static int ppl_tokenize(const tok_vocab *v, const char *path, int32_t **out, int32_t *n_out)
+{
+    char *text = NULL;
+    size_t len = 0;
+    ks_diag d;
+    int rc = ks_read_file(path, &text, &len, &d);
+    if (rc) {
+        fprintf(stderr, "kvserve: %s\n", d.msg);
+        return rc;
+    }
+    int32_t n = tok_encode(v, text, len, true, false, NULL, 0);
+    int32_t *ids = n > 0 ? malloc((size_t)n * sizeof(int32_t)) : NULL;
+    if (n <= 0 || !ids || tok_encode(v, text, len, true, false, ids, n) != n) {
+        free(text);
+        free(ids);
+        fprintf(stderr, "kvserve: cannot tokenize %s\n", path);
+        return n < 0 ? n : KS_ERR_NOMEM;
+    }
+    free(text);
+    *out = ids;
+    *n_out = n;
+    return KS_OK;
+}
+
+/* Evaluates one chunk and adds its second-half NLLs to *nll / *count. */
+static int ppl_chunk(cli_engine *e, int32_t *toks, int32_t ctx, int32_t batch, float *logits,
+                     double *nll, int64_t *count)
+{
+    const model_hparams *hp = model_get_hparams(e->m);
+    kv_seq *seq = NULL;
+    int rc = cli_engine_new_seq(e, NULL, NULL, &seq);
+    if (rc) return rc;
+    int32_t first = ctx / 2;
+    for (int32_t b0 = 0; b0 < ctx && !rc; b0 += batch) {
+        int32_t nb = KS_MIN(batch, ctx - b0);
+        model_seq_batch sb = {.kv = seq, .tokens = toks + b0, .n_tokens = nb,
+                              .logits = logits, .all_logits = true, .prompt_chunk = true,
+                              .prompt_last = b0 + nb == ctx};
+        rc = model_forward(e->ctx, &sb, 1);
+        for (int32_t j = 0; j < nb && !rc; j++) {
+            int32_t p = b0 + j;
+            if (p < first || p >= ctx - 1) continue;
+            *nll += nll_of(logits + (size_t)j * hp->n_vocab, hp->n_vocab, toks[p + 1]);
+            (*count)++;
+        }
+    }
+    kv_seq_destroy(seq);
+    return rc;
+}
+
 int cli_perplexity_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "kvserve: 'perplexity' is not available yet\n");
-    return 1;
+    ppl_opts o;
+    if (ppl_parse(argc, argv, &o)) return 2;
+    cli_engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
+                            .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)KS_MIN(o.batch, o.ctx),
+                            .n_seqs = 1, .kv_dtype = o.kv_dtype, .llama_numerics = true};
+    cli_engine e;
+    if (cli_engine_open(&ep, &e)) return 1;
+    const tok_vocab *v = model_get_vocab(e.m);
+    int32_t *ids = NULL, n = 0;
+    int rc = ppl_tokenize(v, o.file, &ids, &n);
+    if (rc) goto done;
+    int32_t ctx = (int32_t)o.ctx, n_chunks = n / ctx;
+    if (o.max_chunks && o.max_chunks < n_chunks) n_chunks = (int32_t)o.max_chunks;
+    if (n_chunks < 1) {
+        fprintf(stderr, "kvserve: the text has %d tokens, fewer than one chunk of %d\n", n, ctx);
+        rc = KS_ERR_INVALID;
+        goto done;
+    }
+    fprintf(stderr, "perplexity: %d tokens, %d chunks of %d\n", n, n_chunks, ctx);
+    float *logits = malloc((size_t)ep.n_batch * (size_t)model_get_hparams(e.m)->n_vocab *
+                           sizeof(float));
+    if (!logits) {
+        rc = KS_ERR_NOMEM;
+        goto done;
+    }
+    double nll = 0.0;
+    int64_t count = 0;
+    double t0 = ks_time_now();
+    for (int32_t c = 0; c < n_chunks && !rc; c++) {
+        int32_t *toks = ids + (size_t)c * ctx;
+        if (tok_add_bos(v) && tok_bos(v) >= 0) toks[0] = tok_bos(v);
+        rc = ppl_chunk(&e, toks, ctx, ep.n_batch, logits, &nll, &count);
+        if (!rc) printf("[%d]%.4f,", c + 1, exp(nll / (double)count));
+        fflush(stdout);
+    }
+    free(logits);
+    if (rc) {
+        fprintf(stderr, "\nkvserve: perplexity failed: %s\n", ks_status_str(rc));
+        goto done;
+    }
+    double mean = nll / (double)count;
+    printf("\nFinal estimate: PPL = %.4f, ln(PPL) = %.6f (%lld scored tokens)\n", exp(mean), mean,
+           (long long)count);
+    fprintf(stderr, "perplexity: %.2f s, %.1f tokens/s\n", ks_time_now() - t0,
+            (double)n_chunks * ctx / (ks_time_now() - t0));
+done:
+    free(ids);
+    cli_engine_close(&e);
+    return rc ? 1 : 0;
 }

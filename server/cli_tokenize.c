@@ -1,10 +1,123 @@
-/* placeholder: not written yet */
+/* cli_tokenize.c - `kvserve tokenize --model M [--no-bos] [--pieces] [--special]`: reads UTF-8
+ * text from stdin and prints its token ids on one line (or `id<TAB>piece` per line with
+ * --pieces). Loads only the tokenizer, so it works on vocab-only GGUF files.
+ */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "kvserve/cli.h"
+#include "kvserve/tokenizer.h"
+
+static int read_stdin(char **out, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, stdin);
+        n += got;
+        if (got == 0) {
+            break;
+        }
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                return -1;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (!buf || ferror(stdin)) {
+        free(buf);
+        return -1;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static void print_piece(const tok_vocab *v, int32_t id)
+{
+    char piece[1024];
+    int32_t n = tok_piece(v, id, true, piece, sizeof(piece));
+    printf("%d\t", id);
+    for (int32_t i = 0; i < n && i < (int32_t)sizeof(piece); i++) {
+        unsigned char c = (unsigned char)piece[i];
+        if (c == '\n') {
+            fputs("\\n", stdout);
+        } else if (c == '\t') {
+            fputs("\\t", stdout);
+        } else {
+            putchar(c);
+        }
+    }
+    putchar('\n');
+}
+
 int cli_tokenize_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "kvserve: 'tokenize' is not available yet\n");
-    return 1;
+    const char *model = NULL;
+    bool bos = true, pieces = false, special = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
+            model = argv[++i];
+        } else if (strcmp(argv[i], "--no-bos") == 0) {
+            bos = false;
+        } else if (strcmp(argv[i], "--pieces") == 0) {
+            pieces = true;
+        } else if (strcmp(argv[i], "--special") == 0) {
+            special = true;
+        } else {
+            fprintf(stderr, "usage: kvserve tokenize --model M [--no-bos] [--pieces] "
+                            "[--special] < text\n");
+            return 2;
+        }
+    }
+    if (!model) {
+        fprintf(stderr, "kvserve tokenize: --model is required\n");
+        return 2;
+    }
+    gguf_file *f = NULL;
+    tok_vocab *v = NULL;
+    ks_diag d;
+    ks_diag_clear(&d);
+    if (gguf_open(model, &f, &d) != 0 || tok_vocab_load(f, &v, &d) != 0) {
+        fprintf(stderr, "kvserve tokenize: %s: %s\n", model, d.msg);
+        gguf_close(f);
+        return 1;
+    }
+    gguf_close(f);
+    char *text = NULL;
+    size_t len = 0;
+    int rc = 1;
+    int32_t *ids = NULL;
+    if (read_stdin(&text, &len) != 0) {
+        fprintf(stderr, "kvserve tokenize: cannot read stdin\n");
+        goto done;
+    }
+    /* BOS as the metadata says unless --no-bos; EOS likewise (add_special) */
+    int32_t n = tok_encode(v, text, len, bos, special, NULL, 0);
+    ids = n > 0 ? malloc((size_t)n * sizeof(*ids)) : NULL;
+    if (n < 0 || (n > 0 && (!ids || tok_encode(v, text, len, bos, special, ids, n) != n))) {
+        fprintf(stderr, "kvserve tokenize: %s\n", ks_status_str(n < 0 ? n : KS_ERR_NOMEM));
+        goto done;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        if (pieces) {
+            print_piece(v, ids[i]);
+        } else {
+            printf(i ? " %d" : "%d", ids[i]);
+        }
+    }
+    if (!pieces) {
+        putchar('\n');
+    }
+    rc = 0;
+done:
+    free(ids);
+    free(text);
+    tok_vocab_free(v);
+    return rc;
 }

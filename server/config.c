@@ -1,1 +1,385 @@
-/* placeholder: not written yet */
+/* config.c - server configuration: defaults, strict TOML loading, validation, environment.
+ * The KV-policy parameter block (policy_config.h) lives in kvcache/policy_config.c.
+ *
+ * Loading is table driven: every accepted key is one row of `g_keys` (path, type, field).
+ * The document tree is walked once; anything not in the table is an error naming the file,
+ * line and key. Ranges live in the validators only (cfg_validate, kv_policy_config_validate), which report the field's TOML
+ * path; the loader maps that path back to the line where the file set it.
+ */
+#include "kvserve/config.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kvserve/toml.h"
+
+/* ---- names ---- */
+
+static const char *const g_dtype_names[] = {"f16", "f32", NULL};
+static const char *const g_templates[] = {"auto",    "chatml", "llama3", "llama2", "mistral",
+                                          "zephyr", "phi3",   "gemma",  NULL};
+
+static int name_lookup(const char *const *names, const char *name)
+{
+    return kv_name_index(names, name);
+}
+
+int cfg_kv_dtype_from_name(const char *n) { return name_lookup(g_dtype_names, n); }
+
+const char *cfg_kv_dtype_name(cfg_kv_dtype t)
+{
+    return (unsigned)t <= CFG_KV_F32 ? g_dtype_names[t] : "?";
+}
+
+static int bad(ks_diag *d, int status, const char *key, const char *fmt, ...) KS_PRINTF(4, 5);
+
+/* Validator failure (as in kvcache/policy_config.c): key = TOML path, msg = "key: reason", no file/line. */
+static int bad(ks_diag *d, int status, const char *key, const char *fmt, ...)
+{
+    if (!d) return status;
+    char reason[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    ks_diag_clear(d);
+    snprintf(d->key, sizeof(d->key), "%s", key);
+    ks_diag_set(d, status, "%s: %s", d->key, reason);
+    return status;
+}
+
+static int check_range(ks_diag *d, const char *key, int64_t v, int64_t lo, int64_t hi)
+{
+    if (v >= lo && v <= hi) return KS_OK;
+    if (hi == INT32_MAX || hi == INT64_MAX)
+        return bad(d, KS_ERR_RANGE, key, "%lld is out of range (must be >= %lld)", (long long)v,
+                   (long long)lo);
+    return bad(d, KS_ERR_RANGE, key, "%lld is out of range (%lld..%lld)", (long long)v,
+               (long long)lo, (long long)hi);
+}
+
+static bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+#define RANGE(key, v, lo, hi)                                                                 \
+    do {                                                                                      \
+        int rc_ = check_range(d, key, v, lo, hi);                                             \
+        if (rc_) return rc_;                                                                  \
+    } while (0)
+
+/* ---- whole configuration ---- */
+
+void cfg_defaults(cfg *c)
+{
+    memset(c, 0, sizeof(*c));
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg_server *s = &c->server;
+    snprintf(s->host, sizeof(s->host), "127.0.0.1");
+    s->port = 8080;
+    s->threads = ncpu > 0 ? (int32_t)KS_MIN(ncpu, 1024) : 1;
+    s->max_body_bytes = 1 << 20;
+    s->max_header_bytes = 16 << 10;
+    s->request_timeout_s = 600;
+    s->max_queue = 64;
+    s->shutdown_grace_s = 30;
+    c->model.ctx = 4096;
+    snprintf(c->model.chat_template, sizeof(c->model.chat_template), "auto");
+    c->kvcache.memory_mb = 1024;
+    c->kvcache.block_tokens = 64;
+    c->kvcache.dtype = CFG_KV_F16;
+    c->kvcache.allow_request_override = true;
+    kv_policy_config_defaults(&c->kvcache.policy);
+    c->limits = (cfg_limits){.default_max_tokens = 256, .max_tokens = 4096,
+                             .max_concurrent = 16, .max_prompt_tokens = 0};
+}
+
+int cfg_validate(const cfg *c, ks_diag *d)
+{
+    const cfg_server *s = &c->server;
+    if (!s->host[0]) return bad(d, KS_ERR_INVALID, "server.host", "empty");
+    RANGE("server.port", s->port, 1, 65535);
+    RANGE("server.threads", s->threads, 1, 1024);
+    RANGE("server.max_body_bytes", s->max_body_bytes, 1, INT64_MAX);
+    RANGE("server.max_header_bytes", s->max_header_bytes, 1024, INT32_MAX);
+    RANGE("server.request_timeout_s", s->request_timeout_s, 1, INT32_MAX);
+    RANGE("server.max_queue", s->max_queue, 1, INT32_MAX);
+    RANGE("server.shutdown_grace_s", s->shutdown_grace_s, 0, INT32_MAX);
+    RANGE("model.ctx", c->model.ctx, 16, 1 << 24);
+    RANGE("model.threads", c->model.threads, 0, 1024);
+    if (name_lookup(g_templates, c->model.chat_template) < 0)
+        return bad(d, KS_ERR_INVALID, "model.chat_template",
+                   "unknown template \"%s\" (auto, chatml, llama3, llama2, mistral, zephyr, "
+                   "phi3, gemma)",
+                   c->model.chat_template);
+    RANGE("kvcache.memory_mb", c->kvcache.memory_mb, 1, INT64_MAX / (1 << 20));
+    const int32_t bt = c->kvcache.block_tokens;
+    if (!is_pow2(bt) || bt < 8 || bt > 1024)
+        return bad(d, KS_ERR_RANGE, "kvcache.block_tokens",
+                   "%d must be a power of two in 8..1024", bt);
+    if ((unsigned)c->kvcache.dtype > CFG_KV_F32)
+        return bad(d, KS_ERR_INVALID, "kvcache.dtype", "invalid");
+    int rc = kv_policy_config_validate(&c->kvcache.policy, d);
+    if (rc) return rc;
+    const cfg_limits *l = &c->limits;
+    RANGE("limits.max_tokens", l->max_tokens, 1, INT32_MAX);
+    RANGE("limits.default_max_tokens", l->default_max_tokens, 1, l->max_tokens);
+    RANGE("limits.max_concurrent", l->max_concurrent, 1, INT32_MAX);
+    RANGE("limits.max_prompt_tokens", l->max_prompt_tokens, 0, c->model.ctx);
+    return KS_OK;
+}
+
+int32_t cfg_model_threads(const cfg *c)
+{
+    return c->model.threads > 0 ? c->model.threads : c->server.threads;
+}
+
+int32_t cfg_max_prompt_tokens(const cfg *c)
+{
+    return c->limits.max_prompt_tokens > 0 ? c->limits.max_prompt_tokens : c->model.ctx;
+}
+
+int cfg_apply_env(cfg *c, ks_diag *d)
+{
+    const char *key = getenv("KVSERVE_API_KEY");
+    if (!key || !key[0]) return KS_OK;
+    if (strlen(key) >= sizeof(c->server.api_key))
+        return bad(d, KS_ERR_RANGE, "server.api_key", "KVSERVE_API_KEY is too long (max %zu)",
+                   sizeof(c->server.api_key) - 1);
+    snprintf(c->server.api_key, sizeof(c->server.api_key), "%s", key);
+    return KS_OK;
+}
+
+/* ---- TOML loading ---- */
+
+typedef enum key_type { K_I32, K_I64, K_BOOL, K_F64, K_STR, K_ENUM } key_type;
+
+typedef struct key_spec {
+    const char *path;
+    key_type type;
+    size_t off;
+    size_t size;                    /* K_STR: buffer size */
+    const char *const *names;       /* K_ENUM: accepted names, index = enum value */
+} key_spec;
+
+#define KEY(p, t, f) {p, t, offsetof(cfg, f), sizeof(((cfg *)0)->f), NULL}
+#define KENUM(p, f, n) {p, K_ENUM, offsetof(cfg, f), sizeof(((cfg *)0)->f), n}
+#define POL(f) kvcache.policy.f
+
+_Static_assert(sizeof(kv_policy_kind) == sizeof(int) && sizeof(kv_pos_mode) == sizeof(int) &&
+                   sizeof(cfg_kv_dtype) == sizeof(int) && sizeof(kv_eviction) == sizeof(int),
+               "enum fields are written through int pointers");
+
+static const key_spec g_keys[] = {
+    KEY("server.host", K_STR, server.host),
+    KEY("server.port", K_I32, server.port),
+    KEY("server.threads", K_I32, server.threads),
+    KEY("server.max_body_bytes", K_I64, server.max_body_bytes),
+    KEY("server.max_header_bytes", K_I64, server.max_header_bytes),
+    KEY("server.request_timeout_s", K_I32, server.request_timeout_s),
+    KEY("server.max_queue", K_I32, server.max_queue),
+    KEY("server.api_key", K_STR, server.api_key),
+    KEY("server.shutdown_grace_s", K_I32, server.shutdown_grace_s),
+    KEY("model.path", K_STR, model.path),
+    KEY("model.ctx", K_I32, model.ctx),
+    KEY("model.threads", K_I32, model.threads),
+    KEY("model.chat_template", K_STR, model.chat_template),
+    KEY("kvcache.memory_mb", K_I64, kvcache.memory_mb),
+    KEY("kvcache.block_tokens", K_I32, kvcache.block_tokens),
+    KENUM("kvcache.dtype", kvcache.dtype, g_dtype_names),
+    KENUM("kvcache.policy", POL(kind), kv_policy_kind_names),
+    KEY("kvcache.allow_request_override", K_BOOL, kvcache.allow_request_override),
+    KEY("kvcache.sink_window.n_sink", K_I32, POL(sink_window.n_sink)),
+    KEY("kvcache.sink_window.window", K_I32, POL(sink_window.window)),
+    KENUM("kvcache.sink_window.positions", POL(sink_window.positions), kv_pos_mode_names),
+    KEY("kvcache.snapkv.budget", K_I32, POL(snapkv.budget)),
+    KEY("kvcache.snapkv.window", K_I32, POL(snapkv.window)),
+    KEY("kvcache.snapkv.kernel", K_I32, POL(snapkv.kernel)),
+    KENUM("kvcache.snapkv.pooling", POL(snapkv.pooling), kv_pooling_names),
+    KENUM("kvcache.snapkv.reduce", POL(snapkv.reduce), kv_reduce_names),
+    KEY("kvcache.snapkv.interval", K_I32, POL(snapkv.interval)),
+    KEY("kvcache.pyramid.budget", K_I32, POL(pyramid.budget)),
+    KEY("kvcache.pyramid.window", K_I32, POL(pyramid.window)),
+    KEY("kvcache.pyramid.kernel", K_I32, POL(pyramid.kernel)),
+    KENUM("kvcache.pyramid.pooling", POL(pyramid.pooling), kv_pooling_names),
+    KENUM("kvcache.pyramid.reduce", POL(pyramid.reduce), kv_reduce_names),
+    KEY("kvcache.pyramid.beta", K_I32, POL(pyramid.beta)),
+    KEY("kvcache.pyramid.budget_fraction", K_F64, POL(pyramid.budget_fraction)),
+    KEY("kvcache.pyramid.interval", K_I32, POL(pyramid.interval)),
+    KEY("kvcache.h2o.heavy", K_I32, POL(h2o.heavy)),
+    KEY("kvcache.h2o.recent", K_I32, POL(h2o.recent)),
+    KEY("kvcache.retrieval.block_tokens", K_I32, POL(retrieval.block_tokens)),
+    KENUM("kvcache.retrieval.landmark", POL(retrieval.landmark), kv_landmark_names),
+    KEY("kvcache.retrieval.representatives", K_I32, POL(retrieval.representatives)),
+    KEY("kvcache.retrieval.top_k", K_I32, POL(retrieval.top_k)),
+    KEY("kvcache.retrieval.n_sink", K_I32, POL(retrieval.n_sink)),
+    KEY("kvcache.retrieval.window", K_I32, POL(retrieval.window)),
+    KENUM("kvcache.retrieval.selection", POL(retrieval.selection), kv_selection_names),
+    KEY("kvcache.retrieval.dense_layers", K_I32, POL(retrieval.dense_layers)),
+    KENUM("kvcache.retrieval.positions", POL(retrieval.positions), kv_pos_mode_names),
+    KEY("kvcache.retrieval.chunk", K_I32, POL(retrieval.chunk)),
+    KEY("kvcache.retrieval.ram_mb", K_I64, POL(retrieval.ram_mb)),
+    KEY("kvcache.retrieval.spill_dir", K_STR, POL(retrieval.spill_dir)),
+    KENUM("kvcache.retrieval.eviction", POL(retrieval.eviction), kv_eviction_names),
+    KEY("limits.default_max_tokens", K_I32, limits.default_max_tokens),
+    KEY("limits.max_tokens", K_I32, limits.max_tokens),
+    KEY("limits.max_concurrent", K_I32, limits.max_concurrent),
+    KEY("limits.max_prompt_tokens", K_I32, limits.max_prompt_tokens),
+};
+
+static const char *const g_tables[] = {"server",         "model",          "kvcache",
+                                       "kvcache.sink_window", "kvcache.snapkv",
+                                       "kvcache.pyramid", "kvcache.h2o", "kvcache.retrieval",
+                                       "limits",         NULL};
+
+typedef struct loader {
+    cfg *c;
+    ks_diag *d;
+    const char *file;
+} loader;
+
+static const key_spec *spec_find(const char *path)
+{
+    for (size_t i = 0; i < KS_ARRAY_LEN(g_keys); i++)
+        if (strcmp(g_keys[i].path, path) == 0) return &g_keys[i];
+    return NULL;
+}
+
+/* Accepted names joined for messages: "f16", "f32". */
+static void names_join(const char *const *names, char *buf, size_t n)
+{
+    buf[0] = 0;
+    for (int i = 0; names[i]; i++) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, n - l, "%s\"%s\"", i ? ", " : "", names[i]);
+    }
+}
+
+static int apply_value(loader *L, const key_spec *k, const toml_node *v)
+{
+    static const toml_kind want[] = {TOML_INT, TOML_INT, TOML_BOOL, TOML_FLOAT, TOML_STRING,
+                                     TOML_STRING};
+    static const char *want_name[] = {"an integer", "an integer", "a boolean", "a number",
+                                      "a string", "a string"};
+    int line = toml_node_line(v);
+    toml_kind kind = toml_node_kind(v);
+    void *dst = (char *)L->c + k->off;
+    if (kind != want[k->type] && !(k->type == K_F64 && kind == TOML_INT))
+        return toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, k->path, "expected %s, got %s",
+                             want_name[k->type], toml_kind_name(kind));
+    if (k->type == K_I32 || k->type == K_I64) {
+        int64_t x = toml_node_int(v);
+        if (k->type == K_I32 && (x < INT32_MIN || x > INT32_MAX))
+            return toml_diag_set(L->d, KS_ERR_RANGE, L->file, line, k->path,
+                                 "%lld is out of range", (long long)x);
+        if (k->type == K_I32) *(int32_t *)dst = (int32_t)x;
+        else *(int64_t *)dst = x;
+    } else if (k->type == K_BOOL) {
+        *(bool *)dst = toml_node_bool(v);
+    } else if (k->type == K_F64) {
+        *(double *)dst = kind == TOML_INT ? (double)toml_node_int(v) : toml_node_float(v);
+    } else {
+        size_t len;
+        const char *s = toml_node_string(v, &len);
+        if (strlen(s) != len)
+            return toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, k->path,
+                                 "string contains a NUL character");
+        if (k->type == K_STR) {
+            if (len >= k->size)
+                return toml_diag_set(L->d, KS_ERR_RANGE, L->file, line, k->path,
+                                     "string too long (max %zu bytes)", k->size - 1);
+            memcpy(dst, s, len + 1);
+            return KS_OK;
+        }
+        int e = name_lookup(k->names, s);
+        if (e < 0) {
+            char choices[256];
+            names_join(k->names, choices, sizeof(choices));
+            return toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, k->path,
+                                 "unknown value \"%.64s\" (expected one of %s)", s, choices);
+        }
+        *(int *)dst = e; /* every enum field is an int-sized C enum */
+    }
+    return KS_OK;
+}
+
+static int load_table(loader *L, const toml_node *t, const char *prefix)
+{
+    for (size_t i = 0; i < toml_node_count(t); i++) {
+        const toml_node *v = toml_node_at(t, i);
+        char path[160];
+        int w = snprintf(path, sizeof(path), "%s%s%s", prefix, prefix[0] ? "." : "",
+                         toml_table_key(t, i));
+        if (w < 0 || (size_t)w >= sizeof(path)) path[sizeof(path) - 1] = 0;
+        bool is_table = name_lookup(g_tables, path) >= 0;
+        const key_spec *k = spec_find(path);
+        int line = toml_node_line(v);
+        int rc;
+        if (toml_node_kind(v) == TOML_TABLE && is_table) {
+            rc = load_table(L, v, path);
+        } else if (is_table) {
+            rc = toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, path,
+                               "expected a table, got %s", toml_kind_name(toml_node_kind(v)));
+        } else if (k) {
+            rc = apply_value(L, k, v);
+        } else {
+            rc = toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, path, "unknown %s",
+                               toml_node_kind(v) == TOML_TABLE ? "table" : "key");
+        }
+        if (rc) return rc;
+    }
+    return KS_OK;
+}
+
+/* Re-anchors a validator diagnostic at the line where the document set the key (or the
+ * closest enclosing table it defines). */
+static int locate_diag(const toml_doc *doc, int status, ks_diag *d)
+{
+    if (!d) return status;
+    char key[sizeof(d->key)], reason[sizeof(d->msg)];
+    snprintf(key, sizeof(key), "%s", d->key);
+    size_t kl = strlen(key);
+    snprintf(reason, sizeof(reason), "%s",
+             strncmp(d->msg, key, kl) == 0 && d->msg[kl] == ':' ? d->msg + kl + 2 : d->msg);
+    char path[sizeof(key)];
+    snprintf(path, sizeof(path), "%s", key);
+    int line = 0;
+    while (path[0]) {
+        const toml_node *n = toml_node_find(toml_doc_root(doc), path);
+        if (n) {
+            line = toml_node_line(n);
+            break;
+        }
+        char *dot = strrchr(path, '.');
+        if (dot) *dot = 0;
+        else path[0] = 0;
+    }
+    return toml_diag_set(d, status, toml_doc_filename(doc), line, key, "%s", reason);
+}
+
+int cfg_load_string(const char *text, size_t len, const char *filename, cfg *c, ks_diag *d)
+{
+    toml_doc *doc;
+    int rc = toml_parse(text, len, filename, &doc, d);
+    if (rc) return rc;
+    loader L = {.c = c, .d = d, .file = toml_doc_filename(doc)};
+    rc = load_table(&L, toml_doc_root(doc), "");
+    if (!rc) {
+        rc = cfg_validate(c, d);
+        if (rc) rc = locate_diag(doc, rc, d);
+    }
+    toml_doc_free(doc);
+    return rc;
+}
+
+int cfg_load_file(const char *path, cfg *c, ks_diag *d)
+{
+    char *text;
+    size_t len;
+    int rc = ks_read_file(path, &text, &len, d);
+    if (rc) return rc;
+    rc = cfg_load_string(text, len, path, c, d);
+    free(text);
+    return rc;
+}

@@ -1,1 +1,684 @@
-/* placeholder: not written yet */
+/* scheduler.c - request queue, inference thread and continuous batching.
+ *
+ * One worker thread owns model_ctx and every admitted sequence. Each step it
+ *   1. admits waiting requests while the KV pool has room (FIFO; a request that waits longer
+ *      than queue_timeout_s fails with 503), drops cancelled ones (freeing their blocks),
+ *   2. builds one batch: one decode token for every running, unpaused sequence, then prompt
+ *      chunks (prefill_chunk tokens each) up to max_batch_tokens, so running streams keep
+ *      flowing while long prompts are prefilled,
+ *   3. runs model_forward without holding the lock, samples, detokenises (tok_stream), filters
+ *      stop strings (sse_stop) and queues events,
+ *   4. wakes the loop with uv_async_send (coalesced: the loop drains all queued events).
+ *
+ * Ownership: a sch_req is shared by the loop (events, cancel) and the worker (KV, sampling).
+ * The worker sets worker_done when it will never touch the request again; the loop frees it
+ * after delivering (or, if cancelled, discarding) its last event. All shared fields are
+ * guarded by sch.mu except the cancelled/paused flags (atomics).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kvserve/policy_args.h"
+#include "kvserve/sched.h"
+#include "kvserve/sse.h"
+#include "sched_sample.h"
+
+typedef struct sch_evnode {
+    struct sch_evnode *next;
+    sch_event ev;
+    char text[];
+} sch_evnode;
+
+struct sch_req {
+    sch *s;
+    uint64_t id;
+    sch_req *all_prev, *all_next; /* every live request (for destroy) */
+    sch_req *wait_next;           /* waiting queue */
+    sch_req *ready_next;          /* requests with events for the loop */
+    bool in_ready;
+    /* immutable after submit */
+    int32_t *prompt;
+    int32_t n_prompt;
+    int32_t max_tokens;
+    const kv_policy *policy;
+    void *policy_config;
+    void (*policy_config_free)(void *);
+    double arrival, t_enqueue;
+    sch_event_fn on_event;
+    void *ud;
+    atomic_bool cancelled;
+    atomic_bool paused;
+    /* worker state */
+    sse_stop stop;
+    sch_sampler sampler;
+    kv_seq *kv;
+    float *logits;     /* [n_vocab] */
+    tok_stream ts;
+    int32_t n_past;    /* prompt tokens fed */
+    int32_t n_generated;
+    int32_t next_token;
+    double t_last;
+    /* shared under mu */
+    sch_evnode *ev_head, *ev_tail;
+    bool worker_done;
+};
+
+struct sch {
+    sch_params p;
+    const model_hparams *hp;
+    const tok_vocab *vocab;
+    model_ctx *ctx;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uv_async_t async;
+    bool stop;
+    sch_req *all;
+    sch_req *wait_head, *wait_tail;
+    int32_t n_waiting;
+    sch_req *ready_head;
+    uint64_t next_id;
+    /* worker-owned */
+    sch_req **active;
+    int32_t n_active; /* written by the worker under mu */
+    model_seq_batch *batch;
+    sch_req **batch_req;
+    char *text;       /* scratch for detokenised text */
+    size_t text_cap;
+    /* /v1/kv snapshot, under mu */
+    sch_seq_info *snap;
+    size_t n_snap;
+};
+
+void sch_sampling_default(sch_sampling *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->temperature = 1.0f;
+    s->top_p = 1.0f;
+    s->repeat_penalty = 1.0f;
+    s->repeat_last_n = 64;
+    s->n_logprobs = -1;
+}
+
+/* ---------------------------------------------------------------- events (worker side) */
+
+/* Queues an event for the loop; caller holds mu. */
+static void push_event_locked(sch *s, sch_req *r, const sch_event *ev)
+{
+    sch_evnode *n = malloc(sizeof(*n) + ev->len + 1);
+    if (n) {
+        n->next = NULL;
+        n->ev = *ev;
+        if (ev->len) memcpy(n->text, ev->text, ev->len);
+        n->text[ev->len] = 0;
+        n->ev.text = n->text;
+        n->ev.message = NULL;
+        if (ev->kind == SCH_EV_ERROR && ev->message) {
+            /* messages are static strings */
+            n->ev.message = ev->message;
+        }
+        if (r->ev_tail) r->ev_tail->next = n;
+        else r->ev_head = n;
+        r->ev_tail = n;
+    }
+    if (!r->in_ready) {
+        r->in_ready = true;
+        r->ready_next = s->ready_head;
+        s->ready_head = r;
+    }
+}
+
+static void push_event(sch *s, sch_req *r, const sch_event *ev)
+{
+    pthread_mutex_lock(&s->mu);
+    push_event_locked(s, r, ev);
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->async);
+}
+
+/* Releases the worker's resources of a request and hands it to the loop for freeing. */
+static void req_release_locked(sch *s, sch_req *r, const sch_event *final)
+{
+    kv_seq_destroy(r->kv);
+    r->kv = NULL;
+    free(r->logits);
+    r->logits = NULL;
+    sch_sampler_deinit(&r->sampler);
+    sse_stop_deinit(&r->stop);
+    r->worker_done = true;
+    sch_event none = {.kind = SCH_EV_DONE, .token = -1};
+    push_event_locked(s, r, final ? final : &none);
+}
+
+static void fail_locked(sch *s, sch_req *r, int status, const char *msg)
+{
+    sch_event ev = {.kind = SCH_EV_ERROR, .token = -1, .status = status, .message = msg};
+    req_release_locked(s, r, &ev);
+}
+
+/* ---------------------------------------------------------------- admission */
+
+static int64_t blocks_for(const sch *s, int64_t tokens)
+{
+    int64_t bt = kv_pool_block_tokens(s->p.pool);
+    return (int64_t)s->hp->n_layer * s->hp->n_head_kv * ((tokens + bt - 1) / bt);
+}
+
+/* Blocks that admitted sequences will still need for their prompts plus one decode block. */
+static int64_t blocks_reserved(const sch *s)
+{
+    int64_t bt = kv_pool_block_tokens(s->p.pool), sum = 0;
+    for (int32_t i = 0; i < s->n_active; i++) {
+        const sch_req *r = s->active[i];
+        int64_t total = blocks_for(s, r->n_prompt + 1);
+        int64_t have = blocks_for(s, r->n_past);
+        sum += (total > have ? total - have : 0) + (int64_t)s->hp->n_layer * s->hp->n_head_kv;
+        (void)bt;
+    }
+    return sum;
+}
+
+static void active_remove(sch *s, int32_t i)
+{
+    memmove(&s->active[i], &s->active[i + 1], (size_t)(s->n_active - i - 1) * sizeof(sch_req *));
+    s->n_active--;
+}
+
+static int req_start(sch *s, sch_req *r)
+{
+    const model_hparams *hp = s->hp;
+    kv_policy_args args = {.config = r->policy ? r->policy_config : s->p.policy_config,
+                           .rope = {.kind = (rope_kind)hp->rope_type, .head_dim = hp->head_dim,
+                                    .theta = hp->rope_theta, .freq_scale = hp->rope_freq_scale},
+                           .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
+                           .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
+    kv_seq_params kp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
+                        .policy = r->policy ? r->policy : s->p.policy, .policy_config = &args};
+    int rc = kv_seq_create(s->p.pool, &kp, &r->kv);
+    if (rc) return rc;
+    r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
+    if (!r->logits) return KS_ERR_NOMEM;
+    tok_stream_init(&r->ts, s->vocab, false);
+    return 0;
+}
+
+/* Moves waiting requests into the active set; caller holds mu. */
+static void admit_locked(sch *s)
+{
+    double now = ks_time_now();
+    sch_req *prev = NULL, *r = s->wait_head;
+    bool blocked = false;
+    while (r) {
+        sch_req *next = r->wait_next;
+        bool remove = false;
+        if (atomic_load(&r->cancelled)) {
+            req_release_locked(s, r, NULL);
+            remove = true;
+        } else if (now - r->t_enqueue > s->p.queue_timeout_s) {
+            fail_locked(s, r, 503, "timed out waiting for KV cache capacity");
+            remove = true;
+        } else if (!blocked && s->n_active < s->p.max_concurrent) {
+            int64_t need = blocks_for(s, r->n_prompt + 1);
+            int64_t avail = kv_pool_blocks_free(s->p.pool) - blocks_reserved(s);
+            if (need <= avail) {
+                int rc = req_start(s, r);
+                if (rc) fail_locked(s, r, 500, "cannot create the sequence's KV cache");
+                else s->active[s->n_active++] = r;
+                remove = true;
+            } else {
+                blocked = true; /* FIFO: later requests wait behind this one */
+            }
+        }
+        if (remove) {
+            if (prev) prev->wait_next = next;
+            else s->wait_head = next;
+            if (s->wait_tail == r) s->wait_tail = prev;
+            s->n_waiting--;
+        } else {
+            prev = r;
+        }
+        r = next;
+    }
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+/* Text produced by token `tok` after the stop filter, into s->text; returns its length. */
+static size_t detok(sch *s, sch_req *r, int32_t tok, bool flush)
+{
+    char piece[512];
+    int32_t n = flush ? tok_stream_flush(&r->ts, piece, sizeof(piece))
+                      : tok_stream_push(&r->ts, tok, piece, sizeof(piece));
+    if (n < 0) n = 0;
+    long out = sse_stop_push(&r->stop, piece, (size_t)n, s->text, s->text_cap);
+    if (out < 0) out = 0;
+    if (flush && !r->stop.stopped) {
+        long tail = sse_stop_flush(&r->stop, s->text + out, s->text_cap - (size_t)out);
+        if (tail > 0) out += tail;
+    }
+    return (size_t)out;
+}
+
+static void finish_locked(sch *s, sch_req *r, sch_finish why, const char *tail, size_t len)
+{
+    sch_event ev = {.kind = SCH_EV_DONE, .token = -1, .text = tail, .len = len, .finish = why};
+    ev.usage.prompt_tokens = r->n_prompt;
+    ev.usage.completion_tokens = r->n_generated;
+    if (s->p.metrics)
+        metrics_add_tokens(s->p.metrics, (uint64_t)r->n_prompt, (uint64_t)r->n_generated, 0);
+    req_release_locked(s, r, &ev);
+}
+
+/* Samples the next token of r from its logits and queues the events. Returns true when the
+ * sequence is finished (released). Worker thread, without mu. */
+static bool sample_step(sch *s, sch_req *r)
+{
+    sch_event ev = {.kind = SCH_EV_TOKEN};
+    ev.logprob = 0;
+    int32_t tok = sch_sampler_sample(&r->sampler, r->logits, s->hp->n_vocab, &ev);
+    double now = ks_time_now();
+    if (s->p.metrics) {
+        if (r->n_generated == 0) metrics_observe_ttft(s->p.metrics, now - r->arrival);
+        else metrics_observe_itl(s->p.metrics, now - r->t_last);
+    }
+    r->t_last = now;
+    r->n_generated++;
+    sch_sampler_accept(&r->sampler, tok);
+    bool eog = tok < 0 || tok_is_eog(s->vocab, tok);
+    if (!eog) {
+        ev.token = tok;
+        ev.len = detok(s, r, tok, false);
+        ev.text = s->text;
+        push_event(s, r, &ev);
+    }
+    bool stopped = eog || r->stop.stopped;
+    bool length = !stopped && r->n_generated >= r->max_tokens;
+    if (!stopped && !length && (s->p.n_ctx <= 0 || r->n_prompt + r->n_generated < s->p.n_ctx)) {
+        r->next_token = tok;
+        return false;
+    }
+    size_t tail = stopped ? 0 : detok(s, r, -1, true);
+    pthread_mutex_lock(&s->mu);
+    finish_locked(s, r, stopped ? SCH_FINISH_STOP : SCH_FINISH_LENGTH, s->text, tail);
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->async);
+    return true;
+}
+
+/* Builds the step's batch; returns the number of sequences in it. */
+static int32_t batch_build(sch *s)
+{
+    int32_t n = 0, budget = s->p.max_batch_tokens;
+    for (int32_t i = 0; i < s->n_active && budget > 0; i++) { /* decode first */
+        sch_req *r = s->active[i];
+        if (r->n_past < r->n_prompt || atomic_load(&r->paused)) continue;
+        s->batch[n] = (model_seq_batch){.kv = r->kv, .tokens = &r->next_token, .n_tokens = 1,
+                                        .logits = r->logits};
+        s->batch_req[n++] = r;
+        budget--;
+    }
+    for (int32_t i = 0; i < s->n_active && budget > 0; i++) { /* then prompt chunks */
+        sch_req *r = s->active[i];
+        if (r->n_past >= r->n_prompt) continue;
+        int32_t k = KS_MIN(KS_MIN(r->n_prompt - r->n_past, s->p.prefill_chunk), budget);
+        bool last = r->n_past + k == r->n_prompt;
+        s->batch[n] = (model_seq_batch){.kv = r->kv, .tokens = r->prompt + r->n_past,
+                                        .n_tokens = k, .logits = last ? r->logits : NULL,
+                                        .prompt_chunk = true, .prompt_last = last};
+        s->batch_req[n++] = r;
+        budget -= k;
+    }
+    return n;
+}
+
+/* Drops cancelled sequences (freeing their KV blocks); caller holds mu. */
+static void reap_cancelled_locked(sch *s)
+{
+    for (int32_t i = 0; i < s->n_active;) {
+        sch_req *r = s->active[i];
+        if (atomic_load(&r->cancelled)) {
+            req_release_locked(s, r, NULL);
+            active_remove(s, i);
+        } else {
+            i++;
+        }
+    }
+}
+
+static void remove_finished_locked(sch *s)
+{
+    for (int32_t i = 0; i < s->n_active;) {
+        if (s->active[i]->worker_done) active_remove(s, i);
+        else i++;
+    }
+}
+
+static void snapshot_locked(sch *s);
+
+/* Runs one batch. Caller holds mu; it is released around the forward pass. */
+static void step_locked(sch *s, int32_t n)
+{
+    pthread_mutex_unlock(&s->mu);
+    int rc = model_forward(s->ctx, s->batch, n);
+    if (rc == 0) {
+        for (int32_t i = 0; i < n; i++) {
+            sch_req *r = s->batch_req[i];
+            bool prefill = r->n_past < r->n_prompt;
+            if (prefill) r->n_past += s->batch[i].n_tokens;
+            if (!prefill || r->n_past == r->n_prompt) (void)sample_step(s, r);
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    if (rc == KS_ERR_FULL) {
+        /* Out of KV blocks: fail the youngest sequence so the others can go on. */
+        sch_req *victim = s->active[s->n_active - 1];
+        fail_locked(s, victim, 503, "KV cache budget exhausted");
+    } else if (rc) {
+        for (int32_t i = 0; i < n; i++)
+            fail_locked(s, s->batch_req[i], 500, "inference failed");
+    }
+    remove_finished_locked(s);
+    snapshot_locked(s);
+    if (rc) uv_async_send(&s->async);
+}
+
+static void *worker_main(void *arg)
+{
+    sch *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop) {
+        reap_cancelled_locked(s);
+        admit_locked(s);
+        int32_t n = batch_build(s);
+        if (s->ready_head) uv_async_send(&s->async);
+        if (n > 0) {
+            step_locked(s, n);
+            continue;
+        }
+        snapshot_locked(s);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L; /* wake to check queue timeouts */
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- loop side */
+
+static void req_free(sch *s, sch_req *r)
+{
+    if (r->all_prev) r->all_prev->all_next = r->all_next;
+    else s->all = r->all_next;
+    if (r->all_next) r->all_next->all_prev = r->all_prev;
+    for (sch_evnode *e = r->ev_head, *n; e; e = n) {
+        n = e->next;
+        free(e);
+    }
+    kv_seq_destroy(r->kv);
+    free(r->logits);
+    sch_sampler_deinit(&r->sampler);
+    sse_stop_deinit(&r->stop);
+    if (r->policy_config_free) r->policy_config_free(r->policy_config);
+    free(r->prompt);
+    free(r);
+}
+
+/* Delivers queued events to the loop-side callbacks (uv_async coalesces wake-ups). */
+static void on_async(uv_async_t *h)
+{
+    sch *s = h->data;
+    pthread_mutex_lock(&s->mu);
+    sch_req *list = s->ready_head;
+    s->ready_head = NULL;
+    for (sch_req *r = list; r; r = r->ready_next) r->in_ready = false;
+    pthread_mutex_unlock(&s->mu);
+    while (list) {
+        sch_req *r = list;
+        list = r->ready_next;
+        pthread_mutex_lock(&s->mu);
+        sch_evnode *e = r->ev_head;
+        r->ev_head = r->ev_tail = NULL;
+        bool done = r->worker_done && !r->in_ready;
+        pthread_mutex_unlock(&s->mu);
+        while (e) {
+            sch_evnode *n = e->next;
+            if (!atomic_load(&r->cancelled))
+                r->on_event(r, &e->ev, r->ud);
+            free(e);
+            e = n;
+        }
+        if (done) req_free(s, r);
+    }
+}
+
+int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
+{
+    int rc = KS_ERR_INVALID;
+    sch_req *r = NULL;
+    if (p->n_prompt <= 0 || p->max_tokens <= 0 || !p->on_event) goto fail;
+    rc = KS_ERR_NOMEM;
+    r = calloc(1, sizeof(*r));
+    if (!r) goto fail;
+    r->s = s;
+    r->prompt = malloc((size_t)p->n_prompt * sizeof(int32_t));
+    if (!r->prompt) goto fail;
+    memcpy(r->prompt, p->prompt, (size_t)p->n_prompt * sizeof(int32_t));
+    r->n_prompt = p->n_prompt;
+    r->max_tokens = p->max_tokens;
+    r->policy = p->policy;
+    r->policy_config = p->policy_config;
+    r->policy_config_free = p->policy_config_free;
+    r->arrival = p->arrival > 0 ? p->arrival : ks_time_now();
+    r->t_enqueue = ks_time_now();
+    r->on_event = p->on_event;
+    r->ud = p->ud;
+    if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
+    if ((rc = sch_sampler_init(&r->sampler, &p->sampling, r->prompt, r->n_prompt,
+                               s->hp->n_vocab))) goto fail_nocfg;
+    pthread_mutex_lock(&s->mu);
+    if (s->n_waiting >= s->p.max_queue) {
+        pthread_mutex_unlock(&s->mu);
+        rc = KS_ERR_FULL;
+        goto fail_nocfg;
+    }
+    r->id = ++s->next_id;
+    r->all_next = s->all;
+    if (s->all) s->all->all_prev = r;
+    s->all = r;
+    if (s->wait_tail) s->wait_tail->wait_next = r;
+    else s->wait_head = r;
+    s->wait_tail = r;
+    s->n_waiting++;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    *out = r;
+    return 0;
+fail_nocfg:
+    sse_stop_deinit(&r->stop);
+    sch_sampler_deinit(&r->sampler);
+    free(r->prompt);
+    free(r);
+    r = NULL;
+fail:
+    if (p->policy_config_free) p->policy_config_free(p->policy_config);
+    free(r);
+    return rc;
+}
+
+void sch_req_cancel(sch_req *r)
+{
+    atomic_store(&r->cancelled, true);
+    pthread_mutex_lock(&r->s->mu);
+    pthread_cond_signal(&r->s->cv);
+    pthread_mutex_unlock(&r->s->mu);
+}
+
+void sch_req_set_paused(sch_req *r, bool paused)
+{
+    bool was = atomic_exchange(&r->paused, paused);
+    if (was && !paused) {
+        pthread_mutex_lock(&r->s->mu);
+        pthread_cond_signal(&r->s->cv);
+        pthread_mutex_unlock(&r->s->mu);
+    }
+}
+
+void sch_get_counts(sch *s, sch_counts *out)
+{
+    pthread_mutex_lock(&s->mu);
+    out->active = s->n_active;
+    out->queued = s->n_waiting;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---------------------------------------------------------------- /v1/kv snapshot */
+
+void sch_seq_info_free(sch_seq_info *v, size_t n)
+{
+    if (!v) return;
+    for (size_t i = 0; i < n; i++) free(v[i].tokens_kept);
+    free(v);
+}
+
+static void snapshot_locked(sch *s)
+{
+    sch_seq_info_free(s->snap, s->n_snap);
+    s->snap = NULL;
+    s->n_snap = 0;
+    if (s->n_active == 0) return;
+    s->snap = calloc((size_t)s->n_active, sizeof(sch_seq_info));
+    if (!s->snap) return;
+    for (int32_t i = 0; i < s->n_active; i++) {
+        sch_req *r = s->active[i];
+        sch_seq_info *o = &s->snap[s->n_snap];
+        kv_seq_stats st;
+        kv_seq_get_stats(r->kv, &st);
+        o->id = r->id;
+        const kv_policy *pol = kv_seq_policy(r->kv);
+        snprintf(o->policy, sizeof(o->policy), "%s", pol && pol->name ? pol->name : "full");
+        o->tokens_seen = st.tokens_seen;
+        o->bytes = st.bytes;
+        o->n_prompt = r->n_prompt;
+        o->n_generated = r->n_generated;
+        o->n_layer = s->hp->n_layer;
+        o->tokens_kept = calloc((size_t)o->n_layer, sizeof(int64_t));
+        if (!o->tokens_kept) break;
+        for (int32_t l = 0; l < o->n_layer; l++) o->tokens_kept[l] = kv_seq_tokens_kept(r->kv, l);
+        s->n_snap++;
+    }
+}
+
+int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n)
+{
+    pthread_mutex_lock(&s->mu);
+    *n = 0;
+    *out = NULL;
+    int rc = 0;
+    if (s->n_snap) {
+        *out = calloc(s->n_snap, sizeof(sch_seq_info));
+        if (!*out) rc = KS_ERR_NOMEM;
+        for (size_t i = 0; !rc && i < s->n_snap; i++) {
+            (*out)[i] = s->snap[i];
+            (*out)[i].tokens_kept = malloc((size_t)s->snap[i].n_layer * sizeof(int64_t));
+            if (!(*out)[i].tokens_kept) {
+                rc = KS_ERR_NOMEM;
+                break;
+            }
+            memcpy((*out)[i].tokens_kept, s->snap[i].tokens_kept,
+                   (size_t)s->snap[i].n_layer * sizeof(int64_t));
+            *n = i + 1;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- create / destroy */
+
+int sch_create(const sch_params *p, sch **out, ks_diag *d)
+{
+    sch *s = calloc(1, sizeof(*s));
+    if (!s) return KS_ERR_NOMEM;
+    s->p = *p;
+    if (s->p.max_concurrent < 1) s->p.max_concurrent = 1;
+    if (s->p.prefill_chunk < 1) s->p.prefill_chunk = 256;
+    if (s->p.max_batch_tokens < s->p.max_concurrent) s->p.max_batch_tokens = 512;
+    if (s->p.max_batch_tokens < s->p.max_concurrent)
+        s->p.max_batch_tokens = s->p.max_concurrent;
+    s->hp = model_get_hparams(p->model);
+    s->vocab = model_get_vocab(p->model);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    int rc = KS_ERR_NOMEM;
+    s->active = calloc((size_t)s->p.max_concurrent, sizeof(sch_req *));
+    s->batch = calloc((size_t)s->p.max_concurrent, sizeof(model_seq_batch));
+    s->batch_req = calloc((size_t)s->p.max_concurrent, sizeof(sch_req *));
+    s->text_cap = 64 * 1024;
+    s->text = malloc(s->text_cap);
+    if (!s->active || !s->batch || !s->batch_req || !s->text) goto fail;
+    model_ctx_params cp = {.n_threads = p->n_threads > 0 ? p->n_threads : 1,
+                           .max_batch_tokens = s->p.max_batch_tokens,
+                           .max_seqs = s->p.max_concurrent, .llama_numerics = true};
+    if ((rc = model_ctx_create(p->model, &cp, &s->ctx))) {
+        ks_diag_set(d, rc, "cannot create the model context: %s", ks_status_str(rc));
+        goto fail;
+    }
+    if (uv_async_init(p->loop, &s->async, on_async) < 0) {
+        rc = KS_ERR_INTERNAL;
+        goto fail;
+    }
+    s->async.data = s;
+    if (pthread_create(&s->thread, NULL, worker_main, s) != 0) {
+        rc = KS_ERR_INTERNAL;
+        uv_close((uv_handle_t *)&s->async, NULL);
+        goto fail;
+    }
+    s->thread_started = true;
+    *out = s;
+    return 0;
+fail:
+    model_ctx_destroy(s->ctx);
+    free(s->active);
+    free(s->batch);
+    free(s->batch_req);
+    free(s->text);
+    free(s);
+    return rc;
+}
+
+static void async_closed(uv_handle_t *h)
+{
+    sch *s = h->data;
+    sch_seq_info_free(s->snap, s->n_snap);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+void sch_destroy(sch *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->thread_started) pthread_join(s->thread, NULL);
+    while (s->all) req_free(s, s->all);
+    model_ctx_destroy(s->ctx);
+    free(s->active);
+    free(s->batch);
+    free(s->batch_req);
+    free(s->text);
+    uv_close((uv_handle_t *)&s->async, async_closed);
+}

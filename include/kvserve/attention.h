@@ -60,6 +60,9 @@ typedef struct attn_scratch attn_scratch;
 int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q,
                         attn_scratch **out) KS_WUR;
 void attn_scratch_destroy(attn_scratch *s);
+/* Tests and benchmarks: use the portable scalar kernels (true) or the best SIMD kernels the
+ * CPU supports (false, the default). */
+void attn_scratch_force_scalar(attn_scratch *s, bool scalar);
 
 /* Runs attention for one KV head. Spans may come in any order; the result does not depend
  * on their order beyond float rounding. Returns 0, or KS_ERR_INVALID for bad parameters

@@ -1,0 +1,78 @@
+/* bench_attention.c - speed of the attention core: decode (1 query) and a prefill chunk over
+ * a long f16 or f32 context, scalar vs SIMD kernels. Prints microseconds per call.
+ * Usage: bench_attention [n_keys=32768] [head_dim=64] [n_group=4] [n_q_prefill=256]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "kvserve/attention.h"
+
+static double run(attn_scratch *s, const attn_params *p, const attn_span *sp, int32_t n_sp,
+                  int iters)
+{
+    double t0 = ks_time_now();
+    for (int i = 0; i < iters; i++)
+        if (attn_forward(p, sp, n_sp, s) != 0)
+            return -1;
+    return (ks_time_now() - t0) / iters * 1e6;
+}
+
+int main(int argc, char **argv)
+{
+    int32_t nk = argc > 1 ? atoi(argv[1]) : 32768, hd = argc > 2 ? atoi(argv[2]) : 64;
+    int32_t G = argc > 3 ? atoi(argv[3]) : 4, nq = argc > 4 ? atoi(argv[4]) : 256;
+    const int32_t bt = 32;
+    int32_t n_sp = (nk + bt - 1) / bt;
+    size_t ne = (size_t)nk * hd;
+    float *k32 = malloc(sizeof(float) * ne), *v32 = malloc(sizeof(float) * ne);
+    uint16_t *k16 = malloc(2 * (size_t)nk * hd), *v16 = malloc(2 * (size_t)nk * hd);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)nk), *q_idx = malloc(sizeof(int32_t) * nq);
+    float *q = malloc(sizeof(float) * (size_t)nq * G * hd);
+    float *out = malloc(sizeof(float) * (size_t)nq * G * hd);
+    attn_span *sp = malloc(sizeof(attn_span) * (size_t)n_sp);
+    if (!k32 || !v32 || !k16 || !v16 || !idx || !q_idx || !q || !out || !sp)
+        return 1;
+    for (size_t e = 0; e < (size_t)nk * hd; e++) {
+        k32[e] = (float)((e * 7919) % 1000) / 1000.0f - 0.5f;
+        v32[e] = (float)((e * 104729) % 1000) / 1000.0f - 0.5f;
+        k16[e] = ks_f32_to_f16(k32[e]);
+        v16[e] = ks_f32_to_f16(v32[e]);
+    }
+    for (int32_t i = 0; i < nk; i++)
+        idx[i] = i;
+    for (size_t e = 0; e < (size_t)nq * G * hd; e++)
+        q[e] = (float)(e % 13) / 13.0f - 0.5f;
+    for (int32_t t = 0; t < nq; t++)
+        q_idx[t] = nk - nq + t;
+    attn_scratch *s;
+    if (attn_scratch_create(hd, G, nq, &s) != 0)
+        return 1;
+    printf("keys %d head_dim %d n_group %d\n", nk, hd, G);
+    for (int dt = 0; dt < 2; dt++)
+        for (int scalar = 1; scalar >= 0; scalar--) {
+            attn_scratch_force_scalar(s, scalar);
+            for (int32_t i = 0; i < n_sp; i++) {
+                size_t off = (size_t)i * bt * hd;
+                sp[i] = (attn_span){.k = dt ? (void *)(k16 + off) : (void *)(k32 + off),
+                                    .v = dt ? (void *)(v16 + off) : (void *)(v32 + off),
+                                    .idx = idx + (size_t)i * bt,
+                                    .n = i == n_sp - 1 ? nk - i * bt : bt};
+            }
+            attn_params p = {.n_q = 1, .n_group = G, .head_dim = hd, .scale = 0.125f,
+                             .kv_dtype = (ks_dtype)dt, .q = q, .q_tok_stride = G * hd,
+                             .q_idx = &q_idx[nq - 1], .out = out, .out_tok_stride = G * hd};
+            double dec = run(s, &p, sp, n_sp, 20);
+            p.llama_numerics = true;
+            double dec2 = run(s, &p, sp, n_sp, 10);
+            p.llama_numerics = false;
+            p.n_q = nq;
+            p.q_idx = q_idx;
+            double pre = run(s, &p, sp, n_sp, 2);
+            printf("%s %-6s decode %9.1f us (llama numerics %9.1f us)  prefill %d q %10.1f us\n",
+                   dt ? "f16" : "f32", scalar ? "scalar" : "simd", dec, dec2, nq, pre);
+        }
+    attn_scratch_destroy(s);
+    free(k32), free(v32), free(k16), free(v16), free(idx), free(q_idx);
+    free(q), free(out), free(sp);
+    return 0;
+}

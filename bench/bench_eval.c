@@ -1,0 +1,679 @@
+/* bench_eval.c - quality and memory evaluation of KV-cache policies on a real model.
+ *
+ *   bench_eval --model M --text T [--policy SPEC]... [--ppl-tokens 2048] [--chunk 128]
+ *              [--ctx-lengths 480,1950,7800] [--passkey-trials 12] [--threads 2]
+ *              [--kv-dtype f16|f32] [--block-tokens 16] [--seed 1]
+ *
+ * SPEC is a registered policy name, optionally with parameters: `full`,
+ * `sink_window:n_sink=4,window=252,positions=compact`, `snapkv:budget=256,window=8`,
+ * `pyramid:budget=256,beta=20`, `h2o:heavy=128,recent=128`, `retrieval:top_k=4,...`; keys are
+ * the TOML keys of the policy's table (policy_config.h). `full` is always evaluated first: it
+ * is the reference for agreement and KL.
+ *
+ * Perplexity: the first --ppl-tokens tokens of the text are streamed through one sequence in
+ * chunks of --chunk tokens. Every chunk is submitted as a complete prompt (prompt_chunk and
+ * prompt_last), so policies that compress a finished prompt (SnapKV, PyramidKV) compress
+ * after each chunk; eviction policies evict as they go. Every token after the first is scored
+ * from all_logits; PPL is reported overall and per 512-token segment, together with top-1
+ * agreement with `full` and the mean KL(full || policy) of the next-token distributions.
+ * KV bytes: the sequence's blocks (kv_seq_get_stats) at the end and the peak after any chunk.
+ *
+ * Passkey (kjv-tiny's README wording): filler prose from the text with the needle
+ * "The pass key is K. Remember it. K is the pass key." at evenly spread depths, ending with
+ * "What is the pass key? The pass key is"; greedy decoding must produce " K". Reported per
+ * context length and policy: accuracy, KV bytes after the prompt, and prefill tokens/s.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvserve/kvcache.h"
+#include "kvserve/model.h"
+#include "kvserve/policy_args.h"
+#include "kvserve/policy_config.h"
+
+#define EVAL_MAX_POLICIES 32
+#define EVAL_MAX_CTX 16
+
+typedef struct eval_policy {
+    const char *spec;
+    const kv_policy *policy;
+    kv_policy_config cfg;
+} eval_policy;
+
+typedef struct eval_opts {
+    const char *model, *text;
+    eval_policy pol[EVAL_MAX_POLICIES];
+    int n_pol;
+    int32_t ppl_tokens, chunk, trials, threads, block_tokens;
+    int32_t ctx[EVAL_MAX_CTX];
+    int n_ctx;
+    ks_dtype dtype;
+    uint64_t seed;
+} eval_opts;
+
+typedef struct eval_env {
+    model *m;
+    const model_hparams *hp;
+    const tok_vocab *vocab;
+    model_ctx *ctx;
+    kv_pool *pool;
+    float *logits; /* [chunk][n_vocab] */
+} eval_env;
+
+/* ---- policy specs ---------------------------------------------------------------------- */
+
+enum { F_I32, F_I64, F_F64, F_POS, F_POOL, F_RED, F_LM, F_SEL, F_EVICT, F_STR };
+
+typedef struct eval_field {
+    const char *policy, *key;
+    int type;
+    size_t off;
+} eval_field;
+
+#define FLD(p, k, t, member) {p, k, t, offsetof(kv_policy_config, member)}
+static const eval_field kFields[] = {
+    FLD("sink_window", "n_sink", F_I32, sink_window.n_sink),
+    FLD("sink_window", "window", F_I32, sink_window.window),
+    FLD("sink_window", "positions", F_POS, sink_window.positions),
+    FLD("snapkv", "budget", F_I32, snapkv.budget),
+    FLD("snapkv", "window", F_I32, snapkv.window),
+    FLD("snapkv", "kernel", F_I32, snapkv.kernel),
+    FLD("snapkv", "pooling", F_POOL, snapkv.pooling),
+    FLD("snapkv", "reduce", F_RED, snapkv.reduce),
+    FLD("snapkv", "interval", F_I32, snapkv.interval),
+    FLD("pyramid", "budget", F_I32, pyramid.budget),
+    FLD("pyramid", "window", F_I32, pyramid.window),
+    FLD("pyramid", "kernel", F_I32, pyramid.kernel),
+    FLD("pyramid", "pooling", F_POOL, pyramid.pooling),
+    FLD("pyramid", "reduce", F_RED, pyramid.reduce),
+    FLD("pyramid", "beta", F_I32, pyramid.beta),
+    FLD("pyramid", "budget_fraction", F_F64, pyramid.budget_fraction),
+    FLD("pyramid", "interval", F_I32, pyramid.interval),
+    FLD("h2o", "heavy", F_I32, h2o.heavy),
+    FLD("h2o", "recent", F_I32, h2o.recent),
+    FLD("retrieval", "block_tokens", F_I32, retrieval.block_tokens),
+    FLD("retrieval", "landmark", F_LM, retrieval.landmark),
+    FLD("retrieval", "representatives", F_I32, retrieval.representatives),
+    FLD("retrieval", "top_k", F_I32, retrieval.top_k),
+    FLD("retrieval", "n_sink", F_I32, retrieval.n_sink),
+    FLD("retrieval", "window", F_I32, retrieval.window),
+    FLD("retrieval", "selection", F_SEL, retrieval.selection),
+    FLD("retrieval", "dense_layers", F_I32, retrieval.dense_layers),
+    FLD("retrieval", "positions", F_POS, retrieval.positions),
+    FLD("retrieval", "chunk", F_I32, retrieval.chunk),
+    FLD("retrieval", "ram_mb", F_I64, retrieval.ram_mb),
+    FLD("retrieval", "spill_dir", F_STR, retrieval.spill_dir),
+    FLD("retrieval", "eviction", F_EVICT, retrieval.eviction),
+};
+
+static int field_set(const eval_field *f, const char *val, kv_policy_config *pc)
+{
+    char *base = (char *)pc + f->off, *end = NULL;
+    int e = 0;
+    switch (f->type) {
+    case F_I32: {
+        long v = strtol(val, &end, 10);
+        if (*end || end == val || v < INT32_MIN || v > INT32_MAX)
+            return KS_ERR_INVALID;
+        *(int32_t *)base = (int32_t)v;
+        return 0;
+    }
+    case F_I64: {
+        long long v = strtoll(val, &end, 10);
+        if (*end || end == val)
+            return KS_ERR_INVALID;
+        *(int64_t *)base = v;
+        return 0;
+    }
+    case F_F64: {
+        double v = strtod(val, &end);
+        if (*end || end == val)
+            return KS_ERR_INVALID;
+        *(double *)base = v;
+        return 0;
+    }
+    case F_STR:
+        if (strlen(val) >= KV_SPILL_DIR_MAX)
+            return KS_ERR_INVALID;
+        strcpy(base, val);
+        return 0;
+    case F_POS: e = kv_pos_mode_from_name(val); break;
+    case F_POOL: e = kv_pooling_from_name(val); break;
+    case F_RED: e = kv_reduce_from_name(val); break;
+    case F_LM: e = kv_landmark_from_name(val); break;
+    case F_SEL: e = kv_selection_from_name(val); break;
+    default: e = kv_eviction_from_name(val); break;
+    }
+    if (e < 0)
+        return KS_ERR_INVALID;
+    *(int *)base = e; /* the enums are int-sized */
+    return 0;
+}
+
+/* Parses "name[:key=value,...]" into p (defaults first, then the overrides). */
+static int spec_parse(const char *spec, eval_policy *p)
+{
+    char buf[512];
+    if (strlen(spec) >= sizeof(buf))
+        return KS_ERR_INVALID;
+    strcpy(buf, spec);
+    char *params = strchr(buf, ':');
+    if (params)
+        *params++ = '\0';
+    p->spec = spec;
+    p->policy = kv_policy_find(buf);
+    if (!p->policy) {
+        fprintf(stderr, "bench_eval: unknown policy '%s' (registered:", buf);
+        for (const char *const *n = kv_policy_names(); *n; n++)
+            fprintf(stderr, " %s", *n);
+        fprintf(stderr, ")\n");
+        return KS_ERR_INVALID;
+    }
+    kv_policy_config_defaults(&p->cfg);
+    int kind = kv_policy_kind_from_name(buf);
+    if (kind >= 0)
+        p->cfg.kind = (kv_policy_kind)kind;
+    for (char *kv = params ? strtok(params, ",") : NULL; kv; kv = strtok(NULL, ",")) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            fprintf(stderr, "bench_eval: '%s': expected key=value\n", kv);
+            return KS_ERR_INVALID;
+        }
+        *eq = '\0';
+        const eval_field *f = NULL;
+        for (size_t i = 0; i < KS_ARRAY_LEN(kFields) && !f; i++)
+            if (!strcmp(kFields[i].policy, buf) && !strcmp(kFields[i].key, kv))
+                f = &kFields[i];
+        if (!f || field_set(f, eq + 1, &p->cfg)) {
+            fprintf(stderr, "bench_eval: %s: bad parameter %s=%s\n", spec, kv, eq + 1);
+            return KS_ERR_INVALID;
+        }
+    }
+    ks_diag d;
+    ks_diag_clear(&d);
+    if (kv_policy_config_validate(&p->cfg, &d)) {
+        fprintf(stderr, "bench_eval: %s: %s\n", spec, d.msg);
+        return KS_ERR_INVALID;
+    }
+    return 0;
+}
+
+/* ---- options --------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bench_eval --model M --text T [--policy SPEC]... [--ppl-tokens N]\n"
+               "       [--chunk N] [--ctx-lengths a,b,c] [--passkey-trials N] [--threads N]\n"
+               "       [--kv-dtype f16|f32] [--block-tokens N] [--seed N]\n");
+}
+
+static int parse_int(const char *flag, const char *v, long lo, long hi, int32_t *out)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "bench_eval: %s: expected an integer in [%ld, %ld]\n", flag, lo, hi);
+        return KS_ERR_INVALID;
+    }
+    *out = (int32_t)x;
+    return 0;
+}
+
+static int opts_parse(int argc, char **argv, eval_opts *o)
+{
+    *o = (eval_opts){.ppl_tokens = 2048, .chunk = 128, .trials = 12, .threads = 2,
+                     .block_tokens = 16, .dtype = KS_DTYPE_F16, .seed = 1};
+    if (spec_parse("full", &o->pol[o->n_pol++]))
+        return KS_ERR_INVALID;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!v) {
+            fprintf(stderr, "bench_eval: %s needs a value\n", a);
+            return KS_ERR_INVALID;
+        }
+        i++;
+        int rc = 0;
+        if (!strcmp(a, "--model")) o->model = v;
+        else if (!strcmp(a, "--text")) o->text = v;
+        else if (!strcmp(a, "--policy")) {
+            if (!strcmp(v, "full"))
+                continue;
+            if (o->n_pol == EVAL_MAX_POLICIES)
+                return KS_ERR_INVALID;
+            rc = spec_parse(v, &o->pol[o->n_pol++]);
+        } else if (!strcmp(a, "--ppl-tokens")) rc = parse_int(a, v, 0, 1 << 20, &o->ppl_tokens);
+        else if (!strcmp(a, "--chunk")) rc = parse_int(a, v, 1, 4096, &o->chunk);
+        else if (!strcmp(a, "--passkey-trials")) rc = parse_int(a, v, 0, 1000, &o->trials);
+        else if (!strcmp(a, "--threads")) rc = parse_int(a, v, 1, 256, &o->threads);
+        else if (!strcmp(a, "--block-tokens")) rc = parse_int(a, v, 1, 4096, &o->block_tokens);
+        else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--kv-dtype")) {
+            if (strcmp(v, "f16") && strcmp(v, "f32"))
+                return KS_ERR_INVALID;
+            o->dtype = strcmp(v, "f16") ? KS_DTYPE_F32 : KS_DTYPE_F16;
+        } else if (!strcmp(a, "--ctx-lengths")) {
+            char buf[256];
+            snprintf(buf, sizeof(buf), "%s", v);
+            o->n_ctx = 0;
+            for (char *t = strtok(buf, ","); t && !rc; t = strtok(NULL, ",")) {
+                if (o->n_ctx == EVAL_MAX_CTX)
+                    return KS_ERR_INVALID;
+                rc = parse_int(a, t, 64, 1 << 20, &o->ctx[o->n_ctx++]);
+            }
+        } else {
+            fprintf(stderr, "bench_eval: unknown option %s\n", a);
+            usage(stderr);
+            return KS_ERR_INVALID;
+        }
+        if (rc)
+            return rc;
+    }
+    if (!o->model || !o->text) {
+        usage(stderr);
+        return KS_ERR_INVALID;
+    }
+    return 0;
+}
+
+/* ---- running sequences ----------------------------------------------------------------- */
+
+static int seq_open(eval_env *e, const eval_policy *p, kv_seq **out)
+{
+    const model_hparams *hp = e->hp;
+    kv_policy_args args = {.config = &p->cfg,
+                           .rope = {.kind = (rope_kind)hp->rope_type, .head_dim = hp->head_dim,
+                                    .theta = hp->rope_theta,
+                                    .freq_scale = hp->rope_freq_scale},
+                           .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
+                           .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
+    kv_seq_params sp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
+                        .policy = p->policy, .policy_config = &args};
+    return kv_seq_create(e->pool, &sp, out);
+}
+
+/* Feeds toks[0..n) in chunks; last chunk's logits (all rows if all_logits) in e->logits.
+ * Each chunk is a whole prompt when every_chunk_last, else only the final one ends it. */
+static int seq_feed(eval_env *e, kv_seq *seq, const int32_t *toks, int32_t n, int32_t chunk,
+                    bool all_logits, bool every_chunk_last, size_t *peak)
+{
+    for (int32_t i = 0; i < n; i += chunk) {
+        int32_t c = KS_MIN(chunk, n - i);
+        model_seq_batch b = {.kv = seq, .tokens = toks + i, .n_tokens = c,
+                             .logits = e->logits, .all_logits = all_logits,
+                             .prompt_chunk = true,
+                             .prompt_last = every_chunk_last || i + c == n};
+        int rc = model_forward(e->ctx, &b, 1);
+        if (rc)
+            return rc;
+        kv_seq_stats st;
+        kv_seq_get_stats(seq, &st);
+        if (peak && st.bytes > *peak)
+            *peak = st.bytes;
+    }
+    return 0;
+}
+
+/* ---- perplexity, agreement and KL ------------------------------------------------------ */
+
+typedef struct ppl_result {
+    double nll, kl;
+    int64_t n_scored, agree;
+    double seg_nll[64];
+    int64_t seg_n[64];
+    size_t bytes_end, bytes_peak;
+    double tok_s;
+} ppl_result;
+
+static void log_softmax(const float *x, int32_t n, double *out)
+{
+    float mx = x[0];
+    for (int32_t i = 1; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    double s = 0;
+    for (int32_t i = 0; i < n; i++)
+        s += exp((double)(x[i] - mx));
+    double ls = log(s);
+    for (int32_t i = 0; i < n; i++)
+        out[i] = (double)(x[i] - mx) - ls;
+}
+
+static int32_t argmax(const float *x, int32_t n)
+{
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+
+/* Streams toks through a sequence of policy p. ref: full's logits [n][n_vocab] (written when
+ * p is full, i.e. ref_write, compared against otherwise). */
+static int ppl_run(eval_env *e, const eval_opts *o, const eval_policy *p, const int32_t *toks,
+                   int32_t n, float *ref, bool ref_write, ppl_result *r)
+{
+    int32_t V = e->hp->n_vocab;
+    memset(r, 0, sizeof(*r));
+    kv_seq *seq;
+    int rc = seq_open(e, p, &seq);
+    if (rc)
+        return rc;
+    double *lp = malloc((size_t)V * sizeof(double)), *lq = malloc((size_t)V * sizeof(double));
+    double t0 = ks_time_now(), busy = 0;
+    for (int32_t i = 0; i < n && !rc; i += o->chunk) {
+        int32_t c = KS_MIN(o->chunk, n - i);
+        double t1 = ks_time_now();
+        rc = seq_feed(e, seq, toks + i, c, c, true, true, &r->bytes_peak);
+        busy += ks_time_now() - t1;
+        for (int32_t j = 0; j < c && !rc; j++) {
+            const float *lg = e->logits + (size_t)j * V;
+            int32_t t = i + j;
+            if (ref_write)
+                memcpy(ref + (size_t)t * V, lg, (size_t)V * sizeof(float));
+            if (t + 1 >= n)
+                continue;
+            log_softmax(lg, V, lq);
+            double nll = -lq[toks[t + 1]];
+            r->nll += nll;
+            r->seg_nll[KS_MIN(t / 512, 63)] += nll;
+            r->seg_n[KS_MIN(t / 512, 63)]++;
+            r->n_scored++;
+            const float *rf = ref + (size_t)t * V;
+            r->agree += argmax(rf, V) == argmax(lg, V);
+            log_softmax(rf, V, lp);
+            double kl = 0;
+            for (int32_t v = 0; v < V; v++)
+                kl += exp(lp[v]) * (lp[v] - lq[v]);
+            r->kl += kl;
+        }
+    }
+    (void)t0;
+    kv_seq_stats st;
+    kv_seq_get_stats(seq, &st);
+    r->bytes_end = st.bytes;
+    r->tok_s = busy > 0 ? n / busy : 0;
+    kv_seq_destroy(seq);
+    free(lp);
+    free(lq);
+    return rc;
+}
+
+/* ---- passkey ---------------------------------------------------------------------------- */
+
+typedef struct text_sents {
+    char **s;
+    int32_t *n_tok;
+    int32_t n;
+} text_sents;
+
+/* Splits the text into sentences (ending at ". ", "? ", "! ", newlines) with token counts. */
+static int sents_split(const eval_env *e, const char *text, text_sents *ts)
+{
+    size_t len = strlen(text), cap = 1024;
+    ts->s = malloc(cap * sizeof(char *));
+    ts->n_tok = malloc(cap * sizeof(int32_t));
+    ts->n = 0;
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r'))
+            i++;
+        size_t j = i;
+        while (j < len && text[j] != '\n' &&
+               !((text[j] == '.' || text[j] == '?' || text[j] == '!') &&
+                 (j + 1 == len || text[j + 1] == ' ' || text[j + 1] == '\n')))
+            j++;
+        if (j < len && text[j] != '\n')
+            j++;
+        if (j > i) {
+            if ((size_t)ts->n == cap) {
+                cap *= 2;
+                ts->s = realloc(ts->s, cap * sizeof(char *));
+                ts->n_tok = realloc(ts->n_tok, cap * sizeof(int32_t));
+            }
+            char *s = malloc(j - i + 1);
+            memcpy(s, text + i, j - i);
+            s[j - i] = '\0';
+            ts->s[ts->n] = s;
+            ts->n_tok[ts->n] = tok_encode(e->vocab, s, j - i, false, false, NULL, 0);
+            ts->n++;
+        }
+        i = j;
+    }
+    return ts->n > 0 ? 0 : KS_ERR_INVALID;
+}
+
+/* Builds a passkey prompt of about n_target tokens; the needle goes at `depth` (0..1) of the
+ * filler, which starts at sentence `first` of the text (wrapping around). malloc'd text. */
+static char *passkey_prompt(const text_sents *ts, int32_t n_target, double depth, int32_t first,
+                            int32_t key)
+{
+    char needle[128];
+    snprintf(needle, sizeof(needle), "The pass key is %d. Remember it. %d is the pass key.",
+             key, key);
+    const char *question = "What is the pass key? The pass key is";
+    int32_t budget = n_target - 40, n_s = 0, acc = 0; /* ~40 tokens: BOS, needle, question */
+    while (acc < budget) {
+        acc += ts->n_tok[(first + n_s) % ts->n] + 1;
+        n_s++;
+    }
+    int32_t at = (int32_t)(depth * n_s + 0.5);
+    size_t cap = 256, len = 0;
+    for (int32_t i = 0; i < n_s; i++)
+        cap += strlen(ts->s[(first + i) % ts->n]) + 1;
+    char *out = malloc(cap + strlen(needle) + strlen(question) + 8);
+    for (int32_t i = 0; i <= n_s; i++) {
+        if (i == at)
+            len += (size_t)sprintf(out + len, "%s ", needle);
+        if (i < n_s)
+            len += (size_t)sprintf(out + len, "%s ", ts->s[(first + i) % ts->n]);
+    }
+    sprintf(out + len, "%s", question);
+    return out;
+}
+
+typedef struct pk_result {
+    int32_t correct, trials, prompt_tokens;
+    size_t bytes; /* KV bytes after the prompt (compression included), last trial */
+    double prefill_s;
+} pk_result;
+
+static int passkey_trial(eval_env *e, const eval_opts *o, const eval_policy *p,
+                         const char *prompt, int32_t key, pk_result *r)
+{
+    int32_t n = tok_encode(e->vocab, prompt, strlen(prompt), true, false, NULL, 0);
+    int32_t *toks = malloc((size_t)n * sizeof(int32_t));
+    tok_encode(e->vocab, prompt, strlen(prompt), true, false, toks, n);
+    kv_seq *seq;
+    int rc = seq_open(e, p, &seq);
+    if (rc) {
+        free(toks);
+        return rc;
+    }
+    double t0 = ks_time_now();
+    rc = seq_feed(e, seq, toks, n, o->chunk, false, false, NULL);
+    r->prefill_s += ks_time_now() - t0;
+    r->prompt_tokens = n;
+    kv_seq_stats st;
+    kv_seq_get_stats(seq, &st);
+    r->bytes = st.bytes;
+    int32_t out[8], n_out = 0, V = e->hp->n_vocab;
+    while (!rc && n_out < 7) {
+        out[n_out] = argmax(e->logits, V);
+        model_seq_batch b = {.kv = seq, .tokens = &out[n_out], .n_tokens = 1,
+                             .logits = e->logits};
+        n_out++;
+        rc = model_forward(e->ctx, &b, 1);
+    }
+    char text[256], want[16];
+    int32_t tl = tok_decode(e->vocab, out, n_out, false, text, sizeof(text) - 1);
+    text[KS_MAX(0, KS_MIN(tl, (int32_t)sizeof(text) - 1))] = '\0';
+    snprintf(want, sizeof(want), "%d", key);
+    const char *t = text;
+    while (*t == ' ')
+        t++;
+    r->correct += rc == 0 && strncmp(t, want, 5) == 0;
+    r->trials++;
+    kv_seq_destroy(seq);
+    free(toks);
+    return rc;
+}
+
+/* ---- main ------------------------------------------------------------------------------- */
+
+static int env_open(const eval_opts *o, eval_env *e, int32_t max_ctx)
+{
+    ks_diag d;
+    memset(e, 0, sizeof(*e));
+    int rc = model_load(o->model, &e->m, &d);
+    if (rc) {
+        fprintf(stderr, "bench_eval: cannot load %s: %s\n", o->model, d.msg);
+        return rc;
+    }
+    e->hp = model_get_hparams(e->m);
+    e->vocab = model_get_vocab(e->m);
+    model_ctx_params cp = {.n_threads = o->threads, .max_batch_tokens = o->chunk,
+                           .max_seqs = 1};
+    if ((rc = model_ctx_create(e->m, &cp, &e->ctx)))
+        return rc;
+    size_t row = (size_t)e->hp->head_dim * (o->dtype == KS_DTYPE_F16 ? 2 : 4);
+    size_t per_head = (size_t)(max_ctx + o->chunk) / o->block_tokens + 4;
+    kv_pool_params pp = {.budget_bytes = per_head * o->block_tokens * row * 2 *
+                                         (size_t)e->hp->n_layer * e->hp->n_head_kv,
+                         .block_tokens = o->block_tokens, .head_dim = e->hp->head_dim,
+                         .dtype = o->dtype};
+    if ((rc = kv_pool_create(&pp, &e->pool)))
+        return rc;
+    e->logits = malloc((size_t)o->chunk * e->hp->n_vocab * sizeof(float));
+    return e->logits ? 0 : KS_ERR_NOMEM;
+}
+
+static void env_close(eval_env *e)
+{
+    free(e->logits);
+    kv_pool_destroy(e->pool);
+    model_ctx_destroy(e->ctx);
+    model_free(e->m);
+}
+
+static int run_ppl(eval_env *e, const eval_opts *o, const int32_t *toks, int32_t n)
+{
+    float *ref = malloc((size_t)n * e->hp->n_vocab * sizeof(float));
+    if (!ref)
+        return KS_ERR_NOMEM;
+    printf("## Perplexity (%d tokens streamed in chunks of %d)\n\n", n, o->chunk);
+    printf("| policy | PPL | PPL per 512-token segment | top-1 agree | mean KL | KV bytes "
+           "end | KV bytes peak | tok/s |\n|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < o->n_pol; i++) {
+        ppl_result r;
+        int rc = ppl_run(e, o, &o->pol[i], toks, n, ref, i == 0, &r);
+        if (rc) {
+            printf("| %s | error: %s |\n", o->pol[i].spec, ks_status_str(rc));
+            continue;
+        }
+        char seg[512];
+        size_t sl = 0;
+        seg[0] = '\0';
+        for (int s = 0; s < 64 && r.seg_n[s] > 0 && sl < sizeof(seg) - 16; s++)
+            sl += (size_t)snprintf(seg + sl, sizeof(seg) - sl, "%s%.1f", s ? " " : "",
+                                   exp(r.seg_nll[s] / (double)r.seg_n[s]));
+        printf("| %s | %.2f | %s | %.1f%% | %.4f | %zu | %zu | %.0f |\n", o->pol[i].spec,
+               exp(r.nll / (double)KS_MAX(r.n_scored, 1)), seg,
+               100.0 * (double)r.agree / (double)KS_MAX(r.n_scored, 1),
+               r.kl / (double)KS_MAX(r.n_scored, 1), r.bytes_end, r.bytes_peak, r.tok_s);
+        fflush(stdout);
+    }
+    printf("\n");
+    free(ref);
+    return 0;
+}
+
+static int run_passkey(eval_env *e, const eval_opts *o, const text_sents *ts)
+{
+    printf("## Passkey retrieval (%d trials per length, needle depths evenly spread)\n\n",
+           o->trials);
+    printf("| context | policy | correct | KV bytes after prompt | vs full | prefill tok/s |\n"
+           "|---|---|---|---|---|---|\n");
+    uint64_t rng = o->seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int c = 0; c < o->n_ctx; c++) {
+        size_t full_bytes = 0;
+        for (int i = 0; i < o->n_pol; i++) {
+            pk_result r = {0};
+            uint64_t st = rng + (uint64_t)c * 7919; /* same prompts for every policy */
+            int rc = 0;
+            for (int t = 0; t < o->trials && !rc; t++) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                int32_t key = 10000 + (int32_t)((st >> 33) % 90000);
+                double depth = (t + 0.5) / o->trials;
+                char *prompt = passkey_prompt(ts, o->ctx[c], depth, (int32_t)((st >> 17) % ts->n),
+                                              key);
+                rc = passkey_trial(e, o, &o->pol[i], prompt, key, &r);
+                free(prompt);
+            }
+            if (rc) {
+                printf("| %d | %s | error: %s |\n", o->ctx[c], o->pol[i].spec,
+                       ks_status_str(rc));
+                continue;
+            }
+            if (i == 0)
+                full_bytes = r.bytes;
+            printf("| %d | %s | %d/%d | %zu | %.3f | %.0f |\n", r.prompt_tokens, o->pol[i].spec,
+                   r.correct, r.trials, r.bytes, full_bytes ? (double)r.bytes / full_bytes : 0,
+                   r.prefill_s > 0 ? (double)r.prompt_tokens * r.trials / r.prefill_s : 0);
+            fflush(stdout);
+        }
+    }
+    printf("\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    eval_opts o;
+    if (opts_parse(argc, argv, &o))
+        return 2;
+    char *text = NULL;
+    size_t text_len = 0;
+    ks_diag d;
+    if (ks_read_file(o.text, &text, &text_len, &d)) {
+        fprintf(stderr, "bench_eval: %s\n", d.msg);
+        return 1;
+    }
+    int32_t max_ctx = o.ppl_tokens;
+    for (int i = 0; i < o.n_ctx; i++)
+        max_ctx = KS_MAX(max_ctx, o.ctx[i] + 64);
+    eval_env e;
+    int rc = env_open(&o, &e, max_ctx);
+    if (rc) {
+        fprintf(stderr, "bench_eval: setup failed: %s\n", ks_status_str(rc));
+        return 1;
+    }
+    printf("# bench_eval: %s, %d layers, %d KV heads, head dim %d, KV %s, block %d tokens\n\n",
+           o.model, e.hp->n_layer, e.hp->n_head_kv, e.hp->head_dim,
+           o.dtype == KS_DTYPE_F16 ? "f16" : "f32", o.block_tokens);
+    if (o.ppl_tokens > 1) {
+        int32_t n = tok_encode(e.vocab, text, text_len, true, false, NULL, 0);
+        int32_t *toks = malloc((size_t)KS_MAX(n, 1) * sizeof(int32_t));
+        tok_encode(e.vocab, text, text_len, true, false, toks, n);
+        rc = run_ppl(&e, &o, toks, KS_MIN(n, o.ppl_tokens));
+        free(toks);
+    }
+    if (rc == 0 && o.n_ctx > 0 && o.trials > 0) {
+        text_sents ts;
+        if (sents_split(&e, text, &ts) == 0) {
+            rc = run_passkey(&e, &o, &ts);
+            for (int32_t i = 0; i < ts.n; i++)
+                free(ts.s[i]);
+        }
+        free(ts.s);
+        free(ts.n_tok);
+    }
+    env_close(&e);
+    free(text);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,398 @@
+/* bench_longctx.c - long-context memory, speed and passkey accuracy of KV policies.
+ *
+ *   bench_longctx --model M speed   [--ctx 8192,32768,131072] [--policies full,retrieval]
+ *                 [--full-max 32768] [--gen 16]
+ *   bench_longctx --model M passkey --filler heldout-public.txt [--lengths 480,1950,7800]
+ *                 [--prompts 12] [--policies full,sink_window,retrieval]
+ *   common: [--threads N] [--chunk 512] [--ram-mb 32] [--spill-dir D] [--top-k 8]
+ *           [--block 64] [--window 512] [--sink 4] [--dense 0] [--positions window|original]
+ *           [--landmark mean|bounds|representative] [--selection head|layer]
+ *           [--sw-window 508] [--eviction lru|score_lru]
+ *
+ * speed: for each context length and policy, a fresh child process prefills that many tokens
+ * (filler-like random tokens) in chunks, then decodes --gen tokens; it prints prefill and
+ * decode tokens/s, the child's peak RSS and, for retrieval, blocks in RAM / on disk, hot-set
+ * hit rate and bytes read from the spill file. Full attention above --full-max is skipped
+ * (quadratic). passkey: prompts in the exact wording of the kjv-tiny README, needle at evenly
+ * spread depths, greedy decoding; prints correct/total per length and policy.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../server/cli_util.h"
+#include "kvserve/policy_args.h"
+#include "kvserve/spill.h"
+
+typedef struct opts {
+    const char *model, *filler, *mode;
+    int64_t threads, chunk, gen, prompts, full_max;
+    char ctx[256], lengths[256], policies[256];
+    kv_policy_config pc;
+} opts;
+
+static int parse_list(const char *s, int64_t *out, int max)
+{
+    int n = 0;
+    while (*s && n < max) {
+        out[n++] = strtoll(s, NULL, 10);
+        const char *c = strchr(s, ',');
+        if (!c)
+            break;
+        s = c + 1;
+    }
+    return n;
+}
+
+static const kv_policy *policy_args(const opts *o, const char *name, const cli_engine *e,
+                                    kv_policy_args *a)
+{
+    const model_hparams *hp = model_get_hparams(e->m);
+    *a = (kv_policy_args){.config = &o->pc,
+                          .rope = {.kind = hp->rope_type == MODEL_ROPE_NEOX ? ROPE_NEOX
+                                                                            : ROPE_NORM,
+                                   .head_dim = hp->head_dim, .theta = hp->rope_theta,
+                                   .freq_scale = hp->rope_freq_scale},
+                          .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
+                          .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
+    return kv_policy_find(name);
+}
+
+/* Prefills toks[0..n) in chunks; logits of the last token into `logits`. */
+static int prefill(cli_engine *e, kv_seq *seq, const int32_t *toks, int32_t n, int32_t chunk,
+                   float *logits)
+{
+    for (int32_t i = 0; i < n; i += chunk) {
+        int32_t m = KS_MIN(chunk, n - i);
+        model_seq_batch b = {.kv = seq, .tokens = toks + i, .n_tokens = m,
+                             .logits = i + m == n ? logits : NULL, .prompt_chunk = true,
+                             .prompt_last = i + m == n};
+        int rc = model_forward(e->ctx, &b, 1);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int32_t argmax(const float *x, int32_t n)
+{
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+
+static long peak_rss_kb_self(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
+{
+    cli_engine e;
+    cli_engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
+                            .n_ctx = n_ctx + (int32_t)o->gen + 64,
+                            .n_batch = (int32_t)o->chunk, .n_seqs = 1, .kv_dtype = KS_DTYPE_F16};
+    if (cli_engine_open(&ep, &e))
+        return 1;
+    const model_hparams *hp = model_get_hparams(e.m);
+    kv_policy_args a;
+    const kv_policy *pol = policy_args(o, pol_name, &e, &a);
+    kv_seq *seq;
+    if (!pol || cli_engine_new_seq(&e, pol, &a, &seq)) {
+        fprintf(stderr, "bad policy %s\n", pol_name);
+        return 1;
+    }
+    int32_t *toks = malloc((size_t)n_ctx * sizeof(int32_t));
+    float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
+    uint64_t r = 7;
+    for (int32_t i = 0; i < n_ctx; i++) { /* random ordinary tokens (ids above specials) */
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        toks[i] = 3 + (int32_t)((r >> 33) % (uint64_t)(hp->n_vocab - 3));
+    }
+    toks[0] = 1;
+    double t0 = ks_time_now();
+    int rc = prefill(&e, seq, toks, n_ctx, (int32_t)o->chunk, logits);
+    double t1 = ks_time_now();
+    for (int32_t i = 0; i < o->gen && !rc; i++) {
+        int32_t t = argmax(logits, hp->n_vocab);
+        model_seq_batch b = {.kv = seq, .tokens = &t, .n_tokens = 1, .logits = logits};
+        rc = model_forward(e.ctx, &b, 1);
+    }
+    double t2 = ks_time_now();
+    if (rc) {
+        fprintf(stderr, "%s at %d: %s\n", pol_name, n_ctx, ks_status_str(rc));
+        return 1;
+    }
+    kv_retrieval_stats st;
+    bool rt = kv_retrieval_get_stats(seq, &st) == 0;
+    printf("| %7d | %-9s | %9.0f | %8.1f | %8.1f | ", n_ctx, pol_name, n_ctx / (t1 - t0),
+           o->gen / (t2 - t1), peak_rss_kb_self() / 1024.0);
+    if (rt)
+        printf("%7lld | %7lld | %5.1f%% | %8.1f |\n", (long long)st.blocks_ram,
+               (long long)st.blocks_disk, 100.0 * st.hot_hit_rate, st.bytes_read / 1048576.0);
+    else
+        printf("%7s | %7s | %6s | %8s |\n", "-", "-", "-", "-");
+    fflush(stdout);
+    kv_seq_destroy(seq);
+    free(toks);
+    free(logits);
+    cli_engine_close(&e);
+    return 0;
+}
+
+static int run_speed(const opts *o)
+{
+    int64_t ctx[16], n_ctx = parse_list(o->ctx, ctx, 16);
+    char pols[256];
+    printf("ram_mb=%lld chunk=%lld top_k=%d block=%d window=%d sink=%d dense=%d threads=%lld\n",
+           (long long)o->pc.retrieval.ram_mb, (long long)o->chunk, o->pc.retrieval.top_k,
+           o->pc.retrieval.block_tokens, o->pc.retrieval.window, o->pc.retrieval.n_sink,
+           o->pc.retrieval.dense_layers, (long long)o->threads);
+    printf("| context | policy    | prefill/s | decode/s | RSS MiB  | blk RAM | blk disk | hit    "
+           "| read MiB |\n|---|---|---|---|---|---|---|---|---|\n");
+    fflush(stdout);
+    for (int i = 0; i < n_ctx; i++) {
+        snprintf(pols, sizeof(pols), "%s", o->policies);
+        for (char *p = strtok(pols, ","); p; p = strtok(NULL, ",")) {
+            if (!strcmp(p, "full") && ctx[i] > o->full_max) {
+                printf("| %7lld | %-9s | (skipped: quadratic, above --full-max) |\n",
+                       (long long)ctx[i], p);
+                continue;
+            }
+            pid_t pid = fork();
+            if (pid == 0)
+                _exit(speed_child(o, p, (int32_t)ctx[i]));
+            int status;
+            waitpid(pid, &status, 0);
+            if (!WIFEXITED(status) || WEXITSTATUS(status))
+                printf("| %7lld | %-9s | failed |\n", (long long)ctx[i], p);
+            fflush(stdout);
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Passkey                                                                                   */
+
+typedef struct filler {
+    char **sent; /* sentences, whitespace collapsed */
+    int32_t *n_tok;
+    int n;
+} filler;
+
+static int filler_load(const char *path, const tok_vocab *v, filler *f)
+{
+    char *text;
+    size_t len;
+    ks_diag d;
+    if (ks_read_file(path, &text, &len, &d))
+        return 1;
+    /* collapse whitespace */
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = isspace((unsigned char)text[i]) ? ' ' : text[i];
+        if (c == ' ' && (w == 0 || text[w - 1] == ' '))
+            continue;
+        text[w++] = c;
+    }
+    text[w] = 0;
+    f->sent = calloc(w / 2 + 1, sizeof(char *));
+    f->n_tok = calloc(w / 2 + 1, sizeof(int32_t));
+    char *s = text;
+    while (*s) {
+        char *e = strstr(s, ". ");
+        size_t n = e ? (size_t)(e - s) + 1 : strlen(s);
+        f->sent[f->n] = strndup(s, n);
+        int32_t ids[4096];
+        f->n_tok[f->n] = tok_encode(v, f->sent[f->n], n, false, false, ids, 4096);
+        f->n++;
+        s += n;
+        while (*s == ' ')
+            s++;
+    }
+    free(text);
+    return f->n > 0 ? 0 : 1;
+}
+
+/* Builds a prompt of about n_target tokens with the needle at `depth`. Returns tokens. */
+static int32_t build_prompt(const filler *f, const tok_vocab *v, int32_t n_target, double depth,
+                            int key, int start, int32_t *out, int32_t cap)
+{
+    char needle[128], question[] = "What is the pass key? The pass key is";
+    snprintf(needle, sizeof(needle), "The pass key is %d. Remember it. %d is the pass key.",
+             key, key);
+    int32_t budget = n_target - 40, n_s = 0, got = 0;
+    while (got < budget) {
+        got += f->n_tok[(start + n_s) % f->n] + 1;
+        n_s++;
+    }
+    int at = (int)(depth * n_s);
+    size_t cap_txt = 64 + sizeof(needle) + sizeof(question);
+    for (int i = 0; i < n_s; i++)
+        cap_txt += strlen(f->sent[(start + i) % f->n]) + 1;
+    char *txt = malloc(cap_txt), *p = txt;
+    for (int i = 0; i <= n_s; i++) {
+        if (i == at)
+            p += sprintf(p, "%s ", needle);
+        if (i < n_s)
+            p += sprintf(p, "%s ", f->sent[(start + i) % f->n]);
+    }
+    strcpy(p, question);
+    int32_t n = tok_encode(v, txt, strlen(txt), true, false, out, cap);
+    free(txt);
+    return n;
+}
+
+static int run_passkey(const opts *o)
+{
+    int64_t lens[16], n_len = parse_list(o->lengths, lens, 16);
+    int32_t max_len = 0;
+    for (int i = 0; i < n_len; i++)
+        max_len = KS_MAX(max_len, (int32_t)lens[i] + 64);
+    cli_engine e;
+    cli_engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
+                            .n_ctx = max_len + 16, .n_batch = (int32_t)o->chunk, .n_seqs = 1,
+                            .kv_dtype = KS_DTYPE_F16};
+    if (cli_engine_open(&ep, &e))
+        return 1;
+    const model_hparams *hp = model_get_hparams(e.m);
+    const tok_vocab *v = model_get_vocab(e.m);
+    filler f = {0};
+    if (!o->filler || filler_load(o->filler, v, &f)) {
+        fprintf(stderr, "cannot read --filler\n");
+        return 1;
+    }
+    int32_t *toks = malloc((size_t)max_len * 2 * sizeof(int32_t));
+    float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
+    printf("| prompt tokens | policy | correct |\n|---|---|---|\n");
+    char pols[256];
+    for (int li = 0; li < n_len; li++) {
+        snprintf(pols, sizeof(pols), "%s", o->policies);
+        for (char *pn = strtok(pols, ","); pn; pn = strtok(NULL, ",")) {
+            kv_policy_args a;
+            const kv_policy *pol = policy_args(o, pn, &e, &a);
+            int ok = 0, n_tok_sum = 0;
+            double t0 = ks_time_now();
+            for (int i = 0; i < o->prompts; i++) {
+                int key = 10000 + (int)((i * 7919 + li * 104729 + 12345) % 90000);
+                int32_t n = build_prompt(&f, v, (int32_t)lens[li], (i + 0.5) / o->prompts, key,
+                                         i * 37, toks, max_len * 2);
+                n_tok_sum += n;
+                kv_seq *seq;
+                if (!pol || n > max_len * 2 || cli_engine_new_seq(&e, pol, &a, &seq))
+                    return 1;
+                int rc = prefill(&e, seq, toks, n, (int32_t)o->chunk, logits);
+                char outbuf[64] = "", *w = outbuf;
+                for (int g = 0; g < 7 && !rc; g++) {
+                    int32_t t = argmax(logits, hp->n_vocab);
+                    int32_t m = tok_piece(v, t, false, w, (int32_t)(outbuf + 60 - w));
+                    if (m > 0 && w + m < outbuf + 60)
+                        w += m;
+                    model_seq_batch b = {.kv = seq, .tokens = &t, .n_tokens = 1,
+                                         .logits = logits};
+                    rc = model_forward(e.ctx, &b, 1);
+                }
+                *w = 0;
+                char want[16];
+                snprintf(want, sizeof(want), "%d", key);
+                const char *s = outbuf;
+                while (*s == ' ')
+                    s++;
+                ok += rc == 0 && strncmp(s, want, 5) == 0;
+                if (rc)
+                    fprintf(stderr, "%s: %s\n", pn, ks_status_str(rc));
+                kv_seq_destroy(seq);
+            }
+            printf("| %d | %s | %d/%lld | (%.1fs)\n", n_tok_sum / (int)o->prompts, pn, ok,
+                   (long long)o->prompts, ks_time_now() - t0);
+            fflush(stdout);
+        }
+    }
+    free(toks);
+    free(logits);
+    cli_engine_close(&e);
+    return 0;
+}
+
+static int set_enum(int v, int *dst)
+{
+    if (v < 0)
+        return 1;
+    *dst = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {.threads = cli_default_threads(), .chunk = 512, .gen = 16, .prompts = 12,
+              .full_max = 32768, .mode = "speed"};
+    snprintf(o.ctx, sizeof(o.ctx), "8192,32768,131072");
+    snprintf(o.lengths, sizeof(o.lengths), "480,1950,7800");
+    snprintf(o.policies, sizeof(o.policies), "full,retrieval");
+    kv_policy_config_defaults(&o.pc);
+    kv_retrieval_params *r = &o.pc.retrieval;
+    r->ram_mb = 32;
+    r->dense_layers = 0;
+    int64_t x;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+        int rc = 0, bad = 0;
+        if (!strcmp(a, "speed") || !strcmp(a, "passkey")) { o.mode = a; continue; }
+        i++;
+        if (!strcmp(a, "--model")) o.model = v;
+        else if (!strcmp(a, "--filler")) o.filler = v;
+        else if (!strcmp(a, "--ctx")) snprintf(o.ctx, sizeof(o.ctx), "%s", v);
+        else if (!strcmp(a, "--lengths")) snprintf(o.lengths, sizeof(o.lengths), "%s", v);
+        else if (!strcmp(a, "--policies")) snprintf(o.policies, sizeof(o.policies), "%s", v);
+        else if (!strcmp(a, "--threads")) rc = cli_parse_i64(a, v, 1, 256, &o.threads);
+        else if (!strcmp(a, "--chunk")) rc = cli_parse_i64(a, v, 1, 8192, &o.chunk);
+        else if (!strcmp(a, "--gen")) rc = cli_parse_i64(a, v, 1, 4096, &o.gen);
+        else if (!strcmp(a, "--prompts")) rc = cli_parse_i64(a, v, 1, 1000, &o.prompts);
+        else if (!strcmp(a, "--full-max")) rc = cli_parse_i64(a, v, 0, 1 << 30, &o.full_max);
+        else if (!strcmp(a, "--ram-mb")) rc = cli_parse_i64(a, v, 1, 1 << 30, &r->ram_mb);
+        else if (!strcmp(a, "--spill-dir")) snprintf(r->spill_dir, sizeof(r->spill_dir), "%s", v);
+        else if (!strcmp(a, "--positions"))
+            bad = set_enum(kv_pos_mode_from_name(v), (int *)&r->positions);
+        else if (!strcmp(a, "--landmark"))
+            bad = set_enum(kv_landmark_from_name(v), (int *)&r->landmark);
+        else if (!strcmp(a, "--selection"))
+            bad = set_enum(kv_selection_from_name(v), (int *)&r->selection);
+        else if (!strcmp(a, "--eviction"))
+            bad = set_enum(kv_eviction_from_name(v), (int *)&r->eviction);
+        else if ((rc = cli_parse_i64(a, v, 0, 1 << 30, &x)) == 0) {
+            int32_t n = (int32_t)x;
+            if (!strcmp(a, "--top-k")) r->top_k = n;
+            else if (!strcmp(a, "--block")) r->block_tokens = n;
+            else if (!strcmp(a, "--window")) r->window = n;
+            else if (!strcmp(a, "--sink")) r->n_sink = o.pc.sink_window.n_sink = n;
+            else if (!strcmp(a, "--dense")) r->dense_layers = n;
+            else if (!strcmp(a, "--sw-window")) o.pc.sink_window.window = n;
+            else if (!strcmp(a, "--reps")) r->representatives = n;
+            else bad = 1;
+        }
+        bad |= rc != 0;
+        if (bad) {
+            fprintf(stderr, "bench_longctx: bad option %s %s\n", a, v);
+            return 2;
+        }
+    }
+    r->chunk = (int32_t)o.chunk;
+    if (!o.model) {
+        fprintf(stderr, "usage: bench_longctx --model M speed|passkey [options] (see source)\n");
+        return 2;
+    }
+    if (kv_spill_cleanup_dir(r->spill_dir) < 0)
+        fprintf(stderr, "warning: cannot clean %s\n", r->spill_dir);
+    return !strcmp(o.mode, "passkey") ? run_passkey(&o) : run_speed(&o);
+}

@@ -1,0 +1,104 @@
+/* bench_model.c - prefill and decode speed of the forward pass, like llama-bench's pp/tg.
+ *
+ *   bench_model --model M [--prompt 512] [--gen 32] [--threads 2] [--reps 3] [--kv-dtype f16]
+ *
+ * Prefill: one batch of `prompt` random tokens from an empty cache (pp). Decode: `gen` tokens
+ * one at a time from an empty cache (tg). Prints the median tokens/s over `reps` runs after a
+ * warm-up, and the peak RSS of the process.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "../server/cli_util.h"
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double run_once(cli_engine *e, const int32_t *toks, int32_t n, bool decode, float *logits)
+{
+    kv_seq *seq = NULL;
+    if (cli_engine_new_seq(e, NULL, NULL, &seq)) return -1;
+    double t0 = ks_time_now();
+    int rc = 0;
+    if (decode) {
+        for (int32_t i = 0; i < n && !rc; i++) {
+            model_seq_batch b = {.kv = seq, .tokens = &toks[i], .n_tokens = 1, .logits = logits};
+            rc = model_forward(e->ctx, &b, 1);
+        }
+    } else {
+        model_seq_batch b = {.kv = seq, .tokens = toks, .n_tokens = n, .logits = logits,
+                             .prompt_chunk = true, .prompt_last = true};
+        rc = model_forward(e->ctx, &b, 1);
+    }
+    double dt = ks_time_now() - t0;
+    kv_seq_destroy(seq);
+    return rc ? -1 : n / dt;
+}
+
+static double median_rate(cli_engine *e, const int32_t *toks, int32_t n, bool decode, int reps,
+                          float *logits)
+{
+    double r[64];
+    if (run_once(e, toks, n, decode, logits) < 0) return -1; /* warm-up */
+    for (int i = 0; i < reps; i++)
+        if ((r[i] = run_once(e, toks, n, decode, logits)) < 0) return -1;
+    qsort(r, (size_t)reps, sizeof(double), cmp_double);
+    return r[reps / 2];
+}
+
+int main(int argc, char **argv)
+{
+    const char *model = NULL;
+    int64_t prompt = 512, gen = 32, threads = cli_default_threads(), reps = 3;
+    ks_dtype dt = KS_DTYPE_F16;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        int rc = 0;
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--prompt")) rc = cli_parse_i64(a, v, 1, 8192, &prompt);
+        else if (!strcmp(a, "--gen")) rc = cli_parse_i64(a, v, 1, 8192, &gen);
+        else if (!strcmp(a, "--threads")) rc = cli_parse_i64(a, v, 1, 256, &threads);
+        else if (!strcmp(a, "--reps")) rc = cli_parse_i64(a, v, 1, 63, &reps);
+        else if (!strcmp(a, "--kv-dtype")) dt = !strcmp(v, "f32") ? KS_DTYPE_F32 : KS_DTYPE_F16;
+        else rc = 1;
+        if (rc) return 2;
+    }
+    if (!model) {
+        fprintf(stderr, "usage: bench_model --model M [--prompt N] [--gen N] [--threads N] "
+                        "[--reps N] [--kv-dtype f16|f32]\n");
+        return 2;
+    }
+    int32_t n_ctx = (int32_t)KS_MAX(prompt, gen) + 16;
+    cli_engine_params ep = {.model_path = model, .n_threads = (int32_t)threads, .n_ctx = n_ctx,
+                            .n_batch = (int32_t)prompt, .n_seqs = 1, .kv_dtype = dt,
+                            .llama_numerics = false};
+    cli_engine e;
+    if (cli_engine_open(&ep, &e)) return 1;
+    const model_hparams *hp = model_get_hparams(e.m);
+    int32_t n = (int32_t)KS_MAX(prompt, gen);
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)n);
+    float *logits = malloc(sizeof(float) * (size_t)hp->n_vocab);
+    uint32_t x = 12345;
+    for (int32_t i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        toks[i] = (int32_t)((x >> 8) % (uint32_t)hp->n_vocab);
+    }
+    double pp = median_rate(&e, toks, (int32_t)prompt, false, (int)reps, logits);
+    double tg = median_rate(&e, toks, (int32_t)gen, true, (int)reps, logits);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("model %s (%s, %.1f MiB weights), threads %lld\n", model, hp->arch_name,
+           (double)model_weight_bytes(e.m) / (1 << 20), (long long)threads);
+    printf("pp%lld: %.1f tokens/s\n", (long long)prompt, pp);
+    printf("tg%lld: %.1f tokens/s\n", (long long)gen, tg);
+    printf("peak RSS: %.1f MiB\n", ru.ru_maxrss / 1024.0);
+    free(toks);
+    free(logits);
+    cli_engine_close(&e);
+    return pp < 0 || tg < 0;
+}

@@ -1,0 +1,67 @@
+/* model_internal.h - private structures of the model runtime (core/model*.c, matmul.c). */
+#ifndef KVSERVE_MODEL_INTERNAL_H
+#define KVSERVE_MODEL_INTERNAL_H
+
+#include "kvserve/model.h"
+#include "kvserve/quant.h"
+#include "kvserve/threadpool.h"
+
+/* A weight matrix in the mapping: n_out rows of n_in elements of `type`. */
+typedef struct mm_weight {
+    const void *data;
+    qt_type type;
+    int64_t n_in;  /* ne[0], row length */
+    int64_t n_out; /* ne[1], number of rows */
+    size_t row_bytes;
+} mm_weight;
+
+/* A 1-D f32 vector (norm weight or bias) in the mapping; NULL data when absent. */
+typedef struct mm_vec {
+    const float *data;
+    int64_t n;
+} mm_vec;
+
+typedef struct model_layer {
+    mm_vec attn_norm;       /* [n_embd] */
+    mm_weight wq;           /* [n_embd] -> [n_head*head_dim] */
+    mm_weight wk;           /* [n_embd] -> [n_head_kv*head_dim] */
+    mm_weight wv;           /* [n_embd] -> [n_head_kv*head_dim] */
+    mm_weight wo;           /* [n_head*head_dim] -> [n_embd] */
+    mm_vec bq, bk, bv;      /* qwen2 biases, else NULL */
+    mm_vec ffn_norm;        /* [n_embd] */
+    mm_weight w_gate;       /* [n_embd] -> [n_ff] */
+    mm_weight w_up;         /* [n_embd] -> [n_ff] */
+    mm_weight w_down;       /* [n_ff] -> [n_embd] */
+} model_layer;
+
+struct model {
+    gguf_file *file;
+    model_hparams hp;
+    tok_vocab *vocab;
+    mm_weight tok_embd;   /* [n_embd] x n_vocab rows */
+    mm_vec output_norm;   /* [n_embd] */
+    mm_weight output;     /* [n_embd] -> [n_vocab]; == tok_embd when tied */
+    model_layer *layers;  /* [n_layer] */
+    uint64_t weight_bytes;
+};
+
+/* ---- matmul.c: Y[t][r] = sum_i X[t][i] * W[r][i] over a thread pool ---- */
+typedef struct mm_scratch mm_scratch;
+/* Scratch for up to max_tok tokens, rows of up to max_in elements and matrices of up to
+ * max_out rows, for n_threads threads. Allocated once; mm_matmul never allocates. */
+int mm_scratch_create(int64_t max_in, int64_t max_out, int64_t max_tok, int n_threads,
+                      mm_scratch **out) KS_WUR;
+void mm_scratch_destroy(mm_scratch *s);
+/* X: [n_tok][W.n_in] f32, Y: [n_tok][W.n_out]. Activations are converted to the weight's
+ * vec-dot type first (llama.cpp numerics). Small batches use the quantised dot kernels;
+ * large ones dequantised weight tiles and sgemm. */
+void mm_matmul(tp_pool *tp, mm_scratch *s, const mm_weight *w, const float *x, float *y,
+               int64_t n_tok);
+/* Several weights with the same input (e.g. Q, K and V): the activations are converted once
+ * and all products run in one parallel section. Weights must share n_in. */
+void mm_matmul_n(tp_pool *tp, mm_scratch *s, const mm_weight *const *w, float *const *y, int n_w,
+                 const float *x, int64_t n_tok);
+/* Threshold (tokens) at or above which mm_matmul uses sgemm. */
+#define MM_GEMM_MIN_TOKENS 16
+
+#endif

@@ -1,0 +1,87 @@
+/* http.h - HTTP/1.1 server connections on libuv with llhttp parsing.
+ *
+ * The server accepts TCP connections, parses requests (keep-alive, pipelining, chunked
+ * bodies, Expect: 100-continue), enforces header and body limits (431 / 413) and hands each
+ * complete request to one handler. Requests on a connection are answered strictly in order:
+ * the next pipelined request is parsed only after the current response has ended.
+ *
+ * Threading: everything here runs on the loop thread that owns the server.
+ */
+#ifndef KVSERVE_HTTP_H
+#define KVSERVE_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "kvserve/base.h"
+
+typedef struct http_server http_server;
+typedef struct http_request http_request;
+
+/* Called once per complete request. The handler answers now or later with http_respond or
+ * http_stream_*; the request stays valid until its response has ended or until the abort
+ * callback has run, whichever comes first. */
+typedef void (*http_handler_fn)(http_request *req, void *ud);
+/* The client went away before the response ended. After it returns the request is freed:
+ * the handler must not touch it again. */
+typedef void (*http_abort_fn)(http_request *req, void *ud);
+/* A write to the client completed; `backlog` is the bytes still queued on the socket. */
+typedef void (*http_drain_fn)(http_request *req, size_t backlog, void *ud);
+
+typedef struct http_server_params {
+    uv_loop_t *loop;
+    const char *host;        /* numeric IPv4 or IPv6 address */
+    int port;                /* 0 picks a free port (see http_server_port) */
+    size_t max_header_bytes; /* request line + headers; larger -> 431 */
+    size_t max_body_bytes;   /* larger -> 413 */
+    http_handler_fn handler;
+    void *ud;
+} http_server_params;
+
+/* Binds and listens. Errors: KS_ERR_INVALID (bad address), KS_ERR_IO (bind/listen failed,
+ * message in d). */
+int http_server_create(const http_server_params *p, http_server **out, ks_diag *d) KS_WUR;
+/* The port actually bound. */
+int http_server_port(const http_server *s);
+/* Stops accepting and closes idle connections; connections with a request in flight end
+ * after their response (answered with Connection: close). */
+void http_server_drain(http_server *s);
+/* Number of open connections. */
+size_t http_server_n_conns(const http_server *s);
+/* Closes the listener and every connection (aborting requests in flight); the server is
+ * freed once its handles are closed, so the caller keeps running the loop afterwards. */
+void http_server_close(http_server *s);
+
+/* Request accessors. Strings are NUL-terminated and owned by the request. */
+const char *http_request_method(const http_request *r); /* "GET", "POST", ... */
+const char *http_request_path(const http_request *r);   /* target without the query */
+const char *http_request_target(const http_request *r); /* full target */
+/* Header value by case-insensitive name, or NULL. */
+const char *http_request_header(const http_request *r, const char *name);
+/* The body (NUL-terminated for convenience, may contain NULs); *len gets its length. */
+const char *http_request_body(const http_request *r, size_t *len);
+/* Bytes queued on the socket and not yet written. */
+size_t http_request_backlog(const http_request *r);
+void http_request_set_callbacks(http_request *r, http_abort_fn on_abort, http_drain_fn on_drain,
+                                void *ud);
+
+/* Response writers return 0 or a negative status; a failed socket write closes the
+ * connection (the abort callback then runs), so callers may ignore the result.
+ * Sends a complete response with Content-Length. extra_headers: NULL or lines each ending
+ * in "\r\n". Ends the request. */
+int http_respond(http_request *r, int status, const char *content_type, const char *extra_headers,
+                 const char *body, size_t len);
+/* Streaming responses (chunked transfer encoding for HTTP/1.1, close-delimited for 1.0). */
+int http_stream_start(http_request *r, int status, const char *content_type);
+int http_stream_write(http_request *r, const char *data, size_t len);
+/* Ends the stream; the request is freed (or the next pipelined request starts). */
+int http_stream_end(http_request *r);
+
+/* Reason phrase for a status ("Not Found"); "Unknown" for others. */
+const char *http_status_reason(int status);
+/* OpenAI-style error body {"error":{"message","type","param":null,"code":null}} (malloc'd). */
+char *http_error_body(int status, const char *message, size_t *len);
+
+#endif

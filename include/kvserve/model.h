@@ -1,0 +1,88 @@
+/* model.h - llama / qwen2 forward pass over GGUF weights.
+ *
+ * A `model` holds the mmapped weights, hyper-parameters and the tokenizer; it is immutable
+ * after loading and shared by all workers. A `model_ctx` holds one worker's scratch buffers
+ * and thread pool; it runs batches of sequences, each with its own KV cache (kv_seq). The
+ * batch's tokens go through every weight matrix together (one matmul per weight per step),
+ * attention runs per sequence through the shared attention core over the spans its KV
+ * policy chooses.
+ */
+#ifndef KVSERVE_MODEL_H
+#define KVSERVE_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvserve/attention.h"
+#include "kvserve/base.h"
+#include "kvserve/gguf.h"
+#include "kvserve/tokenizer.h"
+
+typedef struct kv_seq kv_seq; /* kvserve/kvcache.h */
+
+typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2 = 1 } model_arch;
+typedef enum model_rope { MODEL_ROPE_NORM = 0, MODEL_ROPE_NEOX = 2 } model_rope;
+
+typedef struct model_hparams {
+    model_arch arch;
+    char arch_name[16];
+    char name[64];      /* general.name, may be empty */
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;
+    int32_t n_ff;
+    float rms_eps;
+    float rope_theta;
+    float rope_freq_scale; /* 1 / linear scaling factor */
+    model_rope rope_type;
+    bool tied_output;
+    bool has_qkv_bias;
+} model_hparams;
+
+typedef struct model model;
+
+/* Loads a GGUF model. Errors name what is wrong (unsupported arch or tensor type, missing
+ * tensor, shape mismatch). The tokenizer is loaded from the same file. */
+int model_load(const char *path, model **out, ks_diag *d) KS_WUR;
+void model_free(model *m); /* accepts NULL */
+const model_hparams *model_get_hparams(const model *m);
+const tok_vocab *model_get_vocab(const model *m);
+/* Bytes of weights in the mapping. */
+uint64_t model_weight_bytes(const model *m);
+
+typedef struct model_ctx_params {
+    int32_t n_threads;       /* worker threads (>= 1) */
+    int32_t max_batch_tokens; /* tokens per forward call over all sequences, e.g. 512 */
+    int32_t max_seqs;         /* sequences per forward call */
+    bool llama_numerics;      /* emulate llama.cpp's numerics (activation quantisation is
+                                 always on; this adds f16 rounding in attention) */
+} model_ctx_params;
+
+typedef struct model_ctx model_ctx;
+int model_ctx_create(const model *m, const model_ctx_params *p, model_ctx **out) KS_WUR;
+void model_ctx_destroy(model_ctx *c);
+
+/* One sequence's part of a batch. The tokens continue the sequence: their sequence indices
+ * are kv_seq's tokens-seen count onward. */
+typedef struct model_seq_batch {
+    kv_seq *kv;
+    const int32_t *tokens;
+    int32_t n_tokens;
+    /* Logits out: if all_logits, [n_tokens][n_vocab], else [n_vocab] for the last token.
+     * May be NULL when no logits are wanted (prefill chunk that is not the last). */
+    float *logits;
+    bool all_logits;
+    bool prompt_chunk; /* the tokens belong to the prompt (prefill) */
+    bool prompt_last;  /* this chunk completes the prompt (policies compress after it) */
+} model_seq_batch;
+
+/* Runs the batch: appends every sequence's tokens to its KV cache and writes logits.
+ * Errors: KS_ERR_INVALID (too many tokens, bad token id), KS_ERR_FULL (KV budget) — on
+ * error no sequence's cache is changed beyond what its policy already evicted. */
+int model_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs) KS_WUR;
+
+#endif

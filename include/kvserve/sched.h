@@ -1,0 +1,153 @@
+/* sched.h - the inference scheduler: a request queue, one inference thread, continuous
+ * batching.
+ *
+ * Requests are submitted from the loop thread. One worker thread admits them when the KV
+ * pool has room, prefills prompts in chunks interleaved with the decode steps of running
+ * sequences (all in one model_forward call per step), samples, detokenises, applies stop
+ * strings, and sends events back to the loop thread through a uv_async (coalesced: one
+ * wake-up drains every pending event). The loop never waits for compute.
+ *
+ * Lifetime of a sch_req: created by sch_submit; the loop receives its events through the
+ * callback; after the final event (SCH_EV_DONE or SCH_EV_ERROR) the request is freed and
+ * must not be used. sch_req_cancel (a client disconnected) stops event delivery at once;
+ * the worker drops the sequence and frees its KV blocks at its next step.
+ *
+ * Threads: every function except those marked otherwise runs on the loop thread.
+ */
+#ifndef KVSERVE_SCHED_H
+#define KVSERVE_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "kvserve/base.h"
+#include "kvserve/kvcache.h"
+#include "kvserve/metrics.h"
+#include "kvserve/model.h"
+#include "kvserve/policy_config.h"
+
+#define SCH_MAX_TOP_LOGPROBS 20
+
+typedef struct sch sch;
+typedef struct sch_req sch_req;
+
+typedef enum sch_event_kind {
+    SCH_EV_TOKEN = 0, /* one generated token; text is what may be sent now (may be empty) */
+    SCH_EV_DONE,      /* generation ended: finish reason and usage; text holds the tail */
+    SCH_EV_ERROR,     /* request failed: status + message */
+} sch_event_kind;
+
+typedef enum sch_finish { SCH_FINISH_STOP = 0, SCH_FINISH_LENGTH = 1 } sch_finish;
+
+typedef struct sch_usage {
+    int32_t prompt_tokens;
+    int32_t completion_tokens;
+    int32_t cached_tokens;
+} sch_usage;
+
+typedef struct sch_event {
+    sch_event_kind kind;
+    const char *text; /* valid during the callback */
+    size_t len;
+    int32_t token;    /* SCH_EV_TOKEN: the id; -1 otherwise */
+    float logprob;    /* log-probability of token (when logprobs were asked for) */
+    int32_t n_top;    /* alternatives below, most likely first */
+    int32_t top_ids[SCH_MAX_TOP_LOGPROBS];
+    float top_logprobs[SCH_MAX_TOP_LOGPROBS];
+    sch_finish finish; /* SCH_EV_DONE */
+    sch_usage usage;   /* SCH_EV_DONE */
+    int status;        /* SCH_EV_ERROR: HTTP status (400, 500, 503) */
+    const char *message;
+} sch_event;
+
+typedef void (*sch_event_fn)(sch_req *r, const sch_event *ev, void *ud);
+
+typedef struct sch_sampling {
+    float temperature;       /* <= 0: greedy */
+    int32_t top_k;           /* <= 0: off */
+    float top_p;             /* 1: off */
+    float min_p;             /* 0: off */
+    float presence_penalty;  /* 0: off */
+    float frequency_penalty; /* 0: off */
+    float repeat_penalty;    /* 1: off */
+    int32_t repeat_last_n;   /* window of the penalties */
+    uint64_t seed;
+    bool has_seed;           /* else a random seed */
+    int32_t n_logprobs;      /* -1: none; 0: the chosen token only; k: top k alternatives */
+} sch_sampling;
+
+/* Defaults: greedy off (temperature 1), no filters, no penalties, random seed, no logprobs. */
+void sch_sampling_default(sch_sampling *s);
+
+typedef struct sch_request_params {
+    const int32_t *prompt; /* copied */
+    int32_t n_prompt;
+    int32_t max_tokens;
+    const char *const *stops; /* copied */
+    size_t n_stops;
+    sch_sampling sampling;
+    const kv_policy *policy;   /* NULL: the server's */
+    void *policy_config;       /* a kv_policy_config, owned by the request from submit on
+                                  (even on error) */
+    void (*policy_config_free)(void *);
+    double arrival;            /* ks_time_now() when the request arrived (for TTFT) */
+    sch_event_fn on_event;
+    void *ud;
+} sch_request_params;
+
+typedef struct sch_params {
+    uv_loop_t *loop;
+    const model *model;       /* not owned */
+    kv_pool *pool;            /* not owned */
+    const kv_policy *policy;  /* server default; NULL = full */
+    const kv_policy_config *policy_config; /* server default (not owned; outlives it) */
+    metrics *metrics;         /* may be NULL; not owned */
+    int32_t n_threads;        /* model_ctx threads */
+    int32_t max_queue;        /* waiting requests beyond this -> KS_ERR_FULL (429) */
+    int32_t max_concurrent;   /* sequences decoding at once */
+    int32_t prefill_chunk;    /* prompt tokens per sequence per step */
+    int32_t max_batch_tokens; /* tokens per model_forward */
+    double queue_timeout_s;   /* waiting longer -> SCH_EV_ERROR 503 */
+    int32_t n_ctx;            /* prompt + generated tokens per sequence; 0 = unlimited */
+} sch_params;
+
+/* Creates the scheduler and starts its inference thread. */
+int sch_create(const sch_params *p, sch **out, ks_diag *d) KS_WUR;
+/* Stops the worker, fails every request still known with 503 (events are not delivered:
+ * the caller has already aborted its clients) and frees everything. The async handle is
+ * closed, so the caller runs the loop afterwards. */
+void sch_destroy(sch *s);
+
+/* Queues a request. Returns 0 and *out, or KS_ERR_FULL (queue full: 429),
+ * KS_ERR_INVALID (bad params), KS_ERR_NOMEM. On error no callback will run. */
+int sch_submit(sch *s, const sch_request_params *p, sch_req **out) KS_WUR;
+/* Cancels: no more events; KV blocks are freed at the worker's next step. */
+void sch_req_cancel(sch_req *r);
+/* Backpressure: a paused sequence keeps its KV cache but is left out of decode steps. */
+void sch_req_set_paused(sch_req *r, bool paused);
+
+typedef struct sch_counts {
+    int32_t active;
+    int32_t queued;
+} sch_counts;
+void sch_get_counts(sch *s, sch_counts *out); /* any thread */
+
+/* Per-sequence KV snapshot for /v1/kv (refreshed by the worker after every step). */
+typedef struct sch_seq_info {
+    uint64_t id;
+    char policy[32];
+    int64_t tokens_seen;
+    int32_t n_layer;
+    int64_t *tokens_kept; /* [n_layer] summed over KV heads */
+    size_t bytes;
+    int32_t n_prompt;
+    int32_t n_generated;
+} sch_seq_info;
+/* Copies the snapshot (caller frees with sch_seq_info_free). */
+int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;
+void sch_seq_info_free(sch_seq_info *v, size_t n);
+
+#endif

@@ -1,0 +1,205 @@
+/* h2o.c - the `h2o` policy: heavy hitters + recent tokens (H2O).
+ *
+ * Paper: Zhang, Sheng, Zhou, Chen, Zheng, Cai, Song, Tian, Ré, Barrett, Wang, Chen, "H2O:
+ * Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models"
+ * (NeurIPS 2023, arXiv:2306.14048).
+ *
+ * The idea in plain words. A small set of tokens ("heavy hitters") receives most of the
+ * attention, and a token that was important to past queries tends to stay important. H2O
+ * therefore gives every cached token a running score, the attention probability it has
+ * received from every query so far (summed over the query heads that share its KV head), and
+ * when the cache is over budget it keeps the `recent` newest tokens plus the `heavy` tokens
+ * with the highest scores, per layer and KV head, evicting the rest (greedy, never brought
+ * back). The scores cost nothing extra here: the attention core reports key_mass for every
+ * query of every chunk, and the policy adds it to the kept tokens' scores.
+ *
+ * Chunks: a chunk attends to the whole cache plus itself (causally); eviction runs after it,
+ * so memory is bounded by heavy + recent + one chunk. Positions are the original ones.
+ * Invariant: score[j] belongs to slot j of the head's table (compacted with the same keep
+ * list as the table).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvserve/kvcache.h"
+#include "kvserve/policy_args.h"
+
+typedef struct h2o_head {
+    float *score; /* [cap] accumulated attention per slot */
+    int32_t cap, n_scored;
+} h2o_head;
+
+typedef struct h2o_state {
+    int32_t heavy, recent;
+    int32_t n_head_kv, n_layer;
+    h2o_head *heads; /* [n_layer][n_head_kv] */
+} h2o_state;
+
+typedef struct h2o_cand {
+    float s;
+    int32_t j;
+} h2o_cand;
+
+static int h2o_init(kv_seq *seq, const void *config, void **state)
+{
+    const kv_policy_args *a = config;
+    kv_policy_config def;
+    kv_policy_config_defaults(&def);
+    kv_h2o_params p = a && a->config ? a->config->h2o : def.h2o;
+    if (p.heavy < 0 || p.recent < 1)
+        return KS_ERR_INVALID;
+    h2o_state *s = calloc(1, sizeof(*s));
+    if (!s)
+        return KS_ERR_NOMEM;
+    s->heavy = p.heavy;
+    s->recent = p.recent;
+    s->n_layer = kv_seq_n_layer(seq);
+    s->n_head_kv = kv_seq_n_head_kv(seq);
+    s->heads = calloc((size_t)s->n_layer * s->n_head_kv, sizeof(h2o_head));
+    if (!s->heads) {
+        free(s);
+        return KS_ERR_NOMEM;
+    }
+    *state = s;
+    return 0;
+}
+
+static void h2o_free(kv_seq *seq, void *state)
+{
+    (void)seq;
+    h2o_state *s = state;
+    if (!s)
+        return;
+    for (int32_t i = 0; i < s->n_layer * s->n_head_kv; i++)
+        free(s->heads[i].score);
+    free(s->heads);
+    free(s);
+}
+
+static int h2o_positions(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out)
+{
+    (void)seq;
+    if (chunk->n_new > 0)
+        memcpy(pos_out, chunk->idx, (size_t)chunk->n_new * sizeof(int32_t));
+    return 0;
+}
+
+static int h2o_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
+                     attn_span *out, int32_t max, int32_t *n)
+{
+    (void)q;
+    return kv_seq_spans(seq, layer, kv_head, out, max, n);
+}
+
+static int32_t h2o_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head,
+                                const kv_query *q)
+{
+    (void)seq;
+    (void)layer;
+    (void)kv_head;
+    return q->n_q; /* every query votes */
+}
+
+static int h2o_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
+                               const attn_span *spans, int32_t n_spans, const float *key_mass,
+                               int32_t n_mass)
+{
+    (void)n_mass;
+    h2o_state *s = kv_seq_policy_state(seq);
+    h2o_head *h = &s->heads[(size_t)layer * s->n_head_kv + kv_head];
+    int32_t n_keys = 0;
+    for (int32_t i = 0; i < n_spans; i++)
+        n_keys += spans[i].n;
+    if (n_keys > h->cap) {
+        int32_t cap = KS_MAX(n_keys, h->cap + h->cap / 2);
+        float *ns = realloc(h->score, (size_t)cap * sizeof(float));
+        if (!ns)
+            return KS_ERR_NOMEM;
+        h->score = ns;
+        h->cap = cap;
+    }
+    if (n_keys > h->n_scored)
+        memset(h->score + h->n_scored, 0, (size_t)(n_keys - h->n_scored) * sizeof(float));
+    h->n_scored = n_keys;
+    for (int32_t g = 0; g < q->n_group; g++) {
+        const float *m = key_mass + (size_t)g * n_keys;
+        for (int32_t j = 0; j < n_keys; j++)
+            h->score[j] += m[j];
+    }
+    return 0;
+}
+
+static int h2o_cand_cmp(const void *a, const void *b)
+{
+    const h2o_cand *x = a, *y = b;
+    if (x->s != y->s)
+        return x->s > y->s ? -1 : 1;
+    return (x->j > y->j) - (x->j < y->j);
+}
+
+static int h2o_int_cmp(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Keeps the last `recent` slots and the `heavy` best-scored older ones of one table. */
+static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
+{
+    int32_t n = t->n_tok, budget = s->heavy + s->recent;
+    if (n <= budget)
+        return 0;
+    if (h->n_scored != n)
+        return KS_ERR_INTERNAL; /* the model did not report key mass for this chunk */
+    int32_t nc = n - s->recent;
+    h2o_cand *cand = malloc((size_t)nc * sizeof(h2o_cand));
+    int32_t *keep = malloc((size_t)budget * sizeof(int32_t));
+    if (!cand || !keep) {
+        free(cand);
+        free(keep);
+        return KS_ERR_NOMEM;
+    }
+    for (int32_t j = 0; j < nc; j++)
+        cand[j] = (h2o_cand){h->score[j], j};
+    qsort(cand, (size_t)nc, sizeof(h2o_cand), h2o_cand_cmp);
+    for (int32_t i = 0; i < s->heavy; i++)
+        keep[i] = cand[i].j;
+    qsort(keep, (size_t)s->heavy, sizeof(int32_t), h2o_int_cmp);
+    for (int32_t i = 0; i < s->recent; i++)
+        keep[s->heavy + i] = nc + i;
+    int rc = kv_head_table_keep(t, keep, budget);
+    if (rc == 0) {
+        for (int32_t i = 0; i < budget; i++)
+            h->score[i] = h->score[keep[i]];
+        h->n_scored = budget;
+    }
+    free(cand);
+    free(keep);
+    return rc;
+}
+
+static int h2o_after_chunk(kv_seq *seq, const kv_chunk *chunk)
+{
+    (void)chunk;
+    h2o_state *s = kv_seq_policy_state(seq);
+    for (int32_t l = 0; l < s->n_layer; l++) {
+        for (int32_t kh = 0; kh < s->n_head_kv; kh++) {
+            int rc = h2o_evict(s, kv_seq_table(seq, l, kh),
+                               &s->heads[(size_t)l * s->n_head_kv + kh]);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+const kv_policy kv_policy_h2o = {
+    .name = "h2o",
+    .init = h2o_init,
+    .free = h2o_free,
+    .positions = h2o_positions,
+    .spans = h2o_spans,
+    .mass_queries = h2o_mass_queries,
+    .after_attention = h2o_after_attention,
+    .after_chunk = h2o_after_chunk,
+};

@@ -1,0 +1,723 @@
+/* retrieval.c - the `retrieval` policy: landmark / block retrieval over a context far larger
+ * than RAM and than the model's trained length (Landmark Attention, InfLLM, Quest, MoBA).
+ *
+ * The idea in plain words. Attention over a long context is sparse: a query puts almost all
+ * of its weight on a few places. So the cache is cut into blocks of block_tokens tokens and
+ * every block gets a small landmark (landmark.c: mean key, Quest's min/max bounds or InfLLM's
+ * representative keys) that lives in RAM. For each query chunk, layer and KV head the query
+ * scores every block through its landmark and attends, in ONE online softmax of the shared
+ * attention core, over: the n_sink first tokens, the top_k best blocks and the local window
+ * (the last `window` tokens before the chunk, plus the chunk itself under the causal mask).
+ * Selection is per KV head (Quest) or shared by the heads of a layer (InfLLM); the first
+ * dense_layers layers attend everything. A prefill chunk attends the same way, so prefill
+ * costs O(chunk * (sink + k*block + window)) per chunk: linear in the context.
+ *
+ * Positions. Keys are stored rotated at their original position (the positions hook returns
+ * pos = idx) and re-rotated on use. `original`: retrieved keys are used in place. `window`
+ * (InfLLM): the local window keeps its true relative positions (RoPE depends only on q-k
+ * distance) while sink and retrieved keys are rotated, into policy-owned scratch, to one
+ * position `window` tokens before the chunk's first query; every distance a query sees then
+ * stays below window + chunk, so a model runs far beyond its trained context. Storing keys
+ * before RoPE is not possible with this interface: the model rotates q and k with the same
+ * positions, and an unrotated q would need per-query key rotations inside a prefill chunk.
+ * Rotate-on-use touches only sink + k*block rows per call (see docs/eval-retrieval.md).
+ *
+ * Spill tier. Beyond ram_mb, the oldest blocks that are neither sinks nor local window move
+ * to a per-sequence file (spill.c) and free their pool block (kv_head_table_keep drops whole
+ * pool blocks, so no row moves); a retrieved spilled block is read into a hot-set buffer
+ * (LRU or score-decayed LRU per KV head). Landmarks never leave RAM.
+ *
+ * Invariants: every table of a layer >= dense_layers holds, in order, pool-block units
+ * [0, n_sink_units) and [n_sink_units + n_spilled, ...) of the dense token layout (retrieval
+ * never evicts), so the table slot of a token is computed, not searched. Spans returned for
+ * KV head h point into pool blocks, the hot set partition h or head h's scratch, and stay
+ * valid until the next spans call of KV head h (the model finishes a layer's attention
+ * before it asks for the next layer's spans).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvserve/kvcache.h"
+#include "kvserve/policy_args.h"
+#include "kvserve/quant.h"
+#include "kvserve/spill.h"
+#include "landmark.h"
+
+#define RT_MAX_HD 1024
+#define RT_SAMPLE_LAST 8 /* queries of a chunk that always score blocks */
+#define RT_SAMPLE_SPREAD 8
+
+typedef struct rt_table { /* per (layer, KV head) */
+    kv_lm_set lm;
+    float *mass; /* REPRESENTATIVE: attention of tokens idx >= lm.n*B, at [idx - lm.n*B] */
+    int32_t mass_cap;
+} rt_table;
+
+typedef struct rt_cand {
+    double score;
+    int32_t b;
+} rt_cand;
+
+typedef struct rt_head { /* per KV head; used by one thread at a time */
+    uint8_t *scr_k, *scr_v; /* [scr_cap][row] copies (window positions) */
+    int32_t *scr_idx;       /* [scr_cap] sequence index of copied / spilled rows */
+    int32_t scr_cap, scr_n;
+    rt_cand *cand;
+    int32_t cand_cap;
+    float *row; /* [head_dim] */
+    uint64_t pin;
+    int64_t n_selected;
+} rt_head;
+
+typedef struct rt_state {
+    kv_retrieval_params p;
+    rope_params rope;
+    kv_pool *pool;
+    int32_t n_layer, n_head_kv, hd, pb, B;
+    ks_dtype dt;
+    size_t rb; /* bytes of one K row */
+    float *off_cs, *off_sn; /* [pb][hd/2] angles of -r (rows of a unit) */
+    rt_table *tabs;         /* [n_layer][n_head_kv] */
+    rt_head *heads;         /* [n_head_kv] */
+    kv_spill *spill;
+    int64_t n_sink_units, n_spilled;
+    size_t ram_bytes, hot_bytes;
+    int32_t hot_slots;
+    float *kbuf;  /* [B][hd] keys of a block being summarised */
+    int32_t *keep;
+    int32_t keep_cap;
+    bool warned_budget;
+} rt_state;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Configuration                                                                             */
+
+static void rt_defaults(kv_retrieval_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->block_tokens = 64;
+    p->landmark = KV_LANDMARK_MEAN;
+    p->representatives = 4;
+    p->top_k = 8;
+    p->n_sink = 4;
+    p->window = 512;
+    p->selection = KV_SELECT_HEAD;
+    p->dense_layers = 2;
+    p->positions = KV_POS_WINDOW;
+    p->chunk = 512;
+    p->ram_mb = 512;
+    strcpy(p->spill_dir, "/tmp/kvserve-spill");
+    p->eviction = KV_EVICT_LRU;
+}
+
+static bool rt_params_ok(const kv_retrieval_params *p)
+{
+    return p->block_tokens >= 1 && p->block_tokens <= 65536 && p->top_k >= 1 &&
+           p->n_sink >= 0 && p->window >= 1 && p->dense_layers >= 0 && p->ram_mb >= 1 &&
+           p->representatives >= 1 && p->chunk >= 1 &&
+           (p->positions == KV_POS_WINDOW || p->positions == KV_POS_ORIGINAL) &&
+           memchr(p->spill_dir, 0, sizeof(p->spill_dir)) && p->spill_dir[0];
+}
+
+static void rt_free(kv_seq *seq, void *state)
+{
+    (void)seq;
+    rt_state *st = state;
+    if (!st)
+        return;
+    kv_spill_destroy(st->spill);
+    for (int32_t i = 0; st->tabs && i < st->n_layer * st->n_head_kv; i++) {
+        kv_lm_set_deinit(&st->tabs[i].lm);
+        free(st->tabs[i].mass);
+    }
+    for (int32_t h = 0; st->heads && h < st->n_head_kv; h++) {
+        free(st->heads[h].scr_k);
+        free(st->heads[h].scr_v);
+        free(st->heads[h].scr_idx);
+        free(st->heads[h].cand);
+        free(st->heads[h].row);
+    }
+    free(st->tabs);
+    free(st->heads);
+    free(st->off_cs);
+    free(st->off_sn);
+    free(st->kbuf);
+    free(st->keep);
+    free(st);
+}
+
+static int rt_init(kv_seq *seq, const void *config, void **state)
+{
+    const kv_policy_args *a = config;
+    kv_pool *pool = kv_seq_pool(seq);
+    rt_state *st = calloc(1, sizeof(*st));
+    if (!st)
+        return KS_ERR_NOMEM;
+    if (a && a->config)
+        st->p = a->config->retrieval;
+    else
+        rt_defaults(&st->p);
+    st->pool = pool;
+    st->n_layer = kv_seq_n_layer(seq);
+    st->n_head_kv = kv_seq_n_head_kv(seq);
+    st->hd = kv_pool_head_dim(pool);
+    st->pb = kv_pool_block_tokens(pool);
+    st->B = st->p.block_tokens;
+    st->dt = kv_pool_dtype(pool);
+    st->rb = kv_pool_row_bytes(pool);
+    st->rope = a ? a->rope
+                 : (rope_params){.kind = ROPE_NORM, .head_dim = st->hd, .theta = 10000.0f,
+                                 .freq_scale = 1.0f};
+    int rc = KS_ERR_INVALID;
+    if (!rt_params_ok(&st->p) || st->hd % 2 || st->hd > RT_MAX_HD || st->rope.head_dim != st->hd)
+        goto fail;
+    rc = KS_ERR_NOMEM;
+    int32_t half = st->hd / 2, L = st->n_layer, H = st->n_head_kv;
+    st->tabs = calloc((size_t)L * H, sizeof(rt_table));
+    st->heads = calloc((size_t)H, sizeof(rt_head));
+    st->off_cs = malloc((size_t)st->pb * half * sizeof(float));
+    st->off_sn = malloc((size_t)st->pb * half * sizeof(float));
+    st->kbuf = malloc((size_t)st->B * st->hd * sizeof(float));
+    if (!st->tabs || !st->heads || !st->off_cs || !st->off_sn || !st->kbuf)
+        goto fail;
+    for (int32_t i = 0; i < L * H; i++)
+        kv_lm_set_init(&st->tabs[i].lm, st->p.landmark, st->hd);
+    for (int32_t h = 0; h < H; h++)
+        if (!(st->heads[h].row = malloc((size_t)st->hd * sizeof(float))))
+            goto fail;
+    for (int32_t r = 0; r < st->pb; r++)
+        rope_angles(&st->rope, -(float)r, st->off_cs + (size_t)r * half,
+                    st->off_sn + (size_t)r * half);
+    st->n_sink_units = (st->p.n_sink + st->pb - 1) / st->pb;
+    st->ram_bytes = (size_t)st->p.ram_mb << 20;
+    /* Hot set: a quarter of the budget, but at least what one call pins (k blocks). */
+    size_t bb = kv_pool_block_bytes(pool);
+    int64_t per_call = (int64_t)st->p.top_k * ((st->B + st->pb - 1) / st->pb + 1);
+    int64_t slots = (int64_t)(st->ram_bytes / 4 / bb / (size_t)H);
+    st->hot_slots = (int32_t)KS_MIN(KS_MAX(slots, per_call), 1 << 20);
+    st->hot_bytes = (size_t)st->hot_slots * H * bb;
+    *state = st;
+    return 0;
+fail:
+    rt_free(seq, st);
+    return rc;
+}
+
+static inline rt_table *rt_tab(rt_state *st, int32_t l, int32_t h)
+{
+    return &st->tabs[(size_t)l * st->n_head_kv + h];
+}
+
+static int rt_positions(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out)
+{
+    (void)seq;
+    if (chunk->n_new > 0)
+        memcpy(pos_out, chunk->idx, (size_t)chunk->n_new * sizeof(int32_t));
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Unit (pool block) access                                                                  */
+
+/* K and V of unit u of (l, h), and the table slot of its first row (-1 if it came from the
+ * spill file through the hot set). */
+static int unit_mem(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t u, float score,
+                    const uint8_t **k, const uint8_t **v, int64_t *slot0)
+{
+    kv_head_table *t = kv_seq_table(seq, l, h);
+    int64_t sp = l < st->p.dense_layers ? 0 : st->n_spilled;
+    if (u < st->n_sink_units || u >= st->n_sink_units + sp) {
+        int64_t tb = u < st->n_sink_units ? u : u - sp;
+        if (tb >= t->n_blocks)
+            return KS_ERR_INTERNAL;
+        *k = kv_pool_block_k(st->pool, t->blocks[tb]);
+        *v = kv_pool_block_v(st->pool, t->blocks[tb]);
+        *slot0 = tb * st->pb;
+        return 0;
+    }
+    int64_t n_tabs = (int64_t)(st->n_layer - st->p.dense_layers) * st->n_head_kv;
+    int64_t rec = (u - st->n_sink_units) * n_tabs +
+                  (int64_t)(l - st->p.dense_layers) * st->n_head_kv + h;
+    const void *buf;
+    int rc = kv_spill_fetch(st->spill, h, rec, st->heads[h].pin, score, &buf);
+    if (rc)
+        return rc;
+    *k = buf;
+    *v = (const uint8_t *)buf + (size_t)st->pb * st->rb;
+    *slot0 = -1;
+    return 0;
+}
+
+static void row_to_f32(const rt_state *st, const void *src, float *dst)
+{
+    if (st->dt == KS_DTYPE_F16)
+        qt_f16_to_f32_row(src, dst, st->hd);
+    else
+        memcpy(dst, src, (size_t)st->hd * sizeof(float));
+}
+
+static void row_from_f32(const rt_state *st, const float *src, void *dst)
+{
+    if (st->dt == KS_DTYPE_F16)
+        qt_f32_to_f16_row(src, dst, st->hd);
+    else
+        memcpy(dst, src, (size_t)st->hd * sizeof(float));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Span building                                                                             */
+
+typedef struct span_out {
+    attn_span *out;
+    int32_t max, n;
+} span_out;
+
+static void span_push(const rt_state *st, span_out *so, const uint8_t *k, const uint8_t *v,
+                      const int32_t *idx, int32_t n)
+{
+    if (so->n > 0) {
+        attn_span *l = &so->out[so->n - 1];
+        size_t off = (size_t)l->n * st->rb;
+        if ((const uint8_t *)l->k + off == k && (const uint8_t *)l->v + off == v &&
+            l->idx + l->n == idx) {
+            l->n += n;
+            return;
+        }
+    }
+    so->out[so->n++] = (attn_span){.k = k, .v = v, .idx = idx, .n = n};
+}
+
+/* Tokens [a, b) in place (original positions, or the local window). */
+static int emit_direct(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t a, int64_t b,
+                       float score, span_out *so)
+{
+    kv_head_table *t = kv_seq_table(seq, l, h);
+    rt_head *hs = &st->heads[h];
+    for (int64_t u = a / st->pb; u * st->pb < b; u++) {
+        int64_t u0 = u * st->pb, r0 = KS_MAX(a, u0) - u0, r1 = KS_MIN(b, u0 + st->pb) - u0;
+        const uint8_t *k, *v;
+        int64_t slot0;
+        int rc = unit_mem(st, seq, l, h, u, score, &k, &v, &slot0);
+        if (rc)
+            return rc;
+        const int32_t *idx;
+        if (slot0 >= 0) {
+            idx = t->idx + slot0 + r0;
+        } else {
+            int32_t *dst = hs->scr_idx + hs->scr_n;
+            for (int64_t r = r0; r < r1; r++)
+                dst[r - r0] = (int32_t)(u0 + r);
+            hs->scr_n += (int32_t)(r1 - r0);
+            idx = dst;
+        }
+        span_push(st, so, k + r0 * st->rb, v + r0 * st->rb, idx, (int32_t)(r1 - r0));
+    }
+    return 0;
+}
+
+/* Tokens [a, b) copied into head scratch, keys re-rotated to position `target`. */
+static int emit_copy(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t a, int64_t b,
+                     int64_t target, float score)
+{
+    rt_head *hs = &st->heads[h];
+    int32_t half = st->hd / 2;
+    float cd[RT_MAX_HD / 2], sd[RT_MAX_HD / 2], cs[RT_MAX_HD / 2], sn[RT_MAX_HD / 2];
+    for (int64_t u = a / st->pb; u * st->pb < b; u++) {
+        int64_t u0 = u * st->pb, r0 = KS_MAX(a, u0) - u0, r1 = KS_MIN(b, u0 + st->pb) - u0;
+        const uint8_t *k, *v;
+        int64_t slot0;
+        int rc = unit_mem(st, seq, l, h, u, score, &k, &v, &slot0);
+        if (rc)
+            return rc;
+        /* delta of row r = (target - u0) - r: angle addition with the unit's -r table. */
+        rope_angles(&st->rope, (float)(target - u0), cd, sd);
+        for (int64_t r = r0; r < r1; r++) {
+            const float *oc = st->off_cs + r * half, *os = st->off_sn + r * half;
+            for (int32_t i = 0; i < half; i++) {
+                cs[i] = cd[i] * oc[i] - sd[i] * os[i];
+                sn[i] = sd[i] * oc[i] + cd[i] * os[i];
+            }
+            row_to_f32(st, k + r * st->rb, hs->row);
+            rope_rotate(&st->rope, hs->row, 1, cs, sn);
+            row_from_f32(st, hs->row, hs->scr_k + (size_t)hs->scr_n * st->rb);
+            memcpy(hs->scr_v + (size_t)hs->scr_n * st->rb, v + r * st->rb, st->rb);
+            hs->scr_idx[hs->scr_n++] = (int32_t)(u0 + r);
+        }
+    }
+    return 0;
+}
+
+static int head_reserve(rt_state *st, rt_head *hs, int64_t rows, int64_t cands)
+{
+    if (rows > INT32_MAX / 2 || cands > INT32_MAX / 2)
+        return KS_ERR_RANGE;
+    if (rows > hs->scr_cap) {
+        int32_t cap = (int32_t)KS_MAX(rows, (int64_t)hs->scr_cap * 3 / 2);
+        uint8_t *k = realloc(hs->scr_k, (size_t)cap * st->rb);
+        if (k)
+            hs->scr_k = k;
+        uint8_t *v = realloc(hs->scr_v, (size_t)cap * st->rb);
+        if (v)
+            hs->scr_v = v;
+        int32_t *ix = realloc(hs->scr_idx, (size_t)cap * sizeof(int32_t));
+        if (ix)
+            hs->scr_idx = ix;
+        if (!k || !v || !ix)
+            return KS_ERR_NOMEM;
+        hs->scr_cap = cap;
+    }
+    if (cands > hs->cand_cap) {
+        int32_t cap = (int32_t)KS_MAX(cands, (int64_t)hs->cand_cap * 2);
+        rt_cand *c = realloc(hs->cand, (size_t)cap * sizeof(rt_cand));
+        if (!c)
+            return KS_ERR_NOMEM;
+        hs->cand = c;
+        hs->cand_cap = cap;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Block selection                                                                           */
+
+static int cand_by_score(const void *x, const void *y)
+{
+    const rt_cand *a = x, *b = y;
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    return (a->b > b->b) - (a->b < b->b);
+}
+
+static int cand_by_block(const void *x, const void *y)
+{
+    const rt_cand *a = x, *b = y;
+    return (a->b > b->b) - (a->b < b->b);
+}
+
+/* Max over sampled queries and the query heads of KV head h of the landmark score of blocks
+ * [b0, b0+n), folded into cand[].score. qh = query head 0 of KV head h, token 0. */
+static void score_head(const rt_state *st, int32_t l, int32_t h, const kv_query *q,
+                       const float *qh, rt_cand *cand, int32_t b0, int32_t n)
+{
+    const kv_lm_set *lm = &st->tabs[(size_t)l * st->n_head_kv + h].lm;
+    int32_t nq = q->n_q, sample[RT_SAMPLE_LAST + RT_SAMPLE_SPREAD], ns = 0;
+    int32_t n_last = KS_MIN(nq, RT_SAMPLE_LAST), rest = nq - n_last;
+    for (int32_t i = 0; i < RT_SAMPLE_SPREAD && rest > 0; i++) {
+        int32_t t = (int32_t)((int64_t)i * rest / RT_SAMPLE_SPREAD);
+        if (ns == 0 || sample[ns - 1] != t)
+            sample[ns++] = t;
+    }
+    for (int32_t t = rest; t < nq; t++)
+        sample[ns++] = t;
+    for (int32_t i = 0; i < n; i++) {
+        const float *mark = kv_lm_get(lm, b0 + i);
+        double best = cand[i].score;
+        for (int32_t s = 0; s < ns; s++)
+            for (int32_t g = 0; g < q->n_group; g++) {
+                const float *qv = qh + (size_t)sample[s] * q->q_tok_stride + (size_t)g * st->hd;
+                double sc = kv_lm_score(lm->kind, mark, qv, st->hd);
+                best = sc > best ? sc : best;
+            }
+        cand[i].score = best;
+    }
+}
+
+/* Fills hs->cand[0..*n_sel) with the selected blocks (ascending) among [b0, b1). */
+static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q, int32_t b0,
+                          int32_t b1, int32_t *n_sel)
+{
+    rt_head *hs = &st->heads[h];
+    int32_t n = b1 - b0;
+    for (int32_t i = 0; i < n; i++)
+        hs->cand[i] = (rt_cand){.score = -INFINITY, .b = b0 + i};
+    int32_t H = st->n_head_kv, span = q->n_group * st->hd;
+    bool layer_mode = st->p.selection == KV_SELECT_LAYER && q->q_tok_stride >= H * span;
+    if (layer_mode) {
+        const float *base = q->q - (size_t)h * span;
+        for (int32_t hh = 0; hh < H; hh++)
+            score_head(st, l, hh, q, base + (size_t)hh * span, hs->cand, b0, n);
+    } else {
+        score_head(st, l, h, q, q->q, hs->cand, b0, n);
+    }
+    int32_t k = KS_MIN(st->p.top_k, n);
+    if (k < n)
+        qsort(hs->cand, (size_t)n, sizeof(rt_cand), cand_by_score);
+    qsort(hs->cand, (size_t)k, sizeof(rt_cand), cand_by_block);
+    *n_sel = k;
+    hs->n_selected += k;
+}
+
+static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
+                    attn_span *out, int32_t max, int32_t *n)
+{
+    rt_state *st = kv_seq_policy_state(seq);
+    kv_head_table *t = kv_seq_table(seq, layer, kv_head);
+    bool dense = layer < st->p.dense_layers, window = st->p.positions == KV_POS_WINDOW;
+    *n = 0;
+    if (dense && !window)
+        return kv_seq_spans(seq, layer, kv_head, out, max, n);
+    if (!q || q->n_q < 1 || q->head_dim != st->hd || t->n_tok == 0)
+        return t->n_tok == 0 ? 0 : KS_ERR_INVALID;
+    rt_head *hs = &st->heads[kv_head];
+    int64_t first = q->q_idx[0], n_all = (int64_t)t->idx[t->n_tok - 1] + 1;
+    int32_t n_lm = dense ? INT32_MAX : rt_tab(st, layer, kv_head)->lm.n;
+    int64_t L = KS_MIN(first - st->p.window, (int64_t)n_lm * st->B);
+    L = KS_MAX(L, (int64_t)st->p.n_sink);
+    L = KS_MIN(L, n_all);
+    int64_t sink_end = KS_MIN((int64_t)st->p.n_sink, L);
+    int32_t b0 = (int32_t)(st->p.n_sink / st->B), b1 = (int32_t)((L + st->B - 1) / st->B);
+    b1 = KS_MAX(KS_MIN(b1, n_lm), b0); /* [n_lm*B, L) can only be sink tokens */
+    int32_t k = dense ? b1 - b0 : KS_MIN(st->p.top_k, b1 - b0);
+    /* Upper bound on the spans needed, so that a short `out` fails before any work. */
+    int64_t per_blk = (st->B + st->pb - 1) / st->pb + 1;
+    int64_t need = window ? 1 : sink_end / st->pb + 1 + (int64_t)k * per_blk;
+    need += (n_all - L) / st->pb + 2;
+    if (need > max) {
+        *n = (int32_t)KS_MIN(need, INT32_MAX);
+        return KS_ERR_RANGE;
+    }
+    int rc = head_reserve(st, hs, sink_end + (int64_t)k * st->B, b1 - b0);
+    if (rc)
+        return rc;
+    hs->pin++;
+    hs->scr_n = 0;
+    int32_t n_sel = 0;
+    if (dense) {
+        for (int32_t i = 0; i < k; i++)
+            hs->cand[i] = (rt_cand){.b = b0 + i};
+        n_sel = k;
+    } else if (b1 > b0) {
+        select_blocks(st, layer, kv_head, q, b0, b1, &n_sel);
+    }
+    span_out so = {.out = out, .max = max};
+    int64_t target = first - st->p.window;
+    if (sink_end > 0)
+        rc = window ? emit_copy(st, seq, layer, kv_head, 0, sink_end, target, 1.0f)
+                    : emit_direct(st, seq, layer, kv_head, 0, sink_end, 1.0f, &so);
+    for (int32_t i = 0; i < n_sel && !rc; i++) {
+        int64_t a = KS_MAX((int64_t)hs->cand[i].b * st->B, sink_end);
+        int64_t b = KS_MIN((int64_t)(hs->cand[i].b + 1) * st->B, L);
+        float w = (float)(n_sel - i) / (float)n_sel;
+        if (a < b)
+            rc = window ? emit_copy(st, seq, layer, kv_head, a, b, target, w)
+                        : emit_direct(st, seq, layer, kv_head, a, b, w, &so);
+    }
+    if (!rc && window && hs->scr_n > 0)
+        span_push(st, &so, hs->scr_k, hs->scr_v, hs->scr_idx, hs->scr_n);
+    if (!rc && L < n_all)
+        rc = emit_direct(st, seq, layer, kv_head, L, n_all, 1.0f, &so);
+    *n = rc ? 0 : so.n;
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Representative landmarks: attention mass of not-yet-summarised tokens                    */
+
+static int32_t rt_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q)
+{
+    rt_state *st = kv_seq_policy_state(seq);
+    (void)kv_head;
+    if (st->p.landmark != KV_LANDMARK_REPRESENTATIVE || layer < st->p.dense_layers || !q)
+        return 0;
+    return q->n_q;
+}
+
+static int rt_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
+                              const attn_span *spans, int32_t n_spans, const float *key_mass,
+                              int32_t n_mass)
+{
+    (void)n_mass;
+    rt_state *st = kv_seq_policy_state(seq);
+    rt_table *rt = rt_tab(st, layer, kv_head);
+    int64_t base = (int64_t)rt->lm.n * st->B, n_keys = 0, n_all = kv_seq_tokens_seen(seq);
+    for (int32_t i = 0; i < n_spans; i++)
+        n_keys += spans[i].n;
+    if (n_all - base > rt->mass_cap) {
+        int32_t cap = (int32_t)KS_MAX(n_all - base, (int64_t)rt->mass_cap * 2);
+        float *m = realloc(rt->mass, (size_t)cap * sizeof(float));
+        if (!m)
+            return KS_ERR_NOMEM;
+        memset(m + rt->mass_cap, 0, (size_t)(cap - rt->mass_cap) * sizeof(float));
+        rt->mass = m;
+        rt->mass_cap = cap;
+    }
+    for (int32_t i = 0, j = 0; i < n_spans; j += spans[i].n, i++)
+        for (int32_t r = 0; r < spans[i].n; r++) {
+            int64_t x = (int64_t)spans[i].idx[r] - base;
+            if (x < 0 || x >= rt->mass_cap)
+                continue;
+            for (int32_t g = 0; g < q->n_group; g++)
+                rt->mass[x] += key_mass[(size_t)g * n_keys + j + r];
+        }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* After a chunk: summarise blocks that left the window, then spill beyond the budget        */
+
+static int summarise(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t upto)
+{
+    rt_table *rt = rt_tab(st, l, h);
+    while ((int64_t)(rt->lm.n + 1) * st->B <= upto) {
+        int64_t a = (int64_t)rt->lm.n * st->B;
+        for (int64_t i = 0; i < st->B; i++) {
+            int64_t x = a + i, u = x / st->pb;
+            const uint8_t *k, *v;
+            int64_t slot0;
+            int rc = unit_mem(st, seq, l, h, u, 0.0f, &k, &v, &slot0);
+            if (rc)
+                return rc;
+            row_to_f32(st, k + (x - u * st->pb) * st->rb, st->kbuf + i * st->hd);
+        }
+        bool rep = st->p.landmark == KV_LANDMARK_REPRESENTATIVE && rt->mass_cap >= st->B;
+        int rc = kv_lm_set_push(&rt->lm, st->kbuf, st->B, rep ? rt->mass : NULL,
+                                st->p.representatives);
+        if (rc)
+            return rc;
+        if (rt->mass_cap > st->B) {
+            memmove(rt->mass, rt->mass + st->B, (size_t)(rt->mass_cap - st->B) * sizeof(float));
+            memset(rt->mass + rt->mass_cap - st->B, 0, (size_t)st->B * sizeof(float));
+        } else if (rt->mass) {
+            memset(rt->mass, 0, (size_t)rt->mass_cap * sizeof(float));
+        }
+    }
+    return 0;
+}
+
+/* Moves units [n_sink_units + n_spilled, + n_units) of every sparse table to the file. */
+static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
+{
+    int32_t H = st->n_head_kv, D = st->p.dense_layers;
+    if (!st->spill) {
+        kv_spill_params sp = {.dir = st->p.spill_dir,
+                              .record_bytes = kv_pool_block_bytes(st->pool),
+                              .n_parts = H,
+                              .slots_per_part = st->hot_slots,
+                              .eviction = st->p.eviction,
+                              .decay = 0.95f};
+        int rc = kv_spill_create(&sp, &st->spill);
+        if (rc)
+            return rc;
+    }
+    int64_t n_tabs = (int64_t)(st->n_layer - D) * H, s0 = st->n_sink_units;
+    for (int32_t l = D; l < st->n_layer; l++)
+        for (int32_t h = 0; h < H; h++) {
+            kv_head_table *t = kv_seq_table(seq, l, h);
+            for (int64_t i = 0; i < n_units; i++) {
+                int64_t rec = (st->n_spilled + i) * n_tabs + (int64_t)(l - D) * H + h;
+                int rc = kv_spill_write(st->spill, rec, kv_pool_block_k(st->pool,
+                                                                        t->blocks[s0 + i]));
+                if (rc)
+                    return rc;
+            }
+        }
+    for (int32_t l = D; l < st->n_layer; l++)
+        for (int32_t h = 0; h < H; h++) {
+            kv_head_table *t = kv_seq_table(seq, l, h);
+            int64_t drop0 = s0 * st->pb, drop1 = drop0 + n_units * st->pb;
+            int32_t nk = (int32_t)(t->n_tok - (drop1 - drop0));
+            if (nk > st->keep_cap) {
+                int32_t *kp = realloc(st->keep, (size_t)nk * 2 * sizeof(int32_t));
+                if (!kp)
+                    return KS_ERR_NOMEM;
+                st->keep = kp;
+                st->keep_cap = nk * 2;
+            }
+            int32_t j = 0;
+            for (int32_t s = 0; s < t->n_tok; s++)
+                if (s < drop0 || s >= drop1)
+                    st->keep[j++] = s;
+            /* Only whole tail-ward units go, no row moves: keep cannot need a free block. */
+            int rc = kv_head_table_keep(t, st->keep, j);
+            if (rc)
+                return rc;
+        }
+    st->n_spilled += n_units;
+    return 0;
+}
+
+static int rt_after_chunk(kv_seq *seq, const kv_chunk *chunk)
+{
+    (void)chunk;
+    rt_state *st = kv_seq_policy_state(seq);
+    int32_t D = st->p.dense_layers, H = st->n_head_kv;
+    if (D >= st->n_layer)
+        return 0;
+    int64_t n_all = kv_seq_tokens_seen(seq), upto = n_all - st->p.window;
+    for (int32_t l = D; l < st->n_layer; l++)
+        for (int32_t h = 0; h < H; h++) {
+            int rc = summarise(st, seq, l, h, upto);
+            if (rc)
+                return rc;
+        }
+    /* Spill while this sequence's pool blocks exceed its share of the RAM budget. */
+    int64_t used = 0;
+    for (int32_t i = 0; i < st->n_layer * H; i++)
+        used += kv_seq_table(seq, i / H, i % H)->n_blocks;
+    size_t bb = kv_pool_block_bytes(st->pool);
+    int64_t limit = (int64_t)((st->ram_bytes > st->hot_bytes ? st->ram_bytes - st->hot_bytes
+                                                              : 0) / bb);
+    if (used <= limit)
+        return 0;
+    int64_t n_tabs = (int64_t)(st->n_layer - D) * H;
+    int64_t want = (used - limit + n_tabs - 1) / n_tabs;
+    int64_t lm_end = (int64_t)rt_tab(st, D, 0)->lm.n * st->B;
+    int64_t spill_end = KS_MIN(upto, lm_end) / st->pb; /* units wholly summarised and old */
+    int64_t avail = spill_end - (st->n_sink_units + st->n_spilled);
+    int64_t n_units = KS_MIN(want, KS_MAX(avail, 0));
+    if (n_units < want && !st->warned_budget) {
+        ks_warn("retrieval: ram_mb=%lld is below sinks + window + dense layers; RAM grows "
+                "past it", (long long)st->p.ram_mb);
+        st->warned_budget = true;
+    }
+    return n_units > 0 ? spill_units(st, seq, n_units) : 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+int kv_retrieval_get_stats(kv_seq *seq, kv_retrieval_stats *out)
+{
+    if (!seq || !out || kv_seq_policy(seq) != &kv_policy_retrieval)
+        return KS_ERR_INVALID;
+    rt_state *st = kv_seq_policy_state(seq);
+    memset(out, 0, sizeof(*out));
+    int32_t H = st->n_head_kv;
+    size_t scratch = 0;
+    for (int32_t i = 0; i < st->n_layer * H; i++) {
+        out->blocks_ram += kv_seq_table(seq, i / H, i % H)->n_blocks;
+        out->landmarks += st->tabs[i].lm.n;
+        out->landmark_bytes += (size_t)st->tabs[i].lm.cap * st->tabs[i].lm.width * 4;
+        scratch += (size_t)st->tabs[i].mass_cap * 4;
+    }
+    for (int32_t h = 0; h < H; h++) {
+        scratch += (size_t)st->heads[h].scr_cap * (2 * st->rb + 4);
+        out->blocks_retrieved += st->heads[h].n_selected;
+    }
+    kv_spill_stats ss;
+    kv_spill_get_stats(st->spill, &ss);
+    out->blocks_disk = ss.records_written;
+    out->hot_slots = ss.hot_slots;
+    out->hot_used = ss.hot_used;
+    out->hot_hits = ss.hits;
+    out->hot_misses = ss.misses;
+    out->hot_hit_rate = ss.hits + ss.misses > 0 ? (double)ss.hits / (double)(ss.hits + ss.misses)
+                                                : 0.0;
+    out->bytes_read = ss.bytes_read;
+    out->bytes_written = ss.bytes_written;
+    out->ram_bytes = (size_t)out->blocks_ram * kv_pool_block_bytes(st->pool) +
+                     (size_t)ss.hot_slots * kv_pool_block_bytes(st->pool) + out->landmark_bytes +
+                     scratch;
+    return 0;
+}
+
+const kv_policy kv_policy_retrieval = {
+    .name = "retrieval",
+    .init = rt_init,
+    .free = rt_free,
+    .positions = rt_positions,
+    .spans = rt_spans,
+    .mass_queries = rt_mass_queries,
+    .after_attention = rt_after_attention,
+    .after_chunk = rt_after_chunk,
+};

@@ -1,0 +1,205 @@
+/* sink_window.c - the `sink_window` policy: attention sinks + a sliding window (StreamingLLM).
+ *
+ * Paper: Xiao, Tian, Chen, Han, Lewis, "Efficient Streaming Language Models with Attention
+ * Sinks" (ICLR 2024, arXiv:2309.17453).
+ *
+ * The idea in plain words. A model trained with softmax attention dumps a large share of
+ * every query's attention on the first few tokens of the sequence ("attention sinks"),
+ * whatever they say. A plain sliding window throws those tokens away as soon as the text is
+ * longer than the window, the softmax loses its dump, and quality collapses. StreamingLLM
+ * keeps the first n_sink tokens forever plus the most recent `window` tokens, and evicts
+ * everything in between, so memory is constant and perplexity stays flat for any length.
+ *
+ * Chunks. When a chunk of n new tokens arrives (a prefill chunk or one decode token), the
+ * cache must hold sinks + the last (window - n) older tokens, so that after the chunk is
+ * appended it holds exactly n_sink + window tokens and the chunk's LAST token sees what
+ * StreamingLLM gives it (sinks + the window ending at itself); the chunk's earlier tokens
+ * attend causally to the same older tokens and to the chunk's tokens before them. A chunk
+ * longer than the window keeps only the sinks before it and is trimmed back to
+ * n_sink + window right after it (so the bound is n_sink + max(window, chunk)).
+ *
+ * Positions. `original`: a key keeps the RoPE position it was written with (its sequence
+ * index); past the model's trained context the positions are ones it never saw. `compact`
+ * (StreamingLLM's choice): positions are slots in the cache, so they never exceed
+ * n_sink + window. A new token gets position = its slot; after an eviction every kept key
+ * whose slot moved is re-rotated by the position delta (rotations compose, as llama.cpp's
+ * K-shift does), after making its blocks private (copy-on-write of shared prefix blocks).
+ *
+ * Invariant: all tables of a sequence hold the same tokens (every layer and head sees the
+ * same chunks and evicts the same slots), and in compact mode pos[slot] == slot.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvserve/kvcache.h"
+#include "kvserve/policy_args.h"
+#include "kvserve/quant.h"
+
+typedef struct sw_state {
+    int32_t n_sink, window;
+    bool compact;
+    rope_params rope;
+    float *row;     /* [head_dim] f32 copy of one K row */
+    float *cs, *sn; /* [head_dim / 2] angles of the current delta */
+} sw_state;
+
+static int sw_init(kv_seq *seq, const void *config, void **state)
+{
+    const kv_policy_args *a = config;
+    kv_policy_config def;
+    kv_policy_config_defaults(&def);
+    kv_sink_window_params p = a && a->config ? a->config->sink_window : def.sink_window;
+    if (p.n_sink < 0 || p.window < 1 ||
+        (p.positions != KV_POS_ORIGINAL && p.positions != KV_POS_COMPACT))
+        return KS_ERR_INVALID;
+    sw_state *s = calloc(1, sizeof(*s));
+    if (!s)
+        return KS_ERR_NOMEM;
+    s->n_sink = p.n_sink;
+    s->window = p.window;
+    /* Without the model's RoPE parameters keys cannot be re-rotated: keep original ones. */
+    s->compact = p.positions == KV_POS_COMPACT && a != NULL;
+    int32_t hd = kv_pool_head_dim(kv_seq_pool(seq));
+    if (s->compact) {
+        s->rope = a->rope;
+        if (s->rope.head_dim != hd || hd % 2) {
+            free(s);
+            return KS_ERR_INVALID;
+        }
+        s->row = malloc((size_t)hd * sizeof(float));
+        s->cs = malloc((size_t)hd / 2 * sizeof(float));
+        s->sn = malloc((size_t)hd / 2 * sizeof(float));
+        if (!s->row || !s->cs || !s->sn) {
+            free(s->row);
+            free(s->cs);
+            free(s->sn);
+            free(s);
+            return KS_ERR_NOMEM;
+        }
+    }
+    *state = s;
+    return 0;
+}
+
+static void sw_free(kv_seq *seq, void *state)
+{
+    (void)seq;
+    sw_state *s = state;
+    if (!s)
+        return;
+    free(s->row);
+    free(s->cs);
+    free(s->sn);
+    free(s);
+}
+
+/* Moves every key whose slot differs from its position to position = slot. */
+static int sw_reposition(sw_state *s, kv_head_table *t)
+{
+    int32_t hd = kv_pool_head_dim(t->pool);
+    ks_dtype dt = kv_pool_dtype(t->pool);
+    bool any = false;
+    for (int32_t i = 0; i < t->n_tok && !any; i++)
+        any = t->pos[i] != i;
+    if (!any)
+        return 0;
+    int rc = kv_head_table_make_writable(t);
+    if (rc)
+        return rc;
+    int32_t last_delta = 0, slot = 0;
+    for (int32_t b = 0; b < t->n_blocks; b++) {
+        for (int32_t r = 0; r < t->blk_n[b]; r++, slot++) {
+            int32_t delta = slot - t->pos[slot];
+            if (delta == 0)
+                continue;
+            if (delta != last_delta) {
+                rope_angles(&s->rope, (float)delta, s->cs, s->sn);
+                last_delta = delta;
+            }
+            void *k = kv_head_table_k_row(t, b, r);
+            if (dt == KS_DTYPE_F16) {
+                qt_f16_to_f32_row(k, s->row, hd);
+                rope_rotate(&s->rope, s->row, 1, s->cs, s->sn);
+                qt_f32_to_f16_row(s->row, k, hd);
+            } else {
+                rope_rotate(&s->rope, k, 1, s->cs, s->sn);
+            }
+            kv_head_table_set_pos(t, slot, slot);
+        }
+    }
+    return 0;
+}
+
+/* Keeps the first n_sink slots and the last `recent` slots of every table. */
+static int sw_evict(kv_seq *seq, sw_state *s, int32_t recent)
+{
+    int32_t n_layer = kv_seq_n_layer(seq), n_head = kv_seq_n_head_kv(seq);
+    for (int32_t l = 0; l < n_layer; l++) {
+        for (int32_t h = 0; h < n_head; h++) {
+            kv_head_table *t = kv_seq_table(seq, l, h);
+            int32_t sinks = KS_MIN(s->n_sink, t->n_tok);
+            int32_t rec = KS_MIN(recent, t->n_tok - sinks);
+            if (sinks + rec == t->n_tok)
+                continue;
+            int32_t *keep = malloc((size_t)(sinks + rec + 1) * sizeof(int32_t));
+            if (!keep)
+                return KS_ERR_NOMEM;
+            for (int32_t i = 0; i < sinks; i++)
+                keep[i] = i;
+            for (int32_t i = 0; i < rec; i++)
+                keep[sinks + i] = t->n_tok - rec + i;
+            int rc = kv_head_table_keep(t, keep, sinks + rec);
+            free(keep);
+            if (rc == 0 && s->compact)
+                rc = sw_reposition(s, t);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int sw_before_chunk(kv_seq *seq, const kv_chunk *chunk)
+{
+    sw_state *s = kv_seq_policy_state(seq);
+    const kv_head_table *t = kv_seq_table(seq, 0, 0);
+    if ((int64_t)t->n_tok + chunk->n_new <= (int64_t)s->n_sink + s->window)
+        return 0;
+    return sw_evict(seq, s, KS_MAX(0, s->window - chunk->n_new));
+}
+
+static int sw_after_chunk(kv_seq *seq, const kv_chunk *chunk)
+{
+    (void)chunk;
+    sw_state *s = kv_seq_policy_state(seq);
+    const kv_head_table *t = kv_seq_table(seq, 0, 0);
+    if ((int64_t)t->n_tok <= (int64_t)s->n_sink + s->window)
+        return 0;
+    return sw_evict(seq, s, s->window);
+}
+
+static int sw_positions(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out)
+{
+    sw_state *s = kv_seq_policy_state(seq);
+    int32_t base = kv_seq_table(seq, 0, 0)->n_tok;
+    for (int32_t i = 0; i < chunk->n_new; i++)
+        pos_out[i] = s->compact ? base + i : chunk->idx[i];
+    return 0;
+}
+
+static int sw_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
+                    attn_span *out, int32_t max, int32_t *n)
+{
+    (void)q;
+    return kv_seq_spans(seq, layer, kv_head, out, max, n);
+}
+
+const kv_policy kv_policy_sink_window = {
+    .name = "sink_window",
+    .init = sw_init,
+    .free = sw_free,
+    .positions = sw_positions,
+    .before_chunk = sw_before_chunk,
+    .spans = sw_spans,
+    .after_chunk = sw_after_chunk,
+};

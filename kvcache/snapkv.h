@@ -1,0 +1,46 @@
+/* snapkv.h - SnapKV token selection, shared by the `snapkv` and `pyramid` policies
+ * (private to kvcache/). One mechanism: pyramid differs only in the per-layer budgets.
+ */
+#ifndef KVSERVE_KVCACHE_SNAPKV_H
+#define KVSERVE_KVCACHE_SNAPKV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvserve/kvcache.h"
+#include "kvserve/policy_config.h"
+
+typedef struct snap_config {
+    int32_t budget;         /* C: tokens kept per layer and KV head, window included */
+    double budget_fraction; /* > 0: C = fraction of the prompt length instead */
+    int32_t window;         /* w: observation window (last prompt queries), always kept */
+    int32_t kernel;         /* odd pooling kernel */
+    kv_pooling pooling;
+    kv_reduce reduce;
+    int32_t interval;       /* re-compress every N generated tokens (0 = never) */
+    bool pyramid;           /* per-layer budgets on PyramidKV's arithmetic ramp */
+    int32_t beta;           /* pyramid steepness */
+} snap_config;
+
+/* Creates the per-sequence state (checks cfg: KS_ERR_INVALID). */
+int snap_state_create(kv_seq *seq, const snap_config *cfg, void **state);
+
+/* The policy hooks (kvcache.h) shared by both policies. */
+void snap_free(kv_seq *seq, void *state);
+int snap_positions(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out);
+int snap_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q, attn_span *out,
+               int32_t max, int32_t *n);
+int32_t snap_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q);
+int snap_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
+                         const attn_span *spans, int32_t n_spans, const float *key_mass,
+                         int32_t n_mass);
+int snap_after_chunk(kv_seq *seq, const kv_chunk *chunk);
+
+/* PyramidKV's budget for `layer` of n_layer (tokens kept, window included) for a prompt of
+ * n tokens with average budget C and window w, in KVCache-Factory's integer arithmetic
+ * (pyramid.c). Prompts shorter than C keep everything (returns C >= n); shorter than
+ * 2(C - w) fall back to uniform SnapKV (returns C). */
+int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer, int32_t layer,
+                             int32_t n);
+
+#endif

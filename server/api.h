@@ -1,0 +1,74 @@
+/* api.h - the OpenAI-compatible endpoint handlers (internal to server/).
+ *
+ * api_handle is the http_server handler: it authenticates, routes, parses JSON bodies,
+ * submits generation requests to the scheduler and writes JSON or SSE responses.
+ * Everything runs on the loop thread.
+ */
+#ifndef KVSERVE_API_H
+#define KVSERVE_API_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "kvserve/config.h"
+#include "kvserve/http.h"
+#include "kvserve/kvcache.h"
+#include "kvserve/metrics.h"
+#include "kvserve/model.h"
+#include "kvserve/sched.h"
+
+typedef struct api_server {
+    const cfg *cfg;
+    const model *model; /* NULL while loading */
+    const tok_vocab *vocab;
+    kv_pool *pool;
+    sch *sch;
+    metrics *metrics;
+    tok_chat_family chat;
+    char model_id[256];
+    int32_t n_ctx;
+    int32_t max_prompt;
+    bool shutting_down;
+    int64_t n_jobs;   /* generation requests in flight */
+    uint64_t next_id;
+} api_server;
+
+void api_handle(http_request *req, void *ud);
+
+/* Helpers shared by the handlers (api.c). Each answers the request and counts it. */
+void api_respond_json(api_server *a, http_request *req, int status, json_t *body); /* steals */
+void api_respond_error(api_server *a, http_request *req, int status, const char *msg,
+                       const char *param);
+/* The body as a JSON object, or NULL after answering 400. */
+json_t *api_parse_body(api_server *a, http_request *req);
+/* A JSON string of s with invalid UTF-8 replaced by U+FFFD. */
+json_t *api_json_text(const char *s, size_t n);
+json_t *api_usage_json(const sch_usage *u);
+/* Token ids from a JSON array; returns the count or -1 for a bad entry (*out malloc'd). */
+int32_t api_read_ids(api_server *a, json_t *arr, int32_t **out);
+
+/* /v1/completions and /v1/chat/completions (api_gen.c). */
+void api_gen_handle(api_server *a, http_request *req, bool chat);
+
+/* Generation parameters common to both completion endpoints (api_params.c). */
+typedef struct api_gen {
+    sch_sampling sampling;
+    int32_t max_tokens;
+    const char *stops[16]; /* point into the request's JSON */
+    size_t n_stops;
+    bool stream;
+    bool include_usage;
+    bool logprobs;
+    kv_policy_config *policy_config; /* malloc'd when the request names a policy */
+    const kv_policy *policy;
+} api_gen;
+
+/* Parses and validates; on error returns KS_ERR_INVALID with msg and *param set. */
+int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg,
+                  size_t cap, const char **param) KS_WUR;
+/* Parses {"name": ..., params...} over the server's policy config. */
+int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
+                     const kv_policy **policy, char *msg, size_t cap) KS_WUR;
+
+#endif

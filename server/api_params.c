@@ -1,0 +1,308 @@
+/* api_params.c - parsing and validation of the generation parameters of /v1/completions and
+ * /v1/chat/completions (OpenAI names, plus llama.cpp's top_k, min_p, repeat_penalty) and of
+ * the per-request "kv_policy" object. Every rejection names the parameter, so the handler
+ * can answer 400 with OpenAI's error object ("param" set).
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+
+#define FAIL(p, ...)                                                                           \
+    do {                                                                                       \
+        snprintf(msg, cap, __VA_ARGS__);                                                       \
+        *param = (p);                                                                          \
+        return KS_ERR_INVALID;                                                                 \
+    } while (0)
+
+/* Reads an optional number field into *out within [lo, hi]. 1 = bad. */
+static int get_num(json_t *root, const char *key, double lo, double hi, double *out)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_number(v)) return 1;
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) return 1;
+    *out = x;
+    return 0;
+}
+
+static int get_int(json_t *root, const char *key, long long lo, long long hi, long long *out)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_integer(v)) return 1;
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi) return 1;
+    *out = x;
+    return 0;
+}
+
+static int get_bool(json_t *root, const char *key, bool *out)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_boolean(v)) return 1;
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int parse_stops(json_t *root, api_gen *g, char *msg, size_t cap, const char **param)
+{
+    json_t *st = json_object_get(root, "stop");
+    if (!st || json_is_null(st)) return 0;
+    if (json_is_string(st)) {
+        if (json_string_length(st) == 0) FAIL("stop", "'stop' must not be empty");
+        g->stops[g->n_stops++] = json_string_value(st);
+        return 0;
+    }
+    if (!json_is_array(st)) FAIL("stop", "'stop' must be a string or a list of strings");
+    if (json_array_size(st) > KS_ARRAY_LEN(g->stops))
+        FAIL("stop", "'stop' holds at most %zu strings", KS_ARRAY_LEN(g->stops));
+    size_t i;
+    json_t *v;
+    json_array_foreach(st, i, v) {
+        if (!json_is_string(v) || json_string_length(v) == 0)
+            FAIL("stop", "'stop' entries must be non-empty strings");
+        g->stops[g->n_stops++] = json_string_value(v);
+    }
+    return 0;
+}
+
+static int parse_logprobs(json_t *root, bool chat, api_gen *g, char *msg, size_t cap,
+                          const char **param)
+{
+    json_t *lp = json_object_get(root, "logprobs");
+    if (!lp || json_is_null(lp)) return 0;
+    if (chat) {
+        if (!json_is_boolean(lp)) FAIL("logprobs", "'logprobs' must be a boolean");
+        if (!json_is_true(lp)) return 0;
+        long long k = 0;
+        if (get_int(root, "top_logprobs", 0, SCH_MAX_TOP_LOGPROBS, &k))
+            FAIL("top_logprobs", "'top_logprobs' must be an integer in 0..%d",
+                 SCH_MAX_TOP_LOGPROBS);
+        g->logprobs = true;
+        g->sampling.n_logprobs = (int32_t)k;
+        return 0;
+    }
+    if (json_is_boolean(lp)) {
+        if (json_is_true(lp)) {
+            g->logprobs = true;
+            g->sampling.n_logprobs = 0;
+        }
+        return 0;
+    }
+    long long k = 0;
+    if (get_int(root, "logprobs", 0, SCH_MAX_TOP_LOGPROBS, &k))
+        FAIL("logprobs", "'logprobs' must be an integer in 0..%d", SCH_MAX_TOP_LOGPROBS);
+    g->logprobs = true;
+    g->sampling.n_logprobs = (int32_t)k;
+    return 0;
+}
+
+static int parse_sampling(json_t *root, api_gen *g, char *msg, size_t cap, const char **param)
+{
+    sch_sampling *s = &g->sampling;
+    double x;
+    long long i;
+    x = s->temperature;
+    if (get_num(root, "temperature", 0, 100, &x)) FAIL("temperature", "'temperature' must be a number in 0..100");
+    s->temperature = (float)x;
+    x = s->top_p;
+    if (get_num(root, "top_p", 0, 1, &x) || x <= 0) FAIL("top_p", "'top_p' must be a number in (0, 1]");
+    s->top_p = (float)x;
+    x = s->min_p;
+    if (get_num(root, "min_p", 0, 1, &x)) FAIL("min_p", "'min_p' must be a number in 0..1");
+    s->min_p = (float)x;
+    i = s->top_k;
+    if (get_int(root, "top_k", 0, 1 << 30, &i)) FAIL("top_k", "'top_k' must be a non-negative integer");
+    s->top_k = (int32_t)i;
+    x = s->presence_penalty;
+    if (get_num(root, "presence_penalty", -2, 2, &x)) FAIL("presence_penalty", "'presence_penalty' must be a number in -2..2");
+    s->presence_penalty = (float)x;
+    x = s->frequency_penalty;
+    if (get_num(root, "frequency_penalty", -2, 2, &x)) FAIL("frequency_penalty", "'frequency_penalty' must be a number in -2..2");
+    s->frequency_penalty = (float)x;
+    x = s->repeat_penalty;
+    if (get_num(root, "repeat_penalty", 0, 10, &x) || x <= 0) FAIL("repeat_penalty", "'repeat_penalty' must be a number in (0, 10]");
+    s->repeat_penalty = (float)x;
+    i = s->repeat_last_n;
+    if (get_int(root, "repeat_last_n", 0, 1 << 20, &i)) FAIL("repeat_last_n", "'repeat_last_n' must be a non-negative integer");
+    s->repeat_last_n = (int32_t)i;
+    json_t *seed = json_object_get(root, "seed");
+    if (seed && !json_is_null(seed)) {
+        if (!json_is_integer(seed)) FAIL("seed", "'seed' must be an integer");
+        s->seed = (uint64_t)json_integer_value(seed);
+        s->has_seed = true;
+    }
+    return 0;
+}
+
+int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg, size_t cap,
+                  const char **param)
+{
+    memset(g, 0, sizeof(*g));
+    sch_sampling_default(&g->sampling);
+    const cfg_limits *lim = &a->cfg->limits;
+    long long n = 1;
+    if (get_int(root, "n", 1, 1, &n)) FAIL("n", "only 'n' = 1 is supported");
+    long long mt = lim->default_max_tokens;
+    const char *mt_key = json_object_get(root, "max_completion_tokens") ? "max_completion_tokens"
+                                                                        : "max_tokens";
+    if (get_int(root, mt_key, 1, lim->max_tokens, &mt))
+        FAIL(mt_key, "'%s' must be an integer in 1..%d", mt_key, lim->max_tokens);
+    g->max_tokens = (int32_t)mt;
+    if (parse_sampling(root, g, msg, cap, param)) return KS_ERR_INVALID;
+    if (parse_stops(root, g, msg, cap, param)) return KS_ERR_INVALID;
+    if (parse_logprobs(root, chat, g, msg, cap, param)) return KS_ERR_INVALID;
+    if (get_bool(root, "stream", &g->stream)) FAIL("stream", "'stream' must be a boolean");
+    json_t *so = json_object_get(root, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so) || get_bool(so, "include_usage", &g->include_usage))
+            FAIL("stream_options", "'stream_options' must be {\"include_usage\": bool}");
+    }
+    json_t *pol = json_object_get(root, "kv_policy");
+    if (pol && !json_is_null(pol)) {
+        g->policy_config = malloc(sizeof(kv_policy_config));
+        if (!g->policy_config) FAIL("kv_policy", "out of memory");
+        if (api_policy_parse(a, pol, g->policy_config, &g->policy, msg, cap)) {
+            free(g->policy_config);
+            g->policy_config = NULL;
+            *param = "kv_policy";
+            return KS_ERR_INVALID;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- kv_policy */
+
+typedef enum pk { PK_INT, PK_I64, PK_DOUBLE, PK_ENUM } pk;
+
+typedef struct policy_field {
+    kv_policy_kind kind;
+    const char *key;
+    pk type;
+    size_t off; /* within kv_policy_config */
+    int (*from_name)(const char *);
+} policy_field;
+
+#define PF(kind, sect, type, key, ty, fn)                                                      \
+    {kind, #key, ty, offsetof(kv_policy_config, sect) + offsetof(type, key), fn}
+
+static const policy_field policy_fields[] = {
+    PF(KV_POLICY_SINK_WINDOW, sink_window, kv_sink_window_params, n_sink, PK_INT, NULL),
+    PF(KV_POLICY_SINK_WINDOW, sink_window, kv_sink_window_params, window, PK_INT, NULL),
+    PF(KV_POLICY_SINK_WINDOW, sink_window, kv_sink_window_params, positions, PK_ENUM,
+       kv_pos_mode_from_name),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, budget, PK_INT, NULL),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, window, PK_INT, NULL),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, kernel, PK_INT, NULL),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, pooling, PK_ENUM, kv_pooling_from_name),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, reduce, PK_ENUM, kv_reduce_from_name),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, interval, PK_INT, NULL),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, budget, PK_INT, NULL),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, window, PK_INT, NULL),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, kernel, PK_INT, NULL),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, pooling, PK_ENUM, kv_pooling_from_name),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, reduce, PK_ENUM, kv_reduce_from_name),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, beta, PK_INT, NULL),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, budget_fraction, PK_DOUBLE, NULL),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, interval, PK_INT, NULL),
+    PF(KV_POLICY_H2O, h2o, kv_h2o_params, heavy, PK_INT, NULL),
+    PF(KV_POLICY_H2O, h2o, kv_h2o_params, recent, PK_INT, NULL),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, block_tokens, PK_INT, NULL),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, landmark, PK_ENUM,
+       kv_landmark_from_name),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, representatives, PK_INT, NULL),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, top_k, PK_INT, NULL),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, n_sink, PK_INT, NULL),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, window, PK_INT, NULL),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, selection, PK_ENUM,
+       kv_selection_from_name),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, dense_layers, PK_INT, NULL),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, positions, PK_ENUM,
+       kv_pos_mode_from_name),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, chunk, PK_INT, NULL),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, eviction, PK_ENUM,
+       kv_eviction_from_name),
+};
+
+static int set_field(const policy_field *f, json_t *v, kv_policy_config *out, char *msg,
+                     size_t cap, const char *name)
+{
+    char *base = (char *)out + f->off;
+    if (f->type == PK_ENUM) {
+        int e = json_is_string(v) ? f->from_name(json_string_value(v)) : -1;
+        if (e < 0) goto bad;
+        memcpy(base, &e, sizeof(int)); /* enums are int-sized */
+        return 0;
+    }
+    if (f->type == PK_DOUBLE) {
+        if (!json_is_number(v)) goto bad;
+        double x = json_number_value(v);
+        memcpy(base, &x, sizeof(x));
+        return 0;
+    }
+    if (!json_is_integer(v)) goto bad;
+    long long x = json_integer_value(v);
+    if (f->type == PK_INT) {
+        if (x < INT32_MIN || x > INT32_MAX) goto bad;
+        int32_t y = (int32_t)x;
+        memcpy(base, &y, sizeof(y));
+    } else {
+        int64_t y = x;
+        memcpy(base, &y, sizeof(y));
+    }
+    return 0;
+bad:
+    snprintf(msg, cap, "kv_policy %s: bad value for '%s'", name, f->key);
+    return KS_ERR_INVALID;
+}
+
+int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
+                     const kv_policy **policy, char *msg, size_t cap)
+{
+    if (!a->cfg->kvcache.allow_request_override) {
+        snprintf(msg, cap, "per-request kv_policy is disabled on this server");
+        return KS_ERR_INVALID;
+    }
+    json_t *jn = json_is_object(obj) ? json_object_get(obj, "name") : NULL;
+    if (!jn || !json_is_string(jn)) {
+        snprintf(msg, cap, "kv_policy must be an object with a string 'name'");
+        return KS_ERR_INVALID;
+    }
+    const char *name = json_string_value(jn);
+    int kind = kv_policy_kind_from_name(name);
+    const kv_policy *pol = kind >= 0 ? kv_policy_find(name) : NULL;
+    if (!pol) {
+        snprintf(msg, cap, "unknown kv_policy '%s'", name);
+        return KS_ERR_INVALID;
+    }
+    *out = a->cfg->kvcache.policy;
+    out->kind = (kv_policy_kind)kind;
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (!strcmp(key, "name")) continue;
+        const policy_field *f = NULL;
+        for (size_t i = 0; i < KS_ARRAY_LEN(policy_fields) && !f; i++)
+            if (policy_fields[i].kind == out->kind && !strcmp(policy_fields[i].key, key))
+                f = &policy_fields[i];
+        if (!f) {
+            snprintf(msg, cap, "kv_policy %s has no parameter '%s'", name, key);
+            return KS_ERR_INVALID;
+        }
+        if (set_field(f, v, out, msg, cap, name)) return KS_ERR_INVALID;
+    }
+    ks_diag d;
+    ks_diag_clear(&d);
+    if (kv_policy_config_validate(out, &d)) {
+        snprintf(msg, cap, "kv_policy: %s", d.msg);
+        return KS_ERR_INVALID;
+    }
+    *policy = pol;
+    return 0;
+}

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `kvserve serve` over HTTP (Python stdlib only).
+
+Starts the real binary ($KVSERVE_BIN) on free ports with the kjv-tiny model, waits for
+/health, and checks completions and chat (streaming and not), SSE framing, greedy parity
+with `kvserve run`, concurrent streams, cancellation on disconnect, the error statuses,
+/metrics and a clean SIGTERM shutdown.
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BIN = os.environ.get("KVSERVE_BIN", "build/kvserve")
+SHARED = os.environ.get("KVSERVE_SHARED", "../shared")
+MODEL = os.path.join(SHARED, "models", "kjv-tiny", "kjv-tiny-f16.gguf")
+FAILS = []
+LOCK = threading.Lock()
+
+
+def check(cond, what):
+    with LOCK:
+        _check(cond, what)
+
+
+def _check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL:", what, flush=True)
+    else:
+        print("ok:", what, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Server:
+    def __init__(self, extra_toml=""):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="kvserve-e2e-")
+        self.cfg = os.path.join(self.dir, "c.toml")
+        with open(self.cfg, "w") as f:
+            f.write('[server]\nport = %d\n%s' % (self.port, extra_toml))
+        self.log = open(os.path.join(self.dir, "log"), "w+")
+        self.proc = subprocess.Popen([BIN, "serve", "--config", self.cfg, "--model", MODEL,
+                                      "--threads", "2"], stderr=self.log)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                st, _, _ = self.req("GET", "/health")
+                if st == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become healthy")
+
+    def conn(self, timeout=60):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def req(self, method, path, body=None, headers=None, raw=None):
+        c = self.conn()
+        h = dict(headers or {})
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        if data is not None:
+            h.setdefault("Content-Type", "application/json")
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        out = r.read()
+        c.close()
+        return r.status, dict(r.getheaders()), out
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=60)
+        return rc
+
+
+def complete(srv, prompt, n, **kw):
+    body = dict(prompt=prompt, max_tokens=n, temperature=0, **kw)
+    st, _, out = srv.req("POST", "/v1/completions", body)
+    return st, json.loads(out)
+
+
+def stream(srv, path, body):
+    """Returns (status, raw SSE body bytes)."""
+    st, h, out = srv.req("POST", path, dict(body, stream=True))
+    return st, h, out
+
+
+def parse_sse(raw):
+    text = raw.decode()
+    check(text.endswith("data: [DONE]\n\n"), "SSE ends with data: [DONE]")
+    events = text.split("\n\n")
+    check(events[-1] == "", "SSE events end with a blank line")
+    out = []
+    for ev in events[:-1]:
+        check(ev.startswith("data: ") and "\n" not in ev, "SSE event is one data: line")
+        if ev != "data: [DONE]":
+            out.append(json.loads(ev[6:]))
+    return out
+
+
+def run_cli(prompt, n):
+    r = subprocess.run([BIN, "run", "--model", MODEL, "--prompt", prompt, "--n-predict",
+                        str(n), "--temp", "0"], capture_output=True, timeout=120)
+    return r.stdout.decode()
+
+
+PROMPTS = ["In the beginning God", "And the LORD said unto Moses", "Blessed are the",
+           "For God so loved", "The LORD is my shepherd", "And it came to pass",
+           "Thus saith the LORD", "Now the serpent was"]
+
+
+def test_basic(srv):
+    st, _, out = srv.req("GET", "/health")
+    check(st == 200 and json.loads(out) == {"status": "ok"}, "/health ok")
+    st, _, out = srv.req("GET", "/v1/models")
+    j = json.loads(out)
+    check(st == 200 and j["object"] == "list" and j["data"][0]["object"] == "model", "/v1/models")
+    st, _, out = srv.req("POST", "/tokenize", {"content": "In the beginning"})
+    toks = json.loads(out)["tokens"]
+    check(st == 200 and len(toks) > 0, "/tokenize")
+    st, _, out = srv.req("POST", "/detokenize", {"tokens": toks})
+    check(st == 200 and json.loads(out)["content"].strip() == "In the beginning", "/detokenize")
+
+
+def test_completions(srv):
+    want = run_cli(PROMPTS[0], 24)
+    st, j = complete(srv, PROMPTS[0], 24)
+    check(st == 200, "completion 200")
+    text = j["choices"][0]["text"]
+    check(text == want, "greedy completion equals kvserve run (%r vs %r)" % (text, want))
+    check(j["object"] == "text_completion" and j["usage"]["completion_tokens"] <= 24 and
+          j["usage"]["prompt_tokens"] > 0 and
+          "cached_tokens" in j["usage"]["prompt_tokens_details"], "completion usage")
+    check(j["choices"][0]["finish_reason"] in ("stop", "length"), "finish_reason")
+    # token-id prompt gives the same output
+    _, _, out = srv.req("POST", "/tokenize", {"content": PROMPTS[0], "add_special": True})
+    ids = json.loads(out)["tokens"]
+    st, j2 = complete(srv, ids, 24)
+    check(st == 200 and j2["choices"][0]["text"] == text, "token-id prompt")
+    # streaming: framing and same text
+    st, h, raw = stream(srv, "/v1/completions",
+                        dict(prompt=PROMPTS[0], max_tokens=24, temperature=0,
+                             stream_options={"include_usage": True}))
+    check(st == 200 and h.get("Content-Type", "").startswith("text/event-stream"), "stream 200")
+    evs = parse_sse(raw)
+    check(evs[-1]["choices"] == [] and evs[-1]["usage"]["completion_tokens"] ==
+          j["usage"]["completion_tokens"], "usage chunk last")
+    check(evs[-2]["choices"][0]["finish_reason"] == j["choices"][0]["finish_reason"],
+          "final chunk has finish_reason")
+    s = "".join(e["choices"][0]["text"] for e in evs[:-1])
+    check(s == text, "streamed text equals non-streamed")
+    # stop strings: the stop string is not emitted
+    words = text.split()
+    if len(words) > 3:
+        stop = " " + words[2]
+        st, j3 = complete(srv, PROMPTS[0], 24, stop=[stop])
+        t3 = j3["choices"][0]["text"]
+        check(st == 200 and t3 == text[:text.find(stop)] and
+              j3["choices"][0]["finish_reason"] == "stop", "stop string cut (%r)" % t3)
+    # logprobs
+    st, j4 = complete(srv, PROMPTS[0], 4, logprobs=2)
+    lp = j4["choices"][0]["logprobs"]
+    check(st == 200 and len(lp["tokens"]) == len(lp["token_logprobs"]) and
+          all(x <= 0 for x in lp["token_logprobs"]), "logprobs")
+
+
+def test_chat(srv):
+    body = dict(messages=[{"role": "user", "content": "Who made the heaven?"}],
+                max_tokens=16, temperature=0)
+    st, _, out = srv.req("POST", "/v1/chat/completions", body)
+    j = json.loads(out)
+    check(st == 200 and j["object"] == "chat.completion" and
+          j["choices"][0]["message"]["role"] == "assistant", "chat completion")
+    st, _, raw = stream(srv, "/v1/chat/completions", body)
+    evs = parse_sse(raw)
+    check(evs[0]["choices"][0]["delta"].get("role") == "assistant", "chat stream role first")
+    s = "".join(e["choices"][0]["delta"].get("content", "") for e in evs)
+    check(s == j["choices"][0]["message"]["content"], "chat stream equals non-stream")
+    check(evs[-1]["choices"][0]["finish_reason"] in ("stop", "length"), "chat finish")
+
+
+def test_concurrent(srv):
+    solo = {}
+    for p in PROMPTS:
+        solo[p] = complete(srv, p, 32)[1]["choices"][0]["text"]
+    got = {}
+
+    def worker(p):
+        st, _, raw = stream(srv, "/v1/completions", dict(prompt=p, max_tokens=32, temperature=0))
+        got[p] = "".join(e["choices"][0]["text"] for e in parse_sse(raw))
+    ts = [threading.Thread(target=worker, args=(p,)) for p in PROMPTS]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    for p in PROMPTS:
+        check(got.get(p) == solo[p], "concurrent stream equals solo: %r" % p)
+
+
+def kv_state(srv):
+    _, _, out = srv.req("GET", "/v1/kv")
+    return json.loads(out)
+
+
+def test_disconnect(srv):
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    body = json.dumps(dict(prompt=PROMPTS[1], max_tokens=3000, temperature=0, stream=True))
+    s.sendall(("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               "Content-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
+    data = b""
+    while data.count(b"data: ") < 3:
+        data += s.recv(4096)
+    kv = kv_state(srv)
+    check(len(kv["sequences"]) == 1 and kv["bytes_used"] > 0, "stream holds KV blocks")
+    s.close()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        kv = kv_state(srv)
+        if not kv["sequences"] and kv["bytes_used"] == 0:
+            break
+        time.sleep(0.05)
+    check(not kv["sequences"] and kv["bytes_used"] == 0, "disconnect frees KV blocks")
+
+
+def test_errors(srv):
+    st, _, out = srv.req("GET", "/nope")
+    check(st == 404 and "error" in json.loads(out), "404 unknown path")
+    st, h, _ = srv.req("GET", "/v1/completions")
+    check(st == 405 and h.get("Allow") == "POST", "405 wrong method")
+    st, _, _ = srv.req("POST", "/v1/completions", raw="x" * 70000)
+    check(st == 413, "413 big body")
+    st, _, out = srv.req("POST", "/v1/completions", raw="{bad json")
+    e = json.loads(out)["error"]
+    check(st == 400 and set(e) == {"message", "type", "param", "code"}, "400 bad JSON")
+    st, _, _ = srv.req("POST", "/v1/completions", raw=b'{"prompt":"\xff\xfe","max_tokens":2}')
+    check(st == 400, "400 invalid UTF-8")
+    for bad, param in [({"n": 2}, "n"), ({"temperature": -1}, "temperature"),
+                       ({"max_tokens": 0}, "max_tokens"), ({"stop": 5}, "stop"),
+                       ({"kv_policy": {"name": "nope"}}, "kv_policy"),
+                       ({"kv_policy": {"name": "full", "bogus": 1}}, "kv_policy")]:
+        st, _, out = srv.req("POST", "/v1/completions", dict({"prompt": "a"}, **bad))
+        check(st == 400 and json.loads(out)["error"]["param"] == param, "400 for %s" % bad)
+    st, _, out = srv.req("POST", "/v1/completions", {"prompt": "the " * 700, "max_tokens": 2})
+    check(st == 400 and "limit" in json.loads(out)["error"]["message"], "400 prompt too long")
+    st, _, out = srv.req("POST", "/v1/completions",
+                         {"prompt": "a", "max_tokens": 2, "kv_policy": {"name": "full"}})
+    check(st == 200, "kv_policy full accepted")
+    st, _, _ = srv.req("GET", "/health")
+    check(st == 200, "still serving after bad input")
+
+
+def test_metrics(srv):
+    st, h, out = srv.req("GET", "/metrics")
+    check(st == 200 and h.get("Content-Type", "").startswith("text/plain"), "/metrics 200")
+    names = set()
+    ok = True
+    for line in out.decode().splitlines():
+        if not line or line.startswith("#"):
+            ok = ok and (not line or line.startswith("# HELP ") or line.startswith("# TYPE "))
+            continue
+        name, _, val = line.rpartition(" ")
+        try:
+            float(val)
+        except ValueError:
+            ok = False
+        names.add(name.split("{")[0])
+    check(ok, "/metrics parses as Prometheus text")
+    for n in ["kvserve_requests_total", "kvserve_prompt_tokens_total",
+              "kvserve_generated_tokens_total", "kvserve_time_to_first_token_seconds_bucket",
+              "kvserve_inter_token_latency_seconds_bucket", "kvserve_kv_bytes_used",
+              "kvserve_kv_bytes_budget", "kvserve_sequences_active", "kvserve_sequences_queued"]:
+        check(n in names, "metric %s present" % n)
+
+
+def test_sigterm(srv):
+    result = {}
+
+    def worker():
+        st, _, raw = stream(srv, "/v1/completions",
+                            dict(prompt=PROMPTS[2], max_tokens=200, temperature=0))
+        result["raw"] = raw
+    t = threading.Thread(target=worker)
+    t.start()
+    time.sleep(0.3)
+    rc = srv.stop(signal.SIGTERM)
+    t.join(30)
+    check(rc == 0, "SIGTERM exits 0")
+    check(result.get("raw", b"").endswith(b"data: [DONE]\n\n"), "in-flight stream closed cleanly")
+
+
+def test_limits_server():
+    srv = Server('api_key = "sekrit"\nmax_queue = 1\nrequest_timeout_s = 1\n'
+                 '[limits]\nmax_concurrent = 1\n[kvcache]\nmemory_mb = 1\n')
+    try:
+        st, _, _ = srv.req("GET", "/health")
+        check(st == 200, "/health needs no key")
+        st, _, _ = srv.req("GET", "/v1/models")
+        check(st == 401, "401 without key")
+        auth = {"Authorization": "Bearer sekrit"}
+        st, _, _ = srv.req("GET", "/v1/models", headers=auth)
+        check(st == 200, "200 with key")
+        # 503: a prompt that can never fit the 1 MiB KV budget waits, then times out
+        st, _, out = srv.req("POST", "/v1/completions",
+                             {"prompt": "the " * 2000, "max_tokens": 2}, headers=auth)
+        check(st == 503, "503 when the KV budget cannot hold the prompt (%d)" % st)
+        # 429: one running, one queued, the third is refused
+        socks = []
+        body = json.dumps(dict(prompt="In the", max_tokens=4000, stream=True,
+                               temperature=0))
+        for i in range(2):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(("POST /v1/completions HTTP/1.1\r\nAuthorization: Bearer sekrit\r\n"
+                       "Content-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
+            if i == 0:
+                s.recv(100)  # the first is running
+            socks.append(s)
+        time.sleep(0.2)
+        st, _, _ = srv.req("POST", "/v1/completions", {"prompt": "a", "max_tokens": 1},
+                           headers=auth)
+        check(st == 429, "429 when the queue is full")
+        for s in socks:
+            s.close()
+    finally:
+        srv.stop()
+
+
+def main():
+    if not os.path.exists(MODEL):
+        print("model missing:", MODEL)
+        return 1
+    srv = Server('max_body_bytes = 65536\n[limits]\nmax_prompt_tokens = 512\n')
+    try:
+        test_basic(srv)
+        test_completions(srv)
+        test_chat(srv)
+        test_concurrent(srv)
+        test_disconnect(srv)
+        test_errors(srv)
+        test_metrics(srv)
+        test_sigterm(srv)
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+    test_limits_server()
+    print("%d failures" % len(FAILS))
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+/* fuzz_tokenizer.c - fuzz target for the tokenizers: arbitrary bytes are encoded (with and
+ * without special-token parsing) by an SPM and a byte-level BPE vocab, decoded, streamed, and
+ * the ids must stay in range. libFuzzer entry point LLVMFuzzerTestOneInput; built without
+ * libFuzzer (no -DKS_LIBFUZZER) it has a main() that runs each file named on the command line.
+ * Vocabs: $KVSERVE_SHARED/vocab/ggml-vocab-{llama-spm,qwen2}.gguf.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvserve/tokenizer.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static tok_vocab *fuzz_vocabs[2];
+
+static tok_vocab *fuzz_load(const char *name)
+{
+    const char *sh = getenv("KVSERVE_SHARED");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-%s.gguf", sh ? sh : "/work/shared", name);
+    gguf_file *f = NULL;
+    tok_vocab *v = NULL;
+    ks_diag d;
+    if (gguf_open(path, &f, &d) != 0 || tok_vocab_load(f, &v, &d) != 0) {
+        fprintf(stderr, "fuzz_tokenizer: cannot load %s: %s\n", path, d.msg);
+        abort();
+    }
+    gguf_close(f);
+    return v;
+}
+
+static void fuzz_one(const tok_vocab *v, const char *text, size_t n, bool special)
+{
+    int32_t cnt = tok_encode(v, text, n, true, special, NULL, 0);
+    if (cnt < 0) {
+        abort();
+    }
+    int32_t *ids = malloc(((size_t)cnt + 1) * sizeof(*ids));
+    if (!ids || tok_encode(v, text, n, true, special, ids, cnt) != cnt) {
+        abort();
+    }
+    for (int32_t i = 0; i < cnt; i++) {
+        if (ids[i] < 0 || ids[i] >= tok_vocab_n_tokens(v)) {
+            abort();
+        }
+    }
+    int32_t need = tok_decode(v, ids, cnt, special, NULL, 0);
+    char *buf = need >= 0 ? malloc((size_t)need + 1) : NULL;
+    if (!buf || tok_decode(v, ids, cnt, special, buf, need) > need) {
+        abort();
+    }
+    tok_stream s;
+    tok_stream_init(&s, v, special);
+    for (int32_t i = 0; i < cnt; i++) {
+        char out[1024];
+        if (tok_stream_push(&s, ids[i], out, sizeof(out)) < 0) {
+            abort();
+        }
+    }
+    char out[64];
+    if (tok_stream_flush(&s, out, sizeof(out)) < 0) {
+        abort();
+    }
+    free(buf);
+    free(ids);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!fuzz_vocabs[0]) {
+        fuzz_vocabs[0] = fuzz_load("llama-spm");
+        fuzz_vocabs[1] = fuzz_load("qwen2");
+    }
+    for (int k = 0; k < 2; k++) {
+        fuzz_one(fuzz_vocabs[k], (const char *)data, size, false);
+        fuzz_one(fuzz_vocabs[k], (const char *)data, size, true);
+    }
+    return 0;
+}
+
+#ifndef KS_LIBFUZZER
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        FILE *fp = fopen(argv[i], "rb");
+        if (!fp) {
+            perror(argv[i]);
+            return 1;
+        }
+        static uint8_t buf[1 << 20];
+        size_t n = fread(buf, 1, sizeof(buf), fp);
+        fclose(fp);
+        LLVMFuzzerTestOneInput(buf, n);
+    }
+    return 0;
+}
+#endif
