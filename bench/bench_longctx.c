@@ -108,7 +108,7 @@ static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
     kv_policy_args a;
     const kv_policy *pol = policy_args(o, pol_name, &e, &a);
     kv_seq *seq;
-    if (!pol || cli_engine_new_seq(&e, pol, &a, &seq)) {
+    if (!pol || cli_engine_new_seq_args(&e, pol, &a, &seq)) {
         fprintf(stderr, "bad policy %s\n", pol_name);
         return 1;
     }
@@ -250,6 +250,10 @@ static int32_t build_prompt(const filler *f, const tok_vocab *v, int32_t n_targe
     }
     strcpy(p, question);
     int32_t n = tok_encode(v, txt, strlen(txt), true, false, out, cap);
+    if (getenv("RT_DEBUG")) { /* DEBUG-REMOVE */
+        int32_t nb = tok_encode(v, txt, (size_t)(strstr(txt, needle) - txt), true, false, out, cap);
+        fprintf(stderr, "needle at token %d (block64 %d)\n", nb, nb / 64);
+    }
     free(txt);
     return n;
 }
@@ -290,7 +294,7 @@ static int run_passkey(const opts *o)
                                          i * 37, toks, max_len * 2);
                 n_tok_sum += n;
                 kv_seq *seq;
-                if (!pol || n > max_len * 2 || cli_engine_new_seq(&e, pol, &a, &seq))
+                if (!pol || n > max_len * 2 || cli_engine_new_seq_args(&e, pol, &a, &seq))
                     return 1;
                 int rc = prefill(&e, seq, toks, n, (int32_t)o->chunk, logits);
                 char outbuf[64] = "", *w = outbuf;

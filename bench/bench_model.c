@@ -22,7 +22,7 @@ static int cmp_double(const void *a, const void *b)
 static double run_once(cli_engine *e, const int32_t *toks, int32_t n, bool decode, float *logits)
 {
     kv_seq *seq = NULL;
-    if (cli_engine_new_seq(e, NULL, NULL, &seq)) return -1;
+    if (cli_engine_new_seq(e, NULL, &seq)) return -1;
     double t0 = ks_time_now();
     int rc = 0;
     if (decode) {

@@ -6,6 +6,8 @@
  * sums are exact; scaling and accumulation are in f32 like llama.cpp.
  */
 #include <immintrin.h>
+#include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "quant_impl.h"
@@ -15,52 +17,72 @@ static inline float hsum512(__m512 v)
     return _mm512_reduce_add_ps(v);
 }
 
+/* llama.cpp's hsum of 8 lanes: (hi4 + lo4), then (0+2)+(1+3). */
+static inline float hsum8(__m256 x)
+{
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
 static inline float f16s(uint16_t h)
 {
     return _cvtsh_ss(h);
 }
 
-static float dot_f32(int64_t n, const void *w, const void *x)
+static inline float bf16s(uint16_t h)
 {
-    const float *a = w, *b = x;
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---- F32 / F16 / BF16 ----
+ * Two orders, both llama.cpp's. "vec" (one token, ggml_vec_dot_*): four 16-lane accumulators
+ * over 64-element steps folded (0+2)+(1+3), then a 16-lane tree (BF16: two accumulators of
+ * 32 pairs, each reduced, added in double); the tail element by element. "gemm" (two or more
+ * tokens, tinyBLAS): one 16-lane accumulator per output over the whole row, then the tree. */
+enum { K_F32, K_F16 };
+
+static inline __attribute__((always_inline)) __m512 ld16(int kind, const void *p, int64_t i)
+{
+    if (kind == K_F32) return _mm512_loadu_ps((const float *)p + i);
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+}
+
+static inline __attribute__((always_inline)) float vec_dot_fx(int kind, int64_t n,
+                                                                const void *w, const void *x)
+{
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+        s0 = _mm512_fmadd_ps(ld16(kind, w, i), ld16(kind, x, i), s0);
+        s1 = _mm512_fmadd_ps(ld16(kind, w, i + 16), ld16(kind, x, i + 16), s1);
+        s2 = _mm512_fmadd_ps(ld16(kind, w, i + 32), ld16(kind, x, i + 32), s2);
+        s3 = _mm512_fmadd_ps(ld16(kind, w, i + 48), ld16(kind, x, i + 48), s3);
     }
-    for (; i < n; i += 16) {
-        __mmask16 m = (n - i) >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    float r = hsum512(_mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
+    if (kind == K_F32) {
+        const float *a = w, *b = x;
+        for (; i < n; i++) r += a[i] * b[i];
+        return r;
     }
-    return hsum512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    const uint16_t *a = w, *b = x;
+    double d = r;
+    for (; i < n; i++) d += (double)(f16s(a[i]) * f16s(b[i]));
+    return (float)d;
 }
 
-static inline __m512 ld_f16(const uint16_t *p)
+static float dot_f32(int64_t n, const void *w, const void *x)
 {
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    return vec_dot_fx(K_F32, n, w, x);
 }
 
 static float dot_f16(int64_t n, const void *w, const void *x)
 {
-    const uint16_t *a = w, *b = x;
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        s0 = _mm512_fmadd_ps(ld_f16(a + i), ld_f16(b + i), s0);
-        s1 = _mm512_fmadd_ps(ld_f16(a + i + 16), ld_f16(b + i + 16), s1);
-        s2 = _mm512_fmadd_ps(ld_f16(a + i + 32), ld_f16(b + i + 32), s2);
-        s3 = _mm512_fmadd_ps(ld_f16(a + i + 48), ld_f16(b + i + 48), s3);
-    }
-    for (; i < n; i += 16) {
-        __mmask16 m = (n - i) >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        __m512 va = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, a + i));
-        __m512 vb = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, b + i));
-        s0 = _mm512_fmadd_ps(va, vb, s0);
-    }
-    return hsum512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    return vec_dot_fx(K_F16, n, w, x);
 }
 
 static inline __m512bh ld_bf16(const uint16_t *p)
@@ -71,26 +93,105 @@ static inline __m512bh ld_bf16(const uint16_t *p)
 static float dot_bf16(int64_t n, const void *w, const void *x)
 {
     const uint16_t *a = w, *b = x;
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    __m512 c1 = _mm512_setzero_ps(), c2 = c1;
     int64_t i = 0;
-    for (; i + 128 <= n; i += 128) {
-        s0 = _mm512_dpbf16_ps(s0, ld_bf16(a + i), ld_bf16(b + i));
-        s1 = _mm512_dpbf16_ps(s1, ld_bf16(a + i + 32), ld_bf16(b + i + 32));
-        s2 = _mm512_dpbf16_ps(s2, ld_bf16(a + i + 64), ld_bf16(b + i + 64));
-        s3 = _mm512_dpbf16_ps(s3, ld_bf16(a + i + 96), ld_bf16(b + i + 96));
+    for (; i + 64 <= n; i += 64) {
+        c1 = _mm512_dpbf16_ps(c1, ld_bf16(a + i), ld_bf16(b + i));
+        c2 = _mm512_dpbf16_ps(c2, ld_bf16(a + i + 32), ld_bf16(b + i + 32));
     }
-    for (; i + 32 <= n; i += 32) s0 = _mm512_dpbf16_ps(s0, ld_bf16(a + i), ld_bf16(b + i));
-    float s = hsum512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-    for (; i < n; i++) {
-        uint32_t ua = (uint32_t)a[i] << 16, ub = (uint32_t)b[i] << 16;
-        float fa, fb;
-        memcpy(&fa, &ua, 4);
-        memcpy(&fb, &ub, 4);
-        s += fa * fb;
-    }
-    return s;
+    double s = (double)hsum512(c1);
+    s += (double)hsum512(c2);
+    for (; i < n; i++) s += (double)(bf16s(a[i]) * bf16s(b[i]));
+    return (float)s;
 }
 
+/* tinyBLAS tile: RM rows x RN activations, one accumulator chain per output. */
+static inline __attribute__((always_inline)) void
+gemm_tile(int kind, int rm, int rn, int64_t n, const char *w, size_t wrb, const char *x,
+          size_t xb, float *y, int64_t ys)
+{
+    __m512 c[4][4];
+    for (int i = 0; i < rm; i++)
+        for (int j = 0; j < rn; j++) c[i][j] = _mm512_setzero_ps();
+    if (kind == K_F32 || kind == K_F16) {
+        for (int64_t l = 0; l < n; l += 16) {
+            __m512 a[4];
+            for (int i = 0; i < rm; i++) a[i] = ld16(kind, w + (size_t)i * wrb, l);
+            for (int j = 0; j < rn; j++) {
+                __m512 b = ld16(kind, x + (size_t)j * xb, l);
+                for (int i = 0; i < rm; i++) c[i][j] = _mm512_fmadd_ps(a[i], b, c[i][j]);
+            }
+        }
+    } else {
+        for (int64_t l = 0; l < n; l += 32) {
+            __m512bh a[4];
+            for (int i = 0; i < rm; i++) a[i] = ld_bf16((const uint16_t *)(w + (size_t)i * wrb) + l);
+            for (int j = 0; j < rn; j++) {
+                __m512bh b = ld_bf16((const uint16_t *)(x + (size_t)j * xb) + l);
+                for (int i = 0; i < rm; i++) c[i][j] = _mm512_dpbf16_ps(c[i][j], a[i], b);
+            }
+        }
+    }
+    for (int i = 0; i < rm; i++)
+        for (int j = 0; j < rn; j++) y[(int64_t)i * ys + j] = hsum512(c[i][j]);
+}
+
+#define K_BF16 2
+
+static inline __attribute__((always_inline)) void
+gemm_fx(int kind, int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, const void *x,
+        size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    const char *w = w_rows, *xc = x;
+    int64_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) {
+        int64_t b = 0;
+        for (; b + 4 <= n_b; b += 4)
+            gemm_tile(kind, 4, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys);
+        for (; b < n_b; b++)
+            gemm_tile(kind, 4, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys);
+    }
+    for (; r < n_rows; r++) {
+        int64_t b = 0;
+        for (; b + 4 <= n_b; b += 4)
+            gemm_tile(kind, 1, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys);
+        for (; b < n_b; b++)
+            gemm_tile(kind, 1, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys);
+    }
+}
+
+static void generic_vec(qt_dot_fn f, int64_t n, const void *w_rows, size_t wrb, int64_t n_rows,
+                        const void *x, size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    const char *w = w_rows, *xc = x;
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t b = 0; b < n_b; b++) y[r * ys + b] = f(n, w + r * wrb, xc + b * xb);
+}
+
+static void gemm_f32(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
+                     size_t xb, int64_t nb, float *y, int64_t ys)
+{
+    if (n % 16) generic_vec(dot_f32, n, w, wrb, nr, x, xb, nb, y, ys);
+    else gemm_fx(K_F32, n, w, wrb, nr, x, xb, nb, y, ys);
+}
+
+static void gemm_f16(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
+                     size_t xb, int64_t nb, float *y, int64_t ys)
+{
+    if (n % 16) generic_vec(dot_f16, n, w, wrb, nr, x, xb, nb, y, ys);
+    else gemm_fx(K_F16, n, w, wrb, nr, x, xb, nb, y, ys);
+}
+
+static void gemm_bf16(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
+                      size_t xb, int64_t nb, float *y, int64_t ys)
+{
+    if (n % 32) generic_vec(dot_bf16, n, w, wrb, nr, x, xb, nb, y, ys);
+    else gemm_fx(K_BF16, n, w, wrb, nr, x, xb, nb, y, ys);
+}
+
+/* ---- Q8_0: tinyBLAS / ggml_vec_dot_q8_0_q8_0 order ----
+ * Per output an 8-lane accumulator: lane k gets, block after block, fma(dw*dx, sum of the
+ * 4 products of bytes 4k..4k+3, acc); then hsum8. Two rows share one zmm (lo/hi halves). */
 static inline __m512i ld2x256(const void *p0, const void *p1)
 {
     __m256i lo = _mm256_loadu_si256((const __m256i *)p0);
@@ -103,81 +204,113 @@ static inline __m512 scale2(float d0, float d1)
     return _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
 }
 
-/* Signed i8 x i8 dot via u8 x s8: |w| * (y with w's sign). 16 lanes of 4-element sums. */
-static inline __m512i dot_i8(__m512i w, __m512i y)
+static inline __attribute__((always_inline)) void
+q8_0_pair(int rn, int64_t nb, const blk_q8_0 *a0, const blk_q8_0 *a1, const char *x, size_t xb,
+          float *y0, float *y1)
 {
-    __m512i sy = _mm512_mask_sub_epi8(y, _mm512_movepi8_mask(w), _mm512_setzero_si512(), y);
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), sy);
+    __m512 c[4];
+    for (int j = 0; j < rn; j++) c[j] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m512i w = ld2x256(a0[i].qs, a1[i].qs);
+        __m512i aw = _mm512_abs_epi8(w);
+        __mmask64 neg = _mm512_movepi8_mask(w);
+        __m512 dw = scale2(f16s(a0[i].d), f16s(a1[i].d));
+        for (int j = 0; j < rn; j++) {
+            const blk_q8_0 *bj = (const blk_q8_0 *)(x + (size_t)j * xb) + i;
+            __m512i yv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)bj->qs));
+            __m512i sy = _mm512_mask_sub_epi8(yv, neg, _mm512_setzero_si512(), yv);
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sy);
+            __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(f16s(bj->d)));
+            c[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), c[j]);
+        }
+    }
+    for (int j = 0; j < rn; j++) {
+        y0[j] = hsum8(_mm512_castps512_ps256(c[j]));
+        if (y1) y1[j] = hsum8(_mm512_extractf32x8_ps(c[j], 1));
+    }
+}
+
+static void mv_q8_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, const void *x,
+                    size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    const char *w = w_rows, *xc = x;
+    int64_t nb = n / QK8_0;
+    for (int64_t r = 0; r < n_rows; r += 2) {
+        const blk_q8_0 *a0 = (const blk_q8_0 *)(w + r * wrb);
+        bool two = r + 1 < n_rows;
+        const blk_q8_0 *a1 = two ? (const blk_q8_0 *)(w + (r + 1) * wrb) : a0;
+        float *y0 = y + r * ys, *y1 = two ? y0 + ys : NULL;
+        int64_t b = 0;
+        for (; b + 4 <= n_b; b += 4)
+            q8_0_pair(4, nb, a0, a1, xc + b * xb, xb, y0 + b, y1 ? y1 + b : NULL);
+        for (; b < n_b; b++)
+            q8_0_pair(1, nb, a0, a1, xc + b * xb, xb, y0 + b, y1 ? y1 + b : NULL);
+    }
 }
 
 static float dot_q8_0(int64_t n, const void *w, const void *x)
 {
-    const blk_q8_0 *a = w, *b = x;
-    int64_t nb = n / QK8_0, i = 0;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
-    for (; i + 4 <= nb; i += 4) {
-        __m512i s0 = dot_i8(ld2x256(a[i].qs, a[i + 1].qs), ld2x256(b[i].qs, b[i + 1].qs));
-        __m512i s1 = dot_i8(ld2x256(a[i + 2].qs, a[i + 3].qs), ld2x256(b[i + 2].qs, b[i + 3].qs));
-        __m512 d0 = scale2(f16s(a[i].d) * f16s(b[i].d), f16s(a[i + 1].d) * f16s(b[i + 1].d));
-        __m512 d1 = scale2(f16s(a[i + 2].d) * f16s(b[i + 2].d),
-                           f16s(a[i + 3].d) * f16s(b[i + 3].d));
-        acc0 = _mm512_fmadd_ps(d0, _mm512_cvtepi32_ps(s0), acc0);
-        acc1 = _mm512_fmadd_ps(d1, _mm512_cvtepi32_ps(s1), acc1);
-    }
-    float s = hsum512(_mm512_add_ps(acc0, acc1));
-    for (; i < nb; i++) {
-        int isum = 0;
-        for (int j = 0; j < QK8_0; j++) isum += a[i].qs[j] * b[i].qs[j];
-        s += (float)isum * (f16s(a[i].d) * f16s(b[i].d));
-    }
-    return s;
+    float y;
+    q8_0_pair(1, n / QK8_0, w, w, x, 0, &y, NULL);
+    return y;
 }
 
-/* Two Q4_0 blocks as 64 unsigned nibbles in element order. */
-static inline __m512i q4_0_pair(const blk_q4_0 *a)
+/* ---- Q4_0: llama.cpp's repacked 8x8 kernels (what it runs for Q4_0 weights on AVX2) ----
+ * Per output one scalar chain over blocks: acc = fma((float)isum_block, dw*dx, acc). */
+static inline int hsum_i32x8(__m256i v)
 {
-    __m128i t0 = _mm_loadu_si128((const __m128i *)a[0].qs);
-    __m128i t1 = _mm_loadu_si128((const __m128i *)a[1].qs);
-    __m512i v = _mm512_castsi128_si512(t0);
-    v = _mm512_inserti32x4(v, t0, 1);
-    v = _mm512_inserti32x4(v, t1, 2);
-    v = _mm512_inserti32x4(v, t1, 3);
-    v = _mm512_mask_srli_epi16(v, 0xFF00FF00u, v, 4);
-    return _mm512_and_si512(v, _mm512_set1_epi8(0xF));
+    __m128i a = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, 0x4E));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, 0xB1));
+    return _mm_cvtsi128_si32(a);
+}
+
+static inline __m256i q4_0_bytes(const blk_q4_0 *a)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)a->qs);
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0xF));
+}
+
+static void mv_q4_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, const void *x,
+                    size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    const char *w = w_rows, *xc = x;
+    int64_t nb = n / QK4_0;
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t b = 0; b < n_b; b++) {
+        const blk_q8_0 *yb = (const blk_q8_0 *)(xc + b * xb);
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 4) {
+            int rn = (int)KS_MIN(4, n_rows - r0);
+            float acc[4] = {0, 0, 0, 0};
+            for (int64_t i = 0; i < nb; i++) {
+                __m256i yv = _mm256_loadu_si256((const __m256i *)yb[i].qs);
+                int off = hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, yv));
+                float dx = f16s(yb[i].d);
+                for (int k = 0; k < rn; k++) {
+                    const blk_q4_0 *a = (const blk_q4_0 *)(w + (r0 + k) * wrb) + i;
+                    int isum = hsum_i32x8(
+                                   _mm256_dpbusd_epi32(_mm256_setzero_si256(), q4_0_bytes(a), yv)) -
+                               off;
+                    acc[k] = fmaf((float)isum, f16s(a->d) * dx, acc[k]);
+                }
+            }
+            for (int k = 0; k < rn; k++) y[(r0 + k) * ys + b] = acc[k];
+        }
+    }
 }
 
 static float dot_q4_0(int64_t n, const void *w, const void *x)
 {
-    const blk_q4_0 *a = w;
-    const blk_q8_0 *b = x;
-    int64_t nb = n / QK4_0, i = 0;
-    const __m512i eight = _mm512_set1_epi8(8);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
-    for (; i + 4 <= nb; i += 4) {
-        __m512i y0 = ld2x256(b[i].qs, b[i + 1].qs), y1 = ld2x256(b[i + 2].qs, b[i + 3].qs);
-        __m512i z = _mm512_setzero_si512();
-        __m512i s0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q4_0_pair(a + i), y0),
-                                      _mm512_dpbusd_epi32(z, eight, y0));
-        __m512i s1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q4_0_pair(a + i + 2), y1),
-                                      _mm512_dpbusd_epi32(z, eight, y1));
-        __m512 d0 = scale2(f16s(a[i].d) * f16s(b[i].d), f16s(a[i + 1].d) * f16s(b[i + 1].d));
-        __m512 d1 = scale2(f16s(a[i + 2].d) * f16s(b[i + 2].d),
-                           f16s(a[i + 3].d) * f16s(b[i + 3].d));
-        acc0 = _mm512_fmadd_ps(d0, _mm512_cvtepi32_ps(s0), acc0);
-        acc1 = _mm512_fmadd_ps(d1, _mm512_cvtepi32_ps(s1), acc1);
-    }
-    float s = hsum512(_mm512_add_ps(acc0, acc1));
-    for (; i < nb; i++) {
-        int isum = 0;
-        for (int j = 0; j < QK4_0 / 2; j++)
-            isum += ((a[i].qs[j] & 0xF) - 8) * b[i].qs[j] +
-                    ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + 16];
-        s += (float)isum * (f16s(a[i].d) * f16s(b[i].d));
-    }
-    return s;
+    float y;
+    mv_q4_0(n, w, 0, 1, x, 0, 1, &y, 1);
+    return y;
 }
 
-/* Q4_K scales/mins as two 8-byte words each: sc[0..7] and m[0..7]. */
+/* ---- Q4_K: llama.cpp's repacked 8x8 kernels ----
+ * Per output two scalar chains over super-blocks: acc = fma(isum, dw*dx, acc) with isum the
+ * exact sum of scale * q * y, accm = fma(imin, dmin*dx, accm) with imin the exact sum of
+ * min * bsums; the result is acc - accm. */
 static inline void q4k_unpack(const uint8_t *s12, uint64_t *sc, uint64_t *m)
 {
     uint32_t w0, w1, w2;
@@ -191,58 +324,77 @@ static inline void q4k_unpack(const uint8_t *s12, uint64_t *sc, uint64_t *m)
     *m = m_lo | ((uint64_t)m_hi << 32);
 }
 
-static float dot_q4_k(int64_t n, const void *w, const void *x)
+static inline void q4k_block(const blk_q4_k *a, const blk_q8_k *b, int *isum, int *imin)
 {
-    const blk_q4_k *a = w;
-    const blk_q8_k *b = x;
     const __m512i mask4 = _mm512_set1_epi8(0xF);
-    __m512 acc = _mm512_setzero_ps();
-    float accm = 0.0f;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        uint64_t scw, mw;
-        q4k_unpack(a[i].scales, &scw, &mw);
-        __m512i sc32 = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)scw));
-        __m512i sumi = _mm512_setzero_si512();
-        for (int j = 0; j < 4; j++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * j));
-            __m512i qq = _mm512_inserti64x4(_mm512_castsi256_si512(q),
-                                            _mm256_srli_epi16(q, 4), 1);
-            qq = _mm512_and_si512(qq, mask4);
-            __m512i y = _mm512_loadu_si512(b[i].qs + 64 * j);
-            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qq, y);
-            __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * j),
-                                             _mm256_set1_epi32(2 * j + 1), 1);
-            __m512i scv = _mm512_permutexvar_epi32(idx, sc32);
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p, scv));
-        }
-        int summ = 0;
-        for (int j = 0; j < 8; j++)
-            summ += (int)((mw >> (8 * j)) & 0xFF) * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
-        float d = b[i].d * f16s(a[i].d), dmin = b[i].d * f16s(a[i].dmin);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
-        accm += dmin * (float)summ;
+    uint64_t scw, mw;
+    q4k_unpack(a->scales, &scw, &mw);
+    __m512i sc32 = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)scw));
+    __m512i sumi = _mm512_setzero_si512();
+    for (int j = 0; j < 4; j++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
+        __m512i qq = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
+        qq = _mm512_and_si512(qq, mask4);
+        __m512i y = _mm512_loadu_si512(b->qs + 64 * j);
+        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qq, y);
+        __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * j), _mm256_set1_epi32(2 * j + 1), 1);
+        sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(idx, sc32)));
     }
-    return hsum512(acc) - accm;
+    int summ = 0;
+    for (int j = 0; j < 8; j++)
+        summ += (int)((mw >> (8 * j)) & 0xFF) * (b->bsums[2 * j] + b->bsums[2 * j + 1]);
+    *isum = _mm512_reduce_add_epi32(sumi);
+    *imin = summ;
 }
 
+static void mv_q4_k(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, const void *x,
+                    size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    const char *w = w_rows, *xc = x;
+    int64_t nb = n / QK_K;
+    for (int64_t r = 0; r < n_rows; r++) {
+        const blk_q4_k *a = (const blk_q4_k *)(w + r * wrb);
+        for (int64_t bb = 0; bb < n_b; bb++) {
+            const blk_q8_k *b = (const blk_q8_k *)(xc + bb * xb);
+            float acc = 0.0f, accm = 0.0f;
+            for (int64_t i = 0; i < nb; i++) {
+                int isum, imin;
+                q4k_block(&a[i], &b[i], &isum, &imin);
+                acc = fmaf((float)isum, f16s(a[i].d) * b[i].d, acc);
+                accm = fmaf((float)imin, f16s(a[i].dmin) * b[i].d, accm);
+            }
+            y[r * ys + bb] = acc - accm;
+        }
+    }
+}
+
+static float dot_q4_k(int64_t n, const void *w, const void *x)
+{
+    float y;
+    mv_q4_k(n, w, 0, 1, x, 0, 1, &y, 1);
+    return y;
+}
+
+/* ---- Q6_K: ggml_vec_dot_q6_K_q8_K (AVX2) order ----
+ * Per super-block 8 integer lanes, lane k = sum over every 32-element group of
+ * scale * (q - 32) * y for the group's elements 4k..4k+3; acc = fma(d, lanes, acc) with
+ * d = dx * dw; hsum8 at the end. */
 static float dot_q6_k(int64_t n, const void *w, const void *x)
 {
     const blk_q6_k *a = w;
     const blk_q8_k *b = x;
     const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
+    const __m512i m32 = _mm512_set1_epi8(32);
     /* byte i of shuffle k picks scale 4k + i/4 */
     const __m128i sh[4] = {
         _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
         _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7),
         _mm_setr_epi8(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11),
         _mm_setr_epi8(12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15)};
-    __m512 acc = _mm512_setzero_ps();
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         __m128i sc = _mm_loadu_si128((const __m128i *)a[i].scales);
-        __m256i bs = _mm256_loadu_si256((const __m256i *)b[i].bsums);
-        __m256i corr = _mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc)); /* sum sc*bsum */
-        __m512i sumi = _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5));
-        sumi = _mm512_sub_epi32(_mm512_setzero_si512(), sumi);
+        __m512i sumi = _mm512_setzero_si512();
         for (int h = 0; h < 2; h++) {
             __m512i ql = _mm512_loadu_si512(a[i].ql + 64 * h);
             __m256i qh = _mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h));
@@ -255,17 +407,22 @@ static float dot_q6_k(int64_t n, const void *w, const void *x)
                                          _mm512_slli_epi16(_mm512_and_si512(qhb, m2), 4));
             __m512i y0 = _mm512_loadu_si512(b[i].qs + 128 * h);
             __m512i y1 = _mm512_loadu_si512(b[i].qs + 128 * h + 64);
-            __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, y0);
-            __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, y1);
+            __m512i z = _mm512_setzero_si512();
+            __m512i p0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q0, y0),
+                                          _mm512_dpbusd_epi32(z, m32, y0));
+            __m512i p1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q1, y1),
+                                          _mm512_dpbusd_epi32(z, m32, y1));
             __m512i s0 = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(sc, sh[2 * h]));
             __m512i s1 = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(sc, sh[2 * h + 1]));
             sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p0, s0));
             sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p1, s1));
         }
+        __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi),
+                                      _mm512_extracti64x4_epi64(sumi, 1));
         float d = b[i].d * f16s(a[i].d);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s8), acc);
     }
-    return hsum512(acc);
+    return hsum8(acc);
 }
 
 static void f32_to_f16(const float *src, uint16_t *dst, int64_t n)
@@ -300,6 +457,12 @@ void qt_kernels_fill_avx512(qt_kernels *k)
     k->dot[QT_Q4_0] = dot_q4_0;
     k->dot[QT_Q4_K] = dot_q4_k;
     k->dot[QT_Q6_K] = dot_q6_k;
+    k->matvec[QT_Q8_0] = mv_q8_0;
+    k->matvec[QT_Q4_0] = mv_q4_0;
+    k->matvec[QT_Q4_K] = mv_q4_k;
+    k->matvec_gemm[QT_F32] = gemm_f32;
+    k->matvec_gemm[QT_F16] = gemm_f16;
+    k->matvec_gemm[QT_BF16] = gemm_bf16;
     k->f32_to_f16 = f32_to_f16;
     k->f16_to_f32 = f16_to_f32;
 }

@@ -7,7 +7,11 @@
  */
 #include "kvserve/policy_config.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -177,3 +181,129 @@ int kv_policy_config_validate(const kv_policy_config *pc, ks_diag *d)
     return KS_OK;
 }
 
+
+/* ---- parameters by name ---- */
+
+#define PF(kind, sect, type, key, ty, fn, req)                                                 \
+    {kind, #key, ty, offsetof(kv_policy_config, sect) + offsetof(type, key), fn, req}
+
+static const kv_param_desc g_params[] = {
+    PF(KV_POLICY_SINK_WINDOW, sink_window, kv_sink_window_params, n_sink, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_SINK_WINDOW, sink_window, kv_sink_window_params, window, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_SINK_WINDOW, sink_window, kv_sink_window_params, positions, KV_PARAM_ENUM,
+       kv_pos_mode_from_name, 1),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, budget, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, window, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, kernel, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, pooling, KV_PARAM_ENUM, kv_pooling_from_name, 1),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, reduce, KV_PARAM_ENUM, kv_reduce_from_name, 1),
+    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, interval, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, budget, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, window, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, kernel, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, pooling, KV_PARAM_ENUM,
+       kv_pooling_from_name, 1),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, reduce, KV_PARAM_ENUM, kv_reduce_from_name,
+       1),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, beta, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, budget_fraction, KV_PARAM_DOUBLE, NULL, 1),
+    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, interval, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_H2O, h2o, kv_h2o_params, heavy, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_H2O, h2o, kv_h2o_params, recent, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, block_tokens, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, landmark, KV_PARAM_ENUM,
+       kv_landmark_from_name, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, representatives, KV_PARAM_INT, NULL,
+       1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, top_k, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, n_sink, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, window, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, selection, KV_PARAM_ENUM,
+       kv_selection_from_name, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, dense_layers, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, positions, KV_PARAM_ENUM,
+       kv_pos_mode_from_name, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, chunk, KV_PARAM_INT, NULL, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, eviction, KV_PARAM_ENUM,
+       kv_eviction_from_name, 1),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, ram_mb, KV_PARAM_I64, NULL, 0),
+};
+
+const kv_param_desc *kv_param_find(kv_policy_kind kind, const char *key)
+{
+    for (size_t i = 0; key && i < KS_ARRAY_LEN(g_params); i++)
+        if (g_params[i].kind == kind && strcmp(g_params[i].key, key) == 0) return &g_params[i];
+    return NULL;
+}
+
+int kv_param_set_int(kv_policy_config *pc, const kv_param_desc *p, int64_t v)
+{
+    char *at = (char *)pc + p->off;
+    if (p->type == KV_PARAM_DOUBLE) return kv_param_set_double(pc, p, (double)v);
+    if (p->type == KV_PARAM_I64) {
+        memcpy(at, &v, sizeof(v));
+        return KS_OK;
+    }
+    if (p->type != KV_PARAM_INT || v < INT32_MIN || v > INT32_MAX) return KS_ERR_INVALID;
+    int32_t x = (int32_t)v;
+    memcpy(at, &x, sizeof(x));
+    return KS_OK;
+}
+
+int kv_param_set_double(kv_policy_config *pc, const kv_param_desc *p, double v)
+{
+    if (p->type != KV_PARAM_DOUBLE || !isfinite(v)) return KS_ERR_INVALID;
+    memcpy((char *)pc + p->off, &v, sizeof(v));
+    return KS_OK;
+}
+
+int kv_param_set_name(kv_policy_config *pc, const kv_param_desc *p, const char *name)
+{
+    int e = p->type == KV_PARAM_ENUM ? p->from_name(name) : KS_ERR_INVALID;
+    if (e < 0) return KS_ERR_INVALID;
+    memcpy((char *)pc + p->off, &e, sizeof(int)); /* enums are int-sized (config.c asserts) */
+    return KS_OK;
+}
+
+int kv_param_set_text(kv_policy_config *pc, const kv_param_desc *p, const char *text)
+{
+    if (p->type == KV_PARAM_ENUM) return kv_param_set_name(pc, p, text);
+    char *end = NULL;
+    errno = 0;
+    if (p->type == KV_PARAM_DOUBLE) {
+        double v = strtod(text, &end);
+        if (!*text || *end || errno) return KS_ERR_INVALID;
+        return kv_param_set_double(pc, p, v);
+    }
+    long long v = strtoll(text, &end, 10);
+    if (!*text || *end || errno) return KS_ERR_INVALID;
+    return kv_param_set_int(pc, p, v);
+}
+
+int kv_policy_config_parse_spec(kv_policy_config *pc, const char *spec, ks_diag *d)
+{
+    char buf[512];
+    if (!spec || strlen(spec) >= sizeof(buf))
+        return ks_diag_set(d, KS_ERR_INVALID, "policy spec is empty or too long");
+    snprintf(buf, sizeof(buf), "%s", spec);
+    char *params = strchr(buf, ':');
+    if (params) *params++ = 0;
+    int kind = kv_policy_kind_from_name(buf);
+    if (kind < 0) return ks_diag_set(d, KS_ERR_INVALID, "unknown KV policy '%s'", buf);
+    kv_policy_config next = *pc;
+    next.kind = (kv_policy_kind)kind;
+    for (char *save = NULL, *kv = params ? strtok_r(params, ",", &save) : NULL; kv;
+         kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq) return ks_diag_set(d, KS_ERR_INVALID, "%s: '%s' is not key=value", buf, kv);
+        *eq = 0;
+        const kv_param_desc *p = kv_param_find(next.kind, kv);
+        if (!p) return ks_diag_set(d, KS_ERR_INVALID, "policy %s has no parameter '%s'", buf, kv);
+        if (kv_param_set_text(&next, p, eq + 1))
+            return ks_diag_set(d, KS_ERR_INVALID, "%s.%s: bad value '%s'", buf, kv, eq + 1);
+    }
+    int rc = kv_policy_config_validate(&next, d);
+    if (rc) return rc;
+    *pc = next;
+    return KS_OK;
+}

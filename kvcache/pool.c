@@ -28,6 +28,8 @@ struct kv_pool {
     int32_t *free_ids;  /* [n_blocks] stack of free ids, top at n_free-1 */
     int32_t *refcount;  /* [n_blocks] */
     pthread_mutex_t mu;
+    kv_pool_reclaim_fn reclaim; /* prefix cache hook: frees cache-only blocks on demand */
+    void *reclaim_ud;
 };
 
 int kv_pool_create(const kv_pool_params *p, kv_pool **out)
@@ -96,6 +98,18 @@ int kv_pool_alloc(kv_pool *pool, int32_t n, int32_t *ids)
     if (n < 0)
         return KS_ERR_INVALID;
     pthread_mutex_lock(&pool->mu);
+    /* Short of blocks: let the reclaim hook (prefix cache) release what only it holds. It
+     * runs without our lock since it releases blocks; each round frees at least one or stops. */
+    for (int round = 0; n > pool->n_free && pool->reclaim && round < 8; round++) {
+        kv_pool_reclaim_fn fn = pool->reclaim;
+        void *ud = pool->reclaim_ud;
+        int64_t want = n - pool->n_free;
+        pthread_mutex_unlock(&pool->mu);
+        int64_t got = fn(ud, want);
+        pthread_mutex_lock(&pool->mu);
+        if (got <= 0)
+            break;
+    }
     if (n > pool->n_free) {
         pthread_mutex_unlock(&pool->mu);
         return KS_ERR_FULL;
@@ -129,6 +143,25 @@ void kv_pool_release(kv_pool *pool, int32_t id)
         ks_error("kv_pool_release: block %d is not in use", id);
     }
     pthread_mutex_unlock(&pool->mu);
+}
+
+void kv_pool_set_reclaim(kv_pool *pool, kv_pool_reclaim_fn fn, void *ud)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->reclaim = fn;
+    pool->reclaim_ud = fn ? ud : NULL;
+    pthread_mutex_unlock(&pool->mu);
+}
+
+int64_t kv_pool_count_unshared(kv_pool *pool, const int32_t *ids, int32_t n)
+{
+    int64_t c = 0;
+    pthread_mutex_lock(&pool->mu);
+    for (int32_t i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < pool->n_blocks && pool->refcount[ids[i]] == 1)
+            c++;
+    pthread_mutex_unlock(&pool->mu);
+    return c;
 }
 
 int32_t kv_pool_refcount(kv_pool *pool, int32_t id)

@@ -35,6 +35,7 @@
  * before it asks for the next layer's spans).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +65,7 @@ typedef struct rt_head { /* per KV head; used by one thread at a time */
     int32_t *scr_idx;       /* [scr_cap] sequence index of copied / spilled rows */
     int32_t scr_cap, scr_n;
     rt_cand *cand;
+    double *tmp; /* [cand_cap] per-query block scores */
     int32_t cand_cap;
     float *row; /* [head_dim] */
     uint64_t pin;
@@ -136,6 +138,7 @@ static void rt_free(kv_seq *seq, void *state)
         free(st->heads[h].scr_v);
         free(st->heads[h].scr_idx);
         free(st->heads[h].cand);
+        free(st->heads[h].tmp);
         free(st->heads[h].row);
     }
     free(st->tabs);
@@ -370,9 +373,13 @@ static int head_reserve(rt_state *st, rt_head *hs, int64_t rows, int64_t cands)
     if (cands > hs->cand_cap) {
         int32_t cap = (int32_t)KS_MAX(cands, (int64_t)hs->cand_cap * 2);
         rt_cand *c = realloc(hs->cand, (size_t)cap * sizeof(rt_cand));
-        if (!c)
+        if (c)
+            hs->cand = c;
+        double *tm = realloc(hs->tmp, (size_t)cap * sizeof(double));
+        if (tm)
+            hs->tmp = tm;
+        if (!c || !tm)
             return KS_ERR_NOMEM;
-        hs->cand = c;
         hs->cand_cap = cap;
     }
     return 0;
@@ -395,11 +402,18 @@ static int cand_by_block(const void *x, const void *y)
     return (a->b > b->b) - (a->b < b->b);
 }
 
-/* Max over sampled queries and the query heads of KV head h of the landmark score of blocks
- * [b0, b0+n), folded into cand[].score. qh = query head 0 of KV head h, token 0. */
+/* Adds to cand[].score, for every sampled query and query head of KV head h, the softmax
+ * over blocks [b0, b0+n) of the landmark scores (scaled like attention logits): each query
+ * head votes with the attention it would give each block, so heads whose logits run large do
+ * not drown the others. qh = query head 0 of KV head h, token 0. */
 static void score_head(const rt_state *st, int32_t l, int32_t h, const kv_query *q,
-                       const float *qh, rt_cand *cand, int32_t b0, int32_t n)
+                       const float *qh, rt_cand *cand, double *tmp, int32_t b0, int32_t n,
+                       int64_t target)
 {
+    float cs[RT_MAX_HD / 2], sn[RT_MAX_HD / 2], qr[RT_MAX_HD];
+    bool window = st->p.positions == KV_POS_WINDOW;
+    if (window)
+        rope_angles(&st->rope, -(float)target, cs, sn);
     const kv_lm_set *lm = &st->tabs[(size_t)l * st->n_head_kv + h].lm;
     int32_t nq = q->n_q, sample[RT_SAMPLE_LAST + RT_SAMPLE_SPREAD], ns = 0;
     int32_t n_last = KS_MIN(nq, RT_SAMPLE_LAST), rest = nq - n_last;
@@ -410,35 +424,45 @@ static void score_head(const rt_state *st, int32_t l, int32_t h, const kv_query 
     }
     for (int32_t t = rest; t < nq; t++)
         sample[ns++] = t;
-    for (int32_t i = 0; i < n; i++) {
-        const float *mark = kv_lm_get(lm, b0 + i);
-        double best = cand[i].score;
-        for (int32_t s = 0; s < ns; s++)
-            for (int32_t g = 0; g < q->n_group; g++) {
-                const float *qv = qh + (size_t)sample[s] * q->q_tok_stride + (size_t)g * st->hd;
-                double sc = kv_lm_score(lm->kind, mark, qv, st->hd);
-                best = sc > best ? sc : best;
+    double scale = 1.0 / sqrt((double)st->hd);
+    for (int32_t s = 0; s < ns; s++)
+        for (int32_t g = 0; g < q->n_group; g++) {
+            const float *qv = qh + (size_t)sample[s] * q->q_tok_stride + (size_t)g * st->hd;
+            if (window) { /* score as the key will be seen: at `target` (landmarks are
+                             of unrotated keys, so turn q back by target instead) */
+                memcpy(qr, qv, (size_t)st->hd * sizeof(float));
+                rope_rotate(&st->rope, qr, 1, cs, sn);
+                qv = qr;
             }
-        cand[i].score = best;
-    }
+            double mx = -INFINITY, sum = 0.0;
+            for (int32_t i = 0; i < n; i++) {
+                tmp[i] = kv_lm_score(lm->kind, kv_lm_get(lm, b0 + i), qv, st->hd) * scale;
+                mx = tmp[i] > mx ? tmp[i] : mx;
+            }
+            for (int32_t i = 0; i < n; i++)
+                sum += (tmp[i] = exp(tmp[i] - mx));
+            for (int32_t i = 0; i < n; i++)
+                cand[i].score += tmp[i] / sum;
+        }
 }
 
 /* Fills hs->cand[0..*n_sel) with the selected blocks (ascending) among [b0, b1). */
 static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q, int32_t b0,
-                          int32_t b1, int32_t *n_sel)
+                          int32_t b1, int64_t target, int32_t *n_sel)
 {
     rt_head *hs = &st->heads[h];
     int32_t n = b1 - b0;
     for (int32_t i = 0; i < n; i++)
-        hs->cand[i] = (rt_cand){.score = -INFINITY, .b = b0 + i};
+        hs->cand[i] = (rt_cand){.score = 0.0, .b = b0 + i};
     int32_t H = st->n_head_kv, span = q->n_group * st->hd;
     bool layer_mode = st->p.selection == KV_SELECT_LAYER && q->q_tok_stride >= H * span;
     if (layer_mode) {
         const float *base = q->q - (size_t)h * span;
         for (int32_t hh = 0; hh < H; hh++)
-            score_head(st, l, hh, q, base + (size_t)hh * span, hs->cand, b0, n);
+            score_head(st, l, hh, q, base + (size_t)hh * span, hs->cand, hs->tmp, b0, n,
+                       target);
     } else {
-        score_head(st, l, h, q, q->q, hs->cand, b0, n);
+        score_head(st, l, h, q, q->q, hs->cand, hs->tmp, b0, n, target);
     }
     int32_t k = KS_MIN(st->p.top_k, n);
     if (k < n)
@@ -446,6 +470,11 @@ static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q,
     qsort(hs->cand, (size_t)k, sizeof(rt_cand), cand_by_block);
     *n_sel = k;
     hs->n_selected += k;
+    if (getenv("RT_DEBUG") && q->n_q <= 16) { /* DEBUG-REMOVE */
+        fprintf(stderr, "L%d H%d q%d:", l, h, q->q_idx[0]);
+        for (int32_t i = 0; i < k; i++) fprintf(stderr, " %d(%.2f)", hs->cand[i].b, hs->cand[i].score);
+        fprintf(stderr, "\n");
+    }
 }
 
 static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
@@ -488,7 +517,7 @@ static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query 
             hs->cand[i] = (rt_cand){.b = b0 + i};
         n_sel = k;
     } else if (b1 > b0) {
-        select_blocks(st, layer, kv_head, q, b0, b1, &n_sel);
+        select_blocks(st, layer, kv_head, q, b0, b1, first - st->p.window, &n_sel);
     }
     span_out so = {.out = out, .max = max};
     int64_t target = first - st->p.window;
@@ -568,7 +597,10 @@ static int summarise(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t up
             int rc = unit_mem(st, seq, l, h, u, 0.0f, &k, &v, &slot0);
             if (rc)
                 return rc;
-            row_to_f32(st, k + (x - u * st->pb) * st->rb, st->kbuf + i * st->hd);
+            float *row = st->kbuf + i * st->hd;
+            row_to_f32(st, k + (x - u * st->pb) * st->rb, row);
+            if (st->p.positions == KV_POS_WINDOW) /* landmark of the keys before RoPE */
+                rope_rotate_pos(&st->rope, row, 1, -(float)x);
         }
         bool rep = st->p.landmark == KV_LANDMARK_REPRESENTATIVE && rt->mass_cap >= st->B;
         int rc = kv_lm_set_push(&rt->lm, st->kbuf, st->B, rep ? rt->mass : NULL,

@@ -413,6 +413,40 @@ int kv_seq_append(kv_seq *seq, int32_t layer, int32_t n_tok, const float *k, con
     return rc;
 }
 
+int kv_seq_adopt_prefix(kv_seq *seq, const int32_t *blocks, int32_t n_blocks, int32_t n_tok)
+{
+    if (!seq || seq->policy != &kv_policy_full || seq->n_seen != 0 || n_tok < 0 ||
+        (n_tok > 0 && !blocks))
+        return KS_ERR_INVALID;
+    int32_t bt = kv_pool_block_tokens(seq->pool), nt = seq->n_layer * seq->n_head_kv;
+    if (n_blocks != (n_tok + bt - 1) / bt)
+        return KS_ERR_INVALID;
+    if (n_tok == 0)
+        return 0;
+    for (int32_t i = 0; i < nt; i++) {
+        if (seq->tables[i].n_tok != 0)
+            return KS_ERR_INVALID;
+        int rc = table_reserve(&seq->tables[i], n_tok, n_blocks + 1);
+        if (rc)
+            return rc;
+    }
+    for (int32_t i = 0; i < nt; i++) {
+        kv_head_table *t = &seq->tables[i];
+        for (int32_t b = 0; b < n_blocks; b++) {
+            int32_t id = blocks[(size_t)b * nt + i];
+            kv_pool_retain(seq->pool, id);
+            t->blocks[b] = id;
+            t->blk_n[b] = KS_MIN(bt, n_tok - b * bt);
+        }
+        for (int32_t j = 0; j < n_tok; j++)
+            t->idx[j] = t->pos[j] = j;
+        t->n_blocks = n_blocks;
+        t->n_tok = n_tok;
+    }
+    seq->n_seen = n_tok;
+    return 0;
+}
+
 int kv_seq_spans(kv_seq *seq, int32_t layer, int32_t kv_head, attn_span *out, int32_t max,
                  int32_t *n)
 {

@@ -54,6 +54,7 @@ cleanup() {
     if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
         local ids
         ids=$(docker ps -aq --filter "label=kvserve.test=$ID")
+        # shellcheck disable=SC2086 # one id per word
         [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
         if [ "${KVSERVE_DOCKER_RMI:-0}" = "1" ]; then
             docker rmi "$TAG" "$NGINX_TAG" >/dev/null 2>&1
@@ -182,8 +183,8 @@ def post(port, body, timeout=120):
               {"Content-Type": "application/json"})
     return c, c.getresponse()
 
-def complete(port, prompt="In the beginning", max_tokens=16):
-    c, r = post(port, {"prompt": prompt, "max_tokens": max_tokens})
+def complete(port, prompt="In the beginning", max_tokens=16, **extra):
+    c, r = post(port, {"prompt": prompt, "max_tokens": max_tokens, **extra})
     data = r.read()
     assert r.status == 200, f"status {r.status}: {data[:300]!r}"
     j = json.loads(data)
@@ -193,9 +194,9 @@ def complete(port, prompt="In the beginning", max_tokens=16):
     assert 0 < n <= max_tokens, f"completion_tokens {n}: {j}"
     return text, n
 
-def stream(port, prompt="In the beginning", max_tokens=16, started=None):
+def stream(port, prompt="In the beginning", max_tokens=16, started=None, **extra):
     """Reads an SSE completion to its end; returns (text, n_events, got_done, t_done)."""
-    c, r = post(port, {"prompt": prompt, "max_tokens": max_tokens, "stream": True})
+    c, r = post(port, {"prompt": prompt, "max_tokens": max_tokens, "stream": True, **extra})
     assert r.status == 200, f"status {r.status}: {r.read()[:300]!r}"
     ctype = r.getheader("Content-Type", "")
     assert ctype.startswith("text/event-stream"), f"Content-Type {ctype}"
@@ -233,12 +234,15 @@ def cmd_rate(port):
     """Prints a max_tokens for a stream of a second or two: long enough to be running when
     docker stop arrives, well inside the 8 s shutdown grace (decode slows as context grows)."""
     t = time.time()
-    _, n = complete(port, max_tokens=64)
+    _, n = complete(port, "And it came to pass", max_tokens=64, temperature=0)
     dt = max(time.time() - t, 1e-3)
     print(max(64, min(1000, int(1.5 * n / dt))))
 
 def cmd_drain(port, max_tokens, started, out):
-    text, events, done, t_done = stream(port, "And it came to pass", int(max_tokens), started)
+    # Greedy: kjv-tiny repeats itself on this prompt instead of ending early, so the stream
+    # reliably runs max_tokens long.
+    text, events, done, t_done = stream(port, "And it came to pass", int(max_tokens), started,
+                                        temperature=0)
     json.dump({"events": events, "done": done, "t_done": t_done, "chars": len(text)},
               open(out, "w"))
 

@@ -254,12 +254,19 @@ static void h_kv(api_server *a, http_request *req)
     sch_seq_info_free(v, n);
     kv_pool_stats st = {0};
     if (a->pool) kv_pool_get_stats(a->pool, &st);
+    kv_prefix_stats ps = {0};
+    if (a->sch) sch_get_prefix_stats(a->sch, &ps);
+    /* bytes_used counts the prefix cache's blocks too (they are reclaimed on demand). */
+    json_t *pfx = json_pack("{s:I, s:I, s:I, s:I}", "entries", (json_int_t)ps.entries,
+                            "bytes", (json_int_t)((size_t)ps.blocks_held * st.block_bytes),
+                            "hit_tokens", (json_int_t)ps.hits_tokens, "evictions",
+                            (json_int_t)ps.evictions);
     api_respond_json(a, req, 200,
-                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "object", "kv_cache",
+                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "object", "kv_cache",
                            "bytes_used", (json_int_t)st.bytes_used, "bytes_budget",
                            (json_int_t)st.bytes_budget, "block_bytes", (json_int_t)st.block_bytes,
                            "blocks_used", (json_int_t)st.blocks_used, "blocks_total",
-                           (json_int_t)st.blocks_total, "sequences", seqs));
+                           (json_int_t)st.blocks_total, "sequences", seqs, "prefix_cache", pfx));
 }
 
 

@@ -179,87 +179,19 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
 
 /* ---------------------------------------------------------------- kv_policy */
 
-typedef enum pk { PK_INT, PK_I64, PK_DOUBLE, PK_ENUM } pk;
-
-typedef struct policy_field {
-    kv_policy_kind kind;
-    const char *key;
-    pk type;
-    size_t off; /* within kv_policy_config */
-    int (*from_name)(const char *);
-} policy_field;
-
-#define PF(kind, sect, type, key, ty, fn)                                                      \
-    {kind, #key, ty, offsetof(kv_policy_config, sect) + offsetof(type, key), fn}
-
-static const policy_field policy_fields[] = {
-    PF(KV_POLICY_SINK_WINDOW, sink_window, kv_sink_window_params, n_sink, PK_INT, NULL),
-    PF(KV_POLICY_SINK_WINDOW, sink_window, kv_sink_window_params, window, PK_INT, NULL),
-    PF(KV_POLICY_SINK_WINDOW, sink_window, kv_sink_window_params, positions, PK_ENUM,
-       kv_pos_mode_from_name),
-    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, budget, PK_INT, NULL),
-    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, window, PK_INT, NULL),
-    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, kernel, PK_INT, NULL),
-    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, pooling, PK_ENUM, kv_pooling_from_name),
-    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, reduce, PK_ENUM, kv_reduce_from_name),
-    PF(KV_POLICY_SNAPKV, snapkv, kv_snapkv_params, interval, PK_INT, NULL),
-    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, budget, PK_INT, NULL),
-    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, window, PK_INT, NULL),
-    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, kernel, PK_INT, NULL),
-    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, pooling, PK_ENUM, kv_pooling_from_name),
-    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, reduce, PK_ENUM, kv_reduce_from_name),
-    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, beta, PK_INT, NULL),
-    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, budget_fraction, PK_DOUBLE, NULL),
-    PF(KV_POLICY_PYRAMID, pyramid, kv_pyramid_params, interval, PK_INT, NULL),
-    PF(KV_POLICY_H2O, h2o, kv_h2o_params, heavy, PK_INT, NULL),
-    PF(KV_POLICY_H2O, h2o, kv_h2o_params, recent, PK_INT, NULL),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, block_tokens, PK_INT, NULL),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, landmark, PK_ENUM,
-       kv_landmark_from_name),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, representatives, PK_INT, NULL),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, top_k, PK_INT, NULL),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, n_sink, PK_INT, NULL),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, window, PK_INT, NULL),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, selection, PK_ENUM,
-       kv_selection_from_name),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, dense_layers, PK_INT, NULL),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, positions, PK_ENUM,
-       kv_pos_mode_from_name),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, chunk, PK_INT, NULL),
-    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, eviction, PK_ENUM,
-       kv_eviction_from_name),
-};
-
-static int set_field(const policy_field *f, json_t *v, kv_policy_config *out, char *msg,
+/* A JSON value into a policy parameter, by the parameter's type (kvcache/policy_config.c). */
+static int set_field(const kv_param_desc *f, json_t *v, kv_policy_config *out, char *msg,
                      size_t cap, const char *name)
 {
-    char *base = (char *)out + f->off;
-    if (f->type == PK_ENUM) {
-        int e = json_is_string(v) ? f->from_name(json_string_value(v)) : -1;
-        if (e < 0) goto bad;
-        memcpy(base, &e, sizeof(int)); /* enums are int-sized */
-        return 0;
-    }
-    if (f->type == PK_DOUBLE) {
-        if (!json_is_number(v)) goto bad;
-        double x = json_number_value(v);
-        memcpy(base, &x, sizeof(x));
-        return 0;
-    }
-    if (!json_is_integer(v)) goto bad;
-    long long x = json_integer_value(v);
-    if (f->type == PK_INT) {
-        if (x < INT32_MIN || x > INT32_MAX) goto bad;
-        int32_t y = (int32_t)x;
-        memcpy(base, &y, sizeof(y));
-    } else {
-        int64_t y = x;
-        memcpy(base, &y, sizeof(y));
-    }
-    return 0;
-bad:
-    snprintf(msg, cap, "kv_policy %s: bad value for '%s'", name, f->key);
-    return KS_ERR_INVALID;
+    int rc = KS_ERR_INVALID;
+    if (f->type == KV_PARAM_ENUM && json_is_string(v))
+        rc = kv_param_set_name(out, f, json_string_value(v));
+    else if (f->type == KV_PARAM_DOUBLE && json_is_number(v))
+        rc = kv_param_set_double(out, f, json_number_value(v));
+    else if ((f->type == KV_PARAM_INT || f->type == KV_PARAM_I64) && json_is_integer(v))
+        rc = kv_param_set_int(out, f, json_integer_value(v));
+    if (rc) snprintf(msg, cap, "kv_policy %s: bad value for '%s'", name, f->key);
+    return rc;
 }
 
 int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
@@ -287,11 +219,8 @@ int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
     json_t *v;
     json_object_foreach(obj, key, v) {
         if (!strcmp(key, "name")) continue;
-        const policy_field *f = NULL;
-        for (size_t i = 0; i < KS_ARRAY_LEN(policy_fields) && !f; i++)
-            if (policy_fields[i].kind == out->kind && !strcmp(policy_fields[i].key, key))
-                f = &policy_fields[i];
-        if (!f) {
+        const kv_param_desc *f = kv_param_find(out->kind, key);
+        if (!f || !f->request_ok) {
             snprintf(msg, cap, "kv_policy %s has no parameter '%s'", name, key);
             return KS_ERR_INVALID;
         }

@@ -17,7 +17,8 @@
 static void ppl_usage(FILE *f)
 {
     fprintf(f, "usage: kvserve perplexity --model M --file F [--ctx N] [--batch N] "
-               "[--threads N] [--kv-dtype f16|f32] [--chunks N]\n");
+               "[--threads N] [--kv-dtype f16|f32] [--chunks N] [--kv-policy SPEC]\n"
+               "  SPEC: a KV policy and its parameters, e.g. sink_window:n_sink=4,window=252\n");
 }
 
 /* -log softmax(logits)[tok], in double like llama.cpp. */
@@ -34,11 +35,13 @@ typedef struct ppl_opts {
     const char *model, *file;
     int64_t ctx, batch, threads, max_chunks;
     ks_dtype kv_dtype;
+    kv_policy_config policy;
 } ppl_opts;
 
 static int ppl_parse(int argc, char **argv, ppl_opts *o)
 {
     *o = (ppl_opts){.ctx = 512, .batch = 512, .threads = cli_default_threads()};
+    kv_policy_config_defaults(&o->policy);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -57,6 +60,7 @@ static int ppl_parse(int argc, char **argv, ppl_opts *o)
         else if (!strcmp(a, "--batch") || !strcmp(a, "-b")) rc = cli_parse_i64(a, v, 1, 8192, &o->batch);
         else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) rc = cli_parse_i64(a, v, 1, 256, &o->threads);
         else if (!strcmp(a, "--chunks")) rc = cli_parse_i64(a, v, 1, 1 << 30, &o->max_chunks);
+        else if (!strcmp(a, "--kv-policy")) rc = cli_parse_policy(v, &o->policy);
         else if (!strcmp(a, "--kv-dtype")) {
             if (!strcmp(v, "f16")) o->kv_dtype = KS_DTYPE_F16;
             else if (!strcmp(v, "f32")) o->kv_dtype = KS_DTYPE_F32;
@@ -102,12 +106,12 @@ static int ppl_tokenize(const tok_vocab *v, const char *path, int32_t **out, int
 }
 
 /* Evaluates one chunk and adds its second-half NLLs to *nll / *count. */
-static int ppl_chunk(cli_engine *e, int32_t *toks, int32_t ctx, int32_t batch, float *logits,
-                     double *nll, int64_t *count)
+static int ppl_chunk(cli_engine *e, const kv_policy_config *pc, int32_t *toks, int32_t ctx,
+                     int32_t batch, float *logits, double *nll, int64_t *count)
 {
     const model_hparams *hp = model_get_hparams(e->m);
     kv_seq *seq = NULL;
-    int rc = cli_engine_new_seq(e, NULL, NULL, &seq);
+    int rc = cli_engine_new_seq(e, pc, &seq);
     if (rc) return rc;
     int32_t first = ctx / 2;
     for (int32_t b0 = 0; b0 < ctx && !rc; b0 += batch) {
@@ -160,8 +164,8 @@ int cli_perplexity_main(int argc, char **argv)
     for (int32_t c = 0; c < n_chunks && !rc; c++) {
         int32_t *toks = ids + (size_t)c * ctx;
         if (tok_add_bos(v) && tok_bos(v) >= 0) toks[0] = tok_bos(v);
-        rc = ppl_chunk(&e, toks, ctx, ep.n_batch, logits, &nll, &count);
-        if (!rc) printf("[%d]%.4f,", c + 1, exp(nll / (double)count));
+        rc = ppl_chunk(&e, &o.policy, toks, ctx, ep.n_batch, logits, &nll, &count);
+        if (!rc) printf("[%d]%.6g,", c + 1, exp(nll / (double)count));
         fflush(stdout);
     }
     free(logits);
@@ -170,7 +174,7 @@ int cli_perplexity_main(int argc, char **argv)
         goto done;
     }
     double mean = nll / (double)count;
-    printf("\nFinal estimate: PPL = %.4f, ln(PPL) = %.6f (%lld scored tokens)\n", exp(mean), mean,
+    printf("\nFinal estimate: PPL = %.6g, ln(PPL) = %.6f (%lld scored tokens)\n", exp(mean), mean,
            (long long)count);
     fprintf(stderr, "perplexity: %.2f s, %.1f tokens/s\n", ks_time_now() - t0,
             (double)n_chunks * ctx / (ks_time_now() - t0));

@@ -14,6 +14,7 @@ typedef struct run_opts {
     const char *model, *prompt;
     int64_t n_predict, threads, ctx, batch, seed;
     smp_params sp;
+    kv_policy_config policy;
     ks_dtype kv_dtype;
     bool ignore_eos;
 } run_opts;
@@ -30,6 +31,10 @@ static void run_usage(FILE *f)
             "  --ctx N             context size in tokens (default: the model's)\n"
             "  --batch N           prefill chunk in tokens (default 512)\n"
             "  --kv-dtype f16|f32  KV cache storage (default f16)\n"
+            "  --kv-policy SPEC    KV policy and parameters, e.g. full, sink_window:n_sink=4,"
+            "window=252,\n"
+            "                      snapkv:budget=256, pyramid:budget=256, h2o:heavy=128,"
+            "recent=128, retrieval:top_k=8\n"
             "  --ignore-eos        keep generating after end-of-generation tokens\n");
 }
 
@@ -38,6 +43,7 @@ static int run_parse(int argc, char **argv, run_opts *o)
     *o = (run_opts){.n_predict = 128, .threads = cli_default_threads(), .batch = 512,
                     .seed = -1};
     smp_params_default(&o->sp);
+    kv_policy_config_defaults(&o->policy);
     o->sp.temperature = 0.8f;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -70,6 +76,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
         else if (!strcmp(a, "--top-k")) {
             rc = cli_parse_i64(a, v, 0, 1 << 24, &iv);
             o->sp.top_k = (int32_t)iv;
+        } else if (!strcmp(a, "--kv-policy")) {
+            rc = cli_parse_policy(v, &o->policy);
         } else if (!strcmp(a, "--kv-dtype")) {
             if (!strcmp(v, "f16")) o->kv_dtype = KS_DTYPE_F16;
             else if (!strcmp(v, "f32")) o->kv_dtype = KS_DTYPE_F32;
@@ -116,7 +124,7 @@ static int run_generate(cli_engine *e, run_opts *o, int32_t *ids, int32_t n_prom
     kv_seq *seq = NULL;
     int rc = KS_ERR_NOMEM;
     if (!logits || smp_sampler_create(&o->sp, hp->n_vocab, &smp)) goto done;
-    if ((rc = cli_engine_new_seq(e, NULL, NULL, &seq))) goto done;
+    if ((rc = cli_engine_new_seq(e, &o->policy, &seq))) goto done;
     double t0 = ks_time_now();
     if ((rc = run_prefill(e, seq, ids, n_prompt, (int32_t)o->batch, logits))) goto done;
     double t1 = ks_time_now();

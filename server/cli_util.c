@@ -1,6 +1,8 @@
 /* cli_util.c - flag parsing and model/KV set-up shared by `kvserve run` and `perplexity`. */
 #include "cli_util.h"
 
+#include "kvserve/policy_args.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -91,13 +93,41 @@ void cli_engine_close(cli_engine *e)
     *e = (cli_engine){0};
 }
 
-int cli_engine_new_seq(cli_engine *e, const kv_policy *policy, const void *policy_config,
-                       kv_seq **out)
+int cli_engine_new_seq(cli_engine *e, const kv_policy_config *pc, kv_seq **out)
 {
     const model_hparams *hp = model_get_hparams(e->m);
-    kv_seq_params sp = {.n_layer = hp->n_layer,
-                        .n_head_kv = hp->n_head_kv,
-                        .policy = policy,
-                        .policy_config = policy_config};
+    const char *name = pc ? kv_policy_kind_name(pc->kind) : "full";
+    const kv_policy *policy = kv_policy_find(name);
+    if (!policy) {
+        fprintf(stderr, "kvserve: KV policy '%s' is not available in this build\n", name);
+        return KS_ERR_INVALID;
+    }
+    kv_policy_args args = {.config = pc,
+                           .rope = {.kind = hp->rope_type == MODEL_ROPE_NEOX ? ROPE_NEOX : ROPE_NORM,
+                                    .head_dim = hp->head_dim,
+                                    .theta = hp->rope_theta,
+                                    .freq_scale = hp->rope_freq_scale},
+                           .n_layer = hp->n_layer,
+                           .n_head_kv = hp->n_head_kv,
+                           .head_dim = hp->head_dim,
+                           .n_ctx_train = hp->n_ctx_train};
+    return cli_engine_new_seq_args(e, policy, &args, out);
+}
+
+int cli_engine_new_seq_args(cli_engine *e, const kv_policy *policy, const void *args,
+                            kv_seq **out)
+{
+    const model_hparams *hp = model_get_hparams(e->m);
+    kv_seq_params sp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv, .policy = policy,
+                        .policy_config = args};
     return kv_seq_create(e->pool, &sp, out);
+}
+
+int cli_parse_policy(const char *spec, kv_policy_config *pc)
+{
+    ks_diag d;
+    ks_diag_clear(&d);
+    int rc = kv_policy_config_parse_spec(pc, spec, &d);
+    if (rc) fprintf(stderr, "kvserve: --kv-policy: %s\n", d.msg);
+    return rc;
 }

@@ -8,6 +8,7 @@
 
 #include "kvserve/kvcache.h"
 #include "kvserve/model.h"
+#include "kvserve/policy_config.h"
 
 /* Parses a whole string as a number in [lo, hi]; prints "kvserve: FLAG: reason" on error. */
 int cli_parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out) KS_WUR;
@@ -34,8 +35,16 @@ typedef struct cli_engine_params {
 
 int cli_engine_open(const cli_engine_params *p, cli_engine *e) KS_WUR;
 void cli_engine_close(cli_engine *e);
-/* A fresh sequence cache on the engine's pool with the given policy (NULL = full). */
-int cli_engine_new_seq(cli_engine *e, const kv_policy *policy, const void *policy_config,
-                       kv_seq **out) KS_WUR;
+/* A fresh sequence cache on the engine's pool with the policy pc selects (NULL = full).
+ * Prints a message and returns KS_ERR_INVALID for a policy this build does not have. */
+int cli_engine_new_seq(cli_engine *e, const kv_policy_config *pc, kv_seq **out) KS_WUR;
+
+/* The same with an explicit policy and init arguments (benches that build their own). */
+int cli_engine_new_seq_args(cli_engine *e, const kv_policy *policy, const void *args,
+                            kv_seq **out) KS_WUR;
+
+/* Handles `--kv-policy SPEC` ("NAME" or "NAME:key=value,..."): parses into pc, printing the
+ * reason on error. */
+int cli_parse_policy(const char *spec, kv_policy_config *pc) KS_WUR;
 
 #endif

@@ -10,6 +10,12 @@
  *      stop strings (sse_stop) and queues events,
  *   4. wakes the loop with uv_async_send (coalesced: the loop drains all queued events).
  *
+ * Prefix caching: sequences of the `full` policy start from the longest cached prefix of
+ * their prompt (kv_prefix, copy-on-write blocks) and prefill only the rest; at least the last
+ * prompt token is always computed so that its logits exist. After its prefill a sequence
+ * publishes its full prompt blocks. Cached blocks nobody else uses count as free for
+ * admission: the pool reclaims them (LRU) when it runs short.
+ *
  * Ownership: a sch_req is shared by the loop (events, cancel) and the worker (KV, sampling).
  * The worker sets worker_done when it will never touch the request again; the loop frees it
  * after delivering (or, if cancelled, discarding) its last event. All shared fields are
@@ -58,7 +64,8 @@ struct sch_req {
     kv_seq *kv;
     float *logits;     /* [n_vocab] */
     tok_stream ts;
-    int32_t n_past;    /* prompt tokens fed */
+    int32_t n_past;    /* prompt tokens fed (starts at n_cached) */
+    int32_t n_cached;  /* prompt tokens taken from the prefix cache */
     int32_t n_generated;
     int32_t next_token;
     double t_last;
@@ -72,6 +79,7 @@ struct sch {
     const model_hparams *hp;
     const tok_vocab *vocab;
     model_ctx *ctx;
+    kv_prefix *prefix; /* prompt prefix cache over p.pool; NULL if it could not be made */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mu;
@@ -199,8 +207,11 @@ static int req_start(sch *s, sch_req *r)
                            .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
     kv_seq_params kp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
                         .policy = r->policy ? r->policy : s->p.policy, .policy_config = &args};
-    int rc = kv_seq_create(s->p.pool, &kp, &r->kv);
+    int rc = s->prefix ? kv_prefix_seq_create(s->prefix, &kp, r->prompt, r->n_prompt,
+                                              r->n_prompt - 1, &r->kv, &r->n_cached)
+                       : kv_seq_create(s->p.pool, &kp, &r->kv);
     if (rc) return rc;
+    r->n_past = r->n_cached;
     r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
     if (!r->logits) return KS_ERR_NOMEM;
     tok_stream_init(&r->ts, s->vocab, false);
@@ -225,6 +236,8 @@ static void admit_locked(sch *s)
         } else if (!blocked && s->n_active < s->p.max_concurrent) {
             int64_t need = blocks_for(s, r->n_prompt + 1);
             int64_t avail = kv_pool_blocks_free(s->p.pool) - blocks_reserved(s);
+            if (need > avail && s->prefix) /* cache-only blocks are freed on demand */
+                avail += kv_prefix_reclaimable(s->prefix);
             if (need <= avail) {
                 int rc = req_start(s, r);
                 if (rc) fail_locked(s, r, 500, "cannot create the sequence's KV cache");
@@ -269,8 +282,10 @@ static void finish_locked(sch *s, sch_req *r, sch_finish why, const char *tail, 
     sch_event ev = {.kind = SCH_EV_DONE, .token = -1, .text = tail, .len = len, .finish = why};
     ev.usage.prompt_tokens = r->n_prompt;
     ev.usage.completion_tokens = r->n_generated;
+    ev.usage.cached_tokens = r->n_cached;
     if (s->p.metrics)
-        metrics_add_tokens(s->p.metrics, (uint64_t)r->n_prompt, (uint64_t)r->n_generated, 0);
+        metrics_add_tokens(s->p.metrics, (uint64_t)r->n_prompt, (uint64_t)r->n_generated,
+                           (uint64_t)r->n_cached);
     req_release_locked(s, r, &ev);
 }
 
@@ -370,6 +385,9 @@ static void step_locked(sch *s, int32_t n)
             sch_req *r = s->batch_req[i];
             bool prefill = r->n_past < r->n_prompt;
             if (prefill) r->n_past += s->batch[i].n_tokens;
+            if (prefill && r->n_past == r->n_prompt && s->prefix &&
+                kv_prefix_publish(s->prefix, r->kv, r->prompt, r->n_prompt))
+                ks_warn("prefix cache: cannot publish a prompt (out of memory)");
             if (!prefill || r->n_past == r->n_prompt) (void)sample_step(s, r);
         }
     }
@@ -604,6 +622,11 @@ int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n)
     return rc;
 }
 
+void sch_get_prefix_stats(sch *s, kv_prefix_stats *out)
+{
+    kv_prefix_get_stats(s->prefix, out); /* thread-safe; zeros for NULL */
+}
+
 /* ---------------------------------------------------------------- create / destroy */
 
 int sch_create(const sch_params *p, sch **out, ks_diag *d)
@@ -634,6 +657,9 @@ int sch_create(const sch_params *p, sch **out, ks_diag *d)
         ks_diag_set(d, rc, "cannot create the model context: %s", ks_status_str(rc));
         goto fail;
     }
+    kv_prefix_params pfp = {.n_layer = s->hp->n_layer, .n_head_kv = s->hp->n_head_kv};
+    if (kv_prefix_create(p->pool, &pfp, &s->prefix))
+        ks_warn("prefix cache disabled: cannot create it");
     if (uv_async_init(p->loop, &s->async, on_async) < 0) {
         rc = KS_ERR_INTERNAL;
         goto fail;
@@ -648,6 +674,7 @@ int sch_create(const sch_params *p, sch **out, ks_diag *d)
     *out = s;
     return 0;
 fail:
+    kv_prefix_destroy(s->prefix);
     model_ctx_destroy(s->ctx);
     free(s->active);
     free(s->batch);
@@ -675,6 +702,7 @@ void sch_destroy(sch *s)
     pthread_mutex_unlock(&s->mu);
     if (s->thread_started) pthread_join(s->thread, NULL);
     while (s->all) req_free(s, s->all);
+    kv_prefix_destroy(s->prefix); /* after every sequence: gives the pool its blocks back */
     model_ctx_destroy(s->ctx);
     free(s->active);
     free(s->batch);

@@ -283,4 +283,80 @@ int64_t kv_seq_tokens_seen(const kv_seq *seq);
 /* Tokens kept by `layer`, summed over its KV heads (divide by n_head_kv for the mean). */
 int64_t kv_seq_tokens_kept(const kv_seq *seq, int32_t layer);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Prefix sharing (kvcache/prefix.c; reclaim hook in pool.c, adoption in table.c)           */
+
+/* A prefix cache remembers the KV blocks of full prompt blocks (block_tokens tokens each) of
+ * finished prefills, keyed by a chained hash of the prompt tokens (block i's key covers tokens
+ * 0..(i+1)*block_tokens), like vLLM's automatic prefix caching. A new sequence whose prompt
+ * starts with a cached prefix starts from those blocks (retained, read-only: any write copies
+ * first) and prefills only the rest. Only the `full` policy takes part: a block that a policy
+ * has rewritten or compressed for one prompt is never published. The cache holds one reference
+ * per block; blocks that only the cache references are reclaimed least-recently-used first
+ * whenever the pool runs out, so the cache never makes an allocation fail that would succeed
+ * without it. Thread-safe (one mutex; lock order: prefix cache, then pool). */
+
+/* Called by kv_pool_alloc, without the pool lock held, when fewer than `want` more blocks are
+ * free; frees what it can (by releasing blocks) and returns how many it released. */
+typedef int64_t (*kv_pool_reclaim_fn)(void *ud, int64_t want);
+/* Installs (or with fn NULL removes) the pool's reclaim hook. At most one hook. */
+void kv_pool_set_reclaim(kv_pool *pool, kv_pool_reclaim_fn fn, void *ud);
+/* How many of ids[0..n) have refcount exactly 1 (one lock for all). */
+int64_t kv_pool_count_unshared(kv_pool *pool, const int32_t *ids, int32_t n);
+
+/* Makes an EMPTY `full`-policy sequence start with n_tok tokens stored in existing blocks:
+ * blocks is [n_blocks][n_layer * n_head_kv] (block b of table (l, h) at
+ * blocks[b * n_layer * n_head_kv + l * n_head_kv + h]); n_blocks = ceil(n_tok/block_tokens),
+ * the last block may be partly used. Every block is retained; slot i gets idx = pos = i and
+ * the tokens count as seen. Returns 0, KS_ERR_INVALID (sequence not empty, not `full`, bad
+ * sizes) or KS_ERR_NOMEM (sequence unchanged). */
+int kv_seq_adopt_prefix(kv_seq *seq, const int32_t *blocks, int32_t n_blocks,
+                        int32_t n_tok) KS_WUR;
+
+typedef struct kv_prefix kv_prefix;
+
+typedef struct kv_prefix_params {
+    int32_t n_layer;   /* of the sequences that use the cache */
+    int32_t n_head_kv;
+    int64_t max_entries; /* cached prompt blocks kept at most (LRU beyond); <= 0: unlimited */
+} kv_prefix_params;
+
+typedef struct kv_prefix_stats {
+    int64_t entries;       /* cached prompt blocks (each n_layer * n_head_kv pool blocks) */
+    int64_t blocks_held;   /* pool blocks referenced by the cache */
+    int64_t hits_tokens;   /* prompt tokens served from the cache so far */
+    int64_t evictions;     /* entries dropped (reclaim or max_entries) */
+} kv_prefix_stats;
+
+/* Creates a cache over `pool` (not owned; must outlive the cache) and installs itself as the
+ * pool's reclaim hook. Returns 0, KS_ERR_INVALID or KS_ERR_NOMEM. */
+int kv_prefix_create(kv_pool *pool, const kv_prefix_params *p, kv_prefix **out) KS_WUR;
+/* Removes the reclaim hook and releases every block the cache holds. Accepts NULL. */
+void kv_prefix_destroy(kv_prefix *pc);
+
+/* Prompt tokens of tokens[0..n) covered by cached full blocks (a multiple of block_tokens). */
+int32_t kv_prefix_lookup(kv_prefix *pc, const int32_t *tokens, int32_t n);
+
+/* Creates a sequence (as kv_seq_create) and, when its policy is `full`, starts it from the
+ * longest cached prefix of tokens[0..n), using at most max_reuse tokens (pass n - 1 so that at
+ * least one prompt token is computed and yields logits). *n_cached = tokens reused (0 on a
+ * miss or another policy); the caller feeds tokens[*n_cached..n). Returns kv_seq_create's
+ * errors; a failure to adopt falls back to an empty sequence. */
+int kv_prefix_seq_create(kv_prefix *pc, const kv_seq_params *p, const int32_t *tokens,
+                         int32_t n, int32_t max_reuse, kv_seq **out,
+                         int32_t *n_cached) KS_WUR;
+
+/* Publishes the full blocks among the first n tokens of a `full` sequence whose first n
+ * slots are tokens[0..n) at positions 0..n-1 (call right after prefill). Blocks already
+ * cached for the same tokens are kept (the sequence's copies are not added). Other policies
+ * and tables that do not match are ignored (returns 0). Returns 0 or KS_ERR_NOMEM. */
+int kv_prefix_publish(kv_prefix *pc, kv_seq *seq, const int32_t *tokens, int32_t n) KS_WUR;
+
+/* Pool blocks that only the cache references (what kv_prefix_reclaim could free now). */
+int64_t kv_prefix_reclaimable(kv_prefix *pc);
+/* Drops least-recently-used entries that only the cache references until at least `want`
+ * pool blocks were freed or none is left; returns the blocks freed. */
+int64_t kv_prefix_reclaim(kv_prefix *pc, int64_t want);
+void kv_prefix_get_stats(kv_prefix *pc, kv_prefix_stats *out);
+
 #endif

@@ -127,4 +127,34 @@ int kv_landmark_from_name(const char *name);
 int kv_selection_from_name(const char *name);
 int kv_eviction_from_name(const char *name);
 
+/* ---- parameters by name: the one table that the command line, the bench programs and the
+ * HTTP API use to set a policy's parameters (TOML has its own key table in config.c, which
+ * also knows each key's line). ---- */
+typedef enum kv_param_type { KV_PARAM_INT, KV_PARAM_I64, KV_PARAM_DOUBLE, KV_PARAM_ENUM } kv_param_type;
+
+typedef struct kv_param_desc {
+    kv_policy_kind kind; /* the policy whose table holds the parameter */
+    const char *key;     /* e.g. "window" */
+    kv_param_type type;
+    size_t off;          /* byte offset within kv_policy_config */
+    int (*from_name)(const char *); /* ENUM only */
+    int request_ok;      /* may be overridden per request (spill settings may not) */
+} kv_param_desc;
+
+/* The parameter `key` of policy `kind`, or NULL. */
+const kv_param_desc *kv_param_find(kv_policy_kind kind, const char *key);
+/* Typed setters: KS_ERR_INVALID when the value does not fit the parameter's type (an enum
+ * takes a name, an int an integer that fits, a double any number). Ranges are checked by
+ * kv_policy_config_validate. */
+int kv_param_set_int(kv_policy_config *pc, const kv_param_desc *p, int64_t v) KS_WUR;
+int kv_param_set_double(kv_policy_config *pc, const kv_param_desc *p, double v) KS_WUR;
+int kv_param_set_name(kv_policy_config *pc, const kv_param_desc *p, const char *name) KS_WUR;
+/* Parses the text form of a value by the parameter's type (integer, number or name). */
+int kv_param_set_text(kv_policy_config *pc, const kv_param_desc *p, const char *text) KS_WUR;
+
+/* Parses "NAME" or "NAME:key=value,key=value" (the command-line form, e.g.
+ * "sink_window:n_sink=4,window=252") over the values already in pc: sets pc->kind and the
+ * named parameters, then validates. Errors name the key: KS_ERR_INVALID / KS_ERR_RANGE. */
+int kv_policy_config_parse_spec(kv_policy_config *pc, const char *spec, ks_diag *d) KS_WUR;
+
 #endif

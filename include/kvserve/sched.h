@@ -150,4 +150,8 @@ typedef struct sch_seq_info {
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;
 void sch_seq_info_free(sch_seq_info *v, size_t n);
 
+/* Prompt prefix cache counters (zeros when the cache is off). Any thread. The cache's blocks
+ * count in the pool's bytes used; those only it holds are freed whenever the pool runs short. */
+void sch_get_prefix_stats(sch *s, kv_prefix_stats *out);
+
 #endif

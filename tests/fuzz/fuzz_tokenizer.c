@@ -1,7 +1,7 @@
 /* fuzz_tokenizer.c - fuzz target for the tokenizers: arbitrary bytes are encoded (with and
  * without special-token parsing) by an SPM and a byte-level BPE vocab, decoded, streamed, and
  * the ids must stay in range. libFuzzer entry point LLVMFuzzerTestOneInput; built without
- * libFuzzer (no -DKS_LIBFUZZER) it has a main() that runs each file named on the command line.
+ * libFuzzer (with -DKVSERVE_FUZZ_MAIN) it has a main() that runs each file named on the command line.
  * Vocabs: $KVSERVE_SHARED/vocab/ggml-vocab-{llama-spm,qwen2}.gguf.
  */
 #include <stdio.h>
@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
 }
 
-#ifndef KS_LIBFUZZER
+#ifdef KVSERVE_FUZZ_MAIN
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {

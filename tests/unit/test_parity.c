@@ -104,7 +104,7 @@ static void check_prompt(cli_engine *e, const char *dir, const char *name, promp
     ck_assert_msg(ref != NULL, "cannot read %s", path);
 
     kv_seq *seq = NULL;
-    ck_assert_int_eq(cli_engine_new_seq(e, NULL, NULL, &seq), 0);
+    ck_assert_int_eq(cli_engine_new_seq(e, NULL, &seq), 0);
     ck_assert_int_eq(forward1(e, seq, prompt, n_prompt, logits, true), 0);
     r->max_diff = 0;
     for (int32_t i = 0; i < nv; i++) r->max_diff = fmax(r->max_diff, fabs(logits[i] - ref[i]));
@@ -130,7 +130,7 @@ static void check_prompt(cli_engine *e, const char *dir, const char *name, promp
     }
     kv_seq_destroy(seq);
     /* free-running greedy */
-    ck_assert_int_eq(cli_engine_new_seq(e, NULL, NULL, &seq), 0);
+    ck_assert_int_eq(cli_engine_new_seq(e, NULL, &seq), 0);
     ck_assert_int_eq(forward1(e, seq, prompt, n_prompt, logits, true), 0);
     r->free_equal_until = N_STEPS;
     r->free_mismatch = 0;
