@@ -3,12 +3,20 @@
  * decoding; prints aggregate generated tokens/s, time-to-first-token and inter-token
  * latency p50/p99 per client count.
  *
+ * The response is decoded properly (HTTP chunked framing, then SSE events) and every token
+ * event is timed on its own: ITL is the gap between consecutive token events of one stream,
+ * stamped with the read() that completed each event. Events that reach the client in one
+ * read (server-side bursts: the scheduler's uv_async wake-ups coalesce, so the loop may write
+ * several queued tokens back to back) show up as ~0 gaps; the report counts them ("arrived
+ * with the previous one") so a bursty server cannot hide behind a nice median.
+ *
  * usage: bench_load HOST PORT [CLIENTS[,CLIENTS...]] [MAX_TOKENS]   (default 1,4,16 and 128)
  * With continuous batching, 4 clients should give well over 2x one client's tokens/s.
  */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +29,10 @@ typedef struct client {
     const char *host;
     int port, max_tokens, idx;
     double t0, ttft;
-    double *gaps; /* inter-token gaps */
+    double *gaps; /* inter-token gaps, one per token event after the first */
     int n_gaps, n_tokens;
+    int n_reads;      /* reads that delivered at least one token event */
+    int n_same_read;  /* token events that arrived in the same read as the previous one */
     int ok;
 } client;
 
@@ -39,6 +49,90 @@ static int dial(const char *host, int port)
     }
     freeaddrinfo(res);
     return fd;
+}
+
+/* Incremental HTTP response reader: headers, then the body (chunked or not) into an SSE
+ * buffer that is split into events. Each event is stamped with the time of the read() that
+ * completed it, so events that arrive together show up as gaps of ~0 (and are counted). */
+typedef struct resp {
+    char raw[65536];   /* bytes not yet consumed (headers / chunk framing) */
+    size_t n_raw;
+    char sse[65536];   /* decoded body bytes not yet split into events */
+    size_t n_sse;
+    int phase;         /* 0 headers, 1 chunk size line, 2 chunk data, 3 chunk CRLF, 4 raw */
+    size_t chunk_left;
+    int status;
+} resp;
+
+static void on_event(client *c, const char *ev, double now, double *last, int *in_read)
+{
+    if (!strncmp(ev, "data: [DONE]", 12)) {
+        c->ok = 1;
+        return;
+    }
+    /* a token event carries "text" and finish_reason null; the last chunks do not */
+    if (strncmp(ev, "data: {", 7) || !strstr(ev, "\"finish_reason\":null")) return;
+    if (c->n_tokens == 0) c->ttft = now - c->t0;
+    else if (c->n_gaps < c->max_tokens) c->gaps[c->n_gaps++] = now - *last;
+    if (*in_read > 0) c->n_same_read++;
+    (*in_read)++;
+    *last = now;
+    c->n_tokens++;
+}
+
+static void sse_feed(client *c, resp *r, const char *p, size_t n, double now, double *last,
+                     int *in_read)
+{
+    if (n > sizeof(r->sse) - 1 - r->n_sse) n = sizeof(r->sse) - 1 - r->n_sse;
+    memcpy(r->sse + r->n_sse, p, n);
+    r->n_sse += n;
+    r->sse[r->n_sse] = 0;
+    char *s = r->sse, *end;
+    while ((end = strstr(s, "\n\n"))) {
+        *end = 0;
+        on_event(c, s, now, last, in_read);
+        s = end + 2;
+    }
+    r->n_sse = strlen(s);
+    memmove(r->sse, s, r->n_sse + 1);
+}
+
+/* Consumes r->raw; returns -1 on a malformed response. */
+static int resp_parse(client *c, resp *r, double now, double *last, int *in_read)
+{
+    size_t off = 0;
+    for (;;) {
+        char *base = r->raw + off;
+        size_t left = r->n_raw - off;
+        if (r->phase == 0 || r->phase == 1 || r->phase == 3) {
+            const char *term = r->phase == 0 ? "\r\n\r\n" : "\r\n";
+            char *e = memmem(base, left, term, strlen(term));
+            if (!e) break;
+            if (r->phase == 0) {
+                if (sscanf(base, "HTTP/1.%*d %d", &r->status) != 1) return -1;
+                bool chunked = memmem(base, (size_t)(e - base), "chunked", 7) != NULL;
+                r->phase = chunked ? 1 : 4;
+            } else if (r->phase == 1) {
+                r->chunk_left = strtoul(base, NULL, 16);
+                r->phase = r->chunk_left ? 2 : 5;
+            } else {
+                r->phase = 1;
+            }
+            off += (size_t)(e - base) + strlen(term);
+        } else if (r->phase == 2 || r->phase == 4) {
+            size_t n = r->phase == 2 && left > r->chunk_left ? r->chunk_left : left;
+            if (n == 0) break;
+            sse_feed(c, r, base, n, now, last, in_read);
+            off += n;
+            if (r->phase == 2 && (r->chunk_left -= n) == 0) r->phase = 3;
+        } else {
+            off = r->n_raw; /* phase 5: after the last chunk */
+            break;
+        }
+    }
+    memmove(r->raw, r->raw + off, r->n_raw - off);
+    r->n_raw -= off;
+    return 0;
 }
 
 static void *client_main(void *arg)
@@ -59,33 +153,19 @@ static void *client_main(void *arg)
         close(fd);
         return NULL;
     }
-    char buf[65536];
-    size_t keep = 0;
+    resp *r = calloc(1, sizeof(*r));
     double last = 0;
-    for (;;) {
-        ssize_t n = read(fd, buf + keep, sizeof(buf) - 1 - keep);
+    while (r) {
+        ssize_t n = read(fd, r->raw + r->n_raw, sizeof(r->raw) - r->n_raw);
         if (n <= 0) break;
         double now = ks_time_now();
-        keep += (size_t)n;
-        buf[keep] = 0;
-        /* count complete text events; a token event carries "text" with finish_reason null */
-        char *p = buf, *end;
-        while ((end = strstr(p, "\n\n"))) {
-            /* events sit inside HTTP chunks: look for the data line within the segment */
-            *end = 0;
-            char *d = strstr(p, "data: ");
-            if (d && !strncmp(d, "data: {", 7) && strstr(d, "\"finish_reason\":null")) {
-                if (c->n_tokens == 0) c->ttft = now - c->t0;
-                else if (c->n_gaps < c->max_tokens) c->gaps[c->n_gaps++] = now - last;
-                last = now;
-                c->n_tokens++;
-            }
-            if (d && !strncmp(d, "data: [DONE]", 12)) c->ok = 1;
-            p = end + 2;
-        }
-        keep = strlen(p);
-        memmove(buf, p, keep);
+        r->n_raw += (size_t)n;
+        int in_read = 0;
+        if (resp_parse(c, r, now, &last, &in_read)) break;
+        if (in_read > 0) c->n_reads++;
     }
+    if (r && r->status != 200) c->ok = 0;
+    free(r);
     close(fd);
     return NULL;
 }
@@ -117,22 +197,26 @@ static void run(const char *host, int port, int n, int max_tokens)
     for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
     double wall = ks_time_now() - t0;
     long tokens = 0;
-    int ok = 0, n_gaps = 0;
+    int ok = 0, n_gaps = 0, n_reads = 0, n_same = 0;
     double *ttft = calloc((size_t)n, sizeof(double));
     double *gaps = calloc((size_t)n * ((size_t)max_tokens + 1), sizeof(double));
     for (int i = 0; i < n; i++) {
         tokens += cs[i].n_tokens;
         ok += cs[i].ok;
+        n_reads += cs[i].n_reads;
+        n_same += cs[i].n_same_read;
         ttft[i] = cs[i].ttft;
         memcpy(gaps + n_gaps, cs[i].gaps, (size_t)cs[i].n_gaps * sizeof(double));
         n_gaps += cs[i].n_gaps;
         free(cs[i].gaps);
     }
     printf("clients %3d: ok %d/%d, %ld tokens in %.2f s = %.1f tokens/s; "
-           "ttft p50 %.1f ms p99 %.1f ms; itl p50 %.2f ms p99 %.2f ms\n",
+           "ttft p50 %.1f ms p99 %.1f ms; itl p50 %.2f ms p99 %.2f ms; "
+           "%.2f token events per read, %d of %ld arrived with the previous one\n",
            n, ok, n, tokens, wall, tokens / wall, pct(ttft, n, 0.5) * 1e3,
            pct(ttft, n, 0.99) * 1e3, pct(gaps, n_gaps, 0.5) * 1e3,
-           pct(gaps, n_gaps, 0.99) * 1e3);
+           pct(gaps, n_gaps, 0.99) * 1e3, n_reads ? (double)tokens / n_reads : 0.0, n_same,
+           tokens);
     fflush(stdout);
     free(ttft);
     free(gaps);

@@ -49,6 +49,10 @@ struct attn_scratch {
     float *kt;    /* [ATTN_TILE][head_dim] K tile as f32 */
     float *vt;    /* [ATTN_TILE][head_dim] V tile as f32 */
     float *s;     /* [ATTN_TILE] scores of one row */
+    float *lacc;  /* [rows][banks][head_dim][16] llama.cpp's p·V lane accumulators */
+    double *ldbl; /* [max_group][head_dim] its one-token p·V tail, summed in double */
+    uint8_t *ldone; /* [max_group] tail started (the lanes were folded into ldbl) */
+    float *vtt;   /* [head_dim][ATTN_TILE] V tile transposed */
     scores_fn scores;
     accum_fn accum;
 };
@@ -205,7 +209,14 @@ int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q, attn
     s->kt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
     s->vt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
     s->s = ks_aligned_alloc((size_t)ATTN_TILE * fl);
-    if (!s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s) {
+    /* virtual size for the largest chunk; only the rows a call uses are touched */
+    size_t lrows = rows > (size_t)max_group * 4 ? rows : (size_t)max_group * 4;
+    s->lacc = ks_aligned_alloc(lrows * (size_t)head_dim * 16 * fl);
+    s->ldbl = ks_aligned_alloc((size_t)max_group * (size_t)head_dim * sizeof(double));
+    s->ldone = calloc((size_t)max_group, 1);
+    s->vtt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
+    if (!s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s || !s->lacc ||
+        !s->ldbl || !s->ldone || !s->vtt) {
         attn_scratch_destroy(s);
         return KS_ERR_NOMEM;
     }
@@ -225,6 +236,10 @@ void attn_scratch_destroy(attn_scratch *s)
     free(s->kt);
     free(s->vt);
     free(s->s);
+    free(s->lacc);
+    free(s->ldbl);
+    free(s->ldone);
+    free(s->vtt);
     free(s);
 }
 
@@ -251,7 +266,45 @@ typedef struct run {
     int32_t q_idx_max;  /* largest query index: tiles above it are skipped unread */
     bool round_p;       /* round probabilities to f16 before the V product */
     bool exact_exp;     /* llama.cpp's exp approximation and summation order */
+    bool lanes;         /* llama.cpp's q·k and p·V summation orders (f16 cache) */
+    bool decode;        /* one query: its vec-dot orders, else its tinyBLAS orders */
+    int64_t n_vec;      /* decode: keys below this go to the four 16-lane banks */
 } run;
+
+/* llama.cpp pads its KV view to a multiple of this many cells (no flash attention); its
+ * one-token p·V sums the cells past the last multiple of 64 in double. */
+#define ATTN_LLAMA_KV_PAD 32
+
+/* _mm512_reduce_add_ps's tree over 16 lanes. */
+static float red16(const float *v)
+{
+    float a[8], b[4];
+    for (int i = 0; i < 8; i++) a[i] = v[i] + v[i + 8];
+    for (int i = 0; i < 4; i++) b[i] = a[i] + a[i + 4];
+    return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+/* ggml_vec_dot_f16's order for one query row against n keys (values already f16-exact):
+ * four 16-lane accumulators over 64-element steps folded (0+2)+(1+3), the 16-lane tree, then
+ * the tail in double. */
+static void scores_vecdot(const float *q, const float *k, size_t k_stride, int32_t n,
+                          int32_t hd, float scale, float *s)
+{
+    for (int32_t j = 0; j < n; j++) {
+        const float *kj = k + (size_t)j * k_stride;
+        float acc[4][16] = {{0}};
+        int32_t i = 0;
+        for (; i + 64 <= hd; i += 64)
+            for (int b = 0; b < 4; b++)
+                for (int l = 0; l < 16; l++)
+                    acc[b][l] = fmaf(q[i + 16 * b + l], kj[i + 16 * b + l], acc[b][l]);
+        float v[16];
+        for (int l = 0; l < 16; l++) v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+        double d = red16(v);
+        for (; i < hd; i++) d += (double)(q[i] * kj[i]);
+        s[j] = (float)d * scale;
+    }
+}
 
 static void tile_load(const run *r, const attn_span *sp, int32_t j0, int32_t n, tile *t)
 {
@@ -305,7 +358,7 @@ static bool tile_scores(const run *r, const tile *t, int32_t row, float *smax)
     if (t->idx && t->idx_min > qi)
         return false;
     float *s = r->s->s;
-    r->s->scores(r->q + (size_t)tq * r->q_stride + (size_t)g * p->head_dim, t->k, t->ks, t->n,
+    (r->lanes && r->decode ? scores_vecdot : r->s->scores)(r->q + (size_t)tq * r->q_stride + (size_t)g * p->head_dim, t->k, t->ks, t->n,
                  p->head_dim, p->scale, s);
     if (t->idx && t->idx_max > qi)
         for (int32_t j = 0; j < t->n; j++)
@@ -390,12 +443,78 @@ static void tile_sum(const run *r, const tile *t)
     }
 }
 
+/* llama.cpp's p·V orders. Batch (tinyBLAS): per output 16 lanes, lane = key cell % 16, each
+ * a chain over the keys in order. One query (ggml_vec_dot_f16): four such banks by
+ * (cell / 16) % 4 below n_vec, the cells from n_vec on added in double after the fold. */
+static void lanes_fold(const float *la, int32_t hd, int banks, float *out)
+{
+    for (int32_t d = 0; d < hd; d++) {
+        float v[16];
+        for (int l = 0; l < 16; l++) {
+            const float *a = la + (size_t)d * 16 + l;
+            size_t bs = (size_t)hd * 16;
+            v[l] = banks == 1 ? a[0] : (a[0] + a[2 * bs]) + (a[bs] + a[3 * bs]);
+        }
+        out[d] = red16(v);
+    }
+}
+
+static void lanes_accum_scalar(const run *r, const tile *t, int32_t row, const float *p)
+{
+    attn_scratch *S = r->s;
+    int32_t hd = r->p->head_dim;
+    int banks = r->decode ? 4 : 1;
+    float *la = S->lacc + (size_t)row * banks * hd * 16;
+    for (int32_t j = 0; j < t->n; j++) {
+        if (p[j] == 0.0f)
+            continue;
+        int64_t g = t->key0 + j;
+        const float *vj = t->v + (size_t)j * t->vs;
+        if (r->decode && g >= r->n_vec) {
+            double *ld = S->ldbl + (size_t)row * hd;
+            if (!S->ldone[row]) {
+                float f[hd];
+                lanes_fold(la, hd, 4, f);
+                for (int32_t d = 0; d < hd; d++) ld[d] = f[d];
+                S->ldone[row] = 1;
+            }
+            for (int32_t d = 0; d < hd; d++) ld[d] += (double)(p[j] * vj[d]);
+            continue;
+        }
+        float *a = la + (size_t)(r->decode ? (g / 16) % 4 : 0) * hd * 16 + g % 16;
+        for (int32_t d = 0; d < hd; d++) a[(size_t)d * 16] = fmaf(p[j], vj[d], a[(size_t)d * 16]);
+    }
+}
+
+#ifdef ATTN_X86
+/* Batch order with whole 16-key chunks starting at cells that are multiples of 16. */
+ATTN_AVX512 static void lanes_accum_avx512(const run *r, const tile *t, int32_t row,
+                                           const float *p, const float *vtt)
+{
+    int32_t hd = r->p->head_dim;
+    float *la = r->s->lacc + (size_t)row * hd * 16;
+    for (int32_t c = 0; c < t->n; c += 16) {
+        __mmask16 mk = tail_mask(t->n - c);
+        __m512 pv = _mm512_maskz_loadu_ps(mk, p + c);
+        for (int32_t d = 0; d < hd; d++) {
+            __m512 a = _mm512_loadu_ps(la + (size_t)d * 16);
+            a = _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(mk, vtt + (size_t)d * ATTN_TILE + c), a);
+            _mm512_storeu_ps(la + (size_t)d * 16, a);
+        }
+    }
+}
+#endif
+
 /* Two-pass, pass 2: normalised probabilities, key mass and p·V. S->l holds 1/sum here. */
 static void tile_probs(const run *r, const tile *t)
 {
     attn_scratch *S = r->s;
     const attn_params *p = r->p;
     int32_t hd = p->head_dim;
+    if (r->lanes && !r->decode)
+        for (int32_t j = 0; j < t->n; j++)
+            for (int32_t d = 0; d < hd; d++)
+                S->vtt[(size_t)d * ATTN_TILE + j] = t->v[(size_t)j * t->vs + d];
     for (int32_t row = 0; row < r->rows; row++) {
         float mt;
         if (S->l[row] <= 0 || !tile_scores(r, t, row, &mt))
@@ -410,7 +529,17 @@ static void tile_probs(const run *r, const tile *t)
                 mass[j] += pj;
             S->s[j] = r->round_p ? ks_f16_to_f32(ks_f32_to_f16(pj)) : pj;
         }
-        S->accum(S->acc + (size_t)row * hd, S->s, t->v, t->vs, t->n, hd);
+        if (!r->lanes) {
+            S->accum(S->acc + (size_t)row * hd, S->s, t->v, t->vs, t->n, hd);
+            continue;
+        }
+#ifdef ATTN_X86
+        if (!r->decode && t->key0 % 16 == 0 && S->accum == accum_avx512) {
+            lanes_accum_avx512(r, t, row, S->s, S->vtt);
+            continue;
+        }
+#endif
+        lanes_accum_scalar(r, t, row, S->s);
     }
 }
 
@@ -459,6 +588,77 @@ static void for_each_tile(const run *r, const attn_span *spans, int32_t n_spans,
     }
 }
 
+/* llama.cpp's CPU flash attention, one query row at a time (see attention.h). The per-key
+ * update is its kernel's: a new maximum rescales the accumulator (rounded to f16 with an f16
+ * cache), every key adds v*exp(s - M) with one fused multiply-add (rounded likewise), and the
+ * running sum is S*ms + vs, also fused, as it compiles on FMA machines. */
+static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_spans,
+                      const float *q, int32_t qi, float *out, attn_scratch *s)
+{
+    const int32_t hd = p->head_dim;
+    const bool f16 = p->kv_dtype == KS_DTYPE_F16;
+    float *acc = s->acc, *krow = s->kt, *vrow = s->vt;
+    float M = -INFINITY, S = 0.0f;
+    memset(acc, 0, (size_t)hd * sizeof(float));
+    for (int32_t i = 0; i < n_spans; i++) {
+        const attn_span *sp = &spans[i];
+        size_t ks = sp->k_stride ? (size_t)sp->k_stride : (size_t)hd;
+        size_t vs_ = sp->v_stride ? (size_t)sp->v_stride : (size_t)hd;
+        for (int32_t j = 0; j < sp->n; j++) {
+            if (sp->idx && sp->idx[j] > qi) continue;
+            const float *kr, *vr;
+            if (f16) {
+                qt_f16_to_f32_row((const uint16_t *)sp->k + (size_t)j * ks, krow, hd);
+                qt_f16_to_f32_row((const uint16_t *)sp->v + (size_t)j * vs_, vrow, hd);
+                kr = krow;
+                vr = vrow;
+            } else {
+                kr = (const float *)sp->k + (size_t)j * ks;
+                vr = (const float *)sp->v + (size_t)j * vs_;
+            }
+            float sc;
+            scores_vecdot(q, kr, (size_t)hd, 1, hd, p->scale, &sc);
+            float ms = 1.0f, vs = 1.0f;
+            if (sc > M) {
+                const float m_old = M;
+                M = sc;
+                ms = expf(m_old - M);
+                for (int32_t d = 0; d < hd; d++) {
+                    float x = acc[d] * ms;
+                    acc[d] = f16 ? ks_f16_to_f32(ks_f32_to_f16(x)) : x;
+                }
+            } else {
+                vs = expf(sc - M);
+            }
+            for (int32_t d = 0; d < hd; d++) {
+                float x = fmaf(vr[d], vs, acc[d]);
+                acc[d] = f16 ? ks_f16_to_f32(ks_f32_to_f16(x)) : x;
+            }
+            S = fmaf(S, ms, vs);
+        }
+    }
+    const float inv = S > 0.0f ? 1.0f / S : 0.0f;
+    for (int32_t d = 0; d < hd; d++) out[d] = acc[d] * inv;
+}
+
+static int attn_forward_flash(const attn_params *p, const attn_span *spans, int32_t n_spans,
+                              attn_scratch *s)
+{
+    const int32_t hd = p->head_dim;
+    const bool f16 = p->kv_dtype == KS_DTYPE_F16;
+    float *qr = s->qr;
+    for (int32_t t = 0; t < p->n_q; t++) {
+        for (int32_t g = 0; g < p->n_group; g++) {
+            const float *src = p->q + (size_t)t * p->q_tok_stride + (size_t)g * hd;
+            for (int32_t d = 0; d < hd; d++)
+                qr[d] = f16 ? ks_f16_to_f32(ks_f32_to_f16(src[d])) : src[d];
+            flash_row(p, spans, n_spans, qr, p->q_idx ? p->q_idx[t] : INT32_MAX,
+                      p->out + (size_t)t * p->out_tok_stride + (size_t)g * hd, s);
+        }
+    }
+    return 0;
+}
+
 int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans,
                  attn_scratch *s)
 {
@@ -466,6 +666,8 @@ int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans,
     int rc = check_params(p, spans, n_spans, s, &n_keys);
     if (rc)
         return rc;
+    if (p->llama_flash)
+        return p->key_mass ? KS_ERR_INVALID : attn_forward_flash(p, spans, n_spans, s);
     int32_t hd = p->head_dim, rows = p->n_q * p->n_group;
     bool f16 = p->kv_dtype == KS_DTYPE_F16;
     run r = {.p = p, .s = s, .q = p->q, .q_stride = (size_t)p->q_tok_stride, .rows = rows,
@@ -495,7 +697,25 @@ int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans,
         for_each_tile(&r, spans, n_spans, tile_sum);
         for (int32_t row = 0; row < rows; row++)
             s->l[row] = s->l[row] > 0 ? 1.0 / s->l[row] : 0;
+        r.lanes = f16;
+        r.decode = p->n_q * p->n_group == 1; /* GQA folds the group into the batch */
+        if (r.lanes) {
+            int64_t pad = ATTN_LLAMA_KV_PAD;
+            int64_t n_kv = KS_MAX(pad, (n_keys + pad - 1) / pad * pad);
+            r.n_vec = n_kv & ~(int64_t)63;
+            int banks = r.decode ? 4 : 1;
+            memset(s->lacc, 0, (size_t)rows * banks * hd * 16 * sizeof(float));
+            if (r.decode) memset(s->ldone, 0, (size_t)rows);
+        }
         for_each_tile(&r, spans, n_spans, tile_probs);
+        for (int32_t row = 0; r.lanes && row < rows; row++) {
+            float *acc = s->acc + (size_t)row * hd;
+            const float *la = s->lacc + (size_t)row * (r.decode ? 4 : 1) * hd * 16;
+            if (r.decode && s->ldone[row])
+                for (int32_t d = 0; d < hd; d++) acc[d] = (float)s->ldbl[(size_t)row * hd + d];
+            else
+                lanes_fold(la, hd, r.decode ? 4 : 1, acc);
+        }
     } else if (two_pass) {
         for_each_tile(&r, spans, n_spans, tile_stats);
         for (int32_t row = 0; row < rows; row++)

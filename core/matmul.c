@@ -5,7 +5,9 @@
  * dots the converted activations with the quantised rows directly, reading each weight row
  * once for all tokens. Prefill (many tokens) dequantises a tile of weight rows to f32 and
  * calls sgemm with the activations round-tripped through the same conversion: the products
- * are the same numbers, only the f32 summation order differs.
+ * are the same numbers, only the f32 summation order differs. In exact mode (llama_numerics)
+ * there is no sgemm: every product runs through the dot kernels, which sum in llama.cpp's
+ * order, its vec-dot order for one token and its tinyBLAS order for a batch.
  * Invariant: nothing here allocates; all buffers come from mm_scratch.
  */
 #include <cblas.h>
@@ -21,6 +23,7 @@
 struct mm_scratch {
     int64_t max_in, max_out, max_tok;
     int n_threads;
+    bool exact;    /* llama.cpp's summation orders: no sgemm, tinyBLAS order for >= 2 tokens */
     void *xq;      /* [max_tok] converted activation rows (vec-dot type) */
     float *xr;     /* [max_tok][max_in] round-tripped activations (gemm path) */
     float *ytmp;   /* [max_out][MM_GEMM_MIN_TOKENS] row-major matvec output */
@@ -59,6 +62,11 @@ fail:
     return KS_ERR_NOMEM;
 }
 
+void mm_scratch_set_exact(mm_scratch *s, bool exact)
+{
+    s->exact = exact;
+}
+
 void mm_scratch_destroy(mm_scratch *s)
 {
     if (!s) return;
@@ -89,7 +97,7 @@ static void mm_convert_fn(void *arg, int ith, int nth)
     mm_job *j = arg;
     int64_t n_in = j->w[0]->n_in, b, e;
     tp_split(j->n_tok, 1, ith, nth, &b, &e);
-    bool gemm = j->n_tok >= MM_GEMM_MIN_TOKENS;
+    bool gemm = j->n_tok >= MM_GEMM_MIN_TOKENS && !j->s->exact;
     for (int64_t t = b; t < e; t++) {
         const float *xt = j->x + t * n_in;
         if (gemm)
@@ -113,25 +121,39 @@ static void mm_matvec_fn(void *arg, int ith, int nth)
     int64_t b, e;
     tp_split(mm_total_rows(j), MM_ROW_ALIGN, ith, nth, &b, &e);
     int64_t base = 0;
+    /* llama.cpp sums one token (vec-dot) and a batch (tinyBLAS) in different orders */
+    bool gemm_order = j->s->exact && j->n_tok > 1;
     for (int i = 0; i < j->n_w && b < e; i++) {
         const mm_weight *w = j->w[i];
         int64_t lo = KS_MAX(b, base) - base, hi = KS_MIN(e, base + w->n_out) - base;
         base += w->n_out;
         if (lo >= hi) continue;
-        const char *rows = (const char *)w->data + (size_t)lo * w->row_bytes;
         if (j->n_tok == 1) {
+            const char *rows = (const char *)w->data + (size_t)lo * w->row_bytes;
             qt_matvec(w->type, w->n_in, rows, w->row_bytes, hi - lo, j->s->xq, j->xq_bytes, 1,
                       j->y[i] + lo, 1);
             continue;
         }
-        /* row-major scratch for this thread's rows (one weight per section when batched),
-         * then scattered token-major */
-        float *yt = j->s->ytmp + (size_t)lo * (size_t)j->n_tok;
-        qt_matvec(w->type, w->n_in, rows, w->row_bytes, hi - lo, j->s->xq, j->xq_bytes,
-                  j->n_tok, yt, j->n_tok);
-        for (int64_t r = 0; r < hi - lo; r++)
-            for (int64_t t = 0; t < j->n_tok; t++)
-                j->y[i][t * w->n_out + lo + r] = yt[r * j->n_tok + t];
+        /* row tiles stay in cache while they meet every token chunk; row-major scratch for
+         * this thread's rows (one weight per section when batched), then scattered */
+        for (int64_t r0 = lo; r0 < hi; r0 += MM_TILE_ROWS) {
+            int64_t nr = KS_MIN((int64_t)MM_TILE_ROWS, hi - r0);
+            const char *rows = (const char *)w->data + (size_t)r0 * w->row_bytes;
+            for (int64_t t0 = 0; t0 < j->n_tok; t0 += MM_GEMM_MIN_TOKENS) {
+                int64_t nt = KS_MIN((int64_t)MM_GEMM_MIN_TOKENS, j->n_tok - t0);
+                float *yt = j->s->ytmp + (size_t)r0 * MM_GEMM_MIN_TOKENS;
+                const char *xq = (const char *)j->s->xq + (size_t)t0 * j->xq_bytes;
+                if (gemm_order)
+                    qt_matvec_gemm(w->type, w->n_in, rows, w->row_bytes, nr, xq, j->xq_bytes,
+                                   nt, yt, nt);
+                else
+                    qt_matvec(w->type, w->n_in, rows, w->row_bytes, nr, xq, j->xq_bytes, nt,
+                              yt, nt);
+                for (int64_t r = 0; r < nr; r++)
+                    for (int64_t t = 0; t < nt; t++)
+                        j->y[i][(t0 + t) * w->n_out + r0 + r] = yt[r * nt + t];
+            }
+        }
     }
 }
 
@@ -174,13 +196,14 @@ void mm_matmul_n(tp_pool *tp, mm_scratch *s, const mm_weight *const *w, float *c
     for (int i = 1; i < n_w; i++)
         same = same && qt_vec_dot_type(w[i]->type) == j.xt && w[i]->n_in == w[0]->n_in;
     /* the row-major matvec scratch is shared, so batched matvecs run one weight at a time */
-    if (!same || (n_tok > 1 && n_tok < MM_GEMM_MIN_TOKENS && n_w > 1)) {
+    bool gemm = n_tok >= MM_GEMM_MIN_TOKENS && !s->exact;
+    if (!same || (n_tok > 1 && !gemm && n_w > 1)) {
         for (int i = 0; i < n_w; i++) mm_matmul_n(tp, s, &w[i], &y[i], 1, x, n_tok);
         return;
     }
     j.xq_bytes = qt_row_bytes(j.xt, w[0]->n_in);
     tp_run(tp, mm_convert_fn, &j);
-    tp_run(tp, n_tok >= MM_GEMM_MIN_TOKENS ? mm_gemm_fn : mm_matvec_fn, &j);
+    tp_run(tp, gemm ? mm_gemm_fn : mm_matvec_fn, &j);
 }
 
 void mm_matmul(tp_pool *tp, mm_scratch *s, const mm_weight *w, const float *x, float *y,

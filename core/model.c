@@ -68,6 +68,7 @@ int model_ctx_create(const model *m, const model_ctx_params *p, model_ctx **out)
     int rc = KS_ERR_NOMEM;
     if (tp_create(p->n_threads, &c->tp)) goto fail;
     if (mm_scratch_create(max_in, max_out, (int64_t)T, p->n_threads, &c->mm)) goto fail;
+    mm_scratch_set_exact(c->mm, p->llama_numerics);
     c->as = calloc((size_t)p->n_threads, sizeof(*c->as));
     if (!c->as) goto fail;
     for (int i = 0; i < p->n_threads; i++)
@@ -288,10 +289,15 @@ static void attn_run_fn(void *arg, int ith, int nth)
         for (int32_t h = 0; h < nkv; h++) {
             attn_slot *sl = &c->slots[s * nkv + h];
             int32_t n_plain = nq - sl->n_mass;
-            int32_t n_parts = (n_plain + ATTN_Q_SPLIT - 1) / ATTN_Q_SPLIT + (sl->n_mass > 0);
+            int32_t n_pp = (n_plain + ATTN_Q_SPLIT - 1) / ATTN_Q_SPLIT;
+            /* llama.cpp sums q·k and p·V of one query (decode) differently from a batch, and
+             * the attention core tells them apart by n_q: no lone query in a prefill part */
+            if (c->p.llama_numerics && n_plain > 1 && n_plain % ATTN_Q_SPLIT == 1) n_pp--;
+            int32_t n_parts = n_pp + (sl->n_mass > 0);
             for (int32_t part = 0; part < n_parts; part++, task++) {
                 if (task % nth != ith || sl->rc) continue;
                 int32_t q0 = part * ATTN_Q_SPLIT, q1 = KS_MIN(q0 + ATTN_Q_SPLIT, n_plain);
+                if (part == n_pp - 1) q1 = n_plain;
                 bool mass = sl->n_mass > 0 && part == n_parts - 1;
                 if (mass) {
                     q0 = n_plain;
@@ -313,6 +319,7 @@ static void attn_run_fn(void *arg, int ith, int nth)
                     .out_tok_stride = q.q_tok_stride,
                     .key_mass = mass ? sl->mass : NULL,
                     .llama_numerics = c->p.llama_numerics,
+                    .llama_flash = c->p.llama_flash && !mass,
                 };
                 int rc = attn_forward(&p, sl->spans, sl->n_spans, c->as[ith]);
                 if (rc) sl->rc = rc;
@@ -355,6 +362,19 @@ static void embed_rows(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs)
                               c->x + row * te->n_in, te->n_in);
 }
 
+/* Batch rows whose hidden state reaches the logits, in increasing order. */
+static int64_t output_rows(const model_seq_batch *seqs, int32_t n_seqs, const int32_t *seq_off,
+                           int32_t *rows)
+{
+    int64_t n = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        if (!seqs[s].logits) continue;
+        int32_t first = seqs[s].all_logits ? 0 : seqs[s].n_tokens - 1;
+        for (int32_t i = first; i < seqs[s].n_tokens; i++) rows[n++] = seq_off[s] + i;
+    }
+    return n;
+}
+
 static int layer_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
                          const int32_t *seq_off, int64_t T, int32_t il)
 {
@@ -380,13 +400,25 @@ static int layer_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
     if (rc) return rc;
     mm_matmul(c->tp, c->mm, &L->wo, c->att, c->tmp, T);
     for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
-    rmsnorm_rows(c, c->x, L->ffn_norm.data, c->xn, T);
+    /* llama.cpp runs the last layer's FFN only on the rows whose logits are wanted (and so
+     * with its one-token kernels when that is one row); with llama numerics, so do we */
+    int64_t n_ffn = T;
+    int32_t rows[T];
+    if (c->p.llama_numerics && il == hp->n_layer - 1) {
+        n_ffn = output_rows(seqs, n_seqs, seq_off, rows);
+        if (n_ffn == 0) return KS_OK;
+        for (int64_t r = 0; r < n_ffn && n_ffn < T; r++)
+            if (rows[r] != r) memcpy(c->x + r * E, c->x + (int64_t)rows[r] * E, (size_t)E * 4);
+    }
+    rmsnorm_rows(c, c->x, L->ffn_norm.data, c->xn, n_ffn);
     const mm_weight *wgu[2] = {&L->w_gate, &L->w_up};
     float *ygu[2] = {c->gate, c->up};
-    mm_matmul_n(c->tp, c->mm, wgu, ygu, 2, c->xn, T);
-    vm_swiglu(c->gate, c->up, T * hp->n_ff);
-    mm_matmul(c->tp, c->mm, &L->w_down, c->gate, c->tmp, T);
-    for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
+    mm_matmul_n(c->tp, c->mm, wgu, ygu, 2, c->xn, n_ffn);
+    vm_swiglu(c->gate, c->up, n_ffn * hp->n_ff);
+    mm_matmul(c->tp, c->mm, &L->w_down, c->gate, c->tmp, n_ffn);
+    for (int64_t i = 0; i < n_ffn * E; i++) c->x[i] += c->tmp[i];
+    for (int64_t r = n_ffn - 1; r >= 0 && n_ffn < T; r--)
+        if (rows[r] != r) memcpy(c->x + (int64_t)rows[r] * E, c->x + r * E, (size_t)E * 4);
     return KS_OK;
 }
 

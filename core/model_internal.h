@@ -52,6 +52,8 @@ typedef struct mm_scratch mm_scratch;
 int mm_scratch_create(int64_t max_in, int64_t max_out, int64_t max_tok, int n_threads,
                       mm_scratch **out) KS_WUR;
 void mm_scratch_destroy(mm_scratch *s);
+/* Exact mode: reproduce llama.cpp's f32 summation orders (no sgemm). */
+void mm_scratch_set_exact(mm_scratch *s, bool exact);
 /* X: [n_tok][W.n_in] f32, Y: [n_tok][W.n_out]. Activations are converted to the weight's
  * vec-dot type first (llama.cpp numerics). Small batches use the quantised dot kernels;
  * large ones dequantised weight tiles and sgemm. */

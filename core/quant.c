@@ -565,6 +565,18 @@ void qt_matvec(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes, int
             y[r * y_stride + b] = f(n, wr + (size_t)r * w_row_bytes, xb + (size_t)b * x_bytes);
 }
 
+void qt_matvec_gemm(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes,
+                    int64_t n_rows, const void *x, size_t x_bytes, int64_t n_b, float *y,
+                    int64_t y_stride)
+{
+    if ((unsigned)w >= QT_TYPE_MAX) return;
+    qt_matvec_fn f = kern()->matvec_gemm[w];
+    if (f)
+        f(n, w_rows, w_row_bytes, n_rows, x, x_bytes, n_b, y, y_stride);
+    else
+        qt_matvec(w, n, w_rows, w_row_bytes, n_rows, x, x_bytes, n_b, y, y_stride);
+}
+
 void qt_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n)
 {
     kern()->f32_to_f16(src, dst, n);

@@ -230,12 +230,30 @@ q8_0_pair(int rn, int64_t nb, const blk_q8_0 *a0, const blk_q8_0 *a1, const char
     }
 }
 
+static float q8_0_row(int64_t nb, const blk_q8_0 *a, const blk_q8_0 *bx)
+{
+    __m256 c = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)a[i].qs);
+        __m256i yv = _mm256_loadu_si256((const __m256i *)bx[i].qs);
+        __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w),
+                                        _mm256_sign_epi8(yv, w));
+        __m256 d = _mm256_set1_ps(f16s(a[i].d) * f16s(bx[i].d));
+        c = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), c);
+    }
+    return hsum8(c);
+}
+
 static void mv_q8_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, const void *x,
                     size_t xb, int64_t n_b, float *y, int64_t ys)
 {
     const char *w = w_rows, *xc = x;
-    int64_t nb = n / QK8_0;
-    for (int64_t r = 0; r < n_rows; r += 2) {
+    int64_t nb = n / QK8_0, r0 = 0;
+    if (n_b == 1) { /* one row at a time: a single stream that the prefetchers follow */
+        for (; r0 < n_rows; r0++) y[r0 * ys] = q8_0_row(nb, (const blk_q8_0 *)(w + r0 * wrb), x);
+        return;
+    }
+    for (int64_t r = r0; r < n_rows; r += 2) {
         const blk_q8_0 *a0 = (const blk_q8_0 *)(w + r * wrb);
         bool two = r + 1 < n_rows;
         const blk_q8_0 *a1 = two ? (const blk_q8_0 *)(w + (r + 1) * wrb) : a0;
@@ -278,15 +296,22 @@ static void mv_q4_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
     const char *w = w_rows, *xc = x;
     int64_t nb = n / QK4_0;
     const __m256i eight = _mm256_set1_epi8(8);
+    int off_b[nb > 0 ? nb : 1];
+    float dx_b[nb > 0 ? nb : 1];
     for (int64_t b = 0; b < n_b; b++) {
         const blk_q8_0 *yb = (const blk_q8_0 *)(xc + b * xb);
-        for (int64_t r0 = 0; r0 < n_rows; r0 += 4) {
-            int rn = (int)KS_MIN(4, n_rows - r0);
-            float acc[4] = {0, 0, 0, 0};
+        for (int64_t i = 0; i < nb; i++) {
+            __m256i yv = _mm256_loadu_si256((const __m256i *)yb[i].qs);
+            off_b[i] = hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, yv));
+            dx_b[i] = f16s(yb[i].d);
+        }
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 1) {
+            const int rn = 1;
+            float acc[1] = {0};
             for (int64_t i = 0; i < nb; i++) {
                 __m256i yv = _mm256_loadu_si256((const __m256i *)yb[i].qs);
-                int off = hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, yv));
-                float dx = f16s(yb[i].d);
+                int off = off_b[i];
+                float dx = dx_b[i];
                 for (int k = 0; k < rn; k++) {
                     const blk_q4_0 *a = (const blk_q4_0 *)(w + (r0 + k) * wrb) + i;
                     int isum = hsum_i32x8(
@@ -441,7 +466,7 @@ static void f32_to_f16(const float *src, uint16_t *dst, int64_t n)
 static void f16_to_f32(const uint16_t *src, float *dst, int64_t n)
 {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld_f16(src + i));
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld16(K_F16, src, i));
     if (i < n) {
         __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
         _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));

@@ -59,6 +59,7 @@ typedef void (*qt_matvec_fn)(int64_t n, const void *w_rows, size_t w_row_bytes, 
 typedef struct qt_kernels {
     qt_dot_fn dot[QT_TYPE_MAX];       /* by weight type; NULL = unsupported */
     qt_matvec_fn matvec[QT_TYPE_MAX]; /* by weight type; NULL = generic loop over dot */
+    qt_matvec_fn matvec_gemm[QT_TYPE_MAX]; /* llama.cpp's tinyBLAS order; NULL = matvec */
     void (*quantize_q8_0)(const float *src, void *dst, int64_t n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);

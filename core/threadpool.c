@@ -9,11 +9,15 @@
 #include "kvserve/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
-#define TP_SPIN 200000
+/* Spins before a worker sleeps; spinners yield the CPU every TP_YIELD_EVERY spins so that an
+ * oversubscribed machine (more runnable threads than cores) still makes progress. */
+#define TP_SPIN 100000
+#define TP_YIELD_EVERY 2048
 
 struct tp_pool {
     int n_threads;
@@ -52,7 +56,8 @@ static void *tp_worker_main(void *p_)
         while (atomic_load_explicit(&p->generation, memory_order_acquire) == seen &&
                !atomic_load(&p->stop)) {
             if (++spins < TP_SPIN) {
-                tp_cpu_relax();
+                if (spins % TP_YIELD_EVERY == 0) sched_yield();
+                else tp_cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&p->mu);
@@ -136,8 +141,10 @@ void tp_run(tp_pool *p, tp_fn fn, void *arg)
         pthread_mutex_unlock(&p->mu);
     }
     fn(arg, 0, p->n_threads);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
-        tp_cpu_relax();
+    for (int spins = 1; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+        if (spins % TP_YIELD_EVERY == 0) sched_yield();
+        else tp_cpu_relax();
+    }
 }
 
 void tp_split(int64_t n, int64_t align, int ith, int nth, int64_t *b, int64_t *e)

@@ -35,7 +35,6 @@
  * before it asks for the next layer's spans).
  */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -415,10 +414,10 @@ static void score_head(const rt_state *st, int32_t l, int32_t h, const kv_query 
     if (window)
         rope_angles(&st->rope, -(float)target, cs, sn);
     const kv_lm_set *lm = &st->tabs[(size_t)l * st->n_head_kv + h].lm;
-    int32_t nq = q->n_q, sample[RT_SAMPLE_LAST + RT_SAMPLE_SPREAD], ns = 0;
+    int32_t nq = q->n_q, sample[RT_SAMPLE_LAST + RT_SAMPLE_SPREAD + 1], ns = 0;
     int32_t n_last = KS_MIN(nq, RT_SAMPLE_LAST), rest = nq - n_last;
     for (int32_t i = 0; i < RT_SAMPLE_SPREAD && rest > 0; i++) {
-        int32_t t = (int32_t)((int64_t)i * rest / RT_SAMPLE_SPREAD);
+        int32_t t = (int32_t)((int64_t)i * rest / KS_MAX(RT_SAMPLE_SPREAD, 1));
         if (ns == 0 || sample[ns - 1] != t)
             sample[ns++] = t;
     }
@@ -470,11 +469,6 @@ static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q,
     qsort(hs->cand, (size_t)k, sizeof(rt_cand), cand_by_block);
     *n_sel = k;
     hs->n_selected += k;
-    if (getenv("RT_DEBUG") && q->n_q <= 16) { /* DEBUG-REMOVE */
-        fprintf(stderr, "L%d H%d q%d:", l, h, q->q_idx[0]);
-        for (int32_t i = 0; i < k; i++) fprintf(stderr, " %d(%.2f)", hs->cand[i].b, hs->cand[i].score);
-        fprintf(stderr, "\n");
-    }
 }
 
 static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,

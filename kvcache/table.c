@@ -150,22 +150,27 @@ int kv_head_table_spans(const kv_head_table *t, attn_span *out, int32_t max, int
     return 0;
 }
 
-/* Where kept token i goes: (dst block index in the current list, row). */
-static void keep_dest(const int32_t *kc_rank, const int32_t *ridx, bool repack, int32_t bt,
-                      int32_t i, int32_t sb, int32_t *db, int32_t *dr)
+/* Where kept token i (in source block sb) goes: (dst block index in the current list, row).
+ * Repacking fills blocks densely in order; otherwise a block's rows either stay in it
+ * (compacted to the front) or, when they all fit behind the previous destination block's
+ * rows, move there (dblk/doff: that block and the row where this block's rows start). */
+static void keep_dest(const int32_t *kc_rank, const int32_t *ridx, const int32_t *dblk,
+                      const int32_t *doff, bool repack, int32_t bt, int32_t i, int32_t sb,
+                      int32_t *db, int32_t *dr)
 {
     if (repack) {
         *db = ridx[i / bt];
         *dr = i % bt;
     } else {
-        *db = sb;
-        *dr = kc_rank[sb];
+        *db = dblk[sb];
+        *dr = doff[sb] + kc_rank[sb];
     }
 }
 
 /* Moves kept rows to their destinations (or only marks written blocks when `mark`). */
 static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t *rank,
-                      const int32_t *ridx, bool repack, uint8_t *written, bool mark)
+                      const int32_t *ridx, const int32_t *dblk, const int32_t *doff,
+                      bool repack, uint8_t *written, bool mark)
 {
     int32_t bt = kv_pool_block_tokens(t->pool);
     size_t rb = kv_pool_row_bytes(t->pool);
@@ -175,7 +180,7 @@ static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t 
         while (keep[i] >= start + t->blk_n[b])
             start += t->blk_n[b++];
         int32_t sr = keep[i] - start, db, dr;
-        keep_dest(rank, ridx, repack, bt, i, b, &db, &dr);
+        keep_dest(rank, ridx, dblk, doff, repack, bt, i, b, &db, &dr);
         rank[b]++;
         if (db == b && dr == sr)
             continue;
@@ -198,7 +203,7 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
     if (n == t->n_tok)
         return 0;
     int32_t nb = t->n_blocks, bt = kv_pool_block_tokens(t->pool);
-    int32_t *buf = calloc((size_t)nb * 4 + 1, sizeof(int32_t));
+    int32_t *buf = calloc((size_t)nb * 7 + 1, sizeof(int32_t));
     uint8_t *written = calloc((size_t)nb + 1, 1);
     if (!buf || !written) {
         free(buf);
@@ -206,6 +211,7 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
         return KS_ERR_NOMEM;
     }
     int32_t *kc = buf, *ridx = buf + nb, *rank = buf + 2 * nb, *cow = buf + 3 * nb;
+    int32_t *dblk = buf + 4 * nb, *doff = buf + 5 * nb, *fill = buf + 6 * nb;
     for (int32_t i = 0, b = 0, start = 0; i < n; i++) {
         while (keep[i] >= start + t->blk_n[b])
             start += t->blk_n[b++];
@@ -217,9 +223,25 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
             ridx[n_rem++] = b;
     int32_t n_dst = (n + bt - 1) / bt;
     bool repack = n_rem > n_dst + 1;
+    /* Merge a block's remaining rows into the previous kept block when they fit: evicting
+     * from the front of a window then never leaves two part-filled blocks side by side
+     * (sinks + oldest window rows share a block), and at most bt rows move per block. */
+    for (int32_t j = 0, cur = -1; j < n_rem; j++) {
+        int32_t b = ridx[j];
+        if (cur >= 0 && fill[cur] + kc[b] <= bt) {
+            dblk[b] = cur;
+            doff[b] = fill[cur];
+            fill[cur] += kc[b];
+        } else {
+            cur = b;
+            dblk[b] = b;
+            doff[b] = 0;
+            fill[b] = kc[b];
+        }
+    }
 
     /* Copy-on-write every shared block that will be written, all or nothing. */
-    keep_walk(t, keep, n, rank, ridx, repack, written, true);
+    keep_walk(t, keep, n, rank, ridx, dblk, doff, repack, written, true);
     int32_t n_cow = 0;
     for (int32_t b = 0; b < nb; b++)
         if (written[b] && kv_pool_refcount(t->pool, t->blocks[b]) > 1)
@@ -234,21 +256,27 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
         if (written[b] && kv_pool_refcount(t->pool, t->blocks[b]) > 1)
             table_cow(t, b, cow[c++]);
 
-    keep_walk(t, keep, n, rank, ridx, repack, written, false);
+    keep_walk(t, keep, n, rank, ridx, dblk, doff, repack, written, false);
     for (int32_t i = 0; i < n; i++) {
         t->idx[i] = t->idx[keep[i]];
         t->pos[i] = t->pos[keep[i]];
     }
-    /* Rebuild the block list: release emptied (and, when repacking, surplus) blocks. */
-    int32_t n_keep_blocks = repack ? n_dst : n_rem;
+    /* Rebuild the block list: release emptied blocks, and surplus (repack) or merged-away
+     * blocks. */
     for (int32_t b = 0; b < nb; b++)
         if (kc[b] == 0)
             kv_pool_release(t->pool, t->blocks[b]);
-    for (int32_t j = n_keep_blocks; j < n_rem; j++)
-        kv_pool_release(t->pool, t->blocks[ridx[j]]);
-    for (int32_t j = 0; j < n_keep_blocks; j++) {
-        t->blocks[j] = t->blocks[ridx[j]];
-        t->blk_n[j] = repack ? KS_MIN(bt, n - j * bt) : kc[ridx[j]];
+    int32_t n_keep_blocks = 0;
+    for (int32_t j = 0; j < n_rem; j++) {
+        int32_t b = ridx[j];
+        bool kept = repack ? j < n_dst : dblk[b] == b;
+        if (!kept) {
+            kv_pool_release(t->pool, t->blocks[b]);
+            continue;
+        }
+        t->blocks[n_keep_blocks] = t->blocks[b];
+        t->blk_n[n_keep_blocks] = repack ? KS_MIN(bt, n - n_keep_blocks * bt) : fill[b];
+        n_keep_blocks++;
     }
     t->n_blocks = n_keep_blocks;
     t->n_tok = n;

@@ -50,6 +50,9 @@ int32_t api_read_ids(api_server *a, json_t *arr, int32_t **out);
 
 /* /v1/completions and /v1/chat/completions (api_gen.c). */
 void api_gen_handle(api_server *a, http_request *req, bool chat);
+/* The chat prompt text of a "messages" array (malloc'd), or NULL with msg set (bad messages
+ * or out of memory). Needs no model: the template is a->chat's; a->vocab may be NULL. */
+char *api_chat_text(const api_server *a, json_t *msgs, char *msg, size_t cap);
 
 /* Generation parameters common to both completion endpoints (api_params.c). */
 typedef struct api_gen {

@@ -265,7 +265,7 @@ static int32_t encode(const api_server *a, const char *text, size_t len, int32_t
     return n;
 }
 
-static char *chat_text(const api_server *a, json_t *msgs, char *msg, size_t cap)
+char *api_chat_text(const api_server *a, json_t *msgs, char *msg, size_t cap)
 {
     size_t n = json_array_size(msgs);
     if (!json_is_array(msgs) || n == 0) {
@@ -325,7 +325,7 @@ static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool
     const char *param = chat ? "messages" : "prompt";
     int32_t n = -1;
     if (chat) {
-        char *text = chat_text(a, json_object_get(root, "messages"), msg, sizeof(msg));
+        char *text = api_chat_text(a, json_object_get(root, "messages"), msg, sizeof(msg));
         if (text) n = encode(a, text, strlen(text), ids);
         free(text);
     } else {

@@ -18,7 +18,10 @@ static void ppl_usage(FILE *f)
 {
     fprintf(f, "usage: kvserve perplexity --model M --file F [--ctx N] [--batch N] "
                "[--threads N] [--kv-dtype f16|f32] [--chunks N] [--kv-policy SPEC]\n"
-               "  SPEC: a KV policy and its parameters, e.g. sink_window:n_sink=4,window=252\n");
+               "  SPEC: a KV policy and its parameters, e.g. sink_window:n_sink=4,window=252\n"
+               "  --attn flash|exact|fast: attention numerics: llama.cpp's flash-attention kernel\n"
+               "      (default, what llama-perplexity runs), its non-flash kernels, or our fast\n"
+               "      SIMD kernels\n");
 }
 
 /* -log softmax(logits)[tok], in double like llama.cpp. */
@@ -36,6 +39,7 @@ typedef struct ppl_opts {
     int64_t ctx, batch, threads, max_chunks;
     ks_dtype kv_dtype;
     kv_policy_config policy;
+    int attn; /* 0 flash, 1 exact, 2 fast */
 } ppl_opts;
 
 static int ppl_parse(int argc, char **argv, ppl_opts *o)
@@ -61,6 +65,13 @@ static int ppl_parse(int argc, char **argv, ppl_opts *o)
         else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) rc = cli_parse_i64(a, v, 1, 256, &o->threads);
         else if (!strcmp(a, "--chunks")) rc = cli_parse_i64(a, v, 1, 1 << 30, &o->max_chunks);
         else if (!strcmp(a, "--kv-policy")) rc = cli_parse_policy(v, &o->policy);
+        else if (!strcmp(a, "--attn")) {
+            o->attn = !strcmp(v, "flash") ? 0 : !strcmp(v, "exact") ? 1 : !strcmp(v, "fast") ? 2 : -1;
+            if (o->attn < 0) {
+                fprintf(stderr, "kvserve: --attn: '%s' is not flash, exact or fast\n", v);
+                rc = KS_ERR_INVALID;
+            }
+        }
         else if (!strcmp(a, "--kv-dtype")) {
             if (!strcmp(v, "f16")) o->kv_dtype = KS_DTYPE_F16;
             else if (!strcmp(v, "f32")) o->kv_dtype = KS_DTYPE_F32;
@@ -137,7 +148,8 @@ int cli_perplexity_main(int argc, char **argv)
     if (ppl_parse(argc, argv, &o)) return 2;
     cli_engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
                             .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)KS_MIN(o.batch, o.ctx),
-                            .n_seqs = 1, .kv_dtype = o.kv_dtype, .llama_numerics = true};
+                            .n_seqs = 1, .kv_dtype = o.kv_dtype,
+                            .llama_numerics = o.attn != 2, .llama_flash = o.attn == 0};
     cli_engine e;
     if (cli_engine_open(&ep, &e)) return 1;
     const tok_vocab *v = model_get_vocab(e.m);

@@ -65,7 +65,8 @@ int cli_engine_open(const cli_engine_params *p, cli_engine *e)
     model_ctx_params cp = {.n_threads = p->n_threads,
                            .max_batch_tokens = p->n_batch,
                            .max_seqs = KS_MAX(p->n_seqs, 1),
-                           .llama_numerics = p->llama_numerics};
+                           .llama_numerics = p->llama_numerics,
+                           .llama_flash = p->llama_flash};
     if ((rc = model_ctx_create(e->m, &cp, &e->ctx))) {
         fprintf(stderr, "kvserve: cannot create the compute context: %s\n", ks_status_str(rc));
         goto fail;

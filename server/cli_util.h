@@ -31,6 +31,7 @@ typedef struct cli_engine_params {
     int32_t n_seqs;
     ks_dtype kv_dtype;
     bool llama_numerics;
+    bool llama_flash;
 } cli_engine_params;
 
 int cli_engine_open(const cli_engine_params *p, cli_engine *e) KS_WUR;

@@ -289,7 +289,11 @@ int http_respond(http_request *r, int status, const char *content_type, const ch
     int n = head_format(r, head, sizeof(head), status, content_type, extra_headers,
                         (long long)len);
     if (n < 0) return KS_ERR_INVALID;
-    int rc = conn_write(r->conn, head, (size_t)n, body, len, NULL, 0);
+    /* A response to HEAD has the headers of the GET response and no body (RFC 9110 9.3.2);
+     * sending one would corrupt the next response on a keep-alive connection. */
+    bool head_only = !strcmp(r->method, "HEAD");
+    int rc = conn_write(r->conn, head, (size_t)n, head_only ? NULL : body, head_only ? 0 : len,
+                        NULL, 0);
     request_finish(r);
     return rc;
 }
@@ -694,4 +698,7 @@ void http_server_close(http_server *s)
         n = c->next;
         conn_close(c);
     }
+    /* After a drain the listener may already be closed and every connection gone: then no
+     * close callback is left to free the server, so free it now. */
+    server_maybe_free(s);
 }

@@ -17,8 +17,10 @@
  * admission: the pool reclaims them (LRU) when it runs short.
  *
  * Ownership: a sch_req is shared by the loop (events, cancel) and the worker (KV, sampling).
- * The worker sets worker_done when it will never touch the request again; the loop frees it
- * after delivering (or, if cancelled, discarding) its last event. All shared fields are
+ * The worker sets worker_done when it will no longer use the request's resources, and
+ * in_active while the request sits in its active set (it still reads the request there); the
+ * loop frees it after delivering (or, if cancelled, discarding) its last event once both say
+ * so (active_remove queues it again if the loop got there first). All shared fields are
  * guarded by sch.mu except the cancelled/paused flags (atomics).
  */
 #include <pthread.h>
@@ -72,6 +74,7 @@ struct sch_req {
     /* shared under mu */
     sch_evnode *ev_head, *ev_tail;
     bool worker_done;
+    bool in_active; /* in s->active: the worker still reads it, the loop must not free it */
 };
 
 struct sch {
@@ -191,8 +194,17 @@ static int64_t blocks_reserved(const sch *s)
     return sum;
 }
 
+/* Caller holds mu. A finished request whose last event the loop already delivered (the loop
+ * skipped freeing it while it was active) is queued once more so that the loop frees it. */
 static void active_remove(sch *s, int32_t i)
 {
+    sch_req *r = s->active[i];
+    r->in_active = false;
+    if (r->worker_done && !r->in_ready) {
+        r->in_ready = true;
+        r->ready_next = s->ready_head;
+        s->ready_head = r;
+    }
     memmove(&s->active[i], &s->active[i + 1], (size_t)(s->n_active - i - 1) * sizeof(sch_req *));
     s->n_active--;
 }
@@ -241,7 +253,10 @@ static void admit_locked(sch *s)
             if (need <= avail) {
                 int rc = req_start(s, r);
                 if (rc) fail_locked(s, r, 500, "cannot create the sequence's KV cache");
-                else s->active[s->n_active++] = r;
+                else {
+                    r->in_active = true;
+                    s->active[s->n_active++] = r;
+                }
                 remove = true;
             } else {
                 blocked = true; /* FIFO: later requests wait behind this one */
@@ -467,7 +482,7 @@ static void on_async(uv_async_t *h)
         pthread_mutex_lock(&s->mu);
         sch_evnode *e = r->ev_head;
         r->ev_head = r->ev_tail = NULL;
-        bool done = r->worker_done && !r->in_ready;
+        bool done = r->worker_done && !r->in_ready && !r->in_active;
         pthread_mutex_unlock(&s->mu);
         while (e) {
             sch_evnode *n = e->next;

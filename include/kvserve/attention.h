@@ -50,6 +50,12 @@ typedef struct attn_params {
      * to f16 before q·k, and the normalised probabilities are rounded to f16 before the
      * weighted sum of V. Costs a second pass over the keys. */
     bool llama_numerics;
+    /* Emulate llama.cpp's CPU flash-attention kernel instead (what its tools use when flash
+     * attention is on, the default of llama-perplexity): q rounded to the K type, keys in
+     * cell order with a scalar online softmax, and with an f16 cache the weighted sum of V
+     * accumulated in f16. One query row at a time: slow, for reproducing its figures.
+     * Takes precedence over llama_numerics; key_mass is not supported with it. */
+    bool llama_flash;
 } attn_params;
 
 /* Per-thread scratch, sized once at start-up (no allocation on the hot path). */

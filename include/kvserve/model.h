@@ -58,6 +58,8 @@ typedef struct model_ctx_params {
     int32_t n_threads;       /* worker threads (>= 1) */
     int32_t max_batch_tokens; /* tokens per forward call over all sequences, e.g. 512 */
     int32_t max_seqs;         /* sequences per forward call */
+    bool llama_flash;         /* attention as llama.cpp's CPU flash-attention kernel computes
+                                 it (llama-perplexity's default); slow, for comparisons */
     bool llama_numerics;      /* emulate llama.cpp's numerics (activation quantisation is
                                  always on; this adds f16 rounding in attention) */
 } model_ctx_params;

@@ -52,6 +52,13 @@ float qt_vec_dot(qt_type w, int64_t n, const void *w_row, const void *x_row);
 void qt_matvec(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes, int64_t n_rows,
                const void *x, size_t x_bytes, int64_t n_b, float *y, int64_t y_stride);
 
+/* As qt_matvec, but in the summation order of llama.cpp's batched (two or more tokens)
+ * tinyBLAS path, which differs from its one-token vec-dot order for F32, F16 and BF16
+ * weights; the same as qt_matvec for the other types. */
+void qt_matvec_gemm(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes,
+                    int64_t n_rows, const void *x, size_t x_bytes, int64_t n_b, float *y,
+                    int64_t y_stride);
+
 /* Force an implementation (tests); returns KS_ERR_UNSUPPORTED if the CPU lacks it. */
 int qt_set_impl(qt_impl impl) KS_WUR;
 qt_impl qt_get_impl(void);

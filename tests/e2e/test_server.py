@@ -4,7 +4,7 @@
 Starts the real binary ($KVSERVE_BIN) on free ports with the kjv-tiny model, waits for
 /health, and checks completions and chat (streaming and not), SSE framing, greedy parity
 with `kvserve run`, concurrent streams, cancellation on disconnect, the error statuses,
-/metrics and a clean SIGTERM shutdown.
+prompt prefix caching, /metrics and a clean SIGTERM shutdown.
 """
 import http.client
 import json
@@ -261,6 +261,65 @@ def test_errors(srv):
     check(st == 200, "still serving after bad input")
 
 
+LONG = ("And it came to pass at the end of two full years, that Pharaoh dreamed: and, behold, "
+        "he stood by the river. And, behold, there came up out of the river seven well "
+        "favoured kine and fatfleshed; and they fed in a meadow. And, behold, seven other kine "
+        "came up after them out of the river, ill favoured and leanfleshed; and stood by the "
+        "other kine upon the brink of the river. And the ill favoured and leanfleshed kine did "
+        "eat up the seven well favoured and fat kine. So Pharaoh awoke.")
+
+
+def cached_tokens(j):
+    return j["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+
+def test_prefix_cache(srv):
+    """Prompts that start with a cached prefix reuse its KV blocks; greedy output is the same
+    as without the cache (kvserve run computes everything)."""
+    st, a1 = complete(srv, LONG, 16)
+    check(st == 200 and a1["usage"]["prompt_tokens"] > 128, "long prompt ok")
+    check(cached_tokens(a1) == 0, "first long prompt: nothing cached (%d)" % cached_tokens(a1))
+    st, a2 = complete(srv, LONG, 16)
+    n = a1["usage"]["prompt_tokens"]
+    check(st == 200 and 0 < cached_tokens(a2) < n and cached_tokens(a2) % 64 == 0,
+          "repeated prompt: cached_tokens %d of %d" % (cached_tokens(a2), n))
+    check(a2["choices"][0]["text"] == a1["choices"][0]["text"], "cached prompt: same text")
+    want = run_cli(LONG, 16)
+    check(a1["choices"][0]["text"] == want, "uncached text equals kvserve run")
+    # A prompt that shares the prefix and goes on differently.
+    other = LONG + " And the LORD spake unto Moses"
+    st, b = complete(srv, other, 16)
+    check(st == 200 and cached_tokens(b) >= cached_tokens(a2) > 0,
+          "shared prefix: cached_tokens %d" % cached_tokens(b))
+    want = run_cli(other, 16)
+    check(b["choices"][0]["text"] == want,
+          "shared prefix: text equals kvserve run (%r vs %r)" % (b["choices"][0]["text"], want))
+    # Whole prompt cached (token ids, an exact number of blocks): the last token is computed.
+    _, _, out = srv.req("POST", "/tokenize", {"content": LONG, "add_special": True})
+    ids = json.loads(out)["tokens"][:128]
+    st, c1 = complete(srv, ids, 12)
+    st2, c2 = complete(srv, ids, 12)
+    check(st == 200 and st2 == 200 and cached_tokens(c2) == 127,
+          "fully cached prompt recomputes one token (%d)" % cached_tokens(c2))
+    check(c1["choices"][0]["text"] == c2["choices"][0]["text"], "fully cached: same text")
+    # Streaming reports it in the usage chunk.
+    _, _, raw = stream(srv, "/v1/completions",
+                       dict(prompt=other, max_tokens=8, temperature=0,
+                            stream_options={"include_usage": True}))
+    evs = parse_sse(raw)
+    check(cached_tokens(evs[-1]) > 0, "stream usage has cached_tokens")
+    # Other policies never share (their blocks belong to their sequence).
+    st, d = complete(srv, LONG, 4, kv_policy={"name": "sink_window"})
+    check(st == 200 and cached_tokens(d) == 0, "sink_window does not use the prefix cache")
+    kv = kv_state(srv)
+    pc = kv.get("prefix_cache", {})
+    check(pc.get("entries", 0) > 0 and pc.get("hit_tokens", 0) > 0, "/v1/kv prefix_cache")
+    _, _, out = srv.req("GET", "/metrics")
+    val = [line.split()[-1] for line in out.decode().splitlines()
+           if line.startswith("kvserve_cached_prompt_tokens_total")]
+    check(val and float(val[0]) > 0, "kvserve_cached_prompt_tokens_total counts")
+
+
 def test_metrics(srv):
     st, h, out = srv.req("GET", "/metrics")
     check(st == 200 and h.get("Content-Type", "").startswith("text/plain"), "/metrics 200")
@@ -348,6 +407,7 @@ def main():
         test_concurrent(srv)
         test_disconnect(srv)
         test_errors(srv)
+        test_prefix_cache(srv)
         test_metrics(srv)
         test_sigterm(srv)
     finally:

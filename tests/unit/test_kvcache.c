@@ -80,7 +80,7 @@ static int append_random(kv_seq *seq, int32_t layer, int32_t n_head, int32_t n, 
 {
     float *k = malloc(sizeof(float) * (size_t)n * n_head * HD);
     float *v = malloc(sizeof(float) * (size_t)n * n_head * HD);
-    int32_t idx[64], pos[64];
+    int32_t idx[64] = {0}, pos[64] = {0};
     for (int32_t e = 0; e < n * n_head * HD; e++)
         k[e] = rndf(), v[e] = rndf();
     for (int32_t t = 0; t < n; t++)
@@ -300,6 +300,38 @@ START_TEST(test_keep)
 }
 END_TEST
 
+/* StreamingLLM-style eviction one token at a time (2 sinks + a window of 9): the sinks'
+ * block absorbs the oldest window rows, so a table never holds more than one block beyond
+ * its token count, and every step reads back exactly. */
+START_TEST(test_keep_sliding_window)
+{
+    ks_dtype dt = (ks_dtype)_i;
+    kv_pool *pool = make_pool(dt, 16);
+    kv_seq *seq;
+    kv_seq_params sp = {.n_layer = 1, .n_head_kv = 1};
+    ck_assert_int_eq(kv_seq_create(pool, &sp, &seq), 0);
+    static model m;
+    memset(&m, 0, sizeof(m));
+    int32_t next = 0;
+    kv_head_table *t = kv_seq_table(seq, 0, 0);
+    for (int step = 0; step < 60; step++) {
+        ck_assert_int_eq(append_random(seq, 0, 1, 1, &next, &m), 0);
+        ck_assert_int_le(t->n_blocks, (t->n_tok + BT - 1) / BT + 1);
+        if (t->n_tok > 11) {
+            int32_t keep[11] = {0, 1};
+            for (int i = 0; i < 9; i++) keep[2 + i] = t->n_tok - 9 + i;
+            do_keep(seq, &m, keep, 11, dt);
+            ck_assert_int_le(t->n_blocks, (11 + BT - 1) / BT + 1);
+        }
+        check_table(seq, 0, 0, &m, dt);
+        ck_assert_int_eq(kv_pool_blocks_free(pool), 16 - t->n_blocks);
+    }
+    kv_seq_destroy(seq);
+    ck_assert_uint_eq(kv_pool_bytes_used(pool), 0);
+    kv_pool_destroy(pool);
+}
+END_TEST
+
 /* A block shared with someone else (refcount 2) is copied before keep() writes to it, and
  * keep() fails with KS_ERR_FULL, table unchanged, if no block is free for the copy. */
 START_TEST(test_keep_copy_on_write)
@@ -381,6 +413,7 @@ static Suite *kvcache_suite(void)
     tcase_add_loop_test(tc, test_append_readback, 0, 2);
     tcase_add_test(tc, test_append_full_leaves_state);
     tcase_add_loop_test(tc, test_keep, 0, 2);
+    tcase_add_loop_test(tc, test_keep_sliding_window, 0, 2);
     tcase_add_test(tc, test_keep_copy_on_write);
     tcase_add_test(tc, test_policy_full);
     suite_add_tcase(s, tc);
