@@ -10,8 +10,8 @@
  *           [--sw-window 508] [--eviction lru|score_lru]
  *
  * speed: for each context length and policy, a fresh child process prefills that many tokens
- * (the --filler text repeated, else random ids) in chunks, then decodes --gen tokens; it prints prefill and
- * decode tokens/s, the child's peak RSS and, for retrieval, blocks in RAM / on disk, hot-set
+ * (the --filler text repeated, else random ids) in chunks, then decodes --gen tokens; it
+ * prints prefill and decode tokens/s, the child's peak RSS and, for retrieval, blocks in RAM / on disk, hot-set
  * hit rate and bytes read from the spill file. Full attention above --full-max is skipped
  * (quadratic). passkey: prompts in the exact wording of the kjv-tiny README, needle at evenly
  * spread depths, greedy decoding; prints correct/total per length and policy.

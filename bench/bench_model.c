@@ -1,6 +1,7 @@
 /* bench_model.c - prefill and decode speed of the forward pass, like llama-bench's pp/tg.
  *
  *   bench_model --model M [--prompt 512] [--gen 32] [--threads 2] [--reps 3] [--kv-dtype f16]
+ *               [--numerics fast|llama]
  *
  * Prefill: one batch of `prompt` random tokens from an empty cache (pp). Decode: `gen` tokens
  * one at a time from an empty cache (tg). Prints the median tokens/s over `reps` runs after a
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
     const char *model = NULL;
     int64_t prompt = 512, gen = 32, threads = cli_default_threads(), reps = 3;
     ks_dtype dt = KS_DTYPE_F16;
+    bool exact = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         int rc = 0;
@@ -65,18 +67,19 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--threads")) rc = cli_parse_i64(a, v, 1, 256, &threads);
         else if (!strcmp(a, "--reps")) rc = cli_parse_i64(a, v, 1, 63, &reps);
         else if (!strcmp(a, "--kv-dtype")) dt = !strcmp(v, "f32") ? KS_DTYPE_F32 : KS_DTYPE_F16;
+        else if (!strcmp(a, "--numerics")) exact = !strcmp(v, "llama");
         else rc = 1;
         if (rc) return 2;
     }
     if (!model) {
         fprintf(stderr, "usage: bench_model --model M [--prompt N] [--gen N] [--threads N] "
-                        "[--reps N] [--kv-dtype f16|f32]\n");
+                        "[--reps N] [--kv-dtype f16|f32] [--numerics fast|llama]\n");
         return 2;
     }
     int32_t n_ctx = (int32_t)KS_MAX(prompt, gen) + 16;
     cli_engine_params ep = {.model_path = model, .n_threads = (int32_t)threads, .n_ctx = n_ctx,
                             .n_batch = (int32_t)prompt, .n_seqs = 1, .kv_dtype = dt,
-                            .llama_numerics = false};
+                            .llama_numerics = exact};
     cli_engine e;
     if (cli_engine_open(&ep, &e)) return 1;
     const model_hparams *hp = model_get_hparams(e.m);
@@ -92,8 +95,9 @@ int main(int argc, char **argv)
     double tg = median_rate(&e, toks, (int32_t)gen, true, (int)reps, logits);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("model %s (%s, %.1f MiB weights), threads %lld\n", model, hp->arch_name,
-           (double)model_weight_bytes(e.m) / (1 << 20), (long long)threads);
+    printf("model %s (%s, %.1f MiB weights), threads %lld, numerics %s\n", model, hp->arch_name,
+           (double)model_weight_bytes(e.m) / (1 << 20), (long long)threads,
+           exact ? "llama" : "fast");
     printf("pp%lld: %.1f tokens/s\n", (long long)prompt, pp);
     printf("tg%lld: %.1f tokens/s\n", (long long)gen, tg);
     printf("peak RSS: %.1f MiB\n", ru.ru_maxrss / 1024.0);

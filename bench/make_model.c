@@ -160,7 +160,10 @@ static int build(const shape *s, qt_type t, const gguf_file *vocab, const char *
     rc = rc ? rc : gguf_writer_set_f32(w, key, s->eps);
     rc = rc ? rc : copy_tokenizer(w, vocab);
     int64_t e = s->n_embd, hd = s->n_embd / s->n_head, kv = hd * s->n_head_kv;
-    rc = rc ? rc : add_matrix(w, "token_embd.weight", e, s->n_vocab, t);
+    /* like llama-quantize: the (tied) output matrix keeps more bits than Q4_0; Q6_K needs
+     * rows of whole 256-blocks, so 896-wide models get Q8_0 */
+    qt_type te = t == QT_Q4_0 ? QT_Q8_0 : t;
+    rc = rc ? rc : add_matrix(w, "token_embd.weight", e, s->n_vocab, te);
     rc = rc ? rc : add_vector(w, "output_norm.weight", e, 1.0f);
     if (!s->tied) rc = rc ? rc : add_matrix(w, "output.weight", e, s->n_vocab, t);
     for (int l = 0; l < s->n_layer && !rc; l++) {

@@ -527,7 +527,12 @@ static void tile_probs(const run *r, const tile *t)
             float pj = (r->exact_exp ? vm_expf(S->s[j] - m) : expf(S->s[j] - m)) * inv;
             if (mass)
                 mass[j] += pj;
-            S->s[j] = r->round_p ? ks_f16_to_f32(ks_f32_to_f16(pj)) : pj;
+            S->s[j] = pj;
+        }
+        if (r->round_p) { /* through f16 and back, vectorised (F16C) */
+            uint16_t h[ATTN_TILE];
+            qt_f32_to_f16_row(S->s, h, t->n);
+            qt_f16_to_f32_row(h, S->s, t->n);
         }
         if (!r->lanes) {
             S->accum(S->acc + (size_t)row * hd, S->s, t->v, t->vs, t->n, hd);

@@ -45,6 +45,29 @@ int ks_diag_set(ks_diag *d, int status, const char *fmt, ...)
     return status;
 }
 
+int ks_diag_key(ks_diag *d, int status, const char *key, const char *fmt, ...)
+{
+    if (!d) return status;
+    char reason[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    ks_diag_clear(d);
+    snprintf(d->key, sizeof(d->key), "%s", key);
+    return ks_diag_set(d, status, "%s: %s", d->key, reason);
+}
+
+int ks_check_range(ks_diag *d, const char *key, int64_t v, int64_t lo, int64_t hi)
+{
+    if (v >= lo && v <= hi) return KS_OK;
+    if (hi == INT32_MAX || hi == INT64_MAX)
+        return ks_diag_key(d, KS_ERR_RANGE, key, "%lld is out of range (must be >= %lld)",
+                           (long long)v, (long long)lo);
+    return ks_diag_key(d, KS_ERR_RANGE, key, "%lld is out of range (%lld..%lld)", (long long)v,
+                       (long long)lo, (long long)hi);
+}
+
 static ks_log_level g_log_level = KS_LOG_INFO;
 
 void ks_log_set_level(ks_log_level level)

@@ -208,7 +208,7 @@ static inline __attribute__((always_inline)) void
 q8_0_pair(int rn, int64_t nb, const blk_q8_0 *a0, const blk_q8_0 *a1, const char *x, size_t xb,
           float *y0, float *y1)
 {
-    __m512 c[4];
+    __m512 c[8];
     for (int j = 0; j < rn; j++) c[j] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         __m512i w = ld2x256(a0[i].qs, a1[i].qs);
@@ -259,6 +259,8 @@ static void mv_q8_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
         const blk_q8_0 *a1 = two ? (const blk_q8_0 *)(w + (r + 1) * wrb) : a0;
         float *y0 = y + r * ys, *y1 = two ? y0 + ys : NULL;
         int64_t b = 0;
+        for (; b + 8 <= n_b; b += 8)
+            q8_0_pair(8, nb, a0, a1, xc + b * xb, xb, y0 + b, y1 ? y1 + b : NULL);
         for (; b + 4 <= n_b; b += 4)
             q8_0_pair(4, nb, a0, a1, xc + b * xb, xb, y0 + b, y1 ? y1 + b : NULL);
         for (; b < n_b; b++)
@@ -332,10 +334,13 @@ static float dot_q4_0(int64_t n, const void *w, const void *x)
     return y;
 }
 
-/* ---- Q4_K: llama.cpp's repacked 8x8 kernels ----
- * Per output two scalar chains over super-blocks: acc = fma(isum, dw*dx, acc) with isum the
- * exact sum of scale * q * y, accm = fma(imin, dmin*dx, accm) with imin the exact sum of
- * min * bsums; the result is acc - accm. */
+/* ---- Q4_K: ggml_vec_dot_q4_K_q8_K (AVX2) order ----
+ * The llama.cpp the references come from has no Q4_K repacking on x86, so every product
+ * (one token or a batch) is its vec-dot: per super-block 8 integer lanes, lane k = the exact
+ * sum of scale * q * y over the elements 4k..4k+3 of every 32-element group, folded into
+ * acc[k] = fma(dw*dx, lane, acc[k]); and 4 min lanes, lane k = min[2k]*ysum[2k] +
+ * min[2k+1]*ysum[2k+1] (ysum = sum of y over a 32-element group), folded into
+ * accm[k] = fma(-dx*dmin, lane, accm[k]). The result is hsum8(acc) + (m0+m2)+(m1+m3). */
 static inline void q4k_unpack(const uint8_t *s12, uint64_t *sc, uint64_t *m)
 {
     uint32_t w0, w1, w2;
@@ -349,7 +354,8 @@ static inline void q4k_unpack(const uint8_t *s12, uint64_t *sc, uint64_t *m)
     *m = m_lo | ((uint64_t)m_hi << 32);
 }
 
-static inline void q4k_block(const blk_q4_k *a, const blk_q8_k *b, int *isum, int *imin)
+static inline void q4k_block(const blk_q4_k *a, const blk_q8_k *b, int32_t lanes[8],
+                             int32_t mins[4])
 {
     const __m512i mask4 = _mm512_set1_epi8(0xF);
     uint64_t scw, mw;
@@ -365,11 +371,14 @@ static inline void q4k_block(const blk_q4_k *a, const blk_q8_k *b, int *isum, in
         __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * j), _mm256_set1_epi32(2 * j + 1), 1);
         sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(idx, sc32)));
     }
-    int summ = 0;
-    for (int j = 0; j < 8; j++)
-        summ += (int)((mw >> (8 * j)) & 0xFF) * (b->bsums[2 * j] + b->bsums[2 * j + 1]);
-    *isum = _mm512_reduce_add_epi32(sumi);
-    *imin = summ;
+    /* zmm lane L covers bytes 4L..4L+3 of the low (L < 8) or high nibbles: AVX2 lane L % 8 */
+    __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
+    _mm256_storeu_si256((__m256i *)lanes, s8);
+    for (int k = 0; k < 4; k++) {
+        int m0 = (int)((mw >> (16 * k)) & 0xFF), m1 = (int)((mw >> (16 * k + 8)) & 0xFF);
+        int y0 = b->bsums[4 * k] + b->bsums[4 * k + 1], y1 = b->bsums[4 * k + 2] + b->bsums[4 * k + 3];
+        mins[k] = m0 * y0 + m1 * y1;
+    }
 }
 
 static void mv_q4_k(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, const void *x,
@@ -381,14 +390,21 @@ static void mv_q4_k(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
         const blk_q4_k *a = (const blk_q4_k *)(w + r * wrb);
         for (int64_t bb = 0; bb < n_b; bb++) {
             const blk_q8_k *b = (const blk_q8_k *)(xc + bb * xb);
-            float acc = 0.0f, accm = 0.0f;
+            __m256 acc = _mm256_setzero_ps();
+            __m128 accm = _mm_setzero_ps();
             for (int64_t i = 0; i < nb; i++) {
-                int isum, imin;
-                q4k_block(&a[i], &b[i], &isum, &imin);
-                acc = fmaf((float)isum, f16s(a[i].d) * b[i].d, acc);
-                accm = fmaf((float)imin, f16s(a[i].dmin) * b[i].d, accm);
+                int32_t lanes[8], mins[4];
+                q4k_block(&a[i], &b[i], lanes, mins);
+                const float d = b[i].d * f16s(a[i].d), dmin = -b[i].d * f16s(a[i].dmin);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d),
+                                      _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)lanes)),
+                                      acc);
+                accm = _mm_fmadd_ps(_mm_set1_ps(dmin),
+                                    _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *)mins)), accm);
             }
-            y[r * ys + bb] = acc - accm;
+            accm = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+            accm = _mm_add_ss(accm, _mm_movehdup_ps(accm));
+            y[r * ys + bb] = hsum8(acc) + _mm_cvtss_f32(accm);
         }
     }
 }

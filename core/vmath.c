@@ -4,6 +4,7 @@
 #include "kvserve/vmath.h"
 
 #include <math.h>
+#include <stdint.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define VM_CLONES __attribute__((target_clones("fma", "default")))
@@ -22,7 +23,12 @@ static inline float vm_expf_inline(float x)
     const float hi = __builtin_fmaf(__builtin_fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
                                     __builtin_fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f));
     const float j = __builtin_fmaf(hi, u, __builtin_fmaf(0x1.ffffecp-1f, b, 1.0f));
-    return ldexpf(j, (int)n);
+    const int e = (int)n;
+    if (e >= -126 && e <= 127) { /* 2^e is a normal float: one exact multiply */
+        union { uint32_t u; float f; } two = {.u = (uint32_t)(e + 127) << 23};
+        return j * two.f;
+    }
+    return ldexpf(j, e);
 }
 
 VM_CLONES float vm_expf(float x)

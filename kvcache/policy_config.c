@@ -86,38 +86,11 @@ void kv_policy_config_defaults(kv_policy_config *pc)
     r->eviction = KV_EVICT_LRU;
 }
 
-static int bad(ks_diag *d, int status, const char *key, const char *fmt, ...) KS_PRINTF(4, 5);
-
-/* Validator failure: key = TOML path, msg = "key: reason", no file/line. */
-static int bad(ks_diag *d, int status, const char *key, const char *fmt, ...)
-{
-    if (!d) return status;
-    char reason[384];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(reason, sizeof(reason), fmt, ap);
-    va_end(ap);
-    ks_diag_clear(d);
-    snprintf(d->key, sizeof(d->key), "%s", key);
-    ks_diag_set(d, status, "%s: %s", d->key, reason);
-    return status;
-}
-
-static int check_range(ks_diag *d, const char *key, int64_t v, int64_t lo, int64_t hi)
-{
-    if (v >= lo && v <= hi) return KS_OK;
-    if (hi == INT32_MAX || hi == INT64_MAX)
-        return bad(d, KS_ERR_RANGE, key, "%lld is out of range (must be >= %lld)", (long long)v,
-                   (long long)lo);
-    return bad(d, KS_ERR_RANGE, key, "%lld is out of range (%lld..%lld)", (long long)v,
-               (long long)lo, (long long)hi);
-}
-
 static bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 
 #define RANGE(key, v, lo, hi)                                                                 \
     do {                                                                                      \
-        int rc_ = check_range(d, key, v, lo, hi);                                             \
+        int rc_ = ks_check_range(d, key, v, lo, hi);                                          \
         if (rc_) return rc_;                                                                  \
     } while (0)
 
@@ -131,7 +104,7 @@ static int validate_selection(ks_diag *d, const char *tbl, int32_t budget, int32
     RANGE(k, window, 1, budget);
     snprintf(k, sizeof(k), "kvcache.%s.kernel", tbl);
     RANGE(k, kernel, 1, 63);
-    if (kernel % 2 == 0) return bad(d, KS_ERR_RANGE, k, "must be odd (got %d)", kernel);
+    if (kernel % 2 == 0) return ks_diag_key(d, KS_ERR_RANGE, k, "must be odd (got %d)", kernel);
     snprintf(k, sizeof(k), "kvcache.%s.interval", tbl);
     RANGE(k, interval, 0, INT32_MAX);
     return KS_OK;
@@ -140,12 +113,12 @@ static int validate_selection(ks_diag *d, const char *tbl, int32_t budget, int32
 int kv_policy_config_validate(const kv_policy_config *pc, ks_diag *d)
 {
     if ((unsigned)pc->kind >= KV_POLICY_COUNT)
-        return bad(d, KS_ERR_INVALID, "kvcache.policy", "unknown policy");
+        return ks_diag_key(d, KS_ERR_INVALID, "kvcache.policy", "unknown policy");
     const kv_sink_window_params *s = &pc->sink_window;
     RANGE("kvcache.sink_window.n_sink", s->n_sink, 0, INT32_MAX);
     RANGE("kvcache.sink_window.window", s->window, 1, INT32_MAX);
     if (s->positions != KV_POS_ORIGINAL && s->positions != KV_POS_COMPACT)
-        return bad(d, KS_ERR_INVALID, "kvcache.sink_window.positions",
+        return ks_diag_key(d, KS_ERR_INVALID, "kvcache.sink_window.positions",
                    "must be \"original\" or \"compact\"");
     const kv_snapkv_params *sk = &pc->snapkv;
     int rc = validate_selection(d, "snapkv", sk->budget, sk->window, sk->kernel, sk->interval);
@@ -155,13 +128,13 @@ int kv_policy_config_validate(const kv_policy_config *pc, ks_diag *d)
     if (rc) return rc;
     RANGE("kvcache.pyramid.beta", py->beta, 1, INT32_MAX);
     if (!(py->budget_fraction >= 0.0 && py->budget_fraction <= 1.0))
-        return bad(d, KS_ERR_RANGE, "kvcache.pyramid.budget_fraction",
+        return ks_diag_key(d, KS_ERR_RANGE, "kvcache.pyramid.budget_fraction",
                    "%g is out of range (0 < f <= 1, or 0 = use budget)", py->budget_fraction);
     RANGE("kvcache.h2o.heavy", pc->h2o.heavy, 0, INT32_MAX);
     RANGE("kvcache.h2o.recent", pc->h2o.recent, 1, INT32_MAX);
     const kv_retrieval_params *r = &pc->retrieval;
     if (!is_pow2(r->block_tokens) || r->block_tokens < 8 || r->block_tokens > 1024)
-        return bad(d, KS_ERR_RANGE, "kvcache.retrieval.block_tokens",
+        return ks_diag_key(d, KS_ERR_RANGE, "kvcache.retrieval.block_tokens",
                    "%d must be a power of two in 8..1024", r->block_tokens);
     RANGE("kvcache.retrieval.representatives", r->representatives, 1, r->block_tokens);
     RANGE("kvcache.retrieval.top_k", r->top_k, 1, INT32_MAX);
@@ -169,15 +142,15 @@ int kv_policy_config_validate(const kv_policy_config *pc, ks_diag *d)
     RANGE("kvcache.retrieval.window", r->window, 1, INT32_MAX);
     RANGE("kvcache.retrieval.dense_layers", r->dense_layers, 0, INT32_MAX);
     if (r->positions != KV_POS_ORIGINAL && r->positions != KV_POS_WINDOW)
-        return bad(d, KS_ERR_INVALID, "kvcache.retrieval.positions",
+        return ks_diag_key(d, KS_ERR_INVALID, "kvcache.retrieval.positions",
                    "must be \"window\" or \"original\"");
     RANGE("kvcache.retrieval.chunk", r->chunk, 1, INT32_MAX);
     RANGE("kvcache.retrieval.ram_mb", r->ram_mb, 1, INT64_MAX);
-    if (!r->spill_dir[0]) return bad(d, KS_ERR_INVALID, "kvcache.retrieval.spill_dir", "empty");
+    if (!r->spill_dir[0]) return ks_diag_key(d, KS_ERR_INVALID, "kvcache.retrieval.spill_dir", "empty");
     if ((unsigned)r->landmark > KV_LANDMARK_REPRESENTATIVE || (unsigned)r->selection > 1 ||
         (unsigned)r->eviction > 1 || (unsigned)sk->pooling > 1 || (unsigned)sk->reduce > 1 ||
         (unsigned)py->pooling > 1 || (unsigned)py->reduce > 1)
-        return bad(d, KS_ERR_INVALID, "kvcache", "invalid enum value");
+        return ks_diag_key(d, KS_ERR_INVALID, "kvcache", "invalid enum value");
     return KS_OK;
 }
 

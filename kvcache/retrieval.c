@@ -663,6 +663,15 @@ static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
     return 0;
 }
 
+/* Units that may spill now: wholly summarised and older than the next chunk's window. */
+static int64_t spill_avail(rt_state *st, kv_seq *seq)
+{
+    int64_t upto = kv_seq_tokens_seen(seq) - st->p.window;
+    int64_t lm_end = (int64_t)rt_tab(st, st->p.dense_layers, 0)->lm.n * st->B;
+    int64_t end = KS_MIN(upto, lm_end) / st->pb;
+    return KS_MAX(end - (st->n_sink_units + st->n_spilled), 0);
+}
+
 static int rt_after_chunk(kv_seq *seq, const kv_chunk *chunk)
 {
     (void)chunk;
@@ -688,15 +697,29 @@ static int rt_after_chunk(kv_seq *seq, const kv_chunk *chunk)
         return 0;
     int64_t n_tabs = (int64_t)(st->n_layer - D) * H;
     int64_t want = (used - limit + n_tabs - 1) / n_tabs;
-    int64_t lm_end = (int64_t)rt_tab(st, D, 0)->lm.n * st->B;
-    int64_t spill_end = KS_MIN(upto, lm_end) / st->pb; /* units wholly summarised and old */
-    int64_t avail = spill_end - (st->n_sink_units + st->n_spilled);
-    int64_t n_units = KS_MIN(want, KS_MAX(avail, 0));
+    int64_t n_units = KS_MIN(want, spill_avail(st, seq));
     if (n_units < want && !st->warned_budget) {
         ks_warn("retrieval: ram_mb=%lld is below sinks + window + dense layers; RAM grows "
                 "past it", (long long)st->p.ram_mb);
         st->warned_budget = true;
     }
+    return n_units > 0 ? spill_units(st, seq, n_units) : 0;
+}
+
+/* The shared pool is the RAM tier of every sequence: when it cannot take the chunk, spill
+ * what this sequence may spill before the append would fail with KS_ERR_FULL. */
+static int rt_before_chunk(kv_seq *seq, const kv_chunk *chunk)
+{
+    rt_state *st = kv_seq_policy_state(seq);
+    int32_t D = st->p.dense_layers, H = st->n_head_kv;
+    if (D >= st->n_layer || chunk->n_new <= 0)
+        return 0;
+    int64_t need = (int64_t)st->n_layer * H * ((chunk->n_new + st->pb - 1) / st->pb + 1);
+    int64_t free_b = kv_pool_blocks_free(st->pool);
+    if (free_b >= need)
+        return 0;
+    int64_t n_tabs = (int64_t)(st->n_layer - D) * H;
+    int64_t n_units = KS_MIN((need - free_b + n_tabs - 1) / n_tabs, spill_avail(st, seq));
     return n_units > 0 ? spill_units(st, seq, n_units) : 0;
 }
 
@@ -742,6 +765,7 @@ const kv_policy kv_policy_retrieval = {
     .init = rt_init,
     .free = rt_free,
     .positions = rt_positions,
+    .before_chunk = rt_before_chunk,
     .spans = rt_spans,
     .mass_queries = rt_mass_queries,
     .after_attention = rt_after_attention,

@@ -41,6 +41,7 @@ static void run_usage(FILE *f)
 static int run_parse(int argc, char **argv, run_opts *o)
 {
     *o = (run_opts){.n_predict = 128, .threads = cli_default_threads(), .batch = 512,
+                    .kv_dtype = KS_DTYPE_F16,
                     .seed = -1};
     smp_params_default(&o->sp);
     kv_policy_config_defaults(&o->policy);
@@ -79,12 +80,7 @@ static int run_parse(int argc, char **argv, run_opts *o)
         } else if (!strcmp(a, "--kv-policy")) {
             rc = cli_parse_policy(v, &o->policy);
         } else if (!strcmp(a, "--kv-dtype")) {
-            if (!strcmp(v, "f16")) o->kv_dtype = KS_DTYPE_F16;
-            else if (!strcmp(v, "f32")) o->kv_dtype = KS_DTYPE_F32;
-            else {
-                fprintf(stderr, "kvserve: --kv-dtype: '%s' is not f16 or f32\n", v);
-                rc = KS_ERR_INVALID;
-            }
+            rc = cli_parse_kv_dtype(v, &o->kv_dtype);
         } else {
             fprintf(stderr, "kvserve: run: unknown option '%s'\n", a);
             rc = KS_ERR_INVALID;

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 int cli_parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out)
@@ -41,6 +42,17 @@ int cli_parse_f32(const char *flag, const char *s, float lo, float hi, float *ou
         return KS_ERR_RANGE;
     }
     *out = (float)v;
+    return KS_OK;
+}
+
+int cli_parse_kv_dtype(const char *s, ks_dtype *out)
+{
+    if (!strcmp(s, "f16")) *out = KS_DTYPE_F16;
+    else if (!strcmp(s, "f32")) *out = KS_DTYPE_F32;
+    else {
+        fprintf(stderr, "kvserve: --kv-dtype: '%s' is not f16 or f32\n", s);
+        return KS_ERR_INVALID;
+    }
     return KS_OK;
 }
 

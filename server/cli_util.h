@@ -14,6 +14,8 @@
 int cli_parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out) KS_WUR;
 int cli_parse_f32(const char *flag, const char *s, float lo, float hi, float *out) KS_WUR;
 int cli_default_threads(void);
+/* `--kv-dtype f16|f32`. */
+int cli_parse_kv_dtype(const char *s, ks_dtype *out) KS_WUR;
 
 /* A loaded model with a KV pool sized for n_seqs sequences of ctx tokens each. */
 typedef struct cli_engine {

@@ -34,38 +34,11 @@ const char *cfg_kv_dtype_name(cfg_kv_dtype t)
     return (unsigned)t <= CFG_KV_F32 ? g_dtype_names[t] : "?";
 }
 
-static int bad(ks_diag *d, int status, const char *key, const char *fmt, ...) KS_PRINTF(4, 5);
-
-/* Validator failure (as in kvcache/policy_config.c): key = TOML path, msg = "key: reason", no file/line. */
-static int bad(ks_diag *d, int status, const char *key, const char *fmt, ...)
-{
-    if (!d) return status;
-    char reason[384];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(reason, sizeof(reason), fmt, ap);
-    va_end(ap);
-    ks_diag_clear(d);
-    snprintf(d->key, sizeof(d->key), "%s", key);
-    ks_diag_set(d, status, "%s: %s", d->key, reason);
-    return status;
-}
-
-static int check_range(ks_diag *d, const char *key, int64_t v, int64_t lo, int64_t hi)
-{
-    if (v >= lo && v <= hi) return KS_OK;
-    if (hi == INT32_MAX || hi == INT64_MAX)
-        return bad(d, KS_ERR_RANGE, key, "%lld is out of range (must be >= %lld)", (long long)v,
-                   (long long)lo);
-    return bad(d, KS_ERR_RANGE, key, "%lld is out of range (%lld..%lld)", (long long)v,
-               (long long)lo, (long long)hi);
-}
-
 static bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 
 #define RANGE(key, v, lo, hi)                                                                 \
     do {                                                                                      \
-        int rc_ = check_range(d, key, v, lo, hi);                                             \
+        int rc_ = ks_check_range(d, key, v, lo, hi);                                          \
         if (rc_) return rc_;                                                                  \
     } while (0)
 
@@ -98,7 +71,7 @@ void cfg_defaults(cfg *c)
 int cfg_validate(const cfg *c, ks_diag *d)
 {
     const cfg_server *s = &c->server;
-    if (!s->host[0]) return bad(d, KS_ERR_INVALID, "server.host", "empty");
+    if (!s->host[0]) return ks_diag_key(d, KS_ERR_INVALID, "server.host", "empty");
     RANGE("server.port", s->port, 1, 65535);
     RANGE("server.threads", s->threads, 1, 1024);
     RANGE("server.max_body_bytes", s->max_body_bytes, 1, INT64_MAX);
@@ -109,17 +82,17 @@ int cfg_validate(const cfg *c, ks_diag *d)
     RANGE("model.ctx", c->model.ctx, 16, 1 << 24);
     RANGE("model.threads", c->model.threads, 0, 1024);
     if (name_lookup(g_templates, c->model.chat_template) < 0)
-        return bad(d, KS_ERR_INVALID, "model.chat_template",
+        return ks_diag_key(d, KS_ERR_INVALID, "model.chat_template",
                    "unknown template \"%s\" (auto, chatml, llama3, llama2, mistral, zephyr, "
                    "phi3, gemma)",
                    c->model.chat_template);
     RANGE("kvcache.memory_mb", c->kvcache.memory_mb, 1, INT64_MAX / (1 << 20));
     const int32_t bt = c->kvcache.block_tokens;
     if (!is_pow2(bt) || bt < 8 || bt > 1024)
-        return bad(d, KS_ERR_RANGE, "kvcache.block_tokens",
+        return ks_diag_key(d, KS_ERR_RANGE, "kvcache.block_tokens",
                    "%d must be a power of two in 8..1024", bt);
     if ((unsigned)c->kvcache.dtype > CFG_KV_F32)
-        return bad(d, KS_ERR_INVALID, "kvcache.dtype", "invalid");
+        return ks_diag_key(d, KS_ERR_INVALID, "kvcache.dtype", "invalid");
     int rc = kv_policy_config_validate(&c->kvcache.policy, d);
     if (rc) return rc;
     const cfg_limits *l = &c->limits;
@@ -145,7 +118,7 @@ int cfg_apply_env(cfg *c, ks_diag *d)
     const char *key = getenv("KVSERVE_API_KEY");
     if (!key || !key[0]) return KS_OK;
     if (strlen(key) >= sizeof(c->server.api_key))
-        return bad(d, KS_ERR_RANGE, "server.api_key", "KVSERVE_API_KEY is too long (max %zu)",
+        return ks_diag_key(d, KS_ERR_RANGE, "server.api_key", "KVSERVE_API_KEY is too long (max %zu)",
                    sizeof(c->server.api_key) - 1);
     snprintf(c->server.api_key, sizeof(c->server.api_key), "%s", key);
     return KS_OK;

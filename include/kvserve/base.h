@@ -46,6 +46,12 @@ void ks_diag_clear(ks_diag *d);
 /* Formats msg (d may be NULL); returns `status` so callers can `return ks_diag_set(...)`. */
 int ks_diag_set(ks_diag *d, int status, const char *fmt, ...) KS_PRINTF(3, 4);
 
+/* A validation failure about one key: clears d, sets d->key and msg = "KEY: reason";
+ * returns status. */
+int ks_diag_key(ks_diag *d, int status, const char *key, const char *fmt, ...) KS_PRINTF(4, 5);
+/* 0 if lo <= v <= hi, else KS_ERR_RANGE with a ks_diag_key message naming the range. */
+int ks_check_range(ks_diag *d, const char *key, int64_t v, int64_t lo, int64_t hi) KS_WUR;
+
 /* Logging to stderr with a level prefix; thread-safe (one fprintf per line). */
 typedef enum ks_log_level { KS_LOG_DEBUG, KS_LOG_INFO, KS_LOG_WARN, KS_LOG_ERROR } ks_log_level;
 void ks_log_set_level(ks_log_level level);

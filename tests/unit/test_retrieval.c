@@ -247,16 +247,14 @@ typedef struct sim {
     attn_scratch *as;
 } sim;
 
-static kv_pool_params pool_params(ks_dtype dt, int32_t bt)
-{
-    return (kv_pool_params){.budget_bytes = (size_t)64 << 20, .block_tokens = bt,
-                            .head_dim = HD, .dtype = dt};
-}
+static size_t g_pool_bytes = (size_t)64 << 20; /* pool budget of the next retrieval sim */
 
 static void sim_init(sim *s, ks_dtype dt, int32_t bt, const kv_policy *pol,
                      const kv_policy_args *args)
 {
-    kv_pool_params pp = pool_params(dt, bt);
+    kv_pool_params pp = {.budget_bytes = pol == &kv_policy_retrieval ? g_pool_bytes
+                                                                     : (size_t)64 << 20,
+                         .block_tokens = bt, .head_dim = HD, .dtype = dt};
     ck_assert_int_eq(kv_pool_create(&pp, &s->pool), 0);
     kv_seq_params sp = {.n_layer = NL, .n_head_kv = NH, .policy = pol, .policy_config = args};
     ck_assert_int_eq(kv_seq_create(s->pool, &sp, &s->seq), 0);
@@ -391,6 +389,22 @@ START_TEST(test_equals_full_with_spill)
 }
 END_TEST
 
+START_TEST(test_pool_pressure_spills)
+{
+    /* The retrieval sequence's pool holds 60 blocks of 16 tokens per table (1000 tokens
+     * need 63 per table): with a large ram_mb only the full pool can force spilling, and the
+     * sequence must go on (no KS_ERR_FULL) with outputs still equal to `full`. */
+    g_pool_bytes = (size_t)60 * NL * NH * 2 * 16 * HD * 4;
+    kv_policy_args a = rt_args(32, 100, 3, 50, 0, KV_POS_ORIGINAL, 512, KV_LANDMARK_MEAN);
+    kv_retrieval_stats st[2];
+    run_vs_full(KS_DTYPE_F32, 16, &a, 1000, st);
+    g_pool_bytes = (size_t)64 << 20;
+    ck_assert_int_gt(st[0].blocks_disk, 0);
+    ck_assert_int_le(st[0].blocks_ram, 60 * NL * NH);
+    rmdir(g_dir);
+}
+END_TEST
+
 START_TEST(test_equals_full_representative_spill)
 {
     kv_policy_args a = rt_args(16, 1000, 0, 30, 0, KV_POS_ORIGINAL, 1, KV_LANDMARK_REPRESENTATIVE);
@@ -509,6 +523,7 @@ static Suite *retrieval_suite(void)
     tcase_add_test(tc, test_equals_full_in_ram);
     tcase_add_test(tc, test_equals_full_with_spill);
     tcase_add_test(tc, test_equals_full_representative_spill);
+    tcase_add_test(tc, test_pool_pressure_spills);
     tcase_add_test(tc, test_selects_needle_window_positions);
     tcase_add_test(tc, test_policy_registered);
     suite_add_tcase(s, tc);
