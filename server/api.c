@@ -219,10 +219,31 @@ static void h_metrics(api_server *a, http_request *req)
         g.seqs_active = c.active;
         g.seqs_queued = c.queued;
     }
+    sch_seq_info *v = NULL;
+    size_t n = 0;
+    int64_t *kept = NULL;
+    if (a->sch && sch_get_seq_info(a->sch, &v, &n) == 0 && n > 0) {
+        g.n_layer = v[0].n_layer;
+        kept = calloc((size_t)g.n_layer, sizeof(int64_t));
+        for (size_t i = 0; i < n; i++) {
+            for (int32_t l = 0; kept && l < v[i].n_layer && l < g.n_layer; l++)
+                kept[l] += v[i].tokens_kept[l];
+            if (!v[i].has_retrieval) continue;
+            g.spill_blocks_ram += v[i].retrieval.blocks_ram;
+            g.spill_blocks_disk += v[i].retrieval.blocks_disk;
+            g.spill_hot_hits += v[i].retrieval.hot_hits;
+            g.spill_hot_misses += v[i].retrieval.hot_misses;
+            g.spill_bytes_read += v[i].retrieval.bytes_read;
+        }
+        g.tokens_kept = kept;
+    }
+    sch_seq_info_free(v, n);
     metrics_count_request(a->metrics, 200);
     char *text = NULL;
     size_t len = 0;
-    if (metrics_render(a->metrics, &g, &text, &len)) {
+    int rc = metrics_render(a->metrics, &g, &text, &len);
+    free(kept);
+    if (rc) {
         api_respond_error(a, req, 500, "cannot render metrics", NULL);
         return;
     }
@@ -243,13 +264,23 @@ static void h_kv(api_server *a, http_request *req)
         json_t *kept = json_array();
         for (int32_t l = 0; l < v[i].n_layer; l++)
             json_array_append_new(kept, json_integer(v[i].tokens_kept[l]));
-        json_array_append_new(seqs, json_pack("{s:I, s:s, s:I, s:o, s:I, s:i, s:i}", "id",
-                                              (json_int_t)v[i].id, "policy", v[i].policy,
-                                              "tokens_seen", (json_int_t)v[i].tokens_seen,
-                                              "tokens_kept_per_layer", kept, "bytes",
-                                              (json_int_t)v[i].bytes, "prompt_tokens",
-                                              v[i].n_prompt, "generated_tokens",
-                                              v[i].n_generated));
+        json_t *o = json_pack("{s:I, s:s, s:I, s:o, s:I, s:i, s:i}", "id",
+                              (json_int_t)v[i].id, "policy", v[i].policy, "tokens_seen",
+                              (json_int_t)v[i].tokens_seen, "tokens_kept_per_layer", kept,
+                              "bytes", (json_int_t)v[i].bytes, "prompt_tokens", v[i].n_prompt,
+                              "generated_tokens", v[i].n_generated);
+        if (o && v[i].has_retrieval) {
+            const kv_retrieval_stats *rs = &v[i].retrieval;
+            json_object_set_new(
+                o, "retrieval",
+                json_pack("{s:I, s:I, s:f, s:I, s:I, s:I, s:I}", "blocks_ram",
+                          (json_int_t)rs->blocks_ram, "blocks_disk", (json_int_t)rs->blocks_disk,
+                          "hot_hit_rate", rs->hot_hit_rate, "spill_bytes_read",
+                          (json_int_t)rs->bytes_read, "spill_bytes_written",
+                          (json_int_t)rs->bytes_written, "landmark_bytes",
+                          (json_int_t)rs->landmark_bytes, "ram_bytes", (json_int_t)rs->ram_bytes));
+        }
+        json_array_append_new(seqs, o);
     }
     sch_seq_info_free(v, n);
     kv_pool_stats st = {0};

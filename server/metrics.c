@@ -209,6 +209,23 @@ int metrics_render(metrics *m, const metrics_gauges *g, char **out, size_t *len)
                  (double)g->seqs_active);
     render_gauge(&b, "kvserve_sequences_queued", "Requests waiting for admission.",
                  (double)g->seqs_queued);
+    tb_printf(&b, "# HELP kvserve_kv_tokens_kept Tokens kept in the KV cache, per layer (summed "
+                  "over KV heads and active sequences).\n# TYPE kvserve_kv_tokens_kept gauge\n");
+    for (int32_t l = 0; g->tokens_kept && l < g->n_layer; l++)
+        tb_printf(&b, "kvserve_kv_tokens_kept{layer=\"%d\"} %lld\n", l,
+                  (long long)g->tokens_kept[l]);
+    tb_printf(&b, "# HELP kvserve_kv_retrieval_blocks KV blocks of retrieval sequences by tier.\n"
+                  "# TYPE kvserve_kv_retrieval_blocks gauge\n"
+                  "kvserve_kv_retrieval_blocks{tier=\"ram\"} %lld\n"
+                  "kvserve_kv_retrieval_blocks{tier=\"disk\"} %lld\n",
+              (long long)g->spill_blocks_ram, (long long)g->spill_blocks_disk);
+    int64_t reads = g->spill_hot_hits + g->spill_hot_misses;
+    render_gauge(&b, "kvserve_kv_spill_hot_hit_rate",
+                 "Share of spilled-block reads served by the RAM hot set (active sequences).",
+                 reads ? (double)g->spill_hot_hits / (double)reads : 0.0);
+    render_gauge(&b, "kvserve_kv_spill_bytes_read",
+                 "Bytes read from spill files by the active sequences.",
+                 (double)g->spill_bytes_read);
     if (b.failed) {
         free(b.s);
         return KS_ERR_NOMEM;

@@ -340,6 +340,16 @@ static bool sample_step(sch *s, sch_req *r)
     return true;
 }
 
+/* Prompt tokens per step for a request: retrieval sets its own chunk (with window
+ * positions, window + chunk must stay inside the model's trained context). */
+static int32_t req_prefill_chunk(const sch *s, const sch_req *r)
+{
+    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    int32_t chunk = s->p.prefill_chunk;
+    if (pc && pc->kind == KV_POLICY_RETRIEVAL) chunk = KS_MIN(chunk, pc->retrieval.chunk);
+    return chunk;
+}
+
 /* Builds the step's batch; returns the number of sequences in it. */
 static int32_t batch_build(sch *s)
 {
@@ -355,7 +365,7 @@ static int32_t batch_build(sch *s)
     for (int32_t i = 0; i < s->n_active && budget > 0; i++) { /* then prompt chunks */
         sch_req *r = s->active[i];
         if (r->n_past >= r->n_prompt) continue;
-        int32_t k = KS_MIN(KS_MIN(r->n_prompt - r->n_past, s->p.prefill_chunk), budget);
+        int32_t k = KS_MIN(KS_MIN(r->n_prompt - r->n_past, req_prefill_chunk(s, r)), budget);
         bool last = r->n_past + k == r->n_prompt;
         s->batch[n] = (model_seq_batch){.kv = r->kv, .tokens = r->prompt + r->n_past,
                                         .n_tokens = k, .logits = last ? r->logits : NULL,
@@ -608,6 +618,7 @@ static void snapshot_locked(sch *s)
         o->tokens_kept = calloc((size_t)o->n_layer, sizeof(int64_t));
         if (!o->tokens_kept) break;
         for (int32_t l = 0; l < o->n_layer; l++) o->tokens_kept[l] = kv_seq_tokens_kept(r->kv, l);
+        o->has_retrieval = kv_retrieval_get_stats(r->kv, &o->retrieval) == KS_OK;
         s->n_snap++;
     }
 }

@@ -79,6 +79,12 @@ static void load_done(uv_work_t *w, int status)
         shutdown_begin(st);
         return;
     }
+    /* spill files left by a crashed kvserve (its pid is gone) are removed before any
+     * sequence can create new ones */
+    int n_stale = kv_spill_cleanup_dir(c->kvcache.policy.retrieval.spill_dir);
+    if (n_stale > 0)
+        ks_info("removed %d stale spill file(s) from %s", n_stale,
+                c->kvcache.policy.retrieval.spill_dir);
     sch_params sp = {.loop = st->loop, .model = st->m, .pool = st->pool, .policy = pol,
                      .policy_config = &c->kvcache.policy, .metrics = st->api.metrics,
                      .n_threads = cfg_model_threads(c), .max_queue = c->server.max_queue,

@@ -43,6 +43,12 @@ typedef struct metrics_gauges {
     uint64_t kv_bytes_budget;
     int64_t seqs_active;
     int64_t seqs_queued;
+    /* Tokens kept in the KV cache per layer, summed over KV heads and active sequences. */
+    int32_t n_layer;
+    const int64_t *tokens_kept; /* [n_layer], may be NULL */
+    /* Retrieval policy, summed over its sequences: blocks by tier, hot-set reads, spill I/O. */
+    int64_t spill_blocks_ram, spill_blocks_disk, spill_hot_hits, spill_hot_misses;
+    int64_t spill_bytes_read;
 } metrics_gauges;
 
 /* Renders every metric as Prometheus text into a malloc'd string (caller frees). */

@@ -25,6 +25,7 @@
 
 #include "kvserve/base.h"
 #include "kvserve/kvcache.h"
+#include "kvserve/spill.h"
 #include "kvserve/metrics.h"
 #include "kvserve/model.h"
 #include "kvserve/policy_config.h"
@@ -145,6 +146,8 @@ typedef struct sch_seq_info {
     size_t bytes;
     int32_t n_prompt;
     int32_t n_generated;
+    bool has_retrieval;            /* the sequence uses the retrieval policy */
+    kv_retrieval_stats retrieval;  /* its blocks in RAM / on disk, hot-set and spill I/O */
 } sch_seq_info;
 /* Copies the snapshot (caller frees with sch_seq_info_free). */
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;

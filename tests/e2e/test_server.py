@@ -343,6 +343,54 @@ def test_metrics(srv):
         check(n in names, "metric %s present" % n)
 
 
+def open_stream(srv, body):
+    """Starts a streaming completion on a raw socket and waits for its first bytes."""
+    data = json.dumps(dict(body, stream=True))
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    s.sendall(("POST /v1/completions HTTP/1.1\r\nContent-Type: application/json\r\n"
+               "Content-Length: %d\r\n\r\n%s" % (len(data), data)).encode())
+    s.recv(200)
+    return s
+
+
+def test_kv_policies(srv):
+    """Per-request policies reach the cache, and /v1/kv and /metrics show what it keeps."""
+    long_prompt = " ".join(PROMPTS) * 6
+    s = open_stream(srv, dict(prompt=long_prompt, max_tokens=3000, temperature=0,
+                              kv_policy={"name": "sink_window", "n_sink": 4, "window": 60}))
+    time.sleep(0.3)
+    seqs = [q for q in kv_state(srv)["sequences"] if q["policy"] == "sink_window"]
+    check(len(seqs) == 1, "/v1/kv lists the sink_window sequence")
+    if seqs:
+        kept = seqs[0]["tokens_kept_per_layer"]
+        # 2 KV heads: per layer at most 2 * (n_sink + window) tokens, far fewer than seen
+        check(all(k <= 2 * 64 for k in kept) and seqs[0]["tokens_seen"] > 64,
+              "sink_window keeps n_sink + window tokens per head (%s of %d)"
+              % (kept, seqs[0]["tokens_seen"]))
+    st, _, out = srv.req("GET", "/metrics")
+    lines = [l for l in out.decode().splitlines() if l.startswith("kvserve_kv_tokens_kept{")]
+    check(len(lines) == 4, "/metrics has tokens kept for each of the 4 layers")
+    s.close()
+    s = open_stream(srv, dict(prompt=long_prompt, max_tokens=3000, temperature=0,
+                              kv_policy={"name": "retrieval", "top_k": 2, "n_sink": 4,
+                                         "window": 64, "chunk": 64, "dense_layers": 0}))
+    time.sleep(0.3)
+    seqs = [q for q in kv_state(srv)["sequences"] if q["policy"] == "retrieval"]
+    check(len(seqs) == 1 and "retrieval" in seqs[0], "/v1/kv shows retrieval tiers")
+    if seqs and "retrieval" in seqs[0]:
+        r = seqs[0]["retrieval"]
+        check(r["blocks_ram"] > 0 and "blocks_disk" in r and "hot_hit_rate" in r,
+              "retrieval stats: blocks in RAM %d, on disk %d" % (r["blocks_ram"], r["blocks_disk"]))
+    st, _, out = srv.req("GET", "/metrics")
+    text = out.decode()
+    check('kvserve_kv_retrieval_blocks{tier="ram"}' in text and
+          "kvserve_kv_spill_hot_hit_rate" in text, "/metrics has the retrieval tiers")
+    s.close()
+    st, j = complete(srv, "And it came to pass", 8,
+                     kv_policy={"name": "retrieval", "top_k": 4, "dense_layers": 0})
+    check(st == 200 and j["usage"]["completion_tokens"] == 8, "retrieval completion works")
+
+
 def test_sigterm(srv):
     result = {}
 
@@ -408,6 +456,7 @@ def main():
         test_disconnect(srv)
         test_errors(srv)
         test_prefix_cache(srv)
+        test_kv_policies(srv)
         test_metrics(srv)
         test_sigterm(srv)
     finally:
