@@ -1,7 +1,8 @@
 /* bench_model.c - prefill and decode speed of the forward pass, like llama-bench's pp/tg.
  *
  *   bench_model --model M [--prompt 512] [--gen 32] [--threads 2] [--reps 3] [--kv-dtype f16]
- *               [--numerics fast|llama]
+ *               [--numerics fast|llama] [--seqs N]
+ * --seqs N decodes N sequences together (continuous batching) and reports all their tokens.
  *
  * Prefill: one batch of `prompt` random tokens from an empty cache (pp). Decode: `gen` tokens
  * one at a time from an empty cache (tg). Prints the median tokens/s over `reps` runs after a
@@ -20,18 +21,36 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static int32_t g_seqs = 1; /* sequences decoded together (--seqs) */
+
+/* n decode steps of g_seqs sequences in one batch; returns generated tokens/s (all seqs). */
+static double run_decode(cli_engine *e, const int32_t *toks, int32_t n, float *logits)
+{
+    kv_seq *seqs[64];
+    int32_t ns = 0;
+    int rc = 0;
+    for (; ns < g_seqs && !rc; ns++) rc = cli_engine_new_seq(e, NULL, &seqs[ns]);
+    double t0 = ks_time_now();
+    for (int32_t i = 0; i < n && !rc; i++) {
+        model_seq_batch b[64];
+        for (int32_t s = 0; s < ns; s++)
+            b[s] = (model_seq_batch){.kv = seqs[s], .tokens = &toks[(i + s) % n],
+                                     .n_tokens = 1, .logits = logits + (size_t)s * model_get_hparams(e->m)->n_vocab};
+        rc = model_forward(e->ctx, b, ns);
+    }
+    double dt = ks_time_now() - t0;
+    for (int32_t s = 0; s < ns; s++) kv_seq_destroy(seqs[s]);
+    return rc ? -1 : (double)n * ns / dt;
+}
+
 static double run_once(cli_engine *e, const int32_t *toks, int32_t n, bool decode, float *logits)
 {
+    if (decode) return run_decode(e, toks, n, logits);
     kv_seq *seq = NULL;
     if (cli_engine_new_seq(e, NULL, &seq)) return -1;
     double t0 = ks_time_now();
     int rc = 0;
-    if (decode) {
-        for (int32_t i = 0; i < n && !rc; i++) {
-            model_seq_batch b = {.kv = seq, .tokens = &toks[i], .n_tokens = 1, .logits = logits};
-            rc = model_forward(e->ctx, &b, 1);
-        }
-    } else {
+    {
         model_seq_batch b = {.kv = seq, .tokens = toks, .n_tokens = n, .logits = logits,
                              .prompt_chunk = true, .prompt_last = true};
         rc = model_forward(e->ctx, &b, 1);
@@ -68,24 +87,30 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--reps")) rc = cli_parse_i64(a, v, 1, 63, &reps);
         else if (!strcmp(a, "--kv-dtype")) dt = !strcmp(v, "f32") ? KS_DTYPE_F32 : KS_DTYPE_F16;
         else if (!strcmp(a, "--numerics")) exact = !strcmp(v, "llama");
+        else if (!strcmp(a, "--seqs")) {
+            int64_t ns = 1;
+            rc = cli_parse_i64(a, v, 1, 64, &ns);
+            g_seqs = (int32_t)ns;
+        }
         else rc = 1;
         if (rc) return 2;
     }
     if (!model) {
         fprintf(stderr, "usage: bench_model --model M [--prompt N] [--gen N] [--threads N] "
-                        "[--reps N] [--kv-dtype f16|f32] [--numerics fast|llama]\n");
+                        "[--reps N] [--kv-dtype f16|f32] [--numerics fast|llama] [--seqs N]\n");
         return 2;
     }
     int32_t n_ctx = (int32_t)KS_MAX(prompt, gen) + 16;
     cli_engine_params ep = {.model_path = model, .n_threads = (int32_t)threads, .n_ctx = n_ctx,
-                            .n_batch = (int32_t)prompt, .n_seqs = 1, .kv_dtype = dt,
+                            .n_batch = (int32_t)KS_MAX(prompt, 64), .n_seqs = g_seqs,
+                            .kv_dtype = dt,
                             .llama_numerics = exact};
     cli_engine e;
     if (cli_engine_open(&ep, &e)) return 1;
     const model_hparams *hp = model_get_hparams(e.m);
     int32_t n = (int32_t)KS_MAX(prompt, gen);
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)n);
-    float *logits = malloc(sizeof(float) * (size_t)hp->n_vocab);
+    float *logits = malloc(sizeof(float) * (size_t)hp->n_vocab * (size_t)g_seqs);
     uint32_t x = 12345;
     for (int32_t i = 0; i < n; i++) {
         x = x * 1664525u + 1013904223u;
@@ -99,7 +124,8 @@ int main(int argc, char **argv)
            (double)model_weight_bytes(e.m) / (1 << 20), (long long)threads,
            exact ? "llama" : "fast");
     printf("pp%lld: %.1f tokens/s\n", (long long)prompt, pp);
-    printf("tg%lld: %.1f tokens/s\n", (long long)gen, tg);
+    printf("tg%lld: %.1f tokens/s (%d sequence%s decoded together)\n", (long long)gen, tg,
+           g_seqs, g_seqs > 1 ? "s" : "");
     printf("peak RSS: %.1f MiB\n", ru.ru_maxrss / 1024.0);
     free(toks);
     free(logits);

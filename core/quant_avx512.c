@@ -1,7 +1,8 @@
 /* quant_avx512.c - AVX-512 (F/BW/VL/DQ/VNNI/BF16) dot kernels and f16 row conversion.
  *
  * Compiled with AVX-512 flags; only quant.c's dispatcher calls in, after checking the CPU.
- * Integer dots use vpdpbusd (u8 x s8): Q8_0 with the abs/sign trick, Q4_0/Q4_K/Q6_K with
+ * Integer dots use vpdpbusd (u8 x s8): Q8_0 with the abs/sign trick (batches: activations
+ * offset by 128, the excess taken off per weight block), Q4_0/Q4_K/Q6_K with
  * unsigned quants and the offset removed through the activation sums. Per-block integer
  * sums are exact; scaling and accumulation are in f32 like llama.cpp.
  */
@@ -108,13 +109,19 @@ static float dot_bf16(int64_t n, const void *w, const void *x)
 /* tinyBLAS tile: RM rows x RN activations, one accumulator chain per output. */
 static inline __attribute__((always_inline)) void
 gemm_tile(int kind, int rm, int rn, int64_t n, const char *w, size_t wrb, const char *x,
-          size_t xb, float *y, int64_t ys)
+          size_t xb, float *y, int64_t ys, bool pf)
 {
     __m512 c[4][4];
     for (int i = 0; i < rm; i++)
         for (int j = 0; j < rn; j++) c[i][j] = _mm512_setzero_ps();
     if (kind == K_F32 || kind == K_F16) {
+        /* the rows are contiguous: prefetch two tiles ahead as fast as this one is read */
+        int esz = kind == K_F32 ? 4 : 2;
+        const char *pfp = w + (size_t)(2 * rm) * wrb;
         for (int64_t l = 0; l < n; l += 16) {
+            if (pf)
+                for (int k = 0; k < rm * esz / 4; k++)
+                    _mm_prefetch(pfp + (size_t)l * (size_t)(rm * esz) + 64 * k, _MM_HINT_T0);
             __m512 a[4];
             for (int i = 0; i < rm; i++) a[i] = ld16(kind, w + (size_t)i * wrb, l);
             for (int j = 0; j < rn; j++) {
@@ -147,16 +154,20 @@ gemm_fx(int kind, int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, con
     for (; r + 4 <= n_rows; r += 4) {
         int64_t b = 0;
         for (; b + 4 <= n_b; b += 4)
-            gemm_tile(kind, 4, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys);
+            gemm_tile(kind, 4, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys,
+                      b == 0);
         for (; b < n_b; b++)
-            gemm_tile(kind, 4, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys);
+            gemm_tile(kind, 4, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys,
+                      b == 0);
     }
     for (; r < n_rows; r++) {
         int64_t b = 0;
         for (; b + 4 <= n_b; b += 4)
-            gemm_tile(kind, 1, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys);
+            gemm_tile(kind, 1, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys,
+                      false);
         for (; b < n_b; b++)
-            gemm_tile(kind, 1, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys);
+            gemm_tile(kind, 1, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys,
+                      false);
     }
 }
 
@@ -244,6 +255,95 @@ static float q8_0_row(int64_t nb, const blk_q8_0 *a, const blk_q8_0 *bx)
     return hsum8(c);
 }
 
+/* Batched Q8_0 tile: 2*RZ rows (two per zmm) x RN tokens, one accumulator per output as in
+ * q8_0_pair, so the results are bit-identical. Instead of the sign trick each token's bytes
+ * are flipped to u8 (x ^ 0x80, one load and xor shared by all rows) and the excess
+ * 128 * (sum of 4 weight bytes) starts the dpbusd accumulator, computed once per weight block
+ * for every token. Activation scales come pre-converted to f32 in dx[j * nb + i]. Rows past
+ * nrows repeat the last row and are not stored. With pf set, the weight bytes a pass ahead
+ * (the rows are contiguous, but 2*RZ short interleaved streams defeat the prefetchers) are
+ * prefetched at the rate this pass consumes its own. */
+#define Q8B_MAX_NB 640 /* blocks per row the f32 scale scratch holds (16 tokens) */
+#define Q8B_PF_PASSES 2
+
+static inline __attribute__((always_inline)) void
+q8_0_tile(int rz, int rn, int64_t nb, const char *w, size_t wrb, int64_t nrows, const char *x,
+          size_t xb, const float *dx, float *y, int64_t ys, bool pf)
+{
+    const blk_q8_0 *a[8], *bx[8];
+    for (int r = 0; r < 2 * rz; r++)
+        a[r] = (const blk_q8_0 *)(w + (size_t)KS_MIN((int64_t)r, nrows - 1) * wrb);
+    for (int j = 0; j < rn; j++) bx[j] = (const blk_q8_0 *)(x + (size_t)j * xb);
+    const char *pfp = w + (size_t)(Q8B_PF_PASSES * 2 * rz) * wrb;
+    const __m512i k80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    __m512 c[4][8];
+    for (int z = 0; z < rz; z++)
+        for (int j = 0; j < rn; j++) c[z][j] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        if (pf)
+            for (int k = 0; k <= rz; k++)
+                _mm_prefetch(pfp + (size_t)i * (size_t)(2 * rz) * sizeof(blk_q8_0) + 64 * k,
+                             _MM_HINT_T0);
+        __m512i wv[4], nc[4];
+        __m512 dw[4];
+        for (int z = 0; z < rz; z++) {
+            const blk_q8_0 *p0 = a[2 * z] + i, *p1 = a[2 * z + 1] + i;
+            wv[z] = ld2x256(p0->qs, p1->qs);
+            nc[z] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k80, wv[z]));
+            __m128i h0 = _mm_set1_epi16((short)p0->d), h1 = _mm_set1_epi16((short)p1->d);
+            dw[z] = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(h0), h1, 1));
+        }
+        for (int j = 0; j < rn; j++) {
+            __m512i xv = _mm512_xor_si512(
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)bx[j][i].qs)), k80);
+            __m512 dxj = _mm512_set1_ps(dx[(int64_t)j * nb + i]);
+            for (int z = 0; z < rz; z++) {
+                __m512i s = _mm512_dpbusd_epi32(nc[z], xv, wv[z]);
+                __m512 d = _mm512_mul_ps(dw[z], dxj);
+                c[z][j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), c[z][j]);
+            }
+        }
+    }
+    for (int z = 0; z < rz; z++)
+        for (int j = 0; j < rn; j++) {
+            if (2 * z < nrows) y[(2 * z) * ys + j] = hsum8(_mm512_castps512_ps256(c[z][j]));
+            if (2 * z + 1 < nrows)
+                y[(2 * z + 1) * ys + j] = hsum8(_mm512_extractf32x8_ps(c[z][j], 1));
+        }
+}
+
+#define Q8B_TILE(RZ, RN) q8_0_tile(RZ, RN, nb, w, wrb, nrows, x + b * xb, xb, dx + b * nb, \
+                                   y + b, ys, b == 0)
+
+/* One pass: 2*rz rows (rz 2 or 4) against n_b (<= 16) tokens, 8 (rz 2) or 4 at a time. */
+static void q8_0_pass(int rz, int64_t nb, const char *w, size_t wrb, int64_t nrows,
+                      const char *x, size_t xb, int64_t n_b, const float *dx, float *y,
+                      int64_t ys)
+{
+    for (int64_t b = 0; b < n_b; b += 2 * (6 - rz)) { /* 8 tokens with rz 2, 4 with rz 4 */
+        int64_t rn = KS_MIN((int64_t)(2 * (6 - rz)), n_b - b);
+        if (rz == 4) {
+            switch (rn) {
+            case 1: Q8B_TILE(4, 1); break;
+            case 2: Q8B_TILE(4, 2); break;
+            case 3: Q8B_TILE(4, 3); break;
+            default: Q8B_TILE(4, 4); break;
+            }
+            continue;
+        }
+        switch (rn) {
+        case 1: Q8B_TILE(2, 1); break;
+        case 2: Q8B_TILE(2, 2); break;
+        case 3: Q8B_TILE(2, 3); break;
+        case 4: Q8B_TILE(2, 4); break;
+        case 5: Q8B_TILE(2, 5); break;
+        case 6: Q8B_TILE(2, 6); break;
+        case 7: Q8B_TILE(2, 7); break;
+        default: Q8B_TILE(2, 8); break;
+        }
+    }
+}
+
 static void mv_q8_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, const void *x,
                     size_t xb, int64_t n_b, float *y, int64_t ys)
 {
@@ -251,6 +351,22 @@ static void mv_q8_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
     int64_t nb = n / QK8_0, r0 = 0;
     if (n_b == 1) { /* one row at a time: a single stream that the prefetchers follow */
         for (; r0 < n_rows; r0++) y[r0 * ys] = q8_0_row(nb, (const blk_q8_0 *)(w + r0 * wrb), x);
+        return;
+    }
+    if (nb <= Q8B_MAX_NB) { /* the rows of a pass meet up to 16 tokens while in L1 */
+        float dx[16 * Q8B_MAX_NB];
+        for (int64_t b0 = 0; b0 < n_b; b0 += 16) {
+            int64_t nt = KS_MIN((int64_t)16, n_b - b0);
+            const char *xt = xc + b0 * xb;
+            for (int64_t j = 0; j < nt; j++) {
+                const blk_q8_0 *bj = (const blk_q8_0 *)(xt + (size_t)j * xb);
+                for (int64_t i = 0; i < nb; i++) dx[j * nb + i] = f16s(bj[i].d);
+            }
+            int rz = nt > 4 ? 2 : 4;
+            for (int64_t r = 0; r < n_rows; r += 2 * rz)
+                q8_0_pass(rz, nb, w + r * wrb, wrb, KS_MIN(2 * (int64_t)rz, n_rows - r), xt, xb,
+                          nt, dx, y + r * ys + b0, ys);
+        }
         return;
     }
     for (int64_t r = r0; r < n_rows; r += 2) {
