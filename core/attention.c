@@ -164,10 +164,8 @@ ATTN_AVX512 static void accum_avx512(float *acc, const float *p, const float *v,
 
 static bool cpu_has_avx512(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c") &&
-           __builtin_cpu_supports("fma");
+    return ks_cpu_has(KS_CPU_AVX512F) && ks_cpu_has(KS_CPU_AVX512BW) &&
+           ks_cpu_has(KS_CPU_AVX512VL) && ks_cpu_has(KS_CPU_F16C) && ks_cpu_has(KS_CPU_FMA);
 }
 #endif
 

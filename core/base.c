@@ -68,6 +68,50 @@ int ks_check_range(ks_diag *d, const char *key, int64_t v, int64_t lo, int64_t h
                        (long long)lo, (long long)hi);
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+static bool g_cpu[KS_CPU_FEATURE_COUNT];
+static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
+
+static void cpu_detect(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28);
+    const bool f16c = c & (1u << 29);
+    if (!osxsave || !avx) return;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    const bool os_avx = (xlo & 0x6) == 0x6, os_avx512 = (xlo & 0xe6) == 0xe6;
+    if (!os_avx || __get_cpuid_max(0, NULL) < 7) return;
+    __cpuid_count(7, 0, a, b, c, d);
+    g_cpu[KS_CPU_FMA] = fma;
+    g_cpu[KS_CPU_F16C] = f16c;
+    g_cpu[KS_CPU_AVX2] = b & (1u << 5);
+    if (!os_avx512) return;
+    g_cpu[KS_CPU_AVX512F] = b & (1u << 16);
+    g_cpu[KS_CPU_AVX512DQ] = b & (1u << 17);
+    g_cpu[KS_CPU_AVX512BW] = b & (1u << 30);
+    g_cpu[KS_CPU_AVX512VL] = b & (1u << 31);
+    g_cpu[KS_CPU_AVX512VNNI] = c & (1u << 11);
+    __cpuid_count(7, 1, a, b, c, d);
+    g_cpu[KS_CPU_AVX512BF16] = a & (1u << 5);
+}
+
+bool ks_cpu_has(ks_cpu_feature f)
+{
+    pthread_once(&g_cpu_once, cpu_detect);
+    return (unsigned)f < KS_CPU_FEATURE_COUNT && g_cpu[f];
+}
+#else
+bool ks_cpu_has(ks_cpu_feature f)
+{
+    (void)f;
+    return false;
+}
+#endif
+
 static ks_log_level g_log_level = KS_LOG_INFO;
 
 void ks_log_set_level(ks_log_level level)

@@ -451,16 +451,14 @@ static void fill_scalar(qt_kernels *k)
 
 static void dispatch_init(void)
 {
-    __builtin_cpu_init();
     fill_scalar(&g_kernels[QT_IMPL_SCALAR]);
     g_have[QT_IMPL_SCALAR] = true;
-    g_have[QT_IMPL_AVX2] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                           __builtin_cpu_supports("f16c");
+    g_have[QT_IMPL_AVX2] =
+        ks_cpu_has(KS_CPU_AVX2) && ks_cpu_has(KS_CPU_FMA) && ks_cpu_has(KS_CPU_F16C);
     g_have[QT_IMPL_AVX512] =
-        g_have[QT_IMPL_AVX2] && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("avx512bf16");
+        g_have[QT_IMPL_AVX2] && ks_cpu_has(KS_CPU_AVX512F) && ks_cpu_has(KS_CPU_AVX512BW) &&
+        ks_cpu_has(KS_CPU_AVX512VL) && ks_cpu_has(KS_CPU_AVX512DQ) &&
+        ks_cpu_has(KS_CPU_AVX512VNNI) && ks_cpu_has(KS_CPU_AVX512BF16);
     if (g_have[QT_IMPL_AVX2]) {
         g_kernels[QT_IMPL_AVX2] = g_kernels[QT_IMPL_SCALAR];
         qt_kernels_fill_avx2(&g_kernels[QT_IMPL_AVX2]);

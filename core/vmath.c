@@ -1,16 +1,26 @@
-/* vmath.c - exp, softmax sums and SwiGLU with llama.cpp's numerics (see vmath.h). Compiled
- * twice through target_clones: with hardware FMA where the CPU has it, else with the C
- * library's fmaf, which is exactly rounded too, so both give the same bits. */
+/* vmath.c - exp, softmax sums and SwiGLU with llama.cpp's numerics (see vmath.h). Each body
+ * is compiled twice: with hardware FMA (picked at run time when the CPU has it) and plain,
+ * where the C library's fmaf is exactly rounded too, so both give the same bits. */
 #include "kvserve/vmath.h"
 
 #include <math.h>
 #include <stdint.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define VM_CLONES __attribute__((target_clones("fma", "default")))
+#include "kvserve/base.h"
+
+#if defined(__x86_64__)
+#define VM_FMA __attribute__((target("fma")))
 #else
-#define VM_CLONES
+#define VM_FMA
 #endif
+
+/* Whether to take the FMA builds; read once (a benign race: every thread computes the same). */
+static int g_fma = -1;
+static inline bool use_fma(void)
+{
+    if (g_fma < 0) g_fma = ks_cpu_has(KS_CPU_FMA);
+    return g_fma;
+}
 
 static inline float vm_expf_inline(float x)
 {
@@ -31,13 +41,13 @@ static inline float vm_expf_inline(float x)
     return ldexpf(j, e);
 }
 
-VM_CLONES float vm_expf(float x)
+static inline float expf_body(float x)
 {
     if (isnan(x)) return x;
     return vm_expf_inline(x);
 }
 
-VM_CLONES double vm_exp_sum(float *y, const float *x, int32_t n, float max)
+static inline double exp_sum_body(float *y, const float *x, int32_t n, float max)
 {
     double sum = 0.0;
     for (int32_t i0 = 0; i0 < n; i0 += 16) {
@@ -55,10 +65,33 @@ VM_CLONES double vm_exp_sum(float *y, const float *x, int32_t n, float max)
     return sum;
 }
 
-VM_CLONES void vm_swiglu(float *g, const float *u, int64_t n)
+static inline void swiglu_body(float *g, const float *u, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         const float x = g[i];
         g[i] = (x / (1.0f + vm_expf_inline(-x))) * u[i];
     }
+}
+
+VM_FMA static float expf_fma(float x) { return expf_body(x); }
+VM_FMA static double exp_sum_fma(float *y, const float *x, int32_t n, float max)
+{
+    return exp_sum_body(y, x, n, max);
+}
+VM_FMA static void swiglu_fma(float *g, const float *u, int64_t n) { swiglu_body(g, u, n); }
+
+float vm_expf(float x)
+{
+    return use_fma() ? expf_fma(x) : expf_body(x);
+}
+
+double vm_exp_sum(float *y, const float *x, int32_t n, float max)
+{
+    return use_fma() ? exp_sum_fma(y, x, n, max) : exp_sum_body(y, x, n, max);
+}
+
+void vm_swiglu(float *g, const float *u, int64_t n)
+{
+    if (use_fma()) swiglu_fma(g, u, n);
+    else swiglu_body(g, u, n);
 }

@@ -7,6 +7,7 @@
 #define KVSERVE_BASE_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -88,6 +89,14 @@ void ks_arena_deinit(ks_arena *a);
 /* Returns 16-byte aligned memory or NULL when out of memory. */
 void *ks_arena_alloc(ks_arena *a, size_t n);
 char *ks_arena_strdup(ks_arena *a, const char *s, size_t n);
+
+/* CPU features for run-time kernel dispatch (cpuid plus the OS's xgetbv state), the same with
+ * every compiler. Thread-safe; computed once. */
+typedef enum ks_cpu_feature {
+    KS_CPU_AVX2, KS_CPU_FMA, KS_CPU_F16C, KS_CPU_AVX512F, KS_CPU_AVX512BW, KS_CPU_AVX512VL,
+    KS_CPU_AVX512DQ, KS_CPU_AVX512VNNI, KS_CPU_AVX512BF16, KS_CPU_FEATURE_COUNT
+} ks_cpu_feature;
+bool ks_cpu_has(ks_cpu_feature f);
 
 /* Reads a whole file into a malloc'd, NUL-terminated buffer (caller frees). */
 int ks_read_file(const char *path, char **out, size_t *out_len, ks_diag *d) KS_WUR;

@@ -156,6 +156,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     cl->got += (size_t)n;
 #ifdef KVSERVE_FUZZ_MAIN
     if (getenv("FUZZ_HTTP_SHOW")) fwrite(buf->base, 1, (size_t)n, stdout); /* debugging */
+#else
+    (void)buf;
 #endif
 }
 
