@@ -96,20 +96,9 @@ typedef struct rt_state {
 
 static void rt_defaults(kv_retrieval_params *p)
 {
-    memset(p, 0, sizeof(*p));
-    p->block_tokens = 64;
-    p->landmark = KV_LANDMARK_MEAN;
-    p->representatives = 4;
-    p->top_k = 8;
-    p->n_sink = 4;
-    p->window = 512;
-    p->selection = KV_SELECT_HEAD;
-    p->dense_layers = 2;
-    p->positions = KV_POS_WINDOW;
-    p->chunk = 512;
-    p->ram_mb = 512;
-    strcpy(p->spill_dir, "/tmp/kvserve-spill");
-    p->eviction = KV_EVICT_LRU;
+    kv_policy_config pc;
+    kv_policy_config_defaults(&pc);
+    *p = pc.retrieval;
 }
 
 static bool rt_params_ok(const kv_retrieval_params *p)

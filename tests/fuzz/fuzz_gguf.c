@@ -1,8 +1,8 @@
 /* fuzz_gguf.c - fuzz target for the GGUF reader (gguf_open_memory).
  *
- * Built two ways: as a libFuzzer target (clang, -Dfuzz=true: LLVMFuzzerTestOneInput), and,
- * with -DKVSERVE_FUZZ_MAIN, as a plain driver that runs the same function on each file named
- * on the command line (replaying a corpus or a crash without clang). The input is copied to
+ * Built two ways: as a libFuzzer target (clang, -Dfuzz=true: LLVMFuzzerTestOneInput), and
+ * with replay_main.c as a plain driver that runs the same function on each file named on the
+ * command line (replaying a corpus or a crash without clang). The input is copied to
  * a buffer of exactly its size so a sanitizer sees any read past the end. When a file opens,
  * every key, string element and tensor byte range is touched: the reader's invariants say
  * they all lie inside the image.
@@ -66,24 +66,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(copy);
     return 0;
 }
-
-#ifdef KVSERVE_FUZZ_MAIN
-int main(int argc, char **argv)
-{
-    int bad = 0;
-    for (int i = 1; i < argc; i++) {
-        char *buf;
-        size_t len;
-        ks_diag d;
-        if (ks_read_file(argv[i], &buf, &len, &d) != 0) {
-            fprintf(stderr, "%s: %s\n", argv[i], d.msg);
-            bad = 1;
-            continue;
-        }
-        LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
-        free(buf);
-    }
-    printf("ran %d input(s)\n", argc - 1);
-    return bad;
-}
-#endif

@@ -11,8 +11,8 @@
  * which answers 503 for the endpoints that need the model. Nothing may crash or leak, and
  * every connection must be closed after each input.
  *
- * Built with -fsanitize=fuzzer (clang) it is a libFuzzer target; built with
- * -DKVSERVE_FUZZ_MAIN, main() runs every file named on the command line once.
+ * Built with -fsanitize=fuzzer (clang) it is a libFuzzer target; the replay driver
+ * (replay_main.c) runs every file named on the command line once.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -211,24 +211,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(cl);
     return 0;
 }
-
-#ifdef KVSERVE_FUZZ_MAIN
-int main(int argc, char **argv)
-{
-    int failed = 0;
-    for (int i = 1; i < argc; i++) {
-        char *buf;
-        size_t len;
-        ks_diag d;
-        if (ks_read_file(argv[i], &buf, &len, &d)) {
-            fprintf(stderr, "%s\n", d.msg);
-            failed = 1;
-            continue;
-        }
-        LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
-        free(buf);
-    }
-    printf("fuzz_http: ran %d input(s)\n", argc - 1);
-    return failed;
-}
-#endif

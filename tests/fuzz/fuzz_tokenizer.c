@@ -1,7 +1,7 @@
 /* fuzz_tokenizer.c - fuzz target for the tokenizers: arbitrary bytes are encoded (with and
  * without special-token parsing) by an SPM and a byte-level BPE vocab, decoded, streamed, and
- * the ids must stay in range. libFuzzer entry point LLVMFuzzerTestOneInput; built without
- * libFuzzer (with -DKVSERVE_FUZZ_MAIN) it has a main() that runs each file named on the command line.
+ * the ids must stay in range. libFuzzer entry point LLVMFuzzerTestOneInput; the replay
+ * driver (replay_main.c) runs it on each file named on the command line.
  * Vocabs: $KVSERVE_SHARED/vocab/ggml-vocab-{llama-spm,qwen2}.gguf.
  */
 #include <stdio.h>
@@ -78,21 +78,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     return 0;
 }
-
-#ifdef KVSERVE_FUZZ_MAIN
-int main(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++) {
-        FILE *fp = fopen(argv[i], "rb");
-        if (!fp) {
-            perror(argv[i]);
-            return 1;
-        }
-        static uint8_t buf[1 << 20];
-        size_t n = fread(buf, 1, sizeof(buf), fp);
-        fclose(fp);
-        LLVMFuzzerTestOneInput(buf, n);
-    }
-    return 0;
-}
-#endif

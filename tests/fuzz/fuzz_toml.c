@@ -1,8 +1,8 @@
 /* fuzz_toml.c - fuzz target for the TOML reader and the configuration loader.
  *
- * Built with -fsanitize=fuzzer (clang) it is a libFuzzer target; built with
- * -DKVSERVE_FUZZ_MAIN, main() runs every file named on the command line once (a corpus
- * replayer for regression tests and sanitizer builds, any compiler). Every input must either parse or fail with a
+ * Built with -fsanitize=fuzzer (clang) it is a libFuzzer target; with replay_main.c it runs
+ * every file named on the command line once (a corpus replayer for regression tests and
+ * sanitizer builds, any compiler). Every input must either parse or fail with a
  * diagnostic that names a line inside the input; nothing may crash or leak.
  */
 #include <stdint.h>
@@ -55,24 +55,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != 0 && strncmp(d.msg, "fuzz.toml:", 10) != 0) abort();
     return 0;
 }
-
-#ifdef KVSERVE_FUZZ_MAIN
-int main(int argc, char **argv)
-{
-    int failed = 0;
-    for (int i = 1; i < argc; i++) {
-        char *buf;
-        size_t len;
-        ks_diag d;
-        if (ks_read_file(argv[i], &buf, &len, &d)) {
-            fprintf(stderr, "%s\n", d.msg);
-            failed = 1;
-            continue;
-        }
-        LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
-        free(buf);
-    }
-    printf("fuzz_toml: ran %d input(s)\n", argc - 1);
-    return failed;
-}
-#endif
