@@ -65,137 +65,24 @@ typedef struct eval_env {
 
 /* ---- policy specs ---------------------------------------------------------------------- */
 
-enum { F_I32, F_I64, F_F64, F_POS, F_POOL, F_RED, F_LM, F_SEL, F_EVICT, F_STR };
-
-typedef struct eval_field {
-    const char *policy, *key;
-    int type;
-    size_t off;
-} eval_field;
-
-#define FLD(p, k, t, member) {p, k, t, offsetof(kv_policy_config, member)}
-static const eval_field kFields[] = {
-    FLD("sink_window", "n_sink", F_I32, sink_window.n_sink),
-    FLD("sink_window", "window", F_I32, sink_window.window),
-    FLD("sink_window", "positions", F_POS, sink_window.positions),
-    FLD("snapkv", "budget", F_I32, snapkv.budget),
-    FLD("snapkv", "window", F_I32, snapkv.window),
-    FLD("snapkv", "kernel", F_I32, snapkv.kernel),
-    FLD("snapkv", "pooling", F_POOL, snapkv.pooling),
-    FLD("snapkv", "reduce", F_RED, snapkv.reduce),
-    FLD("snapkv", "interval", F_I32, snapkv.interval),
-    FLD("pyramid", "budget", F_I32, pyramid.budget),
-    FLD("pyramid", "window", F_I32, pyramid.window),
-    FLD("pyramid", "kernel", F_I32, pyramid.kernel),
-    FLD("pyramid", "pooling", F_POOL, pyramid.pooling),
-    FLD("pyramid", "reduce", F_RED, pyramid.reduce),
-    FLD("pyramid", "beta", F_I32, pyramid.beta),
-    FLD("pyramid", "budget_fraction", F_F64, pyramid.budget_fraction),
-    FLD("pyramid", "interval", F_I32, pyramid.interval),
-    FLD("h2o", "heavy", F_I32, h2o.heavy),
-    FLD("h2o", "recent", F_I32, h2o.recent),
-    FLD("retrieval", "block_tokens", F_I32, retrieval.block_tokens),
-    FLD("retrieval", "landmark", F_LM, retrieval.landmark),
-    FLD("retrieval", "representatives", F_I32, retrieval.representatives),
-    FLD("retrieval", "top_k", F_I32, retrieval.top_k),
-    FLD("retrieval", "n_sink", F_I32, retrieval.n_sink),
-    FLD("retrieval", "window", F_I32, retrieval.window),
-    FLD("retrieval", "selection", F_SEL, retrieval.selection),
-    FLD("retrieval", "dense_layers", F_I32, retrieval.dense_layers),
-    FLD("retrieval", "positions", F_POS, retrieval.positions),
-    FLD("retrieval", "chunk", F_I32, retrieval.chunk),
-    FLD("retrieval", "ram_mb", F_I64, retrieval.ram_mb),
-    FLD("retrieval", "spill_dir", F_STR, retrieval.spill_dir),
-    FLD("retrieval", "eviction", F_EVICT, retrieval.eviction),
-};
-
-static int field_set(const eval_field *f, const char *val, kv_policy_config *pc)
-{
-    char *base = (char *)pc + f->off, *end = NULL;
-    int e = 0;
-    switch (f->type) {
-    case F_I32: {
-        long v = strtol(val, &end, 10);
-        if (*end || end == val || v < INT32_MIN || v > INT32_MAX)
-            return KS_ERR_INVALID;
-        *(int32_t *)base = (int32_t)v;
-        return 0;
-    }
-    case F_I64: {
-        long long v = strtoll(val, &end, 10);
-        if (*end || end == val)
-            return KS_ERR_INVALID;
-        *(int64_t *)base = v;
-        return 0;
-    }
-    case F_F64: {
-        double v = strtod(val, &end);
-        if (*end || end == val)
-            return KS_ERR_INVALID;
-        *(double *)base = v;
-        return 0;
-    }
-    case F_STR:
-        if (strlen(val) >= KV_SPILL_DIR_MAX)
-            return KS_ERR_INVALID;
-        strcpy(base, val);
-        return 0;
-    case F_POS: e = kv_pos_mode_from_name(val); break;
-    case F_POOL: e = kv_pooling_from_name(val); break;
-    case F_RED: e = kv_reduce_from_name(val); break;
-    case F_LM: e = kv_landmark_from_name(val); break;
-    case F_SEL: e = kv_selection_from_name(val); break;
-    default: e = kv_eviction_from_name(val); break;
-    }
-    if (e < 0)
-        return KS_ERR_INVALID;
-    *(int *)base = e; /* the enums are int-sized */
-    return 0;
-}
-
-/* Parses "name[:key=value,...]" into p (defaults first, then the overrides). */
+/* Parses "name[:key=value,...]" (the same form as `kvserve run --kv-policy`) into p:
+ * defaults first, then the overrides, through the shared parameter table. */
 static int spec_parse(const char *spec, eval_policy *p)
 {
-    char buf[512];
-    if (strlen(spec) >= sizeof(buf))
-        return KS_ERR_INVALID;
-    strcpy(buf, spec);
-    char *params = strchr(buf, ':');
-    if (params)
-        *params++ = '\0';
     p->spec = spec;
-    p->policy = kv_policy_find(buf);
+    kv_policy_config_defaults(&p->cfg);
+    ks_diag d;
+    ks_diag_clear(&d);
+    if (kv_policy_config_parse_spec(&p->cfg, spec, &d)) {
+        fprintf(stderr, "bench_eval: %s: %s\n", spec, d.msg);
+        return KS_ERR_INVALID;
+    }
+    p->policy = kv_policy_find(kv_policy_kind_name(p->cfg.kind));
     if (!p->policy) {
-        fprintf(stderr, "bench_eval: unknown policy '%s' (registered:", buf);
+        fprintf(stderr, "bench_eval: policy of '%s' is not registered (registered:", spec);
         for (const char *const *n = kv_policy_names(); *n; n++)
             fprintf(stderr, " %s", *n);
         fprintf(stderr, ")\n");
-        return KS_ERR_INVALID;
-    }
-    kv_policy_config_defaults(&p->cfg);
-    int kind = kv_policy_kind_from_name(buf);
-    if (kind >= 0)
-        p->cfg.kind = (kv_policy_kind)kind;
-    for (char *kv = params ? strtok(params, ",") : NULL; kv; kv = strtok(NULL, ",")) {
-        char *eq = strchr(kv, '=');
-        if (!eq) {
-            fprintf(stderr, "bench_eval: '%s': expected key=value\n", kv);
-            return KS_ERR_INVALID;
-        }
-        *eq = '\0';
-        const eval_field *f = NULL;
-        for (size_t i = 0; i < KS_ARRAY_LEN(kFields) && !f; i++)
-            if (!strcmp(kFields[i].policy, buf) && !strcmp(kFields[i].key, kv))
-                f = &kFields[i];
-        if (!f || field_set(f, eq + 1, &p->cfg)) {
-            fprintf(stderr, "bench_eval: %s: bad parameter %s=%s\n", spec, kv, eq + 1);
-            return KS_ERR_INVALID;
-        }
-    }
-    ks_diag d;
-    ks_diag_clear(&d);
-    if (kv_policy_config_validate(&p->cfg, &d)) {
-        fprintf(stderr, "bench_eval: %s: %s\n", spec, d.msg);
         return KS_ERR_INVALID;
     }
     return 0;

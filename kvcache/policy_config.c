@@ -200,6 +200,7 @@ static const kv_param_desc g_params[] = {
     PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, eviction, KV_PARAM_ENUM,
        kv_eviction_from_name, 1),
     PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, ram_mb, KV_PARAM_I64, NULL, 0),
+    PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, spill_dir, KV_PARAM_PATH, NULL, 0),
 };
 
 const kv_param_desc *kv_param_find(kv_policy_kind kind, const char *key)
@@ -241,6 +242,11 @@ int kv_param_set_name(kv_policy_config *pc, const kv_param_desc *p, const char *
 int kv_param_set_text(kv_policy_config *pc, const kv_param_desc *p, const char *text)
 {
     if (p->type == KV_PARAM_ENUM) return kv_param_set_name(pc, p, text);
+    if (p->type == KV_PARAM_PATH) {
+        if (!*text || strlen(text) >= KV_SPILL_DIR_MAX) return KS_ERR_INVALID;
+        memcpy((char *)pc + p->off, text, strlen(text) + 1);
+        return KS_OK;
+    }
     char *end = NULL;
     errno = 0;
     if (p->type == KV_PARAM_DOUBLE) {

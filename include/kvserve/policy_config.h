@@ -130,7 +130,10 @@ int kv_eviction_from_name(const char *name);
 /* ---- parameters by name: the one table that the command line, the bench programs and the
  * HTTP API use to set a policy's parameters (TOML has its own key table in config.c, which
  * also knows each key's line). ---- */
-typedef enum kv_param_type { KV_PARAM_INT, KV_PARAM_I64, KV_PARAM_DOUBLE, KV_PARAM_ENUM } kv_param_type;
+typedef enum kv_param_type {
+    KV_PARAM_INT, KV_PARAM_I64, KV_PARAM_DOUBLE, KV_PARAM_ENUM,
+    KV_PARAM_PATH /* a char[KV_SPILL_DIR_MAX] */
+} kv_param_type;
 
 typedef struct kv_param_desc {
     kv_policy_kind kind; /* the policy whose table holds the parameter */
@@ -149,7 +152,7 @@ const kv_param_desc *kv_param_find(kv_policy_kind kind, const char *key);
 int kv_param_set_int(kv_policy_config *pc, const kv_param_desc *p, int64_t v) KS_WUR;
 int kv_param_set_double(kv_policy_config *pc, const kv_param_desc *p, double v) KS_WUR;
 int kv_param_set_name(kv_policy_config *pc, const kv_param_desc *p, const char *name) KS_WUR;
-/* Parses the text form of a value by the parameter's type (integer, number or name). */
+/* Parses the text form of a value by the parameter's type (integer, number, name or path). */
 int kv_param_set_text(kv_policy_config *pc, const kv_param_desc *p, const char *text) KS_WUR;
 
 /* Parses "NAME" or "NAME:key=value,key=value" (the command-line form, e.g.
