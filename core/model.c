@@ -450,6 +450,26 @@ static int logits_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
     return KS_OK;
 }
 
+/* Every block the step will append must be available before any cache changes, so that a
+ * full pool fails the whole step cleanly instead of leaving some sequences with the step's
+ * keys in some layers only (the caller then retries without the sequence it drops). */
+static int check_blocks(model_seq_batch *seqs, int32_t n_seqs)
+{
+    for (int32_t s = 0; s < n_seqs; s++) {
+        kv_pool *pool = kv_seq_pool(seqs[s].kv);
+        bool seen = false;
+        for (int32_t t = 0; t < s && !seen; t++) seen = kv_seq_pool(seqs[t].kv) == pool;
+        if (seen) continue;
+        int64_t need = 0;
+        for (int32_t t = s; t < n_seqs; t++)
+            if (kv_seq_pool(seqs[t].kv) == pool)
+                need += kv_seq_append_need(seqs[t].kv, seqs[t].n_tokens);
+        int rc = kv_pool_ensure_free(pool, need);
+        if (rc) return rc;
+    }
+    return KS_OK;
+}
+
 int model_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs)
 {
     const model_hparams *hp = &c->m->hp;
@@ -476,6 +496,8 @@ int model_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs)
         int rc = kv_seq_chunk_begin(seqs[s].kv, ch, c->pos + off);
         if (rc) return rc;
     }
+    int rc = check_blocks(seqs, n_seqs);
+    if (rc) return rc;
     rope_tables(c, T);
     embed_rows(c, seqs, n_seqs);
     for (int32_t il = 0; il < hp->n_layer; il++) {

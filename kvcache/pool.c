@@ -93,13 +93,11 @@ void kv_pool_destroy(kv_pool *pool)
     free(pool);
 }
 
-int kv_pool_alloc(kv_pool *pool, int32_t n, int32_t *ids)
+/* Short of n free blocks: let the reclaim hook (prefix cache) release what only it holds. It
+ * runs without our lock since it releases blocks; each round frees at least one or stops.
+ * Called and returns with pool->mu held. */
+static void pool_reclaim_locked(kv_pool *pool, int64_t n)
 {
-    if (n < 0)
-        return KS_ERR_INVALID;
-    pthread_mutex_lock(&pool->mu);
-    /* Short of blocks: let the reclaim hook (prefix cache) release what only it holds. It
-     * runs without our lock since it releases blocks; each round frees at least one or stops. */
     for (int round = 0; n > pool->n_free && pool->reclaim && round < 8; round++) {
         kv_pool_reclaim_fn fn = pool->reclaim;
         void *ud = pool->reclaim_ud;
@@ -110,6 +108,23 @@ int kv_pool_alloc(kv_pool *pool, int32_t n, int32_t *ids)
         if (got <= 0)
             break;
     }
+}
+
+int kv_pool_ensure_free(kv_pool *pool, int64_t n)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool_reclaim_locked(pool, n);
+    int rc = n > pool->n_free ? KS_ERR_FULL : KS_OK;
+    pthread_mutex_unlock(&pool->mu);
+    return rc;
+}
+
+int kv_pool_alloc(kv_pool *pool, int32_t n, int32_t *ids)
+{
+    if (n < 0)
+        return KS_ERR_INVALID;
+    pthread_mutex_lock(&pool->mu);
+    pool_reclaim_locked(pool, n);
     if (n > pool->n_free) {
         pthread_mutex_unlock(&pool->mu);
         return KS_ERR_FULL;

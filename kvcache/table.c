@@ -399,6 +399,15 @@ kv_head_table *kv_seq_table(kv_seq *seq, int32_t layer, int32_t kv_head)
     return &seq->tables[(size_t)layer * seq->n_head_kv + kv_head];
 }
 
+int64_t kv_seq_append_need(kv_seq *seq, int32_t n_tok)
+{
+    int64_t need = 0;
+    for (int32_t l = 0; l < seq->n_layer; l++)
+        for (int32_t h = 0; h < seq->n_head_kv; h++)
+            need += table_append_need(kv_seq_table(seq, l, h), n_tok);
+    return need;
+}
+
 int kv_seq_append(kv_seq *seq, int32_t layer, int32_t n_tok, const float *k, const float *v,
                   const int32_t *idx, const int32_t *pos)
 {

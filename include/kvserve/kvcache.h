@@ -73,6 +73,9 @@ void kv_pool_destroy(kv_pool *pool);
 /* Allocates n blocks, all or nothing, each with refcount 1; ids written to ids[0..n).
  * Returns 0 or KS_ERR_FULL (fewer than n blocks free: nothing allocated). Thread-safe. */
 int kv_pool_alloc(kv_pool *pool, int32_t n, int32_t *ids) KS_WUR;
+/* Makes sure n blocks are free now, reclaiming prefix-cache blocks if needed. Returns 0 or
+ * KS_ERR_FULL. A check, not a reservation: other threads may take the blocks afterwards. */
+int kv_pool_ensure_free(kv_pool *pool, int64_t n) KS_WUR;
 /* Adds a reference to a block in use (prefix sharing). Thread-safe. */
 void kv_pool_retain(kv_pool *pool, int32_t id);
 /* Drops a reference; at zero the block returns to the pool at once. Thread-safe. */
@@ -253,6 +256,10 @@ kv_head_table *kv_seq_table(kv_seq *seq, int32_t layer, int32_t kv_head);
  * layer 0 counts the tokens as seen. */
 int kv_seq_append(kv_seq *seq, int32_t layer, int32_t n_tok, const float *k, const float *v,
                   const int32_t *idx, const int32_t *pos) KS_WUR;
+
+/* Pool blocks that appending n_tok tokens to every layer and KV head would take (fresh blocks
+ * plus copies of shared tail blocks). */
+int64_t kv_seq_append_need(kv_seq *seq, int32_t n_tok);
 
 /* One span per block of (layer, kv_head), ignoring the policy (what `full` attends).
  * Returns 0, KS_ERR_INVALID, or KS_ERR_RANGE with *n = needed if max is too small. */

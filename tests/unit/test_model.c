@@ -296,6 +296,36 @@ START_TEST(test_bad_batches)
 }
 END_TEST
 
+/* A step whose appends do not fit the pool fails as a whole: no sequence keeps part of it. */
+START_TEST(test_full_pool_step_is_atomic)
+{
+    /* n_ctx 64, two sequences: a pool of 2 x 2 blocks of 64 tokens per (layer, KV head); a
+     * 130-token prompt takes 3 of them, so one fits and two do not */
+    cli_engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 64, .n_batch = 512,
+                            .n_seqs = 2, .kv_dtype = KS_DTYPE_F16, .llama_numerics = true};
+    cli_engine e;
+    ck_assert_int_eq(cli_engine_open(&ep, &e), 0);
+    int32_t toks[130];
+    for (int i = 0; i < 130; i++) toks[i] = 5 + i;
+    kv_seq *a, *b;
+    ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &a), 0);
+    ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &b), 0);
+    model_seq_batch both[2] = {
+        {.kv = a, .tokens = toks, .n_tokens = 130, .prompt_chunk = true, .prompt_last = true},
+        {.kv = b, .tokens = toks, .n_tokens = 130, .prompt_chunk = true, .prompt_last = true}};
+    ck_assert_int_eq(model_forward(e.ctx, both, 2), KS_ERR_FULL);
+    ck_assert_int_eq(kv_seq_tokens_seen(a), 0);
+    ck_assert_int_eq(kv_seq_tokens_seen(b), 0);
+    ck_assert_uint_eq(kv_pool_bytes_used(e.pool), 0);
+    ck_assert_int_eq(model_forward(e.ctx, &both[0], 1), 0); /* alone it fits */
+    ck_assert_int_eq(kv_seq_tokens_seen(a), 130);
+    kv_seq_destroy(a);
+    kv_seq_destroy(b);
+    ck_assert_uint_eq(kv_pool_bytes_used(e.pool), 0);
+    cli_engine_close(&e);
+}
+END_TEST
+
 int main(void)
 {
     setup_paths();
@@ -307,6 +337,7 @@ int main(void)
     tcase_add_test(tc, test_batch_invariance);
     tcase_add_test(tc, test_chunked_prefill);
     tcase_add_test(tc, test_bad_batches);
+    tcase_add_test(tc, test_full_pool_step_is_atomic);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
