@@ -177,19 +177,51 @@ static void fail_locked(sch *s, sch_req *r, int status, const char *msg)
 static int64_t blocks_for(const sch *s, int64_t tokens)
 {
     int64_t bt = kv_pool_block_tokens(s->p.pool);
-    return (int64_t)s->hp->n_layer * s->hp->n_head_kv * ((tokens + bt - 1) / bt);
+    return (tokens + bt - 1) / bt;
 }
 
-/* Blocks that admitted sequences will still need for their prompts plus one decode block. */
+static int32_t req_prefill_chunk(const sch *s, const sch_req *r);
+
+/* Pool blocks a request's sequence can hold while its prompt goes in, plus one decode token.
+ * Its policy bounds that: sink_window and h2o keep their window (plus the chunk being added,
+ * plus a block of slack per table), retrieval its sinks, window, chunk and retrieved blocks
+ * (and all of its dense layers); full, snapkv and pyramid (which compress only after the
+ * prompt) the whole prompt. So a long prompt under a bounded policy is admitted. */
+static int64_t req_blocks(const sch *s, const sch_req *r)
+{
+    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    const int64_t n = (int64_t)r->n_prompt + 1, chunk = req_prefill_chunk(s, r);
+    int64_t bound = n, dense = 0;
+    switch (pc ? pc->kind : KV_POLICY_FULL) {
+    case KV_POLICY_SINK_WINDOW:
+        bound = (int64_t)pc->sink_window.n_sink + pc->sink_window.window + chunk;
+        break;
+    case KV_POLICY_H2O:
+        bound = (int64_t)pc->h2o.heavy + pc->h2o.recent + chunk;
+        break;
+    case KV_POLICY_RETRIEVAL:
+        bound = (int64_t)pc->retrieval.n_sink + pc->retrieval.window + chunk +
+                (int64_t)pc->retrieval.top_k * pc->retrieval.block_tokens;
+        dense = KS_MIN((int64_t)pc->retrieval.dense_layers, (int64_t)s->hp->n_layer);
+        break;
+    default:
+        break;
+    }
+    const int64_t per_table = bound < n ? blocks_for(s, bound) + 1 : blocks_for(s, n);
+    return (int64_t)s->hp->n_head_kv *
+           (dense * blocks_for(s, n) + ((int64_t)s->hp->n_layer - dense) * per_table);
+}
+
+/* Blocks that admitted sequences may still take for their prompts plus one decode block. */
 static int64_t blocks_reserved(const sch *s)
 {
-    int64_t bt = kv_pool_block_tokens(s->p.pool), sum = 0;
+    int64_t sum = 0;
     for (int32_t i = 0; i < s->n_active; i++) {
         const sch_req *r = s->active[i];
-        int64_t total = blocks_for(s, r->n_prompt + 1);
-        int64_t have = blocks_for(s, r->n_past);
-        sum += (total > have ? total - have : 0) + (int64_t)s->hp->n_layer * s->hp->n_head_kv;
-        (void)bt;
+        kv_seq_stats st;
+        kv_seq_get_stats(r->kv, &st);
+        int64_t more = req_blocks(s, r) - st.blocks;
+        sum += (more > 0 ? more : 0) + (int64_t)s->hp->n_layer * s->hp->n_head_kv;
     }
     return sum;
 }
@@ -246,7 +278,7 @@ static void admit_locked(sch *s)
             fail_locked(s, r, 503, "timed out waiting for KV cache capacity");
             remove = true;
         } else if (!blocked && s->n_active < s->p.max_concurrent) {
-            int64_t need = blocks_for(s, r->n_prompt + 1);
+            int64_t need = req_blocks(s, r);
             int64_t avail = kv_pool_blocks_free(s->p.pool) - blocks_reserved(s);
             if (need > avail && s->prefix) /* cache-only blocks are freed on demand */
                 avail += kv_prefix_reclaimable(s->prefix);

@@ -422,6 +422,13 @@ def test_limits_server():
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2}, headers=auth)
         check(st == 503, "503 when the KV budget cannot hold the prompt (%d)" % st)
+        # the same prompt under a bounded policy fits: admission counts what the policy keeps
+        st, _, out = srv.req("POST", "/v1/completions",
+                             {"prompt": "the " * 2000, "max_tokens": 2, "temperature": 0,
+                              "kv_policy": {"name": "sink_window", "n_sink": 4, "window": 60}},
+                             headers=auth)
+        check(st == 200 and json.loads(out)["usage"]["prompt_tokens"] > 1024,
+              "a prompt larger than the KV budget runs under sink_window (%d)" % st)
         # 429: one running, one queued, the third is refused
         socks = []
         body = json.dumps(dict(prompt="In the", max_tokens=4000, stream=True,
