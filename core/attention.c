@@ -54,6 +54,7 @@ struct attn_scratch {
     uint8_t *ldone; /* [max_group] tail started (the lanes were folded into ldbl) */
     float *vtt;   /* [head_dim][ATTN_TILE] V tile transposed */
     scores_fn scores;
+    scores_fn vscores; /* ggml_vec_dot_f16's order (llama numerics, one query token) */
     accum_fn accum;
 };
 
@@ -169,16 +170,43 @@ static bool cpu_has_avx512(void)
 }
 #endif
 
+static void scores_vecdot(const float *q, const float *k, size_t k_stride, int32_t n,
+                          int32_t hd, float scale, float *s);
+#ifdef ATTN_X86
+/* ggml_vec_dot_f16's order, vectorised: see scores_vecdot. */
+ATTN_AVX512 static void scores_vecdot_avx512(const float *q, const float *k, size_t k_stride,
+                                             int32_t n, int32_t hd, float scale, float *s)
+{
+    int32_t np = hd & ~63;
+    for (int32_t j = 0; j < n; j++) {
+        const float *kj = k + (size_t)j * k_stride;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int32_t i = 0; i < np; i += 64) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(kj + i), a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16), _mm512_loadu_ps(kj + i + 16), a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 32), _mm512_loadu_ps(kj + i + 32), a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 48), _mm512_loadu_ps(kj + i + 48), a3);
+        }
+        double d = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a2),
+                                                      _mm512_add_ps(a1, a3)));
+        for (int32_t i = np; i < hd; i++) d += (double)(q[i] * kj[i]);
+        s[j] = (float)d * scale;
+    }
+}
+#endif
+
 /* ---------------------------------------------------------------------------------------- */
 /* Scratch                                                                                   */
 
 void attn_scratch_force_scalar(attn_scratch *s, bool scalar)
 {
     s->scores = scores_scalar;
+    s->vscores = scores_vecdot;
     s->accum = accum_scalar;
 #ifdef ATTN_X86
     if (!scalar && cpu_has_avx512()) {
         s->scores = scores_avx512;
+        s->vscores = scores_vecdot_avx512;
         s->accum = accum_avx512;
     }
 #else
@@ -265,7 +293,8 @@ typedef struct run {
     bool round_p;       /* round probabilities to f16 before the V product */
     bool exact_exp;     /* llama.cpp's exp approximation and summation order */
     bool lanes;         /* llama.cpp's q·k and p·V summation orders (f16 cache) */
-    bool decode;        /* one query: its vec-dot orders, else its tinyBLAS orders */
+    bool decode;        /* one query token: its vec-dot p·V order, else its tinyBLAS order */
+    bool vec_scores;    /* one query row: its vec-dot q·k order, else its tinyBLAS order */
     int64_t n_vec;      /* decode: keys below this go to the four 16-lane banks */
 } run;
 
@@ -356,8 +385,9 @@ static bool tile_scores(const run *r, const tile *t, int32_t row, float *smax)
     if (t->idx && t->idx_min > qi)
         return false;
     float *s = r->s->s;
-    (r->lanes && r->decode ? scores_vecdot : r->s->scores)(r->q + (size_t)tq * r->q_stride + (size_t)g * p->head_dim, t->k, t->ks, t->n,
-                 p->head_dim, p->scale, s);
+    (r->vec_scores ? r->s->vscores : r->s->scores)(
+        r->q + (size_t)tq * r->q_stride + (size_t)g * p->head_dim, t->k, t->ks, t->n,
+        p->head_dim, p->scale, s);
     if (t->idx && t->idx_max > qi)
         for (int32_t j = 0; j < t->n; j++)
             if (t->idx[j] > qi)
@@ -457,13 +487,41 @@ static void lanes_fold(const float *la, int32_t hd, int banks, float *out)
     }
 }
 
-static void lanes_accum_scalar(const run *r, const tile *t, int32_t row, const float *p)
+#ifdef ATTN_X86
+ATTN_AVX512 static void tail_add_avx512(double *ld, float pj, const float *vj, int32_t hd)
+{
+    __m256 pv = _mm256_set1_ps(pj);
+    int32_t d = 0;
+    for (; d + 8 <= hd; d += 8) {
+        __m256 pr = _mm256_mul_ps(pv, _mm256_loadu_ps(vj + d));
+        _mm512_storeu_pd(ld + d, _mm512_add_pd(_mm512_loadu_pd(ld + d), _mm512_cvtps_pd(pr)));
+    }
+    for (; d < hd; d++) ld[d] += (double)(pj * vj[d]);
+}
+#endif
+
+/* One key of the one-token p·V tail: products in float, sums in double. */
+static void tail_add(const attn_scratch *S, double *ld, float pj, const float *vj, int32_t hd)
+{
+#ifdef ATTN_X86
+    if (S->accum == accum_avx512) {
+        tail_add_avx512(ld, pj, vj, hd);
+        return;
+    }
+#else
+    (void)S;
+#endif
+    for (int32_t d = 0; d < hd; d++) ld[d] += (double)(pj * vj[d]);
+}
+
+static void lanes_accum_scalar(const run *r, const tile *t, int32_t row, const float *p,
+                               int32_t j0)
 {
     attn_scratch *S = r->s;
     int32_t hd = r->p->head_dim;
     int banks = r->decode ? 4 : 1;
     float *la = S->lacc + (size_t)row * banks * hd * 16;
-    for (int32_t j = 0; j < t->n; j++) {
+    for (int32_t j = j0; j < t->n; j++) {
         if (p[j] == 0.0f)
             continue;
         int64_t g = t->key0 + j;
@@ -476,7 +534,7 @@ static void lanes_accum_scalar(const run *r, const tile *t, int32_t row, const f
                 for (int32_t d = 0; d < hd; d++) ld[d] = f[d];
                 S->ldone[row] = 1;
             }
-            for (int32_t d = 0; d < hd; d++) ld[d] += (double)(p[j] * vj[d]);
+            tail_add(S, ld, p[j], vj, hd);
             continue;
         }
         float *a = la + (size_t)(r->decode ? (g / 16) % 4 : 0) * hd * 16 + g % 16;
@@ -485,13 +543,21 @@ static void lanes_accum_scalar(const run *r, const tile *t, int32_t row, const f
 }
 
 #ifdef ATTN_X86
-/* Batch order with whole 16-key chunks starting at cells that are multiples of 16. */
-ATTN_AVX512 static void lanes_accum_avx512(const run *r, const tile *t, int32_t row,
-                                           const float *p, const float *vtt)
+/* Batch order, or the one-token order's four banks, with 16-key chunks starting at cells that
+ * are multiples of 16 (keys from n_vec on are left to the scalar double tail). Returns the
+ * number of keys done. */
+ATTN_AVX512 static int32_t lanes_accum_avx512(const run *r, const tile *t, int32_t row,
+                                              const float *p, const float *vtt)
 {
     int32_t hd = r->p->head_dim;
-    float *la = r->s->lacc + (size_t)row * hd * 16;
-    for (int32_t c = 0; c < t->n; c += 16) {
+    int banks = r->decode ? 4 : 1;
+    float *lrow = r->s->lacc + (size_t)row * banks * hd * 16;
+    int32_t c = 0;
+    for (; c < t->n; c += 16) {
+        int64_t g = t->key0 + c;
+        if (r->decode && g >= r->n_vec)
+            break;
+        float *la = lrow + (size_t)(r->decode ? (g / 16) % 4 : 0) * hd * 16;
         __mmask16 mk = tail_mask(t->n - c);
         __m512 pv = _mm512_maskz_loadu_ps(mk, p + c);
         for (int32_t d = 0; d < hd; d++) {
@@ -500,6 +566,7 @@ ATTN_AVX512 static void lanes_accum_avx512(const run *r, const tile *t, int32_t 
             _mm512_storeu_ps(la + (size_t)d * 16, a);
         }
     }
+    return c < t->n ? c : t->n;
 }
 #endif
 
@@ -509,7 +576,7 @@ static void tile_probs(const run *r, const tile *t)
     attn_scratch *S = r->s;
     const attn_params *p = r->p;
     int32_t hd = p->head_dim;
-    if (r->lanes && !r->decode)
+    if (r->lanes && t->key0 % 16 == 0 && S->accum != accum_scalar)
         for (int32_t j = 0; j < t->n; j++)
             for (int32_t d = 0; d < hd; d++)
                 S->vtt[(size_t)d * ATTN_TILE + j] = t->v[(size_t)j * t->vs + d];
@@ -536,13 +603,12 @@ static void tile_probs(const run *r, const tile *t)
             S->accum(S->acc + (size_t)row * hd, S->s, t->v, t->vs, t->n, hd);
             continue;
         }
+        int32_t done = 0;
 #ifdef ATTN_X86
-        if (!r->decode && t->key0 % 16 == 0 && S->accum == accum_avx512) {
-            lanes_accum_avx512(r, t, row, S->s, S->vtt);
-            continue;
-        }
+        if (t->key0 % 16 == 0 && S->accum == accum_avx512)
+            done = lanes_accum_avx512(r, t, row, S->s, S->vtt);
 #endif
-        lanes_accum_scalar(r, t, row, S->s);
+        lanes_accum_scalar(r, t, row, S->s, done);
     }
 }
 
@@ -696,12 +762,16 @@ int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans,
     bool two_pass = p->llama_numerics || p->key_mass;
     if (p->llama_numerics) {
         r.exact_exp = true;
+        /* One query token: llama.cpp's q·k and p·V have one row per head (n_tokens = 1), so
+         * both take the one-token vec-dot orders even for GQA. The scores must use that order
+         * in every pass (max, sum and probabilities) so that they agree. */
+        r.decode = p->n_q == 1;
+        r.vec_scores = f16 && r.decode;
         for_each_tile(&r, spans, n_spans, tile_max);
         for_each_tile(&r, spans, n_spans, tile_sum);
         for (int32_t row = 0; row < rows; row++)
             s->l[row] = s->l[row] > 0 ? 1.0 / s->l[row] : 0;
         r.lanes = f16;
-        r.decode = p->n_q * p->n_group == 1; /* GQA folds the group into the batch */
         if (r.lanes) {
             int64_t pad = ATTN_LLAMA_KV_PAD;
             int64_t n_kv = KS_MAX(pad, (n_keys + pad - 1) / pad * pad);

