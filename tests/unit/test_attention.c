@@ -7,6 +7,8 @@
  * the llama.cpp numerics mode, for both the scalar and the SIMD kernels.
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -418,9 +420,5 @@ static Suite *attention_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(attention_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(attention_suite(), true);
 }

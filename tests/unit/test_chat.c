@@ -2,6 +2,8 @@
  * shared models plus characteristic template snippets, and the exact text each family renders
  * (checked against the published Jinja templates' output for a fixed conversation). */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,9 +115,5 @@ int main(void)
     tcase_add_test(tc, test_detect);
     tcase_add_test(tc, test_detect_model_template);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(s, true);
 }

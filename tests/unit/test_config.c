@@ -1,6 +1,8 @@
 /* test_config.c - server configuration: defaults, the shipped configs (configs/NAME.toml), overrides,
  * environment, policy names, and FILE:LINE: key: reason for every kind of bad value. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,9 +308,5 @@ static Suite *config_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(config_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ks_run_suite(config_suite(), true);
 }

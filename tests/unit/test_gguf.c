@@ -7,6 +7,8 @@
  * into a heap buffer of exactly its length so ASan catches any read past the end.
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
@@ -963,9 +965,5 @@ int main(void)
 {
     const char *sh = getenv("KVSERVE_SHARED");
     snprintf(g_shared, sizeof(g_shared), "%s", sh ? sh : "../shared");
-    SRunner *sr = srunner_create(gguf_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(gguf_suite(), true);
 }

@@ -3,6 +3,8 @@
  * streamed (chunked) responses, and a clean teardown of server and loop. */
 #include <arpa/inet.h>
 #include <check.h>
+
+#include "check_main.h"
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -257,9 +259,5 @@ static Suite *http_suite(void)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    SRunner *sr = srunner_create(http_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(http_suite(), true);
 }

@@ -5,6 +5,8 @@
  * destroying its sequences and asserting the pool is empty (clean teardown).
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -422,9 +424,5 @@ static Suite *kvcache_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(kvcache_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(kvcache_suite(), true);
 }

@@ -2,6 +2,8 @@
  * Prometheus text exposition: every sample line parses, buckets are cumulative and end in
  * +Inf == _count, counters and gauges carry the values recorded. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,9 +116,5 @@ int main(void)
     tcase_add_test(tc, test_hist);
     tcase_add_test(tc, test_render);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(s, true);
 }

@@ -8,6 +8,8 @@
  * Variants of the model are written with the project's GGUF writer from the real file.
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -344,9 +346,5 @@ int main(void)
     tcase_add_test(tc, test_bad_batches);
     tcase_add_test(tc, test_full_pool_step_is_atomic);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? 0 : 1;
+    return ks_run_suite(s, true);
 }

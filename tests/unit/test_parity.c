@@ -10,6 +10,8 @@
  *    first step whose margin is < 0.05 (those steps are printed).
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -226,10 +228,5 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_model_parity, 0, (int)(sizeof(MODELS) / sizeof(MODELS[0])));
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? 0 : 1;
+    return ks_run_suite(s, false);
 }

@@ -6,6 +6,8 @@
  * around e^100, so the comparison is done on ln PPL, which the command prints.
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -79,10 +81,5 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_all_models);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int nf = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return nf == 0 ? 0 : 1;
+    return ks_run_suite(s, false);
 }

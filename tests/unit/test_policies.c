@@ -9,6 +9,8 @@
  * clean teardown (pool empty).
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -673,9 +675,5 @@ static Suite *policies_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(policies_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(policies_suite(), true);
 }

@@ -6,6 +6,8 @@
  * asserting that the pool is empty again (no leaked references).
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -305,9 +307,5 @@ static Suite *prefix_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(prefix_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(prefix_suite(), true);
 }

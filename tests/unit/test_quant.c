@@ -3,6 +3,8 @@
  * itself checked against a double-precision dot of dequantised rows).
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,9 +446,5 @@ static Suite *quant_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(quant_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ks_run_suite(quant_suite(), true);
 }

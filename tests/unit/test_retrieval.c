@@ -8,6 +8,8 @@
  * and score-decayed LRU victims are worked out by hand. Every test ends with a clean pool.
  */
 #include <check.h>
+
+#include "check_main.h"
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -532,9 +534,5 @@ static Suite *retrieval_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(retrieval_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(retrieval_suite(), true);
 }

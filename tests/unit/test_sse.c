@@ -2,6 +2,8 @@
  * held-back prefixes, several stops, flush), checked against hand-derived expectations and a
  * naive reference (search the whole text at once). */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,9 +147,5 @@ int main(void)
     tcase_add_test(tc, test_stop_matches_reference);
     tcase_add_test(tc, test_no_stops_passthrough);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(s, true);
 }

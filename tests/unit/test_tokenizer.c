@@ -2,6 +2,8 @@
  * vectors for every vocab in shared/vocab, llama.cpp's prompt_ids of the reference prompts,
  * round trips, malformed input, and the streaming decoder against tok_decode. */
 #include <check.h>
+
+#include "check_main.h"
 #include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -403,9 +405,5 @@ static Suite *tokenizer_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(tokenizer_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_run_suite(tokenizer_suite(), true);
 }

@@ -1,6 +1,8 @@
 /* test_toml.c - the TOML reader: every value kind, keys, tables, strings and escapes, and a
  * table of invalid documents with the expected error line and message fragment. */
 #include <check.h>
+
+#include "check_main.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,9 +324,5 @@ static Suite *toml_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(toml_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return ks_run_suite(toml_suite(), true);
 }
