@@ -56,7 +56,8 @@ void mm_scratch_destroy(mm_scratch *s);
 void mm_scratch_set_exact(mm_scratch *s, bool exact);
 /* X: [n_tok][W.n_in] f32, Y: [n_tok][W.n_out]. Activations are converted to the weight's
  * vec-dot type first (llama.cpp numerics). Small batches use the quantised dot kernels;
- * large ones dequantised weight tiles and sgemm. */
+ * large ones dequantised weight tiles and sgemm, except in exact mode, where every batch
+ * goes through the dot kernels in llama.cpp's summation order. */
 void mm_matmul(tp_pool *tp, mm_scratch *s, const mm_weight *w, const float *x, float *y,
                int64_t n_tok);
 /* Several weights with the same input (e.g. Q, K and V): the activations are converted once

@@ -268,6 +268,7 @@ static void admit_locked(sch *s)
     double now = ks_time_now();
     sch_req *prev = NULL, *r = s->wait_head;
     bool blocked = false;
+    int64_t reserved = -1; /* blocks_reserved(s), computed once per change of the active set */
     while (r) {
         sch_req *next = r->wait_next;
         bool remove = false;
@@ -279,7 +280,8 @@ static void admit_locked(sch *s)
             remove = true;
         } else if (!blocked && s->n_active < s->p.max_concurrent) {
             int64_t need = req_blocks(s, r);
-            int64_t avail = kv_pool_blocks_free(s->p.pool) - blocks_reserved(s);
+            if (reserved < 0) reserved = blocks_reserved(s);
+            int64_t avail = kv_pool_blocks_free(s->p.pool) - reserved;
             if (need > avail && s->prefix) /* cache-only blocks are freed on demand */
                 avail += kv_prefix_reclaimable(s->prefix);
             if (need <= avail) {
@@ -288,6 +290,7 @@ static void admit_locked(sch *s)
                 else {
                     r->in_active = true;
                     s->active[s->n_active++] = r;
+                    reserved = -1;
                 }
                 remove = true;
             } else {
