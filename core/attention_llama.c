@@ -28,17 +28,18 @@
 static float red16(const float *v)
 {
     float a[8], b[4];
-    for (int i = 0; i < 8; i++) a[i] = v[i] + v[i + 8];
-    for (int i = 0; i < 4; i++) b[i] = a[i] + a[i + 4];
+    for (int i = 0; i < 8; i++)
+        a[i] = v[i] + v[i + 8];
+    for (int i = 0; i < 4; i++)
+        b[i] = a[i] + a[i + 4];
     return (b[0] + b[2]) + (b[1] + b[3]);
 }
-
 
 /* ggml_vec_dot_f16's order for one query row against n keys (values already f16-exact):
  * four 16-lane accumulators over 64-element steps folded (0+2)+(1+3), the 16-lane tree, then
  * the tail in double. */
-static void scores_vecdot(const float *q, const float *k, size_t k_stride, int32_t n,
-                          int32_t hd, float scale, float *s)
+static void scores_vecdot(const float *q, const float *k, size_t k_stride, int32_t n, int32_t hd,
+                          float scale, float *s)
 {
     for (int32_t j = 0; j < n; j++) {
         const float *kj = k + (size_t)j * k_stride;
@@ -49,18 +50,19 @@ static void scores_vecdot(const float *q, const float *k, size_t k_stride, int32
                 for (int l = 0; l < 16; l++)
                     acc[b][l] = fmaf(q[i + 16 * b + l], kj[i + 16 * b + l], acc[b][l]);
         float v[16];
-        for (int l = 0; l < 16; l++) v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+        for (int l = 0; l < 16; l++)
+            v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
         double d = red16(v);
-        for (; i < hd; i++) d += (double)(q[i] * kj[i]);
+        for (; i < hd; i++)
+            d += (double)(q[i] * kj[i]);
         s[j] = (float)d * scale;
     }
 }
 
-
 #ifdef ATTN_X86
 /* ggml_vec_dot_f16's order, vectorised: see scores_vecdot. */
 ATTN_AVX512 static void scores_vecdot_simd(const float *q, const float *k, size_t k_stride,
-                                             int32_t n, int32_t hd, float scale, float *s)
+                                           int32_t n, int32_t hd, float scale, float *s)
 {
     int32_t np = hd & ~63;
     for (int32_t j = 0; j < n; j++) {
@@ -72,9 +74,10 @@ ATTN_AVX512 static void scores_vecdot_simd(const float *q, const float *k, size_
             a2 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 32), _mm512_loadu_ps(kj + i + 32), a2);
             a3 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 48), _mm512_loadu_ps(kj + i + 48), a3);
         }
-        double d = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a2),
-                                                      _mm512_add_ps(a1, a3)));
-        for (int32_t i = np; i < hd; i++) d += (double)(q[i] * kj[i]);
+        double d =
+            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3)));
+        for (int32_t i = np; i < hd; i++)
+            d += (double)(q[i] * kj[i]);
         s[j] = (float)d * scale;
     }
 }
@@ -90,11 +93,9 @@ static void tile_max(const attn_run *r, const attn_tile *t)
     attn_scratch *S = r->s;
     for (int32_t row = 0; row < r->rows; row++) {
         float mt;
-        if (attn_tile_scores(r, t, row, &mt) && mt > S->m[row])
-            S->m[row] = mt;
+        if (attn_tile_scores(r, t, row, &mt) && mt > S->m[row]) S->m[row] = mt;
     }
 }
-
 
 /* llama.cpp numerics, pass 2: the sum of exponentials as its softmax forms it (llama.cpp's
  * exp approximation, groups of 16 keys summed in float, groups added in double). Tiles start
@@ -104,12 +105,10 @@ static void tile_sum(const attn_run *r, const attn_tile *t)
     attn_scratch *S = r->s;
     for (int32_t row = 0; row < r->rows; row++) {
         float mt;
-        if (!attn_tile_scores(r, t, row, &mt))
-            continue;
+        if (!attn_tile_scores(r, t, row, &mt)) continue;
         S->l[row] += vm_exp_sum(S->s, S->s, t->n, S->m[row]);
     }
 }
-
 
 /* llama.cpp's p·V orders. Batch (tinyBLAS): per output 16 lanes, lane = key cell % 16, each
  * a chain over the keys in order. One query (ggml_vec_dot_f16): four such banks by
@@ -127,7 +126,6 @@ static void lanes_fold(const float *la, int32_t hd, int banks, float *out)
     }
 }
 
-
 #ifdef ATTN_X86
 ATTN_AVX512 static void tail_add_avx512(double *ld, float pj, const float *vj, int32_t hd)
 {
@@ -137,7 +135,8 @@ ATTN_AVX512 static void tail_add_avx512(double *ld, float pj, const float *vj, i
         __m256 pr = _mm256_mul_ps(pv, _mm256_loadu_ps(vj + d));
         _mm512_storeu_pd(ld + d, _mm512_add_pd(_mm512_loadu_pd(ld + d), _mm512_cvtps_pd(pr)));
     }
-    for (; d < hd; d++) ld[d] += (double)(pj * vj[d]);
+    for (; d < hd; d++)
+        ld[d] += (double)(pj * vj[d]);
 }
 #endif
 
@@ -152,9 +151,9 @@ static void tail_add(const attn_scratch *S, double *ld, float pj, const float *v
 #else
     (void)S;
 #endif
-    for (int32_t d = 0; d < hd; d++) ld[d] += (double)(pj * vj[d]);
+    for (int32_t d = 0; d < hd; d++)
+        ld[d] += (double)(pj * vj[d]);
 }
-
 
 static void lanes_accum_scalar(const attn_run *r, const attn_tile *t, int32_t row, const float *p,
                                int32_t j0)
@@ -164,8 +163,7 @@ static void lanes_accum_scalar(const attn_run *r, const attn_tile *t, int32_t ro
     int banks = r->decode ? 4 : 1;
     float *la = S->lacc + (size_t)row * banks * hd * 16;
     for (int32_t j = j0; j < t->n; j++) {
-        if (p[j] == 0.0f)
-            continue;
+        if (p[j] == 0.0f) continue;
         int64_t g = t->key0 + j;
         const float *vj = t->v + (size_t)j * t->vs;
         if (r->decode && g >= r->n_vec) {
@@ -173,14 +171,16 @@ static void lanes_accum_scalar(const attn_run *r, const attn_tile *t, int32_t ro
             if (!S->ldone[row]) {
                 float f[hd];
                 lanes_fold(la, hd, 4, f);
-                for (int32_t d = 0; d < hd; d++) ld[d] = f[d];
+                for (int32_t d = 0; d < hd; d++)
+                    ld[d] = f[d];
                 S->ldone[row] = 1;
             }
             tail_add(S, ld, p[j], vj, hd);
             continue;
         }
         float *a = la + (size_t)(r->decode ? (g / 16) % 4 : 0) * hd * 16 + g % 16;
-        for (int32_t d = 0; d < hd; d++) a[(size_t)d * 16] = fmaf(p[j], vj[d], a[(size_t)d * 16]);
+        for (int32_t d = 0; d < hd; d++)
+            a[(size_t)d * 16] = fmaf(p[j], vj[d], a[(size_t)d * 16]);
     }
 }
 
@@ -197,8 +197,7 @@ ATTN_AVX512 static int32_t lanes_accum_avx512(const attn_run *r, const attn_tile
     int32_t c = 0;
     for (; c < t->n; c += 16) {
         int64_t g = t->key0 + c;
-        if (r->decode && g >= r->n_vec)
-            break;
+        if (r->decode && g >= r->n_vec) break;
         float *la = lrow + (size_t)(r->decode ? (g / 16) % 4 : 0) * hd * 16;
         __mmask16 mk = tail_mask(t->n - c);
         __m512 pv = _mm512_maskz_loadu_ps(mk, p + c);
@@ -225,16 +224,13 @@ static void tile_probs_llama(const attn_run *r, const attn_tile *t)
                 S->vtt[(size_t)d * ATTN_TILE + j] = t->v[(size_t)j * t->vs + d];
     for (int32_t row = 0; row < r->rows; row++) {
         float mt;
-        if (S->l[row] <= 0 || !attn_tile_scores(r, t, row, &mt))
-            continue;
+        if (S->l[row] <= 0 || !attn_tile_scores(r, t, row, &mt)) continue;
         float inv = (float)S->l[row], m = S->m[row];
-        float *mass = p->key_mass ? p->key_mass + (size_t)(row % p->n_group) * r->n_keys +
-                                        t->key0
-                                  : NULL;
+        float *mass =
+            p->key_mass ? p->key_mass + (size_t)(row % p->n_group) * r->n_keys + t->key0 : NULL;
         for (int32_t j = 0; j < t->n; j++) {
             float pj = (r->exact_exp ? vm_expf(S->s[j] - m) : expf(S->s[j] - m)) * inv;
-            if (mass)
-                mass[j] += pj;
+            if (mass) mass[j] += pj;
             S->s[j] = pj;
         }
         if (r->round_p) { /* through f16 and back, vectorised (F16C) */
@@ -248,13 +244,11 @@ static void tile_probs_llama(const attn_run *r, const attn_tile *t)
         }
         int32_t done = 0;
 #ifdef ATTN_X86
-        if (t->key0 % 16 == 0 && S->simd)
-            done = lanes_accum_avx512(r, t, row, S->s, S->vtt);
+        if (t->key0 % 16 == 0 && S->simd) done = lanes_accum_avx512(r, t, row, S->s, S->vtt);
 #endif
         lanes_accum_scalar(r, t, row, S->s, done);
     }
 }
-
 
 void attn_llama_passes(attn_run *r, const attn_span *spans, int32_t n_spans)
 {
@@ -279,8 +273,7 @@ void attn_llama_passes(attn_run *r, const attn_span *spans, int32_t n_spans)
      * both take the one-token vec-dot orders even for GQA. The scores must use that order
      * in every pass (max, sum and probabilities) so that they agree. */
     r->decode = p->n_q == 1;
-    if (f16 && r->decode)
-        r->scores = s->simd ? scores_vecdot_simd : scores_vecdot;
+    if (f16 && r->decode) r->scores = s->simd ? scores_vecdot_simd : scores_vecdot;
     attn_for_each_tile(r, spans, n_spans, tile_max);
     attn_for_each_tile(r, spans, n_spans, tile_sum);
     for (int32_t row = 0; row < rows; row++)
@@ -299,7 +292,8 @@ void attn_llama_passes(attn_run *r, const attn_span *spans, int32_t n_spans)
         float *acc = s->acc + (size_t)row * hd;
         const float *la = s->lacc + (size_t)row * (r->decode ? 4 : 1) * hd * 16;
         if (r->decode && s->ldone[row])
-            for (int32_t d = 0; d < hd; d++) acc[d] = (float)s->ldbl[(size_t)row * hd + d];
+            for (int32_t d = 0; d < hd; d++)
+                acc[d] = (float)s->ldbl[(size_t)row * hd + d];
         else
             lanes_fold(la, hd, r->decode ? 4 : 1, acc);
     }
@@ -309,8 +303,8 @@ void attn_llama_passes(attn_run *r, const attn_span *spans, int32_t n_spans)
  * update is its kernel's: a new maximum rescales the accumulator (rounded to f16 with an f16
  * cache), every key adds v*exp(s - M) with one fused multiply-add (rounded likewise), and the
  * running sum is S*ms + vs, also fused, as it compiles on FMA machines. */
-static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_spans,
-                      const float *q, int32_t qi, float *out, attn_scratch *s)
+static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_spans, const float *q,
+                      int32_t qi, float *out, attn_scratch *s)
 {
     const int32_t hd = p->head_dim;
     const bool f16 = p->kv_dtype == KS_DTYPE_F16;
@@ -355,12 +349,11 @@ static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_sp
         }
     }
     const float inv = S > 0.0f ? 1.0f / S : 0.0f;
-    for (int32_t d = 0; d < hd; d++) out[d] = acc[d] * inv;
+    for (int32_t d = 0; d < hd; d++)
+        out[d] = acc[d] * inv;
 }
 
-
-int attn_llama_flash(const attn_params *p, const attn_span *spans, int32_t n_spans,
-                     attn_scratch *s)
+int attn_llama_flash(const attn_params *p, const attn_span *spans, int32_t n_spans, attn_scratch *s)
 {
     const int32_t hd = p->head_dim;
     const bool f16 = p->kv_dtype == KS_DTYPE_F16;

@@ -15,8 +15,8 @@
 /* ---------------------------------------------------------------------------------------- */
 /* Kernels                                                                                   */
 
-static void scores_scalar(const float *q, const float *k, size_t k_stride, int32_t n,
-                          int32_t hd, float scale, float *s)
+static void scores_scalar(const float *q, const float *k, size_t k_stride, int32_t n, int32_t hd,
+                          float scale, float *s)
 {
     for (int32_t j = 0; j < n; j++) {
         const float *kj = k + (size_t)j * k_stride;
@@ -34,12 +34,11 @@ static void scores_scalar(const float *q, const float *k, size_t k_stride, int32
     }
 }
 
-static void accum_scalar(float *acc, const float *p, const float *v, size_t v_stride,
-                         int32_t n, int32_t hd)
+static void accum_scalar(float *acc, const float *p, const float *v, size_t v_stride, int32_t n,
+                         int32_t hd)
 {
     for (int32_t j = 0; j < n; j++) {
-        if (p[j] == 0.0f)
-            continue;
+        if (p[j] == 0.0f) continue;
         const float *vj = v + (size_t)j * v_stride;
         for (int32_t d = 0; d < hd; d++)
             acc[d] += p[j] * vj[d];
@@ -47,8 +46,8 @@ static void accum_scalar(float *acc, const float *p, const float *v, size_t v_st
 }
 
 #ifdef ATTN_X86
-ATTN_AVX512 static void scores_avx512(const float *q, const float *k, size_t k_stride,
-                                      int32_t n, int32_t hd, float scale, float *s)
+ATTN_AVX512 static void scores_avx512(const float *q, const float *k, size_t k_stride, int32_t n,
+                                      int32_t hd, float scale, float *s)
 {
     int32_t j = 0;
     for (; j + 4 <= n; j += 4) {
@@ -73,15 +72,15 @@ ATTN_AVX512 static void scores_avx512(const float *q, const float *k, size_t k_s
         __m512 a = _mm512_setzero_ps();
         for (int32_t d = 0; d < hd; d += 16) {
             __mmask16 mk = tail_mask(hd - d);
-            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q + d),
-                                _mm512_maskz_loadu_ps(mk, kj + d), a);
+            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q + d), _mm512_maskz_loadu_ps(mk, kj + d),
+                                a);
         }
         s[j] = _mm512_reduce_add_ps(a) * scale;
     }
 }
 
-ATTN_AVX512 static void accum_avx512(float *acc, const float *p, const float *v,
-                                     size_t v_stride, int32_t n, int32_t hd)
+ATTN_AVX512 static void accum_avx512(float *acc, const float *p, const float *v, size_t v_stride,
+                                     int32_t n, int32_t hd)
 {
     int32_t d = 0;
     for (; d + 64 <= hd; d += 64) {
@@ -143,8 +142,7 @@ int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q, attn
         max_q > 1 << 20)
         return KS_ERR_INVALID;
     attn_scratch *s = calloc(1, sizeof(*s));
-    if (!s)
-        return KS_ERR_NOMEM;
+    if (!s) return KS_ERR_NOMEM;
     s->head_dim = head_dim;
     s->max_group = max_group;
     s->max_q = max_q;
@@ -163,8 +161,8 @@ int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q, attn
     s->ldbl = ks_aligned_alloc((size_t)max_group * (size_t)head_dim * sizeof(double));
     s->ldone = calloc((size_t)max_group, 1);
     s->vtt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
-    if (!s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s || !s->lacc ||
-        !s->ldbl || !s->ldone || !s->vtt) {
+    if (!s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s || !s->lacc || !s->ldbl ||
+        !s->ldone || !s->vtt) {
         attn_scratch_destroy(s);
         return KS_ERR_NOMEM;
     }
@@ -175,8 +173,7 @@ int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q, attn
 
 void attn_scratch_destroy(attn_scratch *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     free(s->qr);
     free(s->acc);
     free(s->m);
@@ -241,16 +238,13 @@ bool attn_tile_scores(const attn_run *r, const attn_tile *t, int32_t row, float 
     const attn_params *p = r->p;
     int32_t tq = row / p->n_group, g = row % p->n_group;
     int32_t qi = t->idx ? p->q_idx[tq] : 0;
-    if (t->idx && t->idx_min > qi)
-        return false;
+    if (t->idx && t->idx_min > qi) return false;
     float *s = r->s->s;
-    r->scores(
-        r->q + (size_t)tq * r->q_stride + (size_t)g * p->head_dim, t->k, t->ks, t->n,
-        p->head_dim, p->scale, s);
+    r->scores(r->q + (size_t)tq * r->q_stride + (size_t)g * p->head_dim, t->k, t->ks, t->n,
+              p->head_dim, p->scale, s);
     if (t->idx && t->idx_max > qi)
         for (int32_t j = 0; j < t->n; j++)
-            if (t->idx[j] > qi)
-                s[j] = -INFINITY;
+            if (t->idx[j] > qi) s[j] = -INFINITY;
     float mx = -INFINITY;
     for (int32_t j = 0; j < t->n; j++)
         mx = s[j] > mx ? s[j] : mx;
@@ -258,9 +252,7 @@ bool attn_tile_scores(const attn_run *r, const attn_tile *t, int32_t row, float 
     return mx > -INFINITY;
 }
 
-
-void attn_for_each_tile(const attn_run *r, const attn_span *spans, int32_t n_spans,
-                        attn_tile_fn fn)
+void attn_for_each_tile(const attn_run *r, const attn_span *spans, int32_t n_spans, attn_tile_fn fn)
 {
     int64_t key0 = 0;
     for (int32_t i = 0; i < n_spans; i++) {
@@ -268,10 +260,8 @@ void attn_for_each_tile(const attn_run *r, const attn_span *spans, int32_t n_spa
             attn_tile t;
             tile_load(r, &spans[i], j0, KS_MIN(ATTN_TILE, spans[i].n - j0), &t);
             t.key0 = key0 + j0;
-            if (t.n > 0)
-                fn(r, &t);
+            if (t.n > 0) fn(r, &t);
         }
         key0 += spans[i].n;
     }
 }
-

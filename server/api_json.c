@@ -21,7 +21,8 @@ static char *utf8_clean(const char *s, size_t n, size_t *out_len)
         unsigned char c = (unsigned char)s[i];
         size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
         bool ok = len > 0 && i + len <= n && c != 0xC0 && c != 0xC1 && c < 0xF5;
-        for (size_t k = 1; ok && k < len; k++) ok = ((unsigned char)s[i + k] >> 6) == 2;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = ((unsigned char)s[i + k] >> 6) == 2;
         if (ok && c < 0x80 && c == 0) ok = true;
         if (ok) {
             memcpy(o + j, s + i, len);
@@ -61,16 +62,16 @@ void api_respond_json(api_server *a, http_request *req, int status, json_t *body
 }
 
 void api_respond_error(api_server *a, http_request *req, int status, const char *msg,
-                          const char *param)
+                       const char *param)
 {
-    json_t *err = json_pack("{s:s, s:s, s:o, s:o}", "message", msg, "type",
-                            status == 401   ? "authentication_error"
-                            : status == 404 ? "not_found_error"
-                            : status == 429 ? "rate_limit_error"
-                            : status >= 500 ? "server_error"
-                                            : "invalid_request_error",
-                            "param", param ? json_string(param) : json_null(), "code",
-                            json_integer(status));
+    json_t *err =
+        json_pack("{s:s, s:s, s:o, s:o}", "message", msg, "type",
+                  status == 401   ? "authentication_error"
+                  : status == 404 ? "not_found_error"
+                  : status == 429 ? "rate_limit_error"
+                  : status >= 500 ? "server_error"
+                                  : "invalid_request_error",
+                  "param", param ? json_string(param) : json_null(), "code", json_integer(status));
     const char *extra = status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL;
     json_t *root = json_pack("{s:o}", "error", err);
     char *s = json_dumps(root, JSON_COMPACT);
@@ -89,9 +90,11 @@ json_t *api_parse_body(api_server *a, http_request *req)
     json_t *root = json_loadb(body, len, 0, &e);
     if (!root || !json_is_object(root)) {
         char msg[300];
-        if (root) snprintf(msg, sizeof(msg), "the request body must be a JSON object");
-        else snprintf(msg, sizeof(msg), "invalid JSON: %s (line %d, column %d)", e.text, e.line,
-                      e.column);
+        if (root)
+            snprintf(msg, sizeof(msg), "the request body must be a JSON object");
+        else
+            snprintf(msg, sizeof(msg), "invalid JSON: %s (line %d, column %d)", e.text, e.line,
+                     e.column);
         json_decref(root);
         api_respond_error(a, req, 400, msg, NULL);
         return NULL;
@@ -116,7 +119,8 @@ int32_t api_read_ids(api_server *a, json_t *arr, int32_t **out)
     int32_t *ids = malloc((n ? n : 1) * sizeof(int32_t));
     if (!ids) return -1;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
             json_integer_value(v) >= tok_vocab_n_tokens(a->vocab)) {
             free(ids);

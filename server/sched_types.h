@@ -28,9 +28,9 @@ typedef struct sch_event {
     sch_event_kind kind;
     const char *text; /* valid during the callback */
     size_t len;
-    int32_t token;    /* SCH_EV_TOKEN: the id; -1 otherwise */
-    float logprob;    /* log-probability of token (when logprobs were asked for) */
-    int32_t n_top;    /* alternatives below, most likely first */
+    int32_t token; /* SCH_EV_TOKEN: the id; -1 otherwise */
+    float logprob; /* log-probability of token (when logprobs were asked for) */
+    int32_t n_top; /* alternatives below, most likely first */
     int32_t top_ids[SCH_MAX_TOP_LOGPROBS];
     float top_logprobs[SCH_MAX_TOP_LOGPROBS];
     sch_finish finish; /* SCH_EV_DONE */
@@ -49,8 +49,8 @@ typedef struct sch_sampling {
     float repeat_penalty;    /* 1: off */
     int32_t repeat_last_n;   /* window of the penalties */
     uint64_t seed;
-    bool has_seed;           /* else a random seed */
-    int32_t n_logprobs;      /* -1: none; 0: the chosen token only; k: top k alternatives */
+    bool has_seed;      /* else a random seed */
+    int32_t n_logprobs; /* -1: none; 0: the chosen token only; k: top k alternatives */
 } sch_sampling;
 
 #endif
