@@ -1,0 +1,7 @@
+/* quant_x_avx2.c - the newer types' dot kernels (quant_x86.h) built for AVX2/FMA/F16C.
+ *
+ * Only quant.c's dispatcher calls in, after checking the CPU; the kernels sum in llama.cpp's
+ * x86 vec-dot order (see quant_x86.h), with maddubs/madd for the integer lanes.
+ */
+#define QX_FILL qt_kernels_fill_x_avx2
+#include "quant_x86.h"
