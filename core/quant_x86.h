@@ -9,8 +9,8 @@
  * reduced as hsum8 at the end. Integer lanes are exact whichever instructions compute them,
  * so only the f32 steps need to follow llama.cpp, and they do. Where llama.cpp keeps a
  * scalar min term (Q4_1, Q5_1, Q5_K) it is an fma chain (its C is compiled with contraction).
- * Only this header's includer defines QX_FILL (the fill function's name); the file must not
- * call back into quant.c.
+ * The including file defines the fill function around qx_fill_common (the AVX-512 one then
+ * puts its 512-bit kernels over some entries); none of them calls back into quant.c.
  */
 #ifndef KVSERVE_QUANT_X86_H
 #define KVSERVE_QUANT_X86_H
@@ -246,10 +246,12 @@ static inline __m256i qx_q3k_scales(const uint8_t s12[12])
     memcpy(&a1, s12 + 4, 4);
     memcpy(&t, s12 + 8, 4);
     const uint32_t k3 = 0x03030303u, kf = 0x0f0f0f0fu;
-    uint32_t v[4] = {(a0 & kf) | ((t & k3) << 4), (a1 & kf) | (((t >> 2) & k3) << 4),
-                     ((a0 >> 4) & kf) | (((t >> 4) & k3) << 4),
-                     ((a1 >> 4) & kf) | (((t >> 6) & k3) << 4)};
-    __m128i s8 = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)v), _mm_set1_epi8(32));
+    /* built in registers: a store and a wider reload would stall store forwarding */
+    __m128i v = _mm_set_epi32((int)(((a1 >> 4) & kf) | (((t >> 6) & k3) << 4)),
+                              (int)(((a0 >> 4) & kf) | (((t >> 4) & k3) << 4)),
+                              (int)((a1 & kf) | (((t >> 2) & k3) << 4)),
+                              (int)((a0 & kf) | ((t & k3) << 4)));
+    __m128i s8 = _mm_sub_epi8(v, _mm_set1_epi8(32));
     return _mm256_cvtepi8_epi16(s8);
 }
 
@@ -282,17 +284,24 @@ static float qx_dot_q3_k(int64_t n, const void *w, const void *x)
     return qx_hsum8(acc);
 }
 
-/* The 8 scales and 8 mins of a Q4_K/Q5_K block, 6 bits each. */
-static inline void qx_k4_scales(const uint8_t s12[12], uint8_t sc[8], uint8_t m[8])
+/* The 8 scales and 8 mins of a Q4_K/Q5_K block, 6 bits each, as bytes of two u64 (kept in
+ * registers: a store and a wider vector reload would stall store forwarding). */
+static inline void qx_k4_scales(const uint8_t s12[12], uint64_t *sc, uint64_t *m)
 {
     uint32_t w0, w1, w2;
     memcpy(&w0, s12, 4);
     memcpy(&w1, s12 + 4, 4);
     memcpy(&w2, s12 + 8, 4);
-    uint32_t v[4] = {w0 & 0x3f3f3f3fu, (w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u),
-                     w1 & 0x3f3f3f3fu, ((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u)};
-    memcpy(sc, v, 8);
-    memcpy(m, v + 2, 8);
+    uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u);
+    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u);
+    *sc = (w0 & 0x3f3f3f3fu) | ((uint64_t)sc_hi << 32);
+    *m = (w1 & 0x3f3f3f3fu) | ((uint64_t)m_hi << 32);
+}
+
+/* Byte k of a u64. */
+static inline int qx_byte(uint64_t v, int k)
+{
+    return (int)((v >> (8 * k)) & 0xFF);
 }
 
 static float qx_dot_q5_k(int64_t n, const void *w, const void *x)
@@ -304,11 +313,11 @@ static float qx_dot_q5_k(int64_t n, const void *w, const void *x)
     float summs = 0.0f;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float d = b[i].d * qx_f16(a[i].d), dmin = -b[i].d * qx_f16(a[i].dmin);
-        uint8_t sc[8], m[8];
-        qx_k4_scales(a[i].scales, sc, m);
+        uint64_t sc, m;
+        qx_k4_scales(a[i].scales, &sc, &m);
         int msum = 0;
         for (int j = 0; j < 8; j++)
-            msum += m[j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+            msum += qx_byte(m, j) * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
         summs = fmaf(dmin, (float)msum, summs);
         __m256i hb = qx_ld256(a[i].qh), sumi = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
@@ -319,9 +328,10 @@ static float qx_dot_q5_k(int64_t n, const void *w, const void *x)
             __m256i h1 =
                 _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(hb, 2 * j + 1), 4), k16);
             __m256i y0 = qx_ld256(b[i].qs + 64 * j), y1 = qx_ld256(b[i].qs + 64 * j + 32);
-            __m256i p0 = qx_dot4_scaled(_mm256_or_si256(lo, h0), y0, _mm256_set1_epi16(sc[2 * j]));
-            __m256i p1 =
-                qx_dot4_scaled(_mm256_or_si256(hi, h1), y1, _mm256_set1_epi16(sc[2 * j + 1]));
+            __m256i p0 = qx_dot4_scaled(_mm256_or_si256(lo, h0), y0,
+                                        _mm256_set1_epi16((short)qx_byte(sc, 2 * j)));
+            __m256i p1 = qx_dot4_scaled(_mm256_or_si256(hi, h1), y1,
+                                        _mm256_set1_epi16((short)qx_byte(sc, 2 * j + 1)));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -348,7 +358,7 @@ static float qx_dot_iq4_xs(int64_t n, const void *w, const void *x)
     return qx_hsum8(acc);
 }
 
-void QX_FILL(qt_kernels *k)
+static inline void qx_fill_common(qt_kernels *k)
 {
     k->dot[QT_Q4_1] = qx_dot_q4_1;
     k->dot[QT_Q5_0] = qx_dot_q5_0;

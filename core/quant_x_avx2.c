@@ -3,5 +3,9 @@
  * Only quant.c's dispatcher calls in, after checking the CPU; the kernels sum in llama.cpp's
  * x86 vec-dot order (see quant_x86.h), with maddubs/madd for the integer lanes.
  */
-#define QX_FILL qt_kernels_fill_x_avx2
 #include "quant_x86.h"
+
+void qt_kernels_fill_x_avx2(qt_kernels *k)
+{
+    qx_fill_common(k);
+}
