@@ -59,7 +59,7 @@ int main(int argc, char **argv)
                                     .n = i == n_sp - 1 ? nk - i * bt : bt};
             }
             attn_params p = {.n_q = 1, .n_group = G, .head_dim = hd, .scale = 0.125f,
-                             .kv_dtype = (ks_dtype)dt, .q = q, .q_tok_stride = G * hd,
+                             .k_dtype = (ks_dtype)dt, .v_dtype = (ks_dtype)dt, .q = q, .q_tok_stride = G * hd,
                              .q_idx = &q_idx[nq - 1], .out = out, .out_tok_stride = G * hd};
             double dec = run(s, &p, sp, n_sp, 20);
             p.llama_numerics = true;

@@ -2,7 +2,10 @@
  *
  *   bench_eval --model M --text T [--policy SPEC]... [--ppl-tokens 2048] [--chunk 128]
  *              [--ctx-lengths 480,1950,7800] [--passkey-trials 12] [--threads 2]
- *              [--kv-dtype f16|f32] [--block-tokens 16] [--seed 1]
+ *              [--kv-dtype T] [--k-dtype T] [--v-dtype T] [--block-tokens 16] [--seed 1]
+ *
+ * T is a KV storage type (kvtype.h: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl);
+ * --kv-dtype sets K and V, --k-dtype / --v-dtype one of them.
  *
  * SPEC is a registered policy name, optionally with parameters: `full`,
  * `sink_window:n_sink=4,window=252,positions=compact`, `snapkv:budget=256,window=8`,
@@ -50,7 +53,7 @@ typedef struct eval_opts {
     int32_t ppl_tokens, chunk, trials, threads, block_tokens;
     int32_t ctx[EVAL_MAX_CTX];
     int n_ctx;
-    ks_dtype dtype;
+    ks_dtype k_dtype, v_dtype;
     uint64_t seed;
 } eval_opts;
 
@@ -94,7 +97,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_eval --model M --text T [--policy SPEC]... [--ppl-tokens N]\n"
                "       [--chunk N] [--ctx-lengths a,b,c] [--passkey-trials N] [--threads N]\n"
-               "       [--kv-dtype f16|f32] [--block-tokens N] [--seed N]\n");
+               "       [--kv-dtype T] [--k-dtype T] [--v-dtype T] [--block-tokens N] [--seed N]\n");
 }
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, int32_t *out)
@@ -112,7 +115,8 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, int32_t 
 static int opts_parse(int argc, char **argv, eval_opts *o)
 {
     *o = (eval_opts){.ppl_tokens = 2048, .chunk = 128, .trials = 12, .threads = 2,
-                     .block_tokens = 16, .dtype = KS_DTYPE_F16, .seed = 1};
+                     .block_tokens = 16, .k_dtype = KS_DTYPE_F16,
+                     .v_dtype = KS_DTYPE_F16, .seed = 1};
     if (spec_parse("full", &o->pol[o->n_pol++]))
         return KS_ERR_INVALID;
     for (int i = 1; i < argc; i++) {
@@ -142,9 +146,15 @@ static int opts_parse(int argc, char **argv, eval_opts *o)
         else if (!strcmp(a, "--block-tokens")) rc = parse_int(a, v, 1, 4096, &o->block_tokens);
         else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--kv-dtype")) {
-            if (strcmp(v, "f16") && strcmp(v, "f32"))
+            if (ks_dtype_from_name(v, &o->k_dtype))
                 return KS_ERR_INVALID;
-            o->dtype = strcmp(v, "f16") ? KS_DTYPE_F32 : KS_DTYPE_F16;
+            o->v_dtype = o->k_dtype;
+        } else if (!strcmp(a, "--k-dtype")) {
+            if (ks_dtype_from_name(v, &o->k_dtype))
+                return KS_ERR_INVALID;
+        } else if (!strcmp(a, "--v-dtype")) {
+            if (ks_dtype_from_name(v, &o->v_dtype))
+                return KS_ERR_INVALID;
         } else if (!strcmp(a, "--ctx-lengths")) {
             char buf[256];
             snprintf(buf, sizeof(buf), "%s", v);
@@ -428,12 +438,13 @@ static int env_open(const eval_opts *o, eval_env *e, int32_t max_ctx)
                            .max_seqs = 1};
     if ((rc = model_ctx_create(e->m, &cp, &e->ctx)))
         return rc;
-    size_t row = (size_t)e->hp->head_dim * (o->dtype == KS_DTYPE_F16 ? 2 : 4);
+    size_t row = ks_dtype_row_bytes(o->k_dtype, e->hp->head_dim) +
+                 ks_dtype_row_bytes(o->v_dtype, e->hp->head_dim);
     size_t per_head = (size_t)(max_ctx + o->chunk) / o->block_tokens + 4;
-    kv_pool_params pp = {.budget_bytes = per_head * o->block_tokens * row * 2 *
+    kv_pool_params pp = {.budget_bytes = per_head * o->block_tokens * row *
                                          (size_t)e->hp->n_layer * e->hp->n_head_kv,
                          .block_tokens = o->block_tokens, .head_dim = e->hp->head_dim,
-                         .dtype = o->dtype};
+                         .k_dtype = o->k_dtype, .v_dtype = o->v_dtype};
     if ((rc = kv_pool_create(&pp, &e->pool)))
         return rc;
     e->logits = malloc((size_t)o->chunk * e->hp->n_vocab * sizeof(float));
@@ -540,9 +551,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_eval: setup failed: %s\n", ks_status_str(rc));
         return 1;
     }
-    printf("# bench_eval: %s, %d layers, %d KV heads, head dim %d, KV %s, block %d tokens\n\n",
-           o.model, e.hp->n_layer, e.hp->n_head_kv, e.hp->head_dim,
-           o.dtype == KS_DTYPE_F16 ? "f16" : "f32", o.block_tokens);
+    printf("# bench_eval: %s, %d layers, %d KV heads, head dim %d, K %s, V %s, block %d "
+           "tokens\n\n",
+           o.model, e.hp->n_layer, e.hp->n_head_kv, e.hp->head_dim, ks_dtype_name(o.k_dtype),
+           ks_dtype_name(o.v_dtype), o.block_tokens);
     if (o.ppl_tokens > 1) {
         int32_t n = tok_encode(e.vocab, text, text_len, true, false, NULL, 0);
         int32_t *toks = malloc((size_t)KS_MAX(n, 1) * sizeof(int32_t));

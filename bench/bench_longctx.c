@@ -7,7 +7,8 @@
  *   common: [--threads N] [--chunk 512] [--ram-mb 32] [--spill-dir D] [--top-k 8]
  *           [--block 64] [--window 512] [--sink 4] [--dense 0] [--positions window|original]
  *           [--landmark mean|bounds|representative] [--selection head|layer]
- *           [--sw-window 508] [--eviction lru|score_lru]
+ *           [--sw-window 508] [--eviction lru|score_lru] [--kv-dtype T] [--k-dtype T]
+ *           [--v-dtype T]   (KV storage types, kvtype.h; f16 by default)
  *
  * speed: for each context length and policy, a fresh child process prefills that many tokens
  * (the --filler text repeated, else random ids) in chunks, then decodes --gen tokens; it
@@ -34,6 +35,7 @@ typedef struct opts {
     int64_t threads, chunk, gen, prompts, full_max;
     char ctx[256], lengths[256], policies[256];
     kv_policy_config pc;
+    ks_dtype k_dtype, v_dtype;
 } opts;
 
 static int parse_list(const char *s, int64_t *out, int max)
@@ -102,7 +104,7 @@ static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
     engine e;
     engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
                             .n_ctx = n_ctx + (int32_t)o->gen + 64,
-                            .n_batch = (int32_t)o->chunk, .n_seqs = 1, .kv_dtype = KS_DTYPE_F16};
+                            .n_batch = (int32_t)o->chunk, .n_seqs = 1, .k_dtype = o->k_dtype, .v_dtype = o->v_dtype};
     if (engine_open(&ep, &e))
         return 1;
     const model_hparams *hp = model_get_hparams(e.m);
@@ -289,7 +291,7 @@ static int run_passkey(const opts *o)
     engine e;
     engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
                             .n_ctx = max_len + 16, .n_batch = (int32_t)o->chunk, .n_seqs = 1,
-                            .kv_dtype = KS_DTYPE_F16};
+                            .k_dtype = o->k_dtype, .v_dtype = o->v_dtype};
     if (engine_open(&ep, &e))
         return 1;
     const model_hparams *hp = model_get_hparams(e.m);
@@ -361,7 +363,7 @@ static int set_enum(int v, int *dst)
 
 int main(int argc, char **argv)
 {
-    opts o = {.threads = cli_default_threads(), .chunk = 512, .gen = 16, .prompts = 12,
+    opts o = {.k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .threads = cli_default_threads(), .chunk = 512, .gen = 16, .prompts = 12,
               .full_max = 32768, .mode = "speed"};
     snprintf(o.ctx, sizeof(o.ctx), "8192,32768,131072");
     snprintf(o.lengths, sizeof(o.lengths), "480,1950,7800");
@@ -382,6 +384,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--lengths")) snprintf(o.lengths, sizeof(o.lengths), "%s", v);
         else if (!strcmp(a, "--policies")) snprintf(o.policies, sizeof(o.policies), "%s", v);
         else if (!strcmp(a, "--threads")) rc = cli_parse_i64(a, v, 1, 256, &o.threads);
+        else if (!strcmp(a, "--kv-dtype")) {
+            rc = cli_parse_kv_dtype(a, v, &o.k_dtype);
+            o.v_dtype = o.k_dtype;
+        } else if (!strcmp(a, "--k-dtype")) rc = cli_parse_kv_dtype(a, v, &o.k_dtype);
+        else if (!strcmp(a, "--v-dtype")) rc = cli_parse_kv_dtype(a, v, &o.v_dtype);
         else if (!strcmp(a, "--chunk")) rc = cli_parse_i64(a, v, 1, 8192, &o.chunk);
         else if (!strcmp(a, "--gen")) rc = cli_parse_i64(a, v, 1, 4096, &o.gen);
         else if (!strcmp(a, "--prompts")) rc = cli_parse_i64(a, v, 1, 1000, &o.prompts);

@@ -76,7 +76,7 @@ int main(int argc, char **argv)
 {
     const char *model = NULL;
     int64_t prompt = 512, gen = 32, threads = cli_default_threads(), reps = 3;
-    ks_dtype dt = KS_DTYPE_F16;
+    ks_dtype kt = KS_DTYPE_F16, vt = KS_DTYPE_F16;
     bool exact = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -86,7 +86,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--gen")) rc = cli_parse_i64(a, v, 1, 8192, &gen);
         else if (!strcmp(a, "--threads")) rc = cli_parse_i64(a, v, 1, 256, &threads);
         else if (!strcmp(a, "--reps")) rc = cli_parse_i64(a, v, 1, 63, &reps);
-        else if (!strcmp(a, "--kv-dtype")) dt = !strcmp(v, "f32") ? KS_DTYPE_F32 : KS_DTYPE_F16;
+        else if (!strcmp(a, "--kv-dtype")) {
+            rc = cli_parse_kv_dtype(a, v, &kt);
+            vt = kt;
+        } else if (!strcmp(a, "--k-dtype")) rc = cli_parse_kv_dtype(a, v, &kt);
+        else if (!strcmp(a, "--v-dtype")) rc = cli_parse_kv_dtype(a, v, &vt);
         else if (!strcmp(a, "--numerics")) exact = !strcmp(v, "llama");
         else if (!strcmp(a, "--seqs")) {
             int64_t ns = 1;
@@ -98,13 +102,13 @@ int main(int argc, char **argv)
     }
     if (!model) {
         fprintf(stderr, "usage: bench_model --model M [--prompt N] [--gen N] [--threads N] "
-                        "[--reps N] [--kv-dtype f16|f32] [--numerics fast|llama] [--seqs N]\n");
+                        "[--reps N] [--kv-dtype T] [--k-dtype T] [--v-dtype T] [--numerics fast|llama] [--seqs N]\n");
         return 2;
     }
     int32_t n_ctx = (int32_t)KS_MAX(prompt, gen) + 16;
     engine_params ep = {.model_path = model, .n_threads = (int32_t)threads, .n_ctx = n_ctx,
                             .n_batch = (int32_t)KS_MAX(prompt, 64), .n_seqs = g_seqs,
-                            .kv_dtype = dt,
+                            .k_dtype = kt, .v_dtype = vt,
                             .llama_numerics = exact};
     engine e;
     if (engine_open(&ep, &e)) return 1;

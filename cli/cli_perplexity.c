@@ -18,9 +18,13 @@
 static void ppl_usage(FILE *f)
 {
     fprintf(f, "usage: kvserve perplexity --model M --file F [--ctx N] [--batch N] "
-               "[--threads N] [--kv-dtype f16|f32] [--chunks N] [--kv-policy SPEC]\n"
+               "[--threads N] [--kv-dtype T] [--k-dtype T] [--v-dtype T] [--chunks N]\n"
+               "       [--kv-policy SPEC] [--attn exact|flash|fast]\n"
                "  SPEC: a KV policy and its parameters, e.g. sink_window:n_sink=4,window=252\n"
-               "  --kv-dtype: the KV cache type, f16 by default (llama.cpp's default cache)\n"
+               "  --kv-dtype: the K and V cache type, f16 by default (llama.cpp's default cache);\n"
+               "      --k-dtype / --v-dtype set one of them (llama.cpp's -ctk / -ctv). T is one of\n"
+               "      f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl. With a quantised type\n"
+               "      the default --attn is flash (llama.cpp needs -fa for a quantised V cache)\n"
                "  --attn exact|flash|fast: attention numerics: llama.cpp's non-flash kernels\n"
                "      (default, what llama-perplexity runs: flash attention is off by default in\n"
                "      the llama.cpp the references come from), its CPU flash-attention kernel,\n"
@@ -40,9 +44,9 @@ static double nll_of(const float *logits, int32_t n_vocab, int32_t tok)
 typedef struct ppl_opts {
     const char *model, *file;
     int64_t ctx, batch, threads, max_chunks;
-    ks_dtype kv_dtype;
+    ks_dtype k_dtype, v_dtype;
     kv_policy_config policy;
-    int attn; /* 0 exact, 1 flash, 2 fast */
+    int attn; /* 0 exact, 1 flash, 2 fast, -1 not given */
 } ppl_opts;
 
 static int ppl_parse(int argc, char **argv, ppl_opts *o)
@@ -50,7 +54,7 @@ static int ppl_parse(int argc, char **argv, ppl_opts *o)
     /* llama-perplexity's defaults: an F16 KV cache (an F32 one moves ln PPL by up to 0.011
      * on the quantized reference models, more than the 0.5% we must match) */
     *o = (ppl_opts){.ctx = 512, .batch = 512, .threads = cli_default_threads(),
-                    .kv_dtype = KS_DTYPE_F16};
+                    .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .attn = -1};
     kv_policy_config_defaults(&o->policy);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -75,11 +79,17 @@ static int ppl_parse(int argc, char **argv, ppl_opts *o)
             o->attn = !strcmp(v, "exact") ? 0 : !strcmp(v, "flash") ? 1 : !strcmp(v, "fast") ? 2 : -1;
             if (o->attn < 0) {
                 fprintf(stderr, "kvserve: --attn: '%s' is not exact, flash or fast\n", v);
+                o->attn = -2;
                 rc = KS_ERR_INVALID;
             }
         }
         else if (!strcmp(a, "--kv-dtype")) {
-            rc = cli_parse_kv_dtype(v, &o->kv_dtype);
+            rc = cli_parse_kv_dtype(a, v, &o->k_dtype);
+            o->v_dtype = o->k_dtype;
+        } else if (!strcmp(a, "--k-dtype") || !strcmp(a, "-ctk")) {
+            rc = cli_parse_kv_dtype(a, v, &o->k_dtype);
+        } else if (!strcmp(a, "--v-dtype") || !strcmp(a, "-ctv")) {
+            rc = cli_parse_kv_dtype(a, v, &o->v_dtype);
         } else {
             fprintf(stderr, "kvserve: perplexity: unknown option '%s'\n", a);
             rc = KS_ERR_INVALID;
@@ -90,6 +100,8 @@ static int ppl_parse(int argc, char **argv, ppl_opts *o)
         ppl_usage(stderr);
         return KS_ERR_INVALID;
     }
+    if (o->attn == -1) /* llama.cpp runs quantised caches only with flash attention */
+        o->attn = ks_dtype_is_float(o->k_dtype) && ks_dtype_is_float(o->v_dtype) ? 0 : 1;
     return KS_OK;
 }
 
@@ -149,7 +161,7 @@ int cli_perplexity_main(int argc, char **argv)
     if (ppl_parse(argc, argv, &o)) return 2;
     engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
                             .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)KS_MIN(o.batch, o.ctx),
-                            .n_seqs = 1, .kv_dtype = o.kv_dtype,
+                            .n_seqs = 1, .k_dtype = o.k_dtype, .v_dtype = o.v_dtype,
                             .llama_numerics = o.attn != 2, .llama_flash = o.attn == 1};
     engine e;
     if (engine_open(&ep, &e)) return 1;

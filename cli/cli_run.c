@@ -16,7 +16,7 @@ typedef struct run_opts {
     int64_t n_predict, threads, ctx, batch, seed;
     smp_params sp;
     kv_policy_config policy;
-    ks_dtype kv_dtype;
+    ks_dtype k_dtype, v_dtype;
     bool ignore_eos;
 } run_opts;
 
@@ -31,7 +31,9 @@ static void run_usage(FILE *f)
             "  --threads N         compute threads (default: all CPUs)\n"
             "  --ctx N             context size in tokens (default: the model's)\n"
             "  --batch N           prefill chunk in tokens (default 512)\n"
-            "  --kv-dtype f16|f32  KV cache storage (default f16)\n"
+            "  --kv-dtype T        K and V cache storage (default f16): f32, f16, bf16, q8_0,\n"
+            "                      q4_0, q4_1, q5_0, q5_1, iq4_nl\n"
+            "  --k-dtype T --v-dtype T   K or V cache storage alone\n"
             "  --kv-policy SPEC    KV policy and parameters, e.g. full, sink_window:n_sink=4,"
             "window=252,\n"
             "                      snapkv:budget=256, pyramid:budget=256, h2o:heavy=128,"
@@ -42,7 +44,7 @@ static void run_usage(FILE *f)
 static int run_parse(int argc, char **argv, run_opts *o)
 {
     *o = (run_opts){.n_predict = 128, .threads = cli_default_threads(), .batch = 512,
-                    .kv_dtype = KS_DTYPE_F16,
+                    .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16,
                     .seed = -1};
     smp_params_default(&o->sp);
     kv_policy_config_defaults(&o->policy);
@@ -81,7 +83,12 @@ static int run_parse(int argc, char **argv, run_opts *o)
         } else if (!strcmp(a, "--kv-policy")) {
             rc = cli_parse_policy(v, &o->policy);
         } else if (!strcmp(a, "--kv-dtype")) {
-            rc = cli_parse_kv_dtype(v, &o->kv_dtype);
+            rc = cli_parse_kv_dtype(a, v, &o->k_dtype);
+            o->v_dtype = o->k_dtype;
+        } else if (!strcmp(a, "--k-dtype")) {
+            rc = cli_parse_kv_dtype(a, v, &o->k_dtype);
+        } else if (!strcmp(a, "--v-dtype")) {
+            rc = cli_parse_kv_dtype(a, v, &o->v_dtype);
         } else {
             fprintf(stderr, "kvserve: run: unknown option '%s'\n", a);
             rc = KS_ERR_INVALID;
@@ -165,7 +172,8 @@ int cli_run_main(int argc, char **argv)
     if (run_parse(argc, argv, &o)) return 2;
     engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
                             .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)o.batch, .n_seqs = 1,
-                            .kv_dtype = o.kv_dtype, .llama_numerics = true};
+                            .k_dtype = o.k_dtype, .v_dtype = o.v_dtype,
+                            .llama_numerics = true};
     engine e;
     if (engine_open(&ep, &e)) return 1;
     const tok_vocab *v = model_get_vocab(e.m);

@@ -43,15 +43,12 @@ int cli_parse_f32(const char *flag, const char *s, float lo, float hi, float *ou
     return KS_OK;
 }
 
-int cli_parse_kv_dtype(const char *s, ks_dtype *out)
+int cli_parse_kv_dtype(const char *flag, const char *s, ks_dtype *out)
 {
-    if (!strcmp(s, "f16")) *out = KS_DTYPE_F16;
-    else if (!strcmp(s, "f32")) *out = KS_DTYPE_F32;
-    else {
-        fprintf(stderr, "kvserve: --kv-dtype: '%s' is not f16 or f32\n", s);
-        return KS_ERR_INVALID;
-    }
-    return KS_OK;
+    if (ks_dtype_from_name(s, out) == 0)
+        return KS_OK;
+    fprintf(stderr, "kvserve: %s: '%s' is not a KV type (%s)\n", flag, s, ks_dtype_names());
+    return KS_ERR_INVALID;
 }
 
 int cli_default_threads(void)

@@ -14,8 +14,9 @@
 int cli_parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out) KS_WUR;
 int cli_parse_f32(const char *flag, const char *s, float lo, float hi, float *out) KS_WUR;
 int cli_default_threads(void);
-/* `--kv-dtype f16|f32`. */
-int cli_parse_kv_dtype(const char *s, ks_dtype *out) KS_WUR;
+/* `--kv-dtype T`, `--k-dtype T`, `--v-dtype T` (T a kvtype.h name); flag names the option in
+ * the error message. */
+int cli_parse_kv_dtype(const char *flag, const char *s, ks_dtype *out) KS_WUR;
 
 /* Handles `--kv-policy SPEC` ("NAME" or "NAME:key=value,..."): parses into pc, printing the
  * reason on error. */

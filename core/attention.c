@@ -1,13 +1,17 @@
 /* attention.c - the shared attention core: softmax(q·K^T * scale + causal mask) V for a chunk
  * of queries of one KV head over a list of spans, with memory independent of the key count.
  *
- * Algorithm. Keys are visited in tiles of up to ATTN_TILE keys. For f16 caches each K and V
- * tile is converted to f32 once and then reused by every query row of the chunk (n_q tokens x
+ * Algorithm. Keys are visited in tiles of up to ATTN_TILE keys. For f16, bf16 and block-type
+ * (q8_0, q4_0, ...) caches each K and V tile is dequantised to f32 once (SIMD for f16 and
+ * q8_0/q4_0) and then reused by every query row of the chunk (n_q tokens x
  * n_group heads sharing this KV head), so in GQA and in prefill each cached row is read from
  * memory once per call. Per query row and tile we compute the tile's scores, mask keys whose
  * sequence index is above the query's, and fold them into a streaming softmax: one max update
  * and one rescale of the running sum and accumulator per tile (online softmax, as in
- * FlashAttention). A row that sees no key outputs zeros.
+ * FlashAttention). A row that sees no key outputs zeros. Quantised K is thus scored by
+ * "dequantise on the fly, dot with f32 q": one dequantisation per key per call instead of one
+ * per query row, and q keeps full precision (llama.cpp instead quantises q to q8_0; its
+ * order is reproduced only by the llama_flash emulation).
  *
  * Two-pass mode (key_mass requested): pass 1 computes each row's max and sum of exponentials
  * over all visible keys; pass 2 recomputes the scores, forms the normalised probabilities p
@@ -105,7 +109,8 @@ static int check_params(const attn_params *p, const attn_span *spans, int32_t n_
         return KS_ERR_INVALID;
     if (p->n_q < 0 || p->n_q > s->max_q || p->n_group < 1 || p->n_group > s->max_group ||
         p->head_dim != s->head_dim || !isfinite(p->scale) ||
-        (p->kv_dtype != KS_DTYPE_F32 && p->kv_dtype != KS_DTYPE_F16))
+        !ks_dtype_row_bytes(p->k_dtype, p->head_dim) ||
+        !ks_dtype_row_bytes(p->v_dtype, p->head_dim))
         return KS_ERR_INVALID;
     int32_t width = p->n_group * p->head_dim;
     if (p->n_q > 0 && (!p->q || !p->out || p->q_tok_stride < width ||
@@ -116,7 +121,9 @@ static int check_params(const attn_params *p, const attn_span *spans, int32_t n_
         const attn_span *sp = &spans[i];
         if (sp->n < 0 || sp->k_stride < 0 || sp->v_stride < 0 ||
             (sp->k_stride > 0 && sp->k_stride < p->head_dim) ||
-            (sp->v_stride > 0 && sp->v_stride < p->head_dim))
+            (sp->v_stride > 0 && sp->v_stride < p->head_dim) ||
+            (sp->k_stride > 0 && !ks_dtype_row_bytes(p->k_dtype, sp->k_stride)) ||
+            (sp->v_stride > 0 && !ks_dtype_row_bytes(p->v_dtype, sp->v_stride)))
             return KS_ERR_INVALID;
         if (sp->n > 0 && (!sp->k || !sp->v || (sp->idx && !p->q_idx && p->n_q > 0)))
             return KS_ERR_INVALID;
@@ -146,8 +153,10 @@ int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans,
         s->l[row] = 0;
     }
     memset(s->acc, 0, (size_t)rows * hd * sizeof(float));
-    bool two_pass = p->llama_numerics || p->key_mass;
-    if (p->llama_numerics) {
+    bool llama = p->llama_numerics && p->k_dtype == p->v_dtype &&
+                 (p->k_dtype == KS_DTYPE_F16 || p->k_dtype == KS_DTYPE_F32);
+    bool two_pass = llama || p->key_mass;
+    if (llama) {
         attn_llama_passes(&r, spans, n_spans);
     } else if (two_pass) {
         attn_for_each_tile(&r, spans, n_spans, tile_stats);

@@ -9,7 +9,8 @@
  *     ggml_vec_dot_f16's order for one query token, and p·V summed in its lane orders
  *     (tinyBLAS for a batch, vec-dot banks plus a double tail for one token);
  *   - flash (llama_flash): its flash-attention kernel, one query row at a time with a scalar
- *     online softmax and, for an f16 cache, the V accumulator rounded to f16 after each key.
+ *     online softmax and, for an f16 V cache, the V accumulator rounded to f16 after each key;
+ *     block-type K (q8_0, q4_0, ...) scored with q quantised to q8_0/q8_1 and integer dots.
  * Both read spans through attn_tiles.c and share nothing else with attention.c.
  */
 #include "attention_llama.h"
@@ -256,7 +257,7 @@ void attn_llama_passes(attn_run *r, const attn_span *spans, int32_t n_spans)
     attn_scratch *s = r->s;
     int32_t hd = p->head_dim, rows = r->rows;
     int64_t n_keys = r->n_keys;
-    bool f16 = p->kv_dtype == KS_DTYPE_F16;
+    bool f16 = p->k_dtype == KS_DTYPE_F16;
     if (f16) { /* llama.cpp converts q to f16 to dot it with f16 K */
         for (int32_t row = 0; row < rows; row++) {
             const float *src = p->q + (size_t)(row / p->n_group) * p->q_tok_stride +
@@ -299,36 +300,43 @@ void attn_llama_passes(attn_run *r, const attn_span *spans, int32_t n_spans)
     }
 }
 
-/* llama.cpp's CPU flash attention, one query row at a time (see attention.h). The per-key
- * update is its kernel's: a new maximum rescales the accumulator (rounded to f16 with an f16
- * cache), every key adds v*exp(s - M) with one fused multiply-add (rounded likewise), and the
- * running sum is S*ms + vs, also fused, as it compiles on FMA machines. */
-static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_spans, const float *q,
-                      int32_t qi, float *out, attn_scratch *s)
+/* Score of the query (prepared by flash_query) against key row kr of type kt. */
+static float flash_score(const attn_params *p, const void *kr, const float *q, const void *qq,
+                         float *krow)
 {
     const int32_t hd = p->head_dim;
-    const bool f16 = p->kv_dtype == KS_DTYPE_F16;
+    float sc;
+    if (!ks_dtype_is_float(p->k_dtype))
+        return qt_vec_dot((qt_type)p->k_dtype, hd, kr, qq) * p->scale;
+    const float *k = kr;
+    if (p->k_dtype != KS_DTYPE_F32) {
+        ks_dtype_to_f32(p->k_dtype, kr, krow, hd);
+        k = krow;
+    }
+    scores_vecdot(q, k, (size_t)hd, 1, hd, p->scale, &sc);
+    return sc;
+}
+
+/* llama.cpp's CPU flash attention, one query row at a time (see attention.h). The per-key
+ * update is its kernel's: a new maximum rescales the accumulator (rounded to f16 with an f16
+ * V cache), every key adds v*exp(s - M) with one fused multiply-add (rounded likewise), and
+ * the running sum is S*ms + vs, also fused, as it compiles on FMA machines. */
+static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_spans, const float *q,
+                      const void *qq, int32_t qi, float *out, attn_scratch *s)
+{
+    const int32_t hd = p->head_dim;
+    const bool f16 = p->v_dtype == KS_DTYPE_F16;
     float *acc = s->acc, *krow = s->kt, *vrow = s->vt;
     float M = -INFINITY, S = 0.0f;
     memset(acc, 0, (size_t)hd * sizeof(float));
     for (int32_t i = 0; i < n_spans; i++) {
         const attn_span *sp = &spans[i];
-        size_t ks = sp->k_stride ? (size_t)sp->k_stride : (size_t)hd;
-        size_t vs_ = sp->v_stride ? (size_t)sp->v_stride : (size_t)hd;
+        size_t kb = ks_dtype_row_bytes(p->k_dtype, sp->k_stride ? sp->k_stride : hd);
+        size_t vb = ks_dtype_row_bytes(p->v_dtype, sp->v_stride ? sp->v_stride : hd);
         for (int32_t j = 0; j < sp->n; j++) {
             if (sp->idx && sp->idx[j] > qi) continue;
-            const float *kr, *vr;
-            if (f16) {
-                qt_f16_to_f32_row((const uint16_t *)sp->k + (size_t)j * ks, krow, hd);
-                qt_f16_to_f32_row((const uint16_t *)sp->v + (size_t)j * vs_, vrow, hd);
-                kr = krow;
-                vr = vrow;
-            } else {
-                kr = (const float *)sp->k + (size_t)j * ks;
-                vr = (const float *)sp->v + (size_t)j * vs_;
-            }
-            float sc;
-            scores_vecdot(q, kr, (size_t)hd, 1, hd, p->scale, &sc);
+            float sc = flash_score(p, (const uint8_t *)sp->k + (size_t)j * kb, q, qq, krow);
+            ks_dtype_to_f32(p->v_dtype, (const uint8_t *)sp->v + (size_t)j * vb, vrow, hd);
             float ms = 1.0f, vs = 1.0f;
             if (sc > M) {
                 const float m_old = M;
@@ -342,7 +350,7 @@ static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_sp
                 vs = expf(sc - M);
             }
             for (int32_t d = 0; d < hd; d++) {
-                float x = fmaf(vr[d], vs, acc[d]);
+                float x = fmaf(vrow[d], vs, acc[d]);
                 acc[d] = f16 ? ks_f16_to_f32(ks_f32_to_f16(x)) : x;
             }
             S = fmaf(S, ms, vs);
@@ -353,17 +361,29 @@ static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_sp
         out[d] = acc[d] * inv;
 }
 
+/* q as llama.cpp converts it for K's dot: rounded to f16 / bf16 for those caches, quantised
+ * to q8_0 / q8_1 (into qq) for block types. */
+static void flash_query(const attn_params *p, const float *src, float *qr, void *qq)
+{
+    const int32_t hd = p->head_dim;
+    if (!ks_dtype_is_float(p->k_dtype)) {
+        qt_quantize_row(qt_vec_dot_type((qt_type)p->k_dtype), src, qq, hd);
+        return;
+    }
+    for (int32_t d = 0; d < hd; d++)
+        qr[d] = p->k_dtype == KS_DTYPE_F16    ? ks_f16_to_f32(ks_f32_to_f16(src[d]))
+                : p->k_dtype == KS_DTYPE_BF16 ? ks_bf16_to_f32(ks_f32_to_bf16(src[d]))
+                                              : src[d];
+}
+
 int attn_llama_flash(const attn_params *p, const attn_span *spans, int32_t n_spans, attn_scratch *s)
 {
     const int32_t hd = p->head_dim;
-    const bool f16 = p->kv_dtype == KS_DTYPE_F16;
-    float *qr = s->qr;
     for (int32_t t = 0; t < p->n_q; t++) {
         for (int32_t g = 0; g < p->n_group; g++) {
             const float *src = p->q + (size_t)t * p->q_tok_stride + (size_t)g * hd;
-            for (int32_t d = 0; d < hd; d++)
-                qr[d] = f16 ? ks_f16_to_f32(ks_f32_to_f16(src[d])) : src[d];
-            flash_row(p, spans, n_spans, qr, p->q_idx ? p->q_idx[t] : INT32_MAX,
+            flash_query(p, src, s->qr, s->qq);
+            flash_row(p, spans, n_spans, s->qr, s->qq, p->q_idx ? p->q_idx[t] : INT32_MAX,
                       p->out + (size_t)t * p->out_tok_stride + (size_t)g * hd, s);
         }
     }

@@ -116,6 +116,58 @@ static bool cpu_has_avx512(void)
 }
 #endif
 
+#ifdef ATTN_X86
+/* q8_0 blocks to f32: 32 int8 times the block's f16 scale. */
+ATTN_AVX512 static void dequant_q8_0_avx512(const uint8_t *src, float *dst, int64_t nb)
+{
+    for (int64_t b = 0; b < nb; b++, src += 34, dst += 32) {
+        uint16_t h;
+        memcpy(&h, src, 2);
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+        __m128i lo = _mm_loadu_si128((const __m128i *)(src + 2));
+        __m128i hi = _mm_loadu_si128((const __m128i *)(src + 18));
+        _mm512_storeu_ps(dst, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo))));
+        _mm512_storeu_ps(dst + 16,
+                         _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi))));
+    }
+}
+
+/* q4_0 blocks to f32: (nibble - 8) times the scale; low nibbles are elements 0..15. */
+ATTN_AVX512 static void dequant_q4_0_avx512(const uint8_t *src, float *dst, int64_t nb)
+{
+    const __m512i eight = _mm512_set1_epi32(8), mask = _mm512_set1_epi32(0xF);
+    for (int64_t b = 0; b < nb; b++, src += 18, dst += 32) {
+        uint16_t h;
+        memcpy(&h, src, 2);
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(h));
+        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + 2)));
+        __m512i lo = _mm512_sub_epi32(_mm512_and_si512(q, mask), eight);
+        __m512i hi = _mm512_sub_epi32(_mm512_srli_epi32(q, 4), eight);
+        _mm512_storeu_ps(dst, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lo)));
+        _mm512_storeu_ps(dst + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)));
+    }
+}
+#endif
+
+/* n elements (whole rows) of type dt to f32, SIMD where the scratch runs SIMD kernels. */
+static void tile_dequant(const attn_scratch *S, ks_dtype dt, const uint8_t *src, float *dst,
+                         int64_t n)
+{
+#ifdef ATTN_X86
+    if (S->simd && dt == KS_DTYPE_Q8_0) {
+        dequant_q8_0_avx512(src, dst, n / 32);
+        return;
+    }
+    if (S->simd && dt == KS_DTYPE_Q4_0) {
+        dequant_q4_0_avx512(src, dst, n / 32);
+        return;
+    }
+#else
+    (void)S;
+#endif
+    qt_dequantize_row((qt_type)dt, src, dst, n);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Scratch                                                                                   */
 
@@ -161,7 +213,8 @@ int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q, attn
     s->ldbl = ks_aligned_alloc((size_t)max_group * (size_t)head_dim * sizeof(double));
     s->ldone = calloc((size_t)max_group, 1);
     s->vtt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
-    if (!s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s || !s->lacc || !s->ldbl ||
+    s->qq = ks_aligned_alloc(((size_t)head_dim / 32 + 1) * 64);
+    if (!s->qq ||!s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s || !s->lacc || !s->ldbl ||
         !s->ldone || !s->vtt) {
         attn_scratch_destroy(s);
         return KS_ERR_NOMEM;
@@ -185,11 +238,33 @@ void attn_scratch_destroy(attn_scratch *s)
     free(s->ldbl);
     free(s->ldone);
     free(s->vtt);
+    free(s->qq);
     free(s);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Tiles                                                                                     */
+
+/* Rows j0..j0+n of a span of type dt as f32: in place for f32, else dequantised into buf
+ * (one call per contiguous run; the dequantisers are SIMD for f16, q8_0 and q4_0). */
+static const float *tile_rows(const attn_scratch *S, ks_dtype dt, const void *base, int32_t j0,
+                              int32_t n, size_t stride, int32_t hd, float *buf, size_t *out_stride)
+{
+    if (dt == KS_DTYPE_F32) {
+        *out_stride = stride;
+        return (const float *)base + (size_t)j0 * stride;
+    }
+    size_t rb = ks_dtype_row_bytes(dt, (int32_t)stride);
+    const uint8_t *src = (const uint8_t *)base + (size_t)j0 * rb;
+    *out_stride = (size_t)hd;
+    if (stride == (size_t)hd) {
+        tile_dequant(S, dt, src, buf, (int64_t)n * hd);
+        return buf;
+    }
+    for (int32_t j = 0; j < n; j++)
+        tile_dequant(S, dt, src + (size_t)j * rb, buf + (size_t)j * hd, hd);
+    return buf;
+}
 
 static void tile_load(const attn_run *r, const attn_span *sp, int32_t j0, int32_t n, attn_tile *t)
 {
@@ -208,29 +283,8 @@ static void tile_load(const attn_run *r, const attn_span *sp, int32_t j0, int32_
         t->n = 0; /* invisible to every query of the chunk: skip the conversion */
         return;
     }
-    if (r->p->kv_dtype == KS_DTYPE_F32) {
-        t->k = (const float *)sp->k + (size_t)j0 * ks;
-        t->v = (const float *)sp->v + (size_t)j0 * vs;
-        t->ks = ks;
-        t->vs = vs;
-        return;
-    }
-    const uint16_t *k16 = (const uint16_t *)sp->k + (size_t)j0 * ks;
-    const uint16_t *v16 = (const uint16_t *)sp->v + (size_t)j0 * vs;
-    float *kt = r->s->kt, *vt = r->s->vt;
-    if (ks == (size_t)hd)
-        qt_f16_to_f32_row(k16, kt, (int64_t)n * hd);
-    else
-        for (int32_t j = 0; j < n; j++)
-            qt_f16_to_f32_row(k16 + (size_t)j * ks, kt + (size_t)j * hd, hd);
-    if (vs == (size_t)hd)
-        qt_f16_to_f32_row(v16, vt, (int64_t)n * hd);
-    else
-        for (int32_t j = 0; j < n; j++)
-            qt_f16_to_f32_row(v16 + (size_t)j * vs, vt + (size_t)j * hd, hd);
-    t->k = kt;
-    t->v = vt;
-    t->ks = t->vs = (size_t)hd;
+    t->k = tile_rows(r->s, r->p->k_dtype, sp->k, j0, n, ks, hd, r->s->kt, &t->ks);
+    t->v = tile_rows(r->s, r->p->v_dtype, sp->v, j0, n, vs, hd, r->s->vt, &t->vs);
 }
 
 bool attn_tile_scores(const attn_run *r, const attn_tile *t, int32_t row, float *smax)

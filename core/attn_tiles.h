@@ -43,6 +43,7 @@ struct attn_scratch {
     double *ldbl;   /* [max_group][head_dim] its one-token p·V tail, summed in double */
     uint8_t *ldone; /* [max_group] tail started (the lanes were folded into ldbl) */
     float *vtt;     /* [head_dim][ATTN_TILE] V tile transposed */
+    void *qq;       /* one query row quantised to K's vec-dot type (llama_flash) */
     scores_fn scores;
     accum_fn accum;
     bool simd; /* scores and accum are the AVX-512 kernels */

@@ -97,8 +97,10 @@ static int iq4_nearest(float x)
     int lo = 0, hi = 15;
     while (hi - lo > 1) {
         int mid = (lo + hi) / 2;
-        if (x < v[mid]) hi = mid;
-        else lo = mid;
+        if (x < v[mid])
+            hi = mid;
+        else
+            lo = mid;
     }
     return x - v[hi - 1] < v[hi] - x ? hi - 1 : hi;
 }

@@ -27,10 +27,19 @@ int engine_open(const engine_params *p, engine *e)
         fprintf(stderr, "kvserve: cannot create the compute context: %s\n", ks_status_str(rc));
         goto fail;
     }
-    kv_pool_params pp = {.block_tokens = 64, .head_dim = hp->head_dim, .dtype = p->kv_dtype};
-    size_t row = (size_t)hp->head_dim * (p->kv_dtype == KS_DTYPE_F16 ? 2 : 4);
+    kv_pool_params pp = {.block_tokens = 64, .head_dim = hp->head_dim, .k_dtype = p->k_dtype,
+                         .v_dtype = p->v_dtype};
+    size_t row = ks_dtype_row_bytes(p->k_dtype, hp->head_dim) +
+                 ks_dtype_row_bytes(p->v_dtype, hp->head_dim);
+    if (!row) {
+        fprintf(stderr, "kvserve: KV types %s/%s need a head dimension that is a multiple of 32 "
+                        "(the model's is %d)\n",
+                ks_dtype_name(p->k_dtype), ks_dtype_name(p->v_dtype), hp->head_dim);
+        rc = KS_ERR_INVALID;
+        goto fail;
+    }
     size_t blocks_per_head = (size_t)(e->n_ctx + pp.block_tokens - 1) / pp.block_tokens + 1;
-    pp.budget_bytes = blocks_per_head * (size_t)pp.block_tokens * row * 2 * (size_t)hp->n_layer *
+    pp.budget_bytes = blocks_per_head * (size_t)pp.block_tokens * row * (size_t)hp->n_layer *
                       (size_t)hp->n_head_kv * (size_t)KS_MAX(p->n_seqs, 1);
     if ((rc = kv_pool_create(&pp, &e->pool))) {
         fprintf(stderr, "kvserve: cannot create the KV pool: %s\n", ks_status_str(rc));

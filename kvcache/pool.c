@@ -2,7 +2,7 @@
  *
  * Why: a long-context server must never exceed its configured memory, whatever the prompts.
  * All KV storage comes from here in fixed-size blocks (K rows then V rows of one layer and KV
- * head), so "bytes used" is exactly blocks in use times block bytes, and allocation fails with
+ * head, each in its own storage type, so a q8_0 or q4_0 block really is 2-4x smaller), so "bytes used" is exactly blocks in use times block bytes, and allocation fails with
  * KS_ERR_FULL at the budget instead of growing.
  *
  * The whole address range is reserved once with mmap (MAP_NORESERVE): block addresses never
@@ -19,7 +19,8 @@
 
 struct kv_pool {
     kv_pool_params p;
-    size_t row_bytes;   /* one K or V row */
+    size_t k_row_bytes; /* one K row in k_dtype */
+    size_t v_row_bytes; /* one V row in v_dtype */
     size_t block_bytes; /* K + V of block_tokens rows */
     int32_t n_blocks;
     int32_t n_free;
@@ -36,11 +37,13 @@ int kv_pool_create(const kv_pool_params *p, kv_pool **out)
 {
     *out = NULL;
     if (!p || p->block_tokens < 1 || p->block_tokens > 65536 || p->head_dim < 1 ||
-        p->head_dim > 65536 || (p->dtype != KS_DTYPE_F32 && p->dtype != KS_DTYPE_F16))
+        p->head_dim > 65536)
         return KS_ERR_INVALID;
-    size_t el = p->dtype == KS_DTYPE_F32 ? 4 : 2;
-    size_t row = (size_t)p->head_dim * el;
-    size_t block = 2 * (size_t)p->block_tokens * row;
+    size_t krow = ks_dtype_row_bytes(p->k_dtype, p->head_dim);
+    size_t vrow = ks_dtype_row_bytes(p->v_dtype, p->head_dim);
+    if (!krow || !vrow) /* unknown type, or head_dim not a multiple of its block */
+        return KS_ERR_INVALID;
+    size_t block = (size_t)p->block_tokens * (krow + vrow);
     size_t nb = p->budget_bytes / block;
     if (nb < 1)
         return KS_ERR_INVALID;
@@ -50,7 +53,8 @@ int kv_pool_create(const kv_pool_params *p, kv_pool **out)
     if (!pool)
         return KS_ERR_NOMEM;
     pool->p = *p;
-    pool->row_bytes = row;
+    pool->k_row_bytes = krow;
+    pool->v_row_bytes = vrow;
     pool->block_bytes = block;
     pool->n_blocks = (int32_t)nb;
     pool->mem_bytes = nb * block;
@@ -197,13 +201,15 @@ void *kv_pool_block_k(const kv_pool *pool, int32_t id)
 void *kv_pool_block_v(const kv_pool *pool, int32_t id)
 {
     return pool->mem + (size_t)id * pool->block_bytes +
-           (size_t)pool->p.block_tokens * pool->row_bytes;
+           (size_t)pool->p.block_tokens * pool->k_row_bytes;
 }
 
 int32_t kv_pool_block_tokens(const kv_pool *pool) { return pool->p.block_tokens; }
 int32_t kv_pool_head_dim(const kv_pool *pool) { return pool->p.head_dim; }
-ks_dtype kv_pool_dtype(const kv_pool *pool) { return pool->p.dtype; }
-size_t kv_pool_row_bytes(const kv_pool *pool) { return pool->row_bytes; }
+ks_dtype kv_pool_k_dtype(const kv_pool *pool) { return pool->p.k_dtype; }
+ks_dtype kv_pool_v_dtype(const kv_pool *pool) { return pool->p.v_dtype; }
+size_t kv_pool_k_row_bytes(const kv_pool *pool) { return pool->k_row_bytes; }
+size_t kv_pool_v_row_bytes(const kv_pool *pool) { return pool->v_row_bytes; }
 size_t kv_pool_block_bytes(const kv_pool *pool) { return pool->block_bytes; }
 
 int64_t kv_pool_blocks_free(kv_pool *pool)

@@ -103,13 +103,13 @@ int kv_head_table_locate(const kv_head_table *t, int32_t slot, int32_t *blk, int
 void *kv_head_table_k_row(const kv_head_table *t, int32_t blk, int32_t row)
 {
     return (uint8_t *)kv_pool_block_k(t->pool, t->blocks[blk]) +
-           (size_t)row * kv_pool_row_bytes(t->pool);
+           (size_t)row * kv_pool_k_row_bytes(t->pool);
 }
 
 void *kv_head_table_v_row(const kv_head_table *t, int32_t blk, int32_t row)
 {
     return (uint8_t *)kv_pool_block_v(t->pool, t->blocks[blk]) +
-           (size_t)row * kv_pool_row_bytes(t->pool);
+           (size_t)row * kv_pool_v_row_bytes(t->pool);
 }
 
 void kv_head_table_set_pos(kv_head_table *t, int32_t slot, int32_t pos)
@@ -173,7 +173,7 @@ static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t 
                       bool repack, uint8_t *written, bool mark)
 {
     int32_t bt = kv_pool_block_tokens(t->pool);
-    size_t rb = kv_pool_row_bytes(t->pool);
+    size_t kb = kv_pool_k_row_bytes(t->pool), vb = kv_pool_v_row_bytes(t->pool);
     int32_t b = 0, start = 0;
     memset(rank, 0, (size_t)t->n_blocks * sizeof(int32_t));
     for (int32_t i = 0; i < n; i++) {
@@ -188,8 +188,8 @@ static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t 
             written[db] = 1;
             continue;
         }
-        memmove(kv_head_table_k_row(t, db, dr), kv_head_table_k_row(t, b, sr), rb);
-        memmove(kv_head_table_v_row(t, db, dr), kv_head_table_v_row(t, b, sr), rb);
+        memmove(kv_head_table_k_row(t, db, dr), kv_head_table_k_row(t, b, sr), kb);
+        memmove(kv_head_table_v_row(t, db, dr), kv_head_table_v_row(t, b, sr), vb);
     }
 }
 
@@ -300,14 +300,6 @@ static int32_t table_append_need(const kv_head_table *t, int32_t n_tok)
     return (rest + bt - 1) / bt + (cow ? 1 : 0);
 }
 
-static void store_row(ks_dtype dt, const float *src, void *dst, int32_t hd)
-{
-    if (dt == KS_DTYPE_F16)
-        qt_f32_to_f16_row(src, dst, hd);
-    else
-        memcpy(dst, src, (size_t)hd * sizeof(float));
-}
-
 /* Appends rows using blocks from ids[] (table_append_need of them); returns how many it used
  * (fewer only if another thread dropped its share of the tail block meanwhile). */
 static int32_t table_append(kv_head_table *t, int32_t n_tok, const float *k, const float *v,
@@ -315,7 +307,7 @@ static int32_t table_append(kv_head_table *t, int32_t n_tok, const float *k, con
                          const int32_t *ids)
 {
     int32_t bt = kv_pool_block_tokens(t->pool), hd = kv_pool_head_dim(t->pool);
-    ks_dtype dt = kv_pool_dtype(t->pool);
+    ks_dtype kt = kv_pool_k_dtype(t->pool), vt = kv_pool_v_dtype(t->pool);
     int32_t used = 0;
     if (t->n_blocks > 0 && t->blk_n[t->n_blocks - 1] < bt && n_tok > 0 &&
         kv_pool_refcount(t->pool, t->blocks[t->n_blocks - 1]) > 1)
@@ -326,8 +318,8 @@ static int32_t table_append(kv_head_table *t, int32_t n_tok, const float *k, con
             t->blk_n[t->n_blocks++] = 0;
         }
         int32_t b = t->n_blocks - 1, r = t->blk_n[b]++;
-        store_row(dt, k + (size_t)i * stride, kv_head_table_k_row(t, b, r), hd);
-        store_row(dt, v + (size_t)i * stride, kv_head_table_v_row(t, b, r), hd);
+        ks_dtype_from_f32(kt, k + (size_t)i * stride, kv_head_table_k_row(t, b, r), hd);
+        ks_dtype_from_f32(vt, v + (size_t)i * stride, kv_head_table_v_row(t, b, r), hd);
         t->idx[t->n_tok] = idx[i];
         t->pos[t->n_tok] = pos[i];
         t->n_tok++;

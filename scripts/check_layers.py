@@ -45,7 +45,7 @@ ALLOWED = {
 }
 PUBLIC_HEADERS = {
     'base.h': 'core', 'gguf.h': 'core', 'quant.h': 'core', 'rope.h': 'core',
-    'attention.h': 'core', 'args.h': 'core',
+    'attention.h': 'core', 'args.h': 'core', 'kvtype.h': 'core',
     'tokenizer.h': 'text',
     'kvcache.h': 'kvcache', 'policy_config.h': 'kvcache', 'policy_args.h': 'kvcache',
     'spill.h': 'kvcache',

@@ -94,6 +94,12 @@ static void h_metrics(api_server *a, http_request *req)
         g.kv_bytes_used = st.bytes_used;
         g.kv_bytes_budget = st.bytes_budget;
     }
+    if (a->pool && a->model) {
+        const model_hparams *hp = model_get_hparams(a->model);
+        g.layers_total = hp->n_layer;
+        g.bytes_per_token_layer = (uint64_t)hp->n_head_kv * (kv_pool_k_row_bytes(a->pool) +
+                                                             kv_pool_v_row_bytes(a->pool));
+    }
     if (a->sch) {
         sch_counts c;
         sch_get_counts(a->sch, &c);
@@ -130,6 +136,23 @@ static void h_metrics(api_server *a, http_request *req)
     }
     (void)http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
     free(text);
+}
+
+/* The storage types and what one token costs in each layer (/v1/kv). */
+static void kv_types_json(const api_server *a, json_t *body)
+{
+    ks_dtype kt = kv_pool_k_dtype(a->pool), vt = kv_pool_v_dtype(a->pool);
+    json_object_set_new(body, "k_dtype", json_string(ks_dtype_name(kt)));
+    json_object_set_new(body, "v_dtype", json_string(ks_dtype_name(vt)));
+    if (!a->model) return;
+    const model_hparams *hp = model_get_hparams(a->model);
+    json_int_t per = (json_int_t)hp->n_head_kv *
+                     (json_int_t)(kv_pool_k_row_bytes(a->pool) + kv_pool_v_row_bytes(a->pool));
+    json_t *layers = json_array();
+    for (int32_t l = 0; l < hp->n_layer; l++)
+        json_array_append_new(layers, json_integer(per));
+    json_object_set_new(body, "bytes_per_token_per_layer", layers);
+    json_object_set_new(body, "bytes_per_token", json_integer(per * hp->n_layer));
 }
 
 static void h_kv(api_server *a, http_request *req)
@@ -173,12 +196,14 @@ static void h_kv(api_server *a, http_request *req)
                             "bytes", (json_int_t)((size_t)ps.blocks_held * st.block_bytes),
                             "hit_tokens", (json_int_t)ps.hits_tokens, "evictions",
                             (json_int_t)ps.evictions);
-    api_respond_json(a, req, 200,
-                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "object", "kv_cache",
-                           "bytes_used", (json_int_t)st.bytes_used, "bytes_budget",
-                           (json_int_t)st.bytes_budget, "block_bytes", (json_int_t)st.block_bytes,
-                           "blocks_used", (json_int_t)st.blocks_used, "blocks_total",
-                           (json_int_t)st.blocks_total, "sequences", seqs, "prefix_cache", pfx));
+    json_t *body =
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "object", "kv_cache", "bytes_used",
+                  (json_int_t)st.bytes_used, "bytes_budget", (json_int_t)st.bytes_budget,
+                  "block_bytes", (json_int_t)st.block_bytes, "blocks_used",
+                  (json_int_t)st.blocks_used, "blocks_total", (json_int_t)st.blocks_total,
+                  "sequences", seqs, "prefix_cache", pfx);
+    if (body && a->pool) kv_types_json(a, body);
+    api_respond_json(a, req, 200, body);
 }
 
 

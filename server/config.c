@@ -18,7 +18,8 @@
 
 /* ---- names ---- */
 
-static const char *const g_dtype_names[] = {"f16", "f32", NULL};
+static const char *const g_dtype_names[] = {"f16",  "f32",  "bf16", "q8_0",  "q4_0",
+                                            "q4_1", "q5_0", "q5_1", "iq4_nl", NULL};
 static const char *const g_templates[] = {"auto",    "chatml", "llama3", "llama2", "mistral",
                                           "zephyr", "phi3",   "gemma",  NULL};
 
@@ -31,7 +32,28 @@ int cfg_kv_dtype_from_name(const char *n) { return name_lookup(g_dtype_names, n)
 
 const char *cfg_kv_dtype_name(cfg_kv_dtype t)
 {
-    return (unsigned)t <= CFG_KV_F32 ? g_dtype_names[t] : "?";
+    return (unsigned)t < CFG_KV_N ? g_dtype_names[t] : "?";
+}
+
+ks_dtype cfg_kv_dtype_ks(cfg_kv_dtype t)
+{
+    /* in the order of g_dtype_names (test_config checks the names agree with kvtype.h) */
+    static const ks_dtype map[CFG_KV_N] = {KS_DTYPE_F16,  KS_DTYPE_F32,  KS_DTYPE_BF16,
+                                           KS_DTYPE_Q8_0, KS_DTYPE_Q4_0, KS_DTYPE_Q4_1,
+                                           KS_DTYPE_Q5_0, KS_DTYPE_Q5_1, KS_DTYPE_IQ4_NL};
+    return (unsigned)t < CFG_KV_N ? map[t] : KS_DTYPE_F16;
+}
+
+ks_dtype cfg_kv_k_dtype(const cfg *c)
+{
+    cfg_kv_dtype t = c->kvcache.k_dtype != CFG_KV_UNSET ? c->kvcache.k_dtype : c->kvcache.dtype;
+    return cfg_kv_dtype_ks(t);
+}
+
+ks_dtype cfg_kv_v_dtype(const cfg *c)
+{
+    cfg_kv_dtype t = c->kvcache.v_dtype != CFG_KV_UNSET ? c->kvcache.v_dtype : c->kvcache.dtype;
+    return cfg_kv_dtype_ks(t);
 }
 
 static bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
@@ -62,6 +84,8 @@ void cfg_defaults(cfg *c)
     c->kvcache.memory_mb = 1024;
     c->kvcache.block_tokens = 64;
     c->kvcache.dtype = CFG_KV_F16;
+    c->kvcache.k_dtype = CFG_KV_UNSET;
+    c->kvcache.v_dtype = CFG_KV_UNSET;
     c->kvcache.allow_request_override = true;
     kv_policy_config_defaults(&c->kvcache.policy);
     c->limits = (cfg_limits){.default_max_tokens = 256, .max_tokens = 4096,
@@ -91,8 +115,12 @@ int cfg_validate(const cfg *c, ks_diag *d)
     if (!is_pow2(bt) || bt < 8 || bt > 1024)
         return ks_diag_key(d, KS_ERR_RANGE, "kvcache.block_tokens",
                    "%d must be a power of two in 8..1024", bt);
-    if ((unsigned)c->kvcache.dtype > CFG_KV_F32)
+    if ((unsigned)c->kvcache.dtype >= CFG_KV_N)
         return ks_diag_key(d, KS_ERR_INVALID, "kvcache.dtype", "invalid");
+    if (c->kvcache.k_dtype < CFG_KV_UNSET || c->kvcache.k_dtype >= CFG_KV_N)
+        return ks_diag_key(d, KS_ERR_INVALID, "kvcache.k_dtype", "invalid");
+    if (c->kvcache.v_dtype < CFG_KV_UNSET || c->kvcache.v_dtype >= CFG_KV_N)
+        return ks_diag_key(d, KS_ERR_INVALID, "kvcache.v_dtype", "invalid");
     int rc = kv_policy_config_validate(&c->kvcache.policy, d);
     if (rc) return rc;
     const cfg_limits *l = &c->limits;
@@ -161,6 +189,8 @@ static const key_spec g_keys[] = {
     KEY("kvcache.memory_mb", K_I64, kvcache.memory_mb),
     KEY("kvcache.block_tokens", K_I32, kvcache.block_tokens),
     KENUM("kvcache.dtype", kvcache.dtype, g_dtype_names),
+    KENUM("kvcache.k_dtype", kvcache.k_dtype, g_dtype_names),
+    KENUM("kvcache.v_dtype", kvcache.v_dtype, g_dtype_names),
     KENUM("kvcache.policy", POL(kind), kv_policy_kind_names),
     KEY("kvcache.allow_request_override", K_BOOL, kvcache.allow_request_override),
     KEY("kvcache.sink_window.n_sink", K_I32, POL(sink_window.n_sink)),

@@ -12,11 +12,26 @@
 #include <stdint.h>
 
 #include "kvserve/base.h"
+#include "kvserve/kvtype.h"
 #include "kvserve/policy_config.h"
 
 #define CFG_STR_MAX 1024
 
-typedef enum cfg_kv_dtype { CFG_KV_F16, CFG_KV_F32 } cfg_kv_dtype;
+/* KV storage types as config names (index = value; cfg_kv_dtype_ks maps them to kvtype.h).
+ * CFG_KV_UNSET: k_dtype / v_dtype not given, so kvcache.dtype applies. */
+typedef enum cfg_kv_dtype {
+    CFG_KV_UNSET = -1,
+    CFG_KV_F16,
+    CFG_KV_F32,
+    CFG_KV_BF16,
+    CFG_KV_Q8_0,
+    CFG_KV_Q4_0,
+    CFG_KV_Q4_1,
+    CFG_KV_Q5_0,
+    CFG_KV_Q5_1,
+    CFG_KV_IQ4_NL,
+    CFG_KV_N
+} cfg_kv_dtype;
 
 typedef struct cfg_server {
     char host[256];           /* default "127.0.0.1" */
@@ -41,7 +56,9 @@ typedef struct cfg_model {
 typedef struct cfg_kvcache {
     int64_t memory_mb;           /* KV budget, >= 1, default 1024 */
     int32_t block_tokens;        /* power of two 8..1024, default 64 */
-    cfg_kv_dtype dtype;          /* default F16 */
+    cfg_kv_dtype dtype;          /* default F16: K and V unless set below */
+    cfg_kv_dtype k_dtype;        /* default UNSET (= dtype) */
+    cfg_kv_dtype v_dtype;        /* default UNSET (= dtype) */
     bool allow_request_override; /* default true */
     kv_policy_config policy;     /* policy kind + per-policy parameter tables */
 } cfg_kvcache;
@@ -82,5 +99,9 @@ int32_t cfg_max_prompt_tokens(const cfg *c);
 
 const char *cfg_kv_dtype_name(cfg_kv_dtype t);
 int cfg_kv_dtype_from_name(const char *name); /* value or KS_ERR_INVALID */
+/* The storage types the pool uses: k_dtype / v_dtype, else dtype. */
+ks_dtype cfg_kv_dtype_ks(cfg_kv_dtype t);
+ks_dtype cfg_kv_k_dtype(const cfg *c);
+ks_dtype cfg_kv_v_dtype(const cfg *c);
 
 #endif

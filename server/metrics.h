@@ -49,6 +49,10 @@ typedef struct metrics_gauges {
     /* Retrieval policy, summed over its sequences: blocks by tier, hot-set reads, spill I/O. */
     int64_t spill_blocks_ram, spill_blocks_disk, spill_hot_hits, spill_hot_misses;
     int64_t spill_bytes_read;
+    /* KV bytes one token takes in each layer (all KV heads, K + V in their storage types);
+     * layers_total layers, 0 before the model is loaded. */
+    int32_t layers_total;
+    uint64_t bytes_per_token_layer;
 } metrics_gauges;
 
 /* Renders every metric as Prometheus text into a malloc'd string (caller frees). */

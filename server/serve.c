@@ -49,8 +49,17 @@ static void load_work(uv_work_t *w)
     kv_pool_params pp = {.budget_bytes = (size_t)st->c.kvcache.memory_mb << 20,
                          .block_tokens = st->c.kvcache.block_tokens,
                          .head_dim = hp->head_dim,
-                         .dtype = st->c.kvcache.dtype == CFG_KV_F32 ? KS_DTYPE_F32
-                                                                    : KS_DTYPE_F16};
+                         .k_dtype = cfg_kv_k_dtype(&st->c),
+                         .v_dtype = cfg_kv_v_dtype(&st->c)};
+    if (!ks_dtype_row_bytes(pp.k_dtype, pp.head_dim) ||
+        !ks_dtype_row_bytes(pp.v_dtype, pp.head_dim)) {
+        st->load_rc = KS_ERR_INVALID;
+        ks_diag_set(&st->load_diag, st->load_rc,
+                    "KV types %s/%s need a head dimension that is a multiple of 32 (the "
+                    "model's is %d)",
+                    ks_dtype_name(pp.k_dtype), ks_dtype_name(pp.v_dtype), pp.head_dim);
+        return;
+    }
     st->load_rc = kv_pool_create(&pp, &st->pool);
     if (st->load_rc)
         ks_diag_set(&st->load_diag, st->load_rc, "cannot create the KV pool (%lld MiB)",

@@ -14,14 +14,14 @@
 #include <stdint.h>
 
 #include "kvserve/base.h"
+#include "kvserve/kvtype.h"
 
-/* Storage type of cached keys and values. Values equal the GGML type ids. */
-typedef enum ks_dtype { KS_DTYPE_F32 = 0, KS_DTYPE_F16 = 1 } ks_dtype;
-
-/* A run of n keys and values of one KV head. Row r of K is at k + r*k_stride elements. */
+/* A run of n keys and values of one KV head. Row r of K starts k_stride elements after row
+ * r-1, i.e. ks_dtype_row_bytes(k_dtype, k_stride) bytes (strides of block types are whole
+ * blocks). */
 typedef struct attn_span {
-    const void *k;      /* [n][head_dim] in the kv dtype */
-    const void *v;      /* [n][head_dim] in the kv dtype */
+    const void *k;      /* [n][head_dim] in k_dtype */
+    const void *v;      /* [n][head_dim] in v_dtype */
     const int32_t *idx; /* [n] sequence index of each key for the causal mask; NULL = all
                            keys of this span are visible to every query */
     int32_t n;
@@ -34,7 +34,10 @@ typedef struct attn_params {
     int32_t n_group;  /* query heads that share this KV head (GQA ratio; 1 = MHA) */
     int32_t head_dim;
     float scale;      /* score scale, usually 1/sqrt(head_dim) */
-    ks_dtype kv_dtype;
+    /* Storage types of the spans' K and V rows (kvtype.h). Block types need head_dim a
+     * multiple of 32. They are read in place: each tile of ATTN_TILE keys is dequantised to
+     * f32 once per call and reused by every query row (q stays f32). */
+    ks_dtype k_dtype, v_dtype;
     /* Query head g of token t is q[t*q_tok_stride + g*head_dim .. + head_dim). */
     const float *q;
     int32_t q_tok_stride;
@@ -54,7 +57,11 @@ typedef struct attn_params {
      * attention is on, the default of llama-perplexity): q rounded to the K type, keys in
      * cell order with a scalar online softmax, and with an f16 cache the weighted sum of V
      * accumulated in f16. One query row at a time: slow, for reproducing its figures.
-     * Takes precedence over llama_numerics; key_mass is not supported with it. */
+     * Takes precedence over llama_numerics; key_mass is not supported with it. With a block
+     * type K, q is quantised to its vec-dot type (q8_0 or q8_1) and scored with the integer
+     * dot, and a non-f16 V is dequantised and accumulated in f32, as llama.cpp does.
+     * llama_numerics (the non-flash order) applies only when K and V are both f16 or both
+     * f32; with other types the plain span core runs. */
     bool llama_flash;
 } attn_params;
 

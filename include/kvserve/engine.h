@@ -28,7 +28,8 @@ typedef struct engine_params {
     int32_t n_ctx;   /* 0 = the model's trained context */
     int32_t n_batch; /* tokens per forward call */
     int32_t n_seqs;
-    ks_dtype kv_dtype;
+    ks_dtype k_dtype; /* KV storage types (kvtype.h) */
+    ks_dtype v_dtype;
     bool llama_numerics;
     bool llama_flash;
 } engine_params;

@@ -7,8 +7,9 @@
  * per-head tables only through kv_head_table_* (the one mutation primitive for eviction is
  * kv_head_table_keep). The attention core (attention.h) sees only attn_span lists.
  *
- * Storage. A block holds K rows [block_tokens][head_dim] followed by V rows
- * [block_tokens][head_dim], in the pool dtype, for ONE (layer, KV head). Blocks are
+ * Storage. A block holds K rows [block_tokens][head_dim] in the pool's k_dtype followed by V
+ * rows [block_tokens][head_dim] in its v_dtype (kvtype.h: f32, f16, bf16 or a llama.cpp
+ * block type), for ONE (layer, KV head). Blocks are
  * refcounted so that sequences can share read-only prefix blocks; any write to a block whose
  * refcount is > 1 first copies it (copy-on-write), which needs one free block.
  *
@@ -52,7 +53,8 @@ typedef struct kv_pool_params {
     size_t budget_bytes;  /* hard limit: n_blocks = budget_bytes / block bytes (>= 1) */
     int32_t block_tokens; /* tokens per block (e.g. 32); 1..65536 */
     int32_t head_dim;     /* elements per K (and V) row */
-    ks_dtype dtype;       /* storage type of K and V */
+    ks_dtype k_dtype;     /* storage type of K rows */
+    ks_dtype v_dtype;     /* storage type of V rows */
 } kv_pool_params;
 
 typedef struct kv_pool_stats {
@@ -82,15 +84,16 @@ void kv_pool_retain(kv_pool *pool, int32_t id);
 void kv_pool_release(kv_pool *pool, int32_t id);
 int32_t kv_pool_refcount(kv_pool *pool, int32_t id);
 
-/* Block memory: K rows [block_tokens][head_dim] and V rows [block_tokens][head_dim] in the
- * pool dtype. Valid while the block is in use; the address of a block never changes. */
+/* Block memory: K rows [block_tokens][head_dim] in k_dtype and V rows in v_dtype. Valid while the block is in use; the address of a block never changes. */
 void *kv_pool_block_k(const kv_pool *pool, int32_t id);
 void *kv_pool_block_v(const kv_pool *pool, int32_t id);
 
 int32_t kv_pool_block_tokens(const kv_pool *pool);
 int32_t kv_pool_head_dim(const kv_pool *pool);
-ks_dtype kv_pool_dtype(const kv_pool *pool);
-size_t kv_pool_row_bytes(const kv_pool *pool); /* bytes of one K (or V) row */
+ks_dtype kv_pool_k_dtype(const kv_pool *pool);
+ks_dtype kv_pool_v_dtype(const kv_pool *pool);
+size_t kv_pool_k_row_bytes(const kv_pool *pool); /* bytes of one K row */
+size_t kv_pool_v_row_bytes(const kv_pool *pool); /* bytes of one V row */
 size_t kv_pool_block_bytes(const kv_pool *pool);
 int64_t kv_pool_blocks_free(kv_pool *pool);
 size_t kv_pool_bytes_used(kv_pool *pool);
@@ -134,7 +137,7 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep_slots, int32_t n) K
  * KS_ERR_FULL (table unchanged except blocks already copied, which is harmless). */
 int kv_head_table_make_writable(kv_head_table *t) KS_WUR;
 
-/* K / V row of block blocks[blk], row `row` (pool dtype). Read-only unless the table was
+/* K / V row of block blocks[blk], row `row` (pool k_dtype / v_dtype). Read-only unless the table was
  * made writable; after writing a K row, store its new RoPE position with set_pos. */
 void *kv_head_table_k_row(const kv_head_table *t, int32_t blk, int32_t row);
 void *kv_head_table_v_row(const kv_head_table *t, int32_t blk, int32_t row);

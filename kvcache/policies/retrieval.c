@@ -76,8 +76,9 @@ typedef struct rt_state {
     rope_params rope;
     kv_pool *pool;
     int32_t n_layer, n_head_kv, hd, pb, B;
-    ks_dtype dt;
+    ks_dtype kt;
     size_t rb; /* bytes of one K row */
+    size_t vb; /* bytes of one V row */
     float *off_cs, *off_sn; /* [pb][hd/2] angles of -r (rows of a unit) */
     rt_table *tabs;         /* [n_layer][n_head_kv] */
     rt_head *heads;         /* [n_head_kv] */
@@ -155,8 +156,9 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     st->hd = kv_pool_head_dim(pool);
     st->pb = kv_pool_block_tokens(pool);
     st->B = st->p.block_tokens;
-    st->dt = kv_pool_dtype(pool);
-    st->rb = kv_pool_row_bytes(pool);
+    st->kt = kv_pool_k_dtype(pool);
+    st->rb = kv_pool_k_row_bytes(pool);
+    st->vb = kv_pool_v_row_bytes(pool);
     st->rope = a ? a->rope
                  : (rope_params){.kind = ROPE_NORM, .head_dim = st->hd, .theta = 10000.0f,
                                  .freq_scale = 1.0f};
@@ -240,20 +242,15 @@ static int unit_mem(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t u, 
     return 0;
 }
 
+/* A K row to f32 and back (re-rotation of copied keys; quantised K is re-quantised). */
 static void row_to_f32(const rt_state *st, const void *src, float *dst)
 {
-    if (st->dt == KS_DTYPE_F16)
-        qt_f16_to_f32_row(src, dst, st->hd);
-    else
-        memcpy(dst, src, (size_t)st->hd * sizeof(float));
+    ks_dtype_to_f32(st->kt, src, dst, st->hd);
 }
 
 static void row_from_f32(const rt_state *st, const float *src, void *dst)
 {
-    if (st->dt == KS_DTYPE_F16)
-        qt_f32_to_f16_row(src, dst, st->hd);
-    else
-        memcpy(dst, src, (size_t)st->hd * sizeof(float));
+    ks_dtype_from_f32(st->kt, src, dst, st->hd);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -269,8 +266,8 @@ static void span_push(const rt_state *st, span_out *so, const uint8_t *k, const 
 {
     if (so->n > 0) {
         attn_span *l = &so->out[so->n - 1];
-        size_t off = (size_t)l->n * st->rb;
-        if ((const uint8_t *)l->k + off == k && (const uint8_t *)l->v + off == v &&
+        size_t off = (size_t)l->n * st->rb, voff = (size_t)l->n * st->vb;
+        if ((const uint8_t *)l->k + off == k && (const uint8_t *)l->v + voff == v &&
             l->idx + l->n == idx) {
             l->n += n;
             return;
@@ -302,7 +299,7 @@ static int emit_direct(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t 
             hs->scr_n += (int32_t)(r1 - r0);
             idx = dst;
         }
-        span_push(st, so, k + r0 * st->rb, v + r0 * st->rb, idx, (int32_t)(r1 - r0));
+        span_push(st, so, k + r0 * st->rb, v + r0 * st->vb, idx, (int32_t)(r1 - r0));
     }
     return 0;
 }
@@ -332,7 +329,7 @@ static int emit_copy(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t a,
             row_to_f32(st, k + r * st->rb, hs->row);
             rope_rotate(&st->rope, hs->row, 1, cs, sn);
             row_from_f32(st, hs->row, hs->scr_k + (size_t)hs->scr_n * st->rb);
-            memcpy(hs->scr_v + (size_t)hs->scr_n * st->rb, v + r * st->rb, st->rb);
+            memcpy(hs->scr_v + (size_t)hs->scr_n * st->vb, v + r * st->vb, st->vb);
             hs->scr_idx[hs->scr_n++] = (int32_t)(u0 + r);
         }
     }
@@ -348,7 +345,7 @@ static int head_reserve(rt_state *st, rt_head *hs, int64_t rows, int64_t cands)
         uint8_t *k = realloc(hs->scr_k, (size_t)cap * st->rb);
         if (k)
             hs->scr_k = k;
-        uint8_t *v = realloc(hs->scr_v, (size_t)cap * st->rb);
+        uint8_t *v = realloc(hs->scr_v, (size_t)cap * st->vb);
         if (v)
             hs->scr_v = v;
         int32_t *ix = realloc(hs->scr_idx, (size_t)cap * sizeof(int32_t));
@@ -729,7 +726,7 @@ int kv_retrieval_get_stats(kv_seq *seq, kv_retrieval_stats *out)
         scratch += (size_t)st->tabs[i].mass_cap * 4;
     }
     for (int32_t h = 0; h < H; h++) {
-        scratch += (size_t)st->heads[h].scr_cap * (2 * st->rb + 4);
+        scratch += (size_t)st->heads[h].scr_cap * (st->rb + st->vb + 4);
         out->blocks_retrieved += st->heads[h].n_selected;
     }
     kv_spill_stats ss;

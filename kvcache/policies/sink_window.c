@@ -97,7 +97,7 @@ static void sw_free(kv_seq *seq, void *state)
 static int sw_reposition(sw_state *s, kv_head_table *t)
 {
     int32_t hd = kv_pool_head_dim(t->pool);
-    ks_dtype dt = kv_pool_dtype(t->pool);
+    ks_dtype kt = kv_pool_k_dtype(t->pool);
     bool any = false;
     for (int32_t i = 0; i < t->n_tok && !any; i++)
         any = t->pos[i] != i;
@@ -117,10 +117,10 @@ static int sw_reposition(sw_state *s, kv_head_table *t)
                 last_delta = delta;
             }
             void *k = kv_head_table_k_row(t, b, r);
-            if (dt == KS_DTYPE_F16) {
-                qt_f16_to_f32_row(k, s->row, hd);
+            if (kt != KS_DTYPE_F32) { /* a quantised key is re-quantised after rotation */
+                ks_dtype_to_f32(kt, k, s->row, hd);
                 rope_rotate(&s->rope, s->row, 1, s->cs, s->sn);
-                qt_f32_to_f16_row(s->row, k, hd);
+                ks_dtype_from_f32(kt, s->row, k, hd);
             } else {
                 rope_rotate(&s->rope, k, 1, s->cs, s->sn);
             }

@@ -129,7 +129,7 @@ static attn_params tcase_params(tcase *c, float *key_mass, bool llama)
 {
     return (attn_params){
         .n_q = c->n_q, .n_group = c->n_group, .head_dim = c->hd, .scale = c->scale,
-        .kv_dtype = c->dt, .q = c->q, .q_tok_stride = c->n_group * c->hd + 5,
+        .k_dtype = c->dt, .v_dtype = c->dt, .q = c->q, .q_tok_stride = c->n_group * c->hd + 5,
         .q_idx = c->q_idx, .out = c->out, .out_tok_stride = c->n_group * c->hd + 2,
         .key_mass = key_mass, .llama_numerics = llama};
 }
@@ -349,7 +349,7 @@ START_TEST(test_llama_rounds_probabilities)
     attn_scratch *s;
     ck_assert_int_eq(attn_scratch_create(16, 1, 1, &s), 0);
     attn_params p = {.n_q = 1, .n_group = 1, .head_dim = 16, .scale = 0.25f,
-                     .kv_dtype = KS_DTYPE_F16, .q = q, .q_tok_stride = 16, .out = out,
+                     .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .q = q, .q_tok_stride = 16, .out = out,
                      .out_tok_stride = 16, .llama_numerics = true};
     ck_assert_int_eq(attn_forward(&p, &sp, 1, s), 0);
     float want = 3.0f * round16(1.0f / 3.0f);
@@ -389,7 +389,7 @@ START_TEST(test_invalid_params)
     ck_assert_int_eq(attn_forward(&p, &sp, 1, s), KS_ERR_INVALID);
     p = ok, p.q_tok_stride = 16;
     ck_assert_int_eq(attn_forward(&p, &sp, 1, s), KS_ERR_INVALID);
-    p = ok, p.kv_dtype = (ks_dtype)7;
+    p = ok, p.k_dtype = (ks_dtype)9;
     ck_assert_int_eq(attn_forward(&p, &sp, 1, s), KS_ERR_INVALID);
     p = ok, p.scale = NAN;
     ck_assert_int_eq(attn_forward(&p, &sp, 1, s), KS_ERR_INVALID);
@@ -471,7 +471,7 @@ START_TEST(test_flash_accumulates_in_f16)
     attn_scratch *s;
     ck_assert_int_eq(attn_scratch_create(16, 1, 1, &s), 0);
     attn_params p = {.n_q = 1, .n_group = 1, .head_dim = 16, .scale = 0.25f,
-                     .kv_dtype = KS_DTYPE_F16, .q = q, .q_tok_stride = 16, .out = out,
+                     .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .q = q, .q_tok_stride = 16, .out = out,
                      .out_tok_stride = 16, .llama_numerics = true, .llama_flash = true};
     ck_assert_int_eq(attn_forward(&p, &sp, 1, s), 0);
     for (int i = 0; i < 16; i++)

@@ -174,7 +174,9 @@ static const bad_case g_bad[] = {
     {"[kvcache]\nblock_tokens = 48\n", 2, "kvcache.block_tokens", "power of two"},
     {"[kvcache]\nmemory_mb = 0\n", 2, "kvcache.memory_mb", "out of range"},
     {"[kvcache]\npolicy = \"lru\"\n", 2, "kvcache.policy", "expected one of \"full\""},
-    {"[kvcache]\ndtype = \"q8_0\"\n", 2, "kvcache.dtype", "unknown value"},
+    {"[kvcache]\ndtype = \"q8_1\"\n", 2, "kvcache.dtype", "unknown value"},
+    {"[kvcache]\nk_dtype = \"kivi3\"\n", 2, "kvcache.k_dtype", "unknown value"},
+    {"[kvcache]\nv_dtype = \"q4_k\"\n", 2, "kvcache.v_dtype", "unknown value"},
     {"[kvcache.snapkv]\nkernel = 6\n", 2, "kvcache.snapkv.kernel", "must be odd"},
     {"[kvcache.snapkv]\nbudget = 64\nwindow = 65\n", 3, "kvcache.snapkv.window",
      "out of range (1..64)"},
@@ -272,6 +274,27 @@ START_TEST(test_policy_names)
     ck_assert_int_eq(kv_eviction_from_name("score_lru"), KV_EVICT_SCORE_LRU);
     ck_assert_int_eq(cfg_kv_dtype_from_name("f32"), CFG_KV_F32);
     ck_assert_str_eq(cfg_kv_dtype_name(CFG_KV_F16), "f16");
+    /* every config KV type name maps to the kvtype.h type of the same name */
+    for (int t = 0; t < CFG_KV_N; t++) {
+        ks_dtype k;
+        ck_assert_int_eq(ks_dtype_from_name(cfg_kv_dtype_name((cfg_kv_dtype)t), &k), 0);
+        ck_assert_int_eq(k, cfg_kv_dtype_ks((cfg_kv_dtype)t));
+    }
+    /* k_dtype / v_dtype default to dtype and override it one at a time */
+    {
+        cfg kc;
+        cfg_defaults(&kc);
+        ks_diag kd;
+        const char *t = "[kvcache]\ndtype = \"q4_0\"\nv_dtype = \"q8_0\"\n";
+        ck_assert_int_eq(cfg_load_string(t, strlen(t), NULL, &kc, &kd), 0);
+        ck_assert_int_eq(cfg_kv_k_dtype(&kc), KS_DTYPE_Q4_0);
+        ck_assert_int_eq(cfg_kv_v_dtype(&kc), KS_DTYPE_Q8_0);
+        t = "[kvcache]\nk_dtype = \"iq4_nl\"\n";
+        cfg_defaults(&kc);
+        ck_assert_int_eq(cfg_load_string(t, strlen(t), NULL, &kc, &kd), 0);
+        ck_assert_int_eq(cfg_kv_k_dtype(&kc), KS_DTYPE_IQ4_NL);
+        ck_assert_int_eq(cfg_kv_v_dtype(&kc), KS_DTYPE_F16);
+    }
 
     /* the validator is usable on its own (per-request overrides) */
     kv_policy_config pc;

@@ -27,7 +27,7 @@ static kv_pool *make_pool(ks_dtype dt, int32_t n_blocks)
 {
     size_t el = dt == KS_DTYPE_F32 ? 4 : 2;
     kv_pool_params pp = {.budget_bytes = (size_t)n_blocks * 2 * BT * HD * el + 7,
-                         .block_tokens = BT, .head_dim = HD, .dtype = dt};
+                         .block_tokens = BT, .head_dim = HD, .k_dtype = dt, .v_dtype = dt};
     kv_pool *pool;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     return pool;
@@ -152,7 +152,7 @@ START_TEST(test_pool_budget)
     ck_assert_int_eq(kv_pool_create(&bad, &pool), KS_ERR_INVALID);
     bad.budget_bytes = 1 << 20, bad.block_tokens = 0;
     ck_assert_int_eq(kv_pool_create(&bad, &pool), KS_ERR_INVALID);
-    bad.block_tokens = BT, bad.dtype = (ks_dtype)5;
+    bad.block_tokens = BT, bad.k_dtype = (ks_dtype)5;
     ck_assert_int_eq(kv_pool_create(&bad, &pool), KS_ERR_INVALID);
 }
 END_TEST

@@ -178,7 +178,7 @@ static double max_rel_diff(const float *a, const float *b, int32_t n)
 START_TEST(test_batch_invariance)
 {
     engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 256, .n_batch = 64,
-                            .n_seqs = 3, .kv_dtype = KS_DTYPE_F16, .llama_numerics = true};
+                            .n_seqs = 3, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .llama_numerics = true};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     int32_t nv = model_get_hparams(e.m)->n_vocab;
@@ -245,7 +245,7 @@ END_TEST
 START_TEST(test_chunked_prefill)
 {
     engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 256, .n_batch = 128,
-                            .n_seqs = 1, .kv_dtype = KS_DTYPE_F32, .llama_numerics = false};
+                            .n_seqs = 1, .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32, .llama_numerics = false};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     int32_t nv = model_get_hparams(e.m)->n_vocab;
@@ -286,7 +286,7 @@ END_TEST
 START_TEST(test_bad_batches)
 {
     engine_params ep = {.model_path = g_model, .n_threads = 1, .n_ctx = 64, .n_batch = 16,
-                            .n_seqs = 2, .kv_dtype = KS_DTYPE_F16, .llama_numerics = true};
+                            .n_seqs = 2, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .llama_numerics = true};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     kv_seq *seq;
@@ -309,7 +309,7 @@ START_TEST(test_full_pool_step_is_atomic)
     /* n_ctx 64, two sequences: a pool of 2 x 2 blocks of 64 tokens per (layer, KV head); a
      * 130-token prompt takes 3 of them, so one fits and two do not */
     engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 64, .n_batch = 512,
-                            .n_seqs = 2, .kv_dtype = KS_DTYPE_F16, .llama_numerics = true};
+                            .n_seqs = 2, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .llama_numerics = true};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     int32_t toks[130];

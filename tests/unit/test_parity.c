@@ -197,7 +197,7 @@ START_TEST(test_model_parity)
     snprintf(mpath, sizeof(mpath), "%s/models/ref/%s.gguf", shared_dir(), pm->stem);
     snprintf(dir, sizeof(dir), "%s/reference/%s", shared_dir(), pm->stem);
     engine_params ep = {.model_path = mpath, .n_threads = 2, .n_ctx = 512, .n_batch = 512,
-                            .n_seqs = 1, .kv_dtype = KS_DTYPE_F16, .llama_numerics = true};
+                            .n_seqs = 1, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .llama_numerics = true};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     static const char *prompts[] = {"en_sentence", "code_c", "numbers", "unicode_emoji",

@@ -77,7 +77,7 @@ static void rig_open(rig *r, const char *policy, const kv_policy_config *pc, int
     r->n_group = n_group;
     size_t el = dt == KS_DTYPE_F32 ? 4 : 2;
     kv_pool_params pp = {.budget_bytes = (size_t)n_blocks * 2 * BT * HD * el,
-                         .block_tokens = BT, .head_dim = HD, .dtype = dt};
+                         .block_tokens = BT, .head_dim = HD, .k_dtype = dt, .v_dtype = dt};
     ck_assert_int_eq(kv_pool_create(&pp, &r->pool), 0);
     kv_policy_args args = {.config = pc, .rope = kRope, .n_layer = n_layer,
                            .n_head_kv = n_head_kv, .head_dim = HD, .n_ctx_train = 512};
@@ -106,7 +106,7 @@ static void rig_attend(rig *r, const attn_span *sp, int32_t n_sp, const float *q
 {
     int32_t qs = r->n_head_kv * r->n_group * HD;
     attn_params p = {.n_q = q1 - q0, .n_group = r->n_group, .head_dim = HD,
-                     .scale = 1.0f / sqrtf((float)HD), .kv_dtype = kv_pool_dtype(r->pool),
+                     .scale = 1.0f / sqrtf((float)HD), .k_dtype = kv_pool_k_dtype(r->pool), .v_dtype = kv_pool_v_dtype(r->pool),
                      .q = q + (size_t)q0 * qs, .q_tok_stride = qs, .q_idx = idx + q0,
                      .out = out + (size_t)q0 * qs, .out_tok_stride = qs,
                      .key_mass = mass ? r->mass : NULL};
@@ -636,7 +636,7 @@ START_TEST(test_registry_and_bad_config)
         ck_assert(listed);
     }
     kv_pool_params pp = {.budget_bytes = 1 << 20, .block_tokens = BT, .head_dim = HD,
-                         .dtype = KS_DTYPE_F32};
+                         .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32};
     kv_pool *pool;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     kv_policy_config pc = config_defaults();

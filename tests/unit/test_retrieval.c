@@ -256,7 +256,7 @@ static void sim_init(sim *s, ks_dtype dt, int32_t bt, const kv_policy *pol,
 {
     kv_pool_params pp = {.budget_bytes = pol == &kv_policy_retrieval ? g_pool_bytes
                                                                      : (size_t)64 << 20,
-                         .block_tokens = bt, .head_dim = HD, .dtype = dt};
+                         .block_tokens = bt, .head_dim = HD, .k_dtype = dt, .v_dtype = dt};
     ck_assert_int_eq(kv_pool_create(&pp, &s->pool), 0);
     kv_seq_params sp = {.n_layer = NL, .n_head_kv = NH, .policy = pol, .policy_config = args};
     ck_assert_int_eq(kv_seq_create(s->pool, &sp, &s->seq), 0);
@@ -281,7 +281,7 @@ static void sim_attend(sim *s, int32_t l, int32_t h, const kv_query *q, float *o
     ck_assert_int_eq(kv_seq_attn_spans(s->seq, l, h, q, spans, 4096, &n), 0);
     attn_params p = {.n_q = q->n_q, .n_group = NG, .head_dim = HD,
                      .scale = 1.0f / sqrtf((float)HD),
-                     .kv_dtype = kv_pool_dtype(s->pool), .q = q->q,
+                     .k_dtype = kv_pool_k_dtype(s->pool), .v_dtype = kv_pool_v_dtype(s->pool), .q = q->q,
                      .q_tok_stride = q->q_tok_stride, .q_idx = q->q_idx, .out = out,
                      .out_tok_stride = NG * HD};
     ck_assert_int_eq(attn_forward(&p, spans, n, s->as), 0);

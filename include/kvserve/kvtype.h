@@ -1,0 +1,47 @@
+/* kvtype.h - storage types of cached keys and values: f32, f16, bf16 and llama.cpp's block
+ * types q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl (the same byte layouts as its -ctk/-ctv caches,
+ * one block per 32 elements of a row). K and V may use different types.
+ *
+ * Rows are independent: a K or V row of head_dim elements takes ks_dtype_row_bytes bytes and
+ * converts to and from f32 on its own, so blocks, spans and copies work per row as for f16.
+ */
+#ifndef KVSERVE_KVTYPE_H
+#define KVSERVE_KVTYPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Values equal the GGML type ids (quant.h qt_type). */
+typedef enum ks_dtype {
+    KS_DTYPE_F32 = 0,
+    KS_DTYPE_F16 = 1,
+    KS_DTYPE_Q4_0 = 2,
+    KS_DTYPE_Q4_1 = 3,
+    KS_DTYPE_Q5_0 = 6,
+    KS_DTYPE_Q5_1 = 7,
+    KS_DTYPE_Q8_0 = 8,
+    KS_DTYPE_IQ4_NL = 20,
+    KS_DTYPE_BF16 = 30,
+} ks_dtype;
+
+/* True for the ids above. */
+bool ks_dtype_valid(int t);
+/* True for f32, f16 and bf16 (no blocks). */
+bool ks_dtype_is_float(ks_dtype t);
+/* "f32", "f16", "q8_0", ... ("?" for an invalid id). */
+const char *ks_dtype_name(ks_dtype t);
+/* Parses a name as above; 0 or KS_ERR_INVALID. */
+int ks_dtype_from_name(const char *name, ks_dtype *out);
+/* The accepted names, comma separated, for error messages and help texts. */
+const char *ks_dtype_names(void);
+/* Bytes of one row of hd elements; 0 if hd is not a multiple of the type's block (32). */
+size_t ks_dtype_row_bytes(ks_dtype t, int32_t hd);
+/* Bytes per element as a fraction (row bytes / hd) for reports, e.g. 1.0625 for q8_0. */
+double ks_dtype_elem_bytes(ks_dtype t);
+
+/* One row of hd elements to f32 / from f32 (quantising with llama.cpp's rounding). */
+void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, int32_t hd);
+void ks_dtype_from_f32(ks_dtype t, const float *src, void *dst, int32_t hd);
+
+#endif
