@@ -108,6 +108,10 @@ static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
     if (engine_open(&ep, &e))
         return 1;
     const model_hparams *hp = model_get_hparams(e.m);
+    fprintf(stderr, "KV %s/%s: KV %zu bytes/token\n", ks_dtype_name(o->k_dtype),
+            ks_dtype_name(o->v_dtype),
+            (size_t)hp->n_layer * hp->n_head_kv *
+                (kv_pool_k_row_bytes(e.pool) + kv_pool_v_row_bytes(e.pool)));
     kv_policy_args a;
     const kv_policy *pol = policy_args(o, pol_name, &e, &a);
     kv_seq *seq;

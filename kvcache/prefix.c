@@ -447,3 +447,110 @@ void kv_prefix_get_stats(kv_prefix *pc, kv_prefix_stats *out)
     out->evictions = pc->evictions;
     pthread_mutex_unlock(&pc->mu);
 }
+
+/* ---------------------------------------------------------------- snapshots (persist.c) */
+
+static int cmp_recent(const void *a, const void *b, void *ctx)
+{
+    const kv_prefix *pc = ctx;
+    const pfx_entry *x = &pc->e[*(const int32_t *)a], *y = &pc->e[*(const int32_t *)b];
+    if (x->last_use != y->last_use)
+        return x->last_use > y->last_use ? -1 : 1;
+    return (x->depth > y->depth) - (x->depth < y->depth);
+}
+
+static int cmp_depth(const void *a, const void *b, void *ctx)
+{
+    const kv_prefix *pc = ctx;
+    const pfx_entry *x = &pc->e[*(const int32_t *)a], *y = &pc->e[*(const int32_t *)b];
+    return (x->depth > y->depth) - (x->depth < y->depth);
+}
+
+/* Fills s from the chosen entries (sorted parents first) and retains their blocks. */
+static int snap_fill_locked(kv_prefix *pc, const int32_t *sel, int32_t n, kv_prefix_snap *s)
+{
+    int32_t *map = malloc(((size_t)pc->n_used + 1) * sizeof(int32_t));
+    s->parent = malloc(((size_t)n + 1) * sizeof(int32_t));
+    s->tokens = malloc(((size_t)n + 1) * pc->bt * sizeof(int32_t));
+    s->blocks = malloc(((size_t)n + 1) * pc->nt * sizeof(int32_t));
+    if (!map || !s->parent || !s->tokens || !s->blocks) {
+        free(map);
+        return KS_ERR_NOMEM;
+    }
+    for (int32_t k = 0; k < n; k++) {
+        int32_t i = sel[k];
+        map[i] = k;
+        s->parent[k] = pc->e[i].parent >= 0 ? map[pc->e[i].parent] : -1;
+        memcpy(s->tokens + (size_t)k * pc->bt, pc->tokens + (size_t)i * pc->bt,
+               (size_t)pc->bt * sizeof(int32_t));
+        memcpy(s->blocks + (size_t)k * pc->nt, pc->blocks + (size_t)i * pc->nt,
+               (size_t)pc->nt * sizeof(int32_t));
+        for (int32_t j = 0; j < pc->nt; j++)
+            kv_pool_retain(pc->pool, pc->blocks[(size_t)i * pc->nt + j]);
+    }
+    s->n = n;
+    free(map);
+    return 0;
+}
+
+int kv_prefix_snapshot(kv_prefix *pc, int64_t max_entries, kv_prefix_snap *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!pc)
+        return KS_ERR_INVALID;
+    out->bt = pc->bt;
+    out->nt = pc->nt;
+    pthread_mutex_lock(&pc->mu);
+    int32_t *sel = malloc(((size_t)pc->n_used + 1) * sizeof(int32_t)), n = 0;
+    int rc = sel ? 0 : KS_ERR_NOMEM;
+    for (int32_t i = 0; sel && i < pc->n_used; i++)
+        if (pc->e[i].live)
+            sel[n++] = i;
+    if (sel && max_entries >= 0 && n > max_entries) {
+        /* most recent first; parents are at least as recent as their children and sort before
+         * them on ties, so any prefix of this order holds every kept entry's ancestors */
+        qsort_r(sel, (size_t)n, sizeof(int32_t), cmp_recent, pc);
+        n = (int32_t)max_entries;
+    }
+    if (sel) {
+        qsort_r(sel, (size_t)n, sizeof(int32_t), cmp_depth, pc);
+        rc = snap_fill_locked(pc, sel, n, out);
+    }
+    pthread_mutex_unlock(&pc->mu);
+    free(sel);
+    if (rc)
+        kv_prefix_snap_release(pc, out);
+    return rc;
+}
+
+void kv_prefix_snap_release(kv_prefix *pc, kv_prefix_snap *s)
+{
+    for (int64_t j = 0; pc && s->blocks && j < (int64_t)s->n * s->nt; j++)
+        kv_pool_release(pc->pool, s->blocks[j]);
+    free(s->parent);
+    free(s->tokens);
+    free(s->blocks);
+    memset(s, 0, sizeof(*s));
+}
+
+int32_t kv_prefix_insert(kv_prefix *pc, int32_t parent, const int32_t *tokens, const int32_t *ids)
+{
+    if (!pc || !tokens || !ids || parent < -1)
+        return KS_ERR_INVALID;
+    pthread_mutex_lock(&pc->mu);
+    int32_t rc;
+    if (parent >= pc->n_used || (parent >= 0 && !pc->e[parent].live)) {
+        rc = KS_ERR_INVALID;
+    } else {
+        uint64_t h = hash_block(parent >= 0 ? pc->e[parent].hash : 0, tokens, pc->bt);
+        rc = find_locked(pc, h, parent, tokens);
+        if (rc < 0) {
+            int r = reserve_locked(pc);
+            rc = r ? r
+                   : insert_locked(pc, h, parent, parent >= 0 ? pc->e[parent].depth + 1 : 0,
+                                   tokens, ids);
+        }
+    }
+    pthread_mutex_unlock(&pc->mu);
+    return rc;
+}

@@ -230,6 +230,8 @@ static const api_route routes[] = {
     {"/detokenize", "POST", h_detokenize, true},
     {"/metrics", "GET", h_metrics, false},
     {"/v1/kv", "GET", h_kv, false},
+    {"/v1/kv/save", "POST", api_kv_save_handle, true},
+    {"/v1/kv/restore", "POST", api_kv_restore_handle, true},
 };
 
 static bool authorized(const api_server *a, http_request *req)

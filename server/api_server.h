@@ -17,6 +17,7 @@
 #include "config.h"
 #include "http.h"
 #include "kvserve/kvcache.h"
+#include "kvserve/persist.h"
 #include "metrics.h"
 #include "kvserve/model.h"
 #include "scheduler.h"
@@ -35,6 +36,9 @@ typedef struct api_server {
     bool shutting_down;
     int64_t n_jobs;   /* generation requests in flight */
     uint64_t next_id;
+    /* Prefix cache on disk (api_kv.c): on when kvcache.persist_dir is set and usable. */
+    bool persist_on;
+    kv_persist_key persist_key;
 } api_server;
 
 void api_handle(http_request *req, void *ud);
@@ -50,6 +54,14 @@ json_t *api_json_text(const char *s, size_t n);
 json_t *api_usage_json(const sch_usage *u);
 /* Token ids from a JSON array; returns the count or -1 for a bad entry (*out malloc'd). */
 int32_t api_read_ids(api_server *a, json_t *arr, int32_t **out);
+
+/* The prefix cache on disk (api_kv.c). api_kv_start checks persist_dir and restores
+ * prefix.kvpc (a bad file is skipped with a warning); api_kv_autosave writes it (at shutdown
+ * and every persist_interval_s); the handlers serve POST /v1/kv/save and /v1/kv/restore. */
+void api_kv_start(api_server *a);
+void api_kv_autosave(api_server *a);
+void api_kv_save_handle(api_server *a, http_request *req);
+void api_kv_restore_handle(api_server *a, http_request *req);
 
 /* /v1/completions and /v1/chat/completions (api_gen.c). */
 void api_gen_handle(api_server *a, http_request *req, bool chat);

@@ -87,6 +87,7 @@ void cfg_defaults(cfg *c)
     c->kvcache.k_dtype = CFG_KV_UNSET;
     c->kvcache.v_dtype = CFG_KV_UNSET;
     c->kvcache.allow_request_override = true;
+    c->kvcache.persist_max_mb = 1024;
     kv_policy_config_defaults(&c->kvcache.policy);
     c->limits = (cfg_limits){.default_max_tokens = 256, .max_tokens = 4096,
                              .max_concurrent = 16, .max_prompt_tokens = 0};
@@ -121,6 +122,8 @@ int cfg_validate(const cfg *c, ks_diag *d)
         return ks_diag_key(d, KS_ERR_INVALID, "kvcache.k_dtype", "invalid");
     if (c->kvcache.v_dtype < CFG_KV_UNSET || c->kvcache.v_dtype >= CFG_KV_N)
         return ks_diag_key(d, KS_ERR_INVALID, "kvcache.v_dtype", "invalid");
+    RANGE("kvcache.persist_interval_s", c->kvcache.persist_interval_s, 0, 1 << 24);
+    RANGE("kvcache.persist_max_mb", c->kvcache.persist_max_mb, 1, 1 << 24);
     int rc = kv_policy_config_validate(&c->kvcache.policy, d);
     if (rc) return rc;
     const cfg_limits *l = &c->limits;
@@ -193,6 +196,9 @@ static const key_spec g_keys[] = {
     KENUM("kvcache.v_dtype", kvcache.v_dtype, g_dtype_names),
     KENUM("kvcache.policy", POL(kind), kv_policy_kind_names),
     KEY("kvcache.allow_request_override", K_BOOL, kvcache.allow_request_override),
+    KEY("kvcache.persist_dir", K_STR, kvcache.persist_dir),
+    KEY("kvcache.persist_interval_s", K_I32, kvcache.persist_interval_s),
+    KEY("kvcache.persist_max_mb", K_I64, kvcache.persist_max_mb),
     KEY("kvcache.sink_window.n_sink", K_I32, POL(sink_window.n_sink)),
     KEY("kvcache.sink_window.window", K_I32, POL(sink_window.window)),
     KENUM("kvcache.sink_window.positions", POL(sink_window.positions), kv_pos_mode_names),

@@ -60,6 +60,9 @@ typedef struct cfg_kvcache {
     cfg_kv_dtype k_dtype;        /* default UNSET (= dtype) */
     cfg_kv_dtype v_dtype;        /* default UNSET (= dtype) */
     bool allow_request_override; /* default true */
+    char persist_dir[CFG_STR_MAX]; /* prefix cache on disk; "" = off (default) */
+    int32_t persist_interval_s;    /* also save every N s; 0 = only at shutdown (default) */
+    int64_t persist_max_mb;        /* cap of persist_dir's *.kvpc files, default 1024 */
     kv_policy_config policy;     /* policy kind + per-policy parameter tables */
 } cfg_kvcache;
 

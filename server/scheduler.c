@@ -688,6 +688,11 @@ void sch_get_prefix_stats(sch *s, kv_prefix_stats *out)
     kv_prefix_get_stats(s->prefix, out); /* thread-safe; zeros for NULL */
 }
 
+kv_prefix *sch_prefix(sch *s)
+{
+    return s ? s->prefix : NULL;
+}
+
 /* ---------------------------------------------------------------- create / destroy */
 
 int sch_create(const sch_params *p, sch **out, ks_diag *d)

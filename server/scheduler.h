@@ -113,5 +113,7 @@ void sch_seq_info_free(sch_seq_info *v, size_t n);
 /* Prompt prefix cache counters (zeros when the cache is off). Any thread. The cache's blocks
  * count in the pool's bytes used; those only it holds are freed whenever the pool runs short. */
 void sch_get_prefix_stats(sch *s, kv_prefix_stats *out);
+/* The scheduler's prefix cache (NULL if none); thread-safe to save and restore into. */
+kv_prefix *sch_prefix(sch *s);
 
 #endif

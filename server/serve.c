@@ -28,6 +28,7 @@ typedef struct serve_state {
     int load_rc;
     uv_signal_t sigint, sigterm;
     uv_timer_t timer;
+    uv_timer_t persist_timer; /* kvcache.persist_interval_s saves */
     double shutdown_deadline;
     bool stopping;
     int exit_code;
@@ -67,6 +68,12 @@ static void load_work(uv_work_t *w)
 }
 
 static void shutdown_begin(serve_state *st);
+
+static void persist_tick(uv_timer_t *t)
+{
+    serve_state *st = t->data;
+    if (!st->stopping) api_kv_autosave(&st->api);
+}
 
 static void load_done(uv_work_t *w, int status)
 {
@@ -125,6 +132,11 @@ static void load_done(uv_work_t *w, int status)
     memcpy(a->model_id, id, idl);
     a->model_id[idl] = 0;
     a->model = st->m; /* last: marks the server ready */
+    api_kv_start(a);  /* restores the saved prefix cache before the first request */
+    if (a->persist_on && c->kvcache.persist_interval_s > 0) {
+        uint64_t ms = (uint64_t)c->kvcache.persist_interval_s * 1000;
+        uv_timer_start(&st->persist_timer, persist_tick, ms, ms);
+    }
     fprintf(stderr, "listening on http://%s:%d\n", c->server.host, http_server_port(st->http));
 }
 
@@ -141,6 +153,9 @@ static void shutdown_tick(uv_timer_t *t)
     if (!idle && ks_time_now() < st->shutdown_deadline) return;
     if (st->http) http_server_close(st->http);
     st->http = NULL;
+    uv_timer_stop(&st->persist_timer);
+    close_handle((uv_handle_t *)&st->persist_timer);
+    api_kv_autosave(&st->api); /* drained: the cache holds every finished prompt */
     sch_destroy(st->api.sch);
     st->api.sch = NULL;
     uv_timer_stop(t);
@@ -251,6 +266,8 @@ int serve_main(int argc, char **argv)
         return 1;
     }
     uv_timer_init(st->loop, &st->timer);
+    uv_timer_init(st->loop, &st->persist_timer);
+    st->persist_timer.data = st;
     st->timer.data = st;
     uv_signal_init(st->loop, &st->sigint);
     uv_signal_init(st->loop, &st->sigterm);

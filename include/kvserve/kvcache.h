@@ -371,4 +371,27 @@ int64_t kv_prefix_reclaimable(kv_prefix *pc);
 int64_t kv_prefix_reclaim(kv_prefix *pc, int64_t want);
 void kv_prefix_get_stats(kv_prefix *pc, kv_prefix_stats *out);
 
+/* A consistent copy of (part of) the cache for saving it (kvcache/persist.c): entries in an
+ * order where each comes after its parent, with their tokens and pool blocks. The blocks are
+ * retained until kv_prefix_snap_release, so they stay valid and unchanged (cached blocks are
+ * never written) while the snapshot is written out without the cache lock. */
+typedef struct kv_prefix_snap {
+    int32_t n;       /* entries */
+    int32_t bt, nt;  /* tokens per block, tables per entry (n_layer * n_head_kv) */
+    int32_t *parent; /* [n] index of the parent entry in this snapshot, -1 for a first block */
+    int32_t *tokens; /* [n][bt] */
+    int32_t *blocks; /* [n][nt] pool block ids, as kv_seq_adopt_prefix orders them */
+} kv_prefix_snap;
+
+/* Snapshot of at most max_entries entries (< 0: all), the most recently used ones, always
+ * with their ancestors. Returns 0 or KS_ERR_NOMEM / KS_ERR_INVALID. */
+int kv_prefix_snapshot(kv_prefix *pc, int64_t max_entries, kv_prefix_snap *out) KS_WUR;
+void kv_prefix_snap_release(kv_prefix *pc, kv_prefix_snap *s);
+/* Adds an entry for the next block of tokens after entry `parent` (a value returned by an
+ * earlier call, -1 for a prompt's first block) whose nt pool blocks ids (filled by the
+ * caller) the cache retains. Returns the entry (>= 0; an existing entry for the same tokens
+ * is returned unchanged) or KS_ERR_INVALID / KS_ERR_NOMEM. */
+int32_t kv_prefix_insert(kv_prefix *pc, int32_t parent, const int32_t *tokens,
+                         const int32_t *ids) KS_WUR;
+
 #endif
