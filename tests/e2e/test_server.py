@@ -236,14 +236,19 @@ def test_disconnect(srv):
 
 def test_errors(srv):
     st, _, out = srv.req("GET", "/nope")
-    check(st == 404 and "error" in json.loads(out), "404 unknown path")
-    st, h, _ = srv.req("GET", "/v1/completions")
-    check(st == 405 and h.get("Allow") == "POST", "405 wrong method")
+    e = json.loads(out)["error"]
+    check(st == 404 and e["type"] == "not_found_error" and e["code"] == 404
+          and e["param"] is None, "404 unknown path: %s" % e)
+    st, h, out = srv.req("GET", "/v1/completions")
+    e = json.loads(out)["error"]
+    check(st == 405 and h.get("Allow") == "POST" and e["type"] == "invalid_request_error"
+          and e["code"] == 405, "405 wrong method")
     st, _, _ = srv.req("POST", "/v1/completions", raw="x" * 70000)
     check(st == 413, "413 big body")
     st, _, out = srv.req("POST", "/v1/completions", raw="{bad json")
     e = json.loads(out)["error"]
-    check(st == 400 and set(e) == {"message", "type", "param", "code"}, "400 bad JSON")
+    check(st == 400 and set(e) == {"message", "type", "param", "code"} and e["code"] == 400
+          and e["type"] == "invalid_request_error", "400 bad JSON")
     st, _, _ = srv.req("POST", "/v1/completions", raw=b'{"prompt":"\xff\xfe","max_tokens":2}')
     check(st == 400, "400 invalid UTF-8")
     for bad, param in [({"n": 2}, "n"), ({"temperature": -1}, "temperature"),
@@ -422,6 +427,9 @@ def test_limits_server():
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2}, headers=auth)
         check(st == 503, "503 when the KV budget cannot hold the prompt (%d)" % st)
+        e = json.loads(out)["error"]
+        check(set(e) == {"message", "type", "param", "code"} and e["type"] == "unavailable_error"
+              and e["code"] == 503 and e["param"] is None, "503 body: %s" % e)
         # the same prompt under a bounded policy fits: admission counts what the policy keeps
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2, "temperature": 0,
