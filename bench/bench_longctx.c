@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "../server/cli_util.h"
+#include "kvserve/args.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/spill.h"
 
@@ -350,73 +351,70 @@ static int run_passkey(const opts *o)
     return 0;
 }
 
-static int set_enum(int v, int *dst)
-{
-    if (v < 0)
-        return 1;
-    *dst = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     opts o = {.threads = cli_default_threads(), .chunk = 512, .gen = 16, .prompts = 12,
-              .full_max = 32768, .mode = "speed"};
-    snprintf(o.ctx, sizeof(o.ctx), "8192,32768,131072");
-    snprintf(o.lengths, sizeof(o.lengths), "480,1950,7800");
-    snprintf(o.policies, sizeof(o.policies), "full,retrieval");
+              .full_max = 32768, .ctx = "8192,32768,131072", .lengths = "480,1950,7800",
+              .policies = "full,retrieval"};
     kv_policy_config_defaults(&o.pc);
     kv_retrieval_params *r = &o.pc.retrieval;
     r->ram_mb = 32;
     r->dense_layers = 0;
-    int64_t x;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
-        int rc = 0, bad = 0;
-        if (!strcmp(a, "speed") || !strcmp(a, "passkey")) { o.mode = a; continue; }
-        i++;
-        if (!strcmp(a, "--model")) o.model = v;
-        else if (!strcmp(a, "--filler")) o.filler = v;
-        else if (!strcmp(a, "--ctx")) snprintf(o.ctx, sizeof(o.ctx), "%s", v);
-        else if (!strcmp(a, "--lengths")) snprintf(o.lengths, sizeof(o.lengths), "%s", v);
-        else if (!strcmp(a, "--policies")) snprintf(o.policies, sizeof(o.policies), "%s", v);
-        else if (!strcmp(a, "--threads")) rc = cli_parse_i64(a, v, 1, 256, &o.threads);
-        else if (!strcmp(a, "--chunk")) rc = cli_parse_i64(a, v, 1, 8192, &o.chunk);
-        else if (!strcmp(a, "--gen")) rc = cli_parse_i64(a, v, 1, 4096, &o.gen);
-        else if (!strcmp(a, "--prompts")) rc = cli_parse_i64(a, v, 1, 1000, &o.prompts);
-        else if (!strcmp(a, "--full-max")) rc = cli_parse_i64(a, v, 0, 1 << 30, &o.full_max);
-        else if (!strcmp(a, "--ram-mb")) rc = cli_parse_i64(a, v, 1, 1 << 30, &r->ram_mb);
-        else if (!strcmp(a, "--spill-dir")) snprintf(r->spill_dir, sizeof(r->spill_dir), "%s", v);
-        else if (!strcmp(a, "--positions"))
-            bad = set_enum(kv_pos_mode_from_name(v), (int *)&r->positions);
-        else if (!strcmp(a, "--landmark"))
-            bad = set_enum(kv_landmark_from_name(v), (int *)&r->landmark);
-        else if (!strcmp(a, "--selection"))
-            bad = set_enum(kv_selection_from_name(v), (int *)&r->selection);
-        else if (!strcmp(a, "--eviction"))
-            bad = set_enum(kv_eviction_from_name(v), (int *)&r->eviction);
-        else if ((rc = cli_parse_i64(a, v, 0, 1 << 30, &x)) == 0) {
-            int32_t n = (int32_t)x;
-            if (!strcmp(a, "--top-k")) r->top_k = n;
-            else if (!strcmp(a, "--block")) r->block_tokens = n;
-            else if (!strcmp(a, "--window")) r->window = n;
-            else if (!strcmp(a, "--sink")) r->n_sink = o.pc.sink_window.n_sink = n;
-            else if (!strcmp(a, "--dense")) r->dense_layers = n;
-            else if (!strcmp(a, "--sw-window")) o.pc.sink_window.window = n;
-            else if (!strcmp(a, "--reps")) r->representatives = n;
-            else bad = 1;
-        }
-        bad |= rc != 0;
-        if (bad) {
-            fprintf(stderr, "bench_longctx: bad option %s %s\n", a, v);
-            return 2;
-        }
-    }
+    static const char *const kModes[] = {"speed", "passkey", NULL};
+    const char *ctx = o.ctx, *lengths = o.lengths, *policies = o.policies, *spill = r->spill_dir;
+    int mode = 0;
+    const ks_arg args[] = {
+        {"MODE", 0, KS_ARG_ENUM, &mode, .choices = kModes, .help = "what to measure",
+         .flags = KS_ARG_POSITIONAL},
+        {"model", 'm', KS_ARG_STRING, &o.model, .metavar = "FILE", .help = "GGUF model",
+         .flags = KS_ARG_REQUIRED},
+        {"filler", 0, KS_ARG_STRING, &o.filler, .metavar = "FILE",
+         .help = "filler text (speed: random ids without it; passkey: required)"},
+        {"ctx", 0, KS_ARG_STRING, &ctx, .metavar = "A,B,C", .help = "speed: context lengths"},
+        {"lengths", 0, KS_ARG_STRING, &lengths, .metavar = "A,B,C",
+         .help = "passkey: prompt lengths"},
+        {"policies", 0, KS_ARG_STRING, &policies, .metavar = "P,Q", .help = "policies compared"},
+        {"threads", 't', KS_ARG_INT, &o.threads, 1, 256, .help = "compute threads"},
+        {"chunk", 0, KS_ARG_INT, &o.chunk, 1, 8192, .help = "prefill chunk tokens"},
+        {"gen", 0, KS_ARG_INT, &o.gen, 1, 4096, .help = "speed: decoded tokens"},
+        {"prompts", 0, KS_ARG_INT, &o.prompts, 1, 1000, .help = "passkey: prompts per length"},
+        {"full-max", 0, KS_ARG_INT, &o.full_max, 0, 1 << 30,
+         .help = "speed: skip full attention above this context"},
+        {"ram-mb", 0, KS_ARG_INT, &r->ram_mb, 1, 1 << 30, .help = "retrieval hot-set MiB"},
+        {"spill-dir", 0, KS_ARG_STRING, &spill, .metavar = "DIR", .help = "retrieval spill dir"},
+        {"top-k", 0, KS_ARG_I32, &r->top_k, 1, 1 << 20, .help = "retrieval blocks per query"},
+        {"block", 0, KS_ARG_I32, &r->block_tokens, 8, 1024, .help = "retrieval block tokens"},
+        {"window", 0, KS_ARG_I32, &r->window, 1, 1 << 30, .help = "retrieval local window"},
+        {"sink", 0, KS_ARG_I32, &r->n_sink, 0, 1 << 30,
+         .help = "sink tokens (retrieval and sink_window)"},
+        {"dense", 0, KS_ARG_I32, &r->dense_layers, 0, 1 << 10, .help = "retrieval dense layers"},
+        {"sw-window", 0, KS_ARG_I32, &o.pc.sink_window.window, 1, 1 << 30,
+         .help = "sink_window window"},
+        {"reps", 0, KS_ARG_I32, &r->representatives, 1, 1024,
+         .help = "retrieval representatives per block"},
+        {"positions", 0, KS_ARG_ENUM, &r->positions, .choices = kv_pos_mode_names,
+         .help = "retrieval positions"},
+        {"landmark", 0, KS_ARG_ENUM, &r->landmark, .choices = kv_landmark_names,
+         .help = "retrieval landmark kind"},
+        {"selection", 0, KS_ARG_ENUM, &r->selection, .choices = kv_selection_names,
+         .help = "retrieval selection"},
+        {"eviction", 0, KS_ARG_ENUM, &r->eviction, .choices = kv_eviction_names,
+         .help = "retrieval hot-set eviction"},
+    };
+    const ks_args_spec spec = {"bench_longctx",
+                               "Memory and speed by context length, or passkey accuracy.", args,
+                               KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0)
+        return exit_code;
+    o.mode = kModes[mode];
+    o.pc.sink_window.n_sink = r->n_sink;
+    snprintf(o.ctx, sizeof(o.ctx), "%s", ctx);
+    snprintf(o.lengths, sizeof(o.lengths), "%s", lengths);
+    snprintf(o.policies, sizeof(o.policies), "%s", policies);
+    if (spill != r->spill_dir)
+        snprintf(r->spill_dir, sizeof(r->spill_dir), "%s", spill);
     r->chunk = (int32_t)o.chunk;
-    if (!o.model) {
-        fprintf(stderr, "usage: bench_longctx --model M speed|passkey [options] (see source)\n");
-        return 2;
-    }
     if (kv_spill_cleanup_dir(r->spill_dir) < 0)
         fprintf(stderr, "warning: cannot clean %s\n", r->spill_dir);
     return !strcmp(o.mode, "passkey") ? run_passkey(&o) : run_speed(&o);

@@ -286,3 +286,12 @@ int kv_policy_config_parse_spec(kv_policy_config *pc, const char *spec, ks_diag 
     *pc = next;
     return KS_OK;
 }
+
+int kv_policy_config_parse_arg(const char *spec, void *dst, char *err, size_t err_len)
+{
+    ks_diag d;
+    ks_diag_clear(&d);
+    int rc = kv_policy_config_parse_spec(dst, spec, &d);
+    if (rc) snprintf(err, err_len, "expected NAME or NAME:key=value,... (%s)", d.msg);
+    return rc;
+}

@@ -8,11 +8,10 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: kvserve <command> [options]\n"
                "commands:\n"
-               "  serve       --config FILE [--model M] [--host H] [--port P]\n"
-               "  run         --model M --prompt P [--n-predict N] [--temp T] [--seed S] "
-               "[--threads N]\n"
-               "  perplexity  --model M --file F [--ctx N]\n"
-               "  tokenize    --model M [--no-bos] [--pieces]   (text on stdin)\n"
+               "  serve       serve the HTTP API (--config FILE, --model M, --port P, ...)\n"
+               "  run         generate a completion for one prompt (--model M --prompt P)\n"
+               "  perplexity  perplexity of a text file (--model M --file F)\n"
+               "  tokenize    tokenize stdin (--model M)\n"
                "run `kvserve <command> --help` for the options of one command\n");
 }
 

@@ -159,5 +159,8 @@ int kv_param_set_text(kv_policy_config *pc, const kv_param_desc *p, const char *
  * "sink_window:n_sink=4,window=252") over the values already in pc: sets pc->kind and the
  * named parameters, then validates. Errors name the key: KS_ERR_INVALID / KS_ERR_RANGE. */
 int kv_policy_config_parse_spec(kv_policy_config *pc, const char *spec, ks_diag *d) KS_WUR;
+/* The same as a command-line value parser (ks_arg_parse_fn of kvserve/args.h): dst is a
+ * kv_policy_config; the reason goes to err. */
+int kv_policy_config_parse_arg(const char *spec, void *dst, char *err, size_t err_len) KS_WUR;
 
 #endif
