@@ -178,10 +178,16 @@ static int run_speed(const opts *o)
 {
     int64_t ctx[16], n_ctx = parse_list(o->ctx, ctx, 16);
     char pols[256];
-    printf("ram_mb=%lld chunk=%lld top_k=%d block=%d window=%d sink=%d dense=%d threads=%lld\n",
-           (long long)o->pc.retrieval.ram_mb, (long long)o->chunk, o->pc.retrieval.top_k,
-           o->pc.retrieval.block_tokens, o->pc.retrieval.window, o->pc.retrieval.n_sink,
-           o->pc.retrieval.dense_layers, (long long)o->threads);
+    static const char *const keys[] = {"ram_mb", "top_k", "block_tokens", "window", "n_sink",
+                                       "dense_layers"};
+    const kv_policy_desc *rd = kv_policy_desc_find("retrieval");
+    for (size_t k = 0; rd && k < KS_ARRAY_LEN(keys); k++) {
+        char v[64];
+        kv_param_format(kv_policy_config_params(&o->pc, rd),
+                        kv_param_find(kv_policy_desc_index(rd), keys[k]), v, sizeof(v));
+        printf("%s=%s ", keys[k], v);
+    }
+    printf("chunk=%lld threads=%lld\n", (long long)o->chunk, (long long)o->threads);
     printf("| context | policy    | prefill/s | decode/s | RSS MiB  | blk RAM | blk disk | hit    "
            "| read MiB |\n|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
@@ -351,18 +357,44 @@ static int run_passkey(const opts *o)
     return 0;
 }
 
+/* A flag that sets one parameter of one or two policies (by name, through the descriptors). */
+typedef struct knob {
+    kv_policy_config *pc;
+    const char *policy, *key, *policy2;
+} knob;
+
+static int knob_arg(const char *v, void *dst, char *err, size_t err_len)
+{
+    const knob *k = dst;
+    int rc = kv_policy_config_set(k->pc, k->policy, k->key, v);
+    if (!rc && k->policy2)
+        rc = kv_policy_config_set(k->pc, k->policy2, k->key, v);
+    if (rc)
+        snprintf(err, err_len, "expected a value of %s.%s, got '%s'", k->policy, k->key, v);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     opts o = {.threads = cli_default_threads(), .chunk = 512, .gen = 16, .prompts = 12,
               .full_max = 32768, .ctx = "8192,32768,131072", .lengths = "480,1950,7800",
               .policies = "full,retrieval"};
     kv_policy_config_defaults(&o.pc);
-    kv_retrieval_params *r = &o.pc.retrieval;
-    r->ram_mb = 32;
-    r->dense_layers = 0;
+    const char *rt = "retrieval", *sw = "sink_window";
+    if (kv_policy_config_set(&o.pc, rt, "ram_mb", "32") ||
+        kv_policy_config_set(&o.pc, rt, "dense_layers", "0"))
+        return 1;
     static const char *const kModes[] = {"speed", "passkey", NULL};
-    const char *ctx = o.ctx, *lengths = o.lengths, *policies = o.policies, *spill = r->spill_dir;
+    const char *ctx = o.ctx, *lengths = o.lengths, *policies = o.policies;
     int mode = 0;
+    knob k[] = {{&o.pc, rt, "ram_mb", NULL},       {&o.pc, rt, "spill_dir", NULL},
+                {&o.pc, rt, "top_k", NULL},        {&o.pc, rt, "block_tokens", NULL},
+                {&o.pc, rt, "window", NULL},       {&o.pc, rt, "n_sink", sw},
+                {&o.pc, rt, "dense_layers", NULL}, {&o.pc, sw, "window", NULL},
+                {&o.pc, rt, "representatives", NULL}, {&o.pc, rt, "positions", NULL},
+                {&o.pc, rt, "landmark", NULL},     {&o.pc, rt, "selection", NULL},
+                {&o.pc, rt, "eviction", NULL}};
+#define KNOB(name, i, h) {name, 0, KS_ARG_FUNC, &k[i], .parse = knob_arg, .help = h}
     const ks_arg args[] = {
         {"MODE", 0, KS_ARG_ENUM, &mode, .choices = kModes, .help = "what to measure",
          .flags = KS_ARG_POSITIONAL},
@@ -380,42 +412,46 @@ int main(int argc, char **argv)
         {"prompts", 0, KS_ARG_INT, &o.prompts, 1, 1000, .help = "passkey: prompts per length"},
         {"full-max", 0, KS_ARG_INT, &o.full_max, 0, 1 << 30,
          .help = "speed: skip full attention above this context"},
-        {"ram-mb", 0, KS_ARG_INT, &r->ram_mb, 1, 1 << 30, .help = "retrieval hot-set MiB"},
-        {"spill-dir", 0, KS_ARG_STRING, &spill, .metavar = "DIR", .help = "retrieval spill dir"},
-        {"top-k", 0, KS_ARG_I32, &r->top_k, 1, 1 << 20, .help = "retrieval blocks per query"},
-        {"block", 0, KS_ARG_I32, &r->block_tokens, 8, 1024, .help = "retrieval block tokens"},
-        {"window", 0, KS_ARG_I32, &r->window, 1, 1 << 30, .help = "retrieval local window"},
-        {"sink", 0, KS_ARG_I32, &r->n_sink, 0, 1 << 30,
-         .help = "sink tokens (retrieval and sink_window)"},
-        {"dense", 0, KS_ARG_I32, &r->dense_layers, 0, 1 << 10, .help = "retrieval dense layers"},
-        {"sw-window", 0, KS_ARG_I32, &o.pc.sink_window.window, 1, 1 << 30,
-         .help = "sink_window window"},
-        {"reps", 0, KS_ARG_I32, &r->representatives, 1, 1024,
-         .help = "retrieval representatives per block"},
-        {"positions", 0, KS_ARG_ENUM, &r->positions, .choices = kv_pos_mode_names,
-         .help = "retrieval positions"},
-        {"landmark", 0, KS_ARG_ENUM, &r->landmark, .choices = kv_landmark_names,
-         .help = "retrieval landmark kind"},
-        {"selection", 0, KS_ARG_ENUM, &r->selection, .choices = kv_selection_names,
-         .help = "retrieval selection"},
-        {"eviction", 0, KS_ARG_ENUM, &r->eviction, .choices = kv_eviction_names,
-         .help = "retrieval hot-set eviction"},
+        KNOB("ram-mb", 0, "retrieval ram_mb (default here 32)"),
+        KNOB("spill-dir", 1, "retrieval spill_dir"),
+        KNOB("top-k", 2, "retrieval top_k"),
+        KNOB("block", 3, "retrieval block_tokens"),
+        KNOB("window", 4, "retrieval window"),
+        KNOB("sink", 5, "retrieval and sink_window n_sink"),
+        KNOB("dense", 6, "retrieval dense_layers (default here 0)"),
+        KNOB("sw-window", 7, "sink_window window"),
+        KNOB("reps", 8, "retrieval representatives"),
+        KNOB("positions", 9, "retrieval positions"),
+        KNOB("landmark", 10, "retrieval landmark"),
+        KNOB("selection", 11, "retrieval selection"),
+        KNOB("eviction", 12, "retrieval eviction"),
     };
+#undef KNOB
     const ks_args_spec spec = {"bench_longctx",
                                "Memory and speed by context length, or passkey accuracy.", args,
-                               KS_ARRAY_LEN(args), NULL};
+                               KS_ARRAY_LEN(args),
+                               "Policy parameters default to the policy's (docs/policies.md)."};
     int exit_code = ks_args_run(&spec, argc, argv);
     if (exit_code >= 0)
         return exit_code;
     o.mode = kModes[mode];
-    o.pc.sink_window.n_sink = r->n_sink;
     snprintf(o.ctx, sizeof(o.ctx), "%s", ctx);
     snprintf(o.lengths, sizeof(o.lengths), "%s", lengths);
     snprintf(o.policies, sizeof(o.policies), "%s", policies);
-    if (spill != r->spill_dir)
-        snprintf(r->spill_dir, sizeof(r->spill_dir), "%s", spill);
-    r->chunk = (int32_t)o.chunk;
-    if (kv_spill_cleanup_dir(r->spill_dir) < 0)
-        fprintf(stderr, "warning: cannot clean %s\n", r->spill_dir);
+    char chunk[32];
+    snprintf(chunk, sizeof(chunk), "%lld", (long long)o.chunk);
+    ks_diag d;
+    ks_diag_clear(&d);
+    if (kv_policy_config_set(&o.pc, rt, "chunk", chunk) || kv_policy_config_validate(&o.pc, &d)) {
+        fprintf(stderr, "bench_longctx: %s\n", d.msg[0] ? d.msg : "bad --chunk");
+        return 2;
+    }
+    const kv_policy_desc *rd = kv_policy_desc_find(rt);
+    char spill_dir[KV_PARAM_PATH_MAX];
+    kv_param_format(kv_policy_config_params(&o.pc, rd),
+                    kv_param_find(kv_policy_desc_index(rd), "spill_dir"), spill_dir,
+                    sizeof(spill_dir));
+    if (kv_spill_cleanup_dir(spill_dir) < 0)
+        fprintf(stderr, "warning: cannot clean %s\n", spill_dir);
     return !strcmp(o.mode, "passkey") ? run_passkey(&o) : run_speed(&o);
 }

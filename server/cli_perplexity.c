@@ -56,8 +56,8 @@ static int ppl_parse(int argc, char **argv, ppl_opts *o)
         {"kv-dtype", 0, KS_ARG_ENUM, &dtype, .choices = kDtypes,
          .help = "KV cache type (llama.cpp's default cache is f16)"},
         {"kv-policy", 0, KS_ARG_FUNC, &o->policy, .parse = kv_policy_config_parse_arg,
-         .metavar = "SPEC", .help = "KV policy and parameters (default full), e.g. "
-                                    "sink_window:n_sink=4,window=252"},
+         .metavar = "SPEC",
+         .help = "KV policy and parameters: NAME or NAME:key=value,... (kvserve policies)"},
         {"attn", 0, KS_ARG_ENUM, &o->attn, .choices = kAttn,
          .help = "attention numerics: llama.cpp's non-flash kernels, its CPU flash kernel, "
                  "or our fast SIMD kernels"},

@@ -49,8 +49,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
         {"batch", 'b', KS_ARG_INT, &o->batch, 1, 8192, .help = "prefill chunk in tokens"},
         {"kv-dtype", 0, KS_ARG_ENUM, &dtype, .choices = kDtypes, .help = "KV cache storage"},
         {"kv-policy", 0, KS_ARG_FUNC, &o->policy, .parse = kv_policy_config_parse_arg,
-         .metavar = "SPEC", .help = "KV policy and parameters (default full), e.g. "
-                                    "sink_window:n_sink=4,window=252"},
+         .metavar = "SPEC",
+         .help = "KV policy and parameters: NAME or NAME:key=value,... (kvserve policies)"},
         {"ignore-eos", 0, KS_ARG_BOOL, &o->ignore_eos,
          .help = "keep generating after end-of-generation tokens"},
     };

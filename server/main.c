@@ -1,4 +1,5 @@
-/* main.c - entry point: dispatches to the subcommands (run, perplexity, tokenize, serve). */
+/* main.c - entry point: dispatches to the subcommands (run, perplexity, tokenize, serve,
+ * policies). */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +13,7 @@ static void usage(FILE *f)
                "  run         generate a completion for one prompt (--model M --prompt P)\n"
                "  perplexity  perplexity of a text file (--model M --file F)\n"
                "  tokenize    tokenize stdin (--model M)\n"
+               "  policies    list the KV policies and their parameters (--markdown)\n"
                "run `kvserve <command> --help` for the options of one command\n");
 }
 
@@ -26,6 +28,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "perplexity")) return cli_perplexity_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cli_tokenize_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "policies")) return cli_policies_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

@@ -74,12 +74,14 @@ static void load_done(uv_work_t *w, int status)
         shutdown_begin(st);
         return;
     }
-    /* spill files left by a crashed kvserve (its pid is gone) are removed before any
-     * sequence can create new ones */
-    int n_stale = kv_spill_cleanup_dir(c->kvcache.policy.retrieval.spill_dir);
-    if (n_stale > 0)
-        ks_info("removed %d stale spill file(s) from %s", n_stale,
-                c->kvcache.policy.retrieval.spill_dir);
+    /* each policy's start-up work with the server's parameters (retrieval removes spill files
+     * left by a crashed kvserve before any sequence can create new ones); a request may pick
+     * any policy, so all of them run */
+    for (int32_t k = 0; k < kv_policy_count(); k++) {
+        const kv_policy_desc *pd = kv_policy_desc_at(k);
+        if (pd->server_start)
+            (void)pd->server_start(kv_policy_config_params(&c->kvcache.policy, pd));
+    }
     sch_params sp = {.loop = st->loop, .model = st->m, .pool = st->pool, .policy = pol,
                      .policy_config = &c->kvcache.policy, .metrics = st->api.metrics,
                      .n_threads = cfg_model_threads(c), .max_queue = c->server.max_queue,

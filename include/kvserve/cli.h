@@ -7,5 +7,6 @@ int cli_run_main(int argc, char **argv);        /* server/cli_run.c */
 int cli_perplexity_main(int argc, char **argv); /* server/cli_perplexity.c */
 int cli_tokenize_main(int argc, char **argv);   /* server/cli_tokenize.c */
 int cli_serve_main(int argc, char **argv);      /* server/serve.c */
+int cli_policies_main(int argc, char **argv);   /* server/cli_policies.c */
 
 #endif

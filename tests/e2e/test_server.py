@@ -367,6 +367,9 @@ def test_kv_policies(srv):
     seqs = [q for q in kv_state(srv)["sequences"] if q["policy"] == "sink_window"]
     check(len(seqs) == 1, "/v1/kv lists the sink_window sequence")
     if seqs:
+        # the resolved parameters: the request's values over the server's defaults
+        check(seqs[0].get("params") == {"n_sink": 4, "window": 60, "positions": "compact"},
+              "/v1/kv shows the sequence's resolved parameters: %s" % seqs[0].get("params"))
         kept = seqs[0]["tokens_kept_per_layer"]
         # 2 KV heads: per layer at most 2 * (n_sink + window) tokens, far fewer than seen
         check(all(k <= 2 * 64 for k in kept) and seqs[0]["tokens_seen"] > 64,
@@ -382,6 +385,14 @@ def test_kv_policies(srv):
     time.sleep(0.3)
     seqs = [q for q in kv_state(srv)["sequences"] if q["policy"] == "retrieval"]
     check(len(seqs) == 1 and "retrieval" in seqs[0], "/v1/kv shows retrieval tiers")
+    if seqs:
+        p = seqs[0].get("params", {})
+        check(p.get("top_k") == 2 and p.get("chunk") == 64 and p.get("block_tokens") == 64
+              and p.get("landmark") == "mean" and "spill_dir" in p,
+              "/v1/kv retrieval params: %s" % p)
+    pol = kv_state(srv).get("policy", {})
+    check(pol.get("name") == "full" and pol.get("params") == {}
+          and pol.get("request_override") is True, "/v1/kv shows the server's policy: %s" % pol)
     if seqs and "retrieval" in seqs[0]:
         r = seqs[0]["retrieval"]
         check(r["blocks_ram"] > 0 and "blocks_disk" in r and "hot_hit_rate" in r,
