@@ -7,7 +7,7 @@
  * line and key. Ranges live in the validators only (cfg_validate, kv_policy_config_validate), which report the field's TOML
  * path; the loader maps that path back to the line where the file set it.
  */
-#include "kvserve/config.h"
+#include "config.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "kvserve/kvcache.h"
-#include "kvserve/toml.h"
+#include "toml.h"
 
 /* ---- names ---- */
 

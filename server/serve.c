@@ -15,7 +15,7 @@
 
 #include "api.h"
 #include "kvserve/args.h"
-#include "kvserve/cli.h"
+#include "serve.h"
 
 typedef struct serve_state {
     uv_loop_t *loop;
@@ -195,7 +195,7 @@ bad:
     return -1;
 }
 
-int cli_serve_main(int argc, char **argv)
+int serve_main(int argc, char **argv)
 {
     serve_state *st = calloc(1, sizeof(*st));
     if (!st) return 1;

@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cli.h"
 #include "kvserve/args.h"
-#include "kvserve/cli.h"
 #include "kvserve/policy_config.h"
 
 static int print_markdown(void)

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "kvserve/args.h"
-#include "kvserve/cli.h"
 #include "kvserve/tokenizer.h"
 
 static int read_stdin(char **out, size_t *len)
