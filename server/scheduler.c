@@ -102,8 +102,8 @@ struct sch {
     char *text;       /* scratch for detokenised text */
     size_t text_cap;
     /* /v1/kv snapshot, under mu */
-    sch_seq_info *snap;
-    size_t n_snap;
+    sch_seq_info *snap; /* [cap_snap] reused every step; entries keep their tokens_kept */
+    size_t n_snap, cap_snap;
 };
 
 void sch_sampling_default(sch_sampling *s)
@@ -619,17 +619,34 @@ void sch_seq_info_free(sch_seq_info *v, size_t n)
     free(v);
 }
 
+/* Makes room for n entries, each with its tokens_kept array; grows only when more sequences
+ * are active than ever before, so the per-step refresh does not allocate. */
+static bool snapshot_reserve(sch *s, size_t n)
+{
+    if (n > s->cap_snap) {
+        sch_seq_info *v = realloc(s->snap, n * sizeof(*v));
+        if (!v) return false;
+        memset(v + s->cap_snap, 0, (n - s->cap_snap) * sizeof(*v));
+        s->snap = v;
+        s->cap_snap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!s->snap[i].tokens_kept)
+            s->snap[i].tokens_kept = calloc((size_t)s->hp->n_layer, sizeof(int64_t));
+        if (!s->snap[i].tokens_kept) return false;
+    }
+    return true;
+}
+
 static void snapshot_locked(sch *s)
 {
-    sch_seq_info_free(s->snap, s->n_snap);
-    s->snap = NULL;
     s->n_snap = 0;
-    if (s->n_active == 0) return;
-    s->snap = calloc((size_t)s->n_active, sizeof(sch_seq_info));
-    if (!s->snap) return;
+    if (s->n_active == 0 || !snapshot_reserve(s, (size_t)s->n_active)) return;
     for (int32_t i = 0; i < s->n_active; i++) {
         sch_req *r = s->active[i];
         sch_seq_info *o = &s->snap[s->n_snap];
+        int64_t *kept = o->tokens_kept;
+        *o = (sch_seq_info){.tokens_kept = kept};
         kv_seq_stats st;
         kv_seq_get_stats(r->kv, &st);
         o->id = r->id;
@@ -640,9 +657,7 @@ static void snapshot_locked(sch *s)
         o->n_prompt = r->n_prompt;
         o->n_generated = r->n_generated;
         o->n_layer = s->hp->n_layer;
-        o->tokens_kept = calloc((size_t)o->n_layer, sizeof(int64_t));
-        if (!o->tokens_kept) break;
-        for (int32_t l = 0; l < o->n_layer; l++) o->tokens_kept[l] = kv_seq_tokens_kept(r->kv, l);
+        for (int32_t l = 0; l < o->n_layer; l++) kept[l] = kv_seq_tokens_kept(r->kv, l);
         o->has_spill = kv_retrieval_get_stats(r->kv, &o->spill) == KS_OK;
         const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
         o->policy_kind = KS_MAX(0, pol ? kv_policy_kind_from_name(pol->name) : 0);
@@ -742,7 +757,7 @@ fail:
 static void async_closed(uv_handle_t *h)
 {
     sch *s = h->data;
-    sch_seq_info_free(s->snap, s->n_snap);
+    sch_seq_info_free(s->snap, s->cap_snap);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

@@ -43,6 +43,9 @@ typedef struct h2o_state {
     int32_t heavy, recent;
     int32_t n_head_kv, n_layer;
     h2o_head *heads; /* [n_layer][n_head_kv] */
+    struct h2o_cand *cand; /* eviction scratch, grown once to the cache's bound */
+    int32_t *keep;
+    int64_t cap_cand, cap_keep;
 } h2o_state;
 
 typedef struct h2o_cand {
@@ -82,6 +85,8 @@ static void h2o_free(kv_seq *seq, void *state)
     for (int32_t i = 0; i < s->n_layer * s->n_head_kv; i++)
         free(s->heads[i].score);
     free(s->heads);
+    free(s->cand);
+    free(s->keep);
     free(s);
 }
 
@@ -161,13 +166,11 @@ static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
     if (h->n_scored != n)
         return KS_ERR_INTERNAL; /* the model did not report key mass for this chunk */
     int32_t nc = n - s->recent;
-    h2o_cand *cand = malloc((size_t)nc * sizeof(h2o_cand));
-    int32_t *keep = malloc((size_t)budget * sizeof(int32_t));
-    if (!cand || !keep) {
-        free(cand);
-        free(keep);
+    if (ks_buf_reserve((void **)&s->cand, &s->cap_cand, nc, sizeof(h2o_cand)) ||
+        ks_buf_reserve((void **)&s->keep, &s->cap_keep, budget, sizeof(int32_t)))
         return KS_ERR_NOMEM;
-    }
+    h2o_cand *cand = s->cand;
+    int32_t *keep = s->keep;
     for (int32_t j = 0; j < nc; j++)
         cand[j] = (h2o_cand){h->score[j], j};
     qsort(cand, (size_t)nc, sizeof(h2o_cand), h2o_cand_cmp);
@@ -182,8 +185,6 @@ static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
             h->score[i] = h->score[keep[i]];
         h->n_scored = budget;
     }
-    free(cand);
-    free(keep);
     return rc;
 }
 

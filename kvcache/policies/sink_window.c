@@ -53,6 +53,8 @@ typedef struct sw_state {
     rope_params rope;
     float *row;     /* [head_dim] f32 copy of one K row */
     float *cs, *sn; /* [head_dim / 2] angles of the current delta */
+    int32_t *keep;  /* [cap_keep] eviction list, grown once to sinks + window + 1 */
+    int64_t cap_keep;
 } sw_state;
 
 static int sw_init(kv_seq *seq, const void *config, void **state)
@@ -102,6 +104,7 @@ static void sw_free(kv_seq *seq, void *state)
     free(s->row);
     free(s->cs);
     free(s->sn);
+    free(s->keep);
     free(s);
 }
 
@@ -153,15 +156,15 @@ static int sw_evict(kv_seq *seq, sw_state *s, int32_t recent)
             int32_t rec = KS_MIN(recent, t->n_tok - sinks);
             if (sinks + rec == t->n_tok)
                 continue;
-            int32_t *keep = malloc((size_t)(sinks + rec + 1) * sizeof(int32_t));
-            if (!keep)
+            if (ks_buf_reserve((void **)&s->keep, &s->cap_keep, sinks + rec + 1,
+                               sizeof(int32_t)))
                 return KS_ERR_NOMEM;
+            int32_t *keep = s->keep;
             for (int32_t i = 0; i < sinks; i++)
                 keep[i] = i;
             for (int32_t i = 0; i < rec; i++)
                 keep[sinks + i] = t->n_tok - rec + i;
             int rc = kv_head_table_keep(t, keep, sinks + rec);
-            free(keep);
             if (rc == 0 && s->compact)
                 rc = sw_reposition(s, t);
             if (rc)

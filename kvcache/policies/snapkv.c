@@ -71,6 +71,13 @@ typedef struct snap_state {
     int32_t n_gen;      /* tokens generated since the last compression */
     attn_scratch *scratch; /* replay of window queries, one query at a time */
     int32_t scratch_group;
+    /* selection and replay scratch: sized at the prompt's compression (the largest cache
+     * they see), so re-compression during generation never allocates */
+    attn_span *spans;
+    float *out;
+    struct snap_cand *cand;
+    int32_t *keep;
+    int64_t cap_spans, cap_out, cap_cand, cap_keep;
 } snap_state;
 
 typedef struct snap_cand {
@@ -116,6 +123,10 @@ void snap_free(kv_seq *seq, void *state)
     free(s->heads);
     free(s->target);
     attn_scratch_destroy(s->scratch);
+    free(s->spans);
+    free(s->out);
+    free(s->cand);
+    free(s->keep);
     free(s);
 }
 
@@ -234,11 +245,15 @@ static int snap_replay(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_hea
         s->scratch_group = h->n_group;
     }
     const kv_head_table *t = kv_seq_table(seq, layer, kv_head);
-    attn_span *spans = malloc((size_t)KS_MAX(t->n_blocks, 1) * sizeof(attn_span));
-    float *out = malloc((size_t)h->n_group * h->head_dim * sizeof(float));
+    if (ks_buf_reserve((void **)&s->spans, &s->cap_spans, KS_MAX(t->n_blocks, 1),
+                       sizeof(attn_span)) ||
+        ks_buf_reserve((void **)&s->out, &s->cap_out, (int64_t)h->n_group * h->head_dim,
+                       sizeof(float)))
+        return KS_ERR_NOMEM;
+    attn_span *spans = s->spans;
+    float *out = s->out;
     int32_t n_spans = 0;
-    int rc = spans && out ? kv_seq_spans(seq, layer, kv_head, spans, t->n_blocks, &n_spans)
-                          : KS_ERR_NOMEM;
+    int rc = kv_seq_spans(seq, layer, kv_head, spans, t->n_blocks, &n_spans);
     int32_t w = s->cfg.window, row = h->n_group * h->head_dim;
     for (int32_t e = first; rc == 0 && e < first + count; e++) {
         int32_t r = ((h->ring_pos - h->ring_n + e) % w + w) % w;
@@ -257,8 +272,6 @@ static int snap_replay(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_hea
         };
         rc = attn_forward(&p, spans, n_spans, s->scratch);
     }
-    free(spans);
-    free(out);
     return rc;
 }
 
@@ -308,13 +321,11 @@ static int snap_select(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_hea
     if (h->n_keys != n)
         return KS_ERR_INTERNAL;
     int32_t w = KS_MIN(s->cfg.window, target), nc = n - w, k = target - w;
-    snap_cand *cand = malloc((size_t)KS_MAX(nc, 1) * sizeof(snap_cand));
-    int32_t *keep = malloc((size_t)target * sizeof(int32_t));
-    if (!cand || !keep) {
-        free(cand);
-        free(keep);
+    if (ks_buf_reserve((void **)&s->cand, &s->cap_cand, KS_MAX(nc, 1), sizeof(snap_cand)) ||
+        ks_buf_reserve((void **)&s->keep, &s->cap_keep, target, sizeof(int32_t)))
         return KS_ERR_NOMEM;
-    }
+    snap_cand *cand = s->cand;
+    int32_t *keep = s->keep;
     for (int32_t j = 0; j < nc; j++)
         cand[j] = (snap_cand){snap_pooled(h, &s->cfg, nc, j), j};
     qsort(cand, (size_t)nc, sizeof(snap_cand), snap_cand_cmp);
@@ -324,8 +335,6 @@ static int snap_select(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_hea
     for (int32_t i = 0; i < w; i++)
         keep[k + i] = nc + i;
     int rc = kv_head_table_keep(t, keep, target);
-    free(cand);
-    free(keep);
     h->n_keys = 0; /* slots renumbered: the score is stale */
     return rc;
 }

@@ -33,7 +33,8 @@ def strip_comments(text):
 
 def sources(root):
     for d, dirs, files in os.walk(root):
-        dirs[:] = [x for x in dirs if x not in SKIP_DIRS and not x.startswith("build")]
+        dirs[:] = [x for x in dirs
+                   if x not in SKIP_DIRS and not x.startswith(("build", "."))]
         for f in files:
             if f.endswith((".c", ".h", ".c.in")):
                 yield os.path.join(d, f)

@@ -36,10 +36,20 @@ static float rndf(void)
 
 static char g_dir[256];
 
+static void remove_dir(void)
+{
+    rmdir(g_dir); /* empty by then: every sequence removed its spill file */
+}
+
+/* A private directory per test process (Check forks one per test), under $TMPDIR. */
 static void make_dir(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/kvserve-test-retr-%ld", (long)getpid());
-    mkdir(g_dir, 0700);
+    if (g_dir[0])
+        return;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_dir, sizeof(g_dir), "%s/kvserve-test-retr-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+    atexit(remove_dir);
 }
 
 static int count_files(const char *dir)
