@@ -42,8 +42,8 @@ int cli_policies_main(int argc, char **argv)
          .help = "print the parameter tables as Markdown (docs/policies.md)"},
     };
     const ks_args_spec spec = {"kvserve policies",
-                               "Lists the KV policies and their parameters with defaults.",
-                               args, KS_ARRAY_LEN(args), NULL};
+                               "Lists the KV policies and their parameters with defaults.", args,
+                               KS_ARRAY_LEN(args), NULL};
     int exit_code = ks_args_run(&spec, argc, argv);
     if (exit_code >= 0) return exit_code;
     if (markdown) return print_markdown();

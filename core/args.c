@@ -20,11 +20,15 @@ static const char *type_metavar(const ks_arg *a)
     if (a->metavar) return a->metavar;
     switch (a->type) {
     case KS_ARG_INT:
-    case KS_ARG_I32: return "N";
+    case KS_ARG_I32:
+        return "N";
     case KS_ARG_FLOAT:
-    case KS_ARG_DOUBLE: return "X";
-    case KS_ARG_ENUM: return "NAME";
-    default: return "VALUE";
+    case KS_ARG_DOUBLE:
+        return "X";
+    case KS_ARG_ENUM:
+        return "NAME";
+    default:
+        return "VALUE";
     }
 }
 
@@ -55,8 +59,7 @@ static int arg_fail(const ks_args_spec *s, const ks_arg *a, const char *value, i
     arg_wants(a, wants, sizeof(wants));
     const char *dash = a->flags & KS_ARG_POSITIONAL ? "" : "--";
     if (value)
-        fprintf(stderr, "%s: %s%s: expected %s, got '%s'\n", s->prog, dash, a->name, wants,
-                value);
+        fprintf(stderr, "%s: %s%s: expected %s, got '%s'\n", s->prog, dash, a->name, wants, value);
     else
         fprintf(stderr, "%s: %s%s: expected %s, got nothing\n", s->prog, dash, a->name, wants);
     return status;
@@ -84,10 +87,18 @@ static int parse_number(const ks_arg *a, const char *v, double *out)
 static void store_number(const ks_arg *a, const char *v, double x)
 {
     switch (a->type) {
-    case KS_ARG_INT: *(int64_t *)a->dst = strtoll(v, NULL, 10); break;
-    case KS_ARG_I32: *(int32_t *)a->dst = (int32_t)strtol(v, NULL, 10); break;
-    case KS_ARG_FLOAT: *(float *)a->dst = (float)x; break;
-    default: *(double *)a->dst = x; break;
+    case KS_ARG_INT:
+        *(int64_t *)a->dst = strtoll(v, NULL, 10);
+        break;
+    case KS_ARG_I32:
+        *(int32_t *)a->dst = (int32_t)strtol(v, NULL, 10);
+        break;
+    case KS_ARG_FLOAT:
+        *(float *)a->dst = (float)x;
+        break;
+    default:
+        *(double *)a->dst = x;
+        break;
     }
 }
 
@@ -95,7 +106,9 @@ static int arg_set(const ks_args_spec *s, const ks_arg *a, const char *v)
 {
     if (!v) return arg_fail(s, a, NULL, KS_ERR_INVALID);
     switch (a->type) {
-    case KS_ARG_STRING: *(const char **)a->dst = v; return KS_OK;
+    case KS_ARG_STRING:
+        *(const char **)a->dst = v;
+        return KS_OK;
     case KS_ARG_ENUM:
         for (int i = 0; a->choices[i]; i++) {
             if (strcmp(a->choices[i], v) == 0) {
@@ -228,24 +241,38 @@ static void arg_default(const ks_arg *a, char *buf, size_t n)
     buf[0] = 0;
     if (a->flags & (KS_ARG_NO_DEFAULT | KS_ARG_REQUIRED) || !a->dst) return;
     switch (a->type) {
-    case KS_ARG_INT: snprintf(buf, n, "%lld", (long long)*(int64_t *)a->dst); break;
-    case KS_ARG_I32: snprintf(buf, n, "%d", *(int32_t *)a->dst); break;
-    case KS_ARG_FLOAT: snprintf(buf, n, "%g", *(float *)a->dst); break;
-    case KS_ARG_DOUBLE: snprintf(buf, n, "%g", *(double *)a->dst); break;
+    case KS_ARG_INT:
+        snprintf(buf, n, "%lld", (long long)*(int64_t *)a->dst);
+        break;
+    case KS_ARG_I32:
+        snprintf(buf, n, "%d", *(int32_t *)a->dst);
+        break;
+    case KS_ARG_FLOAT:
+        snprintf(buf, n, "%g", *(float *)a->dst);
+        break;
+    case KS_ARG_DOUBLE:
+        snprintf(buf, n, "%g", *(double *)a->dst);
+        break;
     case KS_ARG_STRING:
         if (*(const char **)a->dst) snprintf(buf, n, "%s", *(const char **)a->dst);
         break;
-    case KS_ARG_ENUM: snprintf(buf, n, "%s", a->choices[*(int *)a->dst]); break;
-    default: break;
+    case KS_ARG_ENUM:
+        snprintf(buf, n, "%s", a->choices[*(int *)a->dst]);
+        break;
+    default:
+        break;
     }
 }
 
 static void usage_row(const ks_arg *a, FILE *f)
 {
     char left[64], wants[256], def[128];
-    if (a->flags & KS_ARG_POSITIONAL) snprintf(left, sizeof(left), "%s", a->name);
-    else if (a->type == KS_ARG_BOOL) snprintf(left, sizeof(left), "--%s", a->name);
-    else snprintf(left, sizeof(left), "--%s %s", a->name, type_metavar(a));
+    if (a->flags & KS_ARG_POSITIONAL)
+        snprintf(left, sizeof(left), "%s", a->name);
+    else if (a->type == KS_ARG_BOOL)
+        snprintf(left, sizeof(left), "--%s", a->name);
+    else
+        snprintf(left, sizeof(left), "--%s %s", a->name, type_metavar(a));
     if (a->short_name && !(a->flags & KS_ARG_POSITIONAL)) {
         size_t w = strlen(left);
         snprintf(left + w, sizeof(left) - w, ", -%c", a->short_name);
@@ -257,8 +284,10 @@ static void usage_row(const ks_arg *a, FILE *f)
         fprintf(f, "; %s", wants);
     }
     arg_default(a, def, sizeof(def));
-    if (a->flags & KS_ARG_REQUIRED) fprintf(f, " (required)");
-    else if (def[0]) fprintf(f, " (default %s)", def);
+    if (a->flags & KS_ARG_REQUIRED)
+        fprintf(f, " (required)");
+    else if (def[0])
+        fprintf(f, " (default %s)", def);
     fputc('\n', f);
 }
 
@@ -273,7 +302,8 @@ void ks_args_usage(const ks_args_spec *s, FILE *f)
     fputc('\n', f);
     if (s->summary) fprintf(f, "%s\n", s->summary);
     fprintf(f, "options:\n");
-    for (size_t i = 0; i < s->n_args; i++) usage_row(&s->args[i], f);
+    for (size_t i = 0; i < s->n_args; i++)
+        usage_row(&s->args[i], f);
     fprintf(f, "  %-26s print this help and exit\n", "--help, -h");
     if (s->epilog) fprintf(f, "%s\n", s->epilog);
 }

@@ -31,7 +31,8 @@ extern const kv_policy_desc *const kv_policy_registry_[];
 int32_t kv_policy_count(void)
 {
     int32_t n = 0;
-    while (kv_policy_registry_[n]) n++;
+    while (kv_policy_registry_[n])
+        n++;
     return n;
 }
 
@@ -74,7 +75,10 @@ const char *kv_policy_kind_name(int32_t kind)
     return d ? d->name : "?";
 }
 
-int kv_pos_mode_from_name(const char *n) { return kv_name_index(kv_pos_mode_names, n); }
+int kv_pos_mode_from_name(const char *n)
+{
+    return kv_name_index(kv_pos_mode_names, n);
+}
 
 const char *kv_pos_mode_name(kv_pos_mode m)
 {
@@ -117,7 +121,10 @@ void kv_policy_config_defaults(kv_policy_config *pc)
 static kv_policy_config g_defaults;
 static pthread_once_t g_defaults_once = PTHREAD_ONCE_INIT;
 
-static void defaults_init(void) { kv_policy_config_defaults(&g_defaults); }
+static void defaults_init(void)
+{
+    kv_policy_config_defaults(&g_defaults);
+}
 
 const void *kv_policy_config_params(const kv_policy_config *pc, const kv_policy_desc *d)
 {
@@ -150,19 +157,20 @@ static int64_t as_i64(double x)
 static int count_names(const char *const *names)
 {
     int n = 0;
-    while (names[n]) n++;
+    while (names[n])
+        n++;
     return n;
 }
 
 /* One parameter against its table row. */
-static int param_validate(const void *params, const kv_param_desc *p, const char *key,
-                          ks_diag *d)
+static int param_validate(const void *params, const kv_param_desc *p, const char *key, ks_diag *d)
 {
     kv_param_value v;
     kv_param_get(params, p, &v);
     switch (p->type) {
     case KV_PARAM_INT:
-    case KV_PARAM_I64: return ks_check_range(d, key, v.i, as_i64(p->lo), as_i64(p->hi));
+    case KV_PARAM_I64:
+        return ks_check_range(d, key, v.i, as_i64(p->lo), as_i64(p->hi));
     case KV_PARAM_DOUBLE:
         if (!(v.f >= p->lo && v.f <= p->hi))
             return ks_diag_key(d, KS_ERR_RANGE, key, "%g is out of range (%g..%g)", v.f, p->lo,
@@ -236,8 +244,7 @@ int kv_param_set_double(kv_policy_config *pc, int32_t kind, const kv_param_desc 
     return KS_OK;
 }
 
-int kv_param_set_name(kv_policy_config *pc, int32_t kind, const kv_param_desc *p,
-                      const char *name)
+int kv_param_set_name(kv_policy_config *pc, int32_t kind, const kv_param_desc *p, const char *name)
 {
     int e = p->type == KV_PARAM_ENUM ? kv_name_index(p->choices, name) : KS_ERR_INVALID;
     if (e < 0) return KS_ERR_INVALID;
@@ -245,8 +252,7 @@ int kv_param_set_name(kv_policy_config *pc, int32_t kind, const kv_param_desc *p
     return KS_OK;
 }
 
-int kv_param_set_text(kv_policy_config *pc, int32_t kind, const kv_param_desc *p,
-                      const char *text)
+int kv_param_set_text(kv_policy_config *pc, int32_t kind, const kv_param_desc *p, const char *text)
 {
     if (p->type == KV_PARAM_ENUM) return kv_param_set_name(pc, kind, p, text);
     if (p->type == KV_PARAM_PATH) {
@@ -300,9 +306,12 @@ void kv_param_format(const void *params, const kv_param_desc *p, char *buf, size
 {
     kv_param_value v;
     kv_param_get(params, p, &v);
-    if (p->type == KV_PARAM_DOUBLE) snprintf(buf, n, "%g", v.f);
-    else if (p->type == KV_PARAM_ENUM || p->type == KV_PARAM_PATH) snprintf(buf, n, "%s", v.s);
-    else snprintf(buf, n, "%lld", (long long)v.i);
+    if (p->type == KV_PARAM_DOUBLE)
+        snprintf(buf, n, "%g", v.f);
+    else if (p->type == KV_PARAM_ENUM || p->type == KV_PARAM_PATH)
+        snprintf(buf, n, "%s", v.s);
+    else
+        snprintf(buf, n, "%lld", (long long)v.i);
 }
 
 void kv_param_format_default(const kv_param_desc *p, char *buf, size_t n)
@@ -342,7 +351,8 @@ int kv_policy_config_parse_spec(kv_policy_config *pc, const char *spec, ks_diag 
         }
         *eq = 0;
         const kv_param_desc *p = kv_param_find(kind, kv);
-        if (!p) rc = ks_diag_set(d, KS_ERR_INVALID, "policy %s has no parameter '%s'", buf, kv);
+        if (!p)
+            rc = ks_diag_set(d, KS_ERR_INVALID, "policy %s has no parameter '%s'", buf, kv);
         else if (kv_param_set_text(next, kind, p, eq + 1))
             rc = ks_diag_set(d, KS_ERR_INVALID, "%s.%s: bad value '%s'", buf, kv, eq + 1);
     }

@@ -35,7 +35,8 @@ static const char *type_name(kv_param_type t)
 static void md_range(md_buf *b, const kv_param_desc *p)
 {
     if (p->type == KV_PARAM_ENUM) {
-        for (int i = 0; p->choices[i]; i++) md_put(b, "%s`%s`", i ? ", " : "", p->choices[i]);
+        for (int i = 0; p->choices[i]; i++)
+            md_put(b, "%s`%s`", i ? ", " : "", p->choices[i]);
     } else if (p->type == KV_PARAM_PATH) {
         md_put(b, "non-empty, < %d bytes", KV_PARAM_PATH_MAX);
     } else if (p->hi >= 2147483647.0) {
@@ -76,7 +77,8 @@ size_t kv_policy_docs_markdown(char *buf, size_t n)
                "as `\"kv_policy\": {\"name\": NAME, KEY: VALUE}` (parameters marked \"no\" are "
                "server-only). Ranges are inclusive; some parameters also have rules between "
                "them, which the validator names.\n");
-    for (int32_t k = 0; k < kv_policy_count(); k++) md_policy(&b, kv_policy_desc_at(k));
+    for (int32_t k = 0; k < kv_policy_count(); k++)
+        md_policy(&b, kv_policy_desc_at(k));
     if (buf && n) buf[KS_MIN(b.len, n - 1)] = 0;
     return b.len;
 }

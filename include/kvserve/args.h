@@ -44,11 +44,11 @@ enum {
 typedef int (*ks_arg_parse_fn)(const char *value, void *dst, char *err, size_t err_len);
 
 typedef struct ks_arg {
-    const char *name;   /* long name without dashes ("n-predict"); positional: display name */
-    char short_name;    /* 0 or a one-letter alias used as -x */
+    const char *name; /* long name without dashes ("n-predict"); positional: display name */
+    char short_name;  /* 0 or a one-letter alias used as -x */
     ks_arg_type type;
-    void *dst;          /* see ks_arg_type */
-    double lo, hi;      /* numeric range, inclusive */
+    void *dst;                  /* see ks_arg_type */
+    double lo, hi;              /* numeric range, inclusive */
     const char *const *choices; /* ENUM: NULL-terminated names */
     ks_arg_parse_fn parse;      /* FUNC */
     const char *metavar;        /* value placeholder in the usage ("N", "FILE"); NULL: derived */
@@ -61,7 +61,7 @@ typedef struct ks_args_spec {
     const char *summary; /* one line printed under the usage line */
     const ks_arg *args;
     size_t n_args;
-    const char *epilog;  /* NULL or text printed after the options */
+    const char *epilog; /* NULL or text printed after the options */
 } ks_args_spec;
 
 /* ks_args_parse returns KS_ARGS_HELP after printing the usage to stdout. */

@@ -53,9 +53,9 @@ static int parse(vals *v, int argc, const char *const *argv)
 START_TEST(test_values)
 {
     vals v;
-    const char *argv[] = {"t", "--n-predict", "42", "--k=-5", "--temp", "1.5", "--x", "1e9",
-                          "--name", "abc", "-f", "--color", "blue", "--fn", "ok", "--fn=ok",
-                          "here"};
+    const char *argv[] = {"t",    "--n-predict", "42",     "--k=-5",  "--temp", "1.5",
+                          "--x",  "1e9",         "--name", "abc",     "-f",     "--color",
+                          "blue", "--fn",        "ok",     "--fn=ok", "here"};
     ck_assert_int_eq(parse(&v, (int)KS_ARRAY_LEN(argv), argv), 0);
     ck_assert_int_eq(v.n, 42);
     ck_assert_int_eq(v.k, -5);
@@ -82,18 +82,18 @@ START_TEST(test_errors)
         const char *argv[4];
         int argc, rc;
     } cases[] = {
-        {{"t", "--name", "a", "--bogus"}, 4, KS_ERR_INVALID},  /* unknown flag */
+        {{"t", "--name", "a", "--bogus"}, 4, KS_ERR_INVALID},     /* unknown flag */
         {{"t", "--n-predict", "x", "--name"}, 3, KS_ERR_INVALID}, /* not an integer */
-        {{"t", "--n-predict", "0"}, 3, KS_ERR_RANGE},          /* below the range */
-        {{"t", "--n-predict", "12x"}, 3, KS_ERR_INVALID},      /* trailing garbage */
-        {{"t", "--temp", "nan"}, 3, KS_ERR_INVALID},           /* not finite */
-        {{"t", "--k", "6"}, 3, KS_ERR_RANGE},                  /* above the range */
-        {{"t", "--color", "pink"}, 3, KS_ERR_INVALID},         /* not a choice */
-        {{"t", "--fn", "no"}, 3, KS_ERR_INVALID},              /* FUNC refuses */
-        {{"t", "--name"}, 2, KS_ERR_INVALID},                  /* missing value */
-        {{"t", "-f"}, 2, KS_ERR_INVALID},                      /* required --name absent */
-        {{"t", "--name", "a", "--flag=1"}, 4, KS_ERR_INVALID}, /* a bool takes no value */
-        {{"t", "--name", "a", "p"}, 4, 0},                     /* one positional is fine */
+        {{"t", "--n-predict", "0"}, 3, KS_ERR_RANGE},             /* below the range */
+        {{"t", "--n-predict", "12x"}, 3, KS_ERR_INVALID},         /* trailing garbage */
+        {{"t", "--temp", "nan"}, 3, KS_ERR_INVALID},              /* not finite */
+        {{"t", "--k", "6"}, 3, KS_ERR_RANGE},                     /* above the range */
+        {{"t", "--color", "pink"}, 3, KS_ERR_INVALID},            /* not a choice */
+        {{"t", "--fn", "no"}, 3, KS_ERR_INVALID},                 /* FUNC refuses */
+        {{"t", "--name"}, 2, KS_ERR_INVALID},                     /* missing value */
+        {{"t", "-f"}, 2, KS_ERR_INVALID},                         /* required --name absent */
+        {{"t", "--name", "a", "--flag=1"}, 4, KS_ERR_INVALID},    /* a bool takes no value */
+        {{"t", "--name", "a", "p"}, 4, 0},                        /* one positional is fine */
     };
     for (size_t i = 0; i < KS_ARRAY_LEN(cases); i++)
         ck_assert_msg(parse(&v, cases[i].argc, cases[i].argv) == cases[i].rc, "case %zu", i);
