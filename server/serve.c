@@ -13,7 +13,7 @@
 
 #include <uv.h>
 
-#include "api.h"
+#include "api_server.h"
 #include "kvserve/args.h"
 #include "serve.h"
 

@@ -36,8 +36,12 @@ typedef struct pyramid_params {
 extern const kv_policy_desc kv_policy_desc_pyramid;
 _Static_assert(sizeof(pyramid_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the config");
 
-int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer, int32_t layer,
-                             int32_t n)
+/* PyramidKV's budget for `layer` of n_layer (tokens kept, window included) for a prompt of
+ * n tokens with average budget C and window w, in KVCache-Factory's integer arithmetic.
+ * Prompts shorter than C keep everything (returns C >= n); shorter than 2(C - w) fall back
+ * to uniform SnapKV (returns C). */
+static int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer,
+                                    int32_t layer, int32_t n)
 {
     if (n < C || n < 2 * (C - w))
         return C;
@@ -51,6 +55,12 @@ int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer
     return max_num - layer * steps + w;
 }
 
+static int32_t pyramid_budget(const snap_config *c, int32_t C, int32_t n_layer, int32_t layer,
+                              int32_t n)
+{
+    return pyramid_layer_budget(C, c->window, c->beta, n_layer, layer, n);
+}
+
 static int pyramid_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
@@ -59,7 +69,7 @@ static int pyramid_init(kv_seq *seq, const void *config, void **state)
            sizeof(p));
     snap_config c = {.budget = p.budget, .budget_fraction = p.budget_fraction,
                      .window = p.window, .kernel = p.kernel, .pooling = p.pooling,
-                     .reduce = p.reduce, .interval = p.interval, .ramp = true,
+                     .reduce = p.reduce, .interval = p.interval, .layer_budget = pyramid_budget,
                      .beta = p.beta};
     return snap_state_create(seq, &c, state);
 }

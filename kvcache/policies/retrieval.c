@@ -44,7 +44,7 @@
 #include "kvserve/policy_args.h"
 #include "kvserve/quant.h"
 #include "kvserve/spill.h"
-#include "landmark.h"
+#include "kvcache/landmark.h"
 
 /* The parameters (kvcache.retrieval.*; table at the end of the file). */
 typedef struct rt_params {
