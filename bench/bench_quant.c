@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kvserve/args.h"
 #include "kvserve/base.h"
 #include "kvserve/quant.h"
 
@@ -224,9 +225,21 @@ static int bench_type(qt_type t, const wset *q4k, const float *xf, float *y, dou
 
 int main(int argc, char **argv)
 {
-    double secs = argc > 1 ? atof(argv[1]) : 0.1;
-    const char *only = argc > 2 ? argv[2] : NULL;
-    int reps = argc > 3 ? atoi(argv[3]) : 5;
+    double secs = 0.1;
+    const char *only = NULL;
+    int32_t reps = 5;
+    const ks_arg args[] = {
+        {"SECONDS", 0, KS_ARG_DOUBLE, &secs, 0.001, 600, .help = "time per measurement",
+         .flags = KS_ARG_POSITIONAL},
+        {"TYPES", 0, KS_ARG_STRING, &only, .help = "comma-separated types, e.g. q4_K,q5_0 (all)",
+         .flags = KS_ARG_POSITIONAL | KS_ARG_NO_DEFAULT},
+        {"RUNS", 0, KS_ARG_I32, &reps, 1, 1000, .help = "runs per figure (the best is kept)",
+         .flags = KS_ARG_POSITIONAL},
+    };
+    const ks_args_spec spec = {"bench_quant", "Vector-dot bandwidth of each quant type and kernel.",
+                               args, KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
     float *xf = malloc(N * sizeof(float)), *y = malloc(BIG / 64 * sizeof(float));
     if (!xf || !y) return 1;
     for (int i = 0; i < N; i++)

@@ -39,7 +39,8 @@ for kv in $TYPES; do
                   -d "$d" -t "$THREADS" -r 1 -fa on -ctk "$k" -ctv "$v" -o csv 2>/dev/null)
             rc=$?
             if [ $rc -eq 0 ]; then
-                theirs=$(echo "$out" | tail -1 | awk -F',' '{gsub(/"/,""); print $(NF-1)}')
+                theirs=$(echo "$out" | python3 -c 'import csv, sys
+print(next(csv.DictReader(sys.stdin))["avg_ts"])')
             else
                 theirs="exit $rc"
             fi

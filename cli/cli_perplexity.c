@@ -12,24 +12,9 @@
 #include <string.h>
 
 #include "cli_util.h"
-#include "kvserve/engine.h"
 #include "cli.h"
-
-static void ppl_usage(FILE *f)
-{
-    fprintf(f, "usage: kvserve perplexity --model M --file F [--ctx N] [--batch N] "
-               "[--threads N] [--kv-dtype T] [--k-dtype T] [--v-dtype T] [--chunks N]\n"
-               "       [--kv-policy SPEC] [--attn exact|flash|fast]\n"
-               "  SPEC: a KV policy and its parameters, e.g. sink_window:n_sink=4,window=252\n"
-               "  --kv-dtype: the K and V cache type, f16 by default (llama.cpp's default cache);\n"
-               "      --k-dtype / --v-dtype set one of them (llama.cpp's -ctk / -ctv). T is one of\n"
-               "      f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl. With a quantised type\n"
-               "      the default --attn is flash (llama.cpp needs -fa for a quantised V cache)\n"
-               "  --attn exact|flash|fast: attention numerics: llama.cpp's non-flash kernels\n"
-               "      (default, what llama-perplexity runs: flash attention is off by default in\n"
-               "      the llama.cpp the references come from), its CPU flash-attention kernel,\n"
-               "      or our fast SIMD kernels\n");
-}
+#include "kvserve/args.h"
+#include "kvserve/engine.h"
 
 /* -log softmax(logits)[tok], in double like llama.cpp. */
 static double nll_of(const float *logits, int32_t n_vocab, int32_t tok)
@@ -44,64 +29,55 @@ static double nll_of(const float *logits, int32_t n_vocab, int32_t tok)
 typedef struct ppl_opts {
     const char *model, *file;
     int64_t ctx, batch, threads, max_chunks;
-    ks_dtype k_dtype, v_dtype;
+    ks_dtype kv[2]; /* K and V storage types */
     kv_policy_config policy;
-    int attn; /* 0 exact, 1 flash, 2 fast, -1 not given */
+    int attn; /* 0 exact, 1 flash, 2 fast; -1 not given */
 } ppl_opts;
+
+static const char *const kAttn[] = {"exact", "flash", "fast", NULL};
 
 static int ppl_parse(int argc, char **argv, ppl_opts *o)
 {
     /* llama-perplexity's defaults: an F16 KV cache (an F32 one moves ln PPL by up to 0.011
      * on the quantized reference models, more than the 0.5% we must match) */
     *o = (ppl_opts){.ctx = 512, .batch = 512, .threads = cli_default_threads(),
-                    .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .attn = -1};
+                    .kv = {KS_DTYPE_F16, KS_DTYPE_F16}, .attn = -1};
     kv_policy_config_defaults(&o->policy);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            ppl_usage(stdout);
-            exit(0);
-        }
-        if (!v) {
-            fprintf(stderr, "kvserve: %s needs a value\n", a);
-            return KS_ERR_INVALID;
-        }
-        i++;
-        int rc = KS_OK;
-        if (!strcmp(a, "--model") || !strcmp(a, "-m")) o->model = v;
-        else if (!strcmp(a, "--file") || !strcmp(a, "-f")) o->file = v;
-        else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) rc = cli_parse_i64(a, v, 8, 1 << 20, &o->ctx);
-        else if (!strcmp(a, "--batch") || !strcmp(a, "-b")) rc = cli_parse_i64(a, v, 1, 8192, &o->batch);
-        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) rc = cli_parse_i64(a, v, 1, 256, &o->threads);
-        else if (!strcmp(a, "--chunks")) rc = cli_parse_i64(a, v, 1, 1 << 30, &o->max_chunks);
-        else if (!strcmp(a, "--kv-policy")) rc = cli_parse_policy(v, &o->policy);
-        else if (!strcmp(a, "--attn")) {
-            o->attn = !strcmp(v, "exact") ? 0 : !strcmp(v, "flash") ? 1 : !strcmp(v, "fast") ? 2 : -1;
-            if (o->attn < 0) {
-                fprintf(stderr, "kvserve: --attn: '%s' is not exact, flash or fast\n", v);
-                o->attn = -2;
-                rc = KS_ERR_INVALID;
-            }
-        }
-        else if (!strcmp(a, "--kv-dtype")) {
-            rc = cli_parse_kv_dtype(a, v, &o->k_dtype);
-            o->v_dtype = o->k_dtype;
-        } else if (!strcmp(a, "--k-dtype") || !strcmp(a, "-ctk")) {
-            rc = cli_parse_kv_dtype(a, v, &o->k_dtype);
-        } else if (!strcmp(a, "--v-dtype") || !strcmp(a, "-ctv")) {
-            rc = cli_parse_kv_dtype(a, v, &o->v_dtype);
-        } else {
-            fprintf(stderr, "kvserve: perplexity: unknown option '%s'\n", a);
-            rc = KS_ERR_INVALID;
-        }
-        if (rc) return rc;
-    }
-    if (!o->model || !o->file) {
-        ppl_usage(stderr);
-        return KS_ERR_INVALID;
-    }
-    if (o->attn == -1) /* llama.cpp runs quantised caches only with flash attention */
-        o->attn = ks_dtype_is_float(o->k_dtype) && ks_dtype_is_float(o->v_dtype) ? 0 : 1;
+    const ks_arg args[] = {
+        {"model", 'm', KS_ARG_STRING, &o->model, .metavar = "FILE", .help = "GGUF model",
+         .flags = KS_ARG_REQUIRED},
+        {"file", 'f', KS_ARG_STRING, &o->file, .metavar = "FILE", .help = "text to score",
+         .flags = KS_ARG_REQUIRED},
+        {"ctx", 'c', KS_ARG_INT, &o->ctx, 8, 1 << 20, .help = "tokens per chunk"},
+        {"batch", 'b', KS_ARG_INT, &o->batch, 1, 8192, .help = "tokens per forward call"},
+        {"threads", 't', KS_ARG_INT, &o->threads, 1, 256, .help = "compute threads"},
+        {"chunks", 0, KS_ARG_INT, &o->max_chunks, 0, 1 << 30,
+         .help = "score at most N chunks, 0 = all"},
+        {"kv-dtype", 0, KS_ARG_FUNC, o->kv, .parse = ks_dtype_pair_parse_arg, .metavar = "T",
+         .help = "K and V cache type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (default "
+                 "f16, llama.cpp's default cache)",
+         .flags = KS_ARG_NO_DEFAULT},
+        {"k-dtype", 0, KS_ARG_FUNC, &o->kv[0], .parse = ks_dtype_parse_arg, .metavar = "T",
+         .help = "K cache type alone (llama.cpp's -ctk)", .flags = KS_ARG_NO_DEFAULT},
+        {"v-dtype", 0, KS_ARG_FUNC, &o->kv[1], .parse = ks_dtype_parse_arg, .metavar = "T",
+         .help = "V cache type alone (llama.cpp's -ctv)", .flags = KS_ARG_NO_DEFAULT},
+        {"kv-policy", 0, KS_ARG_FUNC, &o->policy, .parse = kv_policy_config_parse_arg,
+         .metavar = "SPEC",
+         .help = "KV policy and parameters: NAME or NAME:key=value,... (kvserve policies)"},
+        {"attn", 0, KS_ARG_ENUM, &o->attn, .choices = kAttn,
+         .help = "attention numerics: llama.cpp's non-flash kernels (default), its CPU "
+                 "flash kernel (default with a quantised K or V: llama.cpp needs -fa for a "
+                 "quantised V cache), or our fast SIMD kernels",
+         .flags = KS_ARG_NO_DEFAULT},
+    };
+    const ks_args_spec spec = {
+        "kvserve perplexity",
+        "Perplexity of a text file, computed the way llama.cpp's perplexity tool does.", args,
+        KS_ARRAY_LEN(args), NULL};
+    int rc = ks_args_parse(&spec, argc, argv);
+    if (rc) return rc;
+    if (o->attn < 0) /* llama.cpp runs quantised caches only with flash attention */
+        o->attn = ks_dtype_is_float(o->kv[0]) && ks_dtype_is_float(o->kv[1]) ? 0 : 1;
     return KS_OK;
 }
 
@@ -158,10 +134,11 @@ static int ppl_chunk(engine *e, const kv_policy_config *pc, int32_t *toks, int32
 int cli_perplexity_main(int argc, char **argv)
 {
     ppl_opts o;
-    if (ppl_parse(argc, argv, &o)) return 2;
+    int prc = ppl_parse(argc, argv, &o);
+    if (prc) return prc == KS_ARGS_HELP ? 0 : 2;
     engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
                             .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)KS_MIN(o.batch, o.ctx),
-                            .n_seqs = 1, .k_dtype = o.k_dtype, .v_dtype = o.v_dtype,
+                            .n_seqs = 1, .k_dtype = o.kv[0], .v_dtype = o.kv[1],
                             .llama_numerics = o.attn != 2, .llama_flash = o.attn == 1};
     engine e;
     if (engine_open(&ep, &e)) return 1;

@@ -4,6 +4,7 @@
  */
 #include "kvserve/kvtype.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "kvserve/base.h"
@@ -72,4 +73,19 @@ void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, int32_t hd)
 void ks_dtype_from_f32(ks_dtype t, const float *src, void *dst, int32_t hd)
 {
     qt_quantize_row((qt_type)t, src, dst, hd);
+}
+
+int ks_dtype_parse_arg(const char *value, void *dst, char *err, size_t err_len)
+{
+    if (ks_dtype_from_name(value, dst) == 0) return 0;
+    snprintf(err, err_len, "expected one of %s, got '%s'", ks_dtype_names(), value);
+    return KS_ERR_INVALID;
+}
+
+int ks_dtype_pair_parse_arg(const char *value, void *dst, char *err, size_t err_len)
+{
+    ks_dtype *kv = dst;
+    int rc = ks_dtype_parse_arg(value, &kv[0], err, err_len);
+    if (rc == 0) kv[1] = kv[0];
+    return rc;
 }

@@ -40,6 +40,35 @@ size_t ks_dtype_row_bytes(ks_dtype t, int32_t hd);
 /* Bytes per element as a fraction (row bytes / hd) for reports, e.g. 1.0625 for q8_0. */
 double ks_dtype_elem_bytes(ks_dtype t);
 
+/* Command-line parsers (kvserve/args.h KS_ARG_FUNC): dst is one ks_dtype (--k-dtype,
+ * --v-dtype) or, for the pair version, ks_dtype[2] = {K, V} both set (--kv-dtype). */
+int ks_dtype_parse_arg(const char *value, void *dst, char *err, size_t err_len);
+int ks_dtype_pair_parse_arg(const char *value, void *dst, char *err, size_t err_len);
+/* The three ks_arg table rows --kv-dtype, --k-dtype, --v-dtype over ks_dtype kv[2] (use in
+ * a file that includes kvserve/args.h). */
+#define KS_DTYPE_ARG_ROWS(kv)                                                                      \
+    {"kv-dtype",                                                                                   \
+     0,                                                                                            \
+     KS_ARG_FUNC,                                                                                  \
+     (kv),                                                                                         \
+     .parse = ks_dtype_pair_parse_arg,                                                             \
+     .metavar = "T",                                                                               \
+     .help = "K and V cache type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (default f16)",     \
+     .flags = KS_ARG_NO_DEFAULT},                                                                  \
+        {"k-dtype",                                                                                \
+         0,                                                                                        \
+         KS_ARG_FUNC,                                                                              \
+         &(kv)[0],                                                                                 \
+         .parse = ks_dtype_parse_arg,                                                              \
+         .metavar = "T",                                                                           \
+         .help = "K cache type alone (llama.cpp's -ctk)",                                          \
+         .flags = KS_ARG_NO_DEFAULT},                                                              \
+    {                                                                                              \
+        "v-dtype", 0, KS_ARG_FUNC, &(kv)[1], .parse = ks_dtype_parse_arg, .metavar = "T",          \
+                                             .help = "V cache type alone (llama.cpp's -ctv)",      \
+                                             .flags = KS_ARG_NO_DEFAULT                            \
+    }
+
 /* One row of hd elements to f32 / from f32 (quantising with llama.cpp's rounding). */
 void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, int32_t hd);
 void ks_dtype_from_f32(ks_dtype t, const float *src, void *dst, int32_t hd);

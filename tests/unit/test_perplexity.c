@@ -13,6 +13,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "shared_dir.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
@@ -22,8 +23,7 @@
 
 static const char *shared_dir(void)
 {
-    const char *s = getenv("KVSERVE_SHARED");
-    return s ? s : "../shared";
+    return ks_test_shared_dir();
 }
 
 /* Runs the command and returns the ln(PPL) it printed, or NAN. */
