@@ -1,7 +1,10 @@
 /* bench_attention.c - speed of the attention core: decode (1 query) and a prefill chunk over
- * a long f16 or f32 context, scalar vs SIMD kernels. Prints microseconds per call.
+ * a long f16 or f32 context, scalar vs SIMD kernels. Prints microseconds per call. Then one
+ * decode per KV storage type (SIMD kernels, K and V of the same type, best of 5 runs taken
+ * alternately with f16's): microseconds per call, bytes per key and the speed ratio to f16.
  * Usage: bench_attention [n_keys=32768] [head_dim=64] [n_group=4] [n_q_prefill=256]
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -16,6 +19,61 @@ static double run(attn_scratch *s, const attn_params *p, const attn_span *sp, in
         if (attn_forward(p, sp, n_sp, s) != 0)
             return -1;
     return (ks_time_now() - t0) / iters * 1e6;
+}
+
+/* Decode over nk keys stored as type t (rows quantised from k32 / v32), best of `runs`. */
+static double decode_type(attn_scratch *s, ks_dtype t, const float *k32, const float *v32,
+                          const int32_t *idx, const float *q, float *out, int32_t nk,
+                          int32_t hd, int32_t G, int runs)
+{
+    size_t rb = ks_dtype_row_bytes(t, hd);
+    uint8_t *kb = malloc(rb * (size_t)nk), *vb = malloc(rb * (size_t)nk);
+    const int32_t bt = 64, n_sp = (nk + bt - 1) / bt;
+    attn_span *sp = malloc(sizeof(attn_span) * (size_t)n_sp);
+    double best = -1;
+    if (kb && vb && sp && rb) {
+        for (int32_t j = 0; j < nk; j++) {
+            ks_dtype_from_f32(t, k32 + (size_t)j * hd, kb + (size_t)j * rb, hd);
+            ks_dtype_from_f32(t, v32 + (size_t)j * hd, vb + (size_t)j * rb, hd);
+        }
+        for (int32_t i = 0; i < n_sp; i++)
+            sp[i] = (attn_span){.k = kb + (size_t)i * bt * rb, .v = vb + (size_t)i * bt * rb,
+                                .idx = idx + (size_t)i * bt,
+                                .n = i == n_sp - 1 ? nk - i * bt : bt};
+        int32_t qi = nk - 1;
+        attn_params p = {.n_q = 1, .n_group = G, .head_dim = hd, .scale = 0.125f,
+                         .k_dtype = t, .v_dtype = t, .q = q, .q_tok_stride = G * hd,
+                         .q_idx = &qi, .out = out, .out_tok_stride = G * hd};
+        for (int r = 0; r < runs; r++) {
+            double us = run(s, &p, sp, n_sp, 10);
+            best = best < 0 || us < best ? us : best;
+        }
+    }
+    free(kb), free(vb), free(sp);
+    return best;
+}
+
+static void bench_types(attn_scratch *s, const float *k32, const float *v32, const int32_t *idx,
+                        const float *q, float *out, int32_t nk, int32_t hd, int32_t G)
+{
+    static const ks_dtype types[] = {KS_DTYPE_F32,  KS_DTYPE_BF16, KS_DTYPE_Q8_0,
+                                     KS_DTYPE_Q4_0, KS_DTYPE_Q4_1, KS_DTYPE_Q5_0,
+                                     KS_DTYPE_Q5_1, KS_DTYPE_IQ4_NL};
+    attn_scratch_force_scalar(s, false);
+    printf("\ndecode per KV type (%d keys, SIMD, best of 5 alternating with f16)\n", nk);
+    printf("| K = V type | bytes/key (K+V) | decode us | f16 decode us | speed vs f16 |\n"
+           "|---|---|---|---|---|\n");
+    for (size_t i = 0; i < KS_ARRAY_LEN(types); i++) {
+        double f16 = 1e30, us = 1e30;
+        for (int r = 0; r < 5; r++) { /* A B A B: drift on a shared machine hits both */
+            double a = decode_type(s, KS_DTYPE_F16, k32, v32, idx, q, out, nk, hd, G, 1);
+            double b = decode_type(s, types[i], k32, v32, idx, q, out, nk, hd, G, 1);
+            f16 = a < f16 ? a : f16;
+            us = b < us ? b : us;
+        }
+        printf("| %s | %zu | %.1f | %.1f | %.2fx |\n", ks_dtype_name(types[i]),
+               2 * ks_dtype_row_bytes(types[i], hd), us, f16, f16 / us);
+    }
 }
 
 int main(int argc, char **argv)
@@ -86,6 +144,7 @@ int main(int argc, char **argv)
             printf("%s %-6s decode %9.1f us (llama numerics %9.1f us)  prefill %d q %10.1f us\n",
                    dt ? "f16" : "f32", scalar ? "scalar" : "simd", dec, dec2, nq, pre);
         }
+    bench_types(s, k32, v32, idx, q, out, nk, hd, G);
     attn_scratch_destroy(s);
     free(k32), free(v32), free(k16), free(v16), free(idx), free(q_idx);
     free(q), free(out), free(sp);

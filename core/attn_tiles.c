@@ -1,7 +1,8 @@
 /* attn_tiles.c - the machinery under the attention core: per-thread scratch, the q·K and p·V
- * kernels (portable scalar, and AVX-512 picked at run time), and the walk over a list of
- * spans in tiles of ATTN_TILE keys (f16 tiles converted to f32 once per call, tiles that no
- * query of the chunk can see skipped unread). It knows no softmax: attention.c and
+ * kernels (portable scalar, and AVX-512 picked at run time), the KV types' row dequantisers
+ * (AVX-512 for f16, bf16 and every block type; the scalar ones of quant.c otherwise), and the
+ * walk over a list of spans in tiles of ATTN_TILE keys (converted to f32 once per call, tiles that
+ * no query of the chunk can see skipped unread). It knows no softmax: attention.c and
  * attention_llama.c drive it.
  */
 #include "attn_tiles.h"
@@ -127,8 +128,7 @@ ATTN_AVX512 static void dequant_q8_0_avx512(const uint8_t *src, float *dst, int6
         __m128i lo = _mm_loadu_si128((const __m128i *)(src + 2));
         __m128i hi = _mm_loadu_si128((const __m128i *)(src + 18));
         _mm512_storeu_ps(dst, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo))));
-        _mm512_storeu_ps(dst + 16,
-                         _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi))));
+        _mm512_storeu_ps(dst + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi))));
     }
 }
 
@@ -147,6 +147,85 @@ ATTN_AVX512 static void dequant_q4_0_avx512(const uint8_t *src, float *dst, int6
         _mm512_storeu_ps(dst + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)));
     }
 }
+
+/* The 16 nibbles of a block's qs as int32: low nibbles (elements 0..15) and high (16..31). */
+ATTN_AVX512 static inline void nibbles16(const uint8_t *qs, __m512i *lo, __m512i *hi)
+{
+    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qs));
+    *lo = _mm512_and_si512(q, _mm512_set1_epi32(0xF));
+    *hi = _mm512_srli_epi32(q, 4);
+}
+
+ATTN_AVX512 static inline float f16_at(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* q4_1 (d, m, qs[16]): d * q + m. */
+ATTN_AVX512 static void dequant_q4_1_avx512(const uint8_t *src, float *dst, int64_t nb)
+{
+    for (int64_t b = 0; b < nb; b++, src += 20, dst += 32) {
+        __m512 d = _mm512_set1_ps(f16_at(src)), m = _mm512_set1_ps(f16_at(src + 2));
+        __m512i lo, hi;
+        nibbles16(src + 4, &lo, &hi);
+        _mm512_storeu_ps(dst, _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lo), m));
+        _mm512_storeu_ps(dst + 16, _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(hi), m));
+    }
+}
+
+/* q5_0 / q5_1 (d, [m], qh u32, qs[16]): bit j of qh is bit 4 of element j. */
+ATTN_AVX512 static void dequant_q5_avx512(const uint8_t *src, float *dst, int64_t nb, bool has_m)
+{
+    const __m512i sh_lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i sh_hi = _mm512_add_epi32(sh_lo, _mm512_set1_epi32(16)),
+                  one = _mm512_set1_epi32(1);
+    const size_t bytes = has_m ? 24 : 22, qoff = has_m ? 8 : 6;
+    for (int64_t b = 0; b < nb; b++, src += bytes, dst += 32) {
+        __m512 d = _mm512_set1_ps(f16_at(src));
+        __m512 m = has_m ? _mm512_set1_ps(f16_at(src + 2)) : _mm512_set1_ps(-16.0f * f16_at(src));
+        uint32_t qh;
+        memcpy(&qh, src + qoff - 4, 4);
+        __m512i h = _mm512_set1_epi32((int32_t)qh), lo, hi;
+        nibbles16(src + qoff, &lo, &hi);
+        lo = _mm512_or_si512(
+            lo, _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(h, sh_lo), one), 4));
+        hi = _mm512_or_si512(
+            hi, _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(h, sh_hi), one), 4));
+        _mm512_storeu_ps(dst, _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lo), m));
+        _mm512_storeu_ps(dst + 16, _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(hi), m));
+    }
+}
+
+/* iq4_nl (d, qs[16]): d * levels[q], the levels looked up with one permute. */
+ATTN_AVX512 static void dequant_iq4_nl_avx512(const uint8_t *src, float *dst, int64_t nb)
+{
+    const __m512 lv =
+        _mm512_setr_ps(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+    for (int64_t b = 0; b < nb; b++, src += 18, dst += 32) {
+        __m512 d = _mm512_set1_ps(f16_at(src));
+        __m512i lo, hi;
+        nibbles16(src + 2, &lo, &hi);
+        _mm512_storeu_ps(dst, _mm512_mul_ps(d, _mm512_permutexvar_ps(lo, lv)));
+        _mm512_storeu_ps(dst + 16, _mm512_mul_ps(d, _mm512_permutexvar_ps(hi, lv)));
+    }
+}
+
+/* bf16 to f32: the upper half of the float's bits. */
+ATTN_AVX512 static void bf16_to_f32_avx512(const uint8_t *src, float *dst, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + 2 * i)));
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        dst[i] = ks_bf16_to_f32(h);
+    }
+}
 #endif
 
 /* n elements (whole rows) of type dt to f32, SIMD where the scratch runs SIMD kernels. */
@@ -161,6 +240,27 @@ static void tile_dequant(const attn_scratch *S, ks_dtype dt, const uint8_t *src,
     if (S->simd && dt == KS_DTYPE_Q4_0) {
         dequant_q4_0_avx512(src, dst, n / 32);
         return;
+    }
+    if (S->simd) {
+        switch (dt) {
+        case KS_DTYPE_Q4_1:
+            dequant_q4_1_avx512(src, dst, n / 32);
+            return;
+        case KS_DTYPE_Q5_0:
+            dequant_q5_avx512(src, dst, n / 32, false);
+            return;
+        case KS_DTYPE_Q5_1:
+            dequant_q5_avx512(src, dst, n / 32, true);
+            return;
+        case KS_DTYPE_IQ4_NL:
+            dequant_iq4_nl_avx512(src, dst, n / 32);
+            return;
+        case KS_DTYPE_BF16:
+            bf16_to_f32_avx512(src, dst, n);
+            return;
+        default:
+            break;
+        }
     }
 #else
     (void)S;
@@ -214,8 +314,8 @@ int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q, attn
     s->ldone = calloc((size_t)max_group, 1);
     s->vtt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
     s->qq = ks_aligned_alloc(((size_t)head_dim / 32 + 1) * 64);
-    if (!s->qq ||!s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s || !s->lacc || !s->ldbl ||
-        !s->ldone || !s->vtt) {
+    if (!s->qq || !s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s || !s->lacc ||
+        !s->ldbl || !s->ldone || !s->vtt) {
         attn_scratch_destroy(s);
         return KS_ERR_NOMEM;
     }

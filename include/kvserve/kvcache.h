@@ -257,7 +257,7 @@ void *kv_seq_policy_state(const kv_seq *seq);
 kv_head_table *kv_seq_table(kv_seq *seq, int32_t layer, int32_t kv_head);
 
 /* Appends n_tok tokens to every KV head of `layer`: k and v are [n_tok][n_head_kv*head_dim]
- * f32 (already rotated), converted to the pool dtype; idx and pos are [n_tok].
+ * f32 (already rotated), quantised to the pool's K and V types; idx and pos are [n_tok].
  * Returns 0, KS_ERR_INVALID or KS_ERR_FULL / KS_ERR_NOMEM (state unchanged). Appending to
  * layer 0 counts the tokens as seen. */
 int kv_seq_append(kv_seq *seq, int32_t layer, int32_t n_tok, const float *k, const float *v,
