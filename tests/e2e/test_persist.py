@@ -6,7 +6,8 @@ cached_tokens > 0 and the same greedy output. The saved file is mode 0600 in a 0
 A corrupt file, a file written for other KV types and a full disk (RLIMIT_FSIZE makes the
 write fail, like ENOSPC) each leave a server that starts, warns and serves. POST /v1/kv/save
 and /v1/kv/restore with a name: names with path components are refused, a saved name restores
-into a fresh server and its prompt is then served from cache.
+into a fresh server and its prompt is then served from cache. /v1/kv and /metrics report the
+KV types and bytes per token by layer.
 """
 import functools
 import json
@@ -90,6 +91,16 @@ def test_mismatch(pdir, prompt):
     check("other KV types" in log_text(srv), "file for other KV types: warned and skipped")
     st, j = ts.complete(srv, prompt, 4)
     check(st == 200 and cached(j) == 0, "mismatched file: serves, nothing loaded")
+    # kjv-tiny: 4 layers x 2 KV heads x (34 + 34) bytes per q8_0 row of 32
+    st, _, out = srv.req("GET", "/v1/kv")
+    kv = json.loads(out)
+    check(kv.get("k_dtype") == "q8_0" and kv.get("v_dtype") == "q8_0" and
+          kv.get("bytes_per_token_per_layer") == [136] * 4 and kv.get("bytes_per_token") == 544,
+          "/v1/kv reports q8_0 and 544 bytes per token (%s)" % {k: kv.get(k) for k in
+                                                               ("k_dtype", "bytes_per_token")})
+    st, _, out = srv.req("GET", "/metrics")
+    check('kvserve_kv_bytes_per_token{layer="3"} 136' in out.decode(),
+          "/metrics reports bytes per token per layer")
     srv.stop()
 
 
