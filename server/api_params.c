@@ -194,6 +194,28 @@ static int set_field(const kv_param_desc *f, json_t *v, kv_policy_config *out, c
     return rc;
 }
 
+/* A request's "k_dtype" / "v_dtype": a KV type name, and the one the pool stores (one pool
+ * holds one layout, so a request can state the type but not change it). */
+static int kv_type_check(const api_server *a, const char *key, json_t *v, char *msg, size_t cap)
+{
+    ks_dtype t;
+    if (!json_is_string(v) || ks_dtype_from_name(json_string_value(v), &t)) {
+        snprintf(msg, cap, "kv_policy %s: expected one of %s", key, ks_dtype_names());
+        return KS_ERR_INVALID;
+    }
+    ks_dtype have = !a->pool          ? t
+                    : key[0] == 'k' ? kv_pool_k_dtype(a->pool)
+                                    : kv_pool_v_dtype(a->pool);
+    if (t != have) {
+        snprintf(msg, cap,
+                 "kv_policy %s: this server stores %c as %s (kvcache.%s); a request cannot "
+                 "change it",
+                 key, key[0] == 'k' ? 'K' : 'V', ks_dtype_name(have), key);
+        return KS_ERR_INVALID;
+    }
+    return 0;
+}
+
 int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
                      const kv_policy **policy, char *msg, size_t cap)
 {
@@ -219,6 +241,10 @@ int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
     json_t *v;
     json_object_foreach(obj, key, v) {
         if (!strcmp(key, "name")) continue;
+        if (!strcmp(key, "k_dtype") || !strcmp(key, "v_dtype")) {
+            if (kv_type_check(a, key, v, msg, cap)) return KS_ERR_INVALID;
+            continue;
+        }
         const kv_param_desc *f = kv_param_find(out->kind, key);
         if (!f || f->server_only) {
             snprintf(msg, cap, "kv_policy %s has no parameter '%s'", name, key);

@@ -101,6 +101,14 @@ def test_mismatch(pdir, prompt):
     st, _, out = srv.req("GET", "/metrics")
     check('kvserve_kv_bytes_per_token{layer="3"} 136' in out.decode(),
           "/metrics reports bytes per token per layer")
+    # a request may state the server's KV types, not change them
+    st, j = ts.complete(srv, "In the beginning", 2,
+                        kv_policy={"name": "full", "k_dtype": "q8_0", "v_dtype": "q8_0"})
+    check(st == 200, "request kv_policy with the server's KV types: 200")
+    for kt, want in (("q4_0", "stores K as q8_0"), ("q9", "expected one of"), (7, "expected")):
+        st, j = ts.complete(srv, "In the beginning", 2,
+                            kv_policy={"name": "full", "k_dtype": kt})
+        check(st == 400 and want in json.dumps(j), "request k_dtype %r refused (%d)" % (kt, st))
     srv.stop()
 
 
