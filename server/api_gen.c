@@ -473,6 +473,7 @@ void api_gen_handle(api_server *a, http_request *req, bool chat)
                              .policy = g.policy, .policy_config = g.policy_config,
                              .policy_config_free = free, .grammar = g.grammar,
                              .bias_ids = g.bias_ids, .bias = g.bias, .n_bias = g.n_bias,
+                             .keep_leading_space = g.echo && !chat,
                              .arrival = ks_time_now(), .on_event = on_event, .ud = j};
     a->n_jobs++;
     int rc = sch_submit(a->sch, &sp, &j->sr);
