@@ -499,11 +499,11 @@ static void not_names(js_conv *c, uint32_t **names, const int *len, const int *i
     }
     js_add(&other, "] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})");
     js_printf(&body, "%s(%s) char*", body.n ? " | " : "", other.s ? other.s : "");
-    js_buf full = {0}; /* the empty alternative first: a rule line cannot end with '|' */
-    js_add(&full, terminal ? "" : "| ");
-    js_addn(&full, body.s ? body.s : "", body.n);
-    add_rule(c, "key", &full, out);
-    free(full.s);
+    js_buf rule = {0}; /* the empty alternative first: a rule line cannot end with '|' */
+    js_add(&rule, terminal ? "" : "| ");
+    js_addn(&rule, body.s ? body.s : "", body.n);
+    add_rule(c, "key", &rule, out);
+    free(rule.s);
     free(sub);
     free(body.s);
     free(other.s);

@@ -6,6 +6,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "shared_dir.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,8 +18,7 @@
 
 static const char *shared_dir(void)
 {
-    const char *s = getenv("KVSERVE_SHARED");
-    return s ? s : "/work/shared";
+    return ks_test_shared_dir();
 }
 
 static tok_vocab *load_vocab(const char *rel)
