@@ -360,6 +360,7 @@ static int dict_method(jinja_ctx *c, jinja_val d, const char *m, size_t mn, jinj
             e = jinja_list_new(c);
             jinja_list_push(c, e, d.u.d->k[i]);
             jinja_list_push(c, e, d.u.d->v[i]);
+            e.u.l->is_tuple = e.type == JINJA_LIST;
         }
         jinja_list_push(c, l, e);
     }

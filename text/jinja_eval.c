@@ -13,6 +13,7 @@
 
 enum { JJ_BREAK = 1, JJ_CONTINUE = 2 };
 #define MAX_CALL_DEPTH 64
+#define MAX_STEPS 2000000 /* a chat template runs a few thousand */
 
 static int eval(jinja_ctx *c, const jinja_node *n, jinja_frame *f, jinja_val *out);
 static int exec_body(jinja_ctx *c, jinja_node *const *items, size_t n, jinja_frame *f, jj_buf *out);
@@ -501,6 +502,9 @@ static int eval_seq(jinja_ctx *c, const jinja_node *n, jinja_frame *f, jinja_val
             jinja_list_push(c, r, v);
         }
     }
+    if (n->kind == JJ_N_TUPLE && r.type == JINJA_LIST) {
+        r.u.l->is_tuple = true;
+    }
     *out = r;
     return c->oom ? KS_ERR_FULL : 0;
 }
@@ -619,24 +623,30 @@ static int iter_items(jinja_ctx *c, const jinja_node *n, jinja_val v, jinja_val 
     return c->oom ? KS_ERR_FULL : 0;
 }
 
-static jinja_val loop_object(jinja_ctx *c, jinja_val items, size_t i)
+/* The loop variable: one dict per for statement, updated in place each iteration (keys are
+ * static strings), so a long loop does not allocate per iteration. */
+static void loop_update(jinja_ctx *c, jinja_val lo, jinja_val items, size_t i)
 {
+    static const char *const keys[] = {"index", "index0", "revindex", "revindex0", "first",
+                                       "last",  "length", "previtem", "nextitem"};
     size_t len = items.u.l->n;
-    jinja_val lo = jinja_dict_new(c);
-    jinja_dict_set(c, lo, "index", jinja_int((int64_t)i + 1));
-    jinja_dict_set(c, lo, "index0", jinja_int((int64_t)i));
-    jinja_dict_set(c, lo, "revindex", jinja_int((int64_t)(len - i)));
-    jinja_dict_set(c, lo, "revindex0", jinja_int((int64_t)(len - i - 1)));
-    jinja_dict_set(c, lo, "first", jinja_bool(i == 0));
-    jinja_dict_set(c, lo, "last", jinja_bool(i + 1 == len));
-    jinja_dict_set(c, lo, "length", jinja_int((int64_t)len));
-    if (i > 0) {
-        jinja_dict_set(c, lo, "previtem", items.u.l->v[i - 1]);
+    jinja_val v[9] = {jinja_int((int64_t)i + 1),
+                      jinja_int((int64_t)i),
+                      jinja_int((int64_t)(len - i)),
+                      jinja_int((int64_t)(len - i - 1)),
+                      jinja_bool(i == 0),
+                      jinja_bool(i + 1 == len),
+                      jinja_int((int64_t)len),
+                      i > 0 ? items.u.l->v[i - 1] : jj_undefined(),
+                      i + 1 < len ? items.u.l->v[i + 1] : jj_undefined()};
+    for (size_t k = 0; k < KS_ARRAY_LEN(keys); k++) {
+        jinja_val *slot = jj_dict_get(lo, keys[k], strlen(keys[k]));
+        if (slot) {
+            *slot = v[k];
+        } else {
+            jj_dict_put(c, lo.u.d, jj_str_take(keys[k], strlen(keys[k])), v[k]);
+        }
     }
-    if (i + 1 < len) {
-        jinja_dict_set(c, lo, "nextitem", items.u.l->v[i + 1]);
-    }
-    return lo;
 }
 
 static int exec_for(jinja_ctx *c, const jinja_node *n, jinja_frame *f, jj_buf *out)
@@ -651,6 +661,7 @@ static int exec_for(jinja_ctx *c, const jinja_node *n, jinja_frame *f, jj_buf *o
     if (n->b) { /* for x in xs if cond: filter first, so loop.length counts what is kept */
         jinja_val kept = jinja_list_new(c), ok;
         for (size_t i = 0; i < items.u.l->n && !rc; i++) {
+            c->steps++;
             rc = bind_targets(c, n, fr, items.u.l->v[i]);
             rc = rc ? rc : eval(c, n->b, fr, &ok);
             if (!rc && jj_truthy(ok)) {
@@ -659,9 +670,17 @@ static int exec_for(jinja_ctx *c, const jinja_node *n, jinja_frame *f, jj_buf *o
         }
         items = kept;
     }
+    jinja_val lo = jinja_dict_new(c);
+    if (lo.type != JINJA_DICT) {
+        return KS_ERR_FULL;
+    }
     for (size_t i = 0; i < items.u.l->n && !rc; i++) {
+        if ((c->steps += 1) > MAX_STEPS) {
+            return jj_error(c, n->line, "template runs too long (over %d steps)", MAX_STEPS);
+        }
+        loop_update(c, lo, items, i);
         rc = bind_targets(c, n, fr, items.u.l->v[i]);
-        rc = rc ? rc : frame_set(c, fr, "loop", loop_object(c, items, i));
+        rc = rc ? rc : frame_set(c, fr, "loop", lo);
         rc = rc ? rc : exec_body(c, n->items, n->n_items, fr, out);
         if (rc == JJ_CONTINUE) {
             rc = 0;
@@ -710,6 +729,9 @@ static int exec_stmt(jinja_ctx *c, const jinja_node *n, jinja_frame *f, jj_buf *
 {
     jinja_val v;
     int rc;
+    if (++c->steps > MAX_STEPS) {
+        return jj_error(c, n->line, "template runs too long (over %d steps)", MAX_STEPS);
+    }
     switch (n->kind) {
     case JJ_S_TEXT:
         return jj_buf_put(c, out, n->name, n->name_len);
@@ -787,6 +809,7 @@ int jinja_render(const jinja_template *t, jinja_ctx *c, char **out, size_t *out_
     ks_diag_clear(d);
     c->diag = d;
     c->depth = 0;
+    c->steps = 0;
     int rc = c->oom ? KS_ERR_FULL : jj_eval_render(t, c, &b);
     if (!rc && c->oom) {
         rc = KS_ERR_FULL;

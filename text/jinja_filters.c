@@ -460,6 +460,9 @@ static int dict_filter(jinja_ctx *c, const jinja_node *n, jinja_val in, jinja_va
         jinja_val e = jinja_list_new(c);
         jinja_list_push(c, e, in.u.d->k[i]);
         jinja_list_push(c, e, in.u.d->v[i]);
+        if (e.type == JINJA_LIST) {
+            e.u.l->is_tuple = true;
+        }
         jinja_list_push(c, l, e);
     }
     if (!strcmp(n->name, "dictsort")) {

@@ -125,6 +125,7 @@ int jj_parse(ks_arena *a, const jj_tok *toks, size_t n, jinja_node ***body, size
 struct jinja_list {
     jinja_val *v;
     size_t n, cap;
+    bool is_tuple; /* prints as (a, b); otherwise a list */
 };
 
 struct jinja_dict {
@@ -155,7 +156,8 @@ struct jinja_ctx {
     jinja_frame globals;
     jinja_frame *top; /* the template's top-level frame during a render */
     ks_diag *diag;
-    int depth; /* macro/call recursion depth */
+    int depth;      /* macro/call recursion depth */
+    uint64_t steps; /* statements and loop iterations run: bounded so a render ends */
 };
 
 enum jj_fn { JJ_FN_RANGE = 1, JJ_FN_NAMESPACE, JJ_FN_RAISE, JJ_FN_STRFTIME, JJ_FN_DICT };

@@ -160,6 +160,19 @@ static int lex_number(lexer *L)
         is_float |= L->s[L->pos] == '.';
         L->pos++;
     }
+    /* an exponent: e or E, an optional sign, digits */
+    size_t e = L->pos;
+    if (e < L->n && (L->s[e] | 32) == 'e') {
+        e++;
+        e += e < L->n && (L->s[e] == '+' || L->s[e] == '-');
+        if (e < L->n && L->s[e] >= '0' && L->s[e] <= '9') {
+            while (e < L->n && L->s[e] >= '0' && L->s[e] <= '9') {
+                e++;
+            }
+            L->pos = e;
+            is_float = true;
+        }
+    }
     char buf[64];
     size_t k = 0;
     for (size_t i = st; i < L->pos && k < sizeof buf - 1; i++) {

@@ -509,12 +509,15 @@ int jj_to_str(jinja_ctx *c, jinja_val v, jj_buf *b)
     case JINJA_STR:
         return jj_buf_put(c, b, v.u.s.p, v.u.s.n);
     case JINJA_LIST:
-        rc = put_s(c, b, "[");
+        rc = put_s(c, b, v.u.l->is_tuple ? "(" : "[");
         for (size_t i = 0; i < v.u.l->n && !rc; i++) {
             rc = i ? put_s(c, b, ", ") : 0;
             rc = rc ? rc : repr(c, v.u.l->v[i], b);
         }
-        return rc ? rc : put_s(c, b, "]");
+        if (!rc && v.u.l->is_tuple && v.u.l->n == 1) {
+            rc = put_s(c, b, ",");
+        }
+        return rc ? rc : put_s(c, b, v.u.l->is_tuple ? ")" : "]");
     case JINJA_DICT:
         rc = put_s(c, b, v.u.d->is_namespace ? "<Namespace {" : "{");
         for (size_t i = 0; i < v.u.d->n && !rc; i++) {
