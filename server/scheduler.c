@@ -41,6 +41,23 @@ typedef struct sch_evnode {
     char text[];
 } sch_evnode;
 
+struct sch_group {
+    atomic_int refs;
+    atomic_bool prefilled; /* the leader's prompt is in the cache (or the leader is gone) */
+};
+
+sch_group *sch_group_create(void)
+{
+    sch_group *g = calloc(1, sizeof(*g));
+    if (g) atomic_store(&g->refs, 1);
+    return g;
+}
+
+void sch_group_release(sch_group *g)
+{
+    if (g && atomic_fetch_sub(&g->refs, 1) == 1) free(g);
+}
+
 struct sch_req {
     sch *s;
     uint64_t id;
@@ -58,6 +75,9 @@ struct sch_req {
     double arrival, t_enqueue;
     sch_event_fn on_event;
     void *ud;
+    sch_group *group;   /* NULL or a reference */
+    bool follower;      /* waits for group->prefilled */
+    bool render_special;
     atomic_bool cancelled;
     atomic_bool paused;
     /* worker state */
@@ -155,6 +175,7 @@ static void push_event(sch *s, sch_req *r, const sch_event *ev)
 /* Releases the worker's resources of a request and hands it to the loop for freeing. */
 static void req_release_locked(sch *s, sch_req *r, const sch_event *final)
 {
+    if (r->group && !r->follower) atomic_store(&r->group->prefilled, true); /* never strand */
     kv_seq_destroy(r->kv);
     r->kv = NULL;
     free(r->logits);
@@ -258,7 +279,7 @@ static int req_start(sch *s, sch_req *r)
     r->n_past = r->n_cached;
     r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
     if (!r->logits) return KS_ERR_NOMEM;
-    tok_stream_init(&r->ts, s->vocab, false);
+    tok_stream_init(&r->ts, s->vocab, r->render_special);
     return 0;
 }
 
@@ -278,6 +299,8 @@ static void admit_locked(sch *s)
         } else if (now - r->t_enqueue > s->p.queue_timeout_s) {
             fail_locked(s, r, 503, "timed out waiting for KV cache capacity");
             remove = true;
+        } else if (r->follower && !atomic_load(&r->group->prefilled)) {
+            /* waits for its leader's prompt without holding back other requests */
         } else if (!blocked && s->n_active < s->p.max_concurrent) {
             int64_t need = req_blocks(s, r);
             if (reserved < 0) reserved = blocks_reserved(s);
@@ -448,6 +471,8 @@ static void step_locked(sch *s, int32_t n)
             if (prefill && r->n_past == r->n_prompt && s->prefix &&
                 kv_prefix_publish(s->prefix, r->kv, r->prompt, r->n_prompt))
                 ks_warn("prefix cache: cannot publish a prompt (out of memory)");
+            if (prefill && r->n_past == r->n_prompt && r->group && !r->follower)
+                atomic_store(&r->group->prefilled, true);
             if (!prefill || r->n_past == r->n_prompt) (void)sample_step(s, r);
         }
     }
@@ -508,6 +533,7 @@ static void req_free(sch *s, sch_req *r)
     sch_sampler_deinit(&r->sampler);
     sse_stop_deinit(&r->stop);
     if (r->policy_config_free) r->policy_config_free(r->policy_config);
+    sch_group_release(r->group);
     free(r->prompt);
     free(r);
 }
@@ -561,6 +587,7 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->t_enqueue = ks_time_now();
     r->on_event = p->on_event;
     r->ud = p->ud;
+    r->render_special = p->render_special;
     if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
     if ((rc = sch_sampler_init(&r->sampler, &p->sampling, r->prompt, r->n_prompt,
                                s->hp->n_vocab))) goto fail_nocfg;
@@ -571,6 +598,11 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
         goto fail_nocfg;
     }
     r->id = ++s->next_id;
+    if (p->group) { /* taken last: every failure path above leaves the group untouched */
+        atomic_fetch_add(&p->group->refs, 1);
+        r->group = p->group;
+        r->follower = p->group_follower;
+    }
     r->all_next = s->all;
     if (s->all) s->all->all_prev = r;
     s->all = r;

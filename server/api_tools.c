@@ -1,0 +1,305 @@
+/* api_tools.c - tool calling: request validation and the parser of generated tool calls.
+ *
+ * Each chat-template family has its model write calls its own way (see api_tools.h); the
+ * format is read off the template text. The parser is incremental so that a stream can show
+ * content as soon as it is certainly content and a call as soon as it is complete: after each
+ * push, `content_end` is the end of the leading text that cannot be (the start of) a call,
+ * with trailing whitespace held back, and every call complete so far is in `calls` with an id
+ * given once (ids never change). Text after the first call is not content (models put only
+ * separators there). OpenAI's shape: ids "call_" + 24 letters/digits (Mistral's templates
+ * insist on 9 letters/digits, so those get 9), arguments as a JSON string.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_tools.h"
+#include "kvserve/base.h"
+
+typedef struct tags {
+    const char *open, *close;
+} tags;
+
+static const tags g_tags[] = {
+    [API_TOOLS_HERMES] = {"<tool_call>", "</tool_call>"},
+    [API_TOOLS_LLAMA3] = {"<|python_tag|>", NULL},
+    [API_TOOLS_MISTRAL] = {"[TOOL_CALLS]", NULL},
+    [API_TOOLS_PHI4] = {"<|tool_call|>", "<|/tool_call|>"},
+};
+
+api_tool_format api_tool_format_detect(const char *t)
+{
+    if (!t) return API_TOOLS_HERMES;
+    if (strstr(t, "<tool_call>")) return API_TOOLS_HERMES;
+    if (strstr(t, "[TOOL_CALLS]")) return API_TOOLS_MISTRAL;
+    if (strstr(t, "<|tool_call|>")) return API_TOOLS_PHI4;
+    if (strstr(t, "<|start_header_id|>") && (strstr(t, "\"parameters\"") || strstr(t, "ipython")))
+        return API_TOOLS_LLAMA3;
+    return API_TOOLS_HERMES;
+}
+
+const char *api_tool_format_name(api_tool_format f)
+{
+    static const char *const n[] = {"hermes", "llama3", "mistral", "phi4"};
+    return (unsigned)f < 4 ? n[f] : "hermes";
+}
+
+static int fail(char *msg, size_t cap, const char **param, const char *p, const char *m)
+{
+    snprintf(msg, cap, "%s", m);
+    *param = p;
+    return -1;
+}
+
+int api_tools_parse(json_t *root, api_tool_choice *choice, const char **forced, char *msg,
+                    size_t cap, const char **param)
+{
+    json_t *tools = json_object_get(root, "tools"), *tc = json_object_get(root, "tool_choice");
+    *choice = API_TOOL_CHOICE_AUTO;
+    *forced = NULL;
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools))
+            return fail(msg, cap, param, "tools", "'tools' must be a list of functions");
+        size_t i;
+        json_t *t;
+        json_array_foreach(tools, i, t) {
+            json_t *fn = json_object_get(t, "function");
+            json_t *params = json_object_get(fn, "parameters");
+            if (!json_is_object(t) || !json_is_string(json_object_get(t, "type")) ||
+                strcmp(json_string_value(json_object_get(t, "type")), "function") != 0 ||
+                !json_is_object(fn) || !json_is_string(json_object_get(fn, "name")) ||
+                (params && !json_is_object(params))) {
+                snprintf(msg, cap, "tools[%zu] must be {\"type\": \"function\", \"function\": "
+                                   "{\"name\": string, \"parameters\": object}}", i);
+                *param = "tools";
+                return -1;
+            }
+        }
+    }
+    bool have = json_is_array(tools) && json_array_size(tools) > 0;
+    if (!tc || json_is_null(tc)) return 0;
+    if (json_is_string(tc)) {
+        const char *s = json_string_value(tc);
+        if (!strcmp(s, "none")) *choice = API_TOOL_CHOICE_NONE;
+        else if (!strcmp(s, "required")) *choice = API_TOOL_CHOICE_REQUIRED;
+        else if (strcmp(s, "auto") != 0)
+            return fail(msg, cap, param, "tool_choice",
+                        "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                        "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+    } else {
+        json_t *name = json_object_get(json_object_get(tc, "function"), "name");
+        if (!json_is_object(tc) || !json_is_string(name))
+            return fail(msg, cap, param, "tool_choice",
+                        "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                        "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+        *choice = API_TOOL_CHOICE_REQUIRED;
+        *forced = json_string_value(name);
+        bool found = false;
+        size_t i;
+        json_t *t;
+        json_array_foreach(tools, i, t) {
+            found |= !strcmp(json_string_value(json_object_get(json_object_get(t, "function"),
+                                                               "name")), *forced);
+        }
+        if (!found)
+            return fail(msg, cap, param, "tool_choice",
+                        "'tool_choice' names a function that is not in 'tools'");
+    }
+    if (*choice == API_TOOL_CHOICE_REQUIRED && !have)
+        return fail(msg, cap, param, "tool_choice", "'tool_choice' requires 'tools'");
+    return 0;
+}
+
+void api_tool_stream_init(api_tool_stream *s, api_tool_format fmt, uint64_t seed)
+{
+    memset(s, 0, sizeof(*s));
+    s->fmt = fmt;
+    s->calls = json_array();
+    s->rng = seed | 1;
+}
+
+void api_tool_stream_free(api_tool_stream *s)
+{
+    free(s->text);
+    json_decref(s->calls);
+    memset(s, 0, sizeof(*s));
+}
+
+static void make_id(api_tool_stream *s, char *out, size_t len)
+{
+    static const char abc[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    size_t k = 0;
+    if (s->fmt != API_TOOLS_MISTRAL) {
+        memcpy(out, "call_", 5);
+        k = 5;
+        len = 24;
+    } else {
+        len = 9;
+    }
+    for (size_t i = 0; i < len; i++) {
+        s->rng ^= s->rng << 13;
+        s->rng ^= s->rng >> 7;
+        s->rng ^= s->rng << 17;
+        out[k++] = abc[s->rng % (sizeof(abc) - 1)];
+    }
+    out[k] = 0;
+}
+
+/* Adds a call from the model's JSON object; returns false when it is not a call. */
+static bool add_call(api_tool_stream *s, json_t *obj)
+{
+    json_t *name = json_object_get(obj, "name");
+    json_t *args = json_object_get(obj, "arguments");
+    if (!args) args = json_object_get(obj, "parameters");
+    if (!json_is_object(obj) || !json_is_string(name)) return false;
+    char *astr = json_is_string(args) ? strdup(json_string_value(args))
+                 : args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
+                        : strdup("{}");
+    if (!astr) return false;
+    char id[40];
+    json_t *given = json_object_get(obj, "id");
+    if (json_is_string(given) && json_string_length(given) > 0 && json_string_length(given) < 40)
+        snprintf(id, sizeof(id), "%s", json_string_value(given));
+    else
+        make_id(s, id, sizeof(id));
+    json_array_append_new(s->calls, json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", id, "type",
+                                              "function", "function", "name", name,
+                                              "arguments", astr));
+    free(astr);
+    return true;
+}
+
+/* Parses the JSON value at p (leading whitespace allowed). Returns it (and *end), or NULL:
+ * *incomplete says whether more text could make it parse. */
+static json_t *json_at(const char *p, size_t n, size_t *end, bool *incomplete)
+{
+    json_error_t e;
+    size_t skip = 0;
+    while (skip < n && strchr(" \t\r\n", p[skip])) skip++;
+    *incomplete = skip == n;
+    if (skip == n) return NULL;
+    json_t *j = json_loadb(p + skip, n - skip, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &e);
+    if (!j) {
+        *incomplete = (size_t)e.position >= n - skip; /* ran out of text */
+        return NULL;
+    }
+    *end = skip + (size_t)e.position;
+    return j;
+}
+
+/* Tries a call starting at text[at] (its opening marker included). Returns the end offset of
+ * the call, 0 when it is incomplete, or SIZE_MAX when it is not a call. */
+static size_t try_call(api_tool_stream *s, size_t at, bool final)
+{
+    const tags *t = &g_tags[s->fmt];
+    const char *p = s->text + at;
+    size_t n = s->len - at, body = 0, end = 0;
+    bool incomplete = false;
+    if (t->open && n >= strlen(t->open) && !strncmp(p, t->open, strlen(t->open)))
+        body = strlen(t->open);
+    if (t->close) { /* tagged: the body is between the tags */
+        const char *c = strstr(p + body, t->close);
+        size_t blen = c ? (size_t)(c - (p + body)) : n - body;
+        if (!c && !final) return 0;
+        json_t *j = json_at(p + body, blen, &end, &incomplete);
+        bool ok = j && add_call(s, j);
+        json_decref(j);
+        if (!ok) return SIZE_MAX;
+        return c ? (size_t)(c - s->text) + strlen(t->close) : s->len;
+    }
+    json_t *j = json_at(p + body, n - body, &end, &incomplete);
+    if (!j) return incomplete && !final ? 0 : SIZE_MAX;
+    bool ok = false;
+    if (s->fmt == API_TOOLS_MISTRAL && json_is_array(j)) {
+        size_t i;
+        json_t *c;
+        ok = json_array_size(j) > 0;
+        json_array_foreach(j, i, c) ok = add_call(s, c) && ok;
+    } else if (s->fmt != API_TOOLS_MISTRAL) {
+        ok = add_call(s, j);
+    }
+    json_decref(j);
+    return ok ? at + body + end : SIZE_MAX;
+}
+
+/* Where the next call may start at or after q: its offset, or len when none; *partial is the
+ * length of a suffix that could be the start of an opening marker. */
+static size_t find_start(const api_tool_stream *s, size_t q, size_t *partial)
+{
+    const char *open = g_tags[s->fmt].open;
+    size_t ol = strlen(open);
+    *partial = 0;
+    if (s->fmt == API_TOOLS_LLAMA3 && q == 0) { /* a bare JSON object at the start */
+        size_t k = 0;
+        while (k < s->len && strchr(" \t\r\n", s->text[k])) k++;
+        if (k < s->len && s->text[k] == '{') return k;
+    }
+    const char *f = memmem(s->text + q, s->len - q, open, ol);
+    if (f) return (size_t)(f - s->text);
+    for (size_t k = KS_MIN(ol - 1, s->len - q); k > 0; k--) {
+        if (!memcmp(s->text + s->len - k, open, k)) {
+            *partial = k;
+            break;
+        }
+    }
+    return s->len;
+}
+
+static void parse(api_tool_stream *s, bool final)
+{
+    size_t q = s->scan;
+    for (;;) {
+        size_t partial = 0, at = find_start(s, q, &partial);
+        if (at >= s->len) {
+            if (json_array_size(s->calls) == 0) {
+                size_t e = final ? s->len : s->len - partial;
+                while (!final && e > 0 && strchr(" \t\r\n", s->text[e - 1])) e--;
+                if (s->fmt == API_TOOLS_LLAMA3 && !final) { /* all blank so far: wait */
+                    size_t k = 0;
+                    while (k < s->len && strchr(" \t\r\n", s->text[k])) k++;
+                    if (k == s->len) e = 0;
+                }
+                s->content_end = KS_MAX(s->content_end, e);
+            }
+            return;
+        }
+        if (json_array_size(s->calls) == 0) {
+            size_t e = at;
+            while (e > 0 && strchr(" \t\r\n", s->text[e - 1])) e--;
+            s->content_end = KS_MAX(s->content_end, e);
+            s->first_call_at = at;
+        }
+        size_t end = try_call(s, at, final);
+        if (end == 0) return; /* wait for more text */
+        if (end == SIZE_MAX) { /* not a call: the rest is content when nothing was a call */
+            if (json_array_size(s->calls) == 0 && final) s->content_end = s->len;
+            if (json_array_size(s->calls) == 0 && !final) return;
+            return;
+        }
+        q = s->scan = end;
+    }
+}
+
+int api_tool_stream_push(api_tool_stream *s, const char *text, size_t n, bool final)
+{
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = (s->len + n + 1) * 2;
+        char *t = realloc(s->text, cap);
+        if (!t) return -1;
+        s->text = t;
+        s->cap = cap;
+    }
+    memcpy(s->text + s->len, text, n);
+    s->len += n;
+    s->text[s->len] = 0;
+    parse(s, final);
+    return 0;
+}
+
+void api_tool_stream_content(api_tool_stream *s, const char **p, size_t *n)
+{
+    size_t from = KS_MIN(s->content_sent, s->content_end);
+    *p = s->text ? s->text + from : "";
+    *n = s->content_end - from;
+    s->content_sent = s->content_end;
+}
