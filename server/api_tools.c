@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "api_tools.h"
+#include "json_schema.h"
 #include "kvserve/base.h"
 
 typedef struct tags {
@@ -302,4 +303,174 @@ void api_tool_stream_content(api_tool_stream *s, const char **p, size_t *n)
     *p = s->text ? s->text + from : "";
     *n = s->content_end - from;
     s->content_sent = s->content_end;
+}
+
+/* ---------------------------------------------------------------- constrained calls */
+
+/* Copies GBNF text with every rule name prefixed by `pfx` (names are [A-Za-z0-9_-]+ outside
+ * string literals, character classes, repetition counts and comments). */
+static int gbnf_prefix(const char *g, const char *pfx, char **out)
+{
+    size_t n = strlen(g), cap = n * 2 + 64, k = 0;
+    char *o = malloc(cap);
+    if (!o) return -1;
+    for (size_t i = 0; i < n;) {
+        char c = g[i];
+        if (k + strlen(pfx) + 4 >= cap) {
+            char *t = realloc(o, cap *= 2);
+            if (!t) {
+                free(o);
+                return -1;
+            }
+            o = t;
+        }
+        if (c == '"' || c == '[' || c == '{') { /* literal, class, {m,n}: copy through */
+            char close = c == '"' ? '"' : c == '[' ? ']' : '}';
+            o[k++] = g[i++];
+            while (i < n && g[i] != close) {
+                if (g[i] == '\\' && i + 1 < n) o[k++] = g[i++];
+                o[k++] = g[i++];
+                if (k + 4 >= cap) {
+                    char *t = realloc(o, cap *= 2);
+                    if (!t) {
+                        free(o);
+                        return -1;
+                    }
+                    o = t;
+                }
+            }
+            if (i < n) o[k++] = g[i++];
+        } else if (c == '#') {
+            while (i < n && g[i] != '\n') i++; /* comments are dropped */
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '_' || c == '-') {
+            memcpy(o + k, pfx, strlen(pfx));
+            k += strlen(pfx);
+            while (i < n && ((g[i] >= 'a' && g[i] <= 'z') || (g[i] >= 'A' && g[i] <= 'Z') ||
+                             (g[i] >= '0' && g[i] <= '9') || g[i] == '_' || g[i] == '-')) {
+                o[k++] = g[i++];
+                if (k + 4 >= cap) {
+                    char *t = realloc(o, cap *= 2);
+                    if (!t) {
+                        free(o);
+                        return -1;
+                    }
+                    o = t;
+                }
+            }
+        } else {
+            o[k++] = g[i++];
+        }
+    }
+    o[k] = 0;
+    *out = o;
+    return 0;
+}
+
+/* A GBNF literal of s (quotes included) appended to b. */
+static void gbnf_lit(char **b, size_t *len, size_t *cap, const char *s)
+{
+    for (const char *p = s; *p; p++) {
+        if (*len + 8 >= *cap) {
+            char *t = realloc(*b, *cap = *cap * 2 + 64);
+            if (!t) return;
+            *b = t;
+        }
+        char c = *p;
+        if (c == '"' || c == '\\') (*b)[(*len)++] = '\\';
+        if (c == '\n') {
+            (*b)[(*len)++] = '\\';
+            c = 'n';
+        }
+        (*b)[(*len)++] = c;
+    }
+    (*b)[*len] = 0;
+}
+
+static void buf_add(char **b, size_t *len, size_t *cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + n + 1 >= *cap) {
+        char *t = realloc(*b, *cap = (*len + n + 1) * 2);
+        if (!t) return;
+        *b = t;
+    }
+    memcpy(*b + *len, s, n + 1);
+    *len += n;
+}
+
+int api_tool_grammar(api_tool_format fmt, const json_t *tools, const char *forced, char **out,
+                     ks_diag *d)
+{
+    static const char *const pre[] = {
+        [API_TOOLS_HERMES] = "<tool_call>\n{\"name\": \"",
+        [API_TOOLS_LLAMA3] = "{\"name\": \"",
+        [API_TOOLS_MISTRAL] = "[TOOL_CALLS][{\"name\": \"",
+        [API_TOOLS_PHI4] = "<|tool_call|>{\"name\": \"",
+    };
+    static const char *const mid[] = {
+        [API_TOOLS_HERMES] = "\", \"arguments\": ", [API_TOOLS_LLAMA3] = "\", \"parameters\": ",
+        [API_TOOLS_MISTRAL] = "\", \"arguments\": ", [API_TOOLS_PHI4] = "\", \"arguments\": ",
+    };
+    static const char *const post[] = {
+        [API_TOOLS_HERMES] = "}\n</tool_call>", [API_TOOLS_LLAMA3] = "}",
+        [API_TOOLS_MISTRAL] = "}]", [API_TOOLS_PHI4] = "}<|/tool_call|>",
+    };
+    size_t len = 0, cap = 1024, k = 0;
+    char *root = malloc(cap), *rules = NULL;
+    size_t rlen = 0, rcap = 1024;
+    if (!root) goto oom;
+    root[0] = 0;
+    rules = malloc(rcap);
+    if (!rules) goto oom;
+    rules[0] = 0;
+    buf_add(&root, &rlen, &rcap, "root ::= ");
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t) {
+        const json_t *fn = json_object_get(t, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        if (forced && strcmp(name, forced) != 0) continue;
+        const json_t *params = json_object_get(fn, "parameters");
+        char *args = NULL, *renamed = NULL, pfx[32];
+        int rc = params ? api_schema_to_gbnf(params, &args, d) : 0;
+        if (rc) {
+            ks_diag_set(d, rc, "tools[%zu].function.parameters: %s", i, d->msg);
+            free(root);
+            free(rules);
+            return rc;
+        }
+        snprintf(pfx, sizeof(pfx), "t%zu-", i);
+        if (gbnf_prefix(args ? args : api_json_object_gbnf(), pfx, &renamed)) {
+            free(args);
+            goto oom;
+        }
+        free(args);
+        buf_add(&rules, &len, &cap, renamed);
+        buf_add(&rules, &len, &cap, "\n");
+        free(renamed);
+        buf_add(&root, &rlen, &rcap, k++ ? " | \"" : "\"");
+        gbnf_lit(&root, &rlen, &rcap, pre[fmt]);
+        gbnf_lit(&root, &rlen, &rcap, name);
+        gbnf_lit(&root, &rlen, &rcap, mid[fmt]);
+        char ref[48];
+        snprintf(ref, sizeof(ref), "\" %sroot \"", pfx);
+        buf_add(&root, &rlen, &rcap, ref);
+        gbnf_lit(&root, &rlen, &rcap, post[fmt]);
+        buf_add(&root, &rlen, &rcap, "\"");
+    }
+    if (k == 0) {
+        free(root);
+        free(rules);
+        return ks_diag_set(d, KS_ERR_INVALID, "no tool to call");
+    }
+    buf_add(&root, &rlen, &rcap, "\n");
+    buf_add(&root, &rlen, &rcap, rules);
+    free(rules);
+    *out = root;
+    return 0;
+oom:
+    free(root);
+    free(rules);
+    return ks_diag_set(d, KS_ERR_NOMEM, "out of memory");
 }

@@ -11,6 +11,8 @@
 
 #include <jansson.h>
 
+#include "kvserve/base.h"
+
 typedef enum api_tool_format {
     API_TOOLS_HERMES = 0, /* <tool_call>{"name": ..., "arguments": {...}}</tool_call> (Qwen) */
     API_TOOLS_LLAMA3,     /* {"name": ..., "parameters": {...}} or <|python_tag|>{...} */
@@ -56,5 +58,12 @@ int api_tool_stream_push(api_tool_stream *s, const char *text, size_t n, bool fi
 /* The content that may be shown now and was not yet: [*off, *off + *n) of s->text (after a
  * final push with tool calls, the content outside them, without surrounding whitespace). */
 void api_tool_stream_content(api_tool_stream *s, const char **p, size_t *n);
+
+/* GBNF forcing one call (of `forced`, or of any tool when NULL) in format fmt, each tool's
+ * arguments held to its "parameters" JSON Schema (server/json_schema.h). *out is malloc'd.
+ * Errors: a schema the converter rejects (KS_ERR_UNSUPPORTED/INVALID, d names the tool),
+ * KS_ERR_NOMEM. */
+int api_tool_grammar(api_tool_format fmt, const json_t *tools, const char *forced, char **out,
+                     ks_diag *d);
 
 #endif

@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "kvserve/base.h"
+#include "kvserve/grammar.h"
 #include "server/api_tools.h"
 
 static api_tool_format detect_file(const char *name)
@@ -244,6 +245,66 @@ START_TEST(test_tools_and_tool_choice_validation)
 }
 END_TEST
 
+static bool grammar_accepts(const char *gbnf, const char *text)
+{
+    gram *g = NULL;
+    gram_matcher *m = NULL;
+    ks_diag d;
+    ck_assert_msg(gram_compile(gbnf, strlen(gbnf), &g, &d) == 0, "%s\n%s", d.msg, gbnf);
+    ck_assert_int_eq(gram_matcher_create(g, NULL, &m), 0);
+    bool ok = gram_matcher_accept_bytes(m, text, strlen(text)) == 0 && gram_matcher_can_end(m);
+    gram_matcher_destroy(m);
+    gram_destroy(g);
+    return ok;
+}
+
+START_TEST(test_grammar_forces_a_valid_call)
+{
+    json_t *tools = json_loads(
+        "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": "
+        "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, "
+        "\"days\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 7}}, "
+        "\"required\": [\"city\"]}}},"
+        " {\"type\": \"function\", \"function\": {\"name\": \"noargs\"}}]",
+        0, NULL);
+    ck_assert_ptr_nonnull(tools);
+    char *g = NULL;
+    ks_diag d;
+    ck_assert_int_eq(api_tool_grammar(API_TOOLS_HERMES, tools, NULL, &g, &d), 0);
+    ck_assert(grammar_accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+                                 "{\"city\": \"Paris\", \"days\": 3}}\n</tool_call>"));
+    ck_assert(grammar_accepts(g, "<tool_call>\n{\"name\": \"noargs\", \"arguments\": "
+                                 "{}}\n</tool_call>"));
+    ck_assert(!grammar_accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+                                  "{\"days\": 3}}\n</tool_call>")); /* city is required */
+    ck_assert(!grammar_accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+                                  "{\"city\": \"Paris\", \"days\": 9}}\n</tool_call>"));
+    ck_assert(!grammar_accepts(g, "Sure! <tool_call>"));
+    free(g);
+    /* a named function excludes the others; each format has its own wrapper */
+    ck_assert_int_eq(api_tool_grammar(API_TOOLS_LLAMA3, tools, "noargs", &g, &d), 0);
+    ck_assert(grammar_accepts(g, "{\"name\": \"noargs\", \"parameters\": {}}"));
+    ck_assert(!grammar_accepts(g, "{\"name\": \"get_weather\", \"parameters\": {\"city\": "
+                                  "\"x\"}}"));
+    free(g);
+    ck_assert_int_eq(api_tool_grammar(API_TOOLS_MISTRAL, tools, "noargs", &g, &d), 0);
+    ck_assert(grammar_accepts(g, "[TOOL_CALLS][{\"name\": \"noargs\", \"arguments\": {}}]"));
+    free(g);
+    ck_assert_int_eq(api_tool_grammar(API_TOOLS_PHI4, tools, "noargs", &g, &d), 0);
+    ck_assert(grammar_accepts(g, "<|tool_call|>{\"name\": \"noargs\", \"arguments\": {}}"
+                                 "<|/tool_call|>"));
+    free(g);
+    json_decref(tools);
+    /* a schema the converter rejects is an error naming the tool */
+    tools = json_loads("[{\"type\": \"function\", \"function\": {\"name\": \"f\", "
+                       "\"parameters\": {\"type\": \"object\", \"patternProperties\": {}}}}]",
+                       0, NULL);
+    ck_assert_int_ne(api_tool_grammar(API_TOOLS_HERMES, tools, NULL, &g, &d), 0);
+    ck_assert_ptr_nonnull(strstr(d.msg, "tools[0]"));
+    json_decref(tools);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tools");
@@ -253,6 +314,7 @@ int main(void)
     tcase_add_test(tc, test_llama3_mistral_phi4);
     tcase_add_test(tc, test_stream_reveals_calls_only_when_complete);
     tcase_add_test(tc, test_tools_and_tool_choice_validation);
+    tcase_add_test(tc, test_grammar_forces_a_valid_call);
     suite_add_tcase(s, tc);
     return ks_run_suite(s, true);
 }
