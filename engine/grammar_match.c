@@ -208,7 +208,7 @@ int gram_partial_ok(const gram_matcher *m, size_t off, uint32_t n, const gram_ut
 {
     uint32_t lo, hi;
     gram_utf8_span(u, &lo, &hi);
-    if (lo > hi) return 0;
+    if (lo > hi || (lo >= 0xD800 && hi <= 0xDFFF)) return 0; /* overlong, surrogate */
     for (uint32_t k = 0; k < n; k++) {
         uint32_t s = m->buf[off + k];
         if (s && gram_chars_overlap(m->g, m->nodes[s].pos, lo, hi)) return 1;

@@ -56,6 +56,8 @@ struct api_job {
     char id[48];
     long long created;
     int n, n_live; /* choices; those whose request is still alive */
+    char *echo;    /* echo: the prompt text, sent before each choice's completion */
+    size_t echo_len;
     api_choice ch[];
 };
 
@@ -67,6 +69,7 @@ static void job_free(api_job *j)
         json_decref(j->ch[i].lp);
         api_tool_stream_free(&j->ch[i].ts);
     }
+    free(j->echo);
     free(j);
 }
 
@@ -165,6 +168,8 @@ static void stream_start(api_job *j)
     j->started = true;
     (void)http_stream_start(j->req, 200, "text/event-stream");
     for (int i = 0; j->chat && i < j->n; i++) send_delta(&j->ch[i], "", 0, true, NULL, NULL, NULL);
+    for (int i = 0; j->echo_len && i < j->n; i++)
+        send_delta(&j->ch[i], j->echo, j->echo_len, false, NULL, NULL, NULL);
 }
 
 static void append_text(api_choice *c, const char *t, size_t n)
@@ -409,9 +414,45 @@ static int32_t encode(const api_server *a, const char *text, size_t len, int32_t
     return n;
 }
 
+/* Appends the ids of text (no BOS, no special-token parsing) to ids[*n]; 0 or negative. */
+static int append_text_ids(const api_server *a, const char *text, size_t len, int32_t **ids,
+                           int32_t *n)
+{
+    int32_t k = tok_encode(a->vocab, text, len, false, false, NULL, 0);
+    if (k < 0) return k;
+    int32_t *nv = realloc(*ids, ((size_t)*n + (size_t)k + 2) * sizeof(int32_t));
+    if (!nv) return KS_ERR_NOMEM;
+    *ids = nv;
+    if (tok_encode(a->vocab, text, len, false, false, nv + *n, k) != k) return KS_ERR_INTERNAL;
+    *n += k;
+    return 0;
+}
+
+/* Fill-in-the-middle: [BOS] <fim_prefix> prompt <fim_suffix> suffix <fim_middle>, the order
+ * llama-server's /infill uses for these tokens. Returns the count or -1 with msg set. */
+static int32_t fim_prompt(const api_server *a, json_t *p, const api_gen *g, int32_t **ids,
+                          char *msg, size_t cap)
+{
+    if (!json_is_string(p)) {
+        snprintf(msg, cap, "'prompt' must be a string when 'suffix' is given");
+        return -1;
+    }
+    int32_t n = 0;
+    *ids = malloc(4 * sizeof(int32_t));
+    if (!*ids) return -1;
+    if (tok_add_bos(a->vocab)) (*ids)[n++] = tok_bos(a->vocab);
+    (*ids)[n++] = tok_fim_token(a->vocab, TOK_FIM_PRE);
+    int rc = append_text_ids(a, json_string_value(p), json_string_length(p), ids, &n);
+    if (!rc) (*ids)[n++] = tok_fim_token(a->vocab, TOK_FIM_SUF);
+    if (!rc) rc = append_text_ids(a, g->suffix, g->suffix_len, ids, &n);
+    if (!rc) (*ids)[n++] = tok_fim_token(a->vocab, TOK_FIM_MID);
+    if (rc) snprintf(msg, cap, "cannot tokenize the prompt and suffix");
+    return rc ? -1 : n;
+}
+
 /* Builds the prompt ids; on failure answers 400 and returns -1. */
 static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool chat,
-                            bool with_tools, int32_t **ids)
+                            bool with_tools, const api_gen *g, int32_t **ids)
 {
     char msg[512] = "";
     const char *param = chat ? "messages" : "prompt";
@@ -424,7 +465,9 @@ static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool
         json_t *p = json_object_get(root, "prompt");
         if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
             p = json_array_get(p, 0);
-        if (json_is_string(p)) {
+        if (g->suffix) {
+            n = fim_prompt(a, p, g, ids, msg, sizeof(msg));
+        } else if (json_is_string(p)) {
             n = encode(a, json_string_value(p), json_string_length(p), ids);
         } else if (json_is_array(p)) {
             n = (int32_t)json_array_size(p) > 0 ? -1 : 0;
@@ -461,10 +504,27 @@ static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool
     return n;
 }
 
+/* echo: the prompt as text (the request's string, or its token ids decoded). 0 or -1. */
+static int echo_text(const api_server *a, json_t *root, const int32_t *ids, int32_t n, api_job *j)
+{
+    json_t *p = json_object_get(root, "prompt");
+    if (json_is_array(p) && json_array_size(p) == 1) p = json_array_get(p, 0);
+    if (json_is_string(p)) {
+        j->echo_len = json_string_length(p);
+        j->echo = malloc(j->echo_len + 1);
+        if (j->echo) memcpy(j->echo, json_string_value(p), j->echo_len + 1);
+        return j->echo ? 0 : -1;
+    }
+    int32_t len = tok_decode(a->vocab, ids, n, false, NULL, 0);
+    if (len < 0 || !(j->echo = malloc((size_t)len + 1))) return -1;
+    j->echo_len = (size_t)tok_decode(a->vocab, ids, n, false, j->echo, len);
+    return 0;
+}
+
 /* Submits one scheduler request per choice. Choice i samples with seed + i; choices after
  * the first wait for the first one's prompt when the full policy lets them share its
  * blocks. On failure every submitted request is cancelled and the status returned. */
-static int submit_all(api_job *j, const api_gen *g, const int32_t *ids, int32_t n)
+static int submit_all(api_job *j, api_gen *g, const int32_t *ids, int32_t n)
 {
     api_server *a = j->a;
     bool full = g->policy ? !strcmp(g->policy->name, "full")
@@ -479,8 +539,16 @@ static int submit_all(api_job *j, const api_gen *g, const int32_t *ids, int32_t 
                                  .policy_config_free = free, .arrival = ks_time_now(),
                                  .group = grp, .group_follower = i > 0,
                                  .render_special = j->tools && a->tool_format != API_TOOLS_HERMES,
+                                 .bias_ids = g->bias_ids, .bias = g->bias, .n_bias = g->n_bias,
                                  .on_event = on_event, .ud = c};
         sp.sampling.seed += (uint64_t)i;
+        if (i == 0) { /* the first choice takes the compiled grammar; the others compile theirs */
+            sp.grammar = g->grammar;
+            g->grammar = NULL;
+        } else if (g->grammar_src) {
+            ks_diag d;
+            if ((rc = gram_compile(g->grammar_src, g->grammar_len, &sp.grammar, &d))) break;
+        }
         if (g->policy_config) {
             sp.policy_config = malloc(sizeof(kv_policy_config));
             if (!sp.policy_config) {
@@ -497,6 +565,32 @@ static int submit_all(api_job *j, const api_gen *g, const int32_t *ids, int32_t 
     return rc;
 }
 
+/* tool_choice "required" or a named function: the output is held to one call in the
+ * template's format, its arguments to the tool's parameters schema. 0, or -1 with msg. */
+static int tool_constraint(const api_server *a, api_gen *g, json_t *tools, const char *forced,
+                           char *msg, size_t cap, const char **param)
+{
+    if (g->grammar) {
+        snprintf(msg, cap, "'tool_choice' that requires a call cannot be combined with "
+                           "response_format, grammar or json_schema");
+        *param = "tool_choice";
+        return -1;
+    }
+    char *gbnf = NULL;
+    ks_diag d;
+    ks_diag_clear(&d);
+    int rc = api_tool_grammar((api_tool_format)a->tool_format, tools, forced, &gbnf, &d);
+    if (!rc && (rc = gram_compile(gbnf, strlen(gbnf), &g->grammar, &d)) == 0) {
+        g->grammar_src = gbnf;
+        g->grammar_len = strlen(gbnf);
+        return 0;
+    }
+    free(gbnf);
+    snprintf(msg, cap, "%.400s", d.msg);
+    *param = "tools";
+    return -1;
+}
+
 void api_gen_handle(api_server *a, http_request *req, bool chat)
 {
     json_t *root = api_parse_body(a, req);
@@ -508,23 +602,28 @@ void api_gen_handle(api_server *a, http_request *req, bool chat)
     api_job *j = NULL;
     api_tool_choice choice = API_TOOL_CHOICE_AUTO;
     const char *forced = NULL;
+    json_t *tools = json_object_get(root, "tools");
     if (api_gen_parse(a, root, chat, &g, msg, sizeof(msg), &param) ||
-        (chat && api_tools_parse(root, &choice, &forced, msg, sizeof(msg), &param))) {
-        free(g.policy_config);
+        (chat && api_tools_parse(root, &choice, &forced, msg, sizeof(msg), &param)) ||
+        (choice == API_TOOL_CHOICE_REQUIRED &&
+         tool_constraint(a, &g, tools, forced, msg, sizeof(msg), &param))) {
+        api_gen_release(&g);
         api_respond_error(a, req, 400, msg, param);
         goto done;
     }
-    json_t *tools = json_object_get(root, "tools");
     bool with_tools = chat && json_is_array(tools) && json_array_size(tools) > 0 &&
                       choice != API_TOOL_CHOICE_NONE;
-    int32_t n = build_prompt(a, req, root, chat, with_tools, &ids);
+    int32_t n = build_prompt(a, req, root, chat, with_tools, &g, &ids);
     if (n < 0) {
-        free(g.policy_config);
+        api_gen_release(&g);
         goto done;
     }
     j = calloc(1, sizeof(*j) + (size_t)g.n * sizeof(api_choice));
-    if (!j) {
-        free(g.policy_config);
+    if (!j || (g.echo && !chat && echo_text(a, root, ids, n, j))) {
+        if (j) free(j->echo);
+        free(j);
+        j = NULL;
+        api_gen_release(&g);
         api_respond_error(a, req, 500, "out of memory", NULL);
         goto done;
     }
@@ -546,9 +645,11 @@ void api_gen_handle(api_server *a, http_request *req, bool chat)
         api_tool_stream_init(&j->ch[i].ts, (api_tool_format)a->tool_format,
                              a->next_id * 0x9e3779b97f4a7c15ull + (uint64_t)i);
     }
+    for (int i = 0; !j->stream && j->echo_len && i < j->n; i++)
+        append_text(&j->ch[i], j->echo, j->echo_len);
     a->n_jobs++;
     int rc = submit_all(j, &g, ids, n);
-    free(g.policy_config);
+    api_gen_release(&g);
     if (rc) {
         job_free(j);
         j = NULL;

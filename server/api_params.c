@@ -176,6 +176,10 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
             return KS_ERR_INVALID;
         }
     }
+    if (api_structured_parse(a, root, chat, g, msg, cap, param)) {
+        api_gen_release(g);
+        return KS_ERR_INVALID;
+    }
     return 0;
 }
 

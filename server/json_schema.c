@@ -21,7 +21,7 @@
 #define JS_PTR 512
 
 static const char js_prims[] =
-    "space ::= | \" \" | \"\\n\" [ \\t]{0,20}\n"
+    "space ::= | \" \" | \"\\n\" [ \\t]{0,8}\n"
     "boolean ::= (\"true\" | \"false\") space\n"
     "null ::= \"null\" space\n"
     "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n"
@@ -33,8 +33,10 @@ static const char js_prims[] =
     "object ::= \"{\" space (string \":\" space value (\",\" space string \":\" space value)*)? "
     "\"}\" space\n"
     "array ::= \"[\" space (value (\",\" space value)*)? \"]\" space\n"
-    "date ::= [0-9]{4} \"-\" (\"0\" [1-9] | \"1\" [0-2]) \"-\" (\"0\" [1-9] | [12] [0-9] | \"3\" "
-    "[01])\n"
+    /* days by month; February stops at 28 since leap years are beyond a grammar's reach */
+    "date ::= [0-9]{4} \"-\" ((\"0\" [13578] | \"1\" [02]) \"-\" (\"0\" [1-9] | [12] [0-9] | "
+    "\"3\" [01]) | (\"0\" [469] | \"11\") \"-\" (\"0\" [1-9] | [12] [0-9] | \"30\") | \"02-\" "
+    "(\"0\" [1-9] | \"1\" [0-9] | \"2\" [0-8]))\n"
     "time ::= ([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9] \":\" [0-5] [0-9] (\".\" [0-9]{1,6})? "
     "(\"Z\" | [+-] ([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9])\n"
     "date-time ::= date \"T\" time\n"
@@ -801,7 +803,7 @@ int api_schema_to_gbnf(const json_t *schema, char **out, ks_diag *d)
 const char *api_json_object_gbnf(void)
 {
     return "root ::= object\n"
-           "space ::= | \" \" | \"\\n\" [ \\t]{0,20}\n"
+           "space ::= | \" \" | \"\\n\" [ \\t]{0,8}\n"
            "boolean ::= (\"true\" | \"false\") space\n"
            "null ::= \"null\" space\n"
            "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n"

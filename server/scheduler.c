@@ -72,6 +72,7 @@ struct sch_req {
     const kv_policy *policy;
     void *policy_config;
     void (*policy_config_free)(void *);
+    gram *grammar; /* owned; read by the worker's sampler */
     double arrival, t_enqueue;
     sch_event_fn on_event;
     void *ud;
@@ -103,6 +104,8 @@ struct sch {
     const tok_vocab *vocab;
     model_ctx *ctx;
     kv_prefix *prefix; /* prompt prefix cache over p.pool; NULL if it could not be made */
+    gram_vocab *gvocab; /* token trie for grammars: made by the loop at the first grammar
+                           request, read-only afterwards (the worker sees it after submit) */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mu;
@@ -377,20 +380,25 @@ static bool sample_step(sch *s, sch_req *r)
     r->t_last = now;
     r->n_generated++;
     sch_sampler_accept(&r->sampler, tok);
+    /* A grammar with nothing left to match ends the output like an end-of-generation token
+     * (after this token's text). */
     bool eog = tok < 0 || tok_is_eog(s->vocab, tok);
+    bool grammar_done = !eog && sch_sampler_grammar_done(&r->sampler);
     if (!eog) {
         ev.token = tok;
         ev.len = detok(s, r, tok, false);
         ev.text = s->text;
         push_event(s, r, &ev);
     }
-    bool stopped = eog || r->stop.stopped;
+    bool stopped = eog || grammar_done || r->stop.stopped;
     bool length = !stopped && r->n_generated >= r->max_tokens;
     if (!stopped && !length && (s->p.n_ctx <= 0 || r->n_prompt + r->n_generated < s->p.n_ctx)) {
         r->next_token = tok;
         return false;
     }
-    size_t tail = stopped ? 0 : detok(s, r, -1, true);
+    /* Text held back as a possible stop-string start is the output's end unless a stop
+     * string matched (an end-of-generation token or a finished grammar flush it). */
+    size_t tail = r->stop.stopped ? 0 : detok(s, r, -1, true);
     pthread_mutex_lock(&s->mu);
     finish_locked(s, r, stopped ? SCH_FINISH_STOP : SCH_FINISH_LENGTH, s->text, tail);
     pthread_mutex_unlock(&s->mu);
@@ -534,6 +542,7 @@ static void req_free(sch *s, sch_req *r)
     sse_stop_deinit(&r->stop);
     if (r->policy_config_free) r->policy_config_free(r->policy_config);
     sch_group_release(r->group);
+    gram_destroy(r->grammar);
     free(r->prompt);
     free(r);
 }
@@ -583,13 +592,18 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->policy = p->policy;
     r->policy_config = p->policy_config;
     r->policy_config_free = p->policy_config_free;
+    r->grammar = p->grammar;
     r->arrival = p->arrival > 0 ? p->arrival : ks_time_now();
     r->t_enqueue = ks_time_now();
     r->on_event = p->on_event;
     r->ud = p->ud;
     r->render_special = p->render_special;
     if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
-    if ((rc = sch_sampler_init(&r->sampler, &p->sampling, r->prompt, r->n_prompt,
+    if (p->grammar && !s->gvocab && (rc = gram_vocab_create(s->vocab, &s->gvocab)))
+        goto fail_nocfg;
+    sch_constraints sc = {.grammar = p->grammar, .gvocab = s->gvocab, .bias_ids = p->bias_ids,
+                          .bias = p->bias, .n_bias = p->n_bias};
+    if ((rc = sch_sampler_init(&r->sampler, &p->sampling, &sc, r->prompt, r->n_prompt,
                                s->hp->n_vocab))) goto fail_nocfg;
     pthread_mutex_lock(&s->mu);
     if (s->n_waiting >= s->p.max_queue) {
@@ -622,6 +636,7 @@ fail_nocfg:
     r = NULL;
 fail:
     if (p->policy_config_free) p->policy_config_free(p->policy_config);
+    gram_destroy(p->grammar);
     free(r);
     return rc;
 }
@@ -781,6 +796,7 @@ static void async_closed(uv_handle_t *h)
 {
     sch *s = h->data;
     sch_seq_info_free(s->snap, s->n_snap);
+    gram_vocab_destroy(s->gvocab);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

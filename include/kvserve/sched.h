@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "kvserve/base.h"
+#include "kvserve/grammar.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/spill.h"
 #include "kvserve/metrics.h"
@@ -102,6 +103,11 @@ typedef struct sch_request_params {
     void *policy_config;       /* a kv_policy_config, owned by the request from submit on
                                   (even on error) */
     void (*policy_config_free)(void *);
+    gram *grammar;             /* NULL: unconstrained; else owned by the request from submit on
+                                  (even on error): tokens are masked to what it accepts */
+    const int32_t *bias_ids;   /* logit_bias: n_bias token ids (copied; < n_vocab) */
+    const float *bias;         /* added to those logits before sampling (copied) */
+    int32_t n_bias;
     double arrival;            /* ks_time_now() when the request arrived (for TTFT) */
     sch_group *group;          /* NULL, or the group this request belongs to */
     bool group_follower;       /* wait for the group leader's prefill before starting */

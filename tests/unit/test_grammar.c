@@ -218,6 +218,16 @@ START_TEST(test_match_state)
     ck_assert_int_eq(gram_matcher_accept_bytes(m, "\x80", 1), KS_ERR_INVALID);
     gram_matcher_destroy(m);
     gram_destroy(g);
+    /* Partial sequences that can only become a surrogate or an overlong form are dead. */
+    g = compile_ok("root ::= [^a]*");
+    ck_assert_int_eq(gram_matcher_create(g, NULL, &m), 0);
+    ck_assert_int_eq(gram_matcher_accept_bytes(m, "\xed", 1), 0);
+    ck_assert_int_eq(gram_matcher_accept_bytes(m, "\xa0", 1), KS_ERR_INVALID); /* U+D800.. */
+    ck_assert_int_eq(gram_matcher_accept_bytes(m, "\x9f\xbf", 2), 0);         /* U+D7FF */
+    ck_assert_int_eq(gram_matcher_accept_bytes(m, "\xe0\x80", 2), KS_ERR_INVALID);
+    ck_assert_int_eq(gram_matcher_accept_bytes(m, "\xf4\x90", 2), KS_ERR_INVALID);
+    gram_matcher_destroy(m);
+    gram_destroy(g);
     gram_matcher_destroy(NULL);
     gram_destroy(NULL);
     gram_vocab_destroy(NULL);
