@@ -96,6 +96,7 @@ PARSE_ERRORS = [
     ("{{ 'unterminated }}", "unterminated string"),
     ("{% bogus %}", "a known statement"),
     ("line1\nline2 {{ ) }}", "line 2"),
+    ("{{ 'a\\n\\nb' }}\n{{ ) }}", "line 2"),  # escapes in strings are not lines
     ("{{ a.}}", "an attribute name"),
     ("{% for x in y %}{% endif %}", "endfor"),
     ("{# never closed", "unterminated comment"),

@@ -111,6 +111,7 @@ static int lex_string(lexer *L)
         return KS_ERR_NOMEM;
     }
     while (L->pos < L->n && L->s[L->pos] != q) {
+        L->line += L->s[L->pos] == '\n'; /* raw newlines only, not \n escapes */
         char ch = L->s[L->pos++];
         if (ch == '\\' && L->pos < L->n) {
             char e = L->s[L->pos++];
@@ -138,7 +139,6 @@ static int lex_string(lexer *L)
                 break; /* \\ \' \" and unknown escapes keep the character */
             }
         }
-        L->line += ch == '\n';
         out[k++] = ch;
     }
     if (L->pos >= L->n) {

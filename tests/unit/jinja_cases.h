@@ -121,6 +121,7 @@ static const struct { const char *tmpl, *msg; } jj_parse_errors[] = {
     {"{{ 'unterminated }}", "unterminated string"},
     {"{% bogus %}", "a known statement"},
     {"line1\nline2 {{ ) }}", "line 2"},
+    {"{{ 'a\\n\\nb' }}\n{{ ) }}", "line 2"},
     {"{{ a.}}", "an attribute name"},
     {"{% for x in y %}{% endif %}", "endfor"},
     {"{# never closed", "unterminated comment"},
