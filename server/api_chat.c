@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api.h"
+#include "api_server.h"
 #include "api_tools.h"
 #include "chat_template.h"
 

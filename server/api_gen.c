@@ -26,9 +26,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "api.h"
+#include "api_server.h"
 #include "api_tools.h"
-#include "kvserve/sse.h"
+#include "sse.h"
 
 #define API_PAUSE_BYTES (256 * 1024)
 #define API_RESUME_BYTES (64 * 1024)

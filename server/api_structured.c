@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "api_server.h"
 #include "json_schema.h"
 
 #define FAIL(p, ...)                                                                               \

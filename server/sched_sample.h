@@ -4,8 +4,9 @@
 #ifndef KVSERVE_SCHED_SAMPLE_H
 #define KVSERVE_SCHED_SAMPLE_H
 
+#include "kvserve/grammar.h"
 #include "kvserve/sampler.h"
-#include "kvserve/sched.h"
+#include "sched_types.h"
 
 /* Constraints on top of the sampling parameters (all optional). */
 typedef struct sch_constraints {

@@ -266,8 +266,6 @@ static int str_split(jinja_ctx *c, int line, jinja_val s, jinja_val *args, size_
     return c->oom ? KS_ERR_FULL : 0;
 }
 
-jinja_val jj_str_replace(jinja_ctx *c, jinja_val s, jinja_val old, jinja_val new_, int64_t count);
-jinja_val jj_str_case(jinja_ctx *c, jinja_val s, int mode);
 
 static bool affix(jinja_val s, jinja_val a, bool start)
 {

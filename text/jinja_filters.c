@@ -21,59 +21,6 @@ static jinja_val kwarg(const char **kw, jinja_val *kwv, size_t nkw, const char *
     return pos < nargs ? args[pos] : dflt;
 }
 
-jinja_val jj_str_case(jinja_ctx *c, jinja_val s, int mode)
-{
-    jinja_val r = jinja_str(c, s.u.s.p, s.u.s.n);
-    char *p = (char *)r.u.s.p;
-    bool word_start = true;
-    for (size_t i = 0; i < r.u.s.n; i++) {
-        char ch = p[i];
-        bool alpha = (ch | 32) >= 'a' && (ch | 32) <= 'z';
-        bool up = mode == 'u' || ((mode == 't' || (mode == 'c' && i == 0)) && word_start);
-        if (alpha) {
-            p[i] = up ? (char)(ch & ~32) : (char)(ch | 32);
-        }
-        word_start = mode == 't' ? !alpha && !(ch >= '0' && ch <= '9') && !(ch & 0x80) : false;
-    }
-    return r;
-}
-
-jinja_val jj_str_replace(jinja_ctx *c, jinja_val s, jinja_val old, jinja_val new_, int64_t count)
-{
-    jj_buf b = {0};
-    const char *p = s.u.s.p, *end = s.u.s.p + s.u.s.n;
-    int rc = 0;
-    while (!rc && p <= end && count != 0) {
-        const char *q = old.u.s.n ? memmem(p, (size_t)(end - p), old.u.s.p, old.u.s.n) : p;
-        if (!q) {
-            break;
-        }
-        rc = jj_buf_put(c, &b, p, (size_t)(q - p));
-        rc = rc ? rc : jj_buf_put(c, &b, new_.u.s.p, new_.u.s.n);
-        if (!old.u.s.n) { /* Python inserts between characters */
-            if (q == end) {
-                p = end + 1;
-                break;
-            }
-            size_t k = 1;
-            while (q + k < end && ((unsigned char)q[k] & 0xC0) == 0x80) {
-                k++;
-            }
-            rc = rc ? rc : jj_buf_put(c, &b, q, k);
-            p = q + k;
-        } else {
-            p = q + old.u.s.n;
-        }
-        count -= count > 0;
-    }
-    if (!rc && p < end) {
-        rc = jj_buf_put(c, &b, p, (size_t)(end - p));
-    }
-    jinja_val r = jinja_str(c, b.p ? b.p : "", b.n);
-    free(b.p);
-    return r;
-}
-
 static int to_str_val(jinja_ctx *c, jinja_val v, jinja_val *out)
 {
     if (v.type == JINJA_STR) {

@@ -182,6 +182,10 @@ int jj_to_json(jinja_ctx *c, int line, jinja_val v, int indent, bool sort_keys, 
 size_t jj_utf8_len(const char *s, size_t n);
 size_t jj_utf8_offset(const char *s, size_t n, size_t cp_index);
 const char *jj_type_name(jinja_val v);
+/* Case mapping of ASCII letters: mode 'u'pper, 'l'ower, 't'itle, 'c'apitalize. */
+jinja_val jj_str_case(jinja_ctx *c, jinja_val s, int mode);
+/* Python's str.replace(old, new, count); count < 0: all. */
+jinja_val jj_str_replace(jinja_ctx *c, jinja_val s, jinja_val old, jinja_val new_, int64_t count);
 
 /* jinja_builtins.c */
 int jj_filter_apply(jinja_ctx *c, const jinja_node *n, jinja_val in, jinja_val *args, size_t nargs,

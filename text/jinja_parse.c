@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jinja_parse.h"
+#include "jinja_parse_expr.h"
 
 /* ---- statements ---- */
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jinja_parse.h"
+#include "jinja_parse_expr.h"
 
 const jj_tok *jj_p_cur(parser *P)
 {

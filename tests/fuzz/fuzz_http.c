@@ -22,9 +22,9 @@
 
 #include <uv.h>
 
-#include "../../server/api.h"
-#include "../../server/api_tools.h"
-#include "kvserve/sse.h"
+#include "server/api_server.h"
+#include "server/api_tools.h"
+#include "server/sse.h"
 
 typedef struct fuzz_env {
     uv_loop_t loop;

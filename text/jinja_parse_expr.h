@@ -1,7 +1,7 @@
-/* jinja_parse.h - the parser's shared state and helpers, used by jinja_parse_expr.c
+/* jinja_parse_expr.h - the parser's shared state and helpers, used by jinja_parse_expr.c
  * (expressions) and jinja_parse.c (statements). Private to text/. */
-#ifndef KVSERVE_JINJA_PARSE_H
-#define KVSERVE_JINJA_PARSE_H
+#ifndef KVSERVE_JINJA_PARSE_EXPR_H
+#define KVSERVE_JINJA_PARSE_EXPR_H
 
 #include "jinja_internal.h"
 
