@@ -96,7 +96,21 @@ struct gram_matcher {
     size_t n_buf, cap_buf;
     gram_mask_entry cache[GRAM_MASK_CACHE];
     uint64_t clock;
+    int64_t n_masks, n_computed; /* gram_matcher_stats */
+    /* memo of single-stack steps: (stack id, code point) -> the stacks it becomes */
+    struct gram_memo_slot *memo; /* [GRAM_MEMO_SLOTS]; key 0 = free */
+    uint32_t n_memo;
+    uint32_t *mpool; /* the memoised results */
+    size_t n_mpool, cap_mpool;
 };
+
+#define GRAM_MEMO_SLOTS (1u << 16)
+#define GRAM_MEMO_POOL (1u << 20)
+
+typedef struct gram_memo_slot {
+    uint64_t key; /* (stack id << 32 | code point) + 1 */
+    uint32_t off, n;
+} gram_memo_slot;
 
 /* Advances the set buf[off .. off+n) over code point cp: the new set is appended at the end
  * of buf, sorted; returns its size (0: rejected). *out_off receives its offset. m->oom is

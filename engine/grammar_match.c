@@ -184,17 +184,83 @@ static void sort_ids(uint32_t *v, uint32_t n)
     }
 }
 
+/* The memo slot of (s, cp): found (1) or the free slot to fill (0). */
+static gram_memo_slot *memo_slot(gram_matcher *m, uint32_t s, uint32_t cp, int *found)
+{
+    uint64_t key = ((uint64_t)s << 32 | cp) + 1;
+    uint32_t h = (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 48) & (GRAM_MEMO_SLOTS - 1);
+    while (m->memo[h].key && m->memo[h].key != key)
+        h = (h + 1) & (GRAM_MEMO_SLOTS - 1);
+    *found = m->memo[h].key == key;
+    m->memo[h].key = key;
+    return &m->memo[h];
+}
+
+/* Makes sure the step of stack s (whose top matches cp) is memoised; returns its slot or
+ * NULL when out of memory. */
+static const gram_memo_slot *memo_step(gram_matcher *m, uint32_t s, uint32_t cp)
+{
+    int found;
+    gram_memo_slot *slot = memo_slot(m, s, cp, &found);
+    if (found) return slot;
+    const gram *g = m->g;
+    size_t start = m->n_buf;
+    next_epoch(m);
+    uint32_t pos = m->nodes[s].pos, parent = m->nodes[s].parent;
+    expand(m, gram_elem_ends(g, pos + 1) ? parent : node_intern(m, pos + 1, parent));
+    size_t n = m->n_buf - start;
+    if (!m->oom && m->n_mpool + n > m->cap_mpool) {
+        size_t nc = (m->n_mpool + n) * 2;
+        uint32_t *np = realloc(m->mpool, nc * sizeof(*np));
+        if (np) {
+            m->mpool = np;
+            m->cap_mpool = nc;
+        } else {
+            m->oom = 1;
+        }
+    }
+    if (m->oom) {
+        slot->key = 0;
+        m->n_buf = start;
+        return NULL;
+    }
+    memcpy(m->mpool + m->n_mpool, m->buf + start, n * sizeof(uint32_t));
+    slot->off = (uint32_t)m->n_mpool;
+    slot->n = (uint32_t)n;
+    m->n_mpool += n;
+    m->n_memo++;
+    m->n_buf = start;
+    return slot;
+}
+
 uint32_t gram_advance(gram_matcher *m, size_t off, uint32_t n, uint32_t cp, size_t *out_off)
 {
     const gram *g = m->g;
-    next_epoch(m);
     size_t start = m->n_buf;
     *out_off = start;
+    /* The memo is only a cache: dropped whole when full, never in the middle of a step. */
+    if (m->n_memo + n >= GRAM_MEMO_SLOTS / 2 || m->n_mpool >= GRAM_MEMO_POOL) {
+        memset(m->memo, 0, GRAM_MEMO_SLOTS * sizeof(*m->memo));
+        m->n_memo = 0;
+        m->n_mpool = 0;
+    }
+    /* Pass 1 memoises each matching stack's step (each expansion has its own epoch); pass 2
+     * unions the results (all found in the memo now), deduplicated with one more epoch. */
     for (uint32_t k = 0; k < n && !m->oom; k++) {
         uint32_t s = m->buf[off + k];
-        if (s == 0 || !gram_chars_match(g, m->nodes[s].pos, cp)) continue;
-        uint32_t pos = m->nodes[s].pos, parent = m->nodes[s].parent;
-        expand(m, gram_elem_ends(g, pos + 1) ? parent : node_intern(m, pos + 1, parent));
+        if (s && gram_chars_match(g, m->nodes[s].pos, cp)) (void)memo_step(m, s, cp);
+    }
+    next_epoch(m);
+    for (uint32_t k = 0; k < n && !m->oom; k++) {
+        uint32_t s = m->buf[off + k];
+        if (!s || !gram_chars_match(g, m->nodes[s].pos, cp)) continue;
+        const gram_memo_slot *slot = memo_step(m, s, cp);
+        for (uint32_t i = 0; slot && i < slot->n; i++) {
+            uint32_t id = m->mpool[slot->off + i];
+            if (m->stamp[id] == m->epoch) continue;
+            m->stamp[id] = m->epoch;
+            buf_push(m, id);
+        }
     }
     if (m->oom) {
         m->n_buf = start;
@@ -275,7 +341,8 @@ int gram_matcher_create(const gram *g, const gram_vocab *gv, gram_matcher **out)
     m->stamp = calloc(m->cap_nodes, sizeof(*m->stamp));
     m->htab = calloc(m->hmask + 1, sizeof(*m->htab));
     m->buf = malloc(m->cap_buf * sizeof(*m->buf));
-    if (!m->nodes || !m->stamp || !m->htab || !m->buf) goto fail;
+    m->memo = calloc(GRAM_MEMO_SLOTS, sizeof(*m->memo));
+    if (!m->nodes || !m->stamp || !m->htab || !m->buf || !m->memo) goto fail;
     m->nodes[0] = (gram_node){0, 0};
     m->n_nodes = 1;
     m->epoch = 1;
@@ -300,6 +367,8 @@ void gram_matcher_destroy(gram_matcher *m)
         free(m->cache[k].set);
         free(m->cache[k].bits);
     }
+    free(m->memo);
+    free(m->mpool);
     free(m->nodes);
     free(m->stamp);
     free(m->htab);

@@ -282,7 +282,11 @@ int32_t gram_matcher_mask(gram_matcher *m, float *logits, int32_t n_vocab)
 {
     if (!m->gv) return KS_ERR_INVALID;
     gram_mask_entry *e = cache_find(m);
-    if (!e) e = cache_fill(m);
+    m->n_masks++;
+    if (!e) {
+        e = cache_fill(m);
+        m->n_computed++;
+    }
     if (!e) return KS_ERR_NOMEM;
     int32_t n = KS_MIN(n_vocab, m->gv->n_vocab);
     for (int32_t t = 0; t < n; t++)
@@ -290,4 +294,10 @@ int32_t gram_matcher_mask(gram_matcher *m, float *logits, int32_t n_vocab)
     for (int32_t t = n; t < n_vocab; t++)
         logits[t] = -INFINITY;
     return e->n_allowed;
+}
+
+void gram_matcher_stats(const gram_matcher *m, int64_t *n_masks, int64_t *n_computed)
+{
+    *n_masks = m->n_masks;
+    *n_computed = m->n_computed;
 }

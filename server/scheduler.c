@@ -73,6 +73,7 @@ struct sch_req {
     void *policy_config;
     void (*policy_config_free)(void *);
     gram *grammar; /* owned; read by the worker's sampler */
+    bool keep_leading_space;
     double arrival, t_enqueue;
     sch_event_fn on_event;
     void *ud;
@@ -283,6 +284,7 @@ static int req_start(sch *s, sch_req *r)
     r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
     if (!r->logits) return KS_ERR_NOMEM;
     tok_stream_init(&r->ts, s->vocab, r->render_special);
+    r->ts.first = !r->keep_leading_space;
     return 0;
 }
 
@@ -372,6 +374,15 @@ static bool sample_step(sch *s, sch_req *r)
     sch_event ev = {.kind = SCH_EV_TOKEN};
     ev.logprob = 0;
     int32_t tok = sch_sampler_sample(&r->sampler, r->logits, s->hp->n_vocab, &ev);
+    if (tok < 0 && r->sampler.gm) {
+        /* The grammar needs a character no token of this vocabulary starts with. */
+        pthread_mutex_lock(&s->mu);
+        fail_locked(s, r, 400, "grammar: no token of the model's vocabulary can continue the "
+                               "output here");
+        pthread_mutex_unlock(&s->mu);
+        uv_async_send(&s->async);
+        return true;
+    }
     double now = ks_time_now();
     if (s->p.metrics) {
         if (r->n_generated == 0) metrics_observe_ttft(s->p.metrics, now - r->arrival);
@@ -593,6 +604,7 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->policy_config = p->policy_config;
     r->policy_config_free = p->policy_config_free;
     r->grammar = p->grammar;
+    r->keep_leading_space = p->keep_leading_space;
     r->arrival = p->arrival > 0 ? p->arrival : ks_time_now();
     r->t_enqueue = ks_time_now();
     r->on_event = p->on_event;

@@ -81,4 +81,8 @@ int gram_matcher_accept_token(gram_matcher *m, int32_t tok) KS_WUR;
  * Returns the number of tokens left allowed (0: nothing can follow), or KS_ERR_NOMEM. */
 int32_t gram_matcher_mask(gram_matcher *m, float *logits, int32_t n_vocab);
 
+/* Counters for benchmarks: masks asked for, and masks computed (the rest came from the
+ * state cache). */
+void gram_matcher_stats(const gram_matcher *m, int64_t *n_masks, int64_t *n_computed);
+
 #endif
