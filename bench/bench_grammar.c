@@ -14,9 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../server/cli_util.h"
-#include "../server/json_schema.h"
-#include "../server/sched_sample.h"
+#include "cli/cli_util.h"
+#include "kvserve/engine.h"
+#include "server/json_schema.h"
+#include "server/sched_sample.h"
+#include "server/scheduler.h"
 
 typedef struct bg_run {
     double total, sampler;   /* seconds over the whole decode */
@@ -50,13 +52,13 @@ static int sampler_start(sch_sampler *s, float temp, const gram *g, const gram_v
 }
 
 /* One decode of n tokens; g NULL = unconstrained. */
-static int decode(cli_engine *e, const int32_t *prompt, int32_t n_prompt, int32_t n, float temp,
+static int decode(engine *e, const int32_t *prompt, int32_t n_prompt, int32_t n, float temp,
                   const gram *g, const gram_vocab *gv, float *logits, bg_run *out)
 {
     int32_t n_vocab = model_get_hparams(e->m)->n_vocab;
     kv_seq *seq = NULL;
     sch_sampler smp;
-    int rc = cli_engine_new_seq(e, NULL, &seq);
+    int rc = engine_new_seq(e, NULL, &seq);
     if (!rc) rc = sampler_start(&smp, temp, g, gv, prompt, n_prompt, n_vocab);
     if (rc) return rc;
     model_seq_batch b = {.kv = seq,
@@ -149,14 +151,14 @@ int main(int argc, char **argv)
     }
     char *src = load_grammar(schema, gbnf);
     if (!src) return 1;
-    cli_engine_params ep = {.model_path = model,
+    engine_params ep = {.model_path = model,
                             .n_threads = (int32_t)threads,
                             .n_ctx = (int32_t)gen + 64,
                             .n_batch = 64,
                             .n_seqs = 1,
                             .kv_dtype = KS_DTYPE_F16};
-    cli_engine e;
-    if (cli_engine_open(&ep, &e)) return 1;
+    engine e;
+    if (engine_open(&ep, &e)) return 1;
     const tok_vocab *v = model_get_vocab(e.m);
     double t0 = ks_time_now();
     gram *g = NULL;
@@ -215,6 +217,6 @@ int main(int argc, char **argv)
     gram_vocab_destroy(gv);
     gram_destroy(g);
     free(src);
-    cli_engine_close(&e);
+    engine_close(&e);
     return 0;
 }
