@@ -367,110 +367,110 @@ static int gbnf_prefix(const char *g, const char *pfx, char **out)
     return 0;
 }
 
-/* A GBNF literal of s (quotes included) appended to b. */
-static void gbnf_lit(char **b, size_t *len, size_t *cap, const char *s)
+/* A growable text buffer for the grammar; oom remembers a failed append. */
+typedef struct gbuf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+} gbuf;
+
+static void gb_add(gbuf *b, const char *s, size_t n)
 {
-    for (const char *p = s; *p; p++) {
-        if (*len + 8 >= *cap) {
-            char *t = realloc(*b, *cap = *cap * 2 + 64);
-            if (!t) return;
-            *b = t;
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->n + n + 1) * 2;
+        char *t = realloc(b->p, cap);
+        if (!t) {
+            b->oom = true;
+            return;
         }
-        char c = *p;
-        if (c == '"' || c == '\\') (*b)[(*len)++] = '\\';
-        if (c == '\n') {
-            (*b)[(*len)++] = '\\';
-            c = 'n';
-        }
-        (*b)[(*len)++] = c;
+        b->p = t;
+        b->cap = cap;
     }
-    (*b)[*len] = 0;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
 }
 
-static void buf_add(char **b, size_t *len, size_t *cap, const char *s)
+static void gb_str(gbuf *b, const char *s)
 {
-    size_t n = strlen(s);
-    if (*len + n + 1 >= *cap) {
-        char *t = realloc(*b, *cap = (*len + n + 1) * 2);
-        if (!t) return;
-        *b = t;
+    gb_add(b, s, strlen(s));
+}
+
+/* The inside of a GBNF literal for s ('"', '\\' and newlines escaped). */
+static void gb_lit(gbuf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') gb_add(b, "\\", 1);
+        gb_add(b, *s == '\n' ? "\\n" : s, *s == '\n' ? 2 : 1);
     }
-    memcpy(*b + *len, s, n + 1);
-    *len += n;
+}
+
+static const char *const g_pre[] = {
+    [API_TOOLS_HERMES] = "<tool_call>\n{\"name\": \"", [API_TOOLS_LLAMA3] = "{\"name\": \"",
+    [API_TOOLS_MISTRAL] = "[TOOL_CALLS][{\"name\": \"", [API_TOOLS_PHI4] = "<|tool_call|>{\"name\": \"",
+};
+static const char *const g_mid[] = {
+    [API_TOOLS_HERMES] = "\", \"arguments\": ", [API_TOOLS_LLAMA3] = "\", \"parameters\": ",
+    [API_TOOLS_MISTRAL] = "\", \"arguments\": ", [API_TOOLS_PHI4] = "\", \"arguments\": ",
+};
+static const char *const g_post[] = {
+    [API_TOOLS_HERMES] = "}\n</tool_call>", [API_TOOLS_LLAMA3] = "}",
+    [API_TOOLS_MISTRAL] = "}]", [API_TOOLS_PHI4] = "}<|/tool_call|>",
+};
+
+/* Adds tool i as one alternative of root (and its arguments' rules, prefixed "t<i>-"). */
+static int add_tool(api_tool_format fmt, size_t i, const json_t *fn, gbuf *root, gbuf *rules,
+                    ks_diag *d)
+{
+    const json_t *params = json_object_get(fn, "parameters");
+    char *args = NULL, *renamed = NULL, pfx[32], ref[48];
+    int rc = params ? api_schema_to_gbnf(params, &args, d) : 0;
+    if (rc) {
+        return ks_diag_set(d, rc, "tools[%zu].function.parameters: %.400s", i, d->msg);
+    }
+    snprintf(pfx, sizeof(pfx), "t%zu-", i);
+    rc = gbnf_prefix(args ? args : api_json_object_gbnf(), pfx, &renamed) ? KS_ERR_NOMEM : 0;
+    free(args);
+    if (rc) return ks_diag_set(d, rc, "out of memory");
+    gb_str(rules, renamed);
+    gb_str(rules, "\n");
+    free(renamed);
+    gb_str(root, root->n > strlen("root ::= ") ? " | \"" : "\"");
+    gb_lit(root, g_pre[fmt]);
+    gb_lit(root, json_string_value(json_object_get(fn, "name")));
+    gb_lit(root, g_mid[fmt]);
+    snprintf(ref, sizeof(ref), "\" %sroot \"", pfx);
+    gb_str(root, ref);
+    gb_lit(root, g_post[fmt]);
+    gb_str(root, "\"");
+    return 0;
 }
 
 int api_tool_grammar(api_tool_format fmt, const json_t *tools, const char *forced, char **out,
                      ks_diag *d)
 {
-    static const char *const pre[] = {
-        [API_TOOLS_HERMES] = "<tool_call>\n{\"name\": \"",
-        [API_TOOLS_LLAMA3] = "{\"name\": \"",
-        [API_TOOLS_MISTRAL] = "[TOOL_CALLS][{\"name\": \"",
-        [API_TOOLS_PHI4] = "<|tool_call|>{\"name\": \"",
-    };
-    static const char *const mid[] = {
-        [API_TOOLS_HERMES] = "\", \"arguments\": ", [API_TOOLS_LLAMA3] = "\", \"parameters\": ",
-        [API_TOOLS_MISTRAL] = "\", \"arguments\": ", [API_TOOLS_PHI4] = "\", \"arguments\": ",
-    };
-    static const char *const post[] = {
-        [API_TOOLS_HERMES] = "}\n</tool_call>", [API_TOOLS_LLAMA3] = "}",
-        [API_TOOLS_MISTRAL] = "}]", [API_TOOLS_PHI4] = "}<|/tool_call|>",
-    };
-    size_t len = 0, cap = 1024, k = 0;
-    char *root = malloc(cap), *rules = NULL;
-    size_t rlen = 0, rcap = 1024;
-    if (!root) goto oom;
-    root[0] = 0;
-    rules = malloc(rcap);
-    if (!rules) goto oom;
-    rules[0] = 0;
-    buf_add(&root, &rlen, &rcap, "root ::= ");
-    size_t i;
+    gbuf root = {0}, rules = {0};
+    size_t i, k = 0;
     json_t *t;
+    int rc = 0;
+    gb_str(&root, "root ::= ");
     json_array_foreach(tools, i, t) {
         const json_t *fn = json_object_get(t, "function");
-        const char *name = json_string_value(json_object_get(fn, "name"));
-        if (forced && strcmp(name, forced) != 0) continue;
-        const json_t *params = json_object_get(fn, "parameters");
-        char *args = NULL, *renamed = NULL, pfx[32];
-        int rc = params ? api_schema_to_gbnf(params, &args, d) : 0;
-        if (rc) {
-            ks_diag_set(d, rc, "tools[%zu].function.parameters: %s", i, d->msg);
-            free(root);
-            free(rules);
-            return rc;
-        }
-        snprintf(pfx, sizeof(pfx), "t%zu-", i);
-        if (gbnf_prefix(args ? args : api_json_object_gbnf(), pfx, &renamed)) {
-            free(args);
-            goto oom;
-        }
-        free(args);
-        buf_add(&rules, &len, &cap, renamed);
-        buf_add(&rules, &len, &cap, "\n");
-        free(renamed);
-        buf_add(&root, &rlen, &rcap, k++ ? " | \"" : "\"");
-        gbnf_lit(&root, &rlen, &rcap, pre[fmt]);
-        gbnf_lit(&root, &rlen, &rcap, name);
-        gbnf_lit(&root, &rlen, &rcap, mid[fmt]);
-        char ref[48];
-        snprintf(ref, sizeof(ref), "\" %sroot \"", pfx);
-        buf_add(&root, &rlen, &rcap, ref);
-        gbnf_lit(&root, &rlen, &rcap, post[fmt]);
-        buf_add(&root, &rlen, &rcap, "\"");
+        if (rc || (forced && strcmp(json_string_value(json_object_get(fn, "name")), forced)))
+            continue;
+        rc = add_tool(fmt, i, fn, &root, &rules, d);
+        k++;
     }
-    if (k == 0) {
-        free(root);
-        free(rules);
-        return ks_diag_set(d, KS_ERR_INVALID, "no tool to call");
+    if (!rc && k == 0) rc = ks_diag_set(d, KS_ERR_INVALID, "no tool to call");
+    gb_str(&root, "\n");
+    gb_str(&root, rules.p ? rules.p : "");
+    if (!rc && (root.oom || rules.oom)) rc = ks_diag_set(d, KS_ERR_NOMEM, "out of memory");
+    free(rules.p);
+    if (rc) {
+        free(root.p);
+        return rc;
     }
-    buf_add(&root, &rlen, &rcap, "\n");
-    buf_add(&root, &rlen, &rcap, rules);
-    free(rules);
-    *out = root;
+    *out = root.p;
     return 0;
-oom:
-    free(root);
-    free(rules);
-    return ks_diag_set(d, KS_ERR_NOMEM, "out of memory");
 }

@@ -22,34 +22,26 @@ static bool is_space(unsigned char ch)
 
 /* ---- tests ---- */
 
-int jj_test_apply(jinja_ctx *c, const jinja_node *n, jinja_val v, jinja_val *args, size_t nargs,
-                  bool *out)
+/* Tests of one value; *known false when t is not one of them. */
+static int type_test(jinja_ctx *c, const jinja_node *n, jinja_val v, bool *out, bool *known)
 {
     const char *t = n->name;
     jinja_type ty = v.type;
-    bool num = ty == JINJA_INT || ty == JINJA_FLOAT;
-    if (!strcmp(t, "defined")) {
-        *out = ty != JINJA_UNDEFINED;
-    } else if (!strcmp(t, "undefined")) {
-        *out = ty == JINJA_UNDEFINED;
+    *known = true;
+    if (!strcmp(t, "defined") || !strcmp(t, "undefined")) {
+        *out = (ty != JINJA_UNDEFINED) == (t[0] == 'd');
     } else if (!strcmp(t, "none")) {
         *out = ty == JINJA_NONE;
     } else if (!strcmp(t, "string")) {
         *out = ty == JINJA_STR;
     } else if (!strcmp(t, "mapping")) {
         *out = ty == JINJA_DICT;
-    } else if (!strcmp(t, "iterable")) {
-        *out = ty == JINJA_STR || ty == JINJA_LIST || ty == JINJA_DICT;
-    } else if (!strcmp(t, "sequence")) {
+    } else if (!strcmp(t, "iterable") || !strcmp(t, "sequence")) {
         *out = ty == JINJA_STR || ty == JINJA_LIST || ty == JINJA_DICT;
     } else if (!strcmp(t, "number")) {
-        *out = num;
-    } else if (!strcmp(t, "integer")) {
-        *out = ty == JINJA_INT;
-    } else if (!strcmp(t, "float")) {
-        *out = ty == JINJA_FLOAT;
-    } else if (!strcmp(t, "boolean")) {
-        *out = ty == JINJA_BOOL;
+        *out = ty == JINJA_INT || ty == JINJA_FLOAT;
+    } else if (!strcmp(t, "integer") || !strcmp(t, "float") || !strcmp(t, "boolean")) {
+        *out = ty == (t[0] == 'i' ? JINJA_INT : t[0] == 'f' ? JINJA_FLOAT : JINJA_BOOL);
     } else if (!strcmp(t, "true") || !strcmp(t, "false")) {
         *out = ty == JINJA_BOOL && v.u.b == (t[0] == 't');
     } else if (!strcmp(t, "callable")) {
@@ -66,42 +58,59 @@ int jj_test_apply(jinja_ctx *c, const jinja_node *n, jinja_val v, jinja_val *arg
             *out = t[0] == 'l' ? !(ch >= 'A' && ch <= 'Z') : !(ch >= 'a' && ch <= 'z');
         }
     } else {
-        if (nargs < 1) {
-            return jj_error(c, n->line, "unknown test '%s' (or missing argument)", t);
-        }
-        jinja_val b = args[0];
-        int cmp = 0, rc = 0;
-        if (!strcmp(t, "equalto") || !strcmp(t, "eq") || !strcmp(t, "==") || !strcmp(t, "sameas")) {
-            *out = jj_equal(v, b);
-        } else if (!strcmp(t, "ne") || !strcmp(t, "!=")) {
-            *out = !jj_equal(v, b);
-        } else if (!strcmp(t, "lt") || !strcmp(t, "gt") || !strcmp(t, "le") || !strcmp(t, "ge") ||
-                   !strcmp(t, "lessthan") || !strcmp(t, "greaterthan")) {
-            rc = jj_compare(c, n->line, v, b, &cmp);
-            *out = t[0] == 'l' ? (t[1] == 'e' && t[2] == 0 ? cmp <= 0 : cmp < 0)
-                               : (t[1] == 'e' && t[2] == 0 ? cmp >= 0 : cmp > 0);
-        } else if (!strcmp(t, "in")) {
-            *out = false;
-            if (b.type == JINJA_LIST) {
-                for (size_t i = 0; i < b.u.l->n && !*out; i++) {
-                    *out = jj_equal(v, b.u.l->v[i]);
-                }
-            } else if (b.type == JINJA_DICT) {
-                *out = v.type == JINJA_STR && jj_dict_get(b, v.u.s.p, v.u.s.n);
-            } else if (b.type == JINJA_STR && v.type == JINJA_STR) {
-                *out = !v.u.s.n || memmem(b.u.s.p, b.u.s.n, v.u.s.p, v.u.s.n);
-            }
-        } else if (!strcmp(t, "divisibleby")) {
-            if (ty != JINJA_INT || b.type != JINJA_INT || b.u.i == 0) {
-                return jj_error(c, n->line, "divisibleby needs non-zero integers");
-            }
-            *out = v.u.i % b.u.i == 0;
-        } else {
-            return jj_error(c, n->line, "unknown test '%s'", t);
-        }
-        return rc;
+        *known = false;
     }
     return 0;
+}
+
+/* Tests comparing the value with an argument (equalto, lt, in, divisibleby, ...). */
+static int arg_test(jinja_ctx *c, const jinja_node *n, jinja_val v, jinja_val b, bool *out)
+{
+    const char *t = n->name;
+    int cmp = 0, rc = 0;
+    if (!strcmp(t, "equalto") || !strcmp(t, "eq") || !strcmp(t, "==") || !strcmp(t, "sameas")) {
+        *out = jj_equal(v, b);
+    } else if (!strcmp(t, "ne") || !strcmp(t, "!=")) {
+        *out = !jj_equal(v, b);
+    } else if (!strcmp(t, "lt") || !strcmp(t, "gt") || !strcmp(t, "le") || !strcmp(t, "ge") ||
+               !strcmp(t, "lessthan") || !strcmp(t, "greaterthan")) {
+        rc = jj_compare(c, n->line, v, b, &cmp);
+        bool or_equal = t[1] == 'e' && t[2] == 0;
+        *out = t[0] == 'l' ? (or_equal ? cmp <= 0 : cmp < 0) : (or_equal ? cmp >= 0 : cmp > 0);
+    } else if (!strcmp(t, "in")) {
+        *out = false;
+        if (b.type == JINJA_LIST) {
+            for (size_t i = 0; i < b.u.l->n && !*out; i++) {
+                *out = jj_equal(v, b.u.l->v[i]);
+            }
+        } else if (b.type == JINJA_DICT) {
+            *out = v.type == JINJA_STR && jj_dict_get(b, v.u.s.p, v.u.s.n);
+        } else if (b.type == JINJA_STR && v.type == JINJA_STR) {
+            *out = !v.u.s.n || memmem(b.u.s.p, b.u.s.n, v.u.s.p, v.u.s.n);
+        }
+    } else if (!strcmp(t, "divisibleby")) {
+        if (v.type != JINJA_INT || b.type != JINJA_INT || b.u.i == 0) {
+            return jj_error(c, n->line, "divisibleby needs non-zero integers");
+        }
+        *out = v.u.i % b.u.i == 0;
+    } else {
+        return jj_error(c, n->line, "unknown test '%s'", t);
+    }
+    return rc;
+}
+
+int jj_test_apply(jinja_ctx *c, const jinja_node *n, jinja_val v, jinja_val *args, size_t nargs,
+                  bool *out)
+{
+    bool known = false;
+    int rc = type_test(c, n, v, out, &known);
+    if (rc || known) {
+        return rc;
+    }
+    if (nargs < 1) {
+        return jj_error(c, n->line, "unknown test '%s' (or missing argument)", n->name);
+    }
+    return arg_test(c, n, v, args[0], out);
 }
 
 /* ---- globals ---- */
@@ -265,7 +274,6 @@ static int str_split(jinja_ctx *c, int line, jinja_val s, jinja_val *args, size_
     *out = l;
     return c->oom ? KS_ERR_FULL : 0;
 }
-
 
 static bool affix(jinja_val s, jinja_val a, bool start)
 {

@@ -185,87 +185,98 @@ static int parse_seq(parser *P, jinja_node *n, const char *close, bool dict)
     return rc;
 }
 
+/* A name, or the literals true/false/none (either case). */
+static jinja_node *parse_name(parser *P, const jj_tok *t)
+{
+    static const char *const kws[] = {"true", "false", "none", "True", "False", "None"};
+    jinja_node *n = NULL;
+    for (size_t k = 0; k < KS_ARRAY_LEN(kws) && !n; k++) {
+        if (jj_p_is_name(P, kws[k]) && (n = jj_p_node(P, JJ_N_LIT))) {
+            n->val = k % 3 == 2 ? jinja_none() : jinja_bool(k % 3 == 0);
+        }
+    }
+    if (!n && (n = jj_p_node(P, JJ_N_NAME))) {
+        n->name = jj_p_dup(P, t->s, t->n);
+        n->name_len = t->n;
+    }
+    P->i++;
+    return n;
+}
+
+/* A string literal; adjacent literals concatenate ('a' 'b' is 'ab'). */
+static jinja_node *parse_string(parser *P)
+{
+    size_t total = 0, o = 0;
+    for (size_t k = P->i; P->t[k].kind == JJ_TOK_STRING; k++) {
+        total += P->t[k].n;
+    }
+    char *s = ks_arena_alloc(P->a, total + 1);
+    for (; s && jj_p_cur(P)->kind == JJ_TOK_STRING; P->i++) {
+        memcpy(s + o, jj_p_cur(P)->s, jj_p_cur(P)->n);
+        o += jj_p_cur(P)->n;
+    }
+    jinja_node *n = s ? jj_p_node(P, JJ_N_LIT) : NULL;
+    if (n) {
+        s[o] = 0;
+        n->val = jj_str_take(s, o);
+    }
+    return n;
+}
+
+/* After '(': a parenthesised expression, () or a tuple (a, b, ...). */
+static int parse_paren(parser *P, jinja_node **out)
+{
+    jinja_node *e = NULL;
+    if (jj_p_accept_op(P, ")")) {
+        *out = jj_p_node(P, JJ_N_TUPLE);
+        return *out ? 0 : KS_ERR_NOMEM;
+    }
+    int rc = jj_p_parse_expr(P, &e);
+    if (rc || jj_p_accept_op(P, ")")) {
+        *out = e;
+        return rc;
+    }
+    if (!jj_p_accept_op(P, ",")) {
+        return jj_p_fail(P, "')'");
+    }
+    jinja_node *n = jj_p_node(P, JJ_N_TUPLE);
+    rc = n ? parse_seq(P, n, ")", false) : KS_ERR_NOMEM;
+    if (!rc) { /* the first element was parsed before we knew it was a tuple */
+        jinja_node **items = ks_arena_alloc(P->a, (n->n_items + 1) * sizeof *items);
+        if (!items) {
+            return KS_ERR_NOMEM;
+        }
+        items[0] = e;
+        if (n->n_items) {
+            memcpy(items + 1, n->items, n->n_items * sizeof *items);
+        }
+        n->items = items;
+        n->n_items++;
+    }
+    *out = n;
+    return rc;
+}
+
 static int parse_primary(parser *P, jinja_node **out)
 {
     const jj_tok *t = jj_p_cur(P);
     jinja_node *n = NULL;
     if (t->kind == JJ_TOK_NAME) {
-        static const char *const kws[] = {"true", "false", "none", "True", "False", "None"};
-        for (size_t k = 0; k < KS_ARRAY_LEN(kws); k++) {
-            if (jj_p_is_name(P, kws[k])) {
-                n = jj_p_node(P, JJ_N_LIT);
-                if (n) {
-                    n->val = k % 3 == 2 ? jinja_none() : jinja_bool(k % 3 == 0);
-                }
-            }
-        }
-        if (!n && (n = jj_p_node(P, JJ_N_NAME))) {
-            n->name = jj_p_dup(P, t->s, t->n);
-            n->name_len = t->n;
-        }
-        P->i++;
+        n = parse_name(P, t);
     } else if (t->kind == JJ_TOK_STRING) {
-        size_t total = 0;
-        for (size_t k = P->i; P->t[k].kind == JJ_TOK_STRING; k++) {
-            total += P->t[k].n;
-        }
-        char *s = ks_arena_alloc(P->a, total + 1);
-        size_t o = 0;
-        for (; s && jj_p_cur(P)->kind == JJ_TOK_STRING;
-             P->i++) { /* adjacent literals concatenate */
-            memcpy(s + o, jj_p_cur(P)->s, jj_p_cur(P)->n);
-            o += jj_p_cur(P)->n;
-        }
-        if (s && (n = jj_p_node(P, JJ_N_LIT))) {
-            s[o] = 0;
-            n->val = jj_str_take(s, o);
-        }
+        n = parse_string(P);
     } else if (t->kind == JJ_TOK_INT || t->kind == JJ_TOK_FLOAT) {
         if ((n = jj_p_node(P, JJ_N_LIT))) {
             n->val = t->kind == JJ_TOK_INT ? jinja_int(t->i) : jinja_float(t->f);
         }
         P->i++;
     } else if (jj_p_accept_op(P, "(")) {
-        jinja_node *e = NULL;
-        if (jj_p_accept_op(P, ")")) {
-            *out = jj_p_node(P, JJ_N_TUPLE);
-            return *out ? 0 : KS_ERR_NOMEM;
-        }
-        int rc = jj_p_parse_expr(P, &e);
-        if (rc) {
-            return rc;
-        }
-        if (jj_p_accept_op(P, ")")) {
-            *out = e;
-            return 0;
-        }
-        if (!jj_p_accept_op(P, ",")) {
-            return jj_p_fail(P, "')'");
-        }
-        n = jj_p_node(P, JJ_N_TUPLE);
-        rc = n ? parse_seq(P, n, ")", false) : KS_ERR_NOMEM;
-        if (!rc) {
-            jinja_node **items = ks_arena_alloc(P->a, (n->n_items + 1) * sizeof *items);
-            if (!items) {
-                return KS_ERR_NOMEM;
-            }
-            items[0] = e;
-            if (n->n_items) {
-                memcpy(items + 1, n->items, n->n_items * sizeof *items);
-            }
-            n->items = items;
-            n->n_items++;
-        }
+        return parse_paren(P, out);
+    } else if (jj_p_accept_op(P, "[") || jj_p_accept_op(P, "{")) {
+        bool dict = P->t[P->i - 1].s[0] == '{';
+        n = jj_p_node(P, dict ? JJ_N_DICT : JJ_N_LIST);
         *out = n;
-        return rc;
-    } else if (jj_p_accept_op(P, "[")) {
-        n = jj_p_node(P, JJ_N_LIST);
-        *out = n;
-        return n ? parse_seq(P, n, "]", false) : KS_ERR_NOMEM;
-    } else if (jj_p_accept_op(P, "{")) {
-        n = jj_p_node(P, JJ_N_DICT);
-        *out = n;
-        return n ? parse_seq(P, n, "}", true) : KS_ERR_NOMEM;
+        return n ? parse_seq(P, n, dict ? "}" : "]", dict) : KS_ERR_NOMEM;
     } else {
         return jj_p_fail(P, "an expression");
     }
