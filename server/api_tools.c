@@ -272,10 +272,9 @@ static void parse(api_tool_stream *s, bool final)
         }
         size_t end = try_call(s, at, final);
         if (end == 0) return; /* wait for more text */
-        if (end == SIZE_MAX) { /* not a call: the rest is content when nothing was a call */
+        if (end == SIZE_MAX) { /* not a call: when nothing was, the whole text is content */
             if (json_array_size(s->calls) == 0 && final) s->content_end = s->len;
-            if (json_array_size(s->calls) == 0 && !final) return;
-            return;
+            return; /* (while streaming it is held: more text cannot turn it into a call) */
         }
         q = s->scan = end;
     }

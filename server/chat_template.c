@@ -133,9 +133,14 @@ static int render_once(const jinja_template *t, const json_t *messages, size_t n
     rc = rc ? rc : jinja_ctx_set(c, "date_string", jinja_cstr(c, date));
     const char *k;
     json_t *x;
-    json_object_foreach((json_t *)o->kwargs, k, x)
-    {
-        rc = rc ? rc : jinja_ctx_set(c, k, api_json_to_jinja(c, x));
+    json_object_foreach((json_t *)o->kwargs, k, x) { /* never replaces what we bind above */
+        static const char *const reserved[] = {"messages", "tools", "add_generation_prompt",
+                                               "bos_token", "eos_token"};
+        bool skip = false;
+        for (size_t r = 0; r < sizeof(reserved) / sizeof(reserved[0]); r++) {
+            skip |= strcmp(k, reserved[r]) == 0;
+        }
+        rc = rc || skip ? rc : jinja_ctx_set(c, k, api_json_to_jinja(c, x));
     }
     rc = rc ? rc : jinja_render(t, c, out, NULL, d);
     jinja_ctx_destroy(c);
