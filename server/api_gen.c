@@ -185,27 +185,54 @@ static void append_text(api_choice *c, const char *t, size_t n)
     c->text_len += n;
 }
 
-/* Streams what the tool parser released: content, then each newly complete call as two
- * deltas (id/type/name with empty arguments, then the arguments). */
+static void send_call_head(api_choice *c, size_t index, json_t *id, json_t *name)
+{
+    send_delta(c, NULL, 0, false,
+               json_pack("[{s:I, s:O, s:s, s:{s:O, s:s}}]", "index", (json_int_t)index, "id", id,
+                         "type", "function", "function", "name", name, "arguments", ""),
+               NULL, NULL);
+}
+
+static void send_call_args(api_choice *c, size_t index, const char *args, size_t n)
+{
+    if (n == 0) return;
+    send_delta(c, NULL, 0, false,
+               json_pack("[{s:I, s:{s:s%}}]", "index", (json_int_t)index, "function",
+                         "arguments", args, n),
+               NULL, NULL);
+}
+
+/* Streams what the tool parser released: content; the call being written (its id and name
+ * once known, then its arguments as they grow); each call that completed (what of it was not
+ * sent yet). */
 static void stream_tools(api_choice *c, json_t *lp)
 {
+    api_tool_stream *ts = &c->ts;
     const char *p;
     size_t n;
-    api_tool_stream_content(&c->ts, &p, &n);
+    api_tool_stream_content(ts, &p, &n);
     if (n || lp) send_delta(c, p, n, false, NULL, lp, NULL);
-    while (c->ts.calls_sent < json_array_size(c->ts.calls)) {
-        size_t k = c->ts.calls_sent++;
-        json_t *call = json_array_get(c->ts.calls, k);
+    while (ts->calls_sent < json_array_size(ts->calls)) {
+        size_t k = ts->calls_sent++;
+        json_t *call = json_array_get(ts->calls, k);
         json_t *fn = json_object_get(call, "function");
-        send_delta(c, NULL, 0, false,
-                   json_pack("[{s:I, s:O, s:s, s:{s:O, s:s}}]", "index", (json_int_t)k, "id",
-                             json_object_get(call, "id"), "type", "function", "function",
-                             "name", json_object_get(fn, "name"), "arguments", ""),
-                   NULL, NULL);
-        send_delta(c, NULL, 0, false,
-                   json_pack("[{s:I, s:{s:O}}]", "index", (json_int_t)k, "function",
-                             "arguments", json_object_get(fn, "arguments")),
-                   NULL, NULL);
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        size_t skip = (long)k == ts->announced ? ts->announced_sent : 0;
+        if ((long)k != ts->announced)
+            send_call_head(c, k, json_object_get(call, "id"), json_object_get(fn, "name"));
+        send_call_args(c, k, args + KS_MIN(skip, strlen(args)), strlen(args) - KS_MIN(skip, strlen(args)));
+    }
+    if (ts->pend) {
+        size_t k = json_array_size(ts->calls);
+        if (!ts->pend_announced) {
+            json_t *id = json_string(ts->pend_id), *name = json_string(ts->pend_name);
+            send_call_head(c, k, id, name);
+            json_decref(id);
+            json_decref(name);
+            ts->pend_announced = true;
+        }
+        api_tool_stream_args(ts, &p, &n);
+        send_call_args(c, k, p, n);
     }
 }
 

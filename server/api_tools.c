@@ -63,15 +63,18 @@ int api_tools_parse(json_t *root, api_tool_choice *choice, const char **forced, 
             return fail(msg, cap, param, "tools", "'tools' must be a list of functions");
         size_t i;
         json_t *t;
-        json_array_foreach(tools, i, t) {
+        json_array_foreach(tools, i, t)
+        {
             json_t *fn = json_object_get(t, "function");
             json_t *params = json_object_get(fn, "parameters");
             if (!json_is_object(t) || !json_is_string(json_object_get(t, "type")) ||
                 strcmp(json_string_value(json_object_get(t, "type")), "function") != 0 ||
                 !json_is_object(fn) || !json_is_string(json_object_get(fn, "name")) ||
                 (params && !json_is_object(params))) {
-                snprintf(msg, cap, "tools[%zu] must be {\"type\": \"function\", \"function\": "
-                                   "{\"name\": string, \"parameters\": object}}", i);
+                snprintf(msg, cap,
+                         "tools[%zu] must be {\"type\": \"function\", \"function\": "
+                         "{\"name\": string, \"parameters\": object}}",
+                         i);
                 *param = "tools";
                 return -1;
             }
@@ -81,8 +84,10 @@ int api_tools_parse(json_t *root, api_tool_choice *choice, const char **forced, 
     if (!tc || json_is_null(tc)) return 0;
     if (json_is_string(tc)) {
         const char *s = json_string_value(tc);
-        if (!strcmp(s, "none")) *choice = API_TOOL_CHOICE_NONE;
-        else if (!strcmp(s, "required")) *choice = API_TOOL_CHOICE_REQUIRED;
+        if (!strcmp(s, "none"))
+            *choice = API_TOOL_CHOICE_NONE;
+        else if (!strcmp(s, "required"))
+            *choice = API_TOOL_CHOICE_REQUIRED;
         else if (strcmp(s, "auto") != 0)
             return fail(msg, cap, param, "tool_choice",
                         "'tool_choice' must be \"none\", \"auto\", \"required\" or "
@@ -98,9 +103,11 @@ int api_tools_parse(json_t *root, api_tool_choice *choice, const char **forced, 
         bool found = false;
         size_t i;
         json_t *t;
-        json_array_foreach(tools, i, t) {
-            found |= !strcmp(json_string_value(json_object_get(json_object_get(t, "function"),
-                                                               "name")), *forced);
+        json_array_foreach(tools, i, t)
+        {
+            found |=
+                !strcmp(json_string_value(json_object_get(json_object_get(t, "function"), "name")),
+                        *forced);
         }
         if (!found)
             return fail(msg, cap, param, "tool_choice",
@@ -117,6 +124,7 @@ void api_tool_stream_init(api_tool_stream *s, api_tool_format fmt, uint64_t seed
     s->fmt = fmt;
     s->calls = json_array();
     s->rng = seed | 1;
+    s->announced = -1;
 }
 
 void api_tool_stream_free(api_tool_stream *s)
@@ -147,25 +155,41 @@ static void make_id(api_tool_stream *s, char *out, size_t len)
 }
 
 /* Adds a call from the model's JSON object; returns false when it is not a call. */
-static bool add_call(api_tool_stream *s, json_t *obj)
+static bool add_call(api_tool_stream *s, json_t *obj, size_t at)
 {
     json_t *name = json_object_get(obj, "name");
     json_t *args = json_object_get(obj, "arguments");
     if (!args) args = json_object_get(obj, "parameters");
     if (!json_is_object(obj) || !json_is_string(name)) return false;
-    char *astr = json_is_string(args) ? strdup(json_string_value(args))
-                 : args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
-                        : strdup("{}");
+    /* a call streamed while it was written keeps the id and the argument bytes already sent */
+    bool streamed = s->pend && s->pend_at == at && s->args_end > s->args_at &&
+                    json_is_object(args) && !strcmp(s->pend_name, json_string_value(name));
+    char *astr = streamed               ? strndup(s->text + s->args_at, s->args_end - s->args_at)
+                 : json_is_string(args) ? strdup(json_string_value(args))
+                 : args                 ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
+                                        : strdup("{}");
     if (!astr) return false;
     char id[40];
     json_t *given = json_object_get(obj, "id");
-    if (json_is_string(given) && json_string_length(given) > 0 && json_string_length(given) < 40)
+    if (s->pend && s->pend_at == at && s->pend_announced)
+        snprintf(id, sizeof(id), "%s", s->pend_id);
+    else if (json_is_string(given) && json_string_length(given) > 0 &&
+             json_string_length(given) < 40)
         snprintf(id, sizeof(id), "%s", json_string_value(given));
+    else if (s->pend && s->pend_at == at)
+        snprintf(id, sizeof(id), "%s", s->pend_id);
     else
         make_id(s, id, sizeof(id));
-    json_array_append_new(s->calls, json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", id, "type",
-                                              "function", "function", "name", name,
-                                              "arguments", astr));
+    if (s->pend && s->pend_at == at) {
+        if (s->pend_announced) {
+            s->announced = (long)json_array_size(s->calls);
+            s->announced_sent = streamed ? s->args_sent : 0;
+        }
+        s->pend = s->pend_announced = false;
+    }
+    json_array_append_new(s->calls,
+                          json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", id, "type", "function",
+                                    "function", "name", name, "arguments", astr));
     free(astr);
     return true;
 }
@@ -176,7 +200,8 @@ static json_t *json_at(const char *p, size_t n, size_t *end, bool *incomplete)
 {
     json_error_t e;
     size_t skip = 0;
-    while (skip < n && strchr(" \t\r\n", p[skip])) skip++;
+    while (skip < n && strchr(" \t\r\n", p[skip]))
+        skip++;
     *incomplete = skip == n;
     if (skip == n) return NULL;
     json_t *j = json_loadb(p + skip, n - skip, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &e);
@@ -203,7 +228,7 @@ static size_t try_call(api_tool_stream *s, size_t at, bool final)
         size_t blen = c ? (size_t)(c - (p + body)) : n - body;
         if (!c && !final) return 0;
         json_t *j = json_at(p + body, blen, &end, &incomplete);
-        bool ok = j && add_call(s, j);
+        bool ok = j && add_call(s, j, at);
         json_decref(j);
         if (!ok) return SIZE_MAX;
         return c ? (size_t)(c - s->text) + strlen(t->close) : s->len;
@@ -215,12 +240,97 @@ static size_t try_call(api_tool_stream *s, size_t at, bool final)
         size_t i;
         json_t *c;
         ok = json_array_size(j) > 0;
-        json_array_foreach(j, i, c) ok = add_call(s, c) && ok;
+        json_array_foreach(j, i, c) ok = add_call(s, c, i == 0 ? at : SIZE_MAX) && ok;
     } else if (s->fmt != API_TOOLS_MISTRAL) {
-        ok = add_call(s, j);
+        ok = add_call(s, j, at);
     }
     json_decref(j);
     return ok ? at + body + end : SIZE_MAX;
+}
+
+/* Skips blanks and then expects the literal lit at text[*k]; false when the text differs
+ * (or ends first: *more is then set). */
+static bool expect_lit(const api_tool_stream *s, size_t *k, const char *lit, bool *more)
+{
+    while (*k < s->len && strchr(" \t\r\n", s->text[*k]))
+        (*k)++;
+    size_t n = strlen(lit), have = KS_MIN(n, s->len - *k);
+    if (memcmp(s->text + *k, lit, have) != 0) return false;
+    if (have < n) {
+        *more = true;
+        return false;
+    }
+    *k += n;
+    return true;
+}
+
+/* Recognises the head of a call being written at `at`: its marker, then
+ * {"name": "NAME", "arguments": (or "parameters") — then its id and name are known. */
+static void pending_start(api_tool_stream *s, size_t at)
+{
+    size_t k = at;
+    bool more = false;
+    const char *open = g_tags[s->fmt].open;
+    if (s->fmt == API_TOOLS_MISTRAL) return; /* its ids come from the model */
+    if (!strncmp(s->text + k, open, KS_MIN(strlen(open), s->len - k)) && s->len - k >= strlen(open))
+        k += strlen(open);
+    if (!expect_lit(s, &k, "{", &more) || !expect_lit(s, &k, "\"name\"", &more) ||
+        !expect_lit(s, &k, ":", &more) || !expect_lit(s, &k, "\"", &more))
+        return;
+    size_t name_at = k;
+    while (k < s->len && s->text[k] != '"' && s->text[k] != '\\')
+        k++;
+    if (k >= s->len || s->text[k] != '"' || k - name_at >= sizeof(s->pend_name)) return;
+    size_t name_end = k++;
+    if (!expect_lit(s, &k, ",", &more)) return;
+    if (!expect_lit(s, &k, s->fmt == API_TOOLS_LLAMA3 ? "\"parameters\"" : "\"arguments\"",
+                    &more) ||
+        !expect_lit(s, &k, ":", &more))
+        return;
+    s->pend = true;
+    s->pend_at = at;
+    memcpy(s->pend_name, s->text + name_at, name_end - name_at);
+    s->pend_name[name_end - name_at] = 0;
+    make_id(s, s->pend_id, sizeof(s->pend_id));
+    s->args_at = s->scanned = k;
+    s->args_end = s->args_sent = 0;
+    s->depth = 0;
+    s->in_str = s->esc = s->no_stream = false;
+}
+
+/* Follows the pending call's arguments to find where the object closes. */
+static void pending_scan(api_tool_stream *s)
+{
+    for (; s->scanned < s->len && !s->args_end && !s->no_stream; s->scanned++) {
+        char c = s->text[s->scanned];
+        if (s->depth == 0) { /* before the value: blanks, then '{' */
+            if (strchr(" \t\r\n", c)) {
+                s->args_at = s->scanned + 1;
+                continue;
+            }
+            s->no_stream = c != '{'; /* a string or other value: sent when complete */
+            s->depth = c == '{';
+            continue;
+        }
+        if (s->in_str) {
+            s->in_str = s->esc || c != '"';
+            s->esc = !s->esc && c == '\\';
+            continue;
+        }
+        s->in_str = c == '"';
+        s->depth += (c == '{' || c == '[') - (c == '}' || c == ']');
+        if (s->depth == 0) s->args_end = s->scanned + 1;
+    }
+}
+
+void api_tool_stream_args(api_tool_stream *s, const char **p, size_t *n)
+{
+    size_t upto = s->args_end ? s->args_end : s->scanned;
+    *p = s->text ? s->text + s->args_at + s->args_sent : "";
+    *n = 0;
+    if (!s->pend || s->no_stream || upto <= s->args_at + s->args_sent) return;
+    *n = upto - s->args_at - s->args_sent;
+    s->args_sent += *n;
 }
 
 /* Where the next call may start at or after q: its offset, or len when none; *partial is the
@@ -232,7 +342,8 @@ static size_t find_start(const api_tool_stream *s, size_t q, size_t *partial)
     *partial = 0;
     if (s->fmt == API_TOOLS_LLAMA3 && q == 0) { /* a bare JSON object at the start */
         size_t k = 0;
-        while (k < s->len && strchr(" \t\r\n", s->text[k])) k++;
+        while (k < s->len && strchr(" \t\r\n", s->text[k]))
+            k++;
         if (k < s->len && s->text[k] == '{') return k;
     }
     const char *f = memmem(s->text + q, s->len - q, open, ol);
@@ -254,10 +365,12 @@ static void parse(api_tool_stream *s, bool final)
         if (at >= s->len) {
             if (json_array_size(s->calls) == 0) {
                 size_t e = final ? s->len : s->len - partial;
-                while (!final && e > 0 && strchr(" \t\r\n", s->text[e - 1])) e--;
+                while (!final && e > 0 && strchr(" \t\r\n", s->text[e - 1]))
+                    e--;
                 if (s->fmt == API_TOOLS_LLAMA3 && !final) { /* all blank so far: wait */
                     size_t k = 0;
-                    while (k < s->len && strchr(" \t\r\n", s->text[k])) k++;
+                    while (k < s->len && strchr(" \t\r\n", s->text[k]))
+                        k++;
                     if (k == s->len) e = 0;
                 }
                 s->content_end = KS_MAX(s->content_end, e);
@@ -266,12 +379,17 @@ static void parse(api_tool_stream *s, bool final)
         }
         if (json_array_size(s->calls) == 0) {
             size_t e = at;
-            while (e > 0 && strchr(" \t\r\n", s->text[e - 1])) e--;
+            while (e > 0 && strchr(" \t\r\n", s->text[e - 1]))
+                e--;
             s->content_end = KS_MAX(s->content_end, e);
             s->first_call_at = at;
         }
         size_t end = try_call(s, at, final);
-        if (end == 0) return; /* wait for more text */
+        if (end == 0) { /* wait for more text; meanwhile its head and arguments may show */
+            if (!s->pend) pending_start(s, at);
+            if (s->pend) pending_scan(s);
+            return;
+        }
         if (end == SIZE_MAX) { /* not a call: when nothing was, the whole text is content */
             if (json_array_size(s->calls) == 0 && final) s->content_end = s->len;
             return; /* (while streaming it is held: more text cannot turn it into a call) */
@@ -340,7 +458,8 @@ static int gbnf_prefix(const char *g, const char *pfx, char **out)
             }
             if (i < n) o[k++] = g[i++];
         } else if (c == '#') {
-            while (i < n && g[i] != '\n') i++; /* comments are dropped */
+            while (i < n && g[i] != '\n')
+                i++; /* comments are dropped */
         } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                    c == '_' || c == '-') {
             memcpy(o + k, pfx, strlen(pfx));
@@ -406,16 +525,22 @@ static void gb_lit(gbuf *b, const char *s)
 }
 
 static const char *const g_pre[] = {
-    [API_TOOLS_HERMES] = "<tool_call>\n{\"name\": \"", [API_TOOLS_LLAMA3] = "{\"name\": \"",
-    [API_TOOLS_MISTRAL] = "[TOOL_CALLS][{\"name\": \"", [API_TOOLS_PHI4] = "<|tool_call|>{\"name\": \"",
+    [API_TOOLS_HERMES] = "<tool_call>\n{\"name\": \"",
+    [API_TOOLS_LLAMA3] = "{\"name\": \"",
+    [API_TOOLS_MISTRAL] = "[TOOL_CALLS][{\"name\": \"",
+    [API_TOOLS_PHI4] = "<|tool_call|>{\"name\": \"",
 };
 static const char *const g_mid[] = {
-    [API_TOOLS_HERMES] = "\", \"arguments\": ", [API_TOOLS_LLAMA3] = "\", \"parameters\": ",
-    [API_TOOLS_MISTRAL] = "\", \"arguments\": ", [API_TOOLS_PHI4] = "\", \"arguments\": ",
+    [API_TOOLS_HERMES] = "\", \"arguments\": ",
+    [API_TOOLS_LLAMA3] = "\", \"parameters\": ",
+    [API_TOOLS_MISTRAL] = "\", \"arguments\": ",
+    [API_TOOLS_PHI4] = "\", \"arguments\": ",
 };
 static const char *const g_post[] = {
-    [API_TOOLS_HERMES] = "}\n</tool_call>", [API_TOOLS_LLAMA3] = "}",
-    [API_TOOLS_MISTRAL] = "}]", [API_TOOLS_PHI4] = "}<|/tool_call|>",
+    [API_TOOLS_HERMES] = "}\n</tool_call>",
+    [API_TOOLS_LLAMA3] = "}",
+    [API_TOOLS_MISTRAL] = "}]",
+    [API_TOOLS_PHI4] = "}<|/tool_call|>",
 };
 
 /* Adds tool i as one alternative of root (and its arguments' rules, prefixed "t<i>-"). */
@@ -454,7 +579,8 @@ int api_tool_grammar(api_tool_format fmt, const json_t *tools, const char *force
     json_t *t;
     int rc = 0;
     gb_str(&root, "root ::= ");
-    json_array_foreach(tools, i, t) {
+    json_array_foreach(tools, i, t)
+    {
         const json_t *fn = json_object_get(t, "function");
         if (rc || (forced && strcmp(json_string_value(json_object_get(fn, "name")), forced)))
             continue;

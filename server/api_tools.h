@@ -48,6 +48,21 @@ typedef struct api_tool_stream {
     json_t *calls;        /* complete calls so far: [{"id","type","function":{name,arguments}}] */
     size_t calls_sent;    /* calls already handed out */
     uint64_t rng;
+    /* The call being written (Hermes, Llama 3, Phi-4): once its name is known it gets its id,
+     * and its arguments can be streamed as they grow; they become the complete call's
+     * arguments byte for byte. */
+    bool pend;           /* a call's id and name are known, its arguments still open */
+    bool pend_announced; /* the caller sent its id and name */
+    size_t pend_at;      /* offset of its marker */
+    char pend_id[40], pend_name[128];
+    size_t args_at;   /* offset of its arguments' '{' */
+    size_t args_end;  /* one past their '}' once closed; 0 while open */
+    size_t args_sent; /* bytes of the arguments handed out */
+    size_t scanned;   /* the arguments are scanned up to here */
+    int depth;
+    bool in_str, esc, no_stream;
+    long announced;        /* index in calls of the call completed after being announced, or -1 */
+    size_t announced_sent; /* bytes of its arguments sent before it completed */
 } api_tool_stream;
 
 void api_tool_stream_init(api_tool_stream *s, api_tool_format fmt, uint64_t seed);
@@ -55,6 +70,10 @@ void api_tool_stream_free(api_tool_stream *s);
 /* Appends generated text and re-parses. final: the message is complete (an unterminated call
  * is parsed if it holds valid JSON; otherwise it is content). Returns 0 or -1 (no memory). */
 int api_tool_stream_push(api_tool_stream *s, const char *text, size_t n, bool final);
+/* The arguments of the pending call that may be sent now and were not yet (none when no
+ * call is pending). */
+void api_tool_stream_args(api_tool_stream *s, const char **p, size_t *n);
+
 /* The content that may be shown now and was not yet: [*off, *off + *n) of s->text (after a
  * final push with tool calls, the content outside them, without surrounding whitespace). */
 void api_tool_stream_content(api_tool_stream *s, const char **p, size_t *n);

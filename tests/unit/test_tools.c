@@ -183,6 +183,47 @@ START_TEST(test_stream_reveals_calls_only_when_complete)
 }
 END_TEST
 
+/* A consumer like the server's stream: the call's id and name as soon as they are known, its
+ * arguments as they grow; at completion the rest. Sent pieces must add up to the call. */
+START_TEST(test_stream_sends_arguments_as_they_grow)
+{
+    const char *text = "Let me see.<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+                       "{\"city\": \"Pa}ris\\\"\", \"days\": [1, {\"x\": 2}]}}\n</tool_call>";
+    api_tool_stream s;
+    api_tool_stream_init(&s, API_TOOLS_HERMES, 9);
+    char args[256] = "", id[64] = "", name[160] = "";
+    size_t n = strlen(text), before_close = 0;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(api_tool_stream_push(&s, text + i, 1, false), 0);
+        if (s.pend && !s.pend_announced) {
+            snprintf(id, sizeof id, "%s", s.pend_id);
+            snprintf(name, sizeof name, "%s", s.pend_name);
+            s.pend_announced = true;
+        }
+        const char *p;
+        size_t len;
+        api_tool_stream_args(&s, &p, &len);
+        strncat(args, p, len);
+        if (json_array_size(s.calls) == 0) before_close = strlen(args);
+    }
+    ck_assert_uint_eq(json_array_size(s.calls), 1);
+    json_t *call = json_array_get(s.calls, 0);
+    json_t *fn = json_object_get(call, "function");
+    const char *full = json_string_value(json_object_get(fn, "arguments"));
+    ck_assert_str_eq(name, "get_weather");
+    ck_assert_str_eq(id, json_string_value(json_object_get(call, "id")));
+    ck_assert_int_eq(s.announced, 0);
+    ck_assert_uint_gt(before_close, 20); /* most of the arguments went out early */
+    strcat(args, full + s.announced_sent);
+    ck_assert_str_eq(args, full);
+    json_t *parsed = json_loads(full, 0, NULL);
+    ck_assert_ptr_nonnull(parsed);
+    ck_assert_str_eq(json_string_value(json_object_get(parsed, "city")), "Pa}ris\"");
+    json_decref(parsed);
+    api_tool_stream_free(&s);
+}
+END_TEST
+
 static int parse_req(const char *body, api_tool_choice *choice, const char **forced,
                      const char **param)
 {
@@ -313,6 +354,7 @@ int main(void)
     tcase_add_test(tc, test_hermes);
     tcase_add_test(tc, test_llama3_mistral_phi4);
     tcase_add_test(tc, test_stream_reveals_calls_only_when_complete);
+    tcase_add_test(tc, test_stream_sends_arguments_as_they_grow);
     tcase_add_test(tc, test_tools_and_tool_choice_validation);
     tcase_add_test(tc, test_grammar_forces_a_valid_call);
     suite_add_tcase(s, tc);
