@@ -20,6 +20,32 @@
 #include "server/sched_sample.h"
 #include "server/scheduler.h"
 
+/* Flag values (main's cli_parse_* became ks_args; these keep this bench's own loop). */
+static int cli_parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end = NULL;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        fprintf(stderr, "%s: expected an integer in %lld..%lld\n", flag, (long long)lo,
+                (long long)hi);
+        return 1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int cli_parse_f32(const char *flag, const char *v, float lo, float hi, float *out)
+{
+    char *end = NULL;
+    float x = strtof(v, &end);
+    if (!*v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "%s: expected a number in %g..%g\n", flag, (double)lo, (double)hi);
+        return 1;
+    }
+    *out = x;
+    return 0;
+}
+
 typedef struct bg_run {
     double total, sampler;   /* seconds over the whole decode */
     int64_t masks, computed; /* full masks needed, and those not found in the state cache */

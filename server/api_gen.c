@@ -343,7 +343,7 @@ static void on_error(api_choice *c, const sch_event *ev)
         return;
     }
     size_t len;
-    char *body = http_error_body(ev->status, ev->message, &len);
+    char *body = http_error_body(ev->status, ev->message, NULL, &len);
     char *framed = body ? sse_frame(body, len, &len) : NULL;
     if (framed) (void)http_stream_write(j->req, framed, len);
     free(framed);
@@ -555,7 +555,7 @@ static int submit_all(api_job *j, api_gen *g, const int32_t *ids, int32_t n)
 {
     api_server *a = j->a;
     bool full = g->policy ? !strcmp(g->policy->name, "full")
-                          : a->cfg->kvcache.policy.kind == KV_POLICY_FULL;
+                          : !strcmp(kv_policy_kind_name(a->cfg->kvcache.policy.kind), "full");
     sch_group *grp = j->n > 1 && full ? sch_group_create() : NULL;
     int rc = 0;
     for (int i = 0; i < j->n && !rc; i++) {

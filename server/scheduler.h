@@ -122,8 +122,10 @@ typedef struct sch_seq_info {
     size_t bytes;
     int32_t n_prompt;
     int32_t n_generated;
-    bool has_retrieval;            /* the sequence uses the retrieval policy */
-    kv_retrieval_stats retrieval;  /* its blocks in RAM / on disk, hot-set and spill I/O */
+    int32_t policy_kind;           /* registry index of its policy */
+    kv_policy_params params;       /* that policy's resolved parameters */
+    bool has_spill;                /* the policy has a spill tier (kv_retrieval_get_stats) */
+    kv_retrieval_stats spill;      /* its blocks in RAM / on disk, hot-set and spill I/O */
 } sch_seq_info;
 /* Copies the snapshot (caller frees with sch_seq_info_free). */
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;
