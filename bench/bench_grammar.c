@@ -15,36 +15,11 @@
 #include <string.h>
 
 #include "cli/cli_util.h"
+#include "kvserve/args.h"
 #include "kvserve/engine.h"
 #include "server/json_schema.h"
 #include "server/sched_sample.h"
 #include "server/scheduler.h"
-
-/* Flag values (main's cli_parse_* became ks_args; these keep this bench's own loop). */
-static int cli_parse_i64(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end = NULL;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) {
-        fprintf(stderr, "%s: expected an integer in %lld..%lld\n", flag, (long long)lo,
-                (long long)hi);
-        return 1;
-    }
-    *out = x;
-    return 0;
-}
-
-static int cli_parse_f32(const char *flag, const char *v, float lo, float hi, float *out)
-{
-    char *end = NULL;
-    float x = strtof(v, &end);
-    if (!*v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "%s: expected a number in %g..%g\n", flag, (double)lo, (double)hi);
-        return 1;
-    }
-    *out = x;
-    return 0;
-}
 
 typedef struct bg_run {
     double total, sampler;   /* seconds over the whole decode */
@@ -149,32 +124,22 @@ int main(int argc, char **argv)
     const char *model = NULL, *schema = NULL, *gbnf = NULL;
     int64_t gen = 256, threads = cli_default_threads(), reps = 3;
     float temp = 0;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *a = argv[i], *v = argv[i + 1];
-        int rc = 0;
-        if (!strcmp(a, "--model"))
-            model = v;
-        else if (!strcmp(a, "--schema"))
-            schema = v;
-        else if (!strcmp(a, "--gbnf"))
-            gbnf = v;
-        else if (!strcmp(a, "--gen"))
-            rc = cli_parse_i64(a, v, 1, 4096, &gen);
-        else if (!strcmp(a, "--threads"))
-            rc = cli_parse_i64(a, v, 1, 256, &threads);
-        else if (!strcmp(a, "--reps"))
-            rc = cli_parse_i64(a, v, 1, 31, &reps);
-        else if (!strcmp(a, "--temp"))
-            rc = cli_parse_f32(a, v, 0, 10, &temp);
-        else
-            rc = 1;
-        if (rc) return 2;
-    }
-    if (!model) {
-        fprintf(stderr, "usage: bench_grammar --model M [--gen N] [--threads N] [--reps N] "
-                        "[--temp T] [--schema FILE.json | --gbnf FILE]\n");
-        return 2;
-    }
+    const ks_arg args[] = {
+        {"model", 'm', KS_ARG_STRING, &model, .metavar = "FILE", .help = "GGUF model",
+         .flags = KS_ARG_REQUIRED},
+        {"gen", 0, KS_ARG_INT, &gen, 1, 4096, .help = "decoded tokens per run"},
+        {"threads", 't', KS_ARG_INT, &threads, 1, 256, .help = "compute threads"},
+        {"reps", 0, KS_ARG_INT, &reps, 1, 31, .help = "repetitions; the median is printed"},
+        {"temp", 0, KS_ARG_FLOAT, &temp, 0, 10, .help = "sampling temperature (0: greedy)"},
+        {"schema", 0, KS_ARG_STRING, &schema, .metavar = "FILE.json",
+         .help = "a JSON Schema to constrain with (default: any JSON object)"},
+        {"gbnf", 0, KS_ARG_STRING, &gbnf, .metavar = "FILE", .help = "a GBNF grammar instead"},
+    };
+    const ks_args_spec spec = {"bench_grammar",
+                               "Per-token cost of grammar-constrained sampling.", args,
+                               KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
     char *src = load_grammar(schema, gbnf);
     if (!src) return 1;
     engine_params ep = {.model_path = model,

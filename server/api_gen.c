@@ -549,14 +549,13 @@ static int echo_text(const api_server *a, json_t *root, const int32_t *ids, int3
 }
 
 /* Submits one scheduler request per choice. Choice i samples with seed + i; choices after
- * the first wait for the first one's prompt when the full policy lets them share its
- * blocks. On failure every submitted request is cancelled and the status returned. */
+ * the first wait for the first one's prompt to be computed, then start from its blocks in the
+ * prefix cache (a policy whose blocks cannot be shared computes its own). On failure every
+ * submitted request is cancelled and the status returned. */
 static int submit_all(api_job *j, api_gen *g, const int32_t *ids, int32_t n)
 {
     api_server *a = j->a;
-    bool full = g->policy ? !strcmp(g->policy->name, "full")
-                          : !strcmp(kv_policy_kind_name(a->cfg->kvcache.policy.kind), "full");
-    sch_group *grp = j->n > 1 && full ? sch_group_create() : NULL;
+    sch_group *grp = j->n > 1 ? sch_group_create() : NULL;
     int rc = 0;
     for (int i = 0; i < j->n && !rc; i++) {
         api_choice *c = &j->ch[i];

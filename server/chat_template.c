@@ -5,7 +5,7 @@
  *
  * The assistant prefill rule, as llama-server applies it when the last message is the
  * assistant's: render the conversation without that message (no generation prompt) = base,
- * and with it = full; the prompt is base followed by full from the first byte where the two
+ * and with it = whole; the prompt is base followed by whole from the first byte where the two
  * differ, cut right after the last message's content. The model then continues that content.
  */
 #include <stdlib.h>
@@ -160,13 +160,13 @@ static void strip_special(char *s, const api_chat_render_opts *o)
 }
 
 /* Keeps base + full[common prefix:] up to the end of the last message's content. */
-static int prefill_join(char *base, char *full, const char *content, char **out)
+static int prefill_join(char *base, char *whole, const char *content, char **out)
 {
     size_t p = 0;
-    while (base[p] && base[p] == full[p]) {
+    while (base[p] && base[p] == whole[p]) {
         p++;
     }
-    char *tail = full + p;
+    char *tail = whole + p;
     size_t keep = strlen(tail);
     if (content && *content) {
         for (char *q = strstr(tail, content); q; q = strstr(q + 1, content)) {
@@ -202,13 +202,13 @@ int api_chat_template_render(const jinja_template *t, const json_t *messages, co
         }
         return rc;
     }
-    char *base = NULL, *full = NULL;
+    char *base = NULL, *whole = NULL;
     int rc = render_once(t, messages, n - 1, tools, o, false, &base, d);
-    rc = rc ? rc : render_once(t, messages, n, tools, o, false, &full, d);
+    rc = rc ? rc : render_once(t, messages, n, tools, o, false, &whole, d);
     const json_t *content = json_object_get(last, "content");
-    rc = rc ? rc : prefill_join(base, full, json_string_value(content), out);
+    rc = rc ? rc : prefill_join(base, whole, json_string_value(content), out);
     free(base);
-    free(full);
+    free(whole);
     if (!rc) {
         strip_special(*out, o);
     }
