@@ -55,8 +55,10 @@ int api_chat_setup(api_server *a, const cfg *c, ks_diag *d)
                     tok_chat_family_name(a->chat));
             rc = 0;
         } else if (rc) {
-            ks_diag_set(d, rc, "%s (set model.chat_template_fallback = true to use the %s "
-                               "formatter instead)", pd.msg, tok_chat_family_name(a->chat));
+            ks_diag_set(d, rc,
+                        "%s (set model.chat_template_fallback = true to use the %s "
+                        "formatter instead)",
+                        pd.msg, tok_chat_family_name(a->chat));
         }
     }
     free(file_src);
@@ -93,7 +95,8 @@ static char *family_text(const api_server *a, json_t *msgs, char *msg, size_t ca
         } else if (json_is_array(content)) { /* [{"type":"text","text":...}, ...] */
             size_t k, total = 1;
             json_t *part;
-            json_array_foreach(content, k, part) {
+            json_array_foreach(content, k, part)
+            {
                 json_t *t = json_object_get(part, "text");
                 if (!json_is_string(t)) {
                     snprintf(msg, cap, "messages[%zu].content parts must be text", i);
@@ -103,7 +106,8 @@ static char *family_text(const api_server *a, json_t *msgs, char *msg, size_t ca
             }
             owned[i] = calloc(1, total);
             if (!owned[i]) goto done;
-            json_array_foreach(content, k, part) strcat(owned[i], json_string_value(json_object_get(part, "text")));
+            json_array_foreach(content, k, part)
+                strcat(owned[i], json_string_value(json_object_get(part, "text")));
             m[i].content = owned[i];
         } else if (json_is_null(content) || !content) {
             m[i].content = "";
@@ -115,7 +119,8 @@ static char *family_text(const api_server *a, json_t *msgs, char *msg, size_t ca
     out = tok_chat_format(a->chat, m, n, true, a->vocab);
     if (!out) snprintf(msg, cap, "cannot format the chat messages");
 done:
-    for (size_t i = 0; owned && i < n; i++) free(owned[i]);
+    for (size_t i = 0; owned && i < n; i++)
+        free(owned[i]);
     free(owned);
     free(m);
     return out;
@@ -142,8 +147,8 @@ char *api_chat_text(const api_server *a, json_t *root, bool with_tools, char *ms
     char *out = NULL;
     ks_diag d;
     ks_diag_clear(&d);
-    int rc = api_chat_template_render(a->tmpl, msgs, with_tools ? json_object_get(root, "tools")
-                                                                : NULL, &o, &out, &d);
+    int rc = api_chat_template_render(
+        a->tmpl, msgs, with_tools ? json_object_get(root, "tools") : NULL, &o, &out, &d);
     if (rc == 0) return out;
     if (a->tmpl_fallback) return family_text(a, msgs, msg, cap);
     snprintf(msg, cap, "%s", d.msg[0] ? d.msg : "cannot render the chat template");

@@ -133,7 +133,8 @@ static int render_once(const jinja_template *t, const json_t *messages, size_t n
     rc = rc ? rc : jinja_ctx_set(c, "date_string", jinja_cstr(c, date));
     const char *k;
     json_t *x;
-    json_object_foreach((json_t *)o->kwargs, k, x) { /* never replaces what we bind above */
+    json_object_foreach((json_t *)o->kwargs, k, x)
+    { /* never replaces what we bind above */
         static const char *const reserved[] = {"messages", "tools", "add_generation_prompt",
                                                "bos_token", "eos_token"};
         bool skip = false;
