@@ -127,27 +127,27 @@ int main(int argc, char **argv)
     const ks_arg args[] = {
         {"model", 'm', KS_ARG_STRING, &model, .metavar = "FILE", .help = "GGUF model",
          .flags = KS_ARG_REQUIRED},
+        {"schema", 0, KS_ARG_STRING, &schema, .metavar = "FILE",
+         .help = "JSON Schema to constrain with (default: any JSON object)"},
+        {"gbnf", 0, KS_ARG_STRING, &gbnf, .metavar = "FILE", .help = "GBNF grammar instead"},
         {"gen", 0, KS_ARG_INT, &gen, 1, 4096, .help = "decoded tokens per run"},
         {"threads", 't', KS_ARG_INT, &threads, 1, 256, .help = "compute threads"},
         {"reps", 0, KS_ARG_INT, &reps, 1, 31, .help = "repetitions; the median is printed"},
         {"temp", 0, KS_ARG_FLOAT, &temp, 0, 10, .help = "sampling temperature (0: greedy)"},
-        {"schema", 0, KS_ARG_STRING, &schema, .metavar = "FILE.json",
-         .help = "a JSON Schema to constrain with (default: any JSON object)"},
-        {"gbnf", 0, KS_ARG_STRING, &gbnf, .metavar = "FILE", .help = "a GBNF grammar instead"},
     };
     const ks_args_spec spec = {"bench_grammar",
-                               "Per-token cost of grammar-constrained sampling.", args,
-                               KS_ARRAY_LEN(args), NULL};
+                               "Grammar-constrained sampling cost per token against plain decode.",
+                               args, KS_ARRAY_LEN(args), NULL};
     int exit_code = ks_args_run(&spec, argc, argv);
     if (exit_code >= 0) return exit_code;
     char *src = load_grammar(schema, gbnf);
     if (!src) return 1;
     engine_params ep = {.model_path = model,
-                            .n_threads = (int32_t)threads,
-                            .n_ctx = (int32_t)gen + 64,
-                            .n_batch = 64,
-                            .n_seqs = 1,
-                            .kv_dtype = KS_DTYPE_F16};
+                        .n_threads = (int32_t)threads,
+                        .n_ctx = (int32_t)gen + 64,
+                        .n_batch = 64,
+                        .n_seqs = 1,
+                        .kv_dtype = KS_DTYPE_F16};
     engine e;
     if (engine_open(&ep, &e)) return 1;
     const tok_vocab *v = model_get_vocab(e.m);

@@ -43,45 +43,6 @@ static const char js_prims[] =
     "uuid ::= [0-9a-f]{8} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" "
     "[0-9a-f]{12}\n";
 
-/* ---------------------------------------------------------------- text buffer */
-
-void js_addn(js_buf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = (b->n + n + 1) * 2;
-        char *ns = realloc(b->s, nc);
-        if (!ns) {
-            b->oom = 1;
-            return;
-        }
-        b->s = ns;
-        b->cap = nc;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-
-void js_add(js_buf *b, const char *s)
-{
-    js_addn(b, s, strlen(s));
-}
-
-void js_printf(js_buf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || n >= (int)sizeof(tmp)) {
-        b->oom = 1;
-        return;
-    }
-    js_addn(b, tmp, (size_t)n);
-}
-
 /* ---------------------------------------------------------------- converter state */
 
 typedef struct js_conv {
@@ -538,11 +499,11 @@ static void not_names(js_conv *c, uint32_t **names, const int *len, const int *i
     }
     js_add(&other, "] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})");
     js_printf(&body, "%s(%s) char*", body.n ? " | " : "", other.s ? other.s : "");
-    js_buf full = {0}; /* the empty alternative first: a rule line cannot end with '|' */
-    js_add(&full, terminal ? "" : "| ");
-    js_addn(&full, body.s ? body.s : "", body.n);
-    add_rule(c, "key", &full, out);
-    free(full.s);
+    js_buf rule = {0}; /* the empty alternative first: a rule line cannot end with '|' */
+    js_add(&rule, terminal ? "" : "| ");
+    js_addn(&rule, body.s ? body.s : "", body.n);
+    add_rule(c, "key", &rule, out);
+    free(rule.s);
     free(sub);
     free(body.s);
     free(other.s);

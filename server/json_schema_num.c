@@ -1,5 +1,6 @@
-/* json_schema_num.c - integer ranges as grammar: the digit patterns that match exactly the
- * decimal integers in [lo, hi] (JSON Schema minimum / maximum).
+/* json_schema_num.c - the converter's text buffer, and integer ranges as grammar: the digit
+ * patterns that match exactly the decimal integers in [lo, hi] (JSON Schema minimum /
+ * maximum). json_schema.c builds on both; nothing here calls back into it.
  *
  * The classic construction for numeric ranges in regular languages: split [lo, hi] by digit
  * count, then for two numbers a <= z of the same length either their first digits agree
@@ -8,10 +9,51 @@
  * followed by [00..0 .. rest of z]. Negative ranges are a "-" and the range of magnitudes.
  * Numbers never have leading zeros (JSON forbids them).
  */
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "json_schema_int.h"
+
+/* ---------------------------------------------------------------- text buffer */
+
+void js_addn(js_buf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t nc = (b->n + n + 1) * 2;
+        char *ns = realloc(b->s, nc);
+        if (!ns) {
+            b->oom = 1;
+            return;
+        }
+        b->s = ns;
+        b->cap = nc;
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = 0;
+}
+
+void js_add(js_buf *b, const char *s)
+{
+    js_addn(b, s, strlen(s));
+}
+
+void js_printf(js_buf *b, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= (int)sizeof(tmp)) {
+        b->oom = 1;
+        return;
+    }
+    js_addn(b, tmp, (size_t)n);
+}
 
 static int all_digit(const char *s, int n, char c)
 {

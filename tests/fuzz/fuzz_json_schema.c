@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../server/json_schema.h"
 #include "kvserve/grammar.h"
+#include "server/json_schema.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

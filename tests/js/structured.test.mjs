@@ -17,8 +17,13 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import Ajv from 'ajv';
 
-const BIN = process.env.KVSERVE_BIN || path.resolve('../../build/kvserve');
-const SHARED = process.env.KVSERVE_SHARED || path.resolve('../../../shared');
+// meson sets both (tests/meson.build); there is no fallback: without them nothing is tested.
+const BIN = process.env.KVSERVE_BIN;
+const SHARED = process.env.KVSERVE_SHARED;
+if (!BIN || !SHARED || !fs.existsSync(SHARED)) {
+  console.error('KVSERVE_BIN and KVSERVE_SHARED must be set: run the tests with `meson test`');
+  process.exit(1);
+}
 const MODEL = path.join(SHARED, 'models', 'kjv-tiny', 'kjv-tiny-f16.gguf');
 
 let server, client, dir, log;

@@ -6,6 +6,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "shared_dir.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,8 +18,7 @@
 
 static const char *shared_dir(void)
 {
-    const char *s = getenv("KVSERVE_SHARED");
-    return s ? s : "/work/shared";
+    return ks_test_shared_dir();
 }
 
 static tok_vocab *load_vocab(const char *rel)
@@ -223,7 +223,7 @@ START_TEST(test_match_state)
     ck_assert_int_eq(gram_matcher_create(g, NULL, &m), 0);
     ck_assert_int_eq(gram_matcher_accept_bytes(m, "\xed", 1), 0);
     ck_assert_int_eq(gram_matcher_accept_bytes(m, "\xa0", 1), KS_ERR_INVALID); /* U+D800.. */
-    ck_assert_int_eq(gram_matcher_accept_bytes(m, "\x9f\xbf", 2), 0);         /* U+D7FF */
+    ck_assert_int_eq(gram_matcher_accept_bytes(m, "\x9f\xbf", 2), 0);          /* U+D7FF */
     ck_assert_int_eq(gram_matcher_accept_bytes(m, "\xe0\x80", 2), KS_ERR_INVALID);
     ck_assert_int_eq(gram_matcher_accept_bytes(m, "\xf4\x90", 2), KS_ERR_INVALID);
     gram_matcher_destroy(m);

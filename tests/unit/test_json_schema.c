@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../server/json_schema.h"
 #include "kvserve/grammar.h"
+#include "server/json_schema.h"
 
 static gram *schema_gram(const char *schema_text)
 {
@@ -73,8 +73,7 @@ static const sc_case cases[] = {
      {"\"a\"", "\"abcde\"", "\"\""}},
     {"{\"type\":\"string\",\"format\":\"date\"}",
      {"\"2024-02-28\"", "\"1999-12-31\"", "\"2023-04-30\""},
-     {"\"2024-13-01\"", "\"2024-1-01\"", "\"2024-01-32\"", "\"2023-04-31\"",
-      "\"2023-02-30\""}},
+     {"\"2024-13-01\"", "\"2024-1-01\"", "\"2024-01-32\"", "\"2023-04-31\"", "\"2023-02-30\""}},
     {"{\"type\":\"string\",\"format\":\"date-time\"}",
      {"\"2024-02-28T13:45:00Z\"", "\"2024-02-28T13:45:00.123+02:00\""},
      {"\"2024-02-28 13:45:00Z\"", "\"2024-02-28T24:00:00Z\""}},
