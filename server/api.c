@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "api.h"
-#include "kvserve/sse.h"
+#include "sse.h"
 
 
 /* ---------------------------------------------------------------- small helpers */

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../server/cli_util.h"
+#include "kvserve/engine.h"
 #include "kvserve/base.h"
 #include "kvserve/gguf.h"
 #include "kvserve/model.h"
@@ -391,21 +391,21 @@ START_TEST(test_mixed_files_load_and_run)
     for (size_t i = 0; i < KS_ARRAY_LEN(files); i++) {
         char path[1200];
         snprintf(path, sizeof(path), "%s/rt-%s.gguf", g_data, files[i]);
-        cli_engine_params ep = {.model_path = path,
+        engine_params ep = {.model_path = path,
                                 .n_threads = 2,
                                 .n_ctx = 64,
                                 .n_batch = 16,
                                 .n_seqs = 2,
                                 .kv_dtype = KS_DTYPE_F16,
                                 .llama_numerics = true};
-        cli_engine e;
-        ck_assert_msg(cli_engine_open(&ep, &e) == 0, "%s does not load", path);
+        engine e;
+        ck_assert_msg(engine_open(&ep, &e) == 0, "%s does not load", path);
         int64_t nv = model_get_hparams(e.m)->n_vocab;
         int32_t toks[T] = {1, 10, 20, 30, 40, 50};
         float *all = malloc((size_t)nv * T * 4), *one = malloc((size_t)nv * T * 4);
         kv_seq *a, *b;
-        ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &a), 0);
-        ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &b), 0);
+        ck_assert_int_eq(engine_new_seq(&e, NULL, &a), 0);
+        ck_assert_int_eq(engine_new_seq(&e, NULL, &b), 0);
         model_seq_batch pb = {.kv = a,
                               .tokens = toks,
                               .n_tokens = T,
@@ -425,7 +425,7 @@ START_TEST(test_mixed_files_load_and_run)
         ck_assert_msg(diff < 1e-2, "%s: decode vs prefill logits differ by %g", files[i], diff);
         kv_seq_destroy(a);
         kv_seq_destroy(b);
-        cli_engine_close(&e);
+        engine_close(&e);
         free(all);
         free(one);
     }
