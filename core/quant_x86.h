@@ -191,6 +191,146 @@ static void qx_gemm_iq4_nl(int64_t n, const void *w_rows, size_t wrb, int64_t n_
     }
 }
 
+/* ---- matvec of the 32-element types: activation scales converted once ----
+ * The row kernel is the vec-dot above with the activation's fp16 scales (d, and s for Q8_1)
+ * read from f32 arrays filled once per activation, and the weight's adjacent d and m of
+ * Q4_1/Q5_1 converted by one vcvtph2ps; every f32 operation is the same, so results equal
+ * qt_vec_dot's bit for bit. */
+enum { QX_Q4_1, QX_Q5_0, QX_Q5_1, QX_IQ4_NL };
+#define QX_MV_NB 1024 /* blocks per row the scale scratch holds; longer rows use the dots */
+#define QX_MV_NT 4    /* activations converted at a time */
+
+static inline __attribute__((always_inline)) __m256i qx_blk32(int kind, const uint8_t *blk)
+{
+    switch (kind) {
+    case QX_Q4_1: return qx_nibbles32(((const blk_q4_1 *)blk)->qs);
+    case QX_Q5_1: {
+        const blk_q5_1 *a = (const blk_q5_1 *)blk;
+        return _mm256_or_si256(qx_nibbles32(a->qs), qx_hbits16(a->qh));
+    }
+    case QX_Q5_0: {
+        const blk_q5_0 *a = (const blk_q5_0 *)blk;
+        return _mm256_sub_epi8(_mm256_or_si256(qx_nibbles32(a->qs), qx_hbits16(a->qh)),
+                               _mm256_set1_epi8(16));
+    }
+    default: return qx_iq4_block(((const blk_iq4_nl *)blk)->qs);
+    }
+}
+
+static inline __attribute__((always_inline)) float
+qx_row32(int kind, int64_t nb, const uint8_t *w, const uint8_t *x, const float *dx,
+         const float *sx)
+{
+    const size_t wb = kind == QX_Q4_1   ? sizeof(blk_q4_1)
+                      : kind == QX_Q5_1 ? sizeof(blk_q5_1)
+                      : kind == QX_Q5_0 ? sizeof(blk_q5_0)
+                                        : sizeof(blk_iq4_nl);
+    const size_t xbb = (kind == QX_Q4_1 || kind == QX_Q5_1) ? sizeof(blk_q8_1) : sizeof(blk_q8_0);
+    const size_t xqs = (kind == QX_Q4_1 || kind == QX_Q5_1) ? 4 : 2; /* offset of qs */
+    __m256 acc = _mm256_setzero_ps(), acc2 = acc;
+    float summs = 0.0f;
+    int64_t i = 0;
+    if (kind == QX_IQ4_NL) { /* block pairs into two accumulators, then a scalar tail */
+        for (; i + 1 < nb; i += 2) {
+            const uint8_t *a0 = w + (size_t)i * wb, *a1 = a0 + wb;
+            uint16_t h0, h1;
+            memcpy(&h0, a0, 2);
+            memcpy(&h1, a1, 2);
+            __m256i s0 = qx_dot4_ss(qx_blk32(kind, a0), qx_ld256(x + (size_t)i * xbb + xqs));
+            __m256i s1 = qx_dot4_ss(qx_blk32(kind, a1), qx_ld256(x + (size_t)(i + 1) * xbb + xqs));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dx[i] * qx_f16(h0)), _mm256_cvtepi32_ps(s0), acc);
+            acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dx[i + 1] * qx_f16(h1)), _mm256_cvtepi32_ps(s1),
+                                   acc2);
+        }
+        float sum = qx_hsum8(_mm256_add_ps(acc, acc2));
+        for (; i < nb; i++) {
+            const blk_iq4_nl *a = (const blk_iq4_nl *)(w + (size_t)i * wb);
+            const blk_q8_0 *b = (const blk_q8_0 *)(x + (size_t)i * xbb);
+            int isum = 0;
+            for (int j = 0; j < 16; j++)
+                isum += qt_iq4_values[a->qs[j] & 0xF] * b->qs[j] +
+                        qt_iq4_values[a->qs[j] >> 4] * b->qs[j + 16];
+            sum = fmaf(dx[i] * qx_f16(a->d), (float)isum, sum);
+        }
+        return sum;
+    }
+    for (; i < nb; i++) {
+        const uint8_t *a = w + (size_t)i * wb;
+        __m256i yv = qx_ld256(x + (size_t)i * xbb + xqs);
+        __m256i q = qx_blk32(kind, a);
+        if (kind == QX_Q5_0) {
+            uint16_t dh;
+            memcpy(&dh, a, 2);
+            __m256 s = _mm256_cvtepi32_ps(qx_dot4_ss(q, yv));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(qx_f16(dh) * dx[i]), s, acc);
+            continue;
+        }
+        uint32_t dm32; /* Q4_1, Q5_1: the adjacent fp16 d and m in one conversion */
+        memcpy(&dm32, a, 4);
+        __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm32));
+        summs = fmaf(_mm_cvtss_f32(_mm_movehdup_ps(dm)), sx[i], summs);
+        __m256 d = _mm256_set1_ps(_mm_cvtss_f32(dm) * dx[i]);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(qx_dot4(q, yv)), acc);
+    }
+    return qx_hsum8(acc) + summs;
+}
+
+static inline __attribute__((always_inline)) void
+qx_mv32(int kind, qt_dot_fn dot, int64_t n, const void *w_rows, size_t wrb, int64_t n_rows,
+        const void *x, size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    const int64_t nb = n / QK4_0;
+    const uint8_t *w = w_rows, *xc = x;
+    const bool q81 = kind == QX_Q4_1 || kind == QX_Q5_1;
+    if (nb > QX_MV_NB) {
+        for (int64_t r = 0; r < n_rows; r++)
+            for (int64_t t = 0; t < n_b; t++)
+                y[r * ys + t] = dot(n, w + (size_t)r * wrb, xc + (size_t)t * xb);
+        return;
+    }
+    float dx[QX_MV_NT][QX_MV_NB], sx[QX_MV_NT][QX_MV_NB];
+    for (int64_t b0 = 0; b0 < n_b; b0 += QX_MV_NT) {
+        const int64_t nt = KS_MIN((int64_t)QX_MV_NT, n_b - b0);
+        for (int64_t t = 0; t < nt; t++) {
+            const uint8_t *xt = xc + (size_t)(b0 + t) * xb;
+            for (int64_t i = 0; i < nb; i++) {
+                uint16_t h[2];
+                memcpy(h, xt + (size_t)i * (q81 ? sizeof(blk_q8_1) : sizeof(blk_q8_0)), 4);
+                dx[t][i] = qx_f16(h[0]);
+                sx[t][i] = q81 ? qx_f16(h[1]) : 0.0f;
+            }
+        }
+        for (int64_t r = 0; r < n_rows; r++)
+            for (int64_t t = 0; t < nt; t++)
+                y[r * ys + b0 + t] = qx_row32(kind, nb, w + (size_t)r * wrb,
+                                              xc + (size_t)(b0 + t) * xb, dx[t], sx[t]);
+    }
+}
+
+static void qx_mv_q4_1(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
+                       size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    qx_mv32(QX_Q4_1, qx_dot_q4_1, n, w, wrb, nr, x, xb, n_b, y, ys);
+}
+
+static void qx_mv_q5_0(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
+                       size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    qx_mv32(QX_Q5_0, qx_dot_q5_0, n, w, wrb, nr, x, xb, n_b, y, ys);
+}
+
+static void qx_mv_q5_1(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
+                       size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    qx_mv32(QX_Q5_1, qx_dot_q5_1, n, w, wrb, nr, x, xb, n_b, y, ys);
+}
+
+static void qx_mv_iq4_nl(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
+                         size_t xb, int64_t n_b, float *y, int64_t ys)
+{
+    qx_mv32(QX_IQ4_NL, qx_dot_iq4_nl, n, w, wrb, nr, x, xb, n_b, y, ys);
+}
+
 /* ---- super-blocks of 256 with Q8_K activations ---- */
 
 /* Per-16 scales as s16 in a 256-bit vector: for the 32-element group g (0..7) the 128-bit
@@ -364,6 +504,10 @@ static inline void qx_fill_common(qt_kernels *k)
     k->dot[QT_Q5_0] = qx_dot_q5_0;
     k->dot[QT_Q5_1] = qx_dot_q5_1;
     k->dot[QT_IQ4_NL] = qx_dot_iq4_nl;
+    k->matvec[QT_Q4_1] = qx_mv_q4_1;
+    k->matvec[QT_Q5_0] = qx_mv_q5_0;
+    k->matvec[QT_Q5_1] = qx_mv_q5_1;
+    k->matvec[QT_IQ4_NL] = qx_mv_iq4_nl;
     k->matvec_gemm[QT_IQ4_NL] = qx_gemm_iq4_nl;
     k->dot[QT_Q2_K] = qx_dot_q2_k;
     k->dot[QT_Q3_K] = qx_dot_q3_k;
