@@ -4,7 +4,8 @@
  * Prints GB/s of weight bytes streamed for a 4096-wide matvec (one activation vector, as in
  * decode), per type and ISA (scalar, avx2, avx512). The weights span 256 MiB so they come
  * from DRAM, not the 32 MiB L3 ("dram"); "l3" repeats one 4096-row matrix (the kernel's
- * compute rate). Each figure is the best of several short runs alternating with Q4_K's, and
+ * compute rate). Rates are per second of this thread's CPU time (the machine is shared);
+ * each figure is the best of several short runs alternating with Q4_K's, and
  * the last columns are the ratios to Q4_K with the same ISA: decode reads every weight byte
  * once per token, so a type at >= 1.0 decodes at least as fast per byte read as Q4_K. The
  * last lines are a roofline probe: a plain sum of a 256 MiB buffer with 1 and 2 threads.
@@ -33,15 +34,23 @@ static uint8_t rnd8(void)
     return (uint8_t)(g_rng >> 32);
 }
 
+/* This thread's CPU time: on a shared machine, time spent descheduled is not the kernel's. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static double run(qt_type t, const uint8_t *w, size_t rb, int64_t rows, const void *x, size_t xb,
                   float *y, double secs)
 {
     int64_t reps = 0;
-    double t0 = ks_time_now(), t1;
+    double t0 = cpu_now(), t1;
     do {
         qt_matvec(t, N, w, rb, rows, x, xb, 1, y, 1);
         reps++;
-        t1 = ks_time_now();
+        t1 = cpu_now();
     } while (t1 - t0 < secs);
     return (double)rb * (double)rows * (double)reps / (t1 - t0) / 1e9;
 }
@@ -225,7 +234,7 @@ static int bench_type(qt_type t, const wset *q4k, const float *xf, float *y, dou
 int main(int argc, char **argv)
 {
     double secs = argc > 1 ? atof(argv[1]) : 0.1;
-    const char *only = argc > 2 ? argv[2] : NULL;
+    const char *only = argc > 2 && argv[2][0] ? argv[2] : NULL;
     int reps = argc > 3 ? atoi(argv[3]) : 5;
     float *xf = malloc(N * sizeof(float)), *y = malloc(BIG / 64 * sizeof(float));
     if (!xf || !y) return 1;

@@ -76,17 +76,22 @@ static inline __m256i qx_nibbles32(const uint8_t *qs)
     return _mm256_and_si256(v, _mm256_set1_epi8(0xF));
 }
 
-/* The 32 bits of qh as bytes: 0x10 where bit j is set, else 0. */
+/* The 32 bits of qh as bytes: 0x10 where bit j is set, else 0. With AVX-512 the bits are
+ * a byte mask as they stand. */
 static inline __m256i qx_hbits16(const uint8_t qh[4])
 {
     uint32_t u;
     memcpy(&u, qh, 4);
+#if QX_VNNI
+    return _mm256_maskz_mov_epi8((__mmask32)u, _mm256_set1_epi8(0x10));
+#else
     const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)u), pick);
     v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+#endif
 }
 
 /* ---- 32-element blocks ---- */
@@ -203,7 +208,8 @@ enum { QX_Q4_1, QX_Q5_0, QX_Q5_1, QX_IQ4_NL };
 static inline __attribute__((always_inline)) __m256i qx_blk32(int kind, const uint8_t *blk)
 {
     switch (kind) {
-    case QX_Q4_1: return qx_nibbles32(((const blk_q4_1 *)blk)->qs);
+    case QX_Q4_1:
+        return qx_nibbles32(((const blk_q4_1 *)blk)->qs);
     case QX_Q5_1: {
         const blk_q5_1 *a = (const blk_q5_1 *)blk;
         return _mm256_or_si256(qx_nibbles32(a->qs), qx_hbits16(a->qh));
@@ -213,13 +219,13 @@ static inline __attribute__((always_inline)) __m256i qx_blk32(int kind, const ui
         return _mm256_sub_epi8(_mm256_or_si256(qx_nibbles32(a->qs), qx_hbits16(a->qh)),
                                _mm256_set1_epi8(16));
     }
-    default: return qx_iq4_block(((const blk_iq4_nl *)blk)->qs);
+    default:
+        return qx_iq4_block(((const blk_iq4_nl *)blk)->qs);
     }
 }
 
 static inline __attribute__((always_inline)) float
-qx_row32(int kind, int64_t nb, const uint8_t *w, const uint8_t *x, const float *dx,
-         const float *sx)
+qx_row32(int kind, int64_t nb, const uint8_t *w, const uint8_t *x, const float *dx, const float *sx)
 {
     const size_t wb = kind == QX_Q4_1   ? sizeof(blk_q4_1)
                       : kind == QX_Q5_1 ? sizeof(blk_q5_1)
@@ -275,9 +281,10 @@ qx_row32(int kind, int64_t nb, const uint8_t *w, const uint8_t *x, const float *
     return qx_hsum8(acc) + summs;
 }
 
-static inline __attribute__((always_inline)) void
-qx_mv32(int kind, qt_dot_fn dot, int64_t n, const void *w_rows, size_t wrb, int64_t n_rows,
-        const void *x, size_t xb, int64_t n_b, float *y, int64_t ys)
+static inline __attribute__((always_inline)) void qx_mv32(int kind, qt_dot_fn dot, int64_t n,
+                                                          const void *w_rows, size_t wrb,
+                                                          int64_t n_rows, const void *x, size_t xb,
+                                                          int64_t n_b, float *y, int64_t ys)
 {
     const int64_t nb = n / QK4_0;
     const uint8_t *w = w_rows, *xc = x;
@@ -307,26 +314,26 @@ qx_mv32(int kind, qt_dot_fn dot, int64_t n, const void *w_rows, size_t wrb, int6
     }
 }
 
-static void qx_mv_q4_1(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
-                       size_t xb, int64_t n_b, float *y, int64_t ys)
+static void qx_mv_q4_1(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
+                       int64_t n_b, float *y, int64_t ys)
 {
     qx_mv32(QX_Q4_1, qx_dot_q4_1, n, w, wrb, nr, x, xb, n_b, y, ys);
 }
 
-static void qx_mv_q5_0(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
-                       size_t xb, int64_t n_b, float *y, int64_t ys)
+static void qx_mv_q5_0(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
+                       int64_t n_b, float *y, int64_t ys)
 {
     qx_mv32(QX_Q5_0, qx_dot_q5_0, n, w, wrb, nr, x, xb, n_b, y, ys);
 }
 
-static void qx_mv_q5_1(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
-                       size_t xb, int64_t n_b, float *y, int64_t ys)
+static void qx_mv_q5_1(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
+                       int64_t n_b, float *y, int64_t ys)
 {
     qx_mv32(QX_Q5_1, qx_dot_q5_1, n, w, wrb, nr, x, xb, n_b, y, ys);
 }
 
-static void qx_mv_iq4_nl(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
-                         size_t xb, int64_t n_b, float *y, int64_t ys)
+static void qx_mv_iq4_nl(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
+                         int64_t n_b, float *y, int64_t ys)
 {
     qx_mv32(QX_IQ4_NL, qx_dot_iq4_nl, n, w, wrb, nr, x, xb, n_b, y, ys);
 }
