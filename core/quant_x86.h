@@ -340,9 +340,10 @@ static void qx_mv_iq4_nl(int64_t n, const void *w, size_t wrb, int64_t nr, const
 
 /* ---- super-blocks of 256 with Q8_K activations ---- */
 
-/* Per-16 scales as s16 in a 256-bit vector: for the 32-element group g (0..7) the 128-bit
- * low half holds scale 2g, the high half scale 2g+1 (the two halves of the group). */
-static inline __m256i qx_sc16_pair(__m256i scales16, int g)
+/* Per-16 scales as s16 for a 32-element group g (0..7): the 128-bit low half holds scale
+ * 2g, the high half scale 2g+1 (the two halves of the group). half4 is the 128-bit half
+ * of the 16 scales that holds g's (g < 4: scales 0..7), broadcast to both lanes. */
+static inline __m256i qx_sc16_pair(__m256i half4, int g)
 {
     static const int8_t sh[4][32] = {
         {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
@@ -353,8 +354,14 @@ static inline __m256i qx_sc16_pair(__m256i scales16, int g)
          10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
         {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
          14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15}};
-    __m128i half = g < 4 ? _mm256_castsi256_si128(scales16) : _mm256_extracti128_si256(scales16, 1);
-    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(half), qx_ld256(sh[g % 4]));
+    return _mm256_shuffle_epi8(half4, qx_ld256(sh[g % 4]));
+}
+
+/* The two 128-bit halves of 16 s16 scales, each broadcast to both lanes. */
+static inline void qx_sc16_halves(__m256i sc16, __m256i half[2])
+{
+    half[0] = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc16));
+    half[1] = _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc16, 1));
 }
 
 static float qx_dot_q2_k(int64_t n, const void *w, const void *x)
@@ -371,13 +378,14 @@ static float qx_dot_q2_k(int64_t n, const void *w, const void *x)
             _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), _mm256_castsi256_si128(m4)));
         __m256i prod = _mm256_madd_epi16(mn16, qx_ld256(b[i].bsums));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
-        __m256i sumi = _mm256_setzero_si256();
+        __m256i sumi = _mm256_setzero_si256(), half[2];
+        qx_sc16_halves(sc16, half);
         for (int h = 0; h < 2; h++) {
             __m256i bits = qx_ld256(a[i].qs + 32 * h);
             for (int j = 0; j < 4; j++) {
                 __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3);
                 __m256i y = qx_ld256(b[i].qs + 128 * h + 32 * j);
-                sumi = _mm256_add_epi32(sumi, qx_dot4_scaled(q, y, qx_sc16_pair(sc16, 4 * h + j)));
+                sumi = _mm256_add_epi32(sumi, qx_dot4_scaled(q, y, qx_sc16_pair(half[h], j)));
             }
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -406,24 +414,25 @@ static float qx_dot_q3_k(int64_t n, const void *w, const void *x)
 {
     const blk_q3_k *a = w;
     const blk_q8_k *b = x;
-    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float d = b[i].d * qx_f16(a[i].d);
-        __m256i sc16 = qx_q3k_scales(a[i].scales);
-        __m256i hneg = _mm256_andnot_si256(qx_ld256(a[i].hmask), _mm256_set1_epi8(-1));
-        __m256i sumi = _mm256_setzero_si256();
+        __m256i half[2], sumi = _mm256_setzero_si256();
+        qx_sc16_halves(qx_q3k_scales(a[i].scales), half);
+        __m256i hm = qx_ld256(a[i].hmask);
         for (int h = 0; h < 2; h++) {
             __m256i bits = qx_ld256(a[i].qs + 32 * h);
             for (int j = 0; j < 4; j++) {
                 int g = 4 * h + j;
                 __m256i ql = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3);
-                __m256i qh =
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hneg, g), one), 2);
+                /* 4 where bit g of the mask is clear: bit g moved to bit 2, then andnot */
+                __m256i hs = g < 2 ? _mm256_slli_epi16(hm, 2 - g) : _mm256_srli_epi16(hm, g - 2);
+                __m256i qh = _mm256_andnot_si256(hs, four);
                 __m256i y = qx_ld256(b[i].qs + 32 * g);
                 __m256i p =
                     _mm256_sub_epi16(_mm256_maddubs_epi16(ql, y), _mm256_maddubs_epi16(qh, y));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, qx_sc16_pair(sc16, g)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, qx_sc16_pair(half[h], j)));
             }
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
