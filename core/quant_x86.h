@@ -94,6 +94,26 @@ static inline __m256i qx_hbits16(const uint8_t qh[4])
 #endif
 }
 
+/* A Q5_0 block as 32 signed bytes q - 16: the nibble where the high bit is set, the nibble
+ * with 0xF0 or-ed in (nibble - 16 as a signed byte) where it is clear. */
+static inline __m256i qx_q5_0_block(const blk_q5_0 *a)
+{
+    uint32_t u;
+    memcpy(&u, a->qh, 4);
+    __m256i nib = qx_nibbles32(a->qs);
+#if QX_VNNI
+    return _mm256_mask_mov_epi8(_mm256_or_si256(nib, _mm256_set1_epi8((char)0xF0)), (__mmask32)u,
+                                nib);
+#else
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                          2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)u), pick);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_or_si256(nib, _mm256_andnot_si256(v, _mm256_set1_epi8((char)0xF0)));
+#endif
+}
+
 /* ---- 32-element blocks ---- */
 
 static float qx_dot_q4_1(int64_t n, const void *w, const void *x)
@@ -132,11 +152,9 @@ static float qx_dot_q5_0(int64_t n, const void *w, const void *x)
     const blk_q5_0 *a = w;
     const blk_q8_0 *b = x;
     __m256 acc = _mm256_setzero_ps();
-    const __m256i k16 = _mm256_set1_epi8(16);
     for (int64_t i = 0; i < n / QK4_0; i++) {
         __m256 d = _mm256_set1_ps(qx_f16(a[i].d) * qx_f16(b[i].d));
-        __m256i q = _mm256_or_si256(qx_nibbles32(a[i].qs), qx_hbits16(a[i].qh));
-        __m256i s = qx_dot4_ss(_mm256_sub_epi8(q, k16), qx_ld256(b[i].qs));
+        __m256i s = qx_dot4_ss(qx_q5_0_block(&a[i]), qx_ld256(b[i].qs));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
     }
     return qx_hsum8(acc);
@@ -214,11 +232,8 @@ static inline __attribute__((always_inline)) __m256i qx_blk32(int kind, const ui
         const blk_q5_1 *a = (const blk_q5_1 *)blk;
         return _mm256_or_si256(qx_nibbles32(a->qs), qx_hbits16(a->qh));
     }
-    case QX_Q5_0: {
-        const blk_q5_0 *a = (const blk_q5_0 *)blk;
-        return _mm256_sub_epi8(_mm256_or_si256(qx_nibbles32(a->qs), qx_hbits16(a->qh)),
-                               _mm256_set1_epi8(16));
-    }
+    case QX_Q5_0:
+        return qx_q5_0_block((const blk_q5_0 *)blk);
     default:
         return qx_iq4_block(((const blk_iq4_nl *)blk)->qs);
     }
