@@ -71,8 +71,10 @@ static inline __m256i qx_ld256(const void *p)
 /* 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..15), then high (16..31). */
 static inline __m256i qx_nibbles32(const uint8_t *qs)
 {
-    __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    /* both lanes hold the 16 bytes; the high lane shifted right by 4 (32-bit lanes: the bits
+     * that cross a byte boundary are masked off) */
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    v = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     return _mm256_and_si256(v, _mm256_set1_epi8(0xF));
 }
 
