@@ -118,82 +118,11 @@ static inline __m256i qx_q5_0_block(const blk_q5_0 *a)
 
 /* ---- 32-element blocks ---- */
 
-static float qx_dot_q4_1(int64_t n, const void *w, const void *x)
-{
-    const blk_q4_1 *a = w;
-    const blk_q8_1 *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0.0f;
-    for (int64_t i = 0; i < n / QK4_0; i++) {
-        summs = fmaf(qx_f16(a[i].m), qx_f16(b[i].s), summs);
-        __m256 d = _mm256_mul_ps(_mm256_set1_ps(qx_f16(a[i].d)), _mm256_set1_ps(qx_f16(b[i].d)));
-        __m256i s = qx_dot4(qx_nibbles32(a[i].qs), qx_ld256(b[i].qs));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
-    }
-    return qx_hsum8(acc) + summs;
-}
-
-static float qx_dot_q5_1(int64_t n, const void *w, const void *x)
-{
-    const blk_q5_1 *a = w;
-    const blk_q8_1 *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0.0f;
-    for (int64_t i = 0; i < n / QK4_0; i++) {
-        summs = fmaf(qx_f16(a[i].m), qx_f16(b[i].s), summs);
-        __m256i q = _mm256_or_si256(qx_nibbles32(a[i].qs), qx_hbits16(a[i].qh));
-        __m256i s = qx_dot4(q, qx_ld256(b[i].qs));
-        __m256 d = _mm256_mul_ps(_mm256_set1_ps(qx_f16(a[i].d)), _mm256_set1_ps(qx_f16(b[i].d)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
-    }
-    return qx_hsum8(acc) + summs;
-}
-
-static float qx_dot_q5_0(int64_t n, const void *w, const void *x)
-{
-    const blk_q5_0 *a = w;
-    const blk_q8_0 *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK4_0; i++) {
-        __m256 d = _mm256_set1_ps(qx_f16(a[i].d) * qx_f16(b[i].d));
-        __m256i s = qx_dot4_ss(qx_q5_0_block(&a[i]), qx_ld256(b[i].qs));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
-    }
-    return qx_hsum8(acc);
-}
-
 static inline __m256i qx_iq4_block(const uint8_t *qs)
 {
     const __m256i lut =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qt_iq4_values));
     return _mm256_shuffle_epi8(lut, qx_nibbles32(qs));
-}
-
-/* ggml_vec_dot_iq4_nl_q8_0: two accumulators over block pairs, a scalar fma tail. */
-static float qx_dot_iq4_nl(int64_t n, const void *w, const void *x)
-{
-    const blk_iq4_nl *a = w;
-    const blk_q8_0 *b = x;
-    const int64_t nb = n / QK4_0;
-    __m256 acc1 = _mm256_setzero_ps(), acc2 = acc1;
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        __m256i s1 = qx_dot4_ss(qx_iq4_block(a[i].qs), qx_ld256(b[i].qs));
-        __m256i s2 = qx_dot4_ss(qx_iq4_block(a[i + 1].qs), qx_ld256(b[i + 1].qs));
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(qx_f16(b[i].d) * qx_f16(a[i].d)),
-                               _mm256_cvtepi32_ps(s1), acc1);
-        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(qx_f16(b[i + 1].d) * qx_f16(a[i + 1].d)),
-                               _mm256_cvtepi32_ps(s2), acc2);
-    }
-    float sum = qx_hsum8(_mm256_add_ps(acc1, acc2));
-    for (; i < nb; i++) {
-        int isum = 0;
-        for (int j = 0; j < 16; j++)
-            isum += qt_iq4_values[a[i].qs[j] & 0xF] * b[i].qs[j] +
-                    qt_iq4_values[a[i].qs[j] >> 4] * b[i].qs[j + 16];
-        sum = fmaf(qx_f16(b[i].d) * qx_f16(a[i].d), (float)isum, sum);
-    }
-    return sum;
 }
 
 /* IQ4_NL in llama.cpp's batched (tinyBLAS) order: one accumulator over all blocks. */
@@ -216,13 +145,14 @@ static void qx_gemm_iq4_nl(int64_t n, const void *w_rows, size_t wrb, int64_t n_
     }
 }
 
-/* ---- matvec of the 32-element types: activation scales converted once ----
- * The row kernel is the vec-dot above with the activation's fp16 scales (d, and s for Q8_1)
- * read from f32 arrays filled once per activation, and the weight's adjacent d and m of
- * Q4_1/Q5_1 converted by one vcvtph2ps; every f32 operation is the same, so results equal
- * qt_vec_dot's bit for bit. */
+/* ---- dots and matvecs of the 32-element types ----
+ * One row kernel per type in ggml_vec_dot_<type>_q8_<x>'s order (Q4_1/Q5_1: acc =
+ * fma(dw*dy, lanes, acc) and summs = fma(m, s, summs); Q5_0 the same without the min;
+ * IQ4_NL two accumulators over block pairs). For a matvec the activation's fp16 scales are
+ * converted to f32 once per activation instead of once per row; the weight's adjacent d and
+ * m of Q4_1/Q5_1 go through one vcvtph2ps. */
 enum { QX_Q4_1, QX_Q5_0, QX_Q5_1, QX_IQ4_NL };
-#define QX_MV_NB 1024 /* blocks per row the scale scratch holds; longer rows use the dots */
+#define QX_MV_NB 1024 /* blocks per row the scale scratch holds */
 #define QX_MV_NT 4    /* activations converted at a time */
 
 static inline __attribute__((always_inline)) __m256i qx_blk32(int kind, const uint8_t *blk)
@@ -241,6 +171,38 @@ static inline __attribute__((always_inline)) __m256i qx_blk32(int kind, const ui
     }
 }
 
+/* IQ4_NL x Q8_0 as ggml_vec_dot_iq4_nl_q8_0: block pairs into two accumulators, then a
+ * scalar fma tail. */
+static inline float qx_row_iq4_nl(int64_t nb, const uint8_t *w, const uint8_t *x, const float *dx)
+{
+#define QX_DY(i) (dx ? dx[i] : qx_f16(b[i].d))
+    const blk_iq4_nl *a = (const blk_iq4_nl *)w;
+    const blk_q8_0 *b = (const blk_q8_0 *)x;
+    __m256 acc = _mm256_setzero_ps(), acc2 = acc;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        __m256i s0 = qx_dot4_ss(qx_iq4_block(a[i].qs), qx_ld256(b[i].qs));
+        __m256i s1 = qx_dot4_ss(qx_iq4_block(a[i + 1].qs), qx_ld256(b[i + 1].qs));
+        acc =
+            _mm256_fmadd_ps(_mm256_set1_ps(QX_DY(i) * qx_f16(a[i].d)), _mm256_cvtepi32_ps(s0), acc);
+        acc2 = _mm256_fmadd_ps(_mm256_set1_ps(QX_DY(i + 1) * qx_f16(a[i + 1].d)),
+                               _mm256_cvtepi32_ps(s1), acc2);
+    }
+    float sum = qx_hsum8(_mm256_add_ps(acc, acc2));
+    for (; i < nb; i++) {
+        int isum = 0;
+        for (int j = 0; j < 16; j++)
+            isum += qt_iq4_values[a[i].qs[j] & 0xF] * b[i].qs[j] +
+                    qt_iq4_values[a[i].qs[j] >> 4] * b[i].qs[j + 16];
+        sum = fmaf(QX_DY(i) * qx_f16(a[i].d), (float)isum, sum);
+    }
+    return sum;
+#undef QX_DY
+}
+
+/* One row of a 32-element type dotted with one activation row, in llama.cpp's vec-dot order.
+ * dx, sx: the activation's scales (d; s of Q8_1) already in f32, or NULL to convert them
+ * here (the same values either way). */
 static inline __attribute__((always_inline)) float
 qx_row32(int kind, int64_t nb, const uint8_t *w, const uint8_t *x, const float *dx, const float *sx)
 {
@@ -248,60 +210,40 @@ qx_row32(int kind, int64_t nb, const uint8_t *w, const uint8_t *x, const float *
                       : kind == QX_Q5_1 ? sizeof(blk_q5_1)
                       : kind == QX_Q5_0 ? sizeof(blk_q5_0)
                                         : sizeof(blk_iq4_nl);
-    const size_t xbb = (kind == QX_Q4_1 || kind == QX_Q5_1) ? sizeof(blk_q8_1) : sizeof(blk_q8_0);
-    const size_t xqs = (kind == QX_Q4_1 || kind == QX_Q5_1) ? 4 : 2; /* offset of qs */
-    __m256 acc = _mm256_setzero_ps(), acc2 = acc;
+    const bool q81 = kind == QX_Q4_1 || kind == QX_Q5_1;
+    const size_t xbb = q81 ? sizeof(blk_q8_1) : sizeof(blk_q8_0), xqs = q81 ? 4 : 2;
+    __m256 acc = _mm256_setzero_ps();
     float summs = 0.0f;
-    int64_t i = 0;
-    if (kind == QX_IQ4_NL) { /* block pairs into two accumulators, then a scalar tail */
-        for (; i + 1 < nb; i += 2) {
-            const uint8_t *a0 = w + (size_t)i * wb, *a1 = a0 + wb;
-            uint16_t h0, h1;
-            memcpy(&h0, a0, 2);
-            memcpy(&h1, a1, 2);
-            __m256i s0 = qx_dot4_ss(qx_blk32(kind, a0), qx_ld256(x + (size_t)i * xbb + xqs));
-            __m256i s1 = qx_dot4_ss(qx_blk32(kind, a1), qx_ld256(x + (size_t)(i + 1) * xbb + xqs));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(dx[i] * qx_f16(h0)), _mm256_cvtepi32_ps(s0), acc);
-            acc2 = _mm256_fmadd_ps(_mm256_set1_ps(dx[i + 1] * qx_f16(h1)), _mm256_cvtepi32_ps(s1),
-                                   acc2);
-        }
-        float sum = qx_hsum8(_mm256_add_ps(acc, acc2));
-        for (; i < nb; i++) {
-            const blk_iq4_nl *a = (const blk_iq4_nl *)(w + (size_t)i * wb);
-            const blk_q8_0 *b = (const blk_q8_0 *)(x + (size_t)i * xbb);
-            int isum = 0;
-            for (int j = 0; j < 16; j++)
-                isum += qt_iq4_values[a->qs[j] & 0xF] * b->qs[j] +
-                        qt_iq4_values[a->qs[j] >> 4] * b->qs[j + 16];
-            sum = fmaf(dx[i] * qx_f16(a->d), (float)isum, sum);
-        }
-        return sum;
-    }
-    for (; i < nb; i++) {
-        const uint8_t *a = w + (size_t)i * wb;
-        __m256i yv = qx_ld256(x + (size_t)i * xbb + xqs);
-        __m256i q = qx_blk32(kind, a);
+    if (kind == QX_IQ4_NL) return qx_row_iq4_nl(nb, w, x, dx);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *a = w + (size_t)i * wb, *xi = x + (size_t)i * xbb;
+        uint16_t xh[2];
+        memcpy(xh, xi, 4);
+        const float dy = dx ? dx[i] : qx_f16(xh[0]);
+        __m256i yv = qx_ld256(xi + xqs), q = qx_blk32(kind, a);
         if (kind == QX_Q5_0) {
             uint16_t dh;
             memcpy(&dh, a, 2);
             __m256 s = _mm256_cvtepi32_ps(qx_dot4_ss(q, yv));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(qx_f16(dh) * dx[i]), s, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(qx_f16(dh) * dy), s, acc);
             continue;
         }
         uint32_t dm32; /* Q4_1, Q5_1: the adjacent fp16 d and m in one conversion */
         memcpy(&dm32, a, 4);
         __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm32));
-        summs = fmaf(_mm_cvtss_f32(_mm_movehdup_ps(dm)), sx[i], summs);
-        __m256 d = _mm256_set1_ps(_mm_cvtss_f32(dm) * dx[i]);
+        summs = fmaf(_mm_cvtss_f32(_mm_movehdup_ps(dm)), sx ? sx[i] : qx_f16(xh[1]), summs);
+        __m256 d = _mm256_set1_ps(_mm_cvtss_f32(dm) * dy);
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(qx_dot4(q, yv)), acc);
     }
     return qx_hsum8(acc) + summs;
 }
 
-static inline __attribute__((always_inline)) void qx_mv32(int kind, qt_dot_fn dot, int64_t n,
-                                                          const void *w_rows, size_t wrb,
-                                                          int64_t n_rows, const void *x, size_t xb,
-                                                          int64_t n_b, float *y, int64_t ys)
+/* Rows x activations; the activation scales are converted once per activation when the row
+ * fits the scratch (QX_MV_NB blocks), else on the fly. */
+static inline __attribute__((always_inline)) void qx_mv32(int kind, int64_t n, const void *w_rows,
+                                                          size_t wrb, int64_t n_rows, const void *x,
+                                                          size_t xb, int64_t n_b, float *y,
+                                                          int64_t ys)
 {
     const int64_t nb = n / QK4_0;
     const uint8_t *w = w_rows, *xc = x;
@@ -309,7 +251,8 @@ static inline __attribute__((always_inline)) void qx_mv32(int kind, qt_dot_fn do
     if (nb > QX_MV_NB) {
         for (int64_t r = 0; r < n_rows; r++)
             for (int64_t t = 0; t < n_b; t++)
-                y[r * ys + t] = dot(n, w + (size_t)r * wrb, xc + (size_t)t * xb);
+                y[r * ys + t] =
+                    qx_row32(kind, nb, w + (size_t)r * wrb, xc + (size_t)t * xb, NULL, NULL);
         return;
     }
     float dx[QX_MV_NT][QX_MV_NB], sx[QX_MV_NT][QX_MV_NB];
@@ -331,29 +274,21 @@ static inline __attribute__((always_inline)) void qx_mv32(int kind, qt_dot_fn do
     }
 }
 
-static void qx_mv_q4_1(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
-                       int64_t n_b, float *y, int64_t ys)
-{
-    qx_mv32(QX_Q4_1, qx_dot_q4_1, n, w, wrb, nr, x, xb, n_b, y, ys);
-}
+#define QX_TYPE32(NAME, KIND)                                                                      \
+    static float qx_dot_##NAME(int64_t n, const void *w, const void *x)                            \
+    {                                                                                              \
+        return qx_row32(KIND, n / QK4_0, w, x, NULL, NULL);                                        \
+    }                                                                                              \
+    static void qx_mv_##NAME(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,      \
+                             size_t xb, int64_t n_b, float *y, int64_t ys)                         \
+    {                                                                                              \
+        qx_mv32(KIND, n, w, wrb, nr, x, xb, n_b, y, ys);                                           \
+    }
 
-static void qx_mv_q5_0(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
-                       int64_t n_b, float *y, int64_t ys)
-{
-    qx_mv32(QX_Q5_0, qx_dot_q5_0, n, w, wrb, nr, x, xb, n_b, y, ys);
-}
-
-static void qx_mv_q5_1(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
-                       int64_t n_b, float *y, int64_t ys)
-{
-    qx_mv32(QX_Q5_1, qx_dot_q5_1, n, w, wrb, nr, x, xb, n_b, y, ys);
-}
-
-static void qx_mv_iq4_nl(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
-                         int64_t n_b, float *y, int64_t ys)
-{
-    qx_mv32(QX_IQ4_NL, qx_dot_iq4_nl, n, w, wrb, nr, x, xb, n_b, y, ys);
-}
+QX_TYPE32(q4_1, QX_Q4_1)
+QX_TYPE32(q5_0, QX_Q5_0)
+QX_TYPE32(q5_1, QX_Q5_1)
+QX_TYPE32(iq4_nl, QX_IQ4_NL)
 
 /* ---- super-blocks of 256 with Q8_K activations ---- */
 
