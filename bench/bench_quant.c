@@ -10,7 +10,7 @@
  * once per token, so a type at >= 1.0 decodes at least as fast per byte read as Q4_K. The
  * last lines are a roofline probe: a plain sum of a 256 MiB buffer with 1 and 2 threads,
  * timed the same way (CPU seconds, of the slowest thread).
- * Usage: bench_quant [seconds-per-run (0.1)] [types, e.g. q4_K,q5_0 (all)] [runs (5)]
+ * Usage: bench_quant [SECONDS per run (0.1)] [TYPES, e.g. q4_K,q5_0 (all)] [RUNS (5)]
  */
 #include <math.h>
 #include <pthread.h>
@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kvserve/args.h"
 #include "kvserve/base.h"
 #include "kvserve/quant.h"
 
@@ -239,9 +240,24 @@ static int bench_type(qt_type t, const wset *q4k, const float *xf, float *y, dou
 
 int main(int argc, char **argv)
 {
-    double secs = argc > 1 ? atof(argv[1]) : 0.1;
-    const char *only = argc > 2 && argv[2][0] ? argv[2] : NULL;
-    int reps = argc > 3 ? atoi(argv[3]) : 5;
+    double secs = 0.1;
+    const char *only = NULL;
+    int32_t reps = 5;
+    const ks_arg args[] = {
+        {"SECONDS", 0, KS_ARG_DOUBLE, &secs, 0.001, 600, .help = "time per run",
+         .flags = KS_ARG_POSITIONAL},
+        {"TYPES", 0, KS_ARG_STRING, &only, .help = "comma-separated types, e.g. q4_K,q5_0 (all)",
+         .flags = KS_ARG_POSITIONAL | KS_ARG_NO_DEFAULT},
+        {"RUNS", 0, KS_ARG_I32, &reps, 1, 100, .help = "runs per figure (the best is kept)",
+         .flags = KS_ARG_POSITIONAL},
+    };
+    const ks_args_spec spec = {"bench_quant",
+                               "Dot-kernel GB/s of each weight type and ISA, next to Q4_K and a "
+                               "read-bandwidth probe.",
+                               args, KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
+    if (only && !only[0]) only = NULL;
     float *xf = malloc(N * sizeof(float)), *y = malloc(BIG / 64 * sizeof(float));
     if (!xf || !y) return 1;
     for (int i = 0; i < N; i++)

@@ -1,6 +1,6 @@
-/* api.c - OpenAI-compatible endpoints: routing, API-key check, JSON request parsing, and the
- * simple endpoints (health, models, tokenize, detokenize, metrics, kv). Generation lives in
- * api_gen.c. Every answered request is counted in metrics by status.
+/* api.c - OpenAI-compatible endpoints: routing, API-key check and the simple endpoints
+ * (health, models, tokenize, detokenize, metrics, kv). Generation lives in api_gen.c, the JSON
+ * request/response helpers both use in api_json.c. Every answered request is counted in metrics by status.
  */
 #include <stdio.h>
 #include <strings.h>
@@ -8,109 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "api.h"
+#include "api_server.h"
 #include "sse.h"
 
-
-/* ---------------------------------------------------------------- small helpers */
-
-/* Copies s with invalid UTF-8 replaced by U+FFFD so jansson accepts it. */
-static char *utf8_clean(const char *s, size_t n, size_t *out_len)
-{
-    char *o = malloc(n * 3 + 1);
-    if (!o) return NULL;
-    size_t j = 0;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        bool ok = len > 0 && i + len <= n && c != 0xC0 && c != 0xC1 && c < 0xF5;
-        for (size_t k = 1; ok && k < len; k++) ok = ((unsigned char)s[i + k] >> 6) == 2;
-        if (ok && c < 0x80 && c == 0) ok = true;
-        if (ok) {
-            memcpy(o + j, s + i, len);
-            j += len;
-            i += len;
-        } else {
-            memcpy(o + j, "\xEF\xBF\xBD", 3);
-            j += 3;
-            i++;
-        }
-    }
-    o[j] = 0;
-    *out_len = j;
-    return o;
-}
-
-json_t *api_json_text(const char *s, size_t n)
-{
-    size_t m;
-    char *c = utf8_clean(s, n, &m);
-    json_t *j = c ? json_stringn(c, m) : NULL;
-    free(c);
-    return j ? j : json_string("");
-}
-
-void api_respond_json(api_server *a, http_request *req, int status, json_t *body)
-{
-    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (!s) {
-        status = 500;
-        s = http_error_body(500, "out of memory", NULL);
-    }
-    metrics_count_request(a->metrics, status);
-    (void)http_respond(req, status, "application/json", NULL, s, s ? strlen(s) : 0);
-    free(s);
-}
-
-void api_respond_error(api_server *a, http_request *req, int status, const char *msg,
-                          const char *param)
-{
-    json_t *err = json_pack("{s:s, s:s, s:o, s:o}", "message", msg, "type",
-                            status == 401   ? "authentication_error"
-                            : status == 404 ? "not_found_error"
-                            : status == 429 ? "rate_limit_error"
-                            : status >= 500 ? "server_error"
-                                            : "invalid_request_error",
-                            "param", param ? json_string(param) : json_null(), "code",
-                            json_integer(status));
-    const char *extra = status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL;
-    json_t *root = json_pack("{s:o}", "error", err);
-    char *s = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-    metrics_count_request(a->metrics, status);
-    (void)http_respond(req, status, "application/json", extra, s, s ? strlen(s) : 0);
-    free(s);
-}
-
-/* Parses the body as a JSON object; answers 400 itself and returns NULL on failure. */
-json_t *api_parse_body(api_server *a, http_request *req)
-{
-    size_t len;
-    const char *body = http_request_body(req, &len);
-    json_error_t e;
-    json_t *root = json_loadb(body, len, 0, &e);
-    if (!root || !json_is_object(root)) {
-        char msg[300];
-        if (root) snprintf(msg, sizeof(msg), "the request body must be a JSON object");
-        else snprintf(msg, sizeof(msg), "invalid JSON: %s (line %d, column %d)", e.text, e.line,
-                      e.column);
-        json_decref(root);
-        api_respond_error(a, req, 400, msg, NULL);
-        return NULL;
-    }
-    return root;
-}
-
-json_t *api_usage_json(const sch_usage *u)
-{
-    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", u->prompt_tokens,
-                     "completion_tokens", u->completion_tokens, "total_tokens",
-                     u->prompt_tokens + u->completion_tokens, "prompt_tokens_details",
-                     "cached_tokens", u->cached_tokens);
-}
-
-/* ---------------------------------------------------------------- simple endpoints */
 
 static void h_health(api_server *a, http_request *req)
 {
@@ -161,25 +61,6 @@ static void h_tokenize(api_server *a, http_request *req)
     api_respond_json(a, req, 200, json_pack("{s:o}", "tokens", arr));
 }
 
-/* Reads a JSON array of token ids; returns count or -1 (bad id / type). */
-int32_t api_read_ids(api_server *a, json_t *arr, int32_t **out)
-{
-    size_t n = json_array_size(arr), i;
-    int32_t *ids = malloc((n ? n : 1) * sizeof(int32_t));
-    if (!ids) return -1;
-    json_t *v;
-    json_array_foreach(arr, i, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-            json_integer_value(v) >= tok_vocab_n_tokens(a->vocab)) {
-            free(ids);
-            return -1;
-        }
-        ids[i] = (int32_t)json_integer_value(v);
-    }
-    *out = ids;
-    return (int32_t)n;
-}
-
 static void h_detokenize(api_server *a, http_request *req)
 {
     json_t *root = api_parse_body(a, req);
@@ -228,12 +109,12 @@ static void h_metrics(api_server *a, http_request *req)
         for (size_t i = 0; i < n; i++) {
             for (int32_t l = 0; kept && l < v[i].n_layer && l < g.n_layer; l++)
                 kept[l] += v[i].tokens_kept[l];
-            if (!v[i].has_retrieval) continue;
-            g.spill_blocks_ram += v[i].retrieval.blocks_ram;
-            g.spill_blocks_disk += v[i].retrieval.blocks_disk;
-            g.spill_hot_hits += v[i].retrieval.hot_hits;
-            g.spill_hot_misses += v[i].retrieval.hot_misses;
-            g.spill_bytes_read += v[i].retrieval.bytes_read;
+            if (!v[i].has_spill) continue;
+            g.spill_blocks_ram += v[i].spill.blocks_ram;
+            g.spill_blocks_disk += v[i].spill.blocks_disk;
+            g.spill_hot_hits += v[i].spill.hot_hits;
+            g.spill_hot_misses += v[i].spill.hot_misses;
+            g.spill_bytes_read += v[i].spill.bytes_read;
         }
         g.tokens_kept = kept;
     }
@@ -249,6 +130,32 @@ static void h_metrics(api_server *a, http_request *req)
     }
     (void)http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
     free(text);
+}
+
+/* A policy's resolved parameters as a JSON object, by its descriptor's table. */
+static json_t *params_json(const kv_policy_desc *pd, const void *params)
+{
+    json_t *o = json_object();
+    for (int32_t i = 0; o && i < pd->n_params; i++) {
+        const kv_param_desc *p = &pd->params_table[i];
+        kv_param_value v;
+        kv_param_get(params, p, &v);
+        json_t *jv = p->type == KV_PARAM_DOUBLE                           ? json_real(v.f)
+                     : p->type == KV_PARAM_ENUM || p->type == KV_PARAM_PATH ? json_string(v.s)
+                                                                            : json_integer(v.i);
+        json_object_set_new(o, p->key, jv);
+    }
+    return o;
+}
+
+/* The server's default policy: {"name": ..., "params": {...}}. */
+static json_t *server_policy_json(const api_server *a)
+{
+    const kv_policy_config *pc = &a->cfg->kvcache.policy;
+    const kv_policy_desc *pd = kv_policy_config_desc(pc);
+    return json_pack("{s:s, s:o, s:b}", "name", pd->name, "params",
+                     params_json(pd, kv_policy_config_params(pc, pd)), "request_override",
+                     a->cfg->kvcache.allow_request_override);
 }
 
 static void h_kv(api_server *a, http_request *req)
@@ -269,10 +176,12 @@ static void h_kv(api_server *a, http_request *req)
                               (json_int_t)v[i].tokens_seen, "tokens_kept_per_layer", kept,
                               "bytes", (json_int_t)v[i].bytes, "prompt_tokens", v[i].n_prompt,
                               "generated_tokens", v[i].n_generated);
-        if (o && v[i].has_retrieval) {
-            const kv_retrieval_stats *rs = &v[i].retrieval;
+        const kv_policy_desc *pd = kv_policy_desc_at(v[i].policy_kind);
+        if (o && pd) json_object_set_new(o, "params", params_json(pd, v[i].params.bytes));
+        if (o && v[i].has_spill) { /* under the policy's name, e.g. "retrieval": {...} */
+            const kv_retrieval_stats *rs = &v[i].spill;
             json_object_set_new(
-                o, "retrieval",
+                o, v[i].policy,
                 json_pack("{s:I, s:I, s:f, s:I, s:I, s:I, s:I}", "blocks_ram",
                           (json_int_t)rs->blocks_ram, "blocks_disk", (json_int_t)rs->blocks_disk,
                           "hot_hit_rate", rs->hot_hit_rate, "spill_bytes_read",
@@ -293,11 +202,12 @@ static void h_kv(api_server *a, http_request *req)
                             "hit_tokens", (json_int_t)ps.hits_tokens, "evictions",
                             (json_int_t)ps.evictions);
     api_respond_json(a, req, 200,
-                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "object", "kv_cache",
+                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "object", "kv_cache",
                            "bytes_used", (json_int_t)st.bytes_used, "bytes_budget",
                            (json_int_t)st.bytes_budget, "block_bytes", (json_int_t)st.block_bytes,
                            "blocks_used", (json_int_t)st.blocks_used, "blocks_total",
-                           (json_int_t)st.blocks_total, "sequences", seqs, "prefix_cache", pfx));
+                           (json_int_t)st.blocks_total, "sequences", seqs, "prefix_cache", pfx,
+                           "policy", server_policy_json(a)));
 }
 
 
@@ -365,7 +275,7 @@ void api_handle(http_request *req, void *ud)
         char allow[64];
         snprintf(allow, sizeof(allow), "Allow: %s\r\n", match->method);
         size_t len;
-        char *body = http_error_body(405, msg, &len);
+        char *body = http_error_body(405, msg, NULL, &len);
         metrics_count_request(a->metrics, 405);
         (void)http_respond(req, 405, "application/json", allow, body, body ? len : 0);
         free(body);

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api.h"
+#include "api_server.h"
 #include "sse.h"
 
 #define API_PAUSE_BYTES (256 * 1024)
@@ -220,7 +220,7 @@ static void on_event(sch_req *r, const sch_event *ev, void *ud)
         api_respond_error(j->a, j->req, ev->status, ev->message ? ev->message : "failed", NULL);
     } else {
         size_t len;
-        char *body = http_error_body(ev->status, ev->message, &len);
+        char *body = http_error_body(ev->status, ev->message, NULL, &len);
         char *framed = body ? sse_frame(body, len, &len) : NULL;
         if (framed) (void)http_stream_write(j->req, framed, len);
         free(framed);

@@ -102,8 +102,8 @@ struct sch {
     char *text;       /* scratch for detokenised text */
     size_t text_cap;
     /* /v1/kv snapshot, under mu */
-    sch_seq_info *snap;
-    size_t n_snap;
+    sch_seq_info *snap; /* [cap_snap] reused every step; entries keep their tokens_kept */
+    size_t n_snap, cap_snap;
 };
 
 void sch_sampling_default(sch_sampling *s)
@@ -183,30 +183,19 @@ static int64_t blocks_for(const sch *s, int64_t tokens)
 static int32_t req_prefill_chunk(const sch *s, const sch_req *r);
 
 /* Pool blocks a request's sequence can hold while its prompt goes in, plus one decode token.
- * Its policy bounds that: sink_window and h2o keep their window (plus the chunk being added,
- * plus a block of slack per table), retrieval its sinks, window, chunk and retrieved blocks
- * (and all of its dense layers); full, snapkv and pyramid (which compress only after the
- * prompt) the whole prompt. So a long prompt under a bounded policy is admitted. */
+ * Its policy's descriptor bounds that (kv_policy_desc.admission): a policy that keeps a window
+ * holds at most its bound per table (plus a block of slack), except for its dense layers;
+ * policies that compress only after the prompt hold the whole prompt. So a long prompt under
+ * a bounded policy is admitted. */
 static int64_t req_blocks(const sch *s, const sch_req *r)
 {
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    const kv_policy_desc *pd = kv_policy_config_desc(pc);
     const int64_t n = (int64_t)r->n_prompt + 1, chunk = req_prefill_chunk(s, r);
-    int64_t bound = n, dense = 0;
-    switch (pc ? pc->kind : KV_POLICY_FULL) {
-    case KV_POLICY_SINK_WINDOW:
-        bound = (int64_t)pc->sink_window.n_sink + pc->sink_window.window + chunk;
-        break;
-    case KV_POLICY_H2O:
-        bound = (int64_t)pc->h2o.heavy + pc->h2o.recent + chunk;
-        break;
-    case KV_POLICY_RETRIEVAL:
-        bound = (int64_t)pc->retrieval.n_sink + pc->retrieval.window + chunk +
-                (int64_t)pc->retrieval.top_k * pc->retrieval.block_tokens;
-        dense = KS_MIN((int64_t)pc->retrieval.dense_layers, (int64_t)s->hp->n_layer);
-        break;
-    default:
-        break;
-    }
+    int32_t dense_layers = 0;
+    int64_t bound = pd->admission(kv_policy_config_params(pc, pd), n, chunk, s->hp->n_layer,
+                                  &dense_layers);
+    const int64_t dense = KS_MAX(0, KS_MIN((int64_t)dense_layers, (int64_t)s->hp->n_layer));
     const int64_t per_table = bound < n ? blocks_for(s, bound) + 1 : blocks_for(s, n);
     return (int64_t)s->hp->n_head_kv *
            (dense * blocks_for(s, n) + ((int64_t)s->hp->n_layer - dense) * per_table);
@@ -375,13 +364,14 @@ static bool sample_step(sch *s, sch_req *r)
     return true;
 }
 
-/* Prompt tokens per step for a request: retrieval sets its own chunk (with window
- * positions, window + chunk must stay inside the model's trained context). */
+/* Prompt tokens per step for a request: its policy may ask for a smaller chunk
+ * (kv_policy_desc.prefill_chunk). */
 static int32_t req_prefill_chunk(const sch *s, const sch_req *r)
 {
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    const kv_policy_desc *pd = kv_policy_config_desc(pc);
     int32_t chunk = s->p.prefill_chunk;
-    if (pc && pc->kind == KV_POLICY_RETRIEVAL) chunk = KS_MIN(chunk, pc->retrieval.chunk);
+    if (pd->prefill_chunk) chunk = pd->prefill_chunk(kv_policy_config_params(pc, pd), chunk);
     return chunk;
 }
 
@@ -629,31 +619,50 @@ void sch_seq_info_free(sch_seq_info *v, size_t n)
     free(v);
 }
 
+/* Makes room for n entries, each with its tokens_kept array; grows only when more sequences
+ * are active than ever before, so the per-step refresh does not allocate. */
+static bool snapshot_reserve(sch *s, size_t n)
+{
+    if (n > s->cap_snap) {
+        sch_seq_info *v = realloc(s->snap, n * sizeof(*v));
+        if (!v) return false;
+        memset(v + s->cap_snap, 0, (n - s->cap_snap) * sizeof(*v));
+        s->snap = v;
+        s->cap_snap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!s->snap[i].tokens_kept)
+            s->snap[i].tokens_kept = calloc((size_t)s->hp->n_layer, sizeof(int64_t));
+        if (!s->snap[i].tokens_kept) return false;
+    }
+    return true;
+}
+
 static void snapshot_locked(sch *s)
 {
-    sch_seq_info_free(s->snap, s->n_snap);
-    s->snap = NULL;
     s->n_snap = 0;
-    if (s->n_active == 0) return;
-    s->snap = calloc((size_t)s->n_active, sizeof(sch_seq_info));
-    if (!s->snap) return;
+    if (s->n_active == 0 || !snapshot_reserve(s, (size_t)s->n_active)) return;
     for (int32_t i = 0; i < s->n_active; i++) {
         sch_req *r = s->active[i];
         sch_seq_info *o = &s->snap[s->n_snap];
+        int64_t *kept = o->tokens_kept;
+        *o = (sch_seq_info){.tokens_kept = kept};
         kv_seq_stats st;
         kv_seq_get_stats(r->kv, &st);
         o->id = r->id;
         const kv_policy *pol = kv_seq_policy(r->kv);
-        snprintf(o->policy, sizeof(o->policy), "%s", pol && pol->name ? pol->name : "full");
+        snprintf(o->policy, sizeof(o->policy), "%s", pol ? pol->name : kv_policy_full.name);
         o->tokens_seen = st.tokens_seen;
         o->bytes = st.bytes;
         o->n_prompt = r->n_prompt;
         o->n_generated = r->n_generated;
         o->n_layer = s->hp->n_layer;
-        o->tokens_kept = calloc((size_t)o->n_layer, sizeof(int64_t));
-        if (!o->tokens_kept) break;
-        for (int32_t l = 0; l < o->n_layer; l++) o->tokens_kept[l] = kv_seq_tokens_kept(r->kv, l);
-        o->has_retrieval = kv_retrieval_get_stats(r->kv, &o->retrieval) == KS_OK;
+        for (int32_t l = 0; l < o->n_layer; l++) kept[l] = kv_seq_tokens_kept(r->kv, l);
+        o->has_spill = kv_retrieval_get_stats(r->kv, &o->spill) == KS_OK;
+        const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+        o->policy_kind = KS_MAX(0, pol ? kv_policy_kind_from_name(pol->name) : 0);
+        const kv_policy_desc *pd = kv_policy_desc_at(o->policy_kind);
+        memcpy(o->params.bytes, kv_policy_config_params(pc, pd), pd->params_size);
         s->n_snap++;
     }
 }
@@ -748,7 +757,7 @@ fail:
 static void async_closed(uv_handle_t *h)
 {
     sch *s = h->data;
-    sch_seq_info_free(s->snap, s->n_snap);
+    sch_seq_info_free(s->snap, s->cap_snap);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

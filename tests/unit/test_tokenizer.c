@@ -4,6 +4,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "shared_dir.h"
 #include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -14,8 +15,7 @@
 
 static const char *shared_dir(void)
 {
-    const char *s = getenv("KVSERVE_SHARED");
-    return s ? s : "/work/shared";
+    return ks_test_shared_dir();
 }
 
 static tok_vocab *load_vocab(const char *path)
