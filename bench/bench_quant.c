@@ -147,8 +147,8 @@ static double probe(const uint64_t *buf, size_t n, int n_threads)
     double worst = 0;
     uint64_t sink = 0;
     for (int k = 0; k < n_threads; k++) {
-        a[k] = (probe_arg){.p = buf + n / (size_t)n_threads * (size_t)k,
-                           .n = n / (size_t)n_threads};
+        a[k] =
+            (probe_arg){.p = buf + n / (size_t)n_threads * (size_t)k, .n = n / (size_t)n_threads};
         pthread_create(&th[k], NULL, probe_fn, &a[k]);
     }
     for (int k = 0; k < n_threads; k++) {
@@ -275,7 +275,8 @@ int main(int argc, char **argv)
     memset(buf, 1, BIG);
     for (int nt = 1; nt <= 2; nt++) {
         double best = 0;
-        for (int r = 0; r < 2 * reps; r++) best = fmax(best, probe(buf, BIG / 8, nt));
+        for (int r = 0; r < 2 * reps; r++)
+            best = fmax(best, probe(buf, BIG / 8, nt));
         printf("read-bandwidth probe (sum of 256 MiB, %d thread%s, best of %d): %.2f GB/s\n", nt,
                nt > 1 ? "s" : "", 2 * reps, best);
     }

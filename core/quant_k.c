@@ -77,7 +77,8 @@ static float dot_q2_k(int64_t n, const void *w, const void *x)
             int n2 = g / 8, j = (g % 8) / 2, h = g % 2, isum = 0;
             const uint8_t *q = a[i].qs + 32 * n2 + 16 * h;
             const int8_t *y = b[i].qs + 16 * g;
-            for (int l = 0; l < 16; l++) isum += ((q[l] >> (2 * j)) & 3) * y[l];
+            for (int l = 0; l < 16; l++)
+                isum += ((q[l] >> (2 * j)) & 3) * y[l];
             sum_q += (a[i].scales[g] & 0xF) * isum;
             sum_m += (a[i].scales[g] >> 4) * b[i].bsums[g];
         }
