@@ -10,33 +10,6 @@
 #include "kvserve/base.h"
 #include "quant_impl.h"
 
-/* 2-bit quant of element e (0..255) of a Q2_K/Q3_K qs array. */
-static inline int q2_get(const uint8_t *qs, int e)
-{
-    int n = e / 128, j = (e % 128) / 32, l = e % 32;
-    return (qs[32 * n + l] >> (2 * j)) & 3;
-}
-
-/* Signed 3-bit quant (-4..3) of element e of a Q3_K block. */
-static inline int q3_get(const blk_q3_k *b, int e)
-{
-    int n = e / 128, j = (e % 128) / 32, l = e % 32;
-    int hbit = (b->hmask[l] >> (4 * n + j)) & 1;
-    return q2_get(b->qs, e) - (hbit ? 0 : 4);
-}
-
-/* 5-bit quant (0..31) of element e of a Q5_K block. */
-static inline int q5k_get(const blk_q5_k *b, int e)
-{
-    int j = e / 64, l = e % 64, lo;
-    if (l < 32)
-        lo = b->qs[32 * j + l] & 0xF;
-    else
-        lo = b->qs[32 * j + l - 32] >> 4;
-    int hbit = (b->qh[l % 32] >> (2 * j + (l >= 32))) & 1;
-    return lo | (hbit << 4);
-}
-
 /* Dequantisers loop block-structured (not per element): prefill outside exact mode
  * dequantises whole weight tiles with them. Values are d*scale*q - dmin*min in that order,
  * as gguf-py computes them. */
@@ -91,6 +64,8 @@ static void dequant_q5_k(const void *src, float *y, int64_t nb)
     }
 }
 
+/* Dots: per super-block an exact integer sum (per 16 or 32 elements times the scale), then
+ * the fp16 super-scales once, in f32. Loops are block-structured like the dequantisers. */
 static float dot_q2_k(int64_t n, const void *w, const void *x)
 {
     const blk_q2_k *a = w;
@@ -98,10 +73,12 @@ static float dot_q2_k(int64_t n, const void *w, const void *x)
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK_K; i++) {
         int sum_q = 0, sum_m = 0;
-        for (int g = 0; g < 16; g++) {
-            int isum = 0;
+        for (int g = 0; g < 16; g++) { /* element 16g+l: 128n + 32j + 16h + l */
+            int n2 = g / 8, j = (g % 8) / 2, h = g % 2, isum = 0;
+            const uint8_t *q = a[i].qs + 32 * n2 + 16 * h;
+            const int8_t *y = b[i].qs + 16 * g;
             for (int l = 0; l < 16; l++)
-                isum += q2_get(a[i].qs, 16 * g + l) * b[i].qs[16 * g + l];
+                isum += ((q[l] >> (2 * j)) & 3) * y[l];
             sum_q += (a[i].scales[g] & 0xF) * isum;
             sum_m += (a[i].scales[g] >> 4) * b[i].bsums[g];
         }
@@ -119,9 +96,13 @@ static float dot_q3_k(int64_t n, const void *w, const void *x)
     for (int64_t i = 0; i < n / QK_K; i++) {
         int sum = 0;
         for (int g = 0; g < 16; g++) {
-            int isum = 0;
-            for (int l = 0; l < 16; l++)
-                isum += q3_get(&a[i], 16 * g + l) * b[i].qs[16 * g + l];
+            int n2 = g / 8, j = (g % 8) / 2, h = g % 2, isum = 0;
+            const uint8_t *q = a[i].qs + 32 * n2 + 16 * h, *hm = a[i].hmask + 16 * h;
+            const int8_t *y = b[i].qs + 16 * g;
+            for (int l = 0; l < 16; l++) {
+                int v = ((q[l] >> (2 * j)) & 3) - (((hm[l] >> (4 * n2 + j)) & 1) ? 0 : 4);
+                isum += v * y[l];
+            }
             sum += qt_q3k_scale(a[i].scales, g) * isum;
         }
         s += (b[i].d * ks_f16_to_f32(a[i].d)) * (float)sum;
@@ -139,9 +120,13 @@ static float dot_q5_k(int64_t n, const void *w, const void *x)
         for (int j = 0; j < 8; j++) {
             uint8_t sc, m;
             qt_q4k_scale_min(j, a[i].scales, &sc, &m);
+            const uint8_t *q = a[i].qs + 32 * (j / 2);
+            const int8_t *y = b[i].qs + 32 * j;
             int isum = 0;
-            for (int l = 0; l < 32; l++)
-                isum += q5k_get(&a[i], 32 * j + l) * b[i].qs[32 * j + l];
+            for (int l = 0; l < 32; l++) {
+                int v = ((q[l] >> (4 * (j % 2))) & 0xF) | (((a[i].qh[l] >> j) & 1) << 4);
+                isum += v * y[l];
+            }
             sum_q += sc * isum;
             sum_m += m * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
         }

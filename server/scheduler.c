@@ -41,6 +41,23 @@ typedef struct sch_evnode {
     char text[];
 } sch_evnode;
 
+struct sch_group {
+    atomic_int refs;
+    atomic_bool prefilled; /* the leader's prompt is in the cache (or the leader is gone) */
+};
+
+sch_group *sch_group_create(void)
+{
+    sch_group *g = calloc(1, sizeof(*g));
+    if (g) atomic_store(&g->refs, 1);
+    return g;
+}
+
+void sch_group_release(sch_group *g)
+{
+    if (g && atomic_fetch_sub(&g->refs, 1) == 1) free(g);
+}
+
 struct sch_req {
     sch *s;
     uint64_t id;
@@ -55,9 +72,14 @@ struct sch_req {
     const kv_policy *policy;
     void *policy_config;
     void (*policy_config_free)(void *);
+    gram *grammar; /* owned; read by the worker's sampler */
+    bool keep_leading_space;
     double arrival, t_enqueue;
     sch_event_fn on_event;
     void *ud;
+    sch_group *group;   /* NULL or a reference */
+    bool follower;      /* waits for group->prefilled */
+    bool render_special;
     atomic_bool cancelled;
     atomic_bool paused;
     /* worker state */
@@ -83,6 +105,8 @@ struct sch {
     const tok_vocab *vocab;
     model_ctx *ctx;
     kv_prefix *prefix; /* prompt prefix cache over p.pool; NULL if it could not be made */
+    gram_vocab *gvocab; /* token trie for grammars: made by the loop at the first grammar
+                           request, read-only afterwards (the worker sees it after submit) */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mu;
@@ -155,6 +179,7 @@ static void push_event(sch *s, sch_req *r, const sch_event *ev)
 /* Releases the worker's resources of a request and hands it to the loop for freeing. */
 static void req_release_locked(sch *s, sch_req *r, const sch_event *final)
 {
+    if (r->group && !r->follower) atomic_store(&r->group->prefilled, true); /* never strand */
     kv_seq_destroy(r->kv);
     r->kv = NULL;
     free(r->logits);
@@ -247,7 +272,8 @@ static int req_start(sch *s, sch_req *r)
     r->n_past = r->n_cached;
     r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
     if (!r->logits) return KS_ERR_NOMEM;
-    tok_stream_init(&r->ts, s->vocab, false);
+    tok_stream_init(&r->ts, s->vocab, r->render_special);
+    r->ts.first = !r->keep_leading_space;
     return 0;
 }
 
@@ -267,6 +293,8 @@ static void admit_locked(sch *s)
         } else if (now - r->t_enqueue > s->p.queue_timeout_s) {
             fail_locked(s, r, 503, "timed out waiting for KV cache capacity");
             remove = true;
+        } else if (r->follower && !atomic_load(&r->group->prefilled)) {
+            /* waits for its leader's prompt without holding back other requests */
         } else if (!blocked && s->n_active < s->p.max_concurrent) {
             int64_t need = req_blocks(s, r);
             if (reserved < 0) reserved = blocks_reserved(s);
@@ -335,6 +363,15 @@ static bool sample_step(sch *s, sch_req *r)
     sch_event ev = {.kind = SCH_EV_TOKEN};
     ev.logprob = 0;
     int32_t tok = sch_sampler_sample(&r->sampler, r->logits, s->hp->n_vocab, &ev);
+    if (tok < 0 && r->sampler.gm) {
+        /* The grammar needs a character no token of this vocabulary starts with. */
+        pthread_mutex_lock(&s->mu);
+        fail_locked(s, r, 400, "grammar: no token of the model's vocabulary can continue the "
+                               "output here");
+        pthread_mutex_unlock(&s->mu);
+        uv_async_send(&s->async);
+        return true;
+    }
     double now = ks_time_now();
     if (s->p.metrics) {
         if (r->n_generated == 0) metrics_observe_ttft(s->p.metrics, now - r->arrival);
@@ -343,20 +380,25 @@ static bool sample_step(sch *s, sch_req *r)
     r->t_last = now;
     r->n_generated++;
     sch_sampler_accept(&r->sampler, tok);
+    /* A grammar with nothing left to match ends the output like an end-of-generation token
+     * (after this token's text). */
     bool eog = tok < 0 || tok_is_eog(s->vocab, tok);
+    bool grammar_done = !eog && sch_sampler_grammar_done(&r->sampler);
     if (!eog) {
         ev.token = tok;
         ev.len = detok(s, r, tok, false);
         ev.text = s->text;
         push_event(s, r, &ev);
     }
-    bool stopped = eog || r->stop.stopped;
+    bool stopped = eog || grammar_done || r->stop.stopped;
     bool length = !stopped && r->n_generated >= r->max_tokens;
     if (!stopped && !length && (s->p.n_ctx <= 0 || r->n_prompt + r->n_generated < s->p.n_ctx)) {
         r->next_token = tok;
         return false;
     }
-    size_t tail = stopped ? 0 : detok(s, r, -1, true);
+    /* Text held back as a possible stop-string start is the output's end unless a stop
+     * string matched (an end-of-generation token or a finished grammar flush it). */
+    size_t tail = r->stop.stopped ? 0 : detok(s, r, -1, true);
     pthread_mutex_lock(&s->mu);
     finish_locked(s, r, stopped ? SCH_FINISH_STOP : SCH_FINISH_LENGTH, s->text, tail);
     pthread_mutex_unlock(&s->mu);
@@ -438,6 +480,8 @@ static void step_locked(sch *s, int32_t n)
             if (prefill && r->n_past == r->n_prompt && s->prefix &&
                 kv_prefix_publish(s->prefix, r->kv, r->prompt, r->n_prompt))
                 ks_warn("prefix cache: cannot publish a prompt (out of memory)");
+            if (prefill && r->n_past == r->n_prompt && r->group && !r->follower)
+                atomic_store(&r->group->prefilled, true);
             if (!prefill || r->n_past == r->n_prompt) (void)sample_step(s, r);
         }
     }
@@ -498,6 +542,8 @@ static void req_free(sch *s, sch_req *r)
     sch_sampler_deinit(&r->sampler);
     sse_stop_deinit(&r->stop);
     if (r->policy_config_free) r->policy_config_free(r->policy_config);
+    sch_group_release(r->group);
+    gram_destroy(r->grammar);
     free(r->prompt);
     free(r);
 }
@@ -547,12 +593,19 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->policy = p->policy;
     r->policy_config = p->policy_config;
     r->policy_config_free = p->policy_config_free;
+    r->grammar = p->grammar;
+    r->keep_leading_space = p->keep_leading_space;
     r->arrival = p->arrival > 0 ? p->arrival : ks_time_now();
     r->t_enqueue = ks_time_now();
     r->on_event = p->on_event;
     r->ud = p->ud;
+    r->render_special = p->render_special;
     if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
-    if ((rc = sch_sampler_init(&r->sampler, &p->sampling, r->prompt, r->n_prompt,
+    if (p->grammar && !s->gvocab && (rc = gram_vocab_create(s->vocab, &s->gvocab)))
+        goto fail_nocfg;
+    sch_constraints sc = {.grammar = p->grammar, .gvocab = s->gvocab, .bias_ids = p->bias_ids,
+                          .bias = p->bias, .n_bias = p->n_bias};
+    if ((rc = sch_sampler_init(&r->sampler, &p->sampling, &sc, r->prompt, r->n_prompt,
                                s->hp->n_vocab))) goto fail_nocfg;
     pthread_mutex_lock(&s->mu);
     if (s->n_waiting >= s->p.max_queue) {
@@ -561,6 +614,11 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
         goto fail_nocfg;
     }
     r->id = ++s->next_id;
+    if (p->group) { /* taken last: every failure path above leaves the group untouched */
+        atomic_fetch_add(&p->group->refs, 1);
+        r->group = p->group;
+        r->follower = p->group_follower;
+    }
     r->all_next = s->all;
     if (s->all) s->all->all_prev = r;
     s->all = r;
@@ -580,6 +638,7 @@ fail_nocfg:
     r = NULL;
 fail:
     if (p->policy_config_free) p->policy_config_free(p->policy_config);
+    gram_destroy(p->grammar);
     free(r);
     return rc;
 }
@@ -763,6 +822,7 @@ static void async_closed(uv_handle_t *h)
 {
     sch *s = h->data;
     sch_seq_info_free(s->snap, s->cap_snap);
+    gram_vocab_destroy(s->gvocab);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

@@ -19,8 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kvserve/engine.h"
 #include "kvserve/base.h"
+#include "kvserve/engine.h"
 #include "kvserve/gguf.h"
 #include "kvserve/model.h"
 #include "kvserve/quant.h"
@@ -392,12 +392,12 @@ START_TEST(test_mixed_files_load_and_run)
         char path[1200];
         snprintf(path, sizeof(path), "%s/rt-%s.gguf", g_data, files[i]);
         engine_params ep = {.model_path = path,
-                                .n_threads = 2,
-                                .n_ctx = 64,
-                                .n_batch = 16,
-                                .n_seqs = 2,
-                                .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16,
-                                .llama_numerics = true};
+                            .n_threads = 2,
+                            .n_ctx = 64,
+                            .n_batch = 16,
+                            .n_seqs = 2,
+                            .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16,
+                            .llama_numerics = true};
         engine e;
         ck_assert_msg(engine_open(&ep, &e) == 0, "%s does not load", path);
         int64_t nv = model_get_hparams(e.m)->n_vocab;
