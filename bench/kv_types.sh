@@ -5,7 +5,7 @@
 #
 # Usage: bench/kv_types.sh [MODEL] [TYPES]     (run from the repository root, after a build)
 #   MODEL  default ../shared/models/kjv-tiny/kjv-tiny-f16.gguf
-#   TYPES  space-separated K/V pairs, default "f16/f16 q8_0/q8_0 q4_0/q4_0 f16/q8_0 f16/q4_0"
+#   TYPES  (or env TYPES) space-separated K/V pairs, default "f16/f16 q8_0/q8_0 q4_0/q4_0 f16/q8_0 f16/q4_0"
 # Env: LLAMA_BIN (default ../shared/anchors/llama.cpp-b9749/bin; absent = kvserve only),
 #      DEPTHS (default "4096 16384"), THREADS (default 2).
 # kvserve: bench_longctx speed (a fresh process prefills DEPTH tokens of filler with full
@@ -14,7 +14,7 @@
 # (its AVX-VNNI q8_0 dot dies with SIGILL, 132, on CPUs without AVX-VNNI).
 set -u
 MODEL=${1:-../shared/models/kjv-tiny/kjv-tiny-f16.gguf}
-TYPES=${2:-"f16/f16 q8_0/q8_0 q4_0/q4_0 f16/q8_0 f16/q4_0"}
+TYPES=${2:-${TYPES:-"f16/f16 q8_0/q8_0 q4_0/q4_0 f16/q8_0 f16/q4_0"}}
 LLAMA_BIN=${LLAMA_BIN:-../shared/anchors/llama.cpp-b9749/bin}
 DEPTHS=${DEPTHS:-"4096 16384"}
 THREADS=${THREADS:-2}
