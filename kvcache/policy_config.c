@@ -203,6 +203,12 @@ static const kv_param_desc g_params[] = {
     PF(KV_POLICY_RETRIEVAL, retrieval, kv_retrieval_params, spill_dir, KV_PARAM_PATH, NULL, 0),
 };
 
+const kv_param_desc *kv_param_list(size_t *n)
+{
+    *n = KS_ARRAY_LEN(g_params);
+    return g_params;
+}
+
 const kv_param_desc *kv_param_find(kv_policy_kind kind, const char *key)
 {
     for (size_t i = 0; key && i < KS_ARRAY_LEN(g_params); i++)

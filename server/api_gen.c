@@ -406,7 +406,8 @@ void api_gen_handle(api_server *a, http_request *req, bool chat)
                              .stops = g.stops, .n_stops = g.n_stops, .sampling = g.sampling,
                              .policy = g.policy, .policy_config = g.policy_config,
                              .policy_config_free = free, .arrival = ks_time_now(),
-                             .on_event = on_event, .ud = j};
+                             .on_event = on_event, .ud = j,
+                             .view_tag = http_request_header(req, "x-kv-view")}; /* kv_feed.c */
     a->n_jobs++;
     int rc = sch_submit(a->sch, &sp, &j->sr);
     if (rc) {

@@ -34,6 +34,9 @@
 #include "kvserve/sched.h"
 #include "kvserve/sse.h"
 #include "sched_sample.h"
+#include "sched_view.h"
+
+#define SCH_DONE_INFO 16 /* finished sequences /v1/kv still lists (their final state) */
 
 typedef struct sch_evnode {
     struct sch_evnode *next;
@@ -71,6 +74,14 @@ struct sch_req {
     int32_t n_generated;
     int32_t next_token;
     double t_last;
+    double t_first;    /* first token sampled (TTFT), 0 before */
+    int32_t *gen;      /* [max_tokens] generated ids, for the live view */
+    /* live view (server/kv_feed.c), under mu */
+    char view_tag[SCH_VIEW_TAG_MAX];
+    bool view_want;    /* a viewer asked for a frame since the last one */
+    bool view_ever;    /* someone looked: keep the final frame */
+    sch_view *view;    /* latest frame */
+    uint64_t view_version;
     /* shared under mu */
     sch_evnode *ev_head, *ev_tail;
     bool worker_done;
@@ -104,7 +115,14 @@ struct sch {
     /* /v1/kv snapshot, under mu */
     sch_seq_info *snap;
     size_t n_snap;
+    sch_seq_info done[SCH_DONE_INFO]; /* ring of finished sequences' final state */
+    size_t n_done, done_head;
+    sch_view *ring[SCH_VIEW_RING];    /* final frames of watched finished sequences */
+    size_t ring_head;
 };
+
+static void seq_info_fill(sch *s, sch_req *r, sch_seq_info *o);
+static void view_capture_locked(sch *s, sch_req *r, bool finished);
 
 void sch_sampling_default(sch_sampling *s)
 {
@@ -155,6 +173,14 @@ static void push_event(sch *s, sch_req *r, const sch_event *ev)
 /* Releases the worker's resources of a request and hands it to the loop for freeing. */
 static void req_release_locked(sch *s, sch_req *r, const sch_event *final)
 {
+    if (r->kv) { /* keep the final state for /v1/kv and for late viewers */
+        sch_seq_info *o = &s->done[s->done_head];
+        free(o->tokens_kept);
+        seq_info_fill(s, r, o);
+        s->done_head = (s->done_head + 1) % SCH_DONE_INFO;
+        s->n_done = KS_MIN(s->n_done + 1, SCH_DONE_INFO);
+        if (r->view_ever || r->view_tag[0]) view_capture_locked(s, r, true);
+    }
     kv_seq_destroy(r->kv);
     r->kv = NULL;
     free(r->logits);
@@ -257,7 +283,8 @@ static int req_start(sch *s, sch_req *r)
     if (rc) return rc;
     r->n_past = r->n_cached;
     r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
-    if (!r->logits) return KS_ERR_NOMEM;
+    r->gen = malloc((size_t)r->max_tokens * sizeof(int32_t));
+    if (!r->logits || !r->gen) return KS_ERR_NOMEM;
     tok_stream_init(&r->ts, s->vocab, false);
     return 0;
 }
@@ -352,6 +379,8 @@ static bool sample_step(sch *s, sch_req *r)
         else metrics_observe_itl(s->p.metrics, now - r->t_last);
     }
     r->t_last = now;
+    if (r->n_generated == 0) r->t_first = now;
+    if (r->gen) r->gen[r->n_generated] = tok;
     r->n_generated++;
     sch_sampler_accept(&r->sampler, tok);
     bool eog = tok < 0 || tok_is_eog(s->vocab, tok);
@@ -505,6 +534,8 @@ static void req_free(sch *s, sch_req *r)
     }
     kv_seq_destroy(r->kv);
     free(r->logits);
+    free(r->gen);
+    sch_view_unref(r->view);
     sch_sampler_deinit(&r->sampler);
     sse_stop_deinit(&r->stop);
     if (r->policy_config_free) r->policy_config_free(r->policy_config);
@@ -561,6 +592,10 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->t_enqueue = ks_time_now();
     r->on_event = p->on_event;
     r->ud = p->ud;
+    if (sch_view_tag_ok(p->view_tag)) { /* a tagged request is watched from its start */
+        snprintf(r->view_tag, sizeof(r->view_tag), "%s", p->view_tag);
+        r->view_want = true;
+    }
     if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
     if ((rc = sch_sampler_init(&r->sampler, &p->sampling, r->prompt, r->n_prompt,
                                s->hp->n_vocab))) goto fail_nocfg;
@@ -639,48 +674,126 @@ static void snapshot_locked(sch *s)
     if (!s->snap) return;
     for (int32_t i = 0; i < s->n_active; i++) {
         sch_req *r = s->active[i];
+        if (r->view_want && r->kv) view_capture_locked(s, r, false);
         sch_seq_info *o = &s->snap[s->n_snap];
-        kv_seq_stats st;
-        kv_seq_get_stats(r->kv, &st);
-        o->id = r->id;
-        const kv_policy *pol = kv_seq_policy(r->kv);
-        snprintf(o->policy, sizeof(o->policy), "%s", pol && pol->name ? pol->name : "full");
-        o->tokens_seen = st.tokens_seen;
-        o->bytes = st.bytes;
-        o->n_prompt = r->n_prompt;
-        o->n_generated = r->n_generated;
-        o->n_layer = s->hp->n_layer;
-        o->tokens_kept = calloc((size_t)o->n_layer, sizeof(int64_t));
+        seq_info_fill(s, r, o);
         if (!o->tokens_kept) break;
-        for (int32_t l = 0; l < o->n_layer; l++) o->tokens_kept[l] = kv_seq_tokens_kept(r->kv, l);
-        o->has_retrieval = kv_retrieval_get_stats(r->kv, &o->retrieval) == KS_OK;
         s->n_snap++;
     }
+}
+
+/* One sequence's /v1/kv entry (o->tokens_kept NULL when out of memory). Worker thread. */
+static void seq_info_fill(sch *s, sch_req *r, sch_seq_info *o)
+{
+    kv_seq_stats st;
+    kv_seq_get_stats(r->kv, &st);
+    memset(o, 0, sizeof(*o));
+    o->id = r->id;
+    const kv_policy *pol = kv_seq_policy(r->kv);
+    snprintf(o->policy, sizeof(o->policy), "%s", pol && pol->name ? pol->name : "full");
+    o->tokens_seen = st.tokens_seen;
+    o->bytes = st.bytes;
+    o->n_prompt = r->n_prompt;
+    o->n_generated = r->n_generated;
+    o->n_layer = s->hp->n_layer;
+    o->tokens_kept = calloc((size_t)o->n_layer, sizeof(int64_t));
+    if (!o->tokens_kept) return;
+    for (int32_t l = 0; l < o->n_layer; l++) o->tokens_kept[l] = kv_seq_tokens_kept(r->kv, l);
+    o->has_retrieval = kv_retrieval_get_stats(r->kv, &o->retrieval) == KS_OK;
+}
+
+/* Deep copy of src[0..n) (caller holds mu). */
+static int seq_info_copy(const sch_seq_info *src, size_t n, sch_seq_info **out, size_t *n_out)
+{
+    *n_out = 0;
+    *out = NULL;
+    if (!n) return 0;
+    *out = calloc(n, sizeof(sch_seq_info));
+    if (!*out) return KS_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        (*out)[i] = src[i];
+        (*out)[i].tokens_kept = malloc((size_t)src[i].n_layer * sizeof(int64_t));
+        if (!(*out)[i].tokens_kept) return KS_ERR_NOMEM;
+        memcpy((*out)[i].tokens_kept, src[i].tokens_kept,
+               (size_t)src[i].n_layer * sizeof(int64_t));
+        *n_out = i + 1;
+    }
+    return 0;
 }
 
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n)
 {
     pthread_mutex_lock(&s->mu);
-    *n = 0;
-    *out = NULL;
-    int rc = 0;
-    if (s->n_snap) {
-        *out = calloc(s->n_snap, sizeof(sch_seq_info));
-        if (!*out) rc = KS_ERR_NOMEM;
-        for (size_t i = 0; !rc && i < s->n_snap; i++) {
-            (*out)[i] = s->snap[i];
-            (*out)[i].tokens_kept = malloc((size_t)s->snap[i].n_layer * sizeof(int64_t));
-            if (!(*out)[i].tokens_kept) {
-                rc = KS_ERR_NOMEM;
-                break;
-            }
-            memcpy((*out)[i].tokens_kept, s->snap[i].tokens_kept,
-                   (size_t)s->snap[i].n_layer * sizeof(int64_t));
-            *n = i + 1;
-        }
-    }
+    int rc = seq_info_copy(s->snap, s->n_snap, out, n);
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+int sch_get_finished_info(sch *s, sch_seq_info **out, size_t *n)
+{
+    pthread_mutex_lock(&s->mu);
+    sch_seq_info tmp[SCH_DONE_INFO];
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_done; i++) { /* oldest first */
+        const sch_seq_info *o =
+            &s->done[(s->done_head + SCH_DONE_INFO - s->n_done + i) % SCH_DONE_INFO];
+        if (o->tokens_kept) tmp[k++] = *o;
+    }
+    int rc = seq_info_copy(tmp, k, out, n);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- live view frames */
+
+/* Builds a frame of r (worker thread, caller holds mu); a final one goes to the ring. */
+static void view_capture_locked(sch *s, sch_req *r, bool finished)
+{
+    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    sch_view_src src = {.seq_id = r->id, .version = r->view_version + 1, .tag = r->view_tag,
+                        .pc = pc, .prompt = r->prompt, .n_prompt = r->n_prompt,
+                        .gen = r->gen, .n_gen = r->gen ? r->n_generated : 0,
+                        .arrival = r->arrival, .t_first = r->t_first, .t_last = r->t_last,
+                        .finished = finished};
+    sch_view *v = NULL;
+    if (sch_view_build(r->kv, &src, &v)) return; /* out of memory: the viewer waits */
+    r->view_version++;
+    r->view_want = false;
+    sch_view_unref(r->view);
+    r->view = v;
+    if (finished) {
+        sch_view_unref(s->ring[s->ring_head]);
+        s->ring[s->ring_head] = sch_view_ref(v);
+        s->ring_head = (s->ring_head + 1) % SCH_VIEW_RING;
+    }
+}
+
+static bool view_match(const sch_view *v, uint64_t id, const char *tag)
+{
+    return v && (tag ? !strcmp(v->tag, tag) : v->seq_id == id);
+}
+
+sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, uint64_t after_version,
+                               sch_view **out)
+{
+    sch_view_state st = tag ? SCH_VIEW_WAITING : SCH_VIEW_UNKNOWN;
+    *out = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (sch_req *r = s->all; r; r = r->all_next) {
+        if (tag ? strcmp(r->view_tag, tag) != 0 : r->id != id) continue;
+        st = SCH_VIEW_WAITING;
+        if (r->view && r->view->version > after_version) *out = sch_view_ref(r->view);
+        if (!r->worker_done && !*out) r->view_want = r->view_ever = true;
+        break;
+    }
+    for (size_t i = 0; !*out && i < SCH_VIEW_RING; i++) {
+        sch_view *v = s->ring[i];
+        if (!view_match(v, id, tag)) continue;
+        st = SCH_VIEW_WAITING;
+        if (v->version > after_version) *out = sch_view_ref(v);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return *out ? SCH_VIEW_READY : st;
 }
 
 void sch_get_prefix_stats(sch *s, kv_prefix_stats *out)
@@ -749,6 +862,8 @@ static void async_closed(uv_handle_t *h)
 {
     sch *s = h->data;
     sch_seq_info_free(s->snap, s->n_snap);
+    for (size_t i = 0; i < SCH_DONE_INFO; i++) free(s->done[i].tokens_kept);
+    for (size_t i = 0; i < SCH_VIEW_RING; i++) sch_view_unref(s->ring[i]);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

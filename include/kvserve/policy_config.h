@@ -144,6 +144,8 @@ typedef struct kv_param_desc {
     int request_ok;      /* may be overridden per request (spill settings may not) */
 } kv_param_desc;
 
+/* The whole table (*n entries), grouped by policy, for listings such as GET /v1/kv/policies. */
+const kv_param_desc *kv_param_list(size_t *n);
 /* The parameter `key` of policy `kind`, or NULL. */
 const kv_param_desc *kv_param_find(kv_policy_kind kind, const char *key);
 /* Typed setters: KS_ERR_INVALID when the value does not fit the parameter's type (an enum

@@ -95,6 +95,7 @@ typedef struct sch_request_params {
                                   (even on error) */
     void (*policy_config_free)(void *);
     double arrival;            /* ks_time_now() when the request arrived (for TTFT) */
+    const char *view_tag;      /* NULL, or a live-view tag (copied; server/sched_view.h) */
     sch_event_fn on_event;
     void *ud;
 } sch_request_params;
@@ -152,6 +153,8 @@ typedef struct sch_seq_info {
 /* Copies the snapshot (caller frees with sch_seq_info_free). */
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;
 void sch_seq_info_free(sch_seq_info *v, size_t n);
+/* The final state of the last sequences that ended (oldest first), same shape. */
+int sch_get_finished_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;
 
 /* Prompt prefix cache counters (zeros when the cache is off). Any thread. The cache's blocks
  * count in the pool's bytes used; those only it holds are freed whenever the pool runs short. */
