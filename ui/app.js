@@ -146,7 +146,7 @@ function newPane(title) {
   const node = $("#view-template").content.firstElementChild.cloneNode(true);
   $("#views").append(node);
   const pane = {
-    node, title, frame: null, cells: [], tokens: [], history: [], frames: 0, decodeFrames: 0,
+    node, title, frame: null, cells: [], tokens: [], history: [], frames: 0, genSeen: [],
     text: "", done: false, seq: null, finished: false, abort: new AbortController(),
   };
   node.querySelector(".title").textContent = title;
@@ -178,7 +178,7 @@ function applyFrame(pane, f) {
   pane.frame = f;
   pane.seq = f.seq;
   pane.frames++;
-  if (f.generated_tokens > 0 && !f.finished) pane.decodeFrames++;
+  if (!f.finished) pane.genSeen.push(f.generated_tokens); // the view while it runs
   if (f.retrieval) pane.history.push({ hit: f.retrieval.hot_hit_rate, read: f.retrieval.spill_bytes_read,
                                        written: f.retrieval.spill_bytes_written });
   pane.finished = f.finished;
