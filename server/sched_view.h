@@ -19,7 +19,7 @@
 #include "kvserve/sched.h"
 
 #define SCH_VIEW_TAG_MAX 48 /* view tags: 8..47 characters of [A-Za-z0-9_-] */
-#define SCH_VIEW_RING 32    /* finished sequences whose last frame is kept */
+#define SCH_VIEW_RING 8     /* finished sequences whose last frame is kept */
 
 typedef struct sch_view {
     atomic_int ref;
