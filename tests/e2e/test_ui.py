@@ -241,6 +241,35 @@ def test_frames_and_end(srv):
     feed.close()
 
 
+def test_retrieval_frames(srv):
+    """Retrieval's cells carry the blocks selected in the last step (sparse layers only)."""
+    tag = "rtest-%d" % os.getpid()
+    feed = Feed(srv, "tag=%s&interval_ms=10" % tag)
+    prompt = " ".join(["And the LORD said unto Moses, Speak unto the children of Israel."] * 30)
+    t = submit(srv, prompt, 8, tag, {"name": "retrieval", "block_tokens": 16, "top_k": 3,
+                                     "window": 64, "dense_layers": 2})
+    sel, last = {}, None
+    while (e := feed.event()) is not None:
+        if e[0] == "message":
+            last = e[1]
+            for c in last["cells"]:
+                if "s" in c:
+                    sel[c["c"]] = (c["s"], c["ss"])
+    t.join()
+    feed.close()
+    H = last["n_head_kv"]
+    dense = [i for i in sel if i // H < 2]
+    check(not dense, "dense layers report no selection")
+    sparse = [sel.get(l * H + h) for l in range(2, last["n_layer"]) for h in range(H)]
+    check(all(s is not None and len(s[0]) == 2 * 3 and len(s[1]) == 3 for s in sparse),
+          "every sparse cell selected top_k = 3 blocks")
+    check(all(a % 16 == 0 and n == 16 and a + n <= last["tokens_seen"] - 64
+              for s in sparse for a, n in zip(s[0][::2], s[0][1::2])),
+          "selected blocks are whole 16-token blocks before the window")
+    check(last["sink"] == 4 and last["window_from"] == last["tokens_seen"] - 64,
+          "retrieval's sinks and window are described")
+
+
 def test_client_goes_away(srv):
     tag = "goaway-%d" % os.getpid()
     feed = Feed(srv, "tag=%s&interval_ms=10" % tag)
@@ -325,6 +354,7 @@ def main():
         test_policies(srv)
         test_bad_input(srv)
         test_frames_and_end(srv)
+        test_retrieval_frames(srv)
         test_client_goes_away(srv)
         test_viewers_rss(srv)
     finally:
