@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "kvserve/quant.h"
-#include "kvserve/vmath.h"
+#include "vmath.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>

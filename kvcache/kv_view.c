@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "kvserve/spill.h"
-#include "snapkv.h"
+#include "policies/snapkv.h"
 
 void kv_view_free(kv_view *v)
 {

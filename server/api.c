@@ -10,7 +10,7 @@
 
 #include "api.h"
 #include "kv_feed.h"
-#include "kvserve/sse.h"
+#include "sse.h"
 
 
 /* ---------------------------------------------------------------- small helpers */

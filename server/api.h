@@ -11,12 +11,12 @@
 
 #include <jansson.h>
 
-#include "kvserve/config.h"
-#include "kvserve/http.h"
+#include "config.h"
+#include "http.h"
 #include "kvserve/kvcache.h"
-#include "kvserve/metrics.h"
+#include "metrics.h"
 #include "kvserve/model.h"
-#include "kvserve/sched.h"
+#include "scheduler.h"
 
 typedef struct api_server {
     const cfg *cfg;

@@ -18,7 +18,7 @@
 #include <time.h>
 
 #include "api.h"
-#include "kvserve/sse.h"
+#include "sse.h"
 
 #define API_PAUSE_BYTES (256 * 1024)
 #define API_RESUME_BYTES (64 * 1024)

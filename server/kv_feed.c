@@ -24,7 +24,7 @@
 
 #include "api.h"
 #include "kv_feed.h"
-#include "kvserve/sse.h"
+#include "sse.h"
 #include "sched_view.h"
 
 #define KV_FEED_TOKENS 4096       /* token texts per event */

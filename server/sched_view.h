@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "kvserve/kv_view.h"
-#include "kvserve/sched.h"
+#include "scheduler.h"
 
 #define SCH_VIEW_TAG_MAX 48 /* view tags: 8..47 characters of [A-Za-z0-9_-] */
 #define SCH_VIEW_RING 8     /* finished sequences whose last frame is kept */

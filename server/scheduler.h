@@ -1,4 +1,4 @@
-/* sched.h - the inference scheduler: a request queue, one inference thread, continuous
+/* scheduler.h - the inference scheduler: a request queue, one inference thread, continuous
  * batching.
  *
  * Requests are submitted from the loop thread. One worker thread admits them when the KV
@@ -26,7 +26,7 @@
 #include "kvserve/base.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/spill.h"
-#include "kvserve/metrics.h"
+#include "metrics.h"
 #include "kvserve/model.h"
 #include "kvserve/policy_config.h"
 
