@@ -280,9 +280,12 @@ function renderStats(pane) {
                  `${f.prompt_tokens} prompt + ${f.generated_tokens} generated`];
   if (f.ttft_ms >= 0) parts.push(`TTFT ${f.ttft_ms.toFixed(1)} ms`);
   if (f.tokens_per_s > 0) parts.push(`${f.tokens_per_s.toFixed(0)} tokens/s`);
-  if (f.retrieval) parts.push(`hot-set hit rate ${(100 * f.retrieval.hot_hit_rate).toFixed(1)}%`,
-                              `spill read ${fmtBytes(f.retrieval.spill_bytes_read)}`,
-                              `written ${fmtBytes(f.retrieval.spill_bytes_written)}`);
+  if (f.retrieval) {
+    const r = f.retrieval;
+    parts.push(r.spill_bytes_written > 0 ? `hot-set hit rate ${(100 * r.hot_hit_rate).toFixed(1)}%` : "nothing spilled",
+               `blocks ${r.blocks_ram} in RAM, ${r.blocks_disk} on disk`);
+    if (r.spill_bytes_written > 0) parts.push(`spill read ${fmtBytes(r.spill_bytes_read)}, written ${fmtBytes(r.spill_bytes_written)}`);
+  }
   parts.push(f.finished ? "finished" : "running");
   pane.node.querySelector(".stats").textContent = parts.join(" · ");
 }
@@ -292,27 +295,45 @@ function fmtBytes(b) {
 }
 
 // Per-layer bars: mean tokens kept per KV head against the policy's budget; then the pool.
+// Built with the DOM and CSSOM: the page's CSP forbids inline style attributes.
+function barRow(box, name, frac, markFrac, text) {
+  const label = document.createElement("span");
+  label.textContent = name;
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  const fill = document.createElement("i");
+  fill.style.width = (100 * Math.min(1, frac)).toFixed(2) + "%";
+  bar.append(fill);
+  if (markFrac !== null) {
+    const mark = document.createElement("b");
+    mark.style.left = (100 * Math.min(1, markFrac)).toFixed(2) + "%";
+    bar.append(mark);
+  }
+  const value = document.createElement("span");
+  value.textContent = text;
+  box.append(label, bar, value);
+}
+
 function renderBars(pane) {
   const f = pane.frame, box = pane.node.querySelector(".bars");
-  const rows = [];
+  box.replaceChildren();
   const lc = layerCounts(pane);
   for (let l = 0; l < f.n_layer; l++) {
     const kept = lc[l].kept / f.n_head_kv, budget = f.budget[l];
     const full = Math.max(budget > 0 ? budget : 0, f.tokens_seen, 1);
-    const mark = budget > 0 ? `<b style="left:${(100 * budget / full).toFixed(1)}%"></b>` : "";
-    rows.push(`<span>layer ${l}</span><div class="bar"><i style="width:${(100 * kept / full).toFixed(1)}%"></i>${mark}</div>` +
-              `<span>${kept.toFixed(0)} / ${budget > 0 ? budget : "all"} per head</span>`);
+    barRow(box, `layer ${l}`, kept / full, budget > 0 ? budget / full : null,
+           `${kept.toFixed(0)} / ${budget > 0 ? budget : "all"} per head`);
   }
   const p = f.pool;
-  rows.push(`<span>pool</span><div class="bar"><i style="width:${(100 * p.bytes_used / Math.max(1, p.bytes_budget)).toFixed(2)}%"></i></div>` +
-            `<span>${fmtBytes(p.bytes_used)} / ${fmtBytes(p.bytes_budget)}</span>`);
-  box.innerHTML = rows.join("");
+  barRow(box, "pool", p.bytes_used / Math.max(1, p.bytes_budget), null,
+         `${fmtBytes(p.bytes_used)} / ${fmtBytes(p.bytes_budget)}`);
 }
 
 // Retrieval: hot-set hit rate (line) and spill bytes read per frame (bars) over time.
 function renderChart(pane) {
   const canvas = pane.node.querySelector(".chart");
-  if (!pane.history.length) return;
+  // Only once something spilled: before that the hit rate and reads are all zero.
+  if (!pane.history.length || !pane.history[pane.history.length - 1].written) return;
   canvas.hidden = false;
   const ctx = fitCanvas(canvas, 70);
   ctx.clearRect(0, 0, canvas.width, canvas.height);

@@ -45,7 +45,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, extra_toml=""):
+    def __init__(self, extra_toml="", threads=2):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="kvserve-ui-")
         cfg = os.path.join(self.dir, "c.toml")
@@ -53,7 +53,7 @@ class Server:
             f.write('[server]\nport = %d\n%s' % (self.port, extra_toml))
         self.log = open(os.path.join(self.dir, "log"), "w+")
         self.proc = subprocess.Popen([BIN, "serve", "--config", cfg, "--model", MODEL,
-                                      "--threads", "2"], stderr=self.log)
+                                      "--threads", str(threads)], stderr=self.log)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:

@@ -145,6 +145,8 @@ async function main() {
     page.on("request", (r) => urls.push(r.url()));
     const pageErrors = [];
     page.on("pageerror", (e) => pageErrors.push(String(e)));
+    // Console errors other than the expected 401s (CSP violations, failed loads, ...).
+    page.on("console", (m) => { if (m.type() === "error" && !/401/.test(m.text())) pageErrors.push(m.text()); });
 
     // The API key: asked for, a wrong one refused and asked again, the right one works.
     await page.goto(base + "/", { waitUntil: "load" });
@@ -217,4 +219,5 @@ async function main() {
   }
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+if (require.main === module) main().catch((e) => { console.error(e); process.exit(1); });
+module.exports = { freePort, startServer, passkeyPrompt, setPolicy, runAndWait, KEY, CHROMIUM };
