@@ -24,8 +24,8 @@
 
 #include "api.h"
 #include "kv_feed.h"
-#include "sse.h"
 #include "sched_view.h"
+#include "sse.h"
 
 #define KV_FEED_TOKENS 4096       /* token texts per event */
 #define KV_FEED_BACKLOG (1 << 20) /* bytes queued on the socket before ticks are skipped */
