@@ -30,8 +30,8 @@ int engine_open(const engine_params *p, engine *e)
     kv_pool_params pp = {.block_tokens = 64, .head_dim = hp->head_dim, .dtype = p->kv_dtype};
     size_t row = (size_t)hp->head_dim * (p->kv_dtype == KS_DTYPE_F16 ? 2 : 4);
     size_t blocks_per_head = (size_t)(e->n_ctx + pp.block_tokens - 1) / pp.block_tokens + 1;
-    pp.budget_bytes = blocks_per_head * (size_t)pp.block_tokens * row * 2 *
-                      (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)KS_MAX(p->n_seqs, 1);
+    pp.budget_bytes = blocks_per_head * (size_t)pp.block_tokens * row * 2 * (size_t)hp->n_layer *
+                      (size_t)hp->n_head_kv * (size_t)KS_MAX(p->n_seqs, 1);
     if ((rc = kv_pool_create(&pp, &e->pool))) {
         fprintf(stderr, "kvserve: cannot create the KV pool: %s\n", ks_status_str(rc));
         goto fail;
@@ -59,23 +59,25 @@ int engine_new_seq(engine *e, const kv_policy_config *pc, kv_seq **out)
         fprintf(stderr, "kvserve: KV policy '%s' is not available in this build\n", name);
         return KS_ERR_INVALID;
     }
-    kv_policy_args args = {.config = pc,
-                           .rope = {.kind = hp->rope_type == MODEL_ROPE_NEOX ? ROPE_NEOX : ROPE_NORM,
-                                    .head_dim = hp->head_dim,
-                                    .theta = hp->rope_theta,
-                                    .freq_scale = hp->rope_freq_scale},
-                           .n_layer = hp->n_layer,
-                           .n_head_kv = hp->n_head_kv,
-                           .head_dim = hp->head_dim,
-                           .n_ctx_train = hp->n_ctx_train};
+    kv_policy_args args = {
+        .config = pc,
+        .rope = {.kind = hp->rope_type == MODEL_ROPE_NEOX ? ROPE_NEOX : ROPE_NORM,
+                 .head_dim = hp->head_dim,
+                 .theta = hp->rope_theta,
+                 .freq_scale = hp->rope_freq_scale},
+        .n_layer = hp->n_layer,
+        .n_head_kv = hp->n_head_kv,
+        .head_dim = hp->head_dim,
+        .n_ctx_train = hp->n_ctx_train};
     return engine_new_seq_args(e, policy, &args, out);
 }
 
-int engine_new_seq_args(engine *e, const kv_policy *policy, const void *args,
-                            kv_seq **out)
+int engine_new_seq_args(engine *e, const kv_policy *policy, const void *args, kv_seq **out)
 {
     const model_hparams *hp = model_get_hparams(e->m);
-    kv_seq_params sp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv, .policy = policy,
+    kv_seq_params sp = {.n_layer = hp->n_layer,
+                        .n_head_kv = hp->n_head_kv,
+                        .policy = policy,
                         .policy_config = args};
     return kv_seq_create(e->pool, &sp, out);
 }

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api.h"
+#include "api_server.h"
 #include "sse.h"
 
 #define API_PAUSE_BYTES (256 * 1024)

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "api_server.h"
 #include "kv_feed.h"
 #include "sched_view.h"
 #include "sse.h"

@@ -3,7 +3,7 @@
 #ifndef KVSERVE_KV_FEED_H
 #define KVSERVE_KV_FEED_H
 
-#include "api.h"
+#include "api_server.h"
 
 /* GET /v1/kv/stream?seq=ID|tag=TAG[&interval_ms=N]: SSE frames of one sequence's cache. */
 void kv_feed_handle(api_server *a, http_request *req);

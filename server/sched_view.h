@@ -16,7 +16,9 @@
 #include <stdint.h>
 
 #include "kvserve/kv_view.h"
-#include "scheduler.h"
+#include "kvserve/kvcache.h"
+#include "kvserve/policy_config.h"
+#include "kvserve/spill.h"
 
 #define SCH_VIEW_TAG_MAX 48 /* view tags: 8..47 characters of [A-Za-z0-9_-] */
 #define SCH_VIEW_RING 8     /* finished sequences whose last frame is kept */
@@ -65,12 +67,6 @@ typedef enum sch_view_state {
     SCH_VIEW_WAITING,     /* the sequence exists (or the tag is not seen yet): no new frame */
     SCH_VIEW_READY,       /* *out holds a frame newer than after_version */
 } sch_view_state;
-
-/* Finds the sequence by id (tag NULL) or by view tag and asks the worker for a fresh frame.
- * Returns a reference in *out when its latest frame is newer than after_version. Loop
- * thread (it walks the request list that only the loop frees). */
-sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, uint64_t after_version,
-                               sch_view **out);
 
 /* Whether a view tag is well formed. */
 bool sch_view_tag_ok(const char *tag);

@@ -13,7 +13,7 @@
 
 #include <uv.h>
 
-#include "api.h"
+#include "api_server.h"
 #include "serve.h"
 
 typedef struct serve_state {

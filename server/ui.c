@@ -16,7 +16,11 @@
 #include <string.h>
 
 #include "kv_feed.h"
-#include "ui_assets.h"
+
+/* The page, generated into ui_assets.c by scripts/embed_ui.py at build time. */
+extern const unsigned char ui_page_html[];
+extern const size_t ui_page_html_len;
+extern const char ui_page_csp[]; /* names the hashes of the inline script and style */
 
 void ui_page_handle(api_server *a, http_request *req)
 {

@@ -25,8 +25,8 @@ typedef struct engine {
 typedef struct engine_params {
     const char *model_path;
     int32_t n_threads;
-    int32_t n_ctx;        /* 0 = the model's trained context */
-    int32_t n_batch;      /* tokens per forward call */
+    int32_t n_ctx;   /* 0 = the model's trained context */
+    int32_t n_batch; /* tokens per forward call */
     int32_t n_seqs;
     ks_dtype kv_dtype;
     bool llama_numerics;
@@ -40,7 +40,6 @@ void engine_close(engine *e);
 int engine_new_seq(engine *e, const kv_policy_config *pc, kv_seq **out) KS_WUR;
 
 /* The same with an explicit policy and init arguments (benches that build their own). */
-int engine_new_seq_args(engine *e, const kv_policy *policy, const void *args,
-                            kv_seq **out) KS_WUR;
+int engine_new_seq_args(engine *e, const kv_policy *policy, const void *args, kv_seq **out) KS_WUR;
 
 #endif

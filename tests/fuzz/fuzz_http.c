@@ -22,7 +22,7 @@
 
 #include <uv.h>
 
-#include "server/api.h"
+#include "server/api_server.h"
 #include "server/sse.h"
 
 typedef struct fuzz_env {
