@@ -326,6 +326,37 @@ def test_viewers_rss(srv):
     check(kv["sequences"] == [], "no sequence left")
 
 
+def test_spill():
+    """With retrieval's RAM tier at 1 MiB old blocks go to disk: the frames show them as
+    spilled (not evicted) and every position of a sparse layer is kept or spilled."""
+    spill = tempfile.mkdtemp(prefix="kvserve-ui-spill-")
+    srv = Server('[kvcache.retrieval]\nram_mb = 1\nspill_dir = "%s"\n' % spill)
+    try:
+        tag = "spill-%d" % os.getpid()
+        feed = Feed(srv, "tag=%s&interval_ms=10" % tag)
+        prompt = " ".join(["And the LORD said unto Moses, Speak unto the children of Israel."] * 150)
+        t = submit(srv, prompt, 4, tag, {"name": "retrieval", "dense_layers": 1})
+        view = View()
+        while (e := feed.event()) is not None:
+            if e[0] == "message":
+                view.apply(e[1])
+        t.join()
+        feed.close()
+        f = view.last
+        r = f.get("retrieval", {})
+        spilled = r.get("spill_to", 0) - r.get("spill_from", 0)
+        check(r.get("blocks_disk", 0) > 0 and spilled > 0 and r.get("spill_layer0") == 1,
+              "blocks spilled to disk are described (%d positions)" % spilled)
+        H = f["n_head_kv"]
+        sparse_ok = all(sum(view.cells[l * H + h][1::2]) + spilled == f["tokens_seen"]
+                        for l in range(1, f["n_layer"]) for h in range(H))
+        check(sparse_ok, "sparse layers: kept + spilled == tokens seen (retrieval evicts nothing)")
+        check(all(sum(view.cells[h][1::2]) == f["tokens_seen"] for h in range(H)),
+              "the dense layer keeps everything in RAM")
+    finally:
+        check(srv.stop() == 0, "clean shutdown (spill server)")
+
+
 def test_api_key():
     srv = Server('api_key = "k3y-for-ui"\n')
     try:
@@ -359,6 +390,7 @@ def main():
         test_viewers_rss(srv)
     finally:
         check(srv.stop() == 0, "clean shutdown")
+    test_spill()
     test_api_key()
     test_ui_off()
     print("%d failures" % len(FAILS))

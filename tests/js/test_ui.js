@@ -122,6 +122,26 @@ function checkLive(pane) {
   assert.ok(during.size >= 2, `only ${during.size} frames during decode (${pane.genSeen})`);
 }
 
+// Hovering a retrieval cell inside a block selected in the last step shows the token, its
+// position, the state and the block's score.
+async function checkHover(page) {
+  const at = await page.evaluate(() => {
+    const pane = kvView.panes[0], f = pane.frame, canvas = pane.node.querySelector(".grid");
+    const i = 2 * f.n_head_kv; // layer 2, head 0: sparse by default (dense_layers = 2)
+    const cell = pane.cells[i], pos = cell.sel[0] + 5;
+    const r = canvas.getBoundingClientRect(), sx = r.width / canvas.width, sy = r.height / canvas.height;
+    const x = 44 + (pos + 0.5) * (canvas.width - 44) / f.tokens_seen, y = i * 15 + 6;
+    return { x: r.left + x * sx, y: r.top + y * sy, pos, token: pane.tokens[pos], score: cell.ss[0] };
+  });
+  await page.mouse.move(at.x, at.y);
+  const tip = await page.$eval("#tip", (el) => ({ hidden: el.hidden, text: el.textContent }));
+  assert.ok(!tip.hidden, "the hover tip shows");
+  assert.ok(tip.text.includes(`position ${at.pos}`), tip.text);
+  assert.ok(tip.text.includes(JSON.stringify(at.token)), tip.text);
+  assert.ok(tip.text.includes("layer 2, KV head 0: kept, selected"), tip.text);
+  assert.ok(tip.text.includes(`block score ${at.score.toFixed(4)}`), tip.text);
+}
+
 async function main() {
   if (!fs.existsSync(CHROMIUM)) {
     console.log(`SKIP: ${CHROMIUM} is not installed (apt-get install chromium; scripts/setup.sh does it)`);
@@ -183,6 +203,7 @@ async function main() {
       if (name === "pyramid") checkLive(pane); // the long output (retrieval stops after the key)
       const shown = await page.$eval(".output", (el) => el.textContent);
       assert.equal(shown, pane.text);
+      if (name === "retrieval") await checkHover(page);
       await page.screenshot({ path: path.join(OUT, `ui-${name}.png`), fullPage: true });
       results[name] = pane;
       console.log(`${name}: seq ${pane.seq}, ${pane.frames} frames, kept/layer ` +
