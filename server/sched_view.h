@@ -21,6 +21,7 @@
 #include "kvserve/spill.h"
 
 #define SCH_VIEW_TAG_MAX 48 /* view tags: 8..47 characters of [A-Za-z0-9_-] */
+#define SCH_VIEW_SPACING 50 /* a frame that took t waits 50 t for the next: <= ~2% of time */
 #define SCH_VIEW_RING 8     /* finished sequences whose last frame is kept */
 
 typedef struct sch_view {

@@ -82,6 +82,7 @@ struct sch_req {
     bool view_ever;    /* someone looked: keep the final frame */
     sch_view *view;    /* latest frame */
     uint64_t view_version;
+    double view_next;  /* no new frame before this time (caps the worker's share) */
     /* shared under mu */
     sch_evnode *ev_head, *ev_tail;
     bool worker_done;
@@ -674,7 +675,8 @@ static void snapshot_locked(sch *s)
     if (!s->snap) return;
     for (int32_t i = 0; i < s->n_active; i++) {
         sch_req *r = s->active[i];
-        if (r->view_want && r->kv) view_capture_locked(s, r, false);
+        if (r->view_want && r->kv && ks_time_now() >= r->view_next)
+            view_capture_locked(s, r, false);
         sch_seq_info *o = &s->snap[s->n_snap];
         seq_info_fill(s, r, o);
         if (!o->tokens_kept) break;
@@ -756,7 +758,13 @@ static void view_capture_locked(sch *s, sch_req *r, bool finished)
                         .arrival = r->arrival, .t_first = r->t_first, .t_last = r->t_last,
                         .finished = finished};
     sch_view *v = NULL;
+    double t0 = ks_time_now();
     if (sch_view_build(r->kv, &src, &v)) return; /* out of memory: the viewer waits */
+    /* Building a frame reads every table (O(tokens kept)); waiting SCH_VIEW_SPACING times as
+     * long before the next one bounds the worker's time spent on frames to ~1/SCH_VIEW_SPACING
+     * whatever the sequence's size or the viewers' refresh rate. */
+    double now = ks_time_now();
+    r->view_next = now + SCH_VIEW_SPACING * (now - t0);
     r->view_version++;
     r->view_want = false;
     sch_view_unref(r->view);
