@@ -4,6 +4,9 @@
  *     GET /v1/kv/stream?tag=TAG         the sequence whose completion request carried the
  *                                       header `X-KV-View: TAG` (it may start later)
  *     optional interval_ms=10..2000     how often the viewer polls for a frame (default 100)
+ *     optional step=1 (with tag)        step mode: the sequence waits for this viewer at every
+ *                                       step, so every step is seen (lapses 1 s after the
+ *                                       viewer's last poll)
  *
  * Each viewer owns a libuv timer. On a tick it asks the scheduler for a frame newer than the
  * last one it sent (sch_view_lookup; asking is also what makes the worker build the next
@@ -39,6 +42,7 @@ typedef struct kv_feed {
     char tag[SCH_VIEW_TAG_MAX];
     sch_view *prev; /* last frame sent */
     bool closing;
+    bool step; /* step mode: the tagged sequence waits for this viewer at every step */
     int32_t toks_sent;
     double t_open;
 } kv_feed;
@@ -219,7 +223,8 @@ static void feed_tick(uv_timer_t *t)
     if (http_request_backlog(f->req) > KV_FEED_BACKLOG) return; /* let the client catch up */
     sch_view *v = NULL;
     uint64_t after = f->prev ? f->prev->version : 0;
-    sch_view_state st = sch_view_lookup(f->a->sch, f->id, f->tag[0] ? f->tag : NULL, after, &v);
+    sch_view_state st =
+        sch_view_lookup(f->a->sch, f->id, f->tag[0] ? f->tag : NULL, f->step, after, &v);
     if (st == SCH_VIEW_UNKNOWN) {
         feed_end(f, "gone");
         return;
@@ -275,11 +280,22 @@ static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 /* Validates the query; answers 400/404 itself and returns false on error. */
 static bool feed_parse(api_server *a, http_request *req, kv_feed *f, uint64_t *interval)
 {
-    char seq[32], tag[SCH_VIEW_TAG_MAX + 1], iv[16];
+    char seq[32], tag[SCH_VIEW_TAG_MAX + 1], iv[16], step[8];
     const char *target = http_request_target(req);
     query_get(target, "seq", seq, sizeof(seq));
     query_get(target, "tag", tag, sizeof(tag));
     query_get(target, "interval_ms", iv, sizeof(iv));
+    query_get(target, "step", step, sizeof(step));
+    if (step[0] && strcmp(step, "0") && strcmp(step, "1")) {
+        api_respond_error(a, req, 400, "'step' must be 0 or 1", "step");
+        return false;
+    }
+    f->step = !strcmp(step, "1");
+    if (f->step && !tag[0]) {
+        api_respond_error(a, req, 400, "'step' needs 'tag' (the viewer that started the sequence)",
+                          "step");
+        return false;
+    }
     *interval = 100;
     if (iv[0] && !parse_u64(iv, 10, 2000, interval)) {
         api_respond_error(a, req, 400, "'interval_ms' must be an integer in 10..2000",
@@ -301,7 +317,7 @@ static bool feed_parse(api_server *a, http_request *req, kv_feed *f, uint64_t *i
         return false;
     }
     sch_view *v = NULL;
-    sch_view_state st = sch_view_lookup(a->sch, f->id, NULL, UINT64_MAX, &v);
+    sch_view_state st = sch_view_lookup(a->sch, f->id, NULL, false, UINT64_MAX, &v);
     sch_view_unref(v);
     if (st == SCH_VIEW_UNKNOWN) {
         char msg[96];

@@ -37,6 +37,7 @@
 #include "sched_view.h"
 
 #define SCH_DONE_INFO 16 /* finished sequences /v1/kv still lists (their final state) */
+#define SCH_STEP_TAGS 8  /* step-mode viewers that may wait for their sequence at once */
 
 typedef struct sch_evnode {
     struct sch_evnode *next;
@@ -83,6 +84,9 @@ struct sch_req {
     sch_view *view;    /* latest frame */
     uint64_t view_version;
     double view_next;  /* no new frame before this time (caps the worker's share) */
+    double step_until; /* step mode: until then, no step while a frame waits for its viewer */
+    bool view_taken;   /* the latest frame was handed to a viewer */
+    int64_t view_progress; /* n_past + n_generated at the latest frame */
     /* shared under mu */
     sch_evnode *ev_head, *ev_tail;
     bool worker_done;
@@ -120,6 +124,10 @@ struct sch {
     size_t n_done, done_head;
     sch_view *ring[SCH_VIEW_RING];    /* final frames of watched finished sequences */
     size_t ring_head;
+    struct { /* step-mode viewers waiting for their tagged sequence to be submitted */
+        char tag[SCH_VIEW_TAG_MAX];
+        double until;
+    } step_tags[SCH_STEP_TAGS];
 };
 
 static void seq_info_fill(sch *s, sch_req *r, sch_seq_info *o);
@@ -416,12 +424,21 @@ static int32_t req_prefill_chunk(const sch *s, const sch_req *r)
 }
 
 /* Builds the step's batch; returns the number of sequences in it. */
+/* Step mode (a viewer with step=1): the sequence makes no step while its latest frame waits
+ * for the viewer, so the viewer sees every step. It lapses a second after the viewer's last
+ * poll, so a viewer that goes away cannot hold a sequence. Caller holds mu. */
+static bool view_holds(const sch_req *r, double now)
+{
+    return now < r->step_until && r->view && !r->view_taken;
+}
+
 static int32_t batch_build(sch *s)
 {
     int32_t n = 0, budget = s->p.max_batch_tokens;
+    double now = ks_time_now();
     for (int32_t i = 0; i < s->n_active && budget > 0; i++) { /* decode first */
         sch_req *r = s->active[i];
-        if (r->n_past < r->n_prompt || atomic_load(&r->paused)) continue;
+        if (r->n_past < r->n_prompt || atomic_load(&r->paused) || view_holds(r, now)) continue;
         s->batch[n] = (model_seq_batch){.kv = r->kv, .tokens = &r->next_token, .n_tokens = 1,
                                         .logits = r->logits};
         s->batch_req[n++] = r;
@@ -429,7 +446,7 @@ static int32_t batch_build(sch *s)
     }
     for (int32_t i = 0; i < s->n_active && budget > 0; i++) { /* then prompt chunks */
         sch_req *r = s->active[i];
-        if (r->n_past >= r->n_prompt) continue;
+        if (r->n_past >= r->n_prompt || view_holds(r, now)) continue;
         int32_t k = KS_MIN(KS_MIN(r->n_prompt - r->n_past, req_prefill_chunk(s, r)), budget);
         bool last = r->n_past + k == r->n_prompt;
         s->batch[n] = (model_seq_batch){.kv = r->kv, .tokens = r->prompt + r->n_past,
@@ -596,6 +613,10 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     if (sch_view_tag_ok(p->view_tag)) { /* a tagged request is watched from its start */
         snprintf(r->view_tag, sizeof(r->view_tag), "%s", p->view_tag);
         r->view_want = true;
+        double now = ks_time_now(); /* and held from its first step if a step viewer waits */
+        for (int i = 0; i < SCH_STEP_TAGS; i++)
+            if (s->step_tags[i].until > now && !strcmp(s->step_tags[i].tag, r->view_tag))
+                r->step_until = s->step_tags[i].until;
     }
     if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
     if ((rc = sch_sampler_init(&r->sampler, &p->sampling, r->prompt, r->n_prompt,
@@ -675,7 +696,9 @@ static void snapshot_locked(sch *s)
     if (!s->snap) return;
     for (int32_t i = 0; i < s->n_active; i++) {
         sch_req *r = s->active[i];
-        if (r->view_want && r->kv && ks_time_now() >= r->view_next)
+        double now = ks_time_now();
+        bool stepped = (int64_t)r->n_past + r->n_generated != r->view_progress;
+        if (r->kv && ((now < r->step_until && stepped) || (r->view_want && now >= r->view_next)))
             view_capture_locked(s, r, false);
         sch_seq_info *o = &s->snap[s->n_snap];
         seq_info_fill(s, r, o);
@@ -767,6 +790,8 @@ static void view_capture_locked(sch *s, sch_req *r, bool finished)
     r->view_next = now + SCH_VIEW_SPACING * (now - t0);
     r->view_version++;
     r->view_want = false;
+    r->view_taken = false;
+    r->view_progress = (int64_t)r->n_past + r->n_generated;
     sch_view_unref(r->view);
     r->view = v;
     if (finished) {
@@ -776,13 +801,29 @@ static void view_capture_locked(sch *s, sch_req *r, bool finished)
     }
 }
 
+/* Remembers a step-mode viewer whose tagged sequence is not submitted yet (caller holds mu):
+ * sch_submit starts that sequence in step mode. The oldest entry gives way. */
+static void step_tag_note(sch *s, const char *tag)
+{
+    int slot = 0;
+    for (int i = 0; i < SCH_STEP_TAGS; i++) {
+        if (!strcmp(s->step_tags[i].tag, tag)) {
+            slot = i;
+            break;
+        }
+        if (s->step_tags[i].until < s->step_tags[slot].until) slot = i;
+    }
+    snprintf(s->step_tags[slot].tag, sizeof(s->step_tags[slot].tag), "%s", tag);
+    s->step_tags[slot].until = ks_time_now() + 1.0;
+}
+
 static bool view_match(const sch_view *v, uint64_t id, const char *tag)
 {
     return v && (tag ? !strcmp(v->tag, tag) : v->seq_id == id);
 }
 
-sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, uint64_t after_version,
-                               sch_view **out)
+sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, bool step,
+                               uint64_t after_version, sch_view **out)
 {
     sch_view_state st = tag ? SCH_VIEW_WAITING : SCH_VIEW_UNKNOWN;
     *out = NULL;
@@ -792,14 +833,22 @@ sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, uint64_t af
         st = SCH_VIEW_WAITING;
         if (r->view && r->view->version > after_version) *out = sch_view_ref(r->view);
         if (!r->worker_done && !*out) r->view_want = r->view_ever = true;
+        if (*out) r->view_taken = true;
+        if (step && tag && !r->worker_done) { /* only the tag's owner may hold its sequence */
+            r->step_until = ks_time_now() + 1.0;
+            pthread_cond_signal(&s->cv); /* the worker may be waiting for this frame */
+        }
+        step = false;
         break;
     }
     for (size_t i = 0; !*out && i < SCH_VIEW_RING; i++) {
         sch_view *v = s->ring[i];
         if (!view_match(v, id, tag)) continue;
         st = SCH_VIEW_WAITING;
+        step = false; /* finished */
         if (v->version > after_version) *out = sch_view_ref(v);
     }
+    if (step && tag) step_tag_note(s, tag);
     pthread_mutex_unlock(&s->mu);
     return *out ? SCH_VIEW_READY : st;
 }

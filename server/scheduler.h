@@ -120,8 +120,10 @@ void sch_get_prefix_stats(sch *s, kv_prefix_stats *out);
 
 /* Live view (sched_view.h): finds the sequence by id (tag NULL) or by view tag and asks the
  * worker for a fresh frame; returns a reference in *out when its latest frame is newer than
- * after_version. Loop thread (it walks the request list that only the loop frees). */
-sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, uint64_t after_version,
-                               sch_view **out);
+ * after_version. step (tag only): step mode for the next second: the sequence makes no step
+ * while a frame waits for the viewer, so every step is seen. Loop thread (it walks the
+ * request list that only the loop frees). */
+sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, bool step,
+                               uint64_t after_version, sch_view **out);
 
 #endif

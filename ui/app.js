@@ -463,7 +463,7 @@ async function run() {
     pane.compare = compare;
     const tag = randomTag();
     // The feed first: it waits for the tagged sequence, so even its prefill is seen.
-    const feed = follow(pane, "tag=" + tag).catch((e) => { if (e.name !== "AbortError") setStatus(e.message, true); });
+    const feed = follow(pane, "tag=" + tag + ($("#step").checked ? "&step=1" : "")).catch((e) => { if (e.name !== "AbortError") setStatus(e.message, true); });
     const gen = complete(pane, tag, policy);
     return Promise.all([feed, gen]);
   });

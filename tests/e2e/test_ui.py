@@ -208,7 +208,8 @@ def test_bad_input(srv):
     check(st == 404 and err.get("code") == 404 and "424242" in err.get("message", ""),
           "unknown sequence id -> 404 JSON error")
     for q, what in [("seq=abc", "seq"), ("", "seq"), ("seq=1&interval_ms=5", "interval_ms"),
-                    ("tag=short", "tag"), ("tag=bad%20tag%20here", "tag")]:
+                    ("tag=short", "tag"), ("tag=bad%20tag%20here", "tag"),
+                    ("seq=1&step=1", "step"), ("tag=abcdefgh1&step=2", "step")]:
         st, _, out = srv.req("GET", "/v1/kv/stream?" + q)
         check(st == 400 and json.loads(out)["error"]["param"] == what, "bad query %r -> 400" % q)
 
@@ -283,6 +284,33 @@ def test_client_goes_away(srv):
     check(res and res[0][0] == 200 and res[0][1].endswith(b"data: [DONE]\n\n"),
           "the sequence finishes normally after its viewer went away")
     check(srv.req("GET", "/health")[0] == 200, "server healthy")
+
+
+def test_step_mode(srv):
+    """step=1: the sequence waits for its viewer at every step, so the viewer sees every
+    decode step; when the viewer goes away the sequence goes on (step mode lapses)."""
+    tag = "steptest-%d" % os.getpid()
+    feed = Feed(srv, "tag=%s&step=1&interval_ms=10" % tag)
+    res = []
+    t = submit(srv, "And the LORD said unto Moses", 40, tag, None, res)
+    gens = []
+    while (e := feed.event()) is not None:
+        if e[0] == "message":
+            gens.append(e[1]["generated_tokens"])
+    t.join()
+    feed.close()
+    check(gens and gens[-1] == 40 and set(range(1, 41)) <= set(gens),
+          "step mode: a frame for every decode step (%d frames)" % len(gens))
+    tag2 = tag + "b"
+    feed = Feed(srv, "tag=%s&step=1&interval_ms=10" % tag2)
+    res = []
+    t = submit(srv, "And the LORD said unto Moses", 200, tag2, None, res)
+    for _ in range(3):
+        feed.event()
+    feed.close()  # the viewer goes away while the sequence waits for it
+    t.join()
+    check(res and res[0][0] == 200 and res[0][1].endswith(b"data: [DONE]\n\n"),
+          "step mode lapses when its viewer goes away: the sequence finishes")
 
 
 def viewer_round(srv, rnd):
@@ -386,6 +414,7 @@ def main():
         test_bad_input(srv)
         test_frames_and_end(srv)
         test_retrieval_frames(srv)
+        test_step_mode(srv)
         test_client_goes_away(srv)
         test_viewers_rss(srv)
     finally:
