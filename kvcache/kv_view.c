@@ -8,12 +8,10 @@
  */
 #include "kvserve/kv_view.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kvserve/spill.h"
-#include "policies/snapkv.h"
 
 void kv_view_free(kv_view *v)
 {
@@ -96,25 +94,13 @@ int kv_view_capture(kv_seq *seq, kv_view **out)
     return 0;
 }
 
-int32_t kv_view_layer_budget(const kv_policy_config *pc, int32_t n_layer, int32_t layer,
-                             int32_t n_prompt)
+void kv_view_hint_get(const kv_policy_config *pc, int32_t n_layer, int32_t layer, int64_t n_prompt,
+                      int64_t seen, kv_view_hint *out)
 {
-    switch (pc->kind) {
-    case KV_POLICY_SINK_WINDOW:
-        return pc->sink_window.n_sink + pc->sink_window.window;
-    case KV_POLICY_H2O:
-        return pc->h2o.heavy + pc->h2o.recent;
-    case KV_POLICY_SNAPKV:
-        return pc->snapkv.budget < n_prompt ? pc->snapkv.budget : -1;
-    case KV_POLICY_PYRAMID: { /* the arithmetic of snapkv.c's snap_set_targets */
-        const kv_pyramid_params *p = &pc->pyramid;
-        int32_t C = p->budget;
-        if (p->budget_fraction > 0)
-            C = KS_MAX(p->window + 1, (int32_t)lround(p->budget_fraction * n_prompt));
-        int32_t b = pyramid_layer_budget(C, p->window, p->beta, n_layer, layer, n_prompt);
-        return b < n_prompt ? b : -1;
-    }
-    default:
-        return -1;
-    }
+    *out = (kv_view_hint){.budget = -1, .sink = 0, .window_from = seen};
+    const kv_policy_desc *d = pc ? kv_policy_config_desc(pc) : NULL;
+    if (d && d->view_hint)
+        d->view_hint(kv_policy_config_params(pc, d), n_layer, layer, n_prompt, seen, out);
+    out->sink = KS_MAX(out->sink, 0);
+    out->window_from = KS_MIN(KS_MAX(out->window_from, out->sink), seen);
 }

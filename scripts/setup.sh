@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential meson ninja-build pkg-config libuv1-dev node-llhttp libjansson-dev
       libopenblas-dev check unicode-data python3)
+# tests/js drives the server with npm clients (the OpenAI SDK): Debian's node and npm unless
+# the machine already has them.
+if ! command -v npm >/dev/null; then PKGS+=(nodejs npm); fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -20,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-# Browser tests (tests/js/test_ui.js): Debian's chromium, and puppeteer-core from the
+# Browser tests (tests/js/test_ui.cjs): Debian's chromium, and puppeteer-core from the
 # committed package-lock.json. KVSERVE_BROWSER=0 leaves them out (the test then skips).
 if [ "${KVSERVE_BROWSER:-1}" = "1" ]; then
     if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then

@@ -31,6 +31,8 @@ typedef struct api_job {
     bool started, paused;
     char id[48];
     long long created;
+    char *echo; /* echo: the prompt text, sent before the completion */
+    size_t echo_len;
     char *text; /* non-streaming: the whole completion */
     size_t text_len, text_cap;
     json_t *lp; /* non-streaming: logprobs entries */
@@ -39,6 +41,7 @@ typedef struct api_job {
 static void job_free(api_job *j)
 {
     j->a->n_jobs--;
+    free(j->echo);
     free(j->text);
     json_decref(j->lp);
     free(j);
@@ -137,6 +140,7 @@ static void stream_start(api_job *j)
     j->started = true;
     (void)http_stream_start(j->req, 200, "text/event-stream");
     if (j->chat) send_choice(j, "", 0, true, NULL, NULL);
+    if (j->echo_len) send_choice(j, j->echo, j->echo_len, false, NULL, NULL);
 }
 
 static void append_text(api_job *j, const char *t, size_t n)
@@ -220,7 +224,7 @@ static void on_event(sch_req *r, const sch_event *ev, void *ud)
         api_respond_error(j->a, j->req, ev->status, ev->message ? ev->message : "failed", NULL);
     } else {
         size_t len;
-        char *body = http_error_body(ev->status, ev->message, &len);
+        char *body = http_error_body(ev->status, ev->message, NULL, &len);
         char *framed = body ? sse_frame(body, len, &len) : NULL;
         if (framed) (void)http_stream_write(j->req, framed, len);
         free(framed);
@@ -317,9 +321,45 @@ done:
     return out;
 }
 
+/* Appends the ids of text (no BOS, no special-token parsing) to ids[*n]; 0 or negative. */
+static int append_text_ids(const api_server *a, const char *text, size_t len, int32_t **ids,
+                           int32_t *n)
+{
+    int32_t k = tok_encode(a->vocab, text, len, false, false, NULL, 0);
+    if (k < 0) return k;
+    int32_t *nv = realloc(*ids, ((size_t)*n + (size_t)k + 2) * sizeof(int32_t));
+    if (!nv) return KS_ERR_NOMEM;
+    *ids = nv;
+    if (tok_encode(a->vocab, text, len, false, false, nv + *n, k) != k) return KS_ERR_INTERNAL;
+    *n += k;
+    return 0;
+}
+
+/* Fill-in-the-middle: [BOS] <fim_prefix> prompt <fim_suffix> suffix <fim_middle>, the order
+ * llama-server's /infill uses for these tokens. Returns the count or -1 with msg set. */
+static int32_t fim_prompt(const api_server *a, json_t *p, const api_gen *g, int32_t **ids,
+                          char *msg, size_t cap)
+{
+    if (!json_is_string(p)) {
+        snprintf(msg, cap, "'prompt' must be a string when 'suffix' is given");
+        return -1;
+    }
+    int32_t n = 0;
+    *ids = malloc(4 * sizeof(int32_t));
+    if (!*ids) return -1;
+    if (tok_add_bos(a->vocab)) (*ids)[n++] = tok_bos(a->vocab);
+    (*ids)[n++] = tok_fim_token(a->vocab, TOK_FIM_PRE);
+    int rc = append_text_ids(a, json_string_value(p), json_string_length(p), ids, &n);
+    if (!rc) (*ids)[n++] = tok_fim_token(a->vocab, TOK_FIM_SUF);
+    if (!rc) rc = append_text_ids(a, g->suffix, g->suffix_len, ids, &n);
+    if (!rc) (*ids)[n++] = tok_fim_token(a->vocab, TOK_FIM_MID);
+    if (rc) snprintf(msg, cap, "cannot tokenize the prompt and suffix");
+    return rc ? -1 : n;
+}
+
 /* Builds the prompt ids; on failure answers 400 and returns -1. */
 static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool chat,
-                            int32_t **ids)
+                            const api_gen *g, int32_t **ids)
 {
     char msg[256] = "";
     const char *param = chat ? "messages" : "prompt";
@@ -332,7 +372,9 @@ static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool
         json_t *p = json_object_get(root, "prompt");
         if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
             p = json_array_get(p, 0);
-        if (json_is_string(p)) {
+        if (g->suffix) {
+            n = fim_prompt(a, p, g, ids, msg, sizeof(msg));
+        } else if (json_is_string(p)) {
             n = encode(a, json_string_value(p), json_string_length(p), ids);
         } else if (json_is_array(p)) {
             n = (int32_t)json_array_size(p) > 0 ? -1 : 0;
@@ -369,6 +411,23 @@ static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool
     return n;
 }
 
+/* echo: the prompt as text (the request's string, or its token ids decoded). 0 or -1. */
+static int echo_text(const api_server *a, json_t *root, const int32_t *ids, int32_t n, api_job *j)
+{
+    json_t *p = json_object_get(root, "prompt");
+    if (json_is_array(p) && json_array_size(p) == 1) p = json_array_get(p, 0);
+    if (json_is_string(p)) {
+        j->echo_len = json_string_length(p);
+        j->echo = malloc(j->echo_len + 1);
+        if (j->echo) memcpy(j->echo, json_string_value(p), j->echo_len + 1);
+        return j->echo ? 0 : -1;
+    }
+    int32_t len = tok_decode(a->vocab, ids, n, false, NULL, 0);
+    if (len < 0 || !(j->echo = malloc((size_t)len + 1))) return -1;
+    j->echo_len = (size_t)tok_decode(a->vocab, ids, n, false, j->echo, len);
+    return 0;
+}
+
 void api_gen_handle(api_server *a, http_request *req, bool chat)
 {
     json_t *root = api_parse_body(a, req);
@@ -382,14 +441,20 @@ void api_gen_handle(api_server *a, http_request *req, bool chat)
         api_respond_error(a, req, 400, msg, param);
         goto done;
     }
-    int32_t n = build_prompt(a, req, root, chat, &ids);
+    int32_t n = build_prompt(a, req, root, chat, &g, &ids);
     if (n < 0) {
-        free(g.policy_config);
+        api_gen_release(&g);
         goto done;
     }
     j = calloc(1, sizeof(*j));
-    if (!j || (g.logprobs && !(j->lp = json_array()))) {
-        free(g.policy_config);
+    if (!j || (g.logprobs && !(j->lp = json_array())) ||
+        (g.echo && !chat && echo_text(a, root, ids, n, j))) {
+        if (j) {
+            json_decref(j->lp);
+            free(j->echo);
+        }
+        free(j);
+        api_gen_release(&g);
         api_respond_error(a, req, 500, "out of memory", NULL);
         goto done;
     }
@@ -399,17 +464,23 @@ void api_gen_handle(api_server *a, http_request *req, bool chat)
     j->stream = g.stream;
     j->include_usage = g.include_usage;
     j->logprobs = g.logprobs;
+    if (!j->stream && j->echo_len) append_text(j, j->echo, j->echo_len);
     j->created = (long long)time(NULL);
     snprintf(j->id, sizeof(j->id), "%s-%llu", chat ? "chatcmpl" : "cmpl",
              (unsigned long long)++a->next_id);
     sch_request_params sp = {.prompt = ids, .n_prompt = n, .max_tokens = g.max_tokens,
                              .stops = g.stops, .n_stops = g.n_stops, .sampling = g.sampling,
                              .policy = g.policy, .policy_config = g.policy_config,
-                             .policy_config_free = free, .arrival = ks_time_now(),
-                             .on_event = on_event, .ud = j,
+                             .policy_config_free = free, .grammar = g.grammar,
+                             .bias_ids = g.bias_ids, .bias = g.bias, .n_bias = g.n_bias,
+                             .keep_leading_space = g.echo && !chat,
+                             .arrival = ks_time_now(), .on_event = on_event, .ud = j,
                              .view_tag = http_request_header(req, "x-kv-view")}; /* kv_feed.c */
     a->n_jobs++;
     int rc = sch_submit(a->sch, &sp, &j->sr);
+    g.policy_config = NULL; /* the scheduler owns them now, even on error */
+    g.grammar = NULL;
+    api_gen_release(&g);
     if (rc) {
         job_free(j);
         j = NULL;

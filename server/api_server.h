@@ -69,11 +69,24 @@ typedef struct api_gen {
     bool logprobs;
     kv_policy_config *policy_config; /* malloc'd when the request names a policy */
     const kv_policy *policy;
+    gram *grammar;        /* response_format / grammar / json_schema, compiled; owned */
+    int32_t *bias_ids;    /* logit_bias (malloc'd) */
+    float *bias;
+    int32_t n_bias;
+    bool echo;            /* completions: the prompt text starts the output */
+    const char *suffix;   /* completions: fill-in-the-middle suffix (in the request's JSON) */
+    size_t suffix_len;
 } api_gen;
 
 /* Parses and validates; on error returns KS_ERR_INVALID with msg and *param set. */
 int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg,
                   size_t cap, const char **param) KS_WUR;
+/* The structured-output fields (api_structured.c): response_format, grammar, json_schema,
+ * logit_bias, and for completions echo and suffix. Called by api_gen_parse. */
+int api_structured_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg,
+                         size_t cap, const char **param) KS_WUR;
+/* Frees what api_gen_parse allocated (policy config, grammar, bias) that was not handed on. */
+void api_gen_release(api_gen *g);
 /* Parses {"name": ..., params...} over the server's policy config. */
 int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
                      const kv_policy **policy, char *msg, size_t cap) KS_WUR;

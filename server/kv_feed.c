@@ -157,33 +157,8 @@ static json_t *tokens_json(kv_feed *f, const sch_view *v)
     return o;
 }
 
-/* Where the policy's sinks end and its window starts (for colouring kept cells). */
-static void sink_window(const sch_view *v, int64_t *sink, int64_t *win_lo)
-{
-    const kv_policy_config *pc = &v->pc;
-    int64_t seen = v->kv->tokens_seen;
-    *sink = 0;
-    *win_lo = seen;
-    if (!strcmp(v->policy, "sink_window")) {
-        *sink = pc->sink_window.n_sink;
-        *win_lo = seen - pc->sink_window.window;
-    } else if (!strcmp(v->policy, "retrieval")) {
-        *sink = pc->retrieval.n_sink;
-        *win_lo = seen - pc->retrieval.window;
-    } else if (!strcmp(v->policy, "h2o")) {
-        *win_lo = seen - pc->h2o.recent;
-    } else if (!strcmp(v->policy, "snapkv")) { /* the observation window and what follows */
-        *win_lo = v->n_prompt - pc->snapkv.window;
-    } else if (!strcmp(v->policy, "pyramid")) {
-        *win_lo = v->n_prompt - pc->pyramid.window;
-    }
-    *win_lo = KS_MAX(*win_lo, *sink);
-}
-
 static json_t *frame_json(kv_feed *f, const sch_view *v)
 {
-    int64_t sink, win_lo;
-    sink_window(v, &sink, &win_lo);
     json_t *o = json_pack(
         "{s:I, s:I, s:s, s:b, s:b, s:i, s:i, s:I, s:i, s:i, s:f, s:f, s:I, s:I, s:o, s:o, s:o}",
         "seq", (json_int_t)v->seq_id, "version", (json_int_t)v->version, "policy", v->policy,
@@ -191,7 +166,7 @@ static json_t *frame_json(kv_feed *f, const sch_view *v)
         v->kv->n_head_kv, "tokens_seen", (json_int_t)v->kv->tokens_seen, "prompt_tokens",
         v->n_prompt, "generated_tokens", v->n_generated, "ttft_ms",
         v->ttft_s >= 0 ? v->ttft_s * 1e3 : -1.0, "tokens_per_s", v->decode_tps, "sink",
-        (json_int_t)sink, "window_from", (json_int_t)win_lo, "budget",
+        (json_int_t)v->sink, "window_from", (json_int_t)v->window_from, "budget",
         int_array(v->budget, v->kv->n_layer), "cells", cells_json(f->prev, v), "tokens",
         tokens_json(f, v));
     if (!o) return NULL;
@@ -201,7 +176,7 @@ static json_t *frame_json(kv_feed *f, const sch_view *v)
     if (v->has_retrieval) {
         const kv_retrieval_stats *rs = &v->rs;
         json_object_set_new(
-            o, "retrieval",
+            o, "spill", /* the spill tier's stats (the block-retrieval policy) */
             json_pack("{s:f, s:I, s:I, s:I, s:I, s:i, s:i, s:i}", "hot_hit_rate", rs->hot_hit_rate,
                       "spill_bytes_read", (json_int_t)rs->bytes_read, "spill_bytes_written",
                       (json_int_t)rs->bytes_written, "blocks_ram", (json_int_t)rs->blocks_ram,

@@ -55,11 +55,7 @@ int sch_view_build(kv_seq *seq, const sch_view_src *src, sch_view **out)
     v->version = src->version;
     snprintf(v->tag, sizeof(v->tag), "%s", src->tag ? src->tag : "");
     const kv_policy *pol = kv_seq_policy(seq);
-    snprintf(v->policy, sizeof(v->policy), "%s", pol && pol->name ? pol->name : "full");
-    if (src->pc)
-        v->pc = *src->pc;
-    else
-        kv_policy_config_defaults(&v->pc);
+    snprintf(v->policy, sizeof(v->policy), "%s", pol ? pol->name : kv_policy_full.name);
     v->n_prompt = src->n_prompt;
     v->n_generated = src->n_gen;
     v->finished = src->finished;
@@ -75,8 +71,13 @@ int sch_view_build(kv_seq *seq, const sch_view_src *src, sch_view **out)
     memcpy(v->tokens, src->prompt, (size_t)src->n_prompt * sizeof(int32_t));
     if (src->n_gen)
         memcpy(v->tokens + src->n_prompt, src->gen, (size_t)src->n_gen * sizeof(int32_t));
-    for (int32_t l = 0; l < v->kv->n_layer; l++)
-        v->budget[l] = kv_view_layer_budget(&v->pc, v->kv->n_layer, l, src->n_prompt);
+    kv_view_hint h;
+    for (int32_t l = 0; l < v->kv->n_layer; l++) {
+        kv_view_hint_get(src->pc, v->kv->n_layer, l, src->n_prompt, v->kv->tokens_seen, &h);
+        v->budget[l] = h.budget;
+        v->sink = h.sink; /* the same in every layer */
+        v->window_from = h.window_from;
+    }
     v->has_retrieval = kv_retrieval_get_stats(seq, &v->rs) == KS_OK;
     kv_pool_get_stats(kv_seq_pool(seq), &v->pool);
     *out = v;

@@ -30,13 +30,14 @@ typedef struct sch_view {
     uint64_t version; /* increases with every frame of the sequence */
     char tag[SCH_VIEW_TAG_MAX];
     char policy[32];
-    kv_policy_config pc; /* the parameters the sequence runs with */
     kv_view *kv;
     int32_t *tokens; /* [n_tokens] prompt then generated token ids */
     int32_t n_tokens;
     int32_t n_prompt;
     int32_t n_generated;
-    int32_t *budget; /* [kv->n_layer] tokens per KV head the policy allows, -1: no limit */
+    int32_t *budget;     /* [kv->n_layer] tokens per KV head the policy allows, -1: no limit */
+    int64_t sink;        /* positions [0, sink) are the policy's sinks */
+    int64_t window_from; /* positions [window_from, tokens seen) are its window */
     bool finished;
     double ttft_s;     /* -1 before the first token */
     double decode_tps; /* generated tokens per second after the first, 0 before */

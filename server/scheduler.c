@@ -59,6 +59,8 @@ struct sch_req {
     const kv_policy *policy;
     void *policy_config;
     void (*policy_config_free)(void *);
+    gram *grammar; /* owned; read by the worker's sampler */
+    bool keep_leading_space;
     double arrival, t_enqueue;
     sch_event_fn on_event;
     void *ud;
@@ -99,6 +101,8 @@ struct sch {
     const tok_vocab *vocab;
     model_ctx *ctx;
     kv_prefix *prefix; /* prompt prefix cache over p.pool; NULL if it could not be made */
+    gram_vocab *gvocab; /* token trie for grammars: made by the loop at the first grammar
+                           request, read-only afterwards (the worker sees it after submit) */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mu;
@@ -118,8 +122,8 @@ struct sch {
     char *text;       /* scratch for detokenised text */
     size_t text_cap;
     /* /v1/kv snapshot, under mu */
-    sch_seq_info *snap;
-    size_t n_snap;
+    sch_seq_info *snap; /* [cap_snap] reused every step; entries keep their tokens_kept */
+    size_t n_snap, cap_snap;
     sch_seq_info done[SCH_DONE_INFO]; /* ring of finished sequences' final state */
     size_t n_done, done_head;
     sch_view *ring[SCH_VIEW_RING];    /* final frames of watched finished sequences */
@@ -184,10 +188,12 @@ static void req_release_locked(sch *s, sch_req *r, const sch_event *final)
 {
     if (r->kv) { /* keep the final state for /v1/kv and for late viewers */
         sch_seq_info *o = &s->done[s->done_head];
-        free(o->tokens_kept);
-        seq_info_fill(s, r, o);
-        s->done_head = (s->done_head + 1) % SCH_DONE_INFO;
-        s->n_done = KS_MIN(s->n_done + 1, SCH_DONE_INFO);
+        if (!o->tokens_kept) o->tokens_kept = calloc((size_t)s->hp->n_layer, sizeof(int64_t));
+        if (o->tokens_kept) {
+            seq_info_fill(s, r, o);
+            s->done_head = (s->done_head + 1) % SCH_DONE_INFO;
+            s->n_done = KS_MIN(s->n_done + 1, SCH_DONE_INFO);
+        }
         if (r->view_ever || r->view_tag[0]) view_capture_locked(s, r, true);
     }
     kv_seq_destroy(r->kv);
@@ -218,30 +224,19 @@ static int64_t blocks_for(const sch *s, int64_t tokens)
 static int32_t req_prefill_chunk(const sch *s, const sch_req *r);
 
 /* Pool blocks a request's sequence can hold while its prompt goes in, plus one decode token.
- * Its policy bounds that: sink_window and h2o keep their window (plus the chunk being added,
- * plus a block of slack per table), retrieval its sinks, window, chunk and retrieved blocks
- * (and all of its dense layers); full, snapkv and pyramid (which compress only after the
- * prompt) the whole prompt. So a long prompt under a bounded policy is admitted. */
+ * Its policy's descriptor bounds that (kv_policy_desc.admission): a policy that keeps a window
+ * holds at most its bound per table (plus a block of slack), except for its dense layers;
+ * policies that compress only after the prompt hold the whole prompt. So a long prompt under
+ * a bounded policy is admitted. */
 static int64_t req_blocks(const sch *s, const sch_req *r)
 {
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    const kv_policy_desc *pd = kv_policy_config_desc(pc);
     const int64_t n = (int64_t)r->n_prompt + 1, chunk = req_prefill_chunk(s, r);
-    int64_t bound = n, dense = 0;
-    switch (pc ? pc->kind : KV_POLICY_FULL) {
-    case KV_POLICY_SINK_WINDOW:
-        bound = (int64_t)pc->sink_window.n_sink + pc->sink_window.window + chunk;
-        break;
-    case KV_POLICY_H2O:
-        bound = (int64_t)pc->h2o.heavy + pc->h2o.recent + chunk;
-        break;
-    case KV_POLICY_RETRIEVAL:
-        bound = (int64_t)pc->retrieval.n_sink + pc->retrieval.window + chunk +
-                (int64_t)pc->retrieval.top_k * pc->retrieval.block_tokens;
-        dense = KS_MIN((int64_t)pc->retrieval.dense_layers, (int64_t)s->hp->n_layer);
-        break;
-    default:
-        break;
-    }
+    int32_t dense_layers = 0;
+    int64_t bound = pd->admission(kv_policy_config_params(pc, pd), n, chunk, s->hp->n_layer,
+                                  &dense_layers);
+    const int64_t dense = KS_MAX(0, KS_MIN((int64_t)dense_layers, (int64_t)s->hp->n_layer));
     const int64_t per_table = bound < n ? blocks_for(s, bound) + 1 : blocks_for(s, n);
     return (int64_t)s->hp->n_head_kv *
            (dense * blocks_for(s, n) + ((int64_t)s->hp->n_layer - dense) * per_table);
@@ -295,6 +290,7 @@ static int req_start(sch *s, sch_req *r)
     r->gen = malloc((size_t)r->max_tokens * sizeof(int32_t));
     if (!r->logits || !r->gen) return KS_ERR_NOMEM;
     tok_stream_init(&r->ts, s->vocab, false);
+    r->ts.first = !r->keep_leading_space;
     return 0;
 }
 
@@ -382,6 +378,15 @@ static bool sample_step(sch *s, sch_req *r)
     sch_event ev = {.kind = SCH_EV_TOKEN};
     ev.logprob = 0;
     int32_t tok = sch_sampler_sample(&r->sampler, r->logits, s->hp->n_vocab, &ev);
+    if (tok < 0 && r->sampler.gm) {
+        /* The grammar needs a character no token of this vocabulary starts with. */
+        pthread_mutex_lock(&s->mu);
+        fail_locked(s, r, 400, "grammar: no token of the model's vocabulary can continue the "
+                               "output here");
+        pthread_mutex_unlock(&s->mu);
+        uv_async_send(&s->async);
+        return true;
+    }
     double now = ks_time_now();
     if (s->p.metrics) {
         if (r->n_generated == 0) metrics_observe_ttft(s->p.metrics, now - r->arrival);
@@ -392,20 +397,25 @@ static bool sample_step(sch *s, sch_req *r)
     if (r->gen) r->gen[r->n_generated] = tok;
     r->n_generated++;
     sch_sampler_accept(&r->sampler, tok);
+    /* A grammar with nothing left to match ends the output like an end-of-generation token
+     * (after this token's text). */
     bool eog = tok < 0 || tok_is_eog(s->vocab, tok);
+    bool grammar_done = !eog && sch_sampler_grammar_done(&r->sampler);
     if (!eog) {
         ev.token = tok;
         ev.len = detok(s, r, tok, false);
         ev.text = s->text;
         push_event(s, r, &ev);
     }
-    bool stopped = eog || r->stop.stopped;
+    bool stopped = eog || grammar_done || r->stop.stopped;
     bool length = !stopped && r->n_generated >= r->max_tokens;
     if (!stopped && !length && (s->p.n_ctx <= 0 || r->n_prompt + r->n_generated < s->p.n_ctx)) {
         r->next_token = tok;
         return false;
     }
-    size_t tail = stopped ? 0 : detok(s, r, -1, true);
+    /* Text held back as a possible stop-string start is the output's end unless a stop
+     * string matched (an end-of-generation token or a finished grammar flush it). */
+    size_t tail = r->stop.stopped ? 0 : detok(s, r, -1, true);
     pthread_mutex_lock(&s->mu);
     finish_locked(s, r, stopped ? SCH_FINISH_STOP : SCH_FINISH_LENGTH, s->text, tail);
     pthread_mutex_unlock(&s->mu);
@@ -413,13 +423,14 @@ static bool sample_step(sch *s, sch_req *r)
     return true;
 }
 
-/* Prompt tokens per step for a request: retrieval sets its own chunk (with window
- * positions, window + chunk must stay inside the model's trained context). */
+/* Prompt tokens per step for a request: its policy may ask for a smaller chunk
+ * (kv_policy_desc.prefill_chunk). */
 static int32_t req_prefill_chunk(const sch *s, const sch_req *r)
 {
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    const kv_policy_desc *pd = kv_policy_config_desc(pc);
     int32_t chunk = s->p.prefill_chunk;
-    if (pc && pc->kind == KV_POLICY_RETRIEVAL) chunk = KS_MIN(chunk, pc->retrieval.chunk);
+    if (pd->prefill_chunk) chunk = pd->prefill_chunk(kv_policy_config_params(pc, pd), chunk);
     return chunk;
 }
 
@@ -557,6 +568,7 @@ static void req_free(sch *s, sch_req *r)
     sch_sampler_deinit(&r->sampler);
     sse_stop_deinit(&r->stop);
     if (r->policy_config_free) r->policy_config_free(r->policy_config);
+    gram_destroy(r->grammar);
     free(r->prompt);
     free(r);
 }
@@ -606,6 +618,8 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->policy = p->policy;
     r->policy_config = p->policy_config;
     r->policy_config_free = p->policy_config_free;
+    r->grammar = p->grammar;
+    r->keep_leading_space = p->keep_leading_space;
     r->arrival = p->arrival > 0 ? p->arrival : ks_time_now();
     r->t_enqueue = ks_time_now();
     r->on_event = p->on_event;
@@ -619,7 +633,11 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
                 r->step_until = s->step_tags[i].until;
     }
     if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
-    if ((rc = sch_sampler_init(&r->sampler, &p->sampling, r->prompt, r->n_prompt,
+    if (p->grammar && !s->gvocab && (rc = gram_vocab_create(s->vocab, &s->gvocab)))
+        goto fail_nocfg;
+    sch_constraints sc = {.grammar = p->grammar, .gvocab = s->gvocab, .bias_ids = p->bias_ids,
+                          .bias = p->bias, .n_bias = p->n_bias};
+    if ((rc = sch_sampler_init(&r->sampler, &p->sampling, &sc, r->prompt, r->n_prompt,
                                s->hp->n_vocab))) goto fail_nocfg;
     pthread_mutex_lock(&s->mu);
     if (s->n_waiting >= s->p.max_queue) {
@@ -647,6 +665,7 @@ fail_nocfg:
     r = NULL;
 fail:
     if (p->policy_config_free) p->policy_config_free(p->policy_config);
+    gram_destroy(p->grammar);
     free(r);
     return rc;
 }
@@ -686,14 +705,29 @@ void sch_seq_info_free(sch_seq_info *v, size_t n)
     free(v);
 }
 
+/* Makes room for n entries, each with its tokens_kept array; grows only when more sequences
+ * are active than ever before, so the per-step refresh does not allocate. */
+static bool snapshot_reserve(sch *s, size_t n)
+{
+    if (n > s->cap_snap) {
+        sch_seq_info *v = realloc(s->snap, n * sizeof(*v));
+        if (!v) return false;
+        memset(v + s->cap_snap, 0, (n - s->cap_snap) * sizeof(*v));
+        s->snap = v;
+        s->cap_snap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!s->snap[i].tokens_kept)
+            s->snap[i].tokens_kept = calloc((size_t)s->hp->n_layer, sizeof(int64_t));
+        if (!s->snap[i].tokens_kept) return false;
+    }
+    return true;
+}
+
 static void snapshot_locked(sch *s)
 {
-    sch_seq_info_free(s->snap, s->n_snap);
-    s->snap = NULL;
     s->n_snap = 0;
-    if (s->n_active == 0) return;
-    s->snap = calloc((size_t)s->n_active, sizeof(sch_seq_info));
-    if (!s->snap) return;
+    if (s->n_active == 0 || !snapshot_reserve(s, (size_t)s->n_active)) return;
     for (int32_t i = 0; i < s->n_active; i++) {
         sch_req *r = s->active[i];
         double now = ks_time_now();
@@ -702,29 +736,32 @@ static void snapshot_locked(sch *s)
             view_capture_locked(s, r, false);
         sch_seq_info *o = &s->snap[s->n_snap];
         seq_info_fill(s, r, o);
-        if (!o->tokens_kept) break;
         s->n_snap++;
     }
 }
 
-/* One sequence's /v1/kv entry (o->tokens_kept NULL when out of memory). Worker thread. */
+/* One sequence's /v1/kv entry into o, whose tokens_kept ([n_layer]) the caller provides.
+ * Worker thread. */
 static void seq_info_fill(sch *s, sch_req *r, sch_seq_info *o)
 {
+    int64_t *kept = o->tokens_kept;
+    *o = (sch_seq_info){.tokens_kept = kept};
     kv_seq_stats st;
     kv_seq_get_stats(r->kv, &st);
-    memset(o, 0, sizeof(*o));
     o->id = r->id;
     const kv_policy *pol = kv_seq_policy(r->kv);
-    snprintf(o->policy, sizeof(o->policy), "%s", pol && pol->name ? pol->name : "full");
+    snprintf(o->policy, sizeof(o->policy), "%s", pol ? pol->name : kv_policy_full.name);
     o->tokens_seen = st.tokens_seen;
     o->bytes = st.bytes;
     o->n_prompt = r->n_prompt;
     o->n_generated = r->n_generated;
     o->n_layer = s->hp->n_layer;
-    o->tokens_kept = calloc((size_t)o->n_layer, sizeof(int64_t));
-    if (!o->tokens_kept) return;
-    for (int32_t l = 0; l < o->n_layer; l++) o->tokens_kept[l] = kv_seq_tokens_kept(r->kv, l);
-    o->has_retrieval = kv_retrieval_get_stats(r->kv, &o->retrieval) == KS_OK;
+    for (int32_t l = 0; l < o->n_layer; l++) kept[l] = kv_seq_tokens_kept(r->kv, l);
+    o->has_spill = kv_retrieval_get_stats(r->kv, &o->spill) == KS_OK;
+    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    o->policy_kind = KS_MAX(0, pol ? kv_policy_kind_from_name(pol->name) : 0);
+    const kv_policy_desc *pd = kv_policy_desc_at(o->policy_kind);
+    memcpy(o->params.bytes, kv_policy_config_params(pc, pd), pd->params_size);
 }
 
 /* Deep copy of src[0..n) (caller holds mu). */
@@ -918,7 +955,8 @@ fail:
 static void async_closed(uv_handle_t *h)
 {
     sch *s = h->data;
-    sch_seq_info_free(s->snap, s->n_snap);
+    sch_seq_info_free(s->snap, s->cap_snap);
+    gram_vocab_destroy(s->gvocab);
     for (size_t i = 0; i < SCH_DONE_INFO; i++) free(s->done[i].tokens_kept);
     for (size_t i = 0; i < SCH_VIEW_RING; i++) sch_view_unref(s->ring[i]);
     pthread_mutex_destroy(&s->mu);

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "kvserve/base.h"
+#include "kvserve/grammar.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/spill.h"
 #include "metrics.h"
@@ -52,6 +53,13 @@ typedef struct sch_request_params {
     void *policy_config;       /* a kv_policy_config, owned by the request from submit on
                                   (even on error) */
     void (*policy_config_free)(void *);
+    gram *grammar;             /* NULL: unconstrained; else owned by the request from submit on
+                                  (even on error): tokens are masked to what it accepts */
+    const int32_t *bias_ids;   /* logit_bias: n_bias token ids (copied; < n_vocab) */
+    const float *bias;         /* added to those logits before sampling (copied) */
+    int32_t n_bias;
+    bool keep_leading_space;   /* the text continues the prompt (echo): SentencePiece's space
+                                  before the first generated word stays */
     double arrival;            /* ks_time_now() when the request arrived (for TTFT) */
     const char *view_tag;      /* NULL, or a live-view tag (copied; server/sched_view.h) */
     sch_event_fn on_event;
@@ -105,8 +113,10 @@ typedef struct sch_seq_info {
     size_t bytes;
     int32_t n_prompt;
     int32_t n_generated;
-    bool has_retrieval;            /* the sequence uses the retrieval policy */
-    kv_retrieval_stats retrieval;  /* its blocks in RAM / on disk, hot-set and spill I/O */
+    int32_t policy_kind;           /* registry index of its policy */
+    kv_policy_params params;       /* that policy's resolved parameters */
+    bool has_spill;                /* the policy has a spill tier (kv_retrieval_get_stats) */
+    kv_retrieval_stats spill;      /* its blocks in RAM / on disk, hot-set and spill I/O */
 } sch_seq_info;
 /* Copies the snapshot (caller frees with sch_seq_info_free). */
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;

@@ -6,10 +6,10 @@
  * server, so the page cannot fetch anything from elsewhere. The page itself is public (it
  * asks for the API key); everything it reads goes through the authenticated endpoints.
  *
- * GET /v1/kv/policies lists every policy with its parameters, generated from the shared
- * parameter table (kv_param_list): type, the server's default, and for numbers the range and
- * step found by asking the validator (kv_policy_config_validate), which is the one place that
- * knows the ranges; for enums the names it accepts. The page builds its fields from this.
+ * GET /v1/kv/policies lists every registered policy with its request-settable parameters,
+ * generated from the policies' descriptors (kv_policy_desc): type, range, help, the server's
+ * configured value as the default, enum names the validator accepts, and the step its rules
+ * between values imply (odd kernels, power-of-two sizes). The page builds its fields from it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,118 +38,90 @@ void ui_page_handle(api_server *a, http_request *req)
                        ui_page_html_len);
 }
 
-/* ---------------------------------------------------------------- parameter ranges */
+/* ---------------------------------------------------------------- the policy listing */
 
-static bool valid_with(const kv_policy_config *base, const kv_param_desc *p, double v)
+/* Whether value v of parameter p (of policy kind) passes the whole validator over base. */
+static bool valid_with(const kv_policy_config *base, int32_t kind, const kv_param_desc *p, double v)
 {
     kv_policy_config pc = *base;
-    int rc = p->type == KV_PARAM_DOUBLE ? kv_param_set_double(&pc, p, v)
-                                        : kv_param_set_int(&pc, p, (int64_t)v);
+    int rc = p->type == KV_PARAM_DOUBLE ? kv_param_set_double(&pc, kind, p, v)
+                                        : kv_param_set_int(&pc, kind, p, (int64_t)v);
     ks_diag d;
     ks_diag_clear(&d);
     return rc == 0 && kv_policy_config_validate(&pc, &d) == 0;
 }
 
-/* Smallest / largest valid value on a ladder of candidates around the default. */
-static json_t *number_json(const kv_policy_config *base, const kv_param_desc *p, double def)
+/* A number field: range from the descriptor; the step from the validator's rules between
+ * values (odd kernels: 2; block sizes that must be powers of two: flagged). */
+static json_t *number_json(const kv_policy_config *base, int32_t kind, const kv_param_desc *p,
+                           double def)
 {
-    static const double ladder[] = {
-        -2147483648.0, -1,    0,     0.001,   0.5,          1,     2, 3, 4, 7, 8, 63, 64, 127,
-        1024,          65535, 65536, 1048576, 2147483647.0, 9.2e18};
-    double lo = def, hi = def;
-    for (size_t i = 0; i < KS_ARRAY_LEN(ladder); i++) {
-        double v = ladder[i];
-        if (p->type != KV_PARAM_DOUBLE && v != (double)(int64_t)v) continue;
-        if (p->type == KV_PARAM_INT && (v > 2147483647.0 || v < -2147483648.0)) continue;
-        if (!valid_with(base, p, v)) continue;
-        if (v < lo) lo = v;
-        if (v > hi) hi = v;
-    }
-    const char *type = p->type == KV_PARAM_DOUBLE ? "number" : "integer";
-    double step = p->type == KV_PARAM_DOUBLE ? 0.01 : 1;
-    bool pow2 = false;
-    if (p->type != KV_PARAM_DOUBLE && !valid_with(base, p, def + 1)) {
-        if (valid_with(base, p, def + 2))
-            step = 2; /* odd kernels */
-        else
-            pow2 = valid_with(base, p, def * 2); /* block sizes */
-    }
     bool is_int = p->type != KV_PARAM_DOUBLE;
+    double step = is_int ? 1 : 0.01;
+    bool pow2 = false;
+    if (is_int && !valid_with(base, kind, p, def + 1)) {
+        if (valid_with(base, kind, p, def + 2))
+            step = 2;
+        else
+            pow2 = valid_with(base, kind, p, def * 2);
+    }
 #define UI_NUM(x) (is_int ? json_integer((json_int_t)(x)) : json_real(x))
-    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "name", p->key, "type", type, "default",
-                          UI_NUM(def), "min", UI_NUM(lo), "max", UI_NUM(hi), "step", UI_NUM(step));
+    json_t *o =
+        json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:s}", "name", p->key, "type",
+                  is_int ? "integer" : "number", "default", UI_NUM(def), "min", UI_NUM(p->lo),
+                  "max", UI_NUM(p->hi), "step", UI_NUM(step), "help", p->help ? p->help : "");
 #undef UI_NUM
     if (o && pow2) json_object_set_new(o, "power_of_two", json_true());
     return o;
 }
 
-static const char *const *enum_names(const kv_param_desc *p)
+/* An enum field: the names the validator accepts for this policy. */
+static json_t *enum_json(const kv_policy_config *base, int32_t kind, const kv_param_desc *p,
+                         const char *def)
 {
-    if (p->from_name == kv_pos_mode_from_name) return kv_pos_mode_names;
-    if (p->from_name == kv_pooling_from_name) return kv_pooling_names;
-    if (p->from_name == kv_reduce_from_name) return kv_reduce_names;
-    if (p->from_name == kv_landmark_from_name) return kv_landmark_names;
-    if (p->from_name == kv_selection_from_name) return kv_selection_names;
-    if (p->from_name == kv_eviction_from_name) return kv_eviction_names;
-    return NULL;
-}
-
-static json_t *enum_json(const kv_policy_config *base, const kv_param_desc *p)
-{
-    const char *const *names = enum_names(p);
-    int def = *(const int *)((const char *)base + p->off);
     json_t *choices = json_array();
-    for (int i = 0; names && names[i]; i++) {
+    for (int i = 0; p->choices && p->choices[i]; i++) {
         kv_policy_config pc = *base;
         ks_diag d;
         ks_diag_clear(&d);
-        if (kv_param_set_name(&pc, p, names[i]) == 0 && kv_policy_config_validate(&pc, &d) == 0)
-            json_array_append_new(choices, json_string(names[i]));
+        if (kv_param_set_name(&pc, kind, p, p->choices[i]) == 0 &&
+            kv_policy_config_validate(&pc, &d) == 0)
+            json_array_append_new(choices, json_string(p->choices[i]));
     }
-    int count = 0;
-    while (names && names[count])
-        count++;
-    const char *dn = def >= 0 && def < count ? names[def] : "";
-    return json_pack("{s:s, s:s, s:s, s:o}", "name", p->key, "type", "enum", "default", dn,
-                     "choices", choices);
+    return json_pack("{s:s, s:s, s:s, s:o, s:s}", "name", p->key, "type", "enum", "default",
+                     def ? def : "", "choices", choices, "help", p->help ? p->help : "");
 }
 
-static json_t *param_json(const kv_policy_config *base, const kv_param_desc *p)
+/* Defaults are the server's configured values (what a request gets when it omits them). */
+static json_t *policy_json(const kv_policy_config *base, int32_t kind)
 {
-    const char *at = (const char *)base + p->off;
-    switch (p->type) {
-    case KV_PARAM_INT:
-        return number_json(base, p, (double)*(const int32_t *)at);
-    case KV_PARAM_I64:
-        return number_json(base, p, (double)*(const int64_t *)at);
-    case KV_PARAM_DOUBLE:
-        return number_json(base, p, *(const double *)at);
-    case KV_PARAM_ENUM:
-        return enum_json(base, p);
-    default:
-        return NULL; /* paths are server-side only */
+    const kv_policy_desc *d = kv_policy_desc_at(kind);
+    const void *params = kv_policy_config_params(base, d);
+    json_t *list = json_array();
+    for (int32_t i = 0; i < d->n_params; i++) {
+        const kv_param_desc *p = &d->params_table[i];
+        if (p->server_only || p->type == KV_PARAM_PATH) continue;
+        kv_param_value v;
+        kv_param_get(params, p, &v);
+        json_t *pj =
+            p->type == KV_PARAM_ENUM
+                ? enum_json(base, kind, p, v.s)
+                : number_json(base, kind, p, p->type == KV_PARAM_DOUBLE ? v.f : (double)v.i);
+        if (pj) json_array_append_new(list, pj);
     }
+    return json_pack("{s:s, s:s, s:s, s:o}", "name", d->name, "summary",
+                     d->summary ? d->summary : "", "reference", d->reference ? d->reference : "",
+                     "params", list);
 }
 
 void ui_policies_handle(api_server *a, http_request *req)
 {
     const kv_policy_config *base = &a->cfg->kvcache.policy;
-    size_t n;
-    const kv_param_desc *tab = kv_param_list(&n);
     json_t *data = json_array();
-    for (int k = 0; k < KV_POLICY_COUNT; k++) {
-        json_t *params = json_array();
-        for (size_t i = 0; i < n; i++) {
-            if ((int)tab[i].kind != k || !tab[i].request_ok) continue;
-            json_t *pj = param_json(base, &tab[i]);
-            if (pj) json_array_append_new(params, pj);
-        }
-        json_array_append_new(data,
-                              json_pack("{s:s, s:o}", "name",
-                                        kv_policy_kind_name((kv_policy_kind)k), "params", params));
-    }
+    for (int32_t k = 0; k < kv_policy_count(); k++)
+        json_array_append_new(data, policy_json(base, k));
     api_respond_json(a, req, 200,
                      json_pack("{s:s, s:s, s:b, s:o}", "object", "list", "default",
-                               kv_policy_kind_name(base->kind), "allow_request_override",
+                               kv_policy_config_desc(base)->name, "allow_request_override",
                                a->cfg->kvcache.allow_request_override, "data", data));
 }

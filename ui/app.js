@@ -179,8 +179,8 @@ function applyFrame(pane, f) {
   pane.seq = f.seq;
   pane.frames++;
   if (!f.finished) pane.genSeen.push(f.generated_tokens); // the view while it runs
-  if (f.retrieval) pane.history.push({ hit: f.retrieval.hot_hit_rate, read: f.retrieval.spill_bytes_read,
-                                       written: f.retrieval.spill_bytes_written });
+  if (f.spill) pane.history.push({ hit: f.spill.hot_hit_rate, read: f.spill.spill_bytes_read,
+                                       written: f.spill.spill_bytes_written });
   pane.finished = f.finished;
   render(pane);
   renderDiff();
@@ -193,8 +193,8 @@ function cellCounts(pane, i) {
   for (let j = 1; j < cell.runs.length; j += 2) kept += cell.runs[j];
   let spilled = 0;
   const layer = Math.floor(i / f.n_head_kv);
-  if (f.retrieval && layer >= f.retrieval.spill_layer0)
-    spilled = Math.max(0, f.retrieval.spill_to - f.retrieval.spill_from);
+  if (f.spill && layer >= f.spill.spill_layer0)
+    spilled = Math.max(0, f.spill.spill_to - f.spill.spill_from);
   return { kept, spilled, evicted: f.tokens_seen - kept - spilled };
 }
 
@@ -237,8 +237,8 @@ function drawCell(ctx, f, cell, layer, y, scale) {
   const seen = f.tokens_seen;
   ctx.fillStyle = css("--evicted");
   ctx.fillRect(LABEL, y, seen * scale, ROW);
-  if (f.retrieval && layer >= f.retrieval.spill_layer0)
-    drawRuns(ctx, [f.retrieval.spill_from, f.retrieval.spill_to - f.retrieval.spill_from], LABEL, y, scale,
+  if (f.spill && layer >= f.spill.spill_layer0)
+    drawRuns(ctx, [f.spill.spill_from, f.spill.spill_to - f.spill.spill_from], LABEL, y, scale,
              ROW, css("--spilled"), 0, seen);
   drawRuns(ctx, cell.runs, LABEL, y, scale, ROW, css("--kept"), f.sink, f.window_from);
   drawRuns(ctx, cell.runs, LABEL, y, scale, ROW, css("--sink"), 0, f.sink);
@@ -280,8 +280,8 @@ function renderStats(pane) {
                  `${f.prompt_tokens} prompt + ${f.generated_tokens} generated`];
   if (f.ttft_ms >= 0) parts.push(`TTFT ${f.ttft_ms.toFixed(1)} ms`);
   if (f.tokens_per_s > 0) parts.push(`${f.tokens_per_s.toFixed(0)} tokens/s`);
-  if (f.retrieval) {
-    const r = f.retrieval;
+  if (f.spill) {
+    const r = f.spill;
     parts.push(r.spill_bytes_written > 0 ? `hot-set hit rate ${(100 * r.hot_hit_rate).toFixed(1)}%` : "nothing spilled",
                `blocks ${r.blocks_ram} in RAM, ${r.blocks_disk} on disk`);
     if (r.spill_bytes_written > 0) parts.push(`spill read ${fmtBytes(r.spill_bytes_read)}, written ${fmtBytes(r.spill_bytes_written)}`);
@@ -368,7 +368,7 @@ function hover(pane, canvas, e) {
   const cell = pane.cells[i], layer = Math.floor(i / f.n_head_kv);
   const inRuns = (runs) => { for (let j = 0; j < runs.length; j += 2) if (pos >= runs[j] && pos < runs[j] + runs[j + 1]) return j / 2; return -1; };
   let what = inRuns(cell.runs) >= 0 ? (pos < f.sink ? "sink" : pos >= f.window_from ? "window" : "kept") : "evicted";
-  if (what === "evicted" && f.retrieval && layer >= f.retrieval.spill_layer0 && pos >= f.retrieval.spill_from && pos < f.retrieval.spill_to) what = "spilled to disk";
+  if (what === "evicted" && f.spill && layer >= f.spill.spill_layer0 && pos >= f.spill.spill_from && pos < f.spill.spill_to) what = "spilled to disk";
   let score = "";
   const s = cell.sel ? inRuns(cell.sel) : -1;
   if (s >= 0) { what += ", selected"; score = `\nblock score ${cell.ss[s].toFixed(4)}`; }

@@ -41,12 +41,11 @@ typedef struct kv_view {
 int kv_view_capture(kv_seq *seq, kv_view **out) KS_WUR;
 void kv_view_free(kv_view *v);
 
-/* Tokens a KV head of `layer` may keep under policy config pc once a prompt of n_prompt
- * tokens is in (the budget bar of the view): n_sink + window for sink_window, the SnapKV
- * budget, PyramidKV's per-layer budget, heavy + recent for h2o; -1 when the policy keeps
- * everything (full, retrieval, and snapkv/pyramid while the budget exceeds the prompt). */
-int32_t kv_view_layer_budget(const kv_policy_config *pc, int32_t n_layer, int32_t layer,
-                             int32_t n_prompt);
+/* What the view draws for layer `layer` of n_layer under policy config pc (its selected
+ * policy's kv_policy_desc.view_hint): the budget bar, sinks and window. Without a hook (or
+ * pc NULL): no budget, no sinks, no window. */
+void kv_view_hint_get(const kv_policy_config *pc, int32_t n_layer, int32_t layer, int64_t n_prompt,
+                      int64_t seen, kv_view_hint *out);
 
 /* What retrieval adds to a cell (implemented in retrieval.c, where its state lives). */
 typedef struct kv_retrieval_view {

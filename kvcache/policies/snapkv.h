@@ -26,6 +26,11 @@ typedef struct snap_config {
                             int32_t layer, int32_t n);
 } snap_config;
 
+/* The rules between the selection parameters both policies share: window <= budget and an
+ * odd kernel (ranges are in their tables). `table` is "kvcache.NAME". */
+int snap_validate_selection(int32_t budget, int32_t window, int32_t kernel, const char *table,
+                            ks_diag *d);
+
 /* Creates the per-sequence state (checks cfg: KS_ERR_INVALID). */
 int snap_state_create(kv_seq *seq, const snap_config *cfg, void **state);
 
@@ -39,13 +44,5 @@ int snap_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_q
                          const attn_span *spans, int32_t n_spans, const float *key_mass,
                          int32_t n_mass);
 int snap_after_chunk(kv_seq *seq, const kv_chunk *chunk);
-
-/* PyramidKV's budget for `layer` of n_layer (tokens kept, window included) for a prompt of
- * n tokens with average budget C and window w, in KVCache-Factory's integer arithmetic
- * (pyramid.c; also read by kv_view.c for the live view's budget bars). Prompts shorter than
- * C keep everything (returns C >= n); shorter than 2(C - w) fall back to uniform SnapKV
- * (returns C). */
-int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer, int32_t layer,
-                             int32_t n);
 
 #endif

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """End-to-end tests of the browser view's endpoints (Python stdlib only; the page itself is
-tested in a real browser by tests/js/test_ui.js).
+tested in a real browser by tests/js/test_ui.cjs).
 
 Checks: the page is served with a CSP and no outside URL; GET /v1/kv/policies lists exactly
 the request-settable parameters of configs/default.toml with its defaults; the feed's bad
@@ -371,7 +371,7 @@ def test_spill():
         t.join()
         feed.close()
         f = view.last
-        r = f.get("retrieval", {})
+        r = f.get("spill", {})
         spilled = r.get("spill_to", 0) - r.get("spill_from", 0)
         check(r.get("blocks_disk", 0) > 0 and spilled > 0 and r.get("spill_layer0") == 1,
               "blocks spilled to disk are described (%d positions)" % spilled)

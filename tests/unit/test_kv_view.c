@@ -98,32 +98,37 @@ START_TEST(test_capture_runs)
 }
 END_TEST
 
-START_TEST(test_layer_budget)
+/* The budget bars, sinks and windows each policy describes (kv_policy_desc.view_hint). */
+static kv_view_hint hint(const char *spec, int32_t layer, int64_t n_prompt, int64_t seen)
 {
     kv_policy_config pc;
     kv_policy_config_defaults(&pc);
-    ck_assert_int_eq(kv_view_layer_budget(&pc, 4, 0, 1000), -1); /* full keeps everything */
-    pc.kind = KV_POLICY_SINK_WINDOW;
-    pc.sink_window.n_sink = 4;
-    pc.sink_window.window = 60;
-    ck_assert_int_eq(kv_view_layer_budget(&pc, 4, 3, 1000), 64);
-    pc.kind = KV_POLICY_H2O;
-    ck_assert_int_eq(kv_view_layer_budget(&pc, 4, 1, 1000), pc.h2o.heavy + pc.h2o.recent);
-    pc.kind = KV_POLICY_SNAPKV;
-    pc.snapkv.budget = 100;
-    ck_assert_int_eq(kv_view_layer_budget(&pc, 4, 2, 1000), 100);
-    ck_assert_int_eq(kv_view_layer_budget(&pc, 4, 2, 50), -1); /* prompt under the budget */
+    ks_diag d;
+    ks_diag_clear(&d);
+    ck_assert_int_eq(kv_policy_config_parse_spec(&pc, spec, &d), 0);
+    kv_view_hint h;
+    kv_view_hint_get(&pc, 4, layer, n_prompt, seen, &h);
+    return h;
+}
+
+START_TEST(test_layer_budget)
+{
+    kv_view_hint h = hint("full", 0, 1000, 1010); /* keeps everything, no sinks or window */
+    ck_assert(h.budget == -1 && h.sink == 0 && h.window_from == 1010);
+    h = hint("sink_window:n_sink=4,window=60", 3, 1000, 1010);
+    ck_assert(h.budget == 64 && h.sink == 4 && h.window_from == 950);
+    h = hint("h2o:heavy=100,recent=50", 1, 1000, 1010);
+    ck_assert(h.budget == 150 && h.sink == 0 && h.window_from == 960);
+    h = hint("snapkv:budget=100,window=8", 2, 1000, 1010);
+    ck_assert(h.budget == 100 && h.window_from == 992); /* the observation window */
+    ck_assert_int_eq(hint("snapkv:budget=100,window=8", 2, 50, 60).budget, -1);
     /* PyramidKV, C = 48, w = 8, beta = 20, 4 layers, 448 prompt tokens: min = 40/20 = 2,
      * max = 2*40 - 2 = 78, step (78-2)/3 = 25: 78+8, 53+8, 28+8, 3+8. */
-    pc.kind = KV_POLICY_PYRAMID;
-    pc.pyramid.budget = 48;
-    pc.pyramid.window = 8;
-    pc.pyramid.beta = 20;
     const int32_t want[4] = {86, 61, 36, 11};
     for (int32_t l = 0; l < 4; l++)
-        ck_assert_int_eq(kv_view_layer_budget(&pc, 4, l, 448), want[l]);
-    pc.kind = KV_POLICY_RETRIEVAL;
-    ck_assert_int_eq(kv_view_layer_budget(&pc, 4, 3, 1000), -1); /* keeps all, on disk too */
+        ck_assert_int_eq(hint("pyramid:budget=48,window=8,beta=20", l, 448, 460).budget, want[l]);
+    h = hint("retrieval:n_sink=4,window=64", 3, 1000, 1010); /* keeps all, on disk too */
+    ck_assert(h.budget == -1 && h.sink == 4 && h.window_from == 946);
 }
 END_TEST
 

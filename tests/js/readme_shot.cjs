@@ -1,13 +1,13 @@
-// readme_shot.js - the README's picture of the view (docs/img/kv-view.png): compare mode,
+// readme_shot.cjs - the README's picture of the view (docs/img/kv-view.png): compare mode,
 // pyramid vs retrieval on one ~1900-token passkey prompt (4x kjv-tiny's trained context).
-// Not a test; run by hand:  KVSERVE_BIN=build/kvserve node tests/js/readme_shot.js [OUT.png]
+// Not a test; run by hand:  KVSERVE_BIN=build/kvserve node tests/js/readme_shot.cjs [OUT.png]
 "use strict";
 
 const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
 const puppeteer = require("puppeteer-core");
-const t = require("./test_ui.js");
+const t = require("./test_ui.cjs");
 
 async function main() {
   const out = process.argv[2] || path.join(__dirname, "..", "..", "docs", "img", "kv-view.png");

@@ -1,4 +1,4 @@
-// test_ui.js - the KV view in a real browser (Debian's chromium driven by puppeteer-core).
+// test_ui.cjs - the KV view in a real browser (Debian's chromium driven by puppeteer-core).
 //
 // Starts kvserve on kjv-tiny with an API key on a free port, opens the page, and checks:
 // the key prompt (a wrong key is refused and asked again, the right one works, no URL ever
