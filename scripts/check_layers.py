@@ -46,7 +46,7 @@ ALLOWED = {
 PUBLIC_HEADERS = {
     'base.h': 'core', 'gguf.h': 'core', 'quant.h': 'core', 'rope.h': 'core',
     'attention.h': 'core', 'args.h': 'core',
-    'tokenizer.h': 'text',
+    'tokenizer.h': 'text', 'jinja.h': 'text',
     'kvcache.h': 'kvcache', 'policy_config.h': 'kvcache', 'policy_args.h': 'kvcache',
     'spill.h': 'kvcache', 'kv_view.h': 'kvcache',
     'model.h': 'engine', 'sampler.h': 'engine', 'engine.h': 'engine', 'grammar.h': 'engine',

@@ -26,6 +26,12 @@ static int compile(api_gen *g, const char *src, size_t n, const char *what, char
 {
     ks_diag d;
     if (gram_compile(src, n, &g->grammar, &d)) FAIL(p, "%s: %s", what, d.msg);
+    free(g->grammar_src); /* kept for the other choices when n > 1 */
+    g->grammar_src = malloc(n + 1);
+    if (!g->grammar_src) FAIL(p, "out of memory");
+    memcpy(g->grammar_src, src, n);
+    g->grammar_src[n] = 0;
+    g->grammar_len = n;
     return 0;
 }
 
@@ -156,6 +162,8 @@ void api_gen_release(api_gen *g)
 {
     free(g->policy_config);
     gram_destroy(g->grammar);
+    free(g->grammar_src);
+    g->grammar_src = NULL;
     free(g->bias_ids);
     free(g->bias);
     g->policy_config = NULL;

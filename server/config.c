@@ -170,6 +170,8 @@ static const key_spec g_keys[] = {
     KEY("model.ctx", K_I32, model.ctx),
     KEY("model.threads", K_I32, model.threads),
     KEY("model.chat_template", K_STR, model.chat_template),
+    KEY("model.chat_template_file", K_STR, model.chat_template_file),
+    KEY("model.chat_template_fallback", K_BOOL, model.chat_template_fallback),
     KEY("kvcache.memory_mb", K_I64, kvcache.memory_mb),
     KEY("kvcache.block_tokens", K_I32, kvcache.block_tokens),
     KENUM("kvcache.dtype", kvcache.dtype, g_dtype_names),

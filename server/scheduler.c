@@ -45,6 +45,23 @@ typedef struct sch_evnode {
     char text[];
 } sch_evnode;
 
+struct sch_group {
+    atomic_int refs;
+    atomic_bool prefilled; /* the leader's prompt is in the cache (or the leader is gone) */
+};
+
+sch_group *sch_group_create(void)
+{
+    sch_group *g = calloc(1, sizeof(*g));
+    if (g) atomic_store(&g->refs, 1);
+    return g;
+}
+
+void sch_group_release(sch_group *g)
+{
+    if (g && atomic_fetch_sub(&g->refs, 1) == 1) free(g);
+}
+
 struct sch_req {
     sch *s;
     uint64_t id;
@@ -64,6 +81,9 @@ struct sch_req {
     double arrival, t_enqueue;
     sch_event_fn on_event;
     void *ud;
+    sch_group *group;   /* NULL or a reference */
+    bool follower;      /* waits for group->prefilled */
+    bool render_special;
     atomic_bool cancelled;
     atomic_bool paused;
     /* worker state */
@@ -186,6 +206,7 @@ static void push_event(sch *s, sch_req *r, const sch_event *ev)
 /* Releases the worker's resources of a request and hands it to the loop for freeing. */
 static void req_release_locked(sch *s, sch_req *r, const sch_event *final)
 {
+    if (r->group && !r->follower) atomic_store(&r->group->prefilled, true); /* never strand */
     if (r->kv) { /* keep the final state for /v1/kv and for late viewers */
         sch_seq_info *o = &s->done[s->done_head];
         if (!o->tokens_kept) o->tokens_kept = calloc((size_t)s->hp->n_layer, sizeof(int64_t));
@@ -289,7 +310,7 @@ static int req_start(sch *s, sch_req *r)
     r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
     r->gen = malloc((size_t)r->max_tokens * sizeof(int32_t));
     if (!r->logits || !r->gen) return KS_ERR_NOMEM;
-    tok_stream_init(&r->ts, s->vocab, false);
+    tok_stream_init(&r->ts, s->vocab, r->render_special);
     r->ts.first = !r->keep_leading_space;
     return 0;
 }
@@ -310,6 +331,8 @@ static void admit_locked(sch *s)
         } else if (now - r->t_enqueue > s->p.queue_timeout_s) {
             fail_locked(s, r, 503, "timed out waiting for KV cache capacity");
             remove = true;
+        } else if (r->follower && !atomic_load(&r->group->prefilled)) {
+            /* waits for its leader's prompt without holding back other requests */
         } else if (!blocked && s->n_active < s->p.max_concurrent) {
             int64_t need = req_blocks(s, r);
             if (reserved < 0) reserved = blocks_reserved(s);
@@ -506,6 +529,8 @@ static void step_locked(sch *s, int32_t n)
             if (prefill && r->n_past == r->n_prompt && s->prefix &&
                 kv_prefix_publish(s->prefix, r->kv, r->prompt, r->n_prompt))
                 ks_warn("prefix cache: cannot publish a prompt (out of memory)");
+            if (prefill && r->n_past == r->n_prompt && r->group && !r->follower)
+                atomic_store(&r->group->prefilled, true);
             if (!prefill || r->n_past == r->n_prompt) (void)sample_step(s, r);
         }
     }
@@ -568,6 +593,7 @@ static void req_free(sch *s, sch_req *r)
     sch_sampler_deinit(&r->sampler);
     sse_stop_deinit(&r->stop);
     if (r->policy_config_free) r->policy_config_free(r->policy_config);
+    sch_group_release(r->group);
     gram_destroy(r->grammar);
     free(r->prompt);
     free(r);
@@ -624,6 +650,7 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->t_enqueue = ks_time_now();
     r->on_event = p->on_event;
     r->ud = p->ud;
+    r->render_special = p->render_special;
     if (sch_view_tag_ok(p->view_tag)) { /* a tagged request is watched from its start */
         snprintf(r->view_tag, sizeof(r->view_tag), "%s", p->view_tag);
         r->view_want = true;
@@ -646,6 +673,11 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
         goto fail_nocfg;
     }
     r->id = ++s->next_id;
+    if (p->group) { /* taken last: every failure path above leaves the group untouched */
+        atomic_fetch_add(&p->group->refs, 1);
+        r->group = p->group;
+        r->follower = p->group_follower;
+    }
     r->all_next = s->all;
     if (s->all) s->all->all_prev = r;
     s->all = r;

@@ -42,6 +42,14 @@ typedef void (*sch_event_fn)(sch_req *r, const sch_event *ev, void *ud);
 /* Defaults: greedy off (temperature 1), no filters, no penalties, random seed, no logprobs. */
 void sch_sampling_default(sch_sampling *s);
 
+/* A group of requests over one prompt (n > 1 choices): the followers wait until the leader's
+ * prompt is prefilled (and published in the prefix cache), then start from its cached blocks
+ * copy-on-write and compute only the prompt's last partial block. Refcounted: each request
+ * holds a reference from submit to free; the creator releases its own. Any thread. */
+typedef struct sch_group sch_group;
+sch_group *sch_group_create(void); /* NULL when out of memory */
+void sch_group_release(sch_group *g); /* accepts NULL */
+
 typedef struct sch_request_params {
     const int32_t *prompt; /* copied */
     int32_t n_prompt;
@@ -61,6 +69,9 @@ typedef struct sch_request_params {
     bool keep_leading_space;   /* the text continues the prompt (echo): SentencePiece's space
                                   before the first generated word stays */
     double arrival;            /* ks_time_now() when the request arrived (for TTFT) */
+    sch_group *group;          /* NULL, or the group this request belongs to */
+    bool group_follower;       /* wait for the group leader's prefill before starting */
+    bool render_special;       /* detokenise special/control tokens as their text (tool calls) */
     const char *view_tag;      /* NULL, or a live-view tag (copied; server/sched_view.h) */
     sch_event_fn on_event;
     void *ud;
