@@ -53,10 +53,7 @@ static const kv_policy *policy_args(const opts *o, const char *name, const cli_e
 {
     const model_hparams *hp = model_get_hparams(e->m);
     *a = (kv_policy_args){.config = &o->pc,
-                          .rope = {.kind = hp->rope_type == MODEL_ROPE_NEOX ? ROPE_NEOX
-                                                                            : ROPE_NORM,
-                                   .head_dim = hp->head_dim, .theta = hp->rope_theta,
-                                   .freq_scale = hp->rope_freq_scale},
+                          .rope = model_rope_params(e->m, -1),
                           .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
                           .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
     return kv_policy_find(name);

@@ -382,15 +382,17 @@ static bool tile_scores(const run *r, const tile *t, int32_t row, float *smax)
     const attn_params *p = r->p;
     int32_t tq = row / p->n_group, g = row % p->n_group;
     int32_t qi = t->idx ? p->q_idx[tq] : 0;
-    if (t->idx && t->idx_min > qi)
+    /* a sliding-window layer also hides keys window or more tokens behind the query */
+    int32_t lo = t->idx && p->window > 0 ? qi - p->window : INT32_MIN;
+    if (t->idx && (t->idx_min > qi || t->idx_max <= lo))
         return false;
     float *s = r->s->s;
     (r->vec_scores ? r->s->vscores : r->s->scores)(
         r->q + (size_t)tq * r->q_stride + (size_t)g * p->head_dim, t->k, t->ks, t->n,
         p->head_dim, p->scale, s);
-    if (t->idx && t->idx_max > qi)
+    if (t->idx && (t->idx_max > qi || t->idx_min <= lo))
         for (int32_t j = 0; j < t->n; j++)
-            if (t->idx[j] > qi)
+            if (t->idx[j] > qi || t->idx[j] <= lo)
                 s[j] = -INFINITY;
     float mx = -INFINITY;
     for (int32_t j = 0; j < t->n; j++)
@@ -674,7 +676,8 @@ static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_sp
         size_t ks = sp->k_stride ? (size_t)sp->k_stride : (size_t)hd;
         size_t vs_ = sp->v_stride ? (size_t)sp->v_stride : (size_t)hd;
         for (int32_t j = 0; j < sp->n; j++) {
-            if (sp->idx && sp->idx[j] > qi) continue;
+            if (sp->idx && (sp->idx[j] > qi || (p->window > 0 && sp->idx[j] <= qi - p->window)))
+                continue;
             const float *kr, *vr;
             if (f16) {
                 qt_f16_to_f32_row((const uint16_t *)sp->k + (size_t)j * ks, krow, hd);

@@ -80,6 +80,8 @@ struct sch_req {
 struct sch {
     sch_params p;
     const model_hparams *hp;
+    rope_params rope; /* the global layers' rotary embedding, for policies */
+    const int32_t *layer_window; /* the model's sliding windows per layer, or NULL */
     const tok_vocab *vocab;
     model_ctx *ctx;
     kv_prefix *prefix; /* prompt prefix cache over p.pool; NULL if it could not be made */
@@ -245,12 +247,12 @@ static int req_start(sch *s, sch_req *r)
 {
     const model_hparams *hp = s->hp;
     kv_policy_args args = {.config = r->policy ? r->policy_config : s->p.policy_config,
-                           .rope = {.kind = (rope_kind)hp->rope_type, .head_dim = hp->head_dim,
-                                    .theta = hp->rope_theta, .freq_scale = hp->rope_freq_scale},
+                           .rope = s->rope,
                            .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
                            .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
     kv_seq_params kp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
-                        .policy = r->policy ? r->policy : s->p.policy, .policy_config = &args};
+                        .policy = r->policy ? r->policy : s->p.policy, .policy_config = &args,
+                        .layer_window = s->layer_window};
     int rc = s->prefix ? kv_prefix_seq_create(s->prefix, &kp, r->prompt, r->n_prompt,
                                               r->n_prompt - 1, &r->kv, &r->n_cached)
                        : kv_seq_create(s->p.pool, &kp, &r->kv);
@@ -701,6 +703,8 @@ int sch_create(const sch_params *p, sch **out, ks_diag *d)
     if (s->p.max_batch_tokens < s->p.max_concurrent)
         s->p.max_batch_tokens = s->p.max_concurrent;
     s->hp = model_get_hparams(p->model);
+    s->rope = model_rope_params(p->model, -1);
+    s->layer_window = model_layer_windows(p->model);
     s->vocab = model_get_vocab(p->model);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
