@@ -31,8 +31,8 @@
 #include <time.h>
 
 #include "kvserve/policy_args.h"
-#include "kvserve/sched.h"
-#include "kvserve/sse.h"
+#include "scheduler.h"
+#include "sse.h"
 #include "sched_sample.h"
 
 typedef struct sch_evnode {

@@ -1,25 +1,10 @@
-/* model_internal.h - private structures of the model runtime (core/model*.c, matmul.c). */
+/* model_internal.h - private structures of the model runtime (engine/model*.c). */
 #ifndef KVSERVE_MODEL_INTERNAL_H
 #define KVSERVE_MODEL_INTERNAL_H
 
 #include "kvserve/model.h"
-#include "kvserve/quant.h"
-#include "kvserve/threadpool.h"
-
-/* A weight matrix in the mapping: n_out rows of n_in elements of `type`. */
-typedef struct mm_weight {
-    const void *data;
-    qt_type type;
-    int64_t n_in;  /* ne[0], row length */
-    int64_t n_out; /* ne[1], number of rows */
-    size_t row_bytes;
-} mm_weight;
-
-/* A 1-D f32 vector (norm weight or bias) in the mapping; NULL data when absent. */
-typedef struct mm_vec {
-    const float *data;
-    int64_t n;
-} mm_vec;
+#include "core/matmul.h"
+#include "core/threadpool.h"
 
 typedef struct model_layer {
     mm_vec attn_norm;       /* [n_embd] */
@@ -83,27 +68,5 @@ struct model {
     int32_t *layer_window; /* [n_layer] windows, NULL without sliding-window layers */
     uint64_t weight_bytes;
 };
-
-/* ---- matmul.c: Y[t][r] = sum_i X[t][i] * W[r][i] over a thread pool ---- */
-typedef struct mm_scratch mm_scratch;
-/* Scratch for up to max_tok tokens, rows of up to max_in elements and matrices of up to
- * max_out rows, for n_threads threads. Allocated once; mm_matmul never allocates. */
-int mm_scratch_create(int64_t max_in, int64_t max_out, int64_t max_tok, int n_threads,
-                      mm_scratch **out) KS_WUR;
-void mm_scratch_destroy(mm_scratch *s);
-/* Exact mode: reproduce llama.cpp's f32 summation orders (no sgemm). */
-void mm_scratch_set_exact(mm_scratch *s, bool exact);
-/* X: [n_tok][W.n_in] f32, Y: [n_tok][W.n_out]. Activations are converted to the weight's
- * vec-dot type first (llama.cpp numerics). Small batches use the quantised dot kernels;
- * large ones dequantised weight tiles and sgemm, except in exact mode, where every batch
- * goes through the dot kernels in llama.cpp's summation order. */
-void mm_matmul(tp_pool *tp, mm_scratch *s, const mm_weight *w, const float *x, float *y,
-               int64_t n_tok);
-/* Several weights with the same input (e.g. Q, K and V): the activations are converted once
- * and all products run in one parallel section. Weights must share n_in. */
-void mm_matmul_n(tp_pool *tp, mm_scratch *s, const mm_weight *const *w, float *const *y, int n_w,
-                 const float *x, int64_t n_tok);
-/* Threshold (tokens) at or above which mm_matmul uses sgemm. */
-#define MM_GEMM_MIN_TOKENS 16
 
 #endif
