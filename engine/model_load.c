@@ -69,6 +69,10 @@ static int read_rope_scaling(const gguf_file *f, const char *a, model_hparams *h
     hp->yarn_attn_factor = 1.0f;
     hp->yarn_beta_fast = 32.0f;
     hp->yarn_beta_slow = 1.0f;
+    /* Phi-3.5 / Phi-4-mini long-context files: a magnitude scale of cos and sin that
+     * llama.cpp applies at every context length (with the short factors too) */
+    if ((rc = get_arch_f32(f, a, "rope.scaling.attn_factor", &hp->yarn_attn_factor, d)))
+        return rc;
     if (yarn) {
         if ((rc = get_arch_f32(f, a, "rope.scaling.yarn_ext_factor", &hp->yarn_ext_factor, d)) ||
             (rc = get_arch_f32(f, a, "rope.scaling.yarn_attn_factor", &hp->yarn_attn_factor, d)) ||
