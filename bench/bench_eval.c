@@ -176,6 +176,8 @@ static int seq_open(eval_env *e, const eval_policy *p, kv_seq **out)
     const model_hparams *hp = e->hp;
     kv_policy_args args = {.config = &p->cfg,
                            .rope = model_rope_params(e->m, -1),
+                           .rope_swa = model_rope_params_window(e->m),
+                           .layer_window = model_layer_windows(e->m),
                            .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
                            .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
     kv_seq_params sp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,

@@ -35,6 +35,7 @@ void rope_angles(const rope_params *p, float pos, float *cs, float *sn)
         yarn_corr_dims(p, n_rot, corr);
         mscale *= 1.0f + 0.1f * logf(1.0f / p->freq_scale);
     }
+    if (p->relative) mscale = 1.0f;
     float theta = pos;
     for (int32_t i = 0; i < half; i++) {
         const float extrap = p->freq_factors ? theta / p->freq_factors[i] : theta;

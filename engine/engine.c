@@ -62,6 +62,8 @@ int engine_new_seq(engine *e, const kv_policy_config *pc, kv_seq **out)
     kv_policy_args args = {
         .config = pc,
         .rope = model_rope_params(e->m, -1),
+        .rope_swa = model_rope_params_window(e->m),
+        .layer_window = model_layer_windows(e->m),
         .n_layer = hp->n_layer,
         .n_head_kv = hp->n_head_kv,
         .head_dim = hp->head_dim,

@@ -101,6 +101,13 @@ rope_params model_rope_params(const model *m, int32_t layer)
     return rp;
 }
 
+rope_params model_rope_params_window(const model *m)
+{
+    for (int32_t l = 0; l < m->hp.n_layer; l++)
+        if (m->layers[l].window > 0) return model_rope_params(m, l);
+    return model_rope_params(m, -1);
+}
+
 const int32_t *model_layer_windows(const model *m)
 {
     return m->layer_window;

@@ -81,6 +81,7 @@ struct sch {
     sch_params p;
     const model_hparams *hp;
     rope_params rope; /* the global layers' rotary embedding, for policies */
+    rope_params rope_swa; /* the sliding-window layers' one */
     const int32_t *layer_window; /* the model's sliding windows per layer, or NULL */
     const tok_vocab *vocab;
     model_ctx *ctx;
@@ -248,6 +249,8 @@ static int req_start(sch *s, sch_req *r)
     const model_hparams *hp = s->hp;
     kv_policy_args args = {.config = r->policy ? r->policy_config : s->p.policy_config,
                            .rope = s->rope,
+                           .rope_swa = s->rope_swa,
+                           .layer_window = s->layer_window,
                            .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
                            .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
     kv_seq_params kp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
@@ -704,6 +707,7 @@ int sch_create(const sch_params *p, sch **out, ks_diag *d)
         s->p.max_batch_tokens = s->p.max_concurrent;
     s->hp = model_get_hparams(p->model);
     s->rope = model_rope_params(p->model, -1);
+    s->rope_swa = model_rope_params_window(p->model);
     s->layer_window = model_layer_windows(p->model);
     s->vocab = model_get_vocab(p->model);
     pthread_mutex_init(&s->mu, NULL);

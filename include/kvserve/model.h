@@ -76,6 +76,8 @@ int32_t model_layer_window(const model *m, int32_t layer);
 /* All layers' windows ([n_layer], for kv_seq_params.layer_window), or NULL if the model has
  * no sliding-window layers. */
 const int32_t *model_layer_windows(const model *m);
+/* The rotary embedding of the sliding-window layers (the global one if there are none). */
+rope_params model_rope_params_window(const model *m);
 
 typedef struct model_ctx_params {
     int32_t n_threads;       /* worker threads (>= 1) */

@@ -9,6 +9,7 @@
 #ifndef KVSERVE_ROPE_H
 #define KVSERVE_ROPE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define ROPE_N_ROT(p) ((p)->n_rot > 0 ? (p)->n_rot : (p)->head_dim)
@@ -32,6 +33,9 @@ typedef struct rope_params {
     /* YaRN (ggml's rope_yarn): ext_factor 0 = off; attn_factor 0 means 1 */
     float ext_factor, attn_factor, beta_fast, beta_slow;
     int32_t n_ctx_orig;
+    /* Rotations by a position delta of keys already rotated (KV policies re-positioning a
+     * cache): no magnitude scale, which the first rotation already applied. */
+    bool relative;
 } rope_params;
 
 /* cos and sin of the n_rot/2 angles for position pos (may be negative: a delta). */
