@@ -149,12 +149,12 @@ START_TEST(test_fixture)
     json_t *j = json_load_file(fixture, 0, &jerr);
     ck_assert_msg(j != NULL, "cannot read %s: %s", fixture, jerr.text);
     engine_params ep = {.model_path = model,
-                            .n_threads = 2,
-                            .n_ctx = 256,
-                            .n_batch = 256,
-                            .n_seqs = 1,
-                            .kv_dtype = KS_DTYPE_F16,
-                            .llama_numerics = true};
+                        .n_threads = 2,
+                        .n_ctx = 256,
+                        .n_batch = 256,
+                        .n_seqs = 1,
+                        .kv_dtype = KS_DTYPE_F16,
+                        .llama_numerics = true};
     engine e;
     ck_assert_msg(engine_open(&ep, &e) == 0, "%s does not load", model);
     forced_result r = {0};
