@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvserve/args.h"
 #include "kvserve/base.h"
 #include "kvserve/quant.h"
 
@@ -29,7 +30,15 @@ static double run(qt_type t, const uint8_t *w, size_t rb, int64_t rows, const vo
 
 int main(int argc, char **argv)
 {
-    double secs = argc > 1 ? atof(argv[1]) : 0.5;
+    double secs = 0.5;
+    const ks_arg args[] = {
+        {"SECONDS", 0, KS_ARG_DOUBLE, &secs, 0.001, 600, .help = "time per measurement",
+         .flags = KS_ARG_POSITIONAL},
+    };
+    const ks_args_spec spec = {"bench_quant", "Vector-dot bandwidth of each quant type and kernel.",
+                               args, KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
     const qt_type types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q6_K};
     const char *impl_names[] = {"scalar", "avx2", "avx512"};
     float *xf = malloc(N * sizeof(float)), *y = malloc(((size_t)256 << 20) / 64 * sizeof(float));

@@ -147,7 +147,9 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
     sch_sampling_default(&g->sampling);
     const cfg_limits *lim = &a->cfg->limits;
     long long n = 1;
-    if (get_int(root, "n", 1, 1, &n)) FAIL("n", "only 'n' = 1 is supported");
+    if (get_int(root, "n", 1, API_MAX_CHOICES, &n))
+        FAIL("n", "'n' must be an integer in 1..%d", API_MAX_CHOICES);
+    g->n = (int32_t)n;
     long long mt = lim->default_max_tokens;
     const char *mt_key = json_object_get(root, "max_completion_tokens") ? "max_completion_tokens"
                                                                         : "max_tokens";
@@ -174,6 +176,10 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
             return KS_ERR_INVALID;
         }
     }
+    if (api_structured_parse(a, root, chat, g, msg, cap, param)) {
+        api_gen_release(g);
+        return KS_ERR_INVALID;
+    }
     return 0;
 }
 
@@ -185,11 +191,11 @@ static int set_field(const kv_param_desc *f, json_t *v, kv_policy_config *out, c
 {
     int rc = KS_ERR_INVALID;
     if (f->type == KV_PARAM_ENUM && json_is_string(v))
-        rc = kv_param_set_name(out, f, json_string_value(v));
+        rc = kv_param_set_name(out, out->kind, f, json_string_value(v));
     else if (f->type == KV_PARAM_DOUBLE && json_is_number(v))
-        rc = kv_param_set_double(out, f, json_number_value(v));
+        rc = kv_param_set_double(out, out->kind, f, json_number_value(v));
     else if ((f->type == KV_PARAM_INT || f->type == KV_PARAM_I64) && json_is_integer(v))
-        rc = kv_param_set_int(out, f, json_integer_value(v));
+        rc = kv_param_set_int(out, out->kind, f, json_integer_value(v));
     if (rc) snprintf(msg, cap, "kv_policy %s: bad value for '%s'", name, f->key);
     return rc;
 }
@@ -214,13 +220,13 @@ int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
         return KS_ERR_INVALID;
     }
     *out = a->cfg->kvcache.policy;
-    out->kind = (kv_policy_kind)kind;
+    out->kind = kind;
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v) {
         if (!strcmp(key, "name")) continue;
         const kv_param_desc *f = kv_param_find(out->kind, key);
-        if (!f || !f->request_ok) {
+        if (!f || f->server_only) {
             snprintf(msg, cap, "kv_policy %s has no parameter '%s'", name, key);
             return KS_ERR_INVALID;
         }

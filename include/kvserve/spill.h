@@ -81,7 +81,7 @@ const char *kv_spill_path(const kv_spill *s);
 int kv_spill_cleanup_dir(const char *dir) KS_WUR;
 
 /* ---------------------------------------------------------------------------------------- */
-/* The `retrieval` policy (kvcache/retrieval.c), registered as "retrieval" in policy.c.       */
+/* The block-retrieval policy (kvcache/retrieval.c) and the stats of its spill tier.           */
 
 struct kv_policy;
 struct kv_seq;

@@ -9,6 +9,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "shared_dir.h"
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
@@ -963,7 +964,6 @@ static Suite *gguf_suite(void)
 
 int main(void)
 {
-    const char *sh = getenv("KVSERVE_SHARED");
-    snprintf(g_shared, sizeof(g_shared), "%s", sh ? sh : "../shared");
+    snprintf(g_shared, sizeof(g_shared), "%s", ks_test_shared_dir());
     return ks_run_suite(gguf_suite(), true);
 }
