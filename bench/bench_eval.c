@@ -157,13 +157,14 @@ static int seq_open(eval_env *e, const eval_policy *p, kv_seq **out)
 {
     const model_hparams *hp = e->hp;
     kv_policy_args args = {.config = &p->cfg,
-                           .rope = {.kind = (rope_kind)hp->rope_type, .head_dim = hp->head_dim,
-                                    .theta = hp->rope_theta,
-                                    .freq_scale = hp->rope_freq_scale},
+                           .rope = model_rope_params(e->m, -1),
+                           .rope_swa = model_rope_params_window(e->m),
+                           .layer_window = model_layer_windows(e->m),
                            .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
                            .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
     kv_seq_params sp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
-                        .policy = p->policy, .policy_config = &args};
+                        .policy = p->policy, .policy_config = &args,
+                        .layer_window = model_layer_windows(e->m)};
     return kv_seq_create(e->pool, &sp, out);
 }
 

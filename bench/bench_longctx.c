@@ -57,10 +57,9 @@ static const kv_policy *policy_args(const opts *o, const char *name, const engin
 {
     const model_hparams *hp = model_get_hparams(e->m);
     *a = (kv_policy_args){.config = &o->pc,
-                          .rope = {.kind = hp->rope_type == MODEL_ROPE_NEOX ? ROPE_NEOX
-                                                                            : ROPE_NORM,
-                                   .head_dim = hp->head_dim, .theta = hp->rope_theta,
-                                   .freq_scale = hp->rope_freq_scale},
+                          .rope = model_rope_params(e->m, -1),
+                          .rope_swa = model_rope_params_window(e->m),
+                          .layer_window = model_layer_windows(e->m),
                           .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
                           .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
     return kv_policy_find(name);

@@ -334,7 +334,8 @@ static void flash_row(const attn_params *p, const attn_span *spans, int32_t n_sp
         size_t kb = ks_dtype_row_bytes(p->k_dtype, sp->k_stride ? sp->k_stride : hd);
         size_t vb = ks_dtype_row_bytes(p->v_dtype, sp->v_stride ? sp->v_stride : hd);
         for (int32_t j = 0; j < sp->n; j++) {
-            if (sp->idx && sp->idx[j] > qi) continue;
+            if (sp->idx && (sp->idx[j] > qi || (p->window > 0 && sp->idx[j] <= qi - p->window)))
+                continue;
             float sc = flash_score(p, (const uint8_t *)sp->k + (size_t)j * kb, q, qq, krow);
             ks_dtype_to_f32(p->v_dtype, (const uint8_t *)sp->v + (size_t)j * vb, vrow, hd);
             float ms = 1.0f, vs = 1.0f;

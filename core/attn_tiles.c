@@ -392,13 +392,15 @@ bool attn_tile_scores(const attn_run *r, const attn_tile *t, int32_t row, float 
     const attn_params *p = r->p;
     int32_t tq = row / p->n_group, g = row % p->n_group;
     int32_t qi = t->idx ? p->q_idx[tq] : 0;
-    if (t->idx && t->idx_min > qi) return false;
+    /* a sliding-window layer also hides keys window or more tokens behind the query */
+    int32_t lo = t->idx && p->window > 0 ? qi - p->window : INT32_MIN;
+    if (t->idx && (t->idx_min > qi || t->idx_max <= lo)) return false;
     float *s = r->s->s;
     r->scores(r->q + (size_t)tq * r->q_stride + (size_t)g * p->head_dim, t->k, t->ks, t->n,
               p->head_dim, p->scale, s);
-    if (t->idx && t->idx_max > qi)
+    if (t->idx && (t->idx_max > qi || t->idx_min <= lo))
         for (int32_t j = 0; j < t->n; j++)
-            if (t->idx[j] > qi) s[j] = -INFINITY;
+            if (t->idx[j] > qi || t->idx[j] <= lo) s[j] = -INFINITY;
     float mx = -INFINITY;
     for (int32_t j = 0; j < t->n; j++)
         mx = s[j] > mx ? s[j] : mx;

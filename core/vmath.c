@@ -3,6 +3,8 @@
  * where the C library's fmaf is exactly rounded too, so both give the same bits. */
 #include "vmath.h"
 
+#include "kvserve/quant.h"
+
 #include <math.h>
 #include <stdint.h>
 
@@ -94,4 +96,31 @@ void vm_swiglu(float *g, const float *u, int64_t n)
 {
     if (use_fma()) swiglu_fma(g, u, n);
     else swiglu_body(g, u, n);
+}
+
+/* ggml's GELU (tanh approximation) in f32. */
+static float gelu_tanh(float x)
+{
+    const float a = 0.044715f, k = 0.79788456080286535587989211986876f;
+    return 0.5f * x * (1.0f + tanhf(k * x * (1.0f + a * x * x)));
+}
+
+void vm_geglu(float *g, const float *u, int64_t n)
+{
+    enum { CHUNK = 256 };
+    uint16_t h[CHUNK];
+    float xr[CHUNK], y[CHUNK];
+    for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
+        int64_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        qt_f32_to_f16_row(g + i0, h, m);
+        qt_f16_to_f32_row(h, xr, m);
+        for (int64_t i = 0; i < m; i++) y[i] = gelu_tanh(xr[i]);
+        qt_f32_to_f16_row(y, h, m);
+        qt_f16_to_f32_row(h, y, m);
+        for (int64_t i = 0; i < m; i++) {
+            float x = g[i0 + i];
+            float a = x <= -10.0f ? 0.0f : x >= 10.0f ? x : y[i];
+            g[i0 + i] = a * u[i0 + i];
+        }
+    }
 }

@@ -19,5 +19,8 @@ float vm_expf(float x);
 double vm_exp_sum(float *y, const float *x, int32_t n, float max);
 /* g[i] = silu(g[i]) * u[i] with silu(x) = x / (1 + exp(-x)). */
 void vm_swiglu(float *g, const float *u, int64_t n);
+/* g[i] = gelu_tanh(g[i]) * u[i] as llama.cpp's CPU backend computes it (Gemma's GEGLU): the
+ * GELU of x rounded to f16 is looked up in an f16 table, except |x| >= 10. */
+void vm_geglu(float *g, const float *u, int64_t n);
 
 #endif

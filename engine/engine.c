@@ -70,10 +70,9 @@ int engine_new_seq(engine *e, const kv_policy_config *pc, kv_seq **out)
     }
     kv_policy_args args = {
         .config = pc,
-        .rope = {.kind = hp->rope_type == MODEL_ROPE_NEOX ? ROPE_NEOX : ROPE_NORM,
-                 .head_dim = hp->head_dim,
-                 .theta = hp->rope_theta,
-                 .freq_scale = hp->rope_freq_scale},
+        .rope = model_rope_params(e->m, -1),
+        .rope_swa = model_rope_params_window(e->m),
+        .layer_window = model_layer_windows(e->m),
         .n_layer = hp->n_layer,
         .n_head_kv = hp->n_head_kv,
         .head_dim = hp->head_dim,
@@ -87,6 +86,7 @@ int engine_new_seq_args(engine *e, const kv_policy *policy, const void *args, kv
     kv_seq_params sp = {.n_layer = hp->n_layer,
                         .n_head_kv = hp->n_head_kv,
                         .policy = policy,
-                        .policy_config = args};
+                        .policy_config = args,
+                        .layer_window = model_layer_windows(e->m)};
     return kv_seq_create(e->pool, &sp, out);
 }

@@ -1,11 +1,14 @@
-/* model.c - the llama / qwen2 forward pass over a batch of sequences.
+/* model.c - the forward pass over a batch of sequences, for every architecture in
+ * model_arch.c (the per-architecture steps are flags there, marked [arch] below).
  *
  * Data flow per step (llama.cpp's graph, same numerics):
- *   x = embed(tokens)
- *   for each layer: xn = rmsnorm(x)*w; q,k,v = xn·W (+bias); rope(q,k); append k,v to the
- *     KV cache; attend each sequence's queries over the spans its policy picks; x += att·Wo;
- *     xn = rmsnorm(x)*w; x += down(silu(gate(xn)) * up(xn))
- *   logits = rmsnorm(x)*w · Wout   (only for the rows that need logits)
+ *   x = embed(tokens) [* sqrt(n_embd)]
+ *   for each layer: xn = rmsnorm(x)*w; q,k,v = xn·W (+bias) [fused qkv]; [per-head q/k norm];
+ *     rope(q,k) [layer's own base, frequency factors, partial]; [q *= 1/sqrt(d)]; append k,v
+ *     to the KV cache; attend each sequence's queries over the spans its policy picks [within
+ *     the layer's window]; x += [norm](att·Wo); xn = rmsnorm(x)*w;
+ *     x += [norm](down(act(gate(xn)) * up(xn)))  [act: silu, or gelu-tanh]
+ *   logits = rmsnorm(x)*w · Wout [soft-capped]   (only for the rows that need logits)
  * All sequences' tokens go through each weight together, so in batched decode every
  * weight row is read once per step. Attention runs per (sequence, KV head) on the thread
  * pool through the shared attention core.
@@ -40,7 +43,7 @@ struct model_ctx {
     float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
     float *lm_in, *lm_out; /* [max_seqs][n_embd], [max_seqs][n_vocab] */
     int32_t *idx, *pos;    /* [max_batch_tokens] */
-    float *rope_cos, *rope_sin; /* [max_batch_tokens][head_dim/2] */
+    float *rope_cos[2], *rope_sin[2]; /* per rope variant, [max_batch_tokens][n_rot/2] */
     attn_slot *slots;           /* [max_seqs][n_head_kv] */
     kv_chunk *chunks;           /* [max_seqs] */
 };
@@ -85,14 +88,16 @@ int model_ctx_create(const model *m, const model_ctx_params *p, model_ctx **out)
     c->up = ctx_alloc_f(T * F);
     c->lm_in = ctx_alloc_f(S * E);
     c->lm_out = ctx_alloc_f(S * (size_t)hp->n_vocab);
-    c->rope_cos = ctx_alloc_f(T * (size_t)hp->head_dim / 2);
-    c->rope_sin = ctx_alloc_f(T * (size_t)hp->head_dim / 2);
+    for (int v = 0; v < 2; v++) {
+        c->rope_cos[v] = ctx_alloc_f(T * (size_t)hp->head_dim / 2);
+        c->rope_sin[v] = ctx_alloc_f(T * (size_t)hp->head_dim / 2);
+    }
     c->idx = calloc(T, sizeof(int32_t));
     c->pos = calloc(T, sizeof(int32_t));
     c->slots = calloc(S * (size_t)hp->n_head_kv, sizeof(attn_slot));
     c->chunks = calloc(S, sizeof(kv_chunk));
     if (!c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v || !c->gate ||
-        !c->up || !c->lm_in || !c->lm_out || !c->rope_cos || !c->rope_sin || !c->idx ||
+        !c->up || !c->lm_in || !c->lm_out || !c->rope_cos[0] || !c->rope_sin[0] || !c->rope_cos[1] || !c->rope_sin[1] || !c->idx ||
         !c->pos || !c->slots || !c->chunks)
         goto fail;
     *out = c;
@@ -127,8 +132,10 @@ void model_ctx_destroy(model_ctx *c)
     free(c->up);
     free(c->lm_in);
     free(c->lm_out);
-    free(c->rope_cos);
-    free(c->rope_sin);
+    for (int v = 0; v < 2; v++) {
+        free(c->rope_cos[v]);
+        free(c->rope_sin[v]);
+    }
     free(c->idx);
     free(c->pos);
     mm_scratch_destroy(c->mm);
@@ -163,13 +170,19 @@ static void rmsnorm_fn(void *arg, int ith, int nth)
     for (int64_t r = b; r < e; r++) rmsnorm_row(j->x + r * j->n, j->w, j->y + r * j->n, j->n, j->eps);
 }
 
-static void rmsnorm_rows(model_ctx *c, const float *x, const float *w, float *y, int64_t n_rows)
+static void rmsnorm_rows_n(model_ctx *c, const float *x, const float *w, float *y, int64_t n,
+                           int64_t n_rows)
 {
-    rows_job j = {x, w, y, c->m->hp.n_embd, n_rows, c->m->hp.rms_eps};
+    rows_job j = {x, w, y, n, n_rows, c->m->hp.rms_eps};
     if (n_rows < 4)
         rmsnorm_fn(&j, 0, 1);
     else
         tp_run(c->tp, rmsnorm_fn, &j);
+}
+
+static void rmsnorm_rows(model_ctx *c, const float *x, const float *w, float *y, int64_t n_rows)
+{
+    rmsnorm_rows_n(c, x, w, y, c->m->hp.n_embd, n_rows);
 }
 
 static void add_bias(float *y, const mm_vec *b, int64_t n_rows)
@@ -179,31 +192,41 @@ static void add_bias(float *y, const mm_vec *b, int64_t n_rows)
         for (int64_t i = 0; i < b->n; i++) y[r * b->n + i] += b->data[i];
 }
 
-static rope_params model_rope_params(const model_hparams *hp)
-{
-    rope_params rp = {.kind = hp->rope_type == MODEL_ROPE_NEOX ? ROPE_NEOX : ROPE_NORM,
-                      .head_dim = hp->head_dim,
-                      .theta = hp->rope_theta,
-                      .freq_scale = hp->rope_freq_scale};
-    return rp;
-}
-
-/* cos/sin per token of the batch (positions come from the sequences' policies). */
+/* cos/sin per token of the batch (positions come from the sequences' policies), for the
+ * global layers' rope and, when the model has window layers, theirs. */
 static void rope_tables(model_ctx *c, int64_t n_tok)
 {
-    rope_params rp = model_rope_params(&c->m->hp);
-    int half = rp.head_dim / 2;
-    for (int64_t t = 0; t < n_tok; t++)
-        rope_angles(&rp, (float)c->pos[t], c->rope_cos + t * half, c->rope_sin + t * half);
+    for (int v = 0; v < 1 + (c->m->hp.n_swa > 0); v++) {
+        int32_t il = -1; /* a layer of variant v (-1: the global rope) */
+        for (int32_t l = 0; v == 1 && l < c->m->hp.n_layer && il < 0; l++)
+            if (c->m->layers[l].rope == 1) il = l;
+        rope_params rp = model_rope_params(c->m, il);
+        int half = ROPE_N_ROT(&rp) / 2;
+        for (int64_t t = 0; t < n_tok; t++)
+            rope_angles(&rp, (float)c->pos[t], c->rope_cos[v] + t * half,
+                        c->rope_sin[v] + t * half);
+    }
 }
 
-static void rope_apply(const model_ctx *c, float *x, int64_t n_tok, int n_heads)
+static void rope_apply(const model_ctx *c, int32_t il, float *x, int64_t n_tok, int n_heads)
 {
-    rope_params rp = model_rope_params(&c->m->hp);
-    int half = rp.head_dim / 2;
+    rope_params rp = model_rope_params(c->m, il);
+    int v = c->m->layers[il].rope, half = ROPE_N_ROT(&rp) / 2;
     for (int64_t t = 0; t < n_tok; t++)
-        rope_rotate(&rp, x + t * n_heads * rp.head_dim, n_heads, c->rope_cos + t * half,
-                    c->rope_sin + t * half);
+        rope_rotate(&rp, x + t * n_heads * rp.head_dim, n_heads, c->rope_cos[v] + t * half,
+                    c->rope_sin[v] + t * half);
+}
+
+/* Per-head RMSNorm of q or k (qwen3, gemma3), before RoPE. */
+static void head_norm(model_ctx *c, float *x, const mm_vec *w, int64_t n_tok, int n_heads)
+{
+    if (!w->data) return;
+    rmsnorm_rows_n(c, x, w->data, x, c->m->hp.head_dim, n_tok * n_heads);
+}
+
+static void scale_rows(float *x, int64_t n, float s)
+{
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
 
 /* ---- attention over the KV cache ---- */
@@ -309,7 +332,9 @@ static void attn_run_fn(void *arg, int ith, int nth)
                     .n_q = q1 - q0,
                     .n_group = q.n_group,
                     .head_dim = hp->head_dim,
-                    .scale = 1.0f / sqrtf((float)hp->head_dim),
+                    .scale = (c->m->desc->flags & ARCH_Q_SCALE) ? 1.0f
+                                                                : 1.0f / sqrtf((float)hp->head_dim),
+                    .window = c->m->layers[j->layer].window,
                     .k_dtype = kv_pool_k_dtype(kv_seq_pool(j->seqs[s].kv)),
                     .v_dtype = kv_pool_v_dtype(kv_seq_pool(j->seqs[s].kv)),
                     .q = q.q + (size_t)q0 * q.q_tok_stride,
@@ -361,6 +386,17 @@ static void embed_rows(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs)
             qt_dequantize_row(te->type,
                               (const char *)te->data + (size_t)seqs[s].tokens[i] * te->row_bytes,
                               c->x + row * te->n_in, te->n_in);
+    /* gemma3 scales the embeddings by sqrt(n_embd) (an f32 multiply, as llama.cpp) */
+    if (c->m->desc->flags & ARCH_EMBD_SCALE)
+        scale_rows(c->x, row * te->n_in, sqrtf((float)te->n_in));
+}
+
+/* Final logit soft-capping: cap * tanh(logit / cap), where the file asks for it. */
+static void softcap_logits(const model *m, float *logits, int64_t n)
+{
+    float cap = m->hp.logit_softcap;
+    if (!(cap > 0.0f)) return;
+    for (int64_t i = 0; i < n; i++) logits[i] = tanhf(logits[i] * (1.0f / cap)) * cap;
 }
 
 /* Batch rows whose hidden state reaches the logits, in increasing order. */
@@ -389,8 +425,13 @@ static int layer_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
     add_bias(c->q, &L->bq, T);
     add_bias(c->k, &L->bk, T);
     add_bias(c->v, &L->bv, T);
-    rope_apply(c, c->q, T, hp->n_head);
-    rope_apply(c, c->k, T, hp->n_head_kv);
+    head_norm(c, c->q, &L->q_norm, T, hp->n_head);
+    head_norm(c, c->k, &L->k_norm, T, hp->n_head_kv);
+    rope_apply(c, il, c->q, T, hp->n_head);
+    rope_apply(c, il, c->k, T, hp->n_head_kv);
+    /* gemma3 and phi3 scale q (llama.cpp's ggml_scale before attention) instead of scores */
+    if (c->m->desc->flags & ARCH_Q_SCALE)
+        scale_rows(c->q, T * hp->n_head * hp->head_dim, 1.0f / sqrtf((float)hp->head_dim));
     for (int32_t s = 0; s < n_seqs; s++) {
         int32_t off = seq_off[s];
         int rc = kv_seq_append(seqs[s].kv, il, seqs[s].n_tokens, c->k + (size_t)off * KVW,
@@ -400,6 +441,7 @@ static int layer_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
     int rc = attention_layer(c, seqs, n_seqs, seq_off, il);
     if (rc) return rc;
     mm_matmul(c->tp, c->mm, &L->wo, c->att, c->tmp, T);
+    if (L->post_attn_norm.data) rmsnorm_rows(c, c->tmp, L->post_attn_norm.data, c->tmp, T);
     for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
     /* llama.cpp runs the last layer's FFN only on the rows whose logits are wanted (and so
      * with its one-token kernels when that is one row); with llama numerics, so do we */
@@ -415,8 +457,12 @@ static int layer_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
     const mm_weight *wgu[2] = {&L->w_gate, &L->w_up};
     float *ygu[2] = {c->gate, c->up};
     mm_matmul_n(c->tp, c->mm, wgu, ygu, 2, c->xn, n_ffn);
-    vm_swiglu(c->gate, c->up, n_ffn * hp->n_ff);
+    if (c->m->desc->flags & ARCH_GELU)
+        vm_geglu(c->gate, c->up, n_ffn * hp->n_ff);
+    else
+        vm_swiglu(c->gate, c->up, n_ffn * hp->n_ff);
     mm_matmul(c->tp, c->mm, &L->w_down, c->gate, c->tmp, n_ffn);
+    if (L->post_ffn_norm.data) rmsnorm_rows(c, c->tmp, L->post_ffn_norm.data, c->tmp, n_ffn);
     for (int64_t i = 0; i < n_ffn * E; i++) c->x[i] += c->tmp[i];
     for (int64_t r = n_ffn - 1; r >= 0 && n_ffn < T; r--)
         if (rows[r] != r) memcpy(c->x + (int64_t)rows[r] * E, c->x + r * E, (size_t)E * 4);
@@ -436,6 +482,7 @@ static int logits_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
         if (b->all_logits) {
             rmsnorm_rows(c, xs, m->output_norm.data, c->xn, b->n_tokens);
             mm_matmul(c->tp, c->mm, &m->output, c->xn, b->logits, b->n_tokens);
+            softcap_logits(m, b->logits, (int64_t)b->n_tokens * V);
         } else {
             rmsnorm_row(xs + (size_t)(b->n_tokens - 1) * E, m->output_norm.data,
                         c->lm_in + (size_t)n_last * E, E, m->hp.rms_eps);
@@ -444,6 +491,7 @@ static int logits_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
     }
     if (n_last == 0) return KS_OK;
     mm_matmul(c->tp, c->mm, &m->output, c->lm_in, c->lm_out, n_last);
+    softcap_logits(m, c->lm_out, (int64_t)n_last * V);
     n_last = 0;
     for (int32_t s = 0; s < n_seqs; s++)
         if (seqs[s].logits && !seqs[s].all_logits)

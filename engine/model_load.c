@@ -5,6 +5,7 @@
  * forward pass can trust them: a file that would make it read out of bounds is rejected
  * with the tensor's name and what was expected.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,51 @@ static int get_arch_f32(const gguf_file *f, const char *arch, const char *suffix
     return KS_OK;
 }
 
+/* rope.scaling.*: none, linear (factor) or yarn (factor, original context, ext/attn factors,
+ * betas, with llama.cpp's defaults); the older rope.scale_linear key too. */
+static int read_rope_scaling(const gguf_file *f, const char *a, model_hparams *hp, ks_diag *d)
+{
+    float factor = 0.0f;
+    uint32_t orig = 0;
+    char key[128];
+    gguf_str s;
+    int rc;
+    bool yarn = false;
+    if ((rc = get_arch_u32(f, a, "rope.scaling.original_context_length", &orig, false, d)))
+        return rc;
+    hp->n_ctx_orig = orig ? (int32_t)orig : hp->n_ctx_train;
+    snprintf(key, sizeof(key), "%s.rope.scaling.type", a);
+    if (gguf_get_str(f, key, &s) == KS_OK && !gguf_str_eq(s, "none")) {
+        yarn = gguf_str_eq(s, "yarn");
+        if (!yarn && !gguf_str_eq(s, "linear"))
+            return ks_diag_set(d, KS_ERR_UNSUPPORTED,
+                               "rope scaling type '%.*s' is not supported (none, linear, yarn)",
+                               (int)s.len, s.ptr);
+        if ((rc = get_arch_f32(f, a, "rope.scaling.factor", &factor, d))) return rc;
+    } else if ((rc = get_arch_f32(f, a, "rope.scale_linear", &factor, d))) {
+        return rc;
+    }
+    if (factor > 0.0f) hp->rope_freq_scale = 1.0f / factor;
+    hp->yarn_ext_factor = yarn ? 1.0f : 0.0f;
+    hp->yarn_attn_factor = 1.0f;
+    hp->yarn_beta_fast = 32.0f;
+    hp->yarn_beta_slow = 1.0f;
+    /* Phi-3.5 / Phi-4-mini long-context files: a magnitude scale of cos and sin that
+     * llama.cpp applies at every context length (with the short factors too) */
+    if ((rc = get_arch_f32(f, a, "rope.scaling.attn_factor", &hp->yarn_attn_factor, d)))
+        return rc;
+    if (yarn) {
+        if ((rc = get_arch_f32(f, a, "rope.scaling.yarn_ext_factor", &hp->yarn_ext_factor, d)) ||
+            (rc = get_arch_f32(f, a, "rope.scaling.yarn_attn_factor", &hp->yarn_attn_factor, d)) ||
+            (rc = get_arch_f32(f, a, "rope.scaling.yarn_beta_fast", &hp->yarn_beta_fast, d)) ||
+            (rc = get_arch_f32(f, a, "rope.scaling.yarn_beta_slow", &hp->yarn_beta_slow, d)))
+            return rc;
+    }
+    if (!(hp->rope_freq_scale > 0.0f) || !isfinite(hp->rope_freq_scale))
+        return ks_diag_set(d, KS_ERR_FORMAT, "bad rope scaling factor");
+    return KS_OK;
+}
+
 static int read_hparams(const gguf_file *f, model_hparams *hp, ks_diag *d)
 {
     gguf_str s;
@@ -48,17 +94,12 @@ static int read_hparams(const gguf_file *f, model_hparams *hp, ks_diag *d)
         return ks_diag_set(d, KS_ERR_UNSUPPORTED, "unsupported architecture (name too long)");
     memcpy(hp->arch_name, s.ptr, s.len);
     hp->arch_name[s.len] = 0;
-    if (!strcmp(hp->arch_name, "llama")) {
-        hp->arch = MODEL_ARCH_LLAMA;
-        hp->rope_type = MODEL_ROPE_NORM;
-    } else if (!strcmp(hp->arch_name, "qwen2")) {
-        hp->arch = MODEL_ARCH_QWEN2;
-        hp->rope_type = MODEL_ROPE_NEOX;
-    } else {
-        return ks_diag_set(d, KS_ERR_UNSUPPORTED,
-                           "unsupported architecture '%s' (supported: llama, qwen2)",
-                           hp->arch_name);
-    }
+    const model_arch_desc *desc = model_arch_find(hp->arch_name);
+    if (!desc)
+        return ks_diag_set(d, KS_ERR_UNSUPPORTED, "unsupported architecture '%s' (supported: %s)",
+                           hp->arch_name, model_arch_names());
+    hp->arch = desc->arch;
+    hp->rope_type = desc->rope_type;
     if (gguf_get_str(f, "general.name", &s) == KS_OK) {
         size_t n = s.len < sizeof(hp->name) - 1 ? s.len : sizeof(hp->name) - 1;
         memcpy(hp->name, s.ptr, n);
@@ -77,7 +118,8 @@ static int read_hparams(const gguf_file *f, model_hparams *hp, ks_diag *d)
     if ((rc = get_arch_u32(f, a, "rope.dimension_count", &rope_dim, false, d))) return rc;
     if ((rc = get_arch_u32(f, a, "attention.key_length", &key_len, false, d))) return rc;
     if (embd == 0 || embd > 65536 || nl == 0 || nl > 1024 || nh == 0 || nh > 1024 ||
-        nhkv == 0 || nh % nhkv != 0 || embd % nh != 0 || nff == 0 || nff > 1 << 20)
+        nhkv == 0 || nh % nhkv != 0 || (key_len == 0 && embd % nh != 0) || nff == 0 ||
+        nff > 1 << 20)
         return ks_diag_set(d, KS_ERR_FORMAT,
                            "inconsistent hyper-parameters: n_embd %u, n_layer %u, n_head %u, "
                            "n_head_kv %u, n_ff %u",
@@ -88,36 +130,28 @@ static int read_hparams(const gguf_file *f, model_hparams *hp, ks_diag *d)
     hp->n_ff = (int32_t)nff;
     hp->n_head = (int32_t)nh;
     hp->n_head_kv = (int32_t)nhkv;
-    hp->head_dim = (int32_t)(embd / nh);
-    if (key_len && (int32_t)key_len != hp->head_dim)
-        return ks_diag_set(d, KS_ERR_UNSUPPORTED, "attention.key_length %u != n_embd/n_head %d",
-                           key_len, hp->head_dim);
-    if (rope_dim && (int32_t)rope_dim != hp->head_dim)
+    /* attention.key_length sets the head size when it is not n_embd / n_head (gemma3,
+     * qwen3); values must have the same size */
+    hp->head_dim = key_len ? (int32_t)key_len : (int32_t)(embd / nh);
+    uint32_t val_len = 0;
+    if ((rc = get_arch_u32(f, a, "attention.value_length", &val_len, false, d))) return rc;
+    if (val_len && (int32_t)val_len != hp->head_dim)
         return ks_diag_set(d, KS_ERR_UNSUPPORTED,
-                           "partial rotary embeddings (rope.dimension_count %u, head dim %d) "
-                           "are not supported",
-                           rope_dim, hp->head_dim);
-    if (hp->head_dim % 2 != 0 || hp->head_dim > 256)
+                           "attention.value_length %u differs from key_length %d", val_len,
+                           hp->head_dim);
+    if (hp->head_dim % 2 != 0 || hp->head_dim > 256 || hp->head_dim < 2)
         return ks_diag_set(d, KS_ERR_UNSUPPORTED, "head dimension %d is not supported",
                            hp->head_dim);
+    hp->n_rot = rope_dim ? (int32_t)rope_dim : hp->head_dim;
+    if (hp->n_rot % 2 != 0 || hp->n_rot > hp->head_dim)
+        return ks_diag_set(d, KS_ERR_FORMAT, "rope.dimension_count %u is not an even number "
+                           "<= the head dimension %d", rope_dim, hp->head_dim);
     hp->rms_eps = 1e-5f;
     hp->rope_theta = 10000.0f;
     hp->rope_freq_scale = 1.0f;
     if ((rc = get_arch_f32(f, a, "attention.layer_norm_rms_epsilon", &hp->rms_eps, d))) return rc;
     if ((rc = get_arch_f32(f, a, "rope.freq_base", &hp->rope_theta, d))) return rc;
-    float factor = 0.0f;
-    char key[128];
-    snprintf(key, sizeof(key), "%s.rope.scaling.type", a);
-    if (gguf_get_str(f, key, &s) == KS_OK && !gguf_str_eq(s, "none")) {
-        if (!gguf_str_eq(s, "linear"))
-            return ks_diag_set(d, KS_ERR_UNSUPPORTED,
-                               "rope scaling type '%.*s' is not supported (none, linear)",
-                               (int)s.len, s.ptr);
-        if ((rc = get_arch_f32(f, a, "rope.scaling.factor", &factor, d))) return rc;
-    } else if ((rc = get_arch_f32(f, a, "rope.scale_linear", &factor, d))) {
-        return rc;
-    }
-    if (factor > 0.0f) hp->rope_freq_scale = 1.0f / factor;
+    if ((rc = read_rope_scaling(f, a, hp, d))) return rc;
     if (!(hp->rms_eps > 0.0f) || !(hp->rope_theta > 0.0f))
         return ks_diag_set(d, KS_ERR_FORMAT, "bad rms epsilon or rope base");
     return KS_OK;
@@ -170,12 +204,25 @@ static int bind_vec(const gguf_file *f, const char *name, int64_t n, mm_vec *v, 
     return KS_OK;
 }
 
-static int bind_layer(const gguf_file *f, const model_hparams *hp, int il, model_layer *L,
-                      ks_diag *d)
+/* A view of rows [row0, row0 + n_out) of a fused weight (phi3's attn_qkv and ffn_up): rows
+ * are contiguous, so each part is an ordinary weight and its products equal the fused
+ * product's rows exactly. */
+static mm_weight weight_rows(const mm_weight *w, int64_t row0, int64_t n_out)
 {
+    mm_weight v = *w;
+    v.data = (const char *)w->data + (size_t)row0 * w->row_bytes;
+    v.n_out = n_out;
+    return v;
+}
+
+static int bind_layer(const gguf_file *f, const model *m, int il, model_layer *L, ks_diag *d)
+{
+    const model_hparams *hp = &m->hp;
+    unsigned fl = m->desc->flags;
     char nm[96];
     int64_t e = hp->n_embd, q = (int64_t)hp->n_head * hp->head_dim;
     int64_t kv = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
+    mm_weight fused;
     int rc;
 #define W(field, suffix, nin, nout)                                                              \
     snprintf(nm, sizeof(nm), "blk.%d.%s", il, suffix);                                           \
@@ -184,19 +231,59 @@ static int bind_layer(const gguf_file *f, const model_hparams *hp, int il, model
     snprintf(nm, sizeof(nm), "blk.%d.%s", il, suffix);                                           \
     if ((rc = bind_vec(f, nm, n, &L->field, req, d))) return rc;
     V(attn_norm, "attn_norm.weight", e, true);
-    W(wq, "attn_q.weight", e, q);
-    W(wk, "attn_k.weight", e, kv);
-    W(wv, "attn_v.weight", e, kv);
+    if (fl & ARCH_QKV_FUSED) {
+        W(wq, "attn_qkv.weight", e, q + 2 * kv);
+        fused = L->wq;
+        L->wq = weight_rows(&fused, 0, q);
+        L->wk = weight_rows(&fused, q, kv);
+        L->wv = weight_rows(&fused, q + kv, kv);
+    } else {
+        W(wq, "attn_q.weight", e, q);
+        W(wk, "attn_k.weight", e, kv);
+        W(wv, "attn_v.weight", e, kv);
+    }
     W(wo, "attn_output.weight", q, e);
     V(bq, "attn_q.bias", q, false);
     V(bk, "attn_k.bias", kv, false);
     V(bv, "attn_v.bias", kv, false);
+    if (fl & ARCH_QK_NORM) {
+        V(q_norm, "attn_q_norm.weight", hp->head_dim, true);
+        V(k_norm, "attn_k_norm.weight", hp->head_dim, true);
+    }
+    if (fl & ARCH_POST_NORMS) {
+        V(post_attn_norm, "post_attention_norm.weight", e, true);
+        V(post_ffn_norm, "post_ffw_norm.weight", e, true);
+    }
     V(ffn_norm, "ffn_norm.weight", e, true);
-    W(w_gate, "ffn_gate.weight", e, ff);
-    W(w_up, "ffn_up.weight", e, ff);
+    if (fl & ARCH_FFN_FUSED) {
+        W(w_up, "ffn_up.weight", e, 2 * ff);
+        fused = L->w_up;
+        L->w_gate = weight_rows(&fused, 0, ff);
+        L->w_up = weight_rows(&fused, ff, ff);
+    } else {
+        W(w_gate, "ffn_gate.weight", e, ff);
+        W(w_up, "ffn_up.weight", e, ff);
+    }
     W(w_down, "ffn_down.weight", ff, e);
 #undef W
 #undef V
+    return KS_OK;
+}
+
+/* Frequency factors: llama 3.1+'s rope_freqs, or phi3's short factors (llama.cpp takes the
+ * long ones only for a context beyond the original one, which kvserve does not configure per
+ * sequence: see README). */
+static int bind_rope_factors(const gguf_file *f, model *m, ks_diag *d)
+{
+    int64_t n = m->hp.n_rot / 2;
+    if (m->desc->flags & ARCH_ROPE_FREQS)
+        return bind_vec(f, "rope_freqs.weight", n, &m->rope_factors, false, d);
+    if (m->desc->flags & ARCH_ROPE_LONG) {
+        int rc = bind_vec(f, "rope_factors_short.weight", n, &m->rope_factors, false, d);
+        mm_vec lng = {0};
+        if (!rc) rc = bind_vec(f, "rope_factors_long.weight", n, &lng, false, d);
+        return rc;
+    }
     return KS_OK;
 }
 
@@ -210,6 +297,7 @@ int model_load(const char *path, model **out, ks_diag *d)
     int rc = gguf_open(path, &m->file, d);
     if (rc) goto fail;
     if ((rc = read_hparams(m->file, &m->hp, d))) goto fail;
+    m->desc = model_arch_find(m->hp.arch_name);
     model_hparams *hp = &m->hp;
     if ((rc = tok_vocab_load(m->file, &m->vocab, d))) goto fail;
     const gguf_tensor *te = gguf_find_tensor(m->file, "token_embd.weight");
@@ -243,7 +331,17 @@ int model_load(const char *path, model **out, ks_diag *d)
         goto fail;
     }
     for (int il = 0; il < hp->n_layer; il++)
-        if ((rc = bind_layer(m->file, hp, il, &m->layers[il], d))) goto fail;
+        if ((rc = bind_layer(m->file, m, il, &m->layers[il], d))) goto fail;
+    if ((rc = bind_rope_factors(m->file, m, d))) goto fail;
+    if ((rc = model_arch_hparams(m->file, m->desc, hp, m->layers, d))) goto fail;
+    if (hp->n_swa > 0) {
+        m->layer_window = calloc((size_t)hp->n_layer, sizeof(int32_t));
+        if (!m->layer_window) {
+            rc = ks_diag_set(d, KS_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        for (int il = 0; il < hp->n_layer; il++) m->layer_window[il] = m->layers[il].window;
+    }
     hp->has_qkv_bias = m->layers[0].bq.data != NULL;
     for (int64_t i = 0; i < gguf_n_tensors(m->file); i++)
         m->weight_bytes += gguf_tensor_at(m->file, i)->nbytes;
@@ -260,6 +358,7 @@ void model_free(model *m)
     if (!m) return;
     tok_vocab_free(m->vocab);
     free(m->layers);
+    free(m->layer_window);
     gguf_close(m->file);
     free(m);
 }

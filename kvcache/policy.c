@@ -94,5 +94,10 @@ int kv_seq_chunk_end(kv_seq *seq, const kv_chunk *chunk)
     if (!seq || !chunk_ok(chunk))
         return KS_ERR_INVALID;
     const kv_policy *p = kv_seq_policy(seq);
-    return p->after_chunk ? p->after_chunk(seq, chunk) : 0;
+    int rc = p->after_chunk ? p->after_chunk(seq, chunk) : 0;
+    /* sliding-window layers store only their window, under the policy that keeps every
+     * token in order (the others own their tables' contents) */
+    if (!rc && p == &kv_policy_full)
+        rc = kv_seq_trim_windows(seq, kv_seq_tokens_seen(seq));
+    return rc;
 }

@@ -28,6 +28,7 @@ struct kv_seq {
     void *state;
     kv_head_table *tables; /* [n_layer][n_head_kv] */
     int64_t n_seen;
+    int32_t *window; /* [n_layer] sliding windows (0 = global), NULL if none */
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -351,6 +352,17 @@ int kv_seq_create(kv_pool *pool, const kv_seq_params *p, kv_seq **out)
     }
     for (int32_t i = 0; i < p->n_layer * p->n_head_kv; i++)
         s->tables[i].pool = pool;
+    for (int32_t l = 0; p->layer_window && l < p->n_layer; l++) {
+        if (p->layer_window[l] < 0) {
+            kv_seq_destroy(s);
+            return KS_ERR_INVALID;
+        }
+        if (!s->window && !(s->window = calloc((size_t)p->n_layer, sizeof(int32_t)))) {
+            kv_seq_destroy(s);
+            return KS_ERR_NOMEM;
+        }
+        s->window[l] = p->layer_window[l];
+    }
     if (pol->init) {
         int rc = pol->init(s, p->policy_config, &s->state);
         if (rc) {
@@ -373,7 +385,56 @@ void kv_seq_destroy(kv_seq *seq)
         for (int32_t i = 0; i < seq->n_layer * seq->n_head_kv; i++)
             table_deinit(&seq->tables[i]);
     free(seq->tables);
+    free(seq->window);
     free(seq);
+}
+
+int32_t kv_seq_layer_window(const kv_seq *seq, int32_t layer)
+{
+    if (!seq->window || layer < 0 || layer >= seq->n_layer)
+        return 0;
+    return seq->window[layer];
+}
+
+/* Keeps the slots from the first block holding a key a query at next_idx or later can see
+ * (idx > next_idx - w); whole blocks only, so no row moves. */
+static int table_trim_window(kv_head_table *t, int64_t next_idx, int32_t w)
+{
+    int32_t first = 0, drop = 0;
+    for (int32_t b = 0; b < t->n_blocks; b++) {
+        int32_t hi = INT32_MIN;
+        for (int32_t j = 0; j < t->blk_n[b]; j++)
+            hi = KS_MAX(hi, t->idx[first + j]);
+        if ((int64_t)hi > next_idx - w)
+            break;
+        first += t->blk_n[b];
+        drop = first;
+    }
+    if (drop == 0)
+        return 0;
+    int32_t n = t->n_tok - drop;
+    int32_t *keep = malloc((size_t)KS_MAX(n, 1) * sizeof(int32_t));
+    if (!keep)
+        return KS_ERR_NOMEM;
+    for (int32_t i = 0; i < n; i++)
+        keep[i] = drop + i;
+    int rc = kv_head_table_keep(t, keep, n);
+    free(keep);
+    return rc;
+}
+
+int kv_seq_trim_windows(kv_seq *seq, int64_t next_idx)
+{
+    for (int32_t l = 0; seq->window && l < seq->n_layer; l++) {
+        if (seq->window[l] <= 0)
+            continue;
+        for (int32_t h = 0; h < seq->n_head_kv; h++) {
+            int rc = table_trim_window(kv_seq_table(seq, l, h), next_idx, seq->window[l]);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
 }
 
 kv_pool *kv_seq_pool(const kv_seq *seq) { return seq->pool; }

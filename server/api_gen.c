@@ -566,7 +566,6 @@ static int submit_all(api_job *j, api_gen *g, const int32_t *ids, int32_t n)
                                  .group = grp, .group_follower = i > 0,
                                  .render_special = j->tools && a->tool_format != API_TOOLS_HERMES,
                                  .bias_ids = g->bias_ids, .bias = g->bias, .n_bias = g->n_bias,
-                                 .keep_leading_space = g->echo && !j->chat,
                                  .on_event = on_event, .ud = c};
         if (i == 0) /* the live view follows the first choice (kv_feed.c) */
             sp.view_tag = http_request_header(j->req, "x-kv-view");

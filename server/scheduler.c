@@ -77,7 +77,6 @@ struct sch_req {
     void *policy_config;
     void (*policy_config_free)(void *);
     gram *grammar; /* owned; read by the worker's sampler */
-    bool keep_leading_space;
     double arrival, t_enqueue;
     sch_event_fn on_event;
     void *ud;
@@ -118,6 +117,9 @@ struct sch_req {
 struct sch {
     sch_params p;
     const model_hparams *hp;
+    rope_params rope; /* the global layers' rotary embedding, for policies */
+    rope_params rope_swa; /* the sliding-window layers' one */
+    const int32_t *layer_window; /* the model's sliding windows per layer, or NULL */
     const tok_vocab *vocab;
     model_ctx *ctx;
     kv_prefix *prefix; /* prompt prefix cache over p.pool; NULL if it could not be made */
@@ -296,12 +298,14 @@ static int req_start(sch *s, sch_req *r)
 {
     const model_hparams *hp = s->hp;
     kv_policy_args args = {.config = r->policy ? r->policy_config : s->p.policy_config,
-                           .rope = {.kind = (rope_kind)hp->rope_type, .head_dim = hp->head_dim,
-                                    .theta = hp->rope_theta, .freq_scale = hp->rope_freq_scale},
+                           .rope = s->rope,
+                           .rope_swa = s->rope_swa,
+                           .layer_window = s->layer_window,
                            .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
                            .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
     kv_seq_params kp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
-                        .policy = r->policy ? r->policy : s->p.policy, .policy_config = &args};
+                        .policy = r->policy ? r->policy : s->p.policy, .policy_config = &args,
+                        .layer_window = s->layer_window};
     int rc = s->prefix ? kv_prefix_seq_create(s->prefix, &kp, r->prompt, r->n_prompt,
                                               r->n_prompt - 1, &r->kv, &r->n_cached)
                        : kv_seq_create(s->p.pool, &kp, &r->kv);
@@ -310,8 +314,9 @@ static int req_start(sch *s, sch_req *r)
     r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
     r->gen = malloc((size_t)r->max_tokens * sizeof(int32_t));
     if (!r->logits || !r->gen) return KS_ERR_NOMEM;
+    /* generated text continues the prompt: its first piece keeps SentencePiece's space, with
+     * or without echo (only a sequence's very first token loses it) */
     tok_stream_init(&r->ts, s->vocab, r->render_special);
-    r->ts.first = !r->keep_leading_space;
     return 0;
 }
 
@@ -645,7 +650,6 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->policy_config = p->policy_config;
     r->policy_config_free = p->policy_config_free;
     r->grammar = p->grammar;
-    r->keep_leading_space = p->keep_leading_space;
     r->arrival = p->arrival > 0 ? p->arrival : ks_time_now();
     r->t_enqueue = ks_time_now();
     r->on_event = p->on_event;
@@ -945,6 +949,9 @@ int sch_create(const sch_params *p, sch **out, ks_diag *d)
     if (s->p.max_batch_tokens < s->p.max_concurrent)
         s->p.max_batch_tokens = s->p.max_concurrent;
     s->hp = model_get_hparams(p->model);
+    s->rope = model_rope_params(p->model, -1);
+    s->rope_swa = model_rope_params_window(p->model);
+    s->layer_window = model_layer_windows(p->model);
     s->vocab = model_get_vocab(p->model);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);

@@ -66,8 +66,6 @@ typedef struct sch_request_params {
     const int32_t *bias_ids;   /* logit_bias: n_bias token ids (copied; < n_vocab) */
     const float *bias;         /* added to those logits before sampling (copied) */
     int32_t n_bias;
-    bool keep_leading_space;   /* the text continues the prompt (echo): SentencePiece's space
-                                  before the first generated word stays */
     double arrival;            /* ks_time_now() when the request arrived (for TTFT) */
     sch_group *group;          /* NULL, or the group this request belongs to */
     bool group_follower;       /* wait for the group leader's prefill before starting */

@@ -7,6 +7,8 @@
  * four bytes) could still straddle the cut given the bytes known so far. Cleaning the emitted
  * prefix on its own then gives exactly what cleaning the whole text gives, so the concatenated
  * stream equals tok_decode() of all ids. At most a few bytes are ever held back.
+ * Generated text is a continuation: its first piece keeps its leading space (SentencePiece's
+ * prefix space is removed only from the first token of a whole sequence, tok_stream_init_seq).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -73,8 +75,14 @@ void tok_stream_init(tok_stream *s, const tok_vocab *v, bool special)
 {
     s->vocab = v;
     s->special = special;
-    s->first = true;
+    s->first = false; /* a continuation: only a sequence's first token loses its space */
     s->n_pending = 0;
+}
+
+void tok_stream_init_seq(tok_stream *s, const tok_vocab *v, bool special)
+{
+    tok_stream_init(s, v, special);
+    s->first = true;
 }
 
 int32_t tok_stream_push(tok_stream *s, int32_t id, char *out, int32_t cap)

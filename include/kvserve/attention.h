@@ -42,6 +42,9 @@ typedef struct attn_params {
     const float *q;
     int32_t q_tok_stride;
     const int32_t *q_idx; /* [n_q] sequence index of each query: key visible iff idx <= q_idx */
+    /* Sliding-window layers (Gemma 3 local layers): > 0 also hides keys with
+     * idx <= q_idx - window, so a query sees itself and the window-1 keys before it. */
+    int32_t window;
     /* Output, same layout as q with its own token stride. A query that sees no key gets 0. */
     float *out;
     int32_t out_tok_stride;

@@ -240,6 +240,12 @@ typedef struct kv_seq_params {
     int32_t n_head_kv;
     const kv_policy *policy;   /* NULL = kv_policy_full */
     const void *policy_config; /* passed to policy->init; the policy copies what it needs */
+    /* [n_layer] or NULL: sliding-window layers (Gemma 3's local layers) see only the last
+     * window tokens (attn_params.window); with the `full` policy such a layer also stores
+     * only them: after each chunk, its leading blocks whose tokens no later query can see
+     * go back to the pool (whole blocks, so at most one block more than the window stays).
+     * 0 = a global layer. Other policies keep what they keep; the mask still applies. */
+    const int32_t *layer_window;
 } kv_seq_params;
 
 /* Creates an empty sequence cache on `pool` (not owned; must outlive the sequence).
@@ -293,6 +299,11 @@ typedef struct kv_seq_stats {
 
 void kv_seq_get_stats(const kv_seq *seq, kv_seq_stats *out);
 int64_t kv_seq_tokens_seen(const kv_seq *seq);
+/* The sliding window of `layer` given at creation (0 = none). */
+int32_t kv_seq_layer_window(const kv_seq *seq, int32_t layer);
+/* Drops the leading blocks of sliding-window layers that no query from index `next_idx` on
+ * can see (done by kv_seq_chunk_end with the `full` policy). Returns 0 or KS_ERR_FULL. */
+int kv_seq_trim_windows(kv_seq *seq, int64_t next_idx) KS_WUR;
 /* Tokens kept by `layer`, summed over its KV heads (divide by n_head_kv for the mean). */
 int64_t kv_seq_tokens_kept(const kv_seq *seq, int32_t layer);
 

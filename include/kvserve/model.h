@@ -1,4 +1,5 @@
-/* model.h - llama / qwen2 forward pass over GGUF weights.
+/* model.h - the forward pass over GGUF weights: llama (Llama 2/3.x), qwen2, qwen3, gemma3
+ * (text) and phi3, one pass driven by a per-architecture description (model_arch.c).
  *
  * A `model` holds the mmapped weights, hyper-parameters and the tokenizer; it is immutable
  * after loading and shared by all workers. A `model_ctx` holds one worker's scratch buffers
@@ -16,11 +17,18 @@
 #include "kvserve/attention.h"
 #include "kvserve/base.h"
 #include "kvserve/gguf.h"
+#include "kvserve/rope.h"
 #include "kvserve/tokenizer.h"
 
 typedef struct kv_seq kv_seq; /* kvserve/kvcache.h */
 
-typedef enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2 = 1 } model_arch;
+typedef enum model_arch {
+    MODEL_ARCH_LLAMA = 0,
+    MODEL_ARCH_QWEN2 = 1,
+    MODEL_ARCH_QWEN3 = 2,
+    MODEL_ARCH_GEMMA3 = 3,
+    MODEL_ARCH_PHI3 = 4
+} model_arch;
 typedef enum model_rope { MODEL_ROPE_NORM = 0, MODEL_ROPE_NEOX = 2 } model_rope;
 
 typedef struct model_hparams {
@@ -41,6 +49,13 @@ typedef struct model_hparams {
     model_rope rope_type;
     bool tied_output;
     bool has_qkv_bias;
+    int32_t n_rot;          /* rotated dimensions per head (== head_dim unless partial) */
+    int32_t n_swa;          /* sliding window of the local layers (gemma3); 0 = none */
+    float rope_theta_swa;   /* rope base of the sliding-window layers */
+    float logit_softcap;    /* final logit soft-capping (0 = off) */
+    /* YaRN, from rope.scaling.* (ext_factor 0 = off) */
+    float yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow;
+    int32_t n_ctx_orig;     /* rope.scaling.original_context_length, else n_ctx_train */
 } model_hparams;
 
 typedef struct model model;
@@ -53,6 +68,16 @@ const model_hparams *model_get_hparams(const model *m);
 const tok_vocab *model_get_vocab(const model *m);
 /* Bytes of weights in the mapping. */
 uint64_t model_weight_bytes(const model *m);
+/* The rotary embedding of `layer` (its base, window layers' own base, frequency factors,
+ * YaRN); layer -1 = the global layers' one. What KV policies that re-position keys use. */
+rope_params model_rope_params(const model *m, int32_t layer);
+/* The sliding window of `layer` in tokens (keys it sees, itself included); 0 = global. */
+int32_t model_layer_window(const model *m, int32_t layer);
+/* All layers' windows ([n_layer], for kv_seq_params.layer_window), or NULL if the model has
+ * no sliding-window layers. */
+const int32_t *model_layer_windows(const model *m);
+/* The rotary embedding of the sliding-window layers (the global one if there are none). */
+rope_params model_rope_params_window(const model *m);
 
 typedef struct model_ctx_params {
     int32_t n_threads;       /* worker threads (>= 1) */

@@ -14,6 +14,10 @@
 typedef struct kv_policy_args {
     const kv_policy_config *config; /* NULL = defaults */
     rope_params rope;               /* the model's rotary embedding */
+    /* Models with sliding-window layers (gemma3): their rotary embedding (own base) and the
+     * windows per layer ([n_layer], > 0 = a window layer); NULL = `rope` for every layer. */
+    rope_params rope_swa;
+    const int32_t *layer_window;
     int32_t n_layer;
     int32_t n_head_kv;
     int32_t head_dim;

@@ -58,15 +58,20 @@ int32_t tok_decode(const tok_vocab *v, const int32_t *ids, int32_t n, bool speci
                    int32_t cap);
 
 /* Incremental decoder for streaming: feed token ids one by one and get text that never ends
- * in half a UTF-8 character; flush at the end. Concatenated output == tok_decode(all ids). */
+ * in half a UTF-8 character; flush at the end.
+ * tok_stream_init: the ids continue a sequence (generated tokens after a prompt), so every
+ * piece keeps its leading space: " Ry" stays " Ry", as llama.cpp prints it.
+ * tok_stream_init_seq: the ids start the sequence, so SentencePiece's prefix space of the
+ * first token is dropped; concatenated output == tok_decode(all ids). */
 typedef struct tok_stream {
     const tok_vocab *vocab;
     bool special;
-    bool first;          /* no token emitted yet (SentencePiece strips the leading space) */
+    bool first;          /* the next token is the sequence's first (its prefix space goes) */
     char pending[16];    /* bytes of an incomplete UTF-8 sequence */
     int32_t n_pending;
 } tok_stream;
 void tok_stream_init(tok_stream *s, const tok_vocab *v, bool special);
+void tok_stream_init_seq(tok_stream *s, const tok_vocab *v, bool special);
 /* Appends the text that became complete with token `id` to out (cap bytes); returns the
  * number of bytes written, or a negative status (KS_ERR_INVALID for a bad id). A piece
  * longer than cap is an error (use cap >= 256). */

@@ -182,6 +182,7 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
                  : (rope_params){.kind = ROPE_NORM, .head_dim = st->hd, .theta = 10000.0f,
                                  .freq_scale = 1.0f};
     int rc = KS_ERR_INVALID;
+    st->rope.relative = true; /* it only moves rotated keys and queries by deltas */
     if (!rt_params_ok(&st->p) || st->hd % 2 || st->hd > RT_MAX_HD || st->rope.head_dim != st->hd)
         goto fail;
     rc = KS_ERR_NOMEM;

@@ -51,6 +51,8 @@ typedef struct sw_state {
     int32_t n_sink, window;
     bool compact;
     rope_params rope;
+    rope_params rope_swa; /* of the sliding-window layers (gemma3) */
+    bool *swa;            /* [n_layer] the layer uses rope_swa; NULL = none does */
     float *row;     /* [head_dim] f32 copy of one K row */
     float *cs, *sn; /* [head_dim / 2] angles of the current delta */
     int32_t *keep;  /* [cap_keep] eviction list, grown once to sinks + window + 1 */
@@ -76,9 +78,21 @@ static int sw_init(kv_seq *seq, const void *config, void **state)
     int32_t hd = kv_pool_head_dim(kv_seq_pool(seq));
     if (s->compact) {
         s->rope = a->rope;
+        s->rope_swa = a->rope_swa;
+        s->rope.relative = s->rope_swa.relative = true; /* deltas of rotated keys */
         if (s->rope.head_dim != hd || hd % 2) {
             free(s);
             return KS_ERR_INVALID;
+        }
+        int32_t n_layer = kv_seq_n_layer(seq);
+        for (int32_t l = 0; a->layer_window && l < n_layer; l++) {
+            if (a->layer_window[l] <= 0)
+                continue;
+            if (!s->swa && !(s->swa = calloc((size_t)n_layer, sizeof(bool)))) {
+                free(s);
+                return KS_ERR_NOMEM;
+            }
+            s->swa[l] = true;
         }
         s->row = malloc((size_t)hd * sizeof(float));
         s->cs = malloc((size_t)hd / 2 * sizeof(float));
@@ -87,6 +101,7 @@ static int sw_init(kv_seq *seq, const void *config, void **state)
             free(s->row);
             free(s->cs);
             free(s->sn);
+            free(s->swa);
             free(s);
             return KS_ERR_NOMEM;
         }
@@ -104,12 +119,13 @@ static void sw_free(kv_seq *seq, void *state)
     free(s->row);
     free(s->cs);
     free(s->sn);
+    free(s->swa);
     free(s->keep);
     free(s);
 }
 
 /* Moves every key whose slot differs from its position to position = slot. */
-static int sw_reposition(sw_state *s, kv_head_table *t)
+static int sw_reposition(sw_state *s, const rope_params *rp, kv_head_table *t)
 {
     int32_t hd = kv_pool_head_dim(t->pool);
     ks_dtype kt = kv_pool_k_dtype(t->pool);
@@ -128,16 +144,16 @@ static int sw_reposition(sw_state *s, kv_head_table *t)
             if (delta == 0)
                 continue;
             if (delta != last_delta) {
-                rope_angles(&s->rope, (float)delta, s->cs, s->sn);
+                rope_angles(rp, (float)delta, s->cs, s->sn);
                 last_delta = delta;
             }
             void *k = kv_head_table_k_row(t, b, r);
             if (kt != KS_DTYPE_F32) { /* a quantised key is re-quantised after rotation */
                 ks_dtype_to_f32(kt, k, s->row, hd);
-                rope_rotate(&s->rope, s->row, 1, s->cs, s->sn);
+                rope_rotate(rp, s->row, 1, s->cs, s->sn);
                 ks_dtype_from_f32(kt, s->row, k, hd);
             } else {
-                rope_rotate(&s->rope, k, 1, s->cs, s->sn);
+                rope_rotate(rp, k, 1, s->cs, s->sn);
             }
             kv_head_table_set_pos(t, slot, slot);
         }
@@ -166,7 +182,7 @@ static int sw_evict(kv_seq *seq, sw_state *s, int32_t recent)
                 keep[sinks + i] = t->n_tok - rec + i;
             int rc = kv_head_table_keep(t, keep, sinks + rec);
             if (rc == 0 && s->compact)
-                rc = sw_reposition(s, t);
+                rc = sw_reposition(s, s->swa && s->swa[l] ? &s->rope_swa : &s->rope, t);
             if (rc)
                 return rc;
         }

@@ -469,6 +469,28 @@ def test_limits_server():
         srv.stop()
 
 
+def test_spm_leading_space(srv):
+    """The first generated token keeps its leading space (SentencePiece's prefix space is only
+    removed from a sequence's first token): same text as llama.cpp b9749, streamed or not, and
+    from `kvserve run`. Reference: tests/data/kjv-llamacpp-text.json."""
+    src = os.environ.get("KVSERVE_SRC", ".")
+    with open(os.path.join(src, "tests", "data", "kjv-llamacpp-text.json")) as f:
+        ref = json.load(f)
+    for c in ref["completions"]:
+        want = c["content"]
+        st, j = complete(srv, c["prompt"], c["n_predict"])
+        text = j["choices"][0]["text"] if st == 200 else None
+        check(text == want, "completion keeps the first token's space (%r vs llama.cpp %r)" %
+              (text, want))
+        st, _, raw = stream(srv, "/v1/completions", dict(prompt=c["prompt"],
+                                                          max_tokens=c["n_predict"],
+                                                          temperature=0))
+        s = "".join(e["choices"][0]["text"] for e in parse_sse(raw) if e["choices"])
+        check(s == want, "streamed completion keeps the first token's space (%r)" % s)
+        out = run_cli(c["prompt"], c["n_predict"])
+        check(out.rstrip("\n") == want, "kvserve run keeps the first token's space (%r)" % out)
+
+
 def main():
     if not os.path.exists(MODEL):
         print("model missing:", MODEL)
@@ -477,6 +499,7 @@ def main():
     try:
         test_basic(srv)
         test_completions(srv)
+        test_spm_leading_space(srv)
         test_chat(srv)
         test_concurrent(srv)
         test_disconnect(srv)

@@ -125,13 +125,16 @@ static void tcase_free(tcase *c)
     free(c->spans), free(c->q), free(c->out), free(c->q_idx);
 }
 
+/* Sliding window of the cases (0 = none): set by test_window. */
+static int32_t g_window;
+
 static attn_params tcase_params(tcase *c, float *key_mass, bool llama)
 {
     return (attn_params){
         .n_q = c->n_q, .n_group = c->n_group, .head_dim = c->hd, .scale = c->scale,
         .k_dtype = c->dt, .v_dtype = c->dt, .q = c->q, .q_tok_stride = c->n_group * c->hd + 5,
         .q_idx = c->q_idx, .out = c->out, .out_tok_stride = c->n_group * c->hd + 2,
-        .key_mass = key_mass, .llama_numerics = llama};
+        .key_mass = key_mass, .llama_numerics = llama, .window = g_window};
 }
 
 static float round16(float x) { return ks_f16_to_f32(ks_f32_to_f16(x)); }
@@ -149,7 +152,9 @@ static void reference_ex(const tcase *c, bool round_q, bool round_p, double *out
             double mx = -INFINITY;
             for (int32_t i = 0, j = 0; i < c->n_spans; i++)
                 for (int32_t r = 0; r < c->spans[i].n; r++, j++) {
-                    bool vis = !c->idx[i] || c->idx[i][r] <= c->q_idx[t];
+                    bool vis = !c->idx[i] || (c->idx[i][r] <= c->q_idx[t] &&
+                                               (g_window <= 0 ||
+                                                c->idx[i][r] > c->q_idx[t] - g_window));
                     double s = 0;
                     for (int32_t d = 0; d < hd; d++)
                         s += (double)(round_q ? round16(q[d]) : q[d]) * c->kref[i][r * hd + d];
@@ -241,6 +246,19 @@ END_TEST
 
 /* llama numerics with an f16 cache rounds p to f16: the reference does the same, but a p on
  * a rounding boundary may round the other way, so allow a few f16 ulps. */
+/* Sliding-window layers: keys window or more positions behind the query are hidden. */
+START_TEST(test_window)
+{
+    static const int32_t windows[] = {1, 3, 16, 100};
+    for (size_t i = 0; i < 4; i++) {
+        g_window = windows[i];
+        sweep(_i ? KS_DTYPE_F16 : KS_DTYPE_F32, false, false, 1e-5);
+        sweep(KS_DTYPE_F16, false, true, 3e-3); /* the tolerance of test_llama_numerics */
+    }
+    g_window = 0;
+}
+END_TEST
+
 START_TEST(test_llama_numerics)
 {
     sweep(KS_DTYPE_F32, true, true, 1e-5);
@@ -492,6 +510,7 @@ static Suite *attention_suite(void)
     tcase_add_test(tc, test_f16_matches_reference);
     tcase_add_loop_test(tc, test_key_mass, 0, 2);
     tcase_add_test(tc, test_llama_numerics);
+    tcase_add_loop_test(tc, test_window, 0, 2);
     tcase_add_test(tc, test_prefill_chunk);
     tcase_add_test(tc, test_no_visible_key_is_zero);
     tcase_add_test(tc, test_llama_rounds_probabilities);

@@ -406,6 +406,44 @@ START_TEST(test_policy_full)
 }
 END_TEST
 
+/* A sliding-window layer under `full` keeps only whole blocks that a later query can still
+ * see: its oldest kept key is within one block of the window; the global layer keeps all. */
+START_TEST(test_layer_window)
+{
+    kv_pool *pool = make_pool(KS_DTYPE_F16, 64);
+    kv_seq *seq;
+    const int32_t win[2] = {0, 5};
+    kv_seq_params sp = {.n_layer = 2, .n_head_kv = 1, .layer_window = win};
+    ck_assert_int_eq(kv_seq_create(pool, &sp, &seq), 0);
+    ck_assert_int_eq(kv_seq_layer_window(seq, 1), 5);
+    ck_assert_int_eq(kv_seq_layer_window(seq, 0), 0);
+    static model m[2][1];
+    memset(m, 0, sizeof(m));
+    int32_t next[2] = {0, 0};
+    for (int32_t step = 0; step < 40; step++) {
+        int32_t n = step == 0 ? 7 : 1, idx[8], pos[8];
+        for (int32_t t = 0; t < n; t++) idx[t] = next[0] + t;
+        kv_chunk chunk = {.n_new = n, .idx = idx, .prefill = step == 0, .prefill_last = step == 0};
+        ck_assert_int_eq(kv_seq_chunk_begin(seq, &chunk, pos), 0);
+        for (int32_t l = 0; l < 2; l++)
+            ck_assert_int_eq(append_random(seq, l, 1, n, &next[l], m[l]), 0);
+        ck_assert_int_eq(kv_seq_chunk_end(seq, &chunk), 0);
+        const kv_head_table *g = kv_seq_table(seq, 0, 0), *w = kv_seq_table(seq, 1, 0);
+        ck_assert_int_eq(g->n_tok, next[0]);
+        /* the next query (index next) sees keys > next - 5: all of them are kept, and nothing
+         * older than the block holding the oldest of them */
+        ck_assert_int_eq(w->idx[w->n_tok - 1], next[1] - 1);
+        ck_assert_int_le(w->idx[0], KS_MAX(next[1] - 5 + 1, 0));
+        ck_assert_int_ge(w->idx[0], next[1] - 5 + 1 - (BT - 1));
+        ck_assert_int_le(w->n_tok, 5 - 1 + BT);
+    }
+    ck_assert_int_lt(kv_seq_table(seq, 1, 0)->n_tok, kv_seq_table(seq, 0, 0)->n_tok);
+    kv_seq_destroy(seq);
+    ck_assert_uint_eq(kv_pool_bytes_used(pool), 0);
+    kv_pool_destroy(pool);
+}
+END_TEST
+
 static Suite *kvcache_suite(void)
 {
     Suite *s = suite_create("kvcache");
@@ -418,6 +456,7 @@ static Suite *kvcache_suite(void)
     tcase_add_loop_test(tc, test_keep_sliding_window, 0, 2);
     tcase_add_test(tc, test_keep_copy_on_write);
     tcase_add_test(tc, test_policy_full);
+    tcase_add_test(tc, test_layer_window);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -33,6 +33,7 @@ typedef struct variant {
     const char *reshape;       /* tensor whose second dimension is halved */
     const char *arch;          /* general.architecture override */
     const char *retype;        /* tensor stored with an unsupported type id */
+    const char *src;           /* model to copy (NULL = kjv-tiny) */
 } variant;
 
 /* Copies every key and tensor of src into a new file, applying the variant. */
@@ -40,7 +41,7 @@ static void write_variant(const variant *v, const char *out)
 {
     gguf_file *f;
     ks_diag d;
-    ck_assert_int_eq(gguf_open(g_model, &f, &d), 0);
+    ck_assert_int_eq(gguf_open(v->src ? v->src : g_model, &f, &d), 0);
     gguf_writer *w;
     ck_assert_int_eq(gguf_writer_create(&w), 0);
     for (int64_t i = 0; i < gguf_n_kv(f); i++) {
@@ -142,6 +143,68 @@ START_TEST(test_load_errors)
     ks_diag d;
     ck_assert_int_ne(model_load("/nonexistent/model.gguf", &m, &d), 0);
     ck_assert_ptr_null(m);
+}
+END_TEST
+
+static const char *fixture(const char *stem)
+{
+    static char buf[4][1024];
+    static int k;
+    const char *src = getenv("KVSERVE_SRC");
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof(buf[k]), "%s/tests/data/models/%s.gguf", src ? src : ".", stem);
+    return buf[k];
+}
+
+/* The newer architectures name what is wrong too: a per-architecture tensor that is missing,
+ * a fused tensor of the wrong shape (with the expected one), an unknown architecture. */
+START_TEST(test_arch_load_errors)
+{
+    expect_load_error(&(variant){.src = fixture("qwen3/qwen3-F32"),
+                                 .skip_tensor = "blk.0.attn_q_norm.weight"},
+                      "tensor 'blk.0.attn_q_norm.weight' is missing");
+    expect_load_error(&(variant){.src = fixture("gemma3/gemma3-F32"),
+                                 .skip_tensor = "blk.3.post_ffw_norm.weight"},
+                      "tensor 'blk.3.post_ffw_norm.weight' is missing");
+    expect_load_error(&(variant){.src = fixture("phi3/phi3-F32"),
+                                 .reshape = "blk.0.attn_qkv.weight"},
+                      "tensor 'blk.0.attn_qkv.weight' has shape [256, 192] (2 dims), expected "
+                      "[256, 384]");
+    expect_load_error(&(variant){.src = fixture("phi3/phi3-F32"),
+                                 .reshape = "blk.0.ffn_up.weight"},
+                      "expected [256, 320]");
+    expect_load_error(&(variant){.src = fixture("gemma3/gemma3-F32"), .arch = "gemma4"},
+                      "unsupported architecture 'gemma4' (supported: llama, qwen2, qwen3, "
+                      "gemma3, phi3)");
+}
+END_TEST
+
+/* What the loader reads from each architecture's metadata. */
+START_TEST(test_arch_hparams)
+{
+    model *m = NULL;
+    ks_diag d;
+    ck_assert_msg(model_load(fixture("gemma3/gemma3-F32"), &m, &d) == 0, "%s", d.msg);
+    const model_hparams *hp = model_get_hparams(m);
+    ck_assert_int_eq(hp->arch, MODEL_ARCH_GEMMA3);
+    ck_assert_int_eq(hp->head_dim, 64); /* attention.key_length, not n_embd / n_head = 128 */
+    ck_assert_int_eq(hp->n_swa, 16);
+    for (int l = 0; l < 6; l++) ck_assert_int_eq(model_layer_window(m, l), l == 5 ? 0 : 16);
+    ck_assert_float_eq(model_rope_params(m, 0).theta, 10000.0f);
+    ck_assert_float_eq(model_rope_params(m, 5).theta, 1e6f);
+    model_free(m);
+    ck_assert_msg(model_load(fixture("phi3/phi3-F32"), &m, &d) == 0, "%s", d.msg);
+    rope_params rp = model_rope_params(m, 0);
+    ck_assert_int_eq(rp.n_rot, 48);
+    ck_assert_ptr_nonnull(rp.freq_factors); /* rope_factors_short */
+    ck_assert_ptr_null(model_layer_windows(m));
+    model_free(m);
+    ck_assert_msg(model_load(fixture("llama3/llama3-F32"), &m, &d) == 0, "%s", d.msg);
+    rp = model_rope_params(m, -1);
+    ck_assert_ptr_nonnull(rp.freq_factors); /* rope_freqs */
+    ck_assert_float_eq(rp.freq_factors[0], 1.0f);  /* short wavelengths are not scaled */
+    ck_assert_float_eq(rp.freq_factors[31], 8.0f); /* long ones by the llama3 factor */
+    model_free(m);
 }
 END_TEST
 
@@ -342,6 +405,8 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_load_ok);
     tcase_add_test(tc, test_load_errors);
+    tcase_add_test(tc, test_arch_load_errors);
+    tcase_add_test(tc, test_arch_hparams);
     tcase_add_test(tc, test_batch_invariance);
     tcase_add_test(tc, test_chunked_prefill);
     tcase_add_test(tc, test_bad_batches);

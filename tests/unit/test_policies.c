@@ -48,12 +48,19 @@ static float raw_val(int kind, int32_t idx, int32_t layer, int32_t head, int32_t
 static const rope_params kRope = {.kind = ROPE_NORM, .head_dim = HD, .theta = 10000.0f,
                                   .freq_scale = 1.0f};
 
+/* A model whose layer 1 is a sliding-window layer with its own rope (gemma3), with a
+ * magnitude scale (Phi-3.5 attn_factor) that re-positioning must not apply twice. */
+static bool g_two_ropes;
+static const rope_params kRopeSwa = {.kind = ROPE_NORM, .head_dim = HD, .theta = 100.0f,
+                                     .freq_scale = 1.0f, .attn_factor = 1.25f};
+static const int32_t kWindows[2] = {0, 1000};
+
 static void vec_at(int kind, int32_t idx, int32_t layer, int32_t head, int32_t pos, float *out)
 {
     for (int32_t d = 0; d < HD; d++)
         out[d] = raw_val(kind, idx, layer, head, d);
     if (kind != KIND_V)
-        rope_rotate_pos(&kRope, out, 1, (float)pos);
+        rope_rotate_pos(g_two_ropes && layer == 1 ? &kRopeSwa : &kRope, out, 1, (float)pos);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -82,6 +89,10 @@ static void rig_open(rig *r, const char *policy, const kv_policy_config *pc, int
     ck_assert_int_eq(kv_pool_create(&pp, &r->pool), 0);
     kv_policy_args args = {.config = pc, .rope = kRope, .n_layer = n_layer,
                            .n_head_kv = n_head_kv, .head_dim = HD, .n_ctx_train = 512};
+    if (g_two_ropes) {
+        args.rope_swa = kRopeSwa;
+        args.layer_window = kWindows;
+    }
     const kv_policy *pol = kv_policy_find(policy);
     ck_assert_ptr_nonnull(pol);
     kv_seq_params sp = {.n_layer = n_layer, .n_head_kv = n_head_kv, .policy = pol,
@@ -548,8 +559,10 @@ static int32_t sw_expect(int32_t *keys, int32_t n, int32_t n_new, int32_t seen, 
 
 START_TEST(test_sink_window_compact)
 {
-    /* _i = 0: compact positions, f32; 1: original positions; 2: n_sink = 0 (plain window) */
+    /* _i = 0: compact positions, f32; 1: original positions; 2: n_sink = 0 (plain window);
+     * 3: compact positions with a window layer that has its own rope and attn_factor */
     const int32_t n_sink = _i == 2 ? 0 : 4, window = 28;
+    g_two_ropes = _i == 3;
     kv_policy_config pc = config_defaults();
     pseti(&pc, "sink_window", "n_sink", n_sink);
     pseti(&pc, "sink_window", "window", window);
@@ -585,6 +598,7 @@ START_TEST(test_sink_window_compact)
         check_blocks(&r);
     }
     rig_close(&r);
+    g_two_ropes = false;
 }
 END_TEST
 
@@ -675,7 +689,7 @@ static Suite *policies_suite(void)
     tcase_add_test(tc, test_pyramid_schedule_fallbacks);
     tcase_add_loop_test(tc, test_snap_selection_naive, 0, (int)KS_ARRAY_LEN(kSnapCases));
     tcase_add_test(tc, test_h2o_naive);
-    tcase_add_loop_test(tc, test_sink_window_compact, 0, 3);
+    tcase_add_loop_test(tc, test_sink_window_compact, 0, 4);
     tcase_add_loop_test(tc, test_big_budget_equals_full, 0, 4);
     tcase_add_test(tc, test_registry_and_bad_config);
     suite_add_tcase(s, tc);

@@ -70,7 +70,7 @@ static void check_stream(const tok_vocab *v, const int32_t *ids, int32_t n, cons
     char *acc = malloc(cap);
     size_t at = 0;
     tok_stream s;
-    tok_stream_init(&s, v, false);
+    tok_stream_init_seq(&s, v, false);
     for (int32_t i = 0; i < n; i++) {
         char out[512];
         int32_t k = tok_stream_push(&s, ids[i], out, sizeof(out));
@@ -359,6 +359,69 @@ START_TEST(test_stream_splits_characters)
 }
 END_TEST
 
+/* Streams ids as a continuation (generated tokens) and returns the text. */
+static char *stream_continuation(const tok_vocab *v, const int32_t *ids, int32_t n)
+{
+    char *acc = malloc((size_t)n * 512 + 64);
+    size_t at = 0;
+    tok_stream s;
+    tok_stream_init(&s, v, false);
+    for (int32_t i = 0; i < n; i++) {
+        int32_t k = tok_stream_push(&s, ids[i], acc + at, 512);
+        ck_assert_int_ge(k, 0);
+        at += (size_t)k;
+    }
+    int32_t k = tok_stream_flush(&s, acc + at, 64);
+    ck_assert_int_ge(k, 0);
+    acc[at + (size_t)k] = 0;
+    return acc;
+}
+
+/* SentencePiece's prefix space goes only from the first token of a whole sequence: generated
+ * tokens keep theirs, and the generated text is what llama.cpp returns for the same tokens. */
+START_TEST(test_stream_generated_keeps_space)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-llama-spm.gguf", shared_dir());
+    tok_vocab *v = load_vocab(path);
+    int32_t np, ng;
+    int32_t *prompt = encode(v, "Hello", 5, true, false, &np);
+    int32_t *gen = encode(v, "Hello world again", 17, false, false, &ng);
+    char *text = stream_continuation(v, gen, ng);
+    ck_assert_str_eq(text, " Hello world again");
+    /* decode(prompt + generated) == decode(prompt) + the streamed continuation */
+    int32_t *all = malloc(sizeof(int32_t) * (size_t)(np + ng));
+    memcpy(all, prompt, sizeof(int32_t) * (size_t)np);
+    memcpy(all + np, gen, sizeof(int32_t) * (size_t)ng);
+    int32_t la, lp;
+    char *dall = decode(v, all, np + ng, false, &la);
+    char *dp = decode(v, prompt, np, false, &lp);
+    ck_assert_int_eq(la, lp + (int32_t)strlen(text));
+    ck_assert(memcmp(dall, dp, (size_t)lp) == 0 && strcmp(dall + lp, text) == 0);
+    free(all);
+    free(dall);
+    free(dp);
+    free(text);
+    free(prompt);
+    free(gen);
+    tok_vocab_free(v);
+    /* kjv-tiny: llama.cpp b9749's greedy completions (tests/data/kjv-llamacpp-text.json) */
+    snprintf(path, sizeof(path), "%s/models/kjv-tiny/kjv-tiny-f16.gguf", shared_dir());
+    v = load_vocab(path);
+    static const int32_t ids[2][12] = {
+        {335, 347, 4039, 794, 531, 356, 1364, 261, 1018, 4039, 727, 531},
+        {1658, 352, 261, 1811, 4039, 270, 261, 633, 378, 1658, 352, 261}};
+    static const char *want[2] = {" unto him, Thou shalt not kill the dead, neither shalt",
+                                  " filled with the heavens, and the earth was filled with the"};
+    for (int i = 0; i < 2; i++) {
+        text = stream_continuation(v, ids[i], 12);
+        ck_assert_str_eq(text, want[i]);
+        free(text);
+    }
+    tok_vocab_free(v);
+}
+END_TEST
+
 START_TEST(test_special_tokens)
 {
     char path[1024];
@@ -431,6 +494,7 @@ static Suite *tokenizer_suite(void)
     tcase_add_test(tc, test_malformed_input);
     tcase_add_test(tc, test_stream_splits_characters);
     tcase_add_test(tc, test_special_tokens);
+    tcase_add_test(tc, test_stream_generated_keeps_space);
     tcase_add_test(tc, test_fim_tokens);
     suite_add_tcase(s, tc);
     return s;
