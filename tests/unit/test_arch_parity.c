@@ -153,7 +153,8 @@ START_TEST(test_fixture)
                         .n_ctx = 256,
                         .n_batch = 256,
                         .n_seqs = 1,
-                        .kv_dtype = KS_DTYPE_F16,
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16,
                         .llama_numerics = true};
     engine e;
     ck_assert_msg(engine_open(&ep, &e) == 0, "%s does not load", model);
