@@ -46,7 +46,8 @@ struct sch_req {
     uint64_t id;
     sch_req *all_prev, *all_next; /* every live request (for destroy) */
     sch_req *wait_next;           /* waiting queue */
-    sch_req *ready_next;          /* requests with events for the loop */
+    sch_req *ready_next;          /* requests with events for the loop (under mu) */
+    sch_req *deliver_next;        /* the loop's private copy of that list (loop only) */
     bool in_ready;
     /* immutable after submit */
     int32_t *prompt;
@@ -512,18 +513,28 @@ static void req_free(sch *s, sch_req *r)
     free(r);
 }
 
-/* Delivers queued events to the loop-side callbacks (uv_async coalesces wake-ups). */
+/* Delivers queued events to the loop-side callbacks (uv_async coalesces wake-ups).
+ *
+ * The ready list is copied into deliver_next links while mu is held: once in_ready is
+ * cleared the worker may put a request on a new ready list at any moment, rewriting its
+ * ready_next, so walking ready_next after unlocking would follow the new list and skip the
+ * rest of the old one. A skipped request whose last event was its final one then never ends
+ * (its stream stalls until the client gives up): the soak stall of issue 14. */
 static void on_async(uv_async_t *h)
 {
     sch *s = h->data;
     pthread_mutex_lock(&s->mu);
     sch_req *list = s->ready_head;
     s->ready_head = NULL;
-    for (sch_req *r = list; r; r = r->ready_next) r->in_ready = false;
+    for (sch_req *r = list; r; r = r->ready_next) {
+        r->in_ready = false;
+        r->deliver_next = r->ready_next;
+    }
     pthread_mutex_unlock(&s->mu);
+    if (s->p.test_deliver_hook) s->p.test_deliver_hook();
     while (list) {
         sch_req *r = list;
-        list = r->ready_next;
+        list = r->deliver_next;
         pthread_mutex_lock(&s->mu);
         sch_evnode *e = r->ev_head;
         r->ev_head = r->ev_tail = NULL;

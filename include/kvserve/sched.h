@@ -113,6 +113,8 @@ typedef struct sch_params {
     int32_t max_batch_tokens; /* tokens per model_forward */
     double queue_timeout_s;   /* waiting longer -> SCH_EV_ERROR 503 */
     int32_t n_ctx;            /* prompt + generated tokens per sequence; 0 = unlimited */
+    void (*test_deliver_hook)(void); /* tests only (NULL otherwise): runs on the loop thread
+                                        between taking the ready list and delivering it */
 } sch_params;
 
 /* Creates the scheduler and starts its inference thread. */
