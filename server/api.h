@@ -20,6 +20,7 @@
 
 typedef struct api_server {
     const cfg *cfg;
+    uv_loop_t *loop;    /* the loop thread's (prompts are tokenized on its worker threads) */
     const model *model; /* NULL while loading */
     const tok_vocab *vocab;
     kv_pool *pool;
@@ -31,10 +32,13 @@ typedef struct api_server {
     int32_t max_prompt;
     bool shutting_down;
     int64_t n_jobs;   /* generation requests in flight */
+    struct api_client *clients; /* per-client counts of generation requests in flight */
     uint64_t next_id;
 } api_server;
 
 void api_handle(http_request *req, void *ud);
+/* The http_headers_fn: origin check (server.cors_origins) and API key, before the body. */
+int api_on_headers(http_request *req, void *ud, char *msg, size_t cap);
 
 /* Helpers shared by the handlers (api.c). Each answers the request and counts it. */
 void api_respond_json(api_server *a, http_request *req, int status, json_t *body); /* steals */
@@ -50,16 +54,32 @@ int32_t api_read_ids(api_server *a, json_t *arr, int32_t **out);
 
 /* /v1/completions and /v1/chat/completions (api_gen.c). */
 void api_gen_handle(api_server *a, http_request *req, bool chat);
-/* The chat prompt text of a "messages" array (malloc'd), or NULL with msg set (bad messages
- * or out of memory). Needs no model: the template is a->chat's; a->vocab may be NULL. */
-char *api_chat_text(const api_server *a, json_t *msgs, char *msg, size_t cap);
+/* A prompt before submission: token ids, or text to tokenize in which the `plain` ranges
+ * are user text (control tokens written there stay text; see tok_encode_ex). */
+typedef struct api_prompt {
+    char *text;        /* malloc'd, or NULL when ids are given */
+    size_t len;
+    tok_span *plain;   /* malloc'd */
+    size_t n_plain;
+    int32_t *ids;      /* malloc'd: given, or the tokenization's result */
+    int32_t n_ids;
+} api_prompt;
+void api_prompt_free(api_prompt *p);
+
+/* The chat prompt of a "messages" array through a->chat's template, with every message's
+ * text marked plain. Validates each message (object, known role, content a string or a list
+ * of text parts); on error returns KS_ERR_INVALID with msg and param ("messages[2].content")
+ * set, or KS_ERR_NOMEM. Needs no model: a->vocab may be NULL. */
+int api_chat_prompt(const api_server *a, json_t *msgs, api_prompt *out, char *msg, size_t cap,
+                    char *param, size_t pcap) KS_WUR;
 
 /* Generation parameters common to both completion endpoints (api_params.c). */
 typedef struct api_gen {
     sch_sampling sampling;
     int32_t max_tokens;
-    const char *stops[16]; /* point into the request's JSON */
+    const char *stops[16]; /* point into the request's JSON, or into stops_owned */
     size_t n_stops;
+    char *stops_owned;     /* api_gen_own_stops' copy */
     bool stream;
     bool include_usage;
     bool logprobs;
@@ -70,6 +90,10 @@ typedef struct api_gen {
 /* Parses and validates; on error returns KS_ERR_INVALID with msg and *param set. */
 int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg,
                   size_t cap, const char **param) KS_WUR;
+/* Copies the stop strings so that the JSON can be freed; 0 or KS_ERR_NOMEM. */
+int api_gen_own_stops(api_gen *g) KS_WUR;
+/* Frees what api_gen_parse and api_gen_own_stops allocated. */
+void api_gen_deinit(api_gen *g);
 /* Parses {"name": ..., params...} over the server's policy config. */
 int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
                      const kv_policy **policy, char *msg, size_t cap) KS_WUR;

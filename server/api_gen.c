@@ -34,10 +34,62 @@ typedef struct api_job {
     char *text; /* non-streaming: the whole completion */
     size_t text_len, text_cap;
     json_t *lp; /* non-streaming: logprobs entries */
+    double arrival;
+    struct api_client *client; /* counted in a->clients */
 } api_job;
+
+/* ---------------------------------------------------------------- per-client limit */
+
+/* A client with generation requests in flight, named by its Authorization header or, without
+ * one, its address. Kept in a list while its count is above zero (a handful of entries:
+ * max_connections bounds them). */
+typedef struct api_client {
+    struct api_client *next;
+    int32_t n;
+    char id[];
+} api_client;
+
+static void client_id(http_request *req, char *buf, size_t cap)
+{
+    const char *auth = http_request_header(req, "authorization");
+    if (auth) snprintf(buf, cap, "key:%s", auth);
+    else if (http_request_peer(req, buf, cap)) snprintf(buf, cap, "?");
+}
+
+/* Counts one more request for the client; NULL when it is at its limit (or no memory). */
+static api_client *client_acquire(api_server *a, http_request *req)
+{
+    char id[300];
+    client_id(req, id, sizeof(id));
+    api_client *c = a->clients;
+    while (c && strcmp(c->id, id)) c = c->next;
+    int32_t lim = a->cfg->server.max_client_concurrent;
+    if (c && lim > 0 && c->n >= lim) return NULL;
+    if (!c) {
+        c = calloc(1, sizeof(*c) + strlen(id) + 1);
+        if (!c) return NULL;
+        strcpy(c->id, id);
+        c->next = a->clients;
+        a->clients = c;
+    }
+    c->n++;
+    return c;
+}
+
+static void client_release(api_server *a, api_client *c)
+{
+    if (!c || --c->n > 0) return;
+    for (api_client **pp = &a->clients; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            free(c);
+            return;
+        }
+}
 
 static void job_free(api_job *j)
 {
+    client_release(j->a, j->client);
     j->a->n_jobs--;
     free(j->text);
     json_decref(j->lp);
@@ -251,173 +303,389 @@ static void on_drain(http_request *req, size_t backlog, void *ud)
 
 /* ---------------------------------------------------------------- prompt building */
 
-static int32_t encode(const api_server *a, const char *text, size_t len, int32_t **out)
+/* Roles a message may have; the templates know these (others would be written verbatim
+ * into the prompt, a way to forge turns). */
+static bool role_known(const char *r)
 {
-    int32_t n = tok_encode(a->vocab, text, len, true, true, NULL, 0);
-    if (n < 0) return n;
-    int32_t *ids = malloc(((size_t)n + 1) * sizeof(int32_t));
-    if (!ids) return KS_ERR_NOMEM;
-    if (tok_encode(a->vocab, text, len, true, true, ids, n) != n) {
-        free(ids);
-        return KS_ERR_INTERNAL;
-    }
-    *out = ids;
-    return n;
+    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
+    for (size_t i = 0; i < KS_ARRAY_LEN(roles); i++)
+        if (!strcmp(r, roles[i])) return true;
+    return false;
 }
 
-char *api_chat_text(const api_server *a, json_t *msgs, char *msg, size_t cap)
+#define CHAT_FAIL(field, ...)                                                                  \
+    do {                                                                                       \
+        snprintf(msg, cap, __VA_ARGS__);                                                       \
+        snprintf(param, pcap, "messages[%zu].%s", i, field);                                   \
+        return KS_ERR_INVALID;                                                                 \
+    } while (0)
+
+/* Checks message i and points *content at its text (into the JSON, or *owned, malloc'd, for
+ * a list of text parts). */
+static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, char *msg,
+                         size_t cap, char *param, size_t pcap)
 {
-    size_t n = json_array_size(msgs);
+    if (!json_is_object(e)) CHAT_FAIL("role", "messages[%zu] must be an object", i);
+    json_t *role = json_object_get(e, "role"), *content = json_object_get(e, "content");
+    if (!json_is_string(role)) CHAT_FAIL("role", "messages[%zu].role must be a string", i);
+    m->role = json_string_value(role);
+    if (!role_known(m->role))
+        CHAT_FAIL("role", "messages[%zu].role '%.40s' is not one of system, developer, user, "
+                  "assistant, tool", i, m->role);
+    if (json_is_string(content)) {
+        m->content = json_string_value(content);
+        if (strlen(m->content) != json_string_length(content))
+            CHAT_FAIL("content", "messages[%zu].content must not contain NUL characters", i);
+        return 0;
+    }
+    bool calls = json_is_array(json_object_get(e, "tool_calls"));
+    if ((!content || json_is_null(content)) && !strcmp(m->role, "assistant") && calls) {
+        m->content = "";
+        return 0;
+    }
+    if (!json_is_array(content))
+        CHAT_FAIL("content", "messages[%zu].content must be a string or a list of text parts%s",
+                  i, content ? "" : " (it is missing)");
+    size_t k, total = 1;
+    json_t *part;
+    json_array_foreach(content, k, part) {
+        json_t *t = json_object_get(part, "text"), *ty = json_object_get(part, "type");
+        if (!json_is_object(part) || (ty && !(json_is_string(ty) &&
+                                              !strcmp(json_string_value(ty), "text"))))
+            CHAT_FAIL("content", "messages[%zu].content[%zu] must be {\"type\": \"text\", "
+                      "\"text\": string} (other part types are not supported)", i, k);
+        if (!json_is_string(t) || strlen(json_string_value(t)) != json_string_length(t))
+            CHAT_FAIL("content", "messages[%zu].content[%zu].text must be a string", i, k);
+        total += json_string_length(t);
+    }
+    *owned = calloc(1, total);
+    if (!*owned) CHAT_FAIL("content", "out of memory");
+    size_t at = 0;
+    json_array_foreach(content, k, part) {
+        json_t *t = json_object_get(part, "text");
+        memcpy(*owned + at, json_string_value(t), json_string_length(t));
+        at += json_string_length(t);
+    }
+    m->content = *owned;
+    return 0;
+}
+
+/* Where the template put each message's text: the messages are formatted once with sentinel
+ * contents and the real contents substituted at the sentinels; if that rebuilds the real
+ * prompt exactly, the substituted ranges are the user text (plain), everything else is the
+ * template's. Returns the range count, or -1 when the template transformed the text. */
+static long chat_spans(const api_server *a, const tok_chat_msg *m, size_t n, const char *real,
+                       tok_span **out)
+{
+    tok_chat_msg *sm = calloc(n, sizeof(*sm));
+    char(*tags)[32] = calloc(n, sizeof(*tags));
+    tok_span *sp = calloc(n, sizeof(*sp));
+    char *sent = NULL;
+    long ok = -1;
+    if (!sm || !tags || !sp) goto done;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(tags[i], sizeof(tags[i]), "\x1e" "kvs%zu" "\x1f", i);
+        sm[i] = (tok_chat_msg){.role = m[i].role, .content = tags[i]};
+    }
+    sent = tok_chat_format(a->chat, sm, n, true, a->vocab);
+    if (!sent) goto done;
+    const char *at = sent, *r = real;
+    long ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *t = strstr(at, tags[i]);
+        if (!t) continue; /* a template may drop a message */
+        size_t pre = (size_t)(t - at), cl = strlen(m[i].content);
+        if (strncmp(r, at, pre) || strncmp(r + pre, m[i].content, cl)) goto done;
+        sp[ns++] = (tok_span){(size_t)(r + pre - real), cl};
+        r += pre + cl;
+        at = t + strlen(tags[i]);
+    }
+    if (strcmp(r, at)) goto done;
+    ok = ns;
+    *out = sp;
+    sp = NULL;
+done:
+    free(sp);
+    free(sent);
+    free(tags);
+    free(sm);
+    return ok;
+}
+
+int api_chat_prompt(const api_server *a, json_t *msgs, api_prompt *out, char *msg, size_t cap,
+                    char *param, size_t pcap)
+{
+    memset(out, 0, sizeof(*out));
+    size_t n = json_array_size(msgs), i = 0;
+    snprintf(param, pcap, "messages");
     if (!json_is_array(msgs) || n == 0) {
         snprintf(msg, cap, "'messages' must be a non-empty list");
-        return NULL;
+        return KS_ERR_INVALID;
     }
     tok_chat_msg *m = calloc(n, sizeof(*m));
     char **owned = calloc(n, sizeof(char *));
-    char *out = NULL;
+    int rc = KS_ERR_NOMEM;
     if (!m || !owned) goto done;
-    for (size_t i = 0; i < n; i++) {
-        json_t *e = json_array_get(msgs, i);
-        json_t *role = json_object_get(e, "role"), *content = json_object_get(e, "content");
-        if (!json_is_string(role)) {
-            snprintf(msg, cap, "messages[%zu].role must be a string", i);
+    for (i = 0; i < n; i++)
+        if ((rc = chat_msg_read(json_array_get(msgs, i), i, &m[i], &owned[i], msg, cap, param,
+                                pcap)))
             goto done;
-        }
-        m[i].role = json_string_value(role);
-        if (json_is_string(content)) {
-            m[i].content = json_string_value(content);
-        } else if (json_is_array(content)) { /* [{"type":"text","text":...}, ...] */
-            size_t k, total = 1;
-            json_t *part;
-            json_array_foreach(content, k, part) {
-                json_t *t = json_object_get(part, "text");
-                if (!json_is_string(t)) {
-                    snprintf(msg, cap, "messages[%zu].content parts must be text", i);
-                    goto done;
-                }
-                total += json_string_length(t);
+    rc = KS_ERR_NOMEM;
+    out->text = tok_chat_format(a->chat, m, n, true, a->vocab);
+    if (!out->text) goto done;
+    out->len = strlen(out->text);
+    long ns = chat_spans(a, m, n, out->text, &out->plain);
+    if (ns < 0) { /* fall back: refuse control-token text rather than parse it */
+        for (i = 0; i < n; i++)
+            if (tok_text_has_control(a->vocab, m[i].content, strlen(m[i].content))) {
+                snprintf(msg, cap, "messages[%zu].content holds a control token's text, which "
+                         "this chat template cannot keep as plain text", i);
+                snprintf(param, pcap, "messages[%zu].content", i);
+                rc = KS_ERR_INVALID;
+                goto done;
             }
-            owned[i] = calloc(1, total);
-            if (!owned[i]) goto done;
-            json_array_foreach(content, k, part) strcat(owned[i], json_string_value(json_object_get(part, "text")));
-            m[i].content = owned[i];
-        } else if (json_is_null(content) || !content) {
-            m[i].content = "";
-        } else {
-            snprintf(msg, cap, "messages[%zu].content must be a string", i);
-            goto done;
-        }
+        ns = 0;
     }
-    out = tok_chat_format(a->chat, m, n, true, a->vocab);
-    if (!out) snprintf(msg, cap, "cannot format the chat messages");
+    out->n_plain = (size_t)ns;
+    rc = 0;
 done:
-    for (size_t i = 0; owned && i < n; i++) free(owned[i]);
+    for (size_t k = 0; owned && k < n; k++) free(owned[k]);
     free(owned);
     free(m);
-    return out;
+    if (rc) {
+        api_prompt_free(out);
+        if (rc == KS_ERR_NOMEM) snprintf(msg, cap, "out of memory");
+    }
+    return rc;
 }
 
-/* Builds the prompt ids; on failure answers 400 and returns -1. */
-static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool chat,
-                            int32_t **ids)
+void api_prompt_free(api_prompt *p)
 {
-    char msg[256] = "";
-    const char *param = chat ? "messages" : "prompt";
-    int32_t n = -1;
-    if (chat) {
-        char *text = api_chat_text(a, json_object_get(root, "messages"), msg, sizeof(msg));
-        if (text) n = encode(a, text, strlen(text), ids);
-        free(text);
-    } else {
-        json_t *p = json_object_get(root, "prompt");
-        if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
-            p = json_array_get(p, 0);
-        if (json_is_string(p)) {
-            n = encode(a, json_string_value(p), json_string_length(p), ids);
-        } else if (json_is_array(p)) {
-            n = (int32_t)json_array_size(p) > 0 ? -1 : 0;
-            size_t k;
-            json_t *v;
-            bool all_int = true;
-            json_array_foreach(p, k, v) all_int = all_int && json_is_integer(v);
-            if (all_int && json_array_size(p) > 0) {
-                n = api_read_ids(a, p, ids);
-                if (n < 0) snprintf(msg, sizeof(msg), "'prompt' holds an invalid token id");
-            } else if (!all_int) {
-                snprintf(msg, sizeof(msg), "'prompt' must be a string or a list of token ids "
-                                           "(several prompts are not supported)");
-            }
-        } else {
-            snprintf(msg, sizeof(msg), "'prompt' must be a string or a list of token ids");
+    free(p->text);
+    free(p->plain);
+    free(p->ids);
+    memset(p, 0, sizeof(*p));
+}
+
+/* The prompt of /v1/completions: a string (user text: plain unless parse_special), one
+ * string in a list, or a list of token ids. No tokenization here (see tokenize_work). */
+static int completion_prompt(const api_server *a, json_t *root, api_prompt *out, char *msg,
+                             size_t cap)
+{
+    memset(out, 0, sizeof(*out));
+    json_t *p = json_object_get(root, "prompt");
+    json_t *ps = json_object_get(root, "parse_special");
+    if (ps && !json_is_boolean(ps) && !json_is_null(ps)) {
+        snprintf(msg, cap, "'parse_special' must be a boolean");
+        return KS_ERR_INVALID;
+    }
+    if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
+        p = json_array_get(p, 0);
+    if (json_is_string(p)) {
+        if (json_string_length(p) == 0) {
+            snprintf(msg, cap, "the prompt is empty");
+            return KS_ERR_INVALID;
         }
+        out->len = json_string_length(p);
+        out->text = malloc(out->len + 1);
+        out->plain = json_is_true(ps) ? NULL : malloc(sizeof(tok_span));
+        if (!out->text || (!json_is_true(ps) && !out->plain)) {
+            api_prompt_free(out);
+            snprintf(msg, cap, "out of memory");
+            return KS_ERR_NOMEM;
+        }
+        memcpy(out->text, json_string_value(p), out->len + 1);
+        if (out->plain) {
+            out->plain[0] = (tok_span){0, out->len};
+            out->n_plain = 1;
+        }
+        return 0;
     }
-    if (n == 0) {
-        free(*ids);
-        *ids = NULL;
+    size_t k;
+    json_t *v;
+    bool all_int = json_is_array(p) && json_array_size(p) > 0;
+    json_array_foreach(p, k, v) all_int = all_int && json_is_integer(v);
+    if (!all_int) {
+        snprintf(msg, cap, json_is_array(p) && json_array_size(p) == 0
+                               ? "the prompt is empty"
+                               : "'prompt' must be a string or a list of token ids "
+                                 "(several prompts are not supported)");
+        return KS_ERR_INVALID;
+    }
+    out->n_ids = api_read_ids((api_server *)a, p, &out->ids);
+    if (out->n_ids < 0) {
+        out->ids = NULL;
+        snprintf(msg, cap, "'prompt' holds an invalid token id (valid: 0..%d)",
+                 tok_vocab_n_tokens(a->vocab) - 1);
+        return KS_ERR_INVALID;
+    }
+    return 0;
+}
+
+/* A request between parsing and submission: its prompt is tokenized on a libuv worker thread
+ * so that a long prompt never stalls the loop (and it is tokenized once). */
+typedef struct api_pending {
+    uv_work_t work;
+    api_job *j;
+    api_gen g;
+    api_prompt prompt;
+    int rc;
+    bool aborted; /* the client went away while tokenizing */
+} api_pending;
+
+static void tokenize_work(uv_work_t *w)
+{
+    api_pending *p = w->data;
+    api_prompt *pr = &p->prompt;
+    if (pr->ids) return;
+    p->rc = tok_encode_ex(p->j->a->vocab, pr->text, pr->len, true, pr->plain, pr->n_plain,
+                          &pr->ids, &pr->n_ids);
+}
+
+static void pending_abort(http_request *req, void *ud)
+{
+    (void)req;
+    ((api_pending *)ud)->aborted = true;
+}
+
+static void pending_free(api_pending *p)
+{
+    api_prompt_free(&p->prompt);
+    api_gen_deinit(&p->g);
+    free(p);
+}
+
+static int submit(api_pending *p, char *msg, size_t cap);
+
+/* Back on the loop: checks the prompt's length and submits it. */
+static void tokenize_done(uv_work_t *w, int status)
+{
+    api_pending *p = w->data;
+    api_job *j = p->j;
+    api_server *a = j->a;
+    char msg[256];
+    int http = 0;
+    const int32_t n = p->prompt.n_ids;
+    if (p->aborted) {
+        job_free(j);
+    } else if (status < 0 || p->rc) {
+        http = 500;
+        snprintf(msg, sizeof(msg), "tokenization failed: %s", ks_status_str(p->rc));
+    } else if (n == 0) {
+        http = 400;
         snprintf(msg, sizeof(msg), "the prompt is empty");
-        n = -1;
-    }
-    if (n > 0 && (n > a->max_prompt || n >= a->n_ctx)) {
+    } else if (n > a->max_prompt || n >= a->n_ctx) {
+        http = 400;
         snprintf(msg, sizeof(msg),
                  "the prompt has %d tokens, more than the limit of %d tokens (context %d)", n,
                  KS_MIN(a->max_prompt, a->n_ctx - 1), a->n_ctx);
-        free(*ids);
-        *ids = NULL;
-        n = -1;
+    } else if (!a->sch || a->shutting_down) {
+        http = 503;
+        snprintf(msg, sizeof(msg), "the server is shutting down");
+    } else {
+        http = submit(p, msg, sizeof(msg));
     }
-    if (n < 0) api_respond_error(a, req, 400, msg[0] ? msg : "invalid prompt", param);
-    return n;
+    if (http) {
+        http_request_set_callbacks(j->req, NULL, NULL, NULL);
+        api_respond_error(a, j->req, http, msg, http == 400 ? (j->chat ? "messages" : "prompt")
+                                                            : NULL);
+        job_free(j);
+    }
+    pending_free(p);
+}
+
+/* Returns 0 (submitted: the job's callbacks now run) or the HTTP status to answer. */
+static int submit(api_pending *p, char *msg, size_t cap)
+{
+    api_job *j = p->j;
+    api_gen *g = &p->g;
+    sch_request_params sp = {.prompt = p->prompt.ids, .n_prompt = p->prompt.n_ids,
+                             .max_tokens = g->max_tokens, .stops = g->stops,
+                             .n_stops = g->n_stops, .sampling = g->sampling,
+                             .policy = g->policy, .policy_config = g->policy_config,
+                             .policy_config_free = free, .arrival = j->arrival,
+                             .on_event = on_event, .ud = j};
+    g->policy_config = NULL; /* the scheduler owns it now, even on error */
+    int rc = sch_submit(j->a->sch, &sp, &j->sr);
+    if (rc == 0) {
+        http_request_set_callbacks(j->req, on_abort, on_drain, j);
+        return 0;
+    }
+    snprintf(msg, cap, "%s", rc == KS_ERR_FULL ? "too many requests queued" : ks_status_str(rc));
+    return rc == KS_ERR_FULL ? 429 : rc == KS_ERR_INVALID ? 400 : 500;
+}
+
+static api_job *job_new(api_server *a, http_request *req, bool chat, const api_gen *g)
+{
+    api_job *j = calloc(1, sizeof(*j));
+    if (!j || (g->logprobs && !(j->lp = json_array()))) {
+        free(j);
+        return NULL;
+    }
+    j->a = a;
+    j->req = req;
+    j->chat = chat;
+    j->stream = g->stream;
+    j->include_usage = g->include_usage;
+    j->logprobs = g->logprobs;
+    j->created = (long long)time(NULL);
+    j->arrival = ks_time_now();
+    snprintf(j->id, sizeof(j->id), "%s-%llu", chat ? "chatcmpl" : "cmpl",
+             (unsigned long long)++a->next_id);
+    a->n_jobs++;
+    return j;
 }
 
 void api_gen_handle(api_server *a, http_request *req, bool chat)
 {
     json_t *root = api_parse_body(a, req);
     if (!root) return;
-    api_gen g;
-    char msg[512];
-    const char *param = NULL;
-    int32_t *ids = NULL;
-    api_job *j = NULL;
-    if (api_gen_parse(a, root, chat, &g, msg, sizeof(msg), &param)) {
-        api_respond_error(a, req, 400, msg, param);
-        goto done;
-    }
-    int32_t n = build_prompt(a, req, root, chat, &ids);
-    if (n < 0) {
-        free(g.policy_config);
-        goto done;
-    }
-    j = calloc(1, sizeof(*j));
-    if (!j || (g.logprobs && !(j->lp = json_array()))) {
-        free(g.policy_config);
+    char msg[512], param[64] = "";
+    const char *pname = NULL;
+    api_pending *p = calloc(1, sizeof(*p));
+    if (!p) {
         api_respond_error(a, req, 500, "out of memory", NULL);
         goto done;
     }
-    j->a = a;
-    j->req = req;
-    j->chat = chat;
-    j->stream = g.stream;
-    j->include_usage = g.include_usage;
-    j->logprobs = g.logprobs;
-    j->created = (long long)time(NULL);
-    snprintf(j->id, sizeof(j->id), "%s-%llu", chat ? "chatcmpl" : "cmpl",
-             (unsigned long long)++a->next_id);
-    sch_request_params sp = {.prompt = ids, .n_prompt = n, .max_tokens = g.max_tokens,
-                             .stops = g.stops, .n_stops = g.n_stops, .sampling = g.sampling,
-                             .policy = g.policy, .policy_config = g.policy_config,
-                             .policy_config_free = free, .arrival = ks_time_now(),
-                             .on_event = on_event, .ud = j};
-    a->n_jobs++;
-    int rc = sch_submit(a->sch, &sp, &j->sr);
-    if (rc) {
-        job_free(j);
-        j = NULL;
-        if (rc == KS_ERR_FULL) api_respond_error(a, req, 429, "too many requests queued", NULL);
-        else api_respond_error(a, req, rc == KS_ERR_INVALID ? 400 : 500, ks_status_str(rc), NULL);
-        goto done;
+    if (api_gen_parse(a, root, chat, &p->g, msg, sizeof(msg), &pname)) {
+        api_respond_error(a, req, 400, msg, pname);
+        goto fail;
     }
-    http_request_set_callbacks(req, on_abort, on_drain, j);
+    int rc = chat ? api_chat_prompt(a, json_object_get(root, "messages"), &p->prompt, msg,
+                                    sizeof(msg), param, sizeof(param))
+                  : completion_prompt(a, root, &p->prompt, msg, sizeof(msg));
+    if (rc) {
+        api_respond_error(a, req, rc == KS_ERR_NOMEM ? 500 : 400, msg,
+                          chat ? param : "prompt");
+        goto fail;
+    }
+    /* the stop strings point into the JSON, which is freed below */
+    if (api_gen_own_stops(&p->g)) {
+        api_respond_error(a, req, 500, "out of memory", NULL);
+        goto fail;
+    }
+    api_client *cl = a->cfg->server.max_client_concurrent > 0 ? client_acquire(a, req) : NULL;
+    if (a->cfg->server.max_client_concurrent > 0 && !cl) {
+        snprintf(msg, sizeof(msg), "too many requests in flight from this client (limit %d: "
+                 "server.max_client_concurrent)", a->cfg->server.max_client_concurrent);
+        api_respond_error(a, req, 429, msg, NULL);
+        goto fail;
+    }
+    p->j = job_new(a, req, chat, &p->g);
+    if (!p->j) {
+        client_release(a, cl);
+        api_respond_error(a, req, 500, "out of memory", NULL);
+        goto fail;
+    }
+    p->j->client = cl;
+    p->work.data = p;
+    http_request_set_callbacks(req, pending_abort, NULL, p);
+    if (uv_queue_work(a->loop, &p->work, tokenize_work, tokenize_done) == 0) goto done;
+    http_request_set_callbacks(req, NULL, NULL, NULL);
+    job_free(p->j);
+    api_respond_error(a, req, 500, "cannot queue the tokenization", NULL);
+fail:
+    pending_free(p);
 done:
-    free(ids);
     json_decref(root);
 }

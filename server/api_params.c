@@ -75,14 +75,18 @@ static int parse_logprobs(json_t *root, bool chat, api_gen *g, char *msg, size_t
                           const char **param)
 {
     json_t *lp = json_object_get(root, "logprobs");
+    long long k = 0;
+    /* checked whether or not logprobs is on: a bad value is an error, not ignored */
+    if (get_int(root, "top_logprobs", 0, SCH_MAX_TOP_LOGPROBS, &k))
+        FAIL("top_logprobs", "'top_logprobs' must be an integer in 0..%d", SCH_MAX_TOP_LOGPROBS);
+    if (k > 0 && (!chat || !json_is_true(lp)))
+        FAIL("top_logprobs", chat ? "'top_logprobs' needs 'logprobs': true"
+                                  : "'top_logprobs' is a chat parameter; completions take "
+                                    "'logprobs': N");
     if (!lp || json_is_null(lp)) return 0;
     if (chat) {
         if (!json_is_boolean(lp)) FAIL("logprobs", "'logprobs' must be a boolean");
         if (!json_is_true(lp)) return 0;
-        long long k = 0;
-        if (get_int(root, "top_logprobs", 0, SCH_MAX_TOP_LOGPROBS, &k))
-            FAIL("top_logprobs", "'top_logprobs' must be an integer in 0..%d",
-                 SCH_MAX_TOP_LOGPROBS);
         g->logprobs = true;
         g->sampling.n_logprobs = (int32_t)k;
         return 0;
@@ -94,7 +98,6 @@ static int parse_logprobs(json_t *root, bool chat, api_gen *g, char *msg, size_t
         }
         return 0;
     }
-    long long k = 0;
     if (get_int(root, "logprobs", 0, SCH_MAX_TOP_LOGPROBS, &k))
         FAIL("logprobs", "'logprobs' must be an integer in 0..%d", SCH_MAX_TOP_LOGPROBS);
     g->logprobs = true;
@@ -177,6 +180,32 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
     return 0;
 }
 
+int api_gen_own_stops(api_gen *g)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < g->n_stops; i++) total += strlen(g->stops[i]) + 1;
+    if (!total) return 0;
+    char *buf = malloc(total), *at = buf;
+    if (!buf) return KS_ERR_NOMEM;
+    for (size_t i = 0; i < g->n_stops; i++) {
+        size_t n = strlen(g->stops[i]) + 1;
+        memcpy(at, g->stops[i], n);
+        g->stops[i] = at;
+        at += n;
+    }
+    free(g->stops_owned);
+    g->stops_owned = buf;
+    return 0;
+}
+
+void api_gen_deinit(api_gen *g)
+{
+    free(g->policy_config);
+    free(g->stops_owned);
+    g->policy_config = NULL;
+    g->stops_owned = NULL;
+}
+
 /* ---------------------------------------------------------------- kv_policy */
 
 /* A JSON value into a policy parameter, by the parameter's type (kvcache/policy_config.c). */
@@ -192,6 +221,43 @@ static int set_field(const kv_param_desc *f, json_t *v, kv_policy_config *out, c
         rc = kv_param_set_int(out, f, json_integer_value(v));
     if (rc) snprintf(msg, cap, "kv_policy %s: bad value for '%s'", name, f->key);
     return rc;
+}
+
+/* A request's own window or budget must fit in the context: a larger one can never be used
+ * and, for admission, would only make the request look bigger than it can be. */
+static int policy_check_ctx(const kv_policy_config *c, int32_t n_ctx, char *msg, size_t cap)
+{
+    long long need = 0;
+    const char *what = "";
+    switch (c->kind) {
+    case KV_POLICY_SINK_WINDOW:
+        need = (long long)c->sink_window.n_sink + c->sink_window.window;
+        what = "n_sink + window";
+        break;
+    case KV_POLICY_H2O:
+        need = (long long)c->h2o.heavy + c->h2o.recent;
+        what = "heavy + recent";
+        break;
+    case KV_POLICY_SNAPKV:
+        need = c->snapkv.budget;
+        what = "budget";
+        break;
+    case KV_POLICY_PYRAMID:
+        need = c->pyramid.budget;
+        what = "budget";
+        break;
+    case KV_POLICY_RETRIEVAL:
+        need = (long long)c->retrieval.n_sink + c->retrieval.window +
+               (long long)c->retrieval.top_k * c->retrieval.block_tokens;
+        what = "n_sink + window + top_k * block_tokens";
+        break;
+    default:
+        return 0;
+    }
+    if (n_ctx <= 0 || need <= n_ctx) return 0;
+    snprintf(msg, cap, "kv_policy %s: %s = %lld exceeds the context of %d tokens",
+             kv_policy_kind_name(c->kind), what, need, n_ctx);
+    return KS_ERR_INVALID;
 }
 
 int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
@@ -232,6 +298,8 @@ int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
         snprintf(msg, cap, "kv_policy: %s", d.msg);
         return KS_ERR_INVALID;
     }
+    if (json_object_size(obj) > 1 && policy_check_ctx(out, a->n_ctx, msg, cap))
+        return KS_ERR_INVALID;
     *policy = pol;
     return 0;
 }

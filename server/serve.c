@@ -227,12 +227,18 @@ int cli_serve_main(int argc, char **argv)
     st->loop = uv_default_loop();
     api_server *a = &st->api;
     a->cfg = &st->c;
+    a->loop = st->loop;
     int rc = metrics_create(&a->metrics);
     http_server_params hp = {.loop = st->loop, .host = st->c.server.host,
                              .port = st->c.server.port,
                              .max_header_bytes = (size_t)st->c.server.max_header_bytes,
                              .max_body_bytes = (size_t)st->c.server.max_body_bytes,
-                             .handler = api_handle, .ud = a};
+                             .max_conns = (size_t)st->c.server.max_connections,
+                             .header_timeout_ms = (uint64_t)st->c.server.header_timeout_s * 1000,
+                             .body_timeout_ms = (uint64_t)st->c.server.body_timeout_s * 1000,
+                             .idle_timeout_ms = (uint64_t)st->c.server.idle_timeout_s * 1000,
+                             .max_buffered_bytes = (size_t)st->c.server.max_buffered_mb << 20,
+                             .on_headers = api_on_headers, .handler = api_handle, .ud = a};
     ks_diag d;
     ks_diag_clear(&d);
     if (rc || http_server_create(&hp, &st->http, &d)) {

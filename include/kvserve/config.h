@@ -28,6 +28,15 @@ typedef struct cfg_server {
     int32_t max_queue;        /* >= 1, default 64 */
     char api_key[256];        /* "" = no authentication (default) */
     int32_t shutdown_grace_s; /* >= 0, default 30 */
+    int32_t max_connections;  /* >= 1, default 256: beyond it a connection gets 503 */
+    int32_t header_timeout_s; /* >= 1, default 10: request line + headers must arrive in it */
+    int32_t body_timeout_s;   /* >= 1, default 60: the body must arrive in it */
+    int32_t idle_timeout_s;   /* >= 1, default 30: an idle keep-alive connection is closed */
+    int64_t max_buffered_mb;  /* >= 1, default 64: request bytes buffered by all clients */
+    int32_t max_client_concurrent; /* >= 0, default 0 = off: generation requests in flight
+                                      per client (API key, else address) */
+    char cors_origins[CFG_STR_MAX]; /* "" (default): browsers' cross-origin requests are
+                                       refused; else comma-separated origins, or "*" */
 } cfg_server;
 
 typedef struct cfg_model {
