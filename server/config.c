@@ -56,6 +56,7 @@ void cfg_defaults(cfg *c)
     s->max_header_bytes = 16 << 10;
     s->request_timeout_s = 600;
     s->max_queue = 64;
+    s->queue_aging_s = 5;
     s->shutdown_grace_s = 30;
     s->max_connections = 256;
     s->header_timeout_s = 10;
@@ -84,6 +85,7 @@ int cfg_validate(const cfg *c, ks_diag *d)
     RANGE("server.max_header_bytes", s->max_header_bytes, 1024, INT32_MAX);
     RANGE("server.request_timeout_s", s->request_timeout_s, 1, INT32_MAX);
     RANGE("server.max_queue", s->max_queue, 1, INT32_MAX);
+    RANGE("server.queue_aging_s", s->queue_aging_s, 1, 86400);
     RANGE("server.shutdown_grace_s", s->shutdown_grace_s, 0, INT32_MAX);
     RANGE("server.max_connections", s->max_connections, 1, 1 << 20);
     RANGE("server.header_timeout_s", s->header_timeout_s, 1, 86400);
@@ -164,6 +166,7 @@ static const key_spec g_keys[] = {
     KEY("server.max_header_bytes", K_I64, server.max_header_bytes),
     KEY("server.request_timeout_s", K_I32, server.request_timeout_s),
     KEY("server.max_queue", K_I32, server.max_queue),
+    KEY("server.queue_aging_s", K_I32, server.queue_aging_s),
     KEY("server.api_key", K_STR, server.api_key),
     KEY("server.shutdown_grace_s", K_I32, server.shutdown_grace_s),
     KEY("server.max_connections", K_I32, server.max_connections),

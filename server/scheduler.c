@@ -1,8 +1,10 @@
 /* scheduler.c - request queue, inference thread and continuous batching.
  *
  * One worker thread owns model_ctx and every admitted sequence. Each step it
- *   1. admits waiting requests while the KV pool has room (FIFO; a request that waits longer
- *      than queue_timeout_s fails with 503), drops cancelled ones (freeing their blocks),
+ *   1. admits waiting requests while the KV pool has room (in order, but one that does not
+ *      fit lets later ones pass until it has waited aging_s; one that can never fit fails
+ *      at once with 400; one that waits longer than queue_timeout_s fails with 503), drops
+ *      cancelled ones (freeing their blocks),
  *   2. builds one batch: one decode token for every running, unpaused sequence, then prompt
  *      chunks (prefill_chunk tokens each) up to max_batch_tokens, so running streams keep
  *      flowing while long prompts are prefilled,
@@ -122,7 +124,8 @@ void sch_sampling_default(sch_sampling *s)
 /* Queues an event for the loop; caller holds mu. */
 static void push_event_locked(sch *s, sch_req *r, const sch_event *ev)
 {
-    sch_evnode *n = malloc(sizeof(*n) + ev->len + 1);
+    size_t ml = ev->kind == SCH_EV_ERROR && ev->message ? strlen(ev->message) + 1 : 0;
+    sch_evnode *n = malloc(sizeof(*n) + ev->len + 1 + ml);
     if (n) {
         n->next = NULL;
         n->ev = *ev;
@@ -130,9 +133,9 @@ static void push_event_locked(sch *s, sch_req *r, const sch_event *ev)
         n->text[ev->len] = 0;
         n->ev.text = n->text;
         n->ev.message = NULL;
-        if (ev->kind == SCH_EV_ERROR && ev->message) {
-            /* messages are static strings */
-            n->ev.message = ev->message;
+        if (ml) { /* copied: a message may be formatted on the worker's stack */
+            memcpy(n->text + ev->len + 1, ev->message, ml);
+            n->ev.message = n->text + ev->len + 1;
         }
         if (r->ev_tail) r->ev_tail->next = n;
         else r->ev_head = n;
@@ -263,7 +266,34 @@ static int req_start(sch *s, sch_req *r)
     return 0;
 }
 
-/* Moves waiting requests into the active set; caller holds mu. */
+/* A request whose policy needs more blocks than the whole pool holds can never run: it is
+ * refused at once (400) with what it needs and how to make it fit, instead of waiting out
+ * the queue timeout. Returns true when r was failed. Caller holds mu. */
+static bool refuse_never_fits(sch *s, sch_req *r, int64_t need)
+{
+    kv_pool_stats st;
+    kv_pool_get_stats(s->p.pool, &st);
+    if (need <= st.blocks_total) return false;
+    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    char msg[400];
+    snprintf(msg, sizeof(msg),
+             "this request can never fit: its prompt of %d tokens under the '%s' KV policy needs "
+             "%lld KV blocks (%.1f MiB) but the whole KV pool holds %lld (%.1f MiB); use a "
+             "shorter prompt or a bounded kv_policy (sink_window, h2o, retrieval), or raise "
+             "kvcache.memory_mb",
+             r->n_prompt, kv_policy_kind_name(pc ? pc->kind : KV_POLICY_FULL), (long long)need,
+             (double)need * (double)st.block_bytes / 1048576.0, (long long)st.blocks_total,
+             (double)st.bytes_budget / 1048576.0);
+    fail_locked(s, r, 400, msg);
+    return true;
+}
+
+/* Moves waiting requests into the active set; caller holds mu.
+ *
+ * Fair, not FIFO: a request that does not fit now does not hold back later ones that do
+ * (no head-of-line blocking), until it has waited aging_s; from then on it blocks every
+ * request behind it, so that the space freed next goes to it and a large request is not
+ * starved by a stream of small ones. */
 static void admit_locked(sch *s)
 {
     double now = ks_time_now();
@@ -273,14 +303,16 @@ static void admit_locked(sch *s)
     while (r) {
         sch_req *next = r->wait_next;
         bool remove = false;
+        int64_t need = 0;
         if (atomic_load(&r->cancelled)) {
             req_release_locked(s, r, NULL);
+            remove = true;
+        } else if (refuse_never_fits(s, r, need = req_blocks(s, r))) {
             remove = true;
         } else if (now - r->t_enqueue > s->p.queue_timeout_s) {
             fail_locked(s, r, 503, "timed out waiting for KV cache capacity");
             remove = true;
         } else if (!blocked && s->n_active < s->p.max_concurrent) {
-            int64_t need = req_blocks(s, r);
             if (reserved < 0) reserved = blocks_reserved(s);
             int64_t avail = kv_pool_blocks_free(s->p.pool) - reserved;
             if (need > avail && s->prefix) /* cache-only blocks are freed on demand */
@@ -294,8 +326,8 @@ static void admit_locked(sch *s)
                     reserved = -1;
                 }
                 remove = true;
-            } else {
-                blocked = true; /* FIFO: later requests wait behind this one */
+            } else if (now - r->t_enqueue >= s->p.aging_s) {
+                blocked = true; /* aged: later requests wait behind this one */
             }
         }
         if (remove) {
@@ -707,6 +739,7 @@ int sch_create(const sch_params *p, sch **out, ks_diag *d)
     if (!s) return KS_ERR_NOMEM;
     s->p = *p;
     if (s->p.max_concurrent < 1) s->p.max_concurrent = 1;
+    if (s->p.aging_s <= 0) s->p.aging_s = 5;
     if (s->p.prefill_chunk < 1) s->p.prefill_chunk = 256;
     if (s->p.max_batch_tokens < s->p.max_concurrent) s->p.max_batch_tokens = 512;
     if (s->p.max_batch_tokens < s->p.max_concurrent)

@@ -90,6 +90,7 @@ static void load_done(uv_work_t *w, int status)
                      .n_threads = cfg_model_threads(c), .max_queue = c->server.max_queue,
                      .max_concurrent = c->limits.max_concurrent, .prefill_chunk = 256,
                      .max_batch_tokens = 512, .queue_timeout_s = c->server.request_timeout_s,
+                     .aging_s = c->server.queue_aging_s,
                      .n_ctx = c->model.ctx};
     ks_diag d;
     ks_diag_clear(&d);

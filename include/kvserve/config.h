@@ -26,6 +26,8 @@ typedef struct cfg_server {
     int64_t max_header_bytes; /* >= 1, default 16 KiB */
     int32_t request_timeout_s;/* >= 1, default 600 */
     int32_t max_queue;        /* >= 1, default 64 */
+    int32_t queue_aging_s;    /* >= 1, default 5: a waiting request that does not fit lets
+                                 later ones pass for this long, then holds them back */
     char api_key[256];        /* "" = no authentication (default) */
     int32_t shutdown_grace_s; /* >= 0, default 30 */
     int32_t max_connections;  /* >= 1, default 256: beyond it a connection gets 503 */

@@ -187,6 +187,22 @@ def test_origins():
         srv.stop()
 
 
+def test_never_fits():
+    """Head-of-line probe: a request that can never fit is refused at once with a reason, and
+    a small request sent after it is served."""
+    srv = Server("[server]\nrequest_timeout_s = 600\n[kvcache]\nmemory_mb = 1\n")
+    try:
+        body = {"prompt": "and " * 3000, "max_tokens": 2, "kv_policy": {"name": "full"}}
+        st, _, out = srv.req("POST", "/v1/completions", body, timeout=120)
+        msg = json.loads(out)["error"]["message"] if is_error_body(out) else ""
+        check(st == 400 and "never fit" in msg and "memory_mb" in msg,
+              "a request larger than the whole KV pool gets 400 at once (%d %s)" % (st, msg[:80]))
+        st, _, _ = srv.req("POST", "/v1/completions", {"prompt": "In the", "max_tokens": 2})
+        check(st == 200, "a small request after it is served")
+    finally:
+        srv.stop()
+
+
 def main():
     srv = Server(LIMITS)
     try:
@@ -201,6 +217,7 @@ def main():
     test_idle_connections_cheap()
     test_key_before_body()
     test_origins()
+    test_never_fits()
     finish()
 
 
