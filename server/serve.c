@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -81,7 +82,20 @@ static void load_done(uv_work_t *w, int status)
     }
     /* spill files left by a crashed kvserve (its pid is gone) are removed before any
      * sequence can create new ones */
-    int n_stale = kv_spill_cleanup_dir(c->kvcache.policy.retrieval.spill_dir);
+    const char *sdir = c->kvcache.policy.retrieval.spill_dir;
+    if (c->kvcache.policy.kind == KV_POLICY_RETRIEVAL) { /* the server's own policy spills */
+        ks_diag sd;
+        ks_diag_clear(&sd);
+        int sfd;
+        if (kv_spill_dir_open(sdir, &sfd, &sd)) {
+            fprintf(stderr, "kvserve: %s\n", sd.msg);
+            st->exit_code = 1;
+            shutdown_begin(st);
+            return;
+        }
+        close(sfd);
+    }
+    int n_stale = kv_spill_cleanup_dir(sdir);
     if (n_stale > 0)
         ks_info("removed %d stale spill file(s) from %s", n_stale,
                 c->kvcache.policy.retrieval.spill_dir);

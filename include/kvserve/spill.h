@@ -79,6 +79,12 @@ const char *kv_spill_path(const kv_spill *s);
  * Other files are never touched. Returns the number removed (>= 0; 0 if dir does not exist)
  * or KS_ERR_IO. */
 int kv_spill_cleanup_dir(const char *dir) KS_WUR;
+/* Opens the spill directory (creating it 0700 if missing) and checks that it is safe to use:
+ * not a symlink, a directory, owned by this process's user, not group- or world-writable.
+ * Returns 0 with *out_fd (O_DIRECTORY, caller closes), or KS_ERR_IO / KS_ERR_INVALID with
+ * the reason in d. kv_spill_create and kv_spill_cleanup_dir refuse a directory that fails
+ * it (the clean-up then returns the error and removes nothing). */
+int kv_spill_dir_open(const char *dir, int *out_fd, ks_diag *d) KS_WUR;
 
 /* ---------------------------------------------------------------------------------------- */
 /* The `retrieval` policy (kvcache/retrieval.c), registered as "retrieval" in policy.c.       */
