@@ -138,8 +138,33 @@ const char *kv_spill_path(const kv_spill *s)
     return s->path;
 }
 
+/* Fault injection for the tests (tests/e2e/test_faults.py): KVSERVE_TEST_SPILL_FAIL =
+ * "write:N" or "read:N" makes every spill write (read) after the first N fail as a full disk
+ * (ENOSPC) or an I/O error (EIO) would. Read once; unset in normal use. */
+static int fault_kind = -1; /* -1 unread, 0 none, 1 write, 2 read */
+static long long fault_after;
+static atomic_llong fault_count;
+
+static bool fault_now(int is_write)
+{
+    if (fault_kind < 0) { /* racy first read is harmless: every thread computes the same */
+        const char *e = getenv("KVSERVE_TEST_SPILL_FAIL");
+        int k = 0;
+        if (e && !strncmp(e, "write:", 6)) k = 1;
+        else if (e && !strncmp(e, "read:", 5)) k = 2;
+        fault_after = k ? atoll(strchr(e, ':') + 1) : 0;
+        fault_kind = k;
+    }
+    if (fault_kind != (is_write ? 1 : 2)) return false;
+    if (atomic_fetch_add(&fault_count, 1) < fault_after) return false;
+    errno = is_write ? ENOSPC : EIO;
+    return true;
+}
+
 static int io_full(int fd, void *buf, size_t n, off_t off, int is_write)
 {
+    if (fault_now(is_write))
+        return KS_ERR_IO;
     uint8_t *b = buf;
     while (n > 0) {
         ssize_t r = is_write ? pwrite(fd, b, n, off) : pread(fd, b, n, off);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "kvserve/gguf.h"
 #include "kvserve/sse.h"
 
 
@@ -114,7 +115,13 @@ json_t *api_usage_json(const sch_usage *u)
 
 static void h_health(api_server *a, http_request *req)
 {
-    if (!a->model) api_respond_json(a, req, 503, json_pack("{s:s}", "status", "loading"));
+    char path[512], msg[700];
+    if (gguf_mapping_lost(path, sizeof(path))) {
+        snprintf(msg, sizeof(msg), "the model file %s was truncated or replaced under the "
+                 "server; restart kvserve", path);
+        api_respond_json(a, req, 503, json_pack("{s:s, s:s}", "status", "error", "message",
+                                                msg));
+    } else if (!a->model) api_respond_json(a, req, 503, json_pack("{s:s}", "status", "loading"));
     else api_respond_json(a, req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
@@ -458,6 +465,11 @@ void api_handle(http_request *req, void *ud)
     }
     if (match->needs_model && (!a->model || !a->sch)) {
         api_respond_error(a, req, 503, "the model is still loading", NULL);
+        return;
+    }
+    if (match->needs_model && gguf_mapping_lost(NULL, 0)) {
+        api_respond_error(a, req, 503, "the model file was truncated or replaced under the "
+                                       "server; restart kvserve", NULL);
         return;
     }
     if (match->needs_model && a->shutting_down) {

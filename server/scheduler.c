@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kvserve/gguf.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/sched.h"
 #include "kvserve/sse.h"
@@ -307,6 +308,10 @@ static void admit_locked(sch *s)
         if (atomic_load(&r->cancelled)) {
             req_release_locked(s, r, NULL);
             remove = true;
+        } else if (gguf_mapping_lost(NULL, 0)) {
+            fail_locked(s, r, 503, "the model file was truncated or replaced under the server; "
+                                   "restart kvserve");
+            remove = true;
         } else if (refuse_never_fits(s, r, need = req_blocks(s, r))) {
             remove = true;
         } else if (now - r->t_enqueue > s->p.queue_timeout_s) {
@@ -473,9 +478,18 @@ static void step_locked(sch *s, int32_t n)
 {
     pthread_mutex_unlock(&s->mu);
     int rc = model_forward(s->ctx, s->batch, n);
+    if (rc == 0 && gguf_mapping_lost(NULL, 0)) rc = KS_ERR_IO; /* read zeros: all garbage */
     if (rc == 0) {
         for (int32_t i = 0; i < n; i++) {
             sch_req *r = s->batch_req[i];
+            if (kv_retrieval_io_error(r->kv)) { /* this sequence only: the others go on */
+                pthread_mutex_lock(&s->mu);
+                fail_locked(s, r, 500, "the KV spill file failed (disk full or I/O error); "
+                                       "see the server log");
+                pthread_mutex_unlock(&s->mu);
+                uv_async_send(&s->async);
+                continue;
+            }
             bool prefill = r->n_past < r->n_prompt;
             if (prefill) r->n_past += s->batch[i].n_tokens;
             if (prefill && r->n_past == r->n_prompt && s->prefix &&
@@ -490,8 +504,12 @@ static void step_locked(sch *s, int32_t n)
         sch_req *victim = s->active[s->n_active - 1];
         fail_locked(s, victim, 503, "KV cache budget exhausted");
     } else if (rc) {
+        char msg[700] = "inference failed", path[512];
+        if (gguf_mapping_lost(path, sizeof(path)))
+            snprintf(msg, sizeof(msg), "the model file %s was truncated or replaced under the "
+                     "server; restart kvserve", path);
         for (int32_t i = 0; i < n; i++)
-            fail_locked(s, s->batch_req[i], 500, "inference failed");
+            fail_locked(s, s->batch_req[i], 500, msg);
     }
     remove_finished_locked(s);
     snapshot_locked(s);

@@ -112,6 +112,11 @@ typedef struct kv_retrieval_stats {
 
 /* Fills *out for a sequence using the retrieval policy. Returns 0 or KS_ERR_INVALID (NULL,
  * or another policy). Call it from the thread that steps the sequence, between steps. */
+/* The first spill-file I/O failure of a `retrieval` sequence (KS_ERR_IO), or 0 (also for
+ * other policies). After a failure the sequence keeps its blocks in RAM and attends to zeros
+ * for records it could not read; its caller must fail it: the other sequences of the batch
+ * are unaffected. Worker thread. */
+int kv_retrieval_io_error(struct kv_seq *seq);
 int kv_retrieval_get_stats(struct kv_seq *seq, kv_retrieval_stats *out) KS_WUR;
 
 #endif

@@ -46,7 +46,7 @@ def free_port():
 class Server:
     """kvserve serve with [server] port + extra TOML; a private temp dir removed on stop."""
 
-    def __init__(self, extra_toml="", env=None):
+    def __init__(self, extra_toml="", env=None, model=None):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="kvserve-e2e-")
         self.cfg = os.path.join(self.dir, "c.toml")
@@ -60,7 +60,7 @@ class Server:
         self.log = open(os.path.join(self.dir, "log"), "w+")
         e = dict(os.environ)
         e.update(env or {})
-        self.proc = subprocess.Popen([BIN, "serve", "--config", self.cfg, "--model", MODEL,
+        self.proc = subprocess.Popen([BIN, "serve", "--config", self.cfg, "--model", model or MODEL,
                                       "--threads", "2"], stderr=self.log, env=e)
         deadline = time.time() + 60
         while time.time() < deadline:
