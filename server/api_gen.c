@@ -359,7 +359,10 @@ static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, cha
         total += json_string_length(t);
     }
     *owned = calloc(1, total);
-    if (!*owned) CHAT_FAIL("content", "out of memory");
+    if (!*owned) {
+        snprintf(msg, cap, "out of memory");
+        return KS_ERR_NOMEM;
+    }
     size_t at = 0;
     json_array_foreach(content, k, part) {
         json_t *t = json_object_get(part, "text");
@@ -373,7 +376,9 @@ static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, cha
 /* Where the template put each message's text: the messages are formatted once with sentinel
  * contents and the real contents substituted at the sentinels; if that rebuilds the real
  * prompt exactly, the substituted ranges are the user text (plain), everything else is the
- * template's. Returns the range count, or -1 when the template transformed the text. */
+ * template's. Returns the range count, CHAT_TRANSFORMED when the template transformed the
+ * text, or KS_ERR_NOMEM. */
+#define CHAT_TRANSFORMED (-1000L)
 static long chat_spans(const api_server *a, const tok_chat_msg *m, size_t n, const char *real,
                        tok_span **out)
 {
@@ -381,7 +386,7 @@ static long chat_spans(const api_server *a, const tok_chat_msg *m, size_t n, con
     char(*tags)[32] = calloc(n, sizeof(*tags));
     tok_span *sp = calloc(n, sizeof(*sp));
     char *sent = NULL;
-    long ok = -1;
+    long ok = KS_ERR_NOMEM;
     if (!sm || !tags || !sp) goto done;
     for (size_t i = 0; i < n; i++) {
         snprintf(tags[i], sizeof(tags[i]), "\x1e" "kvs%zu" "\x1f", i);
@@ -389,6 +394,7 @@ static long chat_spans(const api_server *a, const tok_chat_msg *m, size_t n, con
     }
     sent = tok_chat_format(a->chat, sm, n, true, a->vocab);
     if (!sent) goto done;
+    ok = CHAT_TRANSFORMED;
     const char *at = sent, *r = real;
     long ns = 0;
     for (size_t i = 0; i < n; i++) {
@@ -435,7 +441,8 @@ int api_chat_prompt(const api_server *a, json_t *msgs, api_prompt *out, char *ms
     if (!out->text) goto done;
     out->len = strlen(out->text);
     long ns = chat_spans(a, m, n, out->text, &out->plain);
-    if (ns < 0) { /* fall back: refuse control-token text rather than parse it */
+    if (ns == KS_ERR_NOMEM) goto done;
+    if (ns == CHAT_TRANSFORMED) { /* refuse control-token text rather than parse it */
         for (i = 0; i < n; i++)
             if (tok_text_has_control(a->vocab, m[i].content, strlen(m[i].content))) {
                 snprintf(msg, cap, "messages[%zu].content holds a control token's text, which "
