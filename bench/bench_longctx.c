@@ -24,7 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../server/cli_util.h"
+#include "cli/cli_util.h"
+#include "kvserve/engine.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/spill.h"
 
@@ -48,7 +49,7 @@ static int parse_list(const char *s, int64_t *out, int max)
     return n;
 }
 
-static const kv_policy *policy_args(const opts *o, const char *name, const cli_engine *e,
+static const kv_policy *policy_args(const opts *o, const char *name, const engine *e,
                                     kv_policy_args *a)
 {
     const model_hparams *hp = model_get_hparams(e->m);
@@ -63,7 +64,7 @@ static const kv_policy *policy_args(const opts *o, const char *name, const cli_e
 }
 
 /* Prefills toks[0..n) in chunks; logits of the last token into `logits`. */
-static int prefill(cli_engine *e, kv_seq *seq, const int32_t *toks, int32_t n, int32_t chunk,
+static int prefill(engine *e, kv_seq *seq, const int32_t *toks, int32_t n, int32_t chunk,
                    float *logits)
 {
     for (int32_t i = 0; i < n; i += chunk) {
@@ -98,17 +99,17 @@ static long peak_rss_kb_self(void)
 
 static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
 {
-    cli_engine e;
-    cli_engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
+    engine e;
+    engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
                             .n_ctx = n_ctx + (int32_t)o->gen + 64,
                             .n_batch = (int32_t)o->chunk, .n_seqs = 1, .kv_dtype = KS_DTYPE_F16};
-    if (cli_engine_open(&ep, &e))
+    if (engine_open(&ep, &e))
         return 1;
     const model_hparams *hp = model_get_hparams(e.m);
     kv_policy_args a;
     const kv_policy *pol = policy_args(o, pol_name, &e, &a);
     kv_seq *seq;
-    if (!pol || cli_engine_new_seq_args(&e, pol, &a, &seq)) {
+    if (!pol || engine_new_seq_args(&e, pol, &a, &seq)) {
         fprintf(stderr, "bad policy %s\n", pol_name);
         return 1;
     }
@@ -169,7 +170,7 @@ static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
     kv_seq_destroy(seq);
     free(toks);
     free(logits);
-    cli_engine_close(&e);
+    engine_close(&e);
     return 0;
 }
 
@@ -285,11 +286,11 @@ static int run_passkey(const opts *o)
     int32_t max_len = 0;
     for (int i = 0; i < n_len; i++)
         max_len = KS_MAX(max_len, (int32_t)lens[i] + 64);
-    cli_engine e;
-    cli_engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
+    engine e;
+    engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
                             .n_ctx = max_len + 16, .n_batch = (int32_t)o->chunk, .n_seqs = 1,
                             .kv_dtype = KS_DTYPE_F16};
-    if (cli_engine_open(&ep, &e))
+    if (engine_open(&ep, &e))
         return 1;
     const model_hparams *hp = model_get_hparams(e.m);
     const tok_vocab *v = model_get_vocab(e.m);
@@ -315,7 +316,7 @@ static int run_passkey(const opts *o)
                                          i * 37, toks, max_len * 2);
                 n_tok_sum += n;
                 kv_seq *seq;
-                if (!pol || n > max_len * 2 || cli_engine_new_seq_args(&e, pol, &a, &seq))
+                if (!pol || n > max_len * 2 || engine_new_seq_args(&e, pol, &a, &seq))
                     return 1;
                 int rc = prefill(&e, seq, toks, n, (int32_t)o->chunk, logits);
                 char outbuf[64] = "", *w = outbuf;
@@ -346,7 +347,7 @@ static int run_passkey(const opts *o)
     }
     free(toks);
     free(logits);
-    cli_engine_close(&e);
+    engine_close(&e);
     return 0;
 }
 

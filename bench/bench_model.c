@@ -13,7 +13,8 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "../server/cli_util.h"
+#include "cli/cli_util.h"
+#include "kvserve/engine.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -24,12 +25,12 @@ static int cmp_double(const void *a, const void *b)
 static int32_t g_seqs = 1; /* sequences decoded together (--seqs) */
 
 /* n decode steps of g_seqs sequences in one batch; returns generated tokens/s (all seqs). */
-static double run_decode(cli_engine *e, const int32_t *toks, int32_t n, float *logits)
+static double run_decode(engine *e, const int32_t *toks, int32_t n, float *logits)
 {
     kv_seq *seqs[64];
     int32_t ns = 0;
     int rc = 0;
-    for (; ns < g_seqs && !rc; ns++) rc = cli_engine_new_seq(e, NULL, &seqs[ns]);
+    for (; ns < g_seqs && !rc; ns++) rc = engine_new_seq(e, NULL, &seqs[ns]);
     double t0 = ks_time_now();
     for (int32_t i = 0; i < n && !rc; i++) {
         model_seq_batch b[64];
@@ -43,11 +44,11 @@ static double run_decode(cli_engine *e, const int32_t *toks, int32_t n, float *l
     return rc ? -1 : (double)n * ns / dt;
 }
 
-static double run_once(cli_engine *e, const int32_t *toks, int32_t n, bool decode, float *logits)
+static double run_once(engine *e, const int32_t *toks, int32_t n, bool decode, float *logits)
 {
     if (decode) return run_decode(e, toks, n, logits);
     kv_seq *seq = NULL;
-    if (cli_engine_new_seq(e, NULL, &seq)) return -1;
+    if (engine_new_seq(e, NULL, &seq)) return -1;
     double t0 = ks_time_now();
     int rc = 0;
     {
@@ -60,7 +61,7 @@ static double run_once(cli_engine *e, const int32_t *toks, int32_t n, bool decod
     return rc ? -1 : n / dt;
 }
 
-static double median_rate(cli_engine *e, const int32_t *toks, int32_t n, bool decode, int reps,
+static double median_rate(engine *e, const int32_t *toks, int32_t n, bool decode, int reps,
                           float *logits)
 {
     double r[64];
@@ -101,12 +102,12 @@ int main(int argc, char **argv)
         return 2;
     }
     int32_t n_ctx = (int32_t)KS_MAX(prompt, gen) + 16;
-    cli_engine_params ep = {.model_path = model, .n_threads = (int32_t)threads, .n_ctx = n_ctx,
+    engine_params ep = {.model_path = model, .n_threads = (int32_t)threads, .n_ctx = n_ctx,
                             .n_batch = (int32_t)KS_MAX(prompt, 64), .n_seqs = g_seqs,
                             .kv_dtype = dt,
                             .llama_numerics = exact};
-    cli_engine e;
-    if (cli_engine_open(&ep, &e)) return 1;
+    engine e;
+    if (engine_open(&ep, &e)) return 1;
     const model_hparams *hp = model_get_hparams(e.m);
     int32_t n = (int32_t)KS_MAX(prompt, gen);
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)n);
@@ -129,6 +130,6 @@ int main(int argc, char **argv)
     printf("peak RSS: %.1f MiB\n", ru.ru_maxrss / 1024.0);
     free(toks);
     free(logits);
-    cli_engine_close(&e);
+    engine_close(&e);
     return pp < 0 || tg < 0;
 }

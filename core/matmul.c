@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model_internal.h"
+#include "matmul.h"
 
 #define MM_TILE_ROWS 64
 #define MM_ROW_ALIGN 16

@@ -6,7 +6,7 @@
  * microsecond when busy, and costs nothing when idle.
  * Invariant: `pending` counts workers that have not finished the current generation.
  */
-#include "kvserve/threadpool.h"
+#include "threadpool.h"
 
 #include <pthread.h>
 #include <sched.h>

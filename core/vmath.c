@@ -1,7 +1,7 @@
 /* vmath.c - exp, softmax sums and SwiGLU with llama.cpp's numerics (see vmath.h). Each body
  * is compiled twice: with hardware FMA (picked at run time when the CPU has it) and plain,
  * where the C library's fmaf is exactly rounded too, so both give the same bits. */
-#include "kvserve/vmath.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -52,7 +52,11 @@ int kv_seq_chunk_begin(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out)
         if (rc)
             return rc;
     }
-    return p->positions(seq, chunk, pos_out);
+    if (p->positions)
+        return p->positions(seq, chunk, pos_out);
+    if (chunk->n_new > 0) /* default: the original positions */
+        memcpy(pos_out, chunk->idx, (size_t)chunk->n_new * sizeof(int32_t));
+    return 0;
 }
 
 int kv_seq_attn_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
@@ -61,7 +65,10 @@ int kv_seq_attn_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_quer
     *n = 0;
     if (!seq || !kv_seq_table(seq, layer, kv_head) || max < 0 || (max > 0 && !out))
         return KS_ERR_INVALID;
-    return kv_seq_policy(seq)->spans(seq, layer, kv_head, q, out, max, n);
+    const kv_policy *p = kv_seq_policy(seq);
+    if (p->spans)
+        return p->spans(seq, layer, kv_head, q, out, max, n);
+    return kv_seq_spans(seq, layer, kv_head, out, max, n); /* default: every block */
 }
 
 int32_t kv_seq_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q)

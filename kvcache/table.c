@@ -345,8 +345,6 @@ int kv_seq_create(kv_pool *pool, const kv_seq_params *p, kv_seq **out)
         p->n_head_kv > 4096)
         return KS_ERR_INVALID;
     const kv_policy *pol = p->policy ? p->policy : &kv_policy_full;
-    if (!pol->positions || !pol->spans)
-        return KS_ERR_INVALID;
     kv_seq *s = calloc(1, sizeof(*s));
     if (!s)
         return KS_ERR_NOMEM;

@@ -17,8 +17,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "api.h"
-#include "kvserve/sse.h"
+#include "api_server.h"
+#include "sse.h"
 
 #define API_PAUSE_BYTES (256 * 1024)
 #define API_RESUME_BYTES (64 * 1024)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "api_server.h"
 
 #define FAIL(p, ...)                                                                           \
     do {                                                                                       \

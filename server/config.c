@@ -6,7 +6,7 @@
  * line and key. Ranges live in the validators only (cfg_validate, kv_policy_config_validate), which report the field's TOML
  * path; the loader maps that path back to the line where the file set it.
  */
-#include "kvserve/config.h"
+#include "config.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kvserve/toml.h"
+#include "toml.h"
 
 /* ---- names ---- */
 

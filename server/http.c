@@ -20,7 +20,7 @@
 #include <jansson.h>
 #include <llhttp.h>
 
-#include "kvserve/http.h"
+#include "http.h"
 
 #define HTTP_MAX_HEADERS 64
 

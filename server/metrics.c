@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvserve/metrics.h"
+#include "metrics.h"
 
 int metrics_hist_init(metrics_hist *h, const double *bounds, int n)
 {

@@ -5,7 +5,7 @@
 #define KVSERVE_SCHED_SAMPLE_H
 
 #include "kvserve/sampler.h"
-#include "kvserve/sched.h"
+#include "sched_types.h"
 
 typedef struct sch_sampler {
     smp_sampler *smp;

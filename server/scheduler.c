@@ -34,8 +34,8 @@
 
 #include "kvserve/gguf.h"
 #include "kvserve/policy_args.h"
-#include "kvserve/sched.h"
-#include "kvserve/sse.h"
+#include "scheduler.h"
+#include "sse.h"
 #include "sched_sample.h"
 
 typedef struct sch_evnode {

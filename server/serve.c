@@ -14,8 +14,8 @@
 
 #include <uv.h>
 
-#include "api.h"
-#include "kvserve/cli.h"
+#include "api_server.h"
+#include "serve.h"
 
 typedef struct serve_state {
     uv_loop_t *loop;
@@ -230,7 +230,7 @@ bad:
     return -1;
 }
 
-int cli_serve_main(int argc, char **argv)
+int serve_main(int argc, char **argv)
 {
     serve_state *st = calloc(1, sizeof(*st));
     if (!st) return 1;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvserve/sse.h"
+#include "sse.h"
 
 char *sse_frame(const char *payload, size_t len, size_t *out_len)
 {

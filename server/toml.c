@@ -13,7 +13,7 @@
  *   AOT       an array created by [[header]] (static arrays cannot be appended to).
  * Invariant: a node, once added to a table, is never removed; keys in a table are unique.
  */
-#include "kvserve/toml.h"
+#include "toml.h"
 
 #include <assert.h>
 #include <math.h>

@@ -177,7 +177,7 @@ typedef struct kv_query {
  * must leave the cache consistent (the request is then ended with that status).
  *
  * Examples of how policies map onto the hooks:
- *   full        positions = idx; spans = every block (kv_head_table_spans).
+ *   full        no hooks: the defaults are original positions and every block.
  *   sink_window before_chunk evicts (keep: sinks + last window) so the chunk fits; positions
  *               may be window-relative (then it re-rotates kept keys via make_writable).
  *   snapkv /    mass_queries returns the last w prompt queries in the final prefill chunk(s);
@@ -196,12 +196,14 @@ typedef struct kv_policy {
     /* Can be NULL. Frees the state; called by kv_seq_destroy before the tables are freed. */
     void (*free)(kv_seq *seq, void *state);
 
-    /* Required. RoPE positions of n_new new tokens with sequence indices idx[]. */
+    /* Can be NULL (= the original positions, idx). RoPE positions of n_new new tokens with
+     * sequence indices idx[]. */
     int (*positions)(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out);
     /* Can be NULL. Runs before the chunk's keys are appended: make room (evict) so that the
      * chunk fits the policy's budget. KS_ERR_FULL if it cannot. */
     int (*before_chunk)(kv_seq *seq, const kv_chunk *chunk);
-    /* Required. Spans that the queries attend for (layer, kv_head), after the chunk's own
+    /* Can be NULL (= every block, kv_seq_spans). Spans that the queries attend for
+     * (layer, kv_head), after the chunk's own
      * keys were appended (the causal mask hides future keys via idx). Spans may point into
      * block memory (via kv_head_table_spans) or policy-owned memory valid until the next
      * mutation. Returns KS_ERR_RANGE with *n = needed if max is too small. */

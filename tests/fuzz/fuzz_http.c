@@ -22,8 +22,8 @@
 
 #include <uv.h>
 
-#include "../../server/api.h"
-#include "kvserve/sse.h"
+#include "server/api_server.h"
+#include "server/sse.h"
 
 typedef struct fuzz_env {
     uv_loop_t loop;

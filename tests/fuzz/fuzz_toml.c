@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvserve/config.h"
-#include "kvserve/toml.h"
+#include "server/config.h"
+#include "server/toml.h"
 
 /* Walks the whole tree so every accessor runs over fuzzed nodes. */
 static size_t walk(const toml_node *n, int depth)

@@ -3,8 +3,9 @@
  * The reference builds the full score matrix per query head (causal mask by sequence index),
  * takes the softmax in double and the weighted sum of V, in the spirit of llama2.c's per-head
  * loop. Random span lists (shuffled, some with idx == NULL, padded strides) cover GQA ratios
- * 1..8, head sizes 16..128, f32 and f16 caches, decode and prefill-sized chunks, key mass and
- * the llama.cpp numerics mode, for both the scalar and the SIMD kernels.
+ * 1..8, head sizes 16..128, f32 and f16 caches, decode and prefill-sized chunks, key mass,
+ * the llama.cpp numerics mode and its flash-attention emulation, for both the scalar and the
+ * SIMD kernels.
  */
 #include <check.h>
 
@@ -135,13 +136,13 @@ static attn_params tcase_params(tcase *c, float *key_mass, bool llama)
 
 static float round16(float x) { return ks_f16_to_f32(ks_f32_to_f16(x)); }
 
-/* Naive reference: out[t][g] and key mass, softmax in double. */
-static void reference(const tcase *c, bool llama, double *out, double *mass)
+/* Naive reference: out[t][g] and key mass, softmax in double; q (round_q) and the
+ * probabilities (round_p) optionally rounded to f16 first. */
+static void reference_ex(const tcase *c, bool round_q, bool round_p, double *out, double *mass)
 {
     int32_t hd = c->hd, nk = c->n_keys;
     double *sc = malloc(sizeof(double) * (size_t)(nk + 1));
     memset(mass, 0, sizeof(double) * (size_t)c->n_group * (nk + 1));
-    bool r16 = llama && c->dt == KS_DTYPE_F16;
     for (int32_t t = 0; t < c->n_q; t++)
         for (int32_t g = 0; g < c->n_group; g++) {
             const float *q = c->q + (size_t)t * (c->n_group * hd + 5) + (size_t)g * hd;
@@ -151,7 +152,7 @@ static void reference(const tcase *c, bool llama, double *out, double *mass)
                     bool vis = !c->idx[i] || c->idx[i][r] <= c->q_idx[t];
                     double s = 0;
                     for (int32_t d = 0; d < hd; d++)
-                        s += (double)(r16 ? round16(q[d]) : q[d]) * c->kref[i][r * hd + d];
+                        s += (double)(round_q ? round16(q[d]) : q[d]) * c->kref[i][r * hd + d];
                     sc[j] = vis ? s * c->scale : -INFINITY;
                     mx = sc[j] > mx ? sc[j] : mx;
                 }
@@ -166,12 +167,19 @@ static void reference(const tcase *c, bool llama, double *out, double *mass)
                 for (int32_t r = 0; r < c->spans[i].n; r++, j++) {
                     double p = exp(sc[j] - mx) / sum;
                     mass[(size_t)g * nk + j] += p;
-                    double pv = r16 ? round16((float)p) : p;
+                    double pv = round_p ? round16((float)p) : p;
                     for (int32_t d = 0; d < hd; d++)
                         o[d] += pv * c->vref[i][r * hd + d];
                 }
         }
     free(sc);
+}
+
+/* The reference as llama.cpp's non-flash numerics (llama) or exact (false) would give it. */
+static void reference(const tcase *c, bool llama, double *out, double *mass)
+{
+    bool r16 = llama && c->dt == KS_DTYPE_F16;
+    reference_ex(c, r16, r16, out, mass);
 }
 
 /* Runs one random case and compares; tol is absolute (values are in [-1, 1]). */
@@ -402,6 +410,80 @@ START_TEST(test_invalid_params)
 }
 END_TEST
 
+/* The flash-attention emulation (llama_flash, what `perplexity --attn flash` runs) on random
+ * cases: q rounded to the cache type, exact probabilities, and with an f16 cache the weighted
+ * sum of V accumulated in f16 (hence the looser bound there). It reports no key mass. */
+static void flash_case(int32_t n_q, int32_t G, int32_t hd, ks_dtype dt, double tol)
+{
+    tcase c;
+    tcase_make(&c, n_q, G, hd, dt, 1 + (int32_t)(rnd() % 300), 1.0f / sqrtf((float)hd));
+    attn_scratch *s;
+    ck_assert_int_eq(attn_scratch_create(hd, G, n_q, &s), 0);
+    double *rmass = malloc(sizeof(double) * (size_t)G * (c.n_keys + 1));
+    double *rout = malloc(sizeof(double) * (size_t)n_q * G * hd);
+    float mass[1];
+    attn_params p = tcase_params(&c, mass, true);
+    p.llama_flash = true;
+    ck_assert_int_eq(attn_forward(&p, c.spans, c.n_spans, s), KS_ERR_INVALID);
+    p.key_mass = NULL;
+    ck_assert_int_eq(attn_forward(&p, c.spans, c.n_spans, s), 0);
+    reference_ex(&c, dt == KS_DTYPE_F16, false, rout, rmass);
+    for (int32_t t = 0; t < n_q; t++)
+        for (int32_t g = 0; g < G; g++)
+            for (int32_t d = 0; d < hd; d++) {
+                double got = c.out[(size_t)t * p.out_tok_stride + g * hd + d];
+                double want = rout[((size_t)t * G + g) * hd + d];
+                ck_assert_msg(fabs(got - want) <= tol * (1 + fabs(want)),
+                              "flash n_q %d G %d hd %d dt %d t %d g %d d %d: %g vs %g", n_q, G,
+                              hd, dt, t, g, d, got, want);
+            }
+    free(rmass), free(rout);
+    attn_scratch_destroy(s);
+    tcase_free(&c);
+}
+
+START_TEST(test_flash_matches_reference)
+{
+    for (size_t gi = 0; gi < 4; gi++)
+        for (size_t di = 0; di < 4; di++) {
+            flash_case(1, kGroups[gi], kDims[di], KS_DTYPE_F32, 1e-5);
+            flash_case(1 + (int32_t)(rnd() % 9), kGroups[gi], kDims[di], KS_DTYPE_F32, 1e-5);
+            flash_case(1, kGroups[gi], kDims[di], KS_DTYPE_F16, 2e-3);
+            flash_case(1 + (int32_t)(rnd() % 9), kGroups[gi], kDims[di], KS_DTYPE_F16, 2e-3);
+        }
+}
+END_TEST
+
+/* With an f16 cache the flash kernel rounds its V accumulator to f16 after every key: two
+ * equally scored keys with V = 1 and 2^-11 sum to 1 + 2^-11, a tie that f16 rounds to 1, so
+ * the output is exactly 0.5 where f32 accumulation gives (1 + 2^-11) / 2. */
+START_TEST(test_flash_accumulates_in_f16)
+{
+    uint16_t k[2 * 16], v[2 * 16];
+    float q[16], out[16];
+    for (int i = 0; i < 16; i++) {
+        k[i] = k[16 + i] = ks_f32_to_f16(0.5f);
+        v[i] = ks_f32_to_f16(1.0f);
+        v[16 + i] = ks_f32_to_f16(1.0f / 2048.0f);
+        q[i] = 0.25f;
+    }
+    attn_span sp = {.k = k, .v = v, .n = 2};
+    attn_scratch *s;
+    ck_assert_int_eq(attn_scratch_create(16, 1, 1, &s), 0);
+    attn_params p = {.n_q = 1, .n_group = 1, .head_dim = 16, .scale = 0.25f,
+                     .kv_dtype = KS_DTYPE_F16, .q = q, .q_tok_stride = 16, .out = out,
+                     .out_tok_stride = 16, .llama_numerics = true, .llama_flash = true};
+    ck_assert_int_eq(attn_forward(&p, &sp, 1, s), 0);
+    for (int i = 0; i < 16; i++)
+        ck_assert_msg(out[i] == 0.5f, "%.9g", out[i]);
+    p.llama_flash = false, p.llama_numerics = false;
+    ck_assert_int_eq(attn_forward(&p, &sp, 1, s), 0);
+    for (int i = 0; i < 16; i++)
+        ck_assert_msg(out[i] == (1.0f + 1.0f / 2048.0f) / 2.0f, "%.9g", out[i]);
+    attn_scratch_destroy(s);
+}
+END_TEST
+
 static Suite *attention_suite(void)
 {
     Suite *s = suite_create("attention");
@@ -414,6 +496,8 @@ static Suite *attention_suite(void)
     tcase_add_test(tc, test_no_visible_key_is_zero);
     tcase_add_test(tc, test_llama_rounds_probabilities);
     tcase_add_test(tc, test_invalid_params);
+    tcase_add_test(tc, test_flash_matches_reference);
+    tcase_add_test(tc, test_flash_accumulates_in_f16);
     suite_add_tcase(s, tc);
     return s;
 }

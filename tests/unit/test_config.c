@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kvserve/config.h"
+#include "server/config.h"
 
 static int load(const char *text, cfg *c, ks_diag *d)
 {

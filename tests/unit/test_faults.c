@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../server/api.h"
+#include "server/api_server.h"
 #include "kvserve/kvcache.h"
-#include "kvserve/sched.h"
+#include "server/scheduler.h"
 #include "kvserve/tokenizer.h"
 
 void *__real_malloc(size_t n);

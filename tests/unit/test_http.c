@@ -15,7 +15,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "kvserve/http.h"
+#include "server/http.h"
 
 static uv_loop_t loop;
 static http_server *srv;

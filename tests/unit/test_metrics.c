@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvserve/metrics.h"
+#include "server/metrics.h"
 
 START_TEST(test_hist)
 {

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../server/cli_util.h"
+#include "kvserve/engine.h"
 #include "kvserve/gguf.h"
 
 static char g_model[1024];
@@ -177,10 +177,10 @@ static double max_rel_diff(const float *a, const float *b, int32_t n)
 /* Three sequences with different prompts, decoded together, equal each decoded alone. */
 START_TEST(test_batch_invariance)
 {
-    cli_engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 256, .n_batch = 64,
+    engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 256, .n_batch = 64,
                             .n_seqs = 3, .kv_dtype = KS_DTYPE_F16, .llama_numerics = true};
-    cli_engine e;
-    ck_assert_int_eq(cli_engine_open(&ep, &e), 0);
+    engine e;
+    ck_assert_int_eq(engine_open(&ep, &e), 0);
     int32_t nv = model_get_hparams(e.m)->n_vocab;
     int32_t prompts[3][8] = {{1, 100, 200, 300, 400, 500, 600, 700},
                              {1, 50, 60, 70, 80, 90, 95, 99},
@@ -191,7 +191,7 @@ START_TEST(test_batch_invariance)
     /* solo: prefill (logits discarded) then 6 decode steps of fixed tokens */
     for (int s = 0; s < 3; s++) {
         kv_seq *seq;
-        ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &seq), 0);
+        ck_assert_int_eq(engine_new_seq(&e, NULL, &seq), 0);
         model_seq_batch b = {.kv = seq, .tokens = prompts[s], .n_tokens = lens[s],
                              .logits = batch, .prompt_chunk = true, .prompt_last = true};
         ck_assert_int_eq(model_forward(e.ctx, &b, 1), 0);
@@ -205,7 +205,7 @@ START_TEST(test_batch_invariance)
     }
     kv_seq *seqs[3];
     for (int s = 0; s < 3; s++) {
-        ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &seqs[s]), 0);
+        ck_assert_int_eq(engine_new_seq(&e, NULL, &seqs[s]), 0);
         model_seq_batch b = {.kv = seqs[s], .tokens = prompts[s], .n_tokens = lens[s],
                              .logits = batch, .prompt_chunk = true, .prompt_last = true};
         ck_assert_int_eq(model_forward(e.ctx, &b, 1), 0);
@@ -237,29 +237,29 @@ START_TEST(test_batch_invariance)
     kv_pool_stats st;
     kv_pool_get_stats(e.pool, &st);
     ck_assert_int_eq(st.blocks_used, 0);
-    cli_engine_close(&e);
+    engine_close(&e);
 }
 END_TEST
 
 /* A 100-token prompt fed at once and in chunks of 7 gives the same last logits. */
 START_TEST(test_chunked_prefill)
 {
-    cli_engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 256, .n_batch = 128,
+    engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 256, .n_batch = 128,
                             .n_seqs = 1, .kv_dtype = KS_DTYPE_F32, .llama_numerics = false};
-    cli_engine e;
-    ck_assert_int_eq(cli_engine_open(&ep, &e), 0);
+    engine e;
+    ck_assert_int_eq(engine_open(&ep, &e), 0);
     int32_t nv = model_get_hparams(e.m)->n_vocab;
     int32_t toks[100];
     toks[0] = 1;
     for (int i = 1; i < 100; i++) toks[i] = 3 + (i * 37) % 4000;
     float *a = malloc(sizeof(float) * (size_t)nv), *b = malloc(sizeof(float) * (size_t)nv);
     kv_seq *seq;
-    ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &seq), 0);
+    ck_assert_int_eq(engine_new_seq(&e, NULL, &seq), 0);
     model_seq_batch one = {.kv = seq, .tokens = toks, .n_tokens = 100, .logits = a,
                            .prompt_chunk = true, .prompt_last = true};
     ck_assert_int_eq(model_forward(e.ctx, &one, 1), 0);
     kv_seq_destroy(seq);
-    ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &seq), 0);
+    ck_assert_int_eq(engine_new_seq(&e, NULL, &seq), 0);
     for (int i = 0; i < 100; i += 7) {
         int n = i + 7 > 100 ? 100 - i : 7;
         model_seq_batch c = {.kv = seq, .tokens = toks + i, .n_tokens = n,
@@ -279,18 +279,18 @@ START_TEST(test_chunked_prefill)
     ck_assert_int_eq(am, bm);
     free(a);
     free(b);
-    cli_engine_close(&e);
+    engine_close(&e);
 }
 END_TEST
 
 START_TEST(test_bad_batches)
 {
-    cli_engine_params ep = {.model_path = g_model, .n_threads = 1, .n_ctx = 64, .n_batch = 16,
+    engine_params ep = {.model_path = g_model, .n_threads = 1, .n_ctx = 64, .n_batch = 16,
                             .n_seqs = 2, .kv_dtype = KS_DTYPE_F16, .llama_numerics = true};
-    cli_engine e;
-    ck_assert_int_eq(cli_engine_open(&ep, &e), 0);
+    engine e;
+    ck_assert_int_eq(engine_open(&ep, &e), 0);
     kv_seq *seq;
-    ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &seq), 0);
+    ck_assert_int_eq(engine_new_seq(&e, NULL, &seq), 0);
     int32_t bad = 4096, many[17] = {0};
     model_seq_batch b = {.kv = seq, .tokens = &bad, .n_tokens = 1};
     ck_assert_int_eq(model_forward(e.ctx, &b, 1), KS_ERR_INVALID);
@@ -299,7 +299,7 @@ START_TEST(test_bad_batches)
     ck_assert_int_eq(model_forward(e.ctx, &b, 1), KS_ERR_INVALID);
     ck_assert_int_eq(kv_seq_tokens_seen(seq), 0);
     kv_seq_destroy(seq);
-    cli_engine_close(&e);
+    engine_close(&e);
 }
 END_TEST
 
@@ -308,15 +308,15 @@ START_TEST(test_full_pool_step_is_atomic)
 {
     /* n_ctx 64, two sequences: a pool of 2 x 2 blocks of 64 tokens per (layer, KV head); a
      * 130-token prompt takes 3 of them, so one fits and two do not */
-    cli_engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 64, .n_batch = 512,
+    engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 64, .n_batch = 512,
                             .n_seqs = 2, .kv_dtype = KS_DTYPE_F16, .llama_numerics = true};
-    cli_engine e;
-    ck_assert_int_eq(cli_engine_open(&ep, &e), 0);
+    engine e;
+    ck_assert_int_eq(engine_open(&ep, &e), 0);
     int32_t toks[130];
     for (int i = 0; i < 130; i++) toks[i] = 5 + i;
     kv_seq *a, *b;
-    ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &a), 0);
-    ck_assert_int_eq(cli_engine_new_seq(&e, NULL, &b), 0);
+    ck_assert_int_eq(engine_new_seq(&e, NULL, &a), 0);
+    ck_assert_int_eq(engine_new_seq(&e, NULL, &b), 0);
     model_seq_batch both[2] = {
         {.kv = a, .tokens = toks, .n_tokens = 130, .prompt_chunk = true, .prompt_last = true},
         {.kv = b, .tokens = toks, .n_tokens = 130, .prompt_chunk = true, .prompt_last = true}};
@@ -329,7 +329,7 @@ START_TEST(test_full_pool_step_is_atomic)
     kv_seq_destroy(a);
     kv_seq_destroy(b);
     ck_assert_uint_eq(kv_pool_bytes_used(e.pool), 0);
-    cli_engine_close(&e);
+    engine_close(&e);
 }
 END_TEST
 

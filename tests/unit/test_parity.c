@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../server/cli_util.h"
+#include "kvserve/engine.h"
 
 #define MARGIN_MIN 0.05
 #define N_STEPS 32
@@ -72,7 +72,7 @@ static float *read_bin(const char *path, int32_t n)
     return x;
 }
 
-static int forward1(cli_engine *e, kv_seq *seq, const int32_t *toks, int32_t n, float *logits,
+static int forward1(engine *e, kv_seq *seq, const int32_t *toks, int32_t n, float *logits,
                     bool prompt)
 {
     model_seq_batch b = {.kv = seq, .tokens = toks, .n_tokens = n, .logits = logits,
@@ -104,7 +104,7 @@ static double top5_diff(json_t *st, const float *logits)
     return d;
 }
 
-static void check_prompt(cli_engine *e, const char *dir, const char *name, prompt_result *r)
+static void check_prompt(engine *e, const char *dir, const char *name, prompt_result *r)
 {
     char path[2048];
     snprintf(path, sizeof(path), "%s/%s.json", dir, name);
@@ -123,7 +123,7 @@ static void check_prompt(cli_engine *e, const char *dir, const char *name, promp
     ck_assert_msg(ref != NULL, "cannot read %s", path);
 
     kv_seq *seq = NULL;
-    ck_assert_int_eq(cli_engine_new_seq(e, NULL, &seq), 0);
+    ck_assert_int_eq(engine_new_seq(e, NULL, &seq), 0);
     ck_assert_int_eq(forward1(e, seq, prompt, n_prompt, logits, true), 0);
     r->max_diff = 0;
     for (int32_t i = 0; i < nv; i++) r->max_diff = fmax(r->max_diff, fabs(logits[i] - ref[i]));
@@ -157,7 +157,7 @@ static void check_prompt(cli_engine *e, const char *dir, const char *name, promp
         float *rows = malloc(sizeof(float) * (size_t)nv * (size_t)nt);
         memcpy(all, prompt, sizeof(int32_t) * (size_t)n_prompt);
         memcpy(all + n_prompt, gen, sizeof(int32_t) * (N_STEPS - 1));
-        ck_assert_int_eq(cli_engine_new_seq(e, NULL, &seq), 0);
+        ck_assert_int_eq(engine_new_seq(e, NULL, &seq), 0);
         model_seq_batch b = {.kv = seq, .tokens = all, .n_tokens = nt, .logits = rows,
                              .all_logits = true, .prompt_chunk = true, .prompt_last = true};
         ck_assert_int_eq(model_forward(e->ctx, &b, 1), 0);
@@ -169,7 +169,7 @@ static void check_prompt(cli_engine *e, const char *dir, const char *name, promp
         free(rows);
     }
     /* free-running greedy */
-    ck_assert_int_eq(cli_engine_new_seq(e, NULL, &seq), 0);
+    ck_assert_int_eq(engine_new_seq(e, NULL, &seq), 0);
     ck_assert_int_eq(forward1(e, seq, prompt, n_prompt, logits, true), 0);
     r->free_equal_until = N_STEPS;
     r->free_mismatch = 0;
@@ -196,10 +196,10 @@ START_TEST(test_model_parity)
     char mpath[1536], dir[1536];
     snprintf(mpath, sizeof(mpath), "%s/models/ref/%s.gguf", shared_dir(), pm->stem);
     snprintf(dir, sizeof(dir), "%s/reference/%s", shared_dir(), pm->stem);
-    cli_engine_params ep = {.model_path = mpath, .n_threads = 2, .n_ctx = 512, .n_batch = 512,
+    engine_params ep = {.model_path = mpath, .n_threads = 2, .n_ctx = 512, .n_batch = 512,
                             .n_seqs = 1, .kv_dtype = KS_DTYPE_F16, .llama_numerics = true};
-    cli_engine e;
-    ck_assert_int_eq(cli_engine_open(&ep, &e), 0);
+    engine e;
+    ck_assert_int_eq(engine_open(&ep, &e), 0);
     static const char *prompts[] = {"en_sentence", "code_c", "numbers", "unicode_emoji",
                                     "paragraph_300", "single_word"};
     int fails = 0;
@@ -216,7 +216,7 @@ START_TEST(test_model_parity)
         fflush(stdout);
         fails += !ok;
     }
-    cli_engine_close(&e);
+    engine_close(&e);
     ck_assert_msg(fails == 0, "%s: %d prompts out of tolerance", pm->stem, fails);
 }
 END_TEST

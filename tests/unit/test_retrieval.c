@@ -19,7 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../../kvcache/landmark.h"
+#include "kvcache/landmark.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/rope.h"

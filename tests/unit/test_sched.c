@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kvserve/sched.h"
+#include "server/scheduler.h"
 
 static char g_model[1024];
 

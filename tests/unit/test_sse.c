@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvserve/sse.h"
+#include "server/sse.h"
 
 START_TEST(test_frame)
 {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvserve/toml.h"
+#include "server/toml.h"
 
 static toml_doc *parse_ok(const char *text)
 {

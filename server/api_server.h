@@ -1,4 +1,7 @@
-/* api.h - the OpenAI-compatible endpoint handlers (internal to server/).
+/* api_server.h - the OpenAI-compatible endpoint handlers (internal to server/): the state
+ * they share (api_server) and the entry points of api.c, api_gen.c, api_json.c and
+ * api_params.c. No .c file owns it, so each of those depends on it and none on another
+ * through it (scripts/check_layers.py treats x.c + x.h as one module).
  *
  * api_handle is the http_server handler: it authenticates, routes, parses JSON bodies,
  * submits generation requests to the scheduler and writes JSON or SSE responses.
@@ -11,12 +14,12 @@
 
 #include <jansson.h>
 
-#include "kvserve/config.h"
-#include "kvserve/http.h"
+#include "config.h"
+#include "http.h"
 #include "kvserve/kvcache.h"
-#include "kvserve/metrics.h"
+#include "metrics.h"
 #include "kvserve/model.h"
-#include "kvserve/sched.h"
+#include "scheduler.h"
 
 typedef struct api_server {
     const cfg *cfg;

@@ -20,8 +20,12 @@
 
 #include "kvserve/policy_args.h"
 
-int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer, int32_t layer,
-                             int32_t n)
+/* PyramidKV's budget for `layer` of n_layer (tokens kept, window included) for a prompt of
+ * n tokens with average budget C and window w, in KVCache-Factory's integer arithmetic.
+ * Prompts shorter than C keep everything (returns C >= n); shorter than 2(C - w) fall back
+ * to uniform SnapKV (returns C). */
+static int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer,
+                                    int32_t layer, int32_t n)
 {
     if (n < C || n < 2 * (C - w))
         return C;
@@ -35,6 +39,12 @@ int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer
     return max_num - layer * steps + w;
 }
 
+static int32_t pyramid_budget(const snap_config *c, int32_t C, int32_t n_layer, int32_t layer,
+                              int32_t n)
+{
+    return pyramid_layer_budget(C, c->window, c->beta, n_layer, layer, n);
+}
+
 static int pyramid_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
@@ -43,7 +53,7 @@ static int pyramid_init(kv_seq *seq, const void *config, void **state)
     kv_pyramid_params p = a && a->config ? a->config->pyramid : def.pyramid;
     snap_config c = {.budget = p.budget, .budget_fraction = p.budget_fraction,
                      .window = p.window, .kernel = p.kernel, .pooling = p.pooling,
-                     .reduce = p.reduce, .interval = p.interval, .pyramid = true,
+                     .reduce = p.reduce, .interval = p.interval, .layer_budget = pyramid_budget,
                      .beta = p.beta};
     return snap_state_create(seq, &c, state);
 }

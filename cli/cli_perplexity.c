@@ -12,7 +12,8 @@
 #include <string.h>
 
 #include "cli_util.h"
-#include "kvserve/cli.h"
+#include "kvserve/engine.h"
+#include "cli.h"
 
 static void ppl_usage(FILE *f)
 {
@@ -117,12 +118,12 @@ static int ppl_tokenize(const tok_vocab *v, const char *path, int32_t **out, int
 }
 
 /* Evaluates one chunk and adds its second-half NLLs to *nll / *count. */
-static int ppl_chunk(cli_engine *e, const kv_policy_config *pc, int32_t *toks, int32_t ctx,
+static int ppl_chunk(engine *e, const kv_policy_config *pc, int32_t *toks, int32_t ctx,
                      int32_t batch, float *logits, double *nll, int64_t *count)
 {
     const model_hparams *hp = model_get_hparams(e->m);
     kv_seq *seq = NULL;
-    int rc = cli_engine_new_seq(e, pc, &seq);
+    int rc = engine_new_seq(e, pc, &seq);
     if (rc) return rc;
     int32_t first = ctx / 2;
     for (int32_t b0 = 0; b0 < ctx && !rc; b0 += batch) {
@@ -146,12 +147,12 @@ int cli_perplexity_main(int argc, char **argv)
 {
     ppl_opts o;
     if (ppl_parse(argc, argv, &o)) return 2;
-    cli_engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
+    engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
                             .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)KS_MIN(o.batch, o.ctx),
                             .n_seqs = 1, .kv_dtype = o.kv_dtype,
                             .llama_numerics = o.attn != 2, .llama_flash = o.attn == 1};
-    cli_engine e;
-    if (cli_engine_open(&ep, &e)) return 1;
+    engine e;
+    if (engine_open(&ep, &e)) return 1;
     const tok_vocab *v = model_get_vocab(e.m);
     int32_t *ids = NULL, n = 0;
     int rc = ppl_tokenize(v, o.file, &ids, &n);
@@ -192,6 +193,6 @@ int cli_perplexity_main(int argc, char **argv)
             (double)n_chunks * ctx / (ks_time_now() - t0));
 done:
     free(ids);
-    cli_engine_close(&e);
+    engine_close(&e);
     return rc ? 1 : 0;
 }

@@ -1,10 +1,13 @@
-/* model_internal.h - private structures of the model runtime (core/model*.c, matmul.c). */
-#ifndef KVSERVE_MODEL_INTERNAL_H
-#define KVSERVE_MODEL_INTERNAL_H
+/* matmul.h - weight views (mm_weight, mm_vec) and Y = X·W^T over the thread pool.
+ * Private to the numerics core and the engine above it; not part of the public API. */
+#ifndef KVSERVE_CORE_MATMUL_H
+#define KVSERVE_CORE_MATMUL_H
 
-#include "kvserve/model.h"
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "kvserve/quant.h"
-#include "kvserve/threadpool.h"
+#include "threadpool.h"
 
 /* A weight matrix in the mapping: n_out rows of n_in elements of `type`. */
 typedef struct mm_weight {
@@ -21,31 +24,7 @@ typedef struct mm_vec {
     int64_t n;
 } mm_vec;
 
-typedef struct model_layer {
-    mm_vec attn_norm;       /* [n_embd] */
-    mm_weight wq;           /* [n_embd] -> [n_head*head_dim] */
-    mm_weight wk;           /* [n_embd] -> [n_head_kv*head_dim] */
-    mm_weight wv;           /* [n_embd] -> [n_head_kv*head_dim] */
-    mm_weight wo;           /* [n_head*head_dim] -> [n_embd] */
-    mm_vec bq, bk, bv;      /* qwen2 biases, else NULL */
-    mm_vec ffn_norm;        /* [n_embd] */
-    mm_weight w_gate;       /* [n_embd] -> [n_ff] */
-    mm_weight w_up;         /* [n_embd] -> [n_ff] */
-    mm_weight w_down;       /* [n_ff] -> [n_embd] */
-} model_layer;
-
-struct model {
-    gguf_file *file;
-    model_hparams hp;
-    tok_vocab *vocab;
-    mm_weight tok_embd;   /* [n_embd] x n_vocab rows */
-    mm_vec output_norm;   /* [n_embd] */
-    mm_weight output;     /* [n_embd] -> [n_vocab]; == tok_embd when tied */
-    model_layer *layers;  /* [n_layer] */
-    uint64_t weight_bytes;
-};
-
-/* ---- matmul.c: Y[t][r] = sum_i X[t][i] * W[r][i] over a thread pool ---- */
+/* Y[t][r] = sum_i X[t][i] * W[r][i] over a thread pool */
 typedef struct mm_scratch mm_scratch;
 /* Scratch for up to max_tok tokens, rows of up to max_in elements and matrices of up to
  * max_out rows, for n_threads threads. Allocated once; mm_matmul never allocates. */

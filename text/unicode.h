@@ -22,13 +22,7 @@ enum {
     UNI_WHITESPACE = 0x100,
 };
 
-typedef struct uni_run {
-    uint32_t start;
-    uint32_t flags;
-} uni_run;
-
-extern const uni_run uni_runs[];
-extern const uint32_t uni_run_count;
+#include "unicode_data.h"
 
 /* Flags of a code point (0 for values above U+10FFFF). */
 uint32_t uni_flags(uint32_t cp);

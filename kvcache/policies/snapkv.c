@@ -324,8 +324,7 @@ static void snap_set_targets(snap_state *s, int32_t n)
     if (c->budget_fraction > 0)
         C = KS_MAX(c->window + 1, (int32_t)lround(c->budget_fraction * n));
     for (int32_t l = 0; l < s->n_layer; l++)
-        s->target[l] = c->pyramid ? pyramid_layer_budget(C, c->window, c->beta, s->n_layer, l, n)
-                                  : C;
+        s->target[l] = c->layer_budget ? c->layer_budget(c, C, s->n_layer, l, n) : C;
     s->has_target = true;
 }
 

@@ -1,8 +1,10 @@
-/* main.c - entry point: dispatches to the subcommands (run, perplexity, tokenize, serve). */
+/* main.c - entry point: dispatches to the subcommands (run, perplexity, tokenize, serve).
+ * It sits above both cli/ and server/, which never include each other. */
 #include <stdio.h>
 #include <string.h>
 
-#include "kvserve/cli.h"
+#include "cli/cli.h"
+#include "server/serve.h"
 
 static void usage(FILE *f)
 {
@@ -23,7 +25,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "serve")) return cli_serve_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return serve_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "perplexity")) return cli_perplexity_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cli_tokenize_main(argc - 1, argv + 1);

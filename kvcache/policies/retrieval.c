@@ -43,7 +43,7 @@
 #include "kvserve/policy_args.h"
 #include "kvserve/quant.h"
 #include "kvserve/spill.h"
-#include "landmark.h"
+#include "kvcache/landmark.h"
 
 #define RT_MAX_HD 1024
 #define RT_SAMPLE_LAST 8 /* queries of a chunk that always score blocks */

@@ -18,8 +18,12 @@ typedef struct snap_config {
     kv_pooling pooling;
     kv_reduce reduce;
     int32_t interval;       /* re-compress every N generated tokens (0 = never) */
-    bool pyramid;           /* per-layer budgets on PyramidKV's arithmetic ramp */
     int32_t beta;           /* pyramid steepness */
+    /* Tokens kept in `layer` of n_layer (window included) for a prompt of n tokens and an
+     * average budget C. NULL = C in every layer (SnapKV); pyramid.c passes PyramidKV's ramp.
+     * A hook rather than a call keeps the arrow one way: pyramid uses snapkv, not back. */
+    int32_t (*layer_budget)(const struct snap_config *c, int32_t C, int32_t n_layer,
+                            int32_t layer, int32_t n);
 } snap_config;
 
 /* Creates the per-sequence state (checks cfg: KS_ERR_INVALID). */
@@ -35,12 +39,5 @@ int snap_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_q
                          const attn_span *spans, int32_t n_spans, const float *key_mass,
                          int32_t n_mass);
 int snap_after_chunk(kv_seq *seq, const kv_chunk *chunk);
-
-/* PyramidKV's budget for `layer` of n_layer (tokens kept, window included) for a prompt of
- * n tokens with average budget C and window w, in KVCache-Factory's integer arithmetic
- * (pyramid.c). Prompts shorter than C keep everything (returns C >= n); shorter than
- * 2(C - w) fall back to uniform SnapKV (returns C). */
-int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer, int32_t layer,
-                             int32_t n);
 
 #endif

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvserve/cli.h"
+#include "cli.h"
 #include "kvserve/tokenizer.h"
 
 static int read_stdin(char **out, size_t *len)

@@ -7,7 +7,8 @@
 #include <time.h>
 
 #include "cli_util.h"
-#include "kvserve/cli.h"
+#include "kvserve/engine.h"
+#include "cli.h"
 #include "kvserve/sampler.h"
 
 typedef struct run_opts {
@@ -96,7 +97,7 @@ static int run_parse(int argc, char **argv, run_opts *o)
 }
 
 /* Feeds the prompt in chunks; the last chunk's logits go to `logits`. */
-static int run_prefill(cli_engine *e, kv_seq *seq, const int32_t *ids, int32_t n, int32_t batch,
+static int run_prefill(engine *e, kv_seq *seq, const int32_t *ids, int32_t n, int32_t batch,
                        float *logits)
 {
     for (int32_t b0 = 0; b0 < n; b0 += batch) {
@@ -111,7 +112,7 @@ static int run_prefill(cli_engine *e, kv_seq *seq, const int32_t *ids, int32_t n
     return KS_OK;
 }
 
-static int run_generate(cli_engine *e, run_opts *o, int32_t *ids, int32_t n_prompt)
+static int run_generate(engine *e, run_opts *o, int32_t *ids, int32_t n_prompt)
 {
     const model_hparams *hp = model_get_hparams(e->m);
     const tok_vocab *v = model_get_vocab(e->m);
@@ -120,7 +121,7 @@ static int run_generate(cli_engine *e, run_opts *o, int32_t *ids, int32_t n_prom
     kv_seq *seq = NULL;
     int rc = KS_ERR_NOMEM;
     if (!logits || smp_sampler_create(&o->sp, hp->n_vocab, &smp)) goto done;
-    if ((rc = cli_engine_new_seq(e, &o->policy, &seq))) goto done;
+    if ((rc = engine_new_seq(e, &o->policy, &seq))) goto done;
     double t0 = ks_time_now();
     if ((rc = run_prefill(e, seq, ids, n_prompt, (int32_t)o->batch, logits))) goto done;
     double t1 = ks_time_now();
@@ -162,11 +163,11 @@ int cli_run_main(int argc, char **argv)
 {
     run_opts o;
     if (run_parse(argc, argv, &o)) return 2;
-    cli_engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
+    engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
                             .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)o.batch, .n_seqs = 1,
                             .kv_dtype = o.kv_dtype, .llama_numerics = true};
-    cli_engine e;
-    if (cli_engine_open(&ep, &e)) return 1;
+    engine e;
+    if (engine_open(&ep, &e)) return 1;
     const tok_vocab *v = model_get_vocab(e.m);
     size_t len = strlen(o.prompt);
     int32_t n = tok_encode(v, o.prompt, len, true, true, NULL, 0);
@@ -183,6 +184,6 @@ int cli_run_main(int argc, char **argv)
         rc = run_generate(&e, &o, ids, n);
     }
     free(ids);
-    cli_engine_close(&e);
+    engine_close(&e);
     return rc ? 1 : 0;
 }

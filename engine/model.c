@@ -18,7 +18,7 @@
 
 #include "kvserve/kvcache.h"
 #include "kvserve/rope.h"
-#include "kvserve/vmath.h"
+#include "core/vmath.h"
 #include "model_internal.h"
 
 typedef struct attn_slot {

@@ -1,0 +1,267 @@
+/* attn_tiles.c - the machinery under the attention core: per-thread scratch, the q·K and p·V
+ * kernels (portable scalar, and AVX-512 picked at run time), and the walk over a list of
+ * spans in tiles of ATTN_TILE keys (f16 tiles converted to f32 once per call, tiles that no
+ * query of the chunk can see skipped unread). It knows no softmax: attention.c and
+ * attention_llama.c drive it.
+ */
+#include "attn_tiles.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvserve/quant.h"
+
+/* ---------------------------------------------------------------------------------------- */
+/* Kernels                                                                                   */
+
+static void scores_scalar(const float *q, const float *k, size_t k_stride, int32_t n, int32_t hd,
+                          float scale, float *s)
+{
+    for (int32_t j = 0; j < n; j++) {
+        const float *kj = k + (size_t)j * k_stride;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int32_t d = 0;
+        for (; d + 4 <= hd; d += 4) {
+            a0 += q[d] * kj[d];
+            a1 += q[d + 1] * kj[d + 1];
+            a2 += q[d + 2] * kj[d + 2];
+            a3 += q[d + 3] * kj[d + 3];
+        }
+        for (; d < hd; d++)
+            a0 += q[d] * kj[d];
+        s[j] = ((a0 + a1) + (a2 + a3)) * scale;
+    }
+}
+
+static void accum_scalar(float *acc, const float *p, const float *v, size_t v_stride, int32_t n,
+                         int32_t hd)
+{
+    for (int32_t j = 0; j < n; j++) {
+        if (p[j] == 0.0f) continue;
+        const float *vj = v + (size_t)j * v_stride;
+        for (int32_t d = 0; d < hd; d++)
+            acc[d] += p[j] * vj[d];
+    }
+}
+
+#ifdef ATTN_X86
+ATTN_AVX512 static void scores_avx512(const float *q, const float *k, size_t k_stride, int32_t n,
+                                      int32_t hd, float scale, float *s)
+{
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = k + (size_t)j * k_stride;
+        const float *k1 = k0 + k_stride, *k2 = k1 + k_stride, *k3 = k2 + k_stride;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int32_t d = 0; d < hd; d += 16) {
+            __mmask16 mk = tail_mask(hd - d);
+            __m512 qv = _mm512_maskz_loadu_ps(mk, q + d);
+            a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k0 + d), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k1 + d), a1);
+            a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k2 + d), a2);
+            a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, k3 + d), a3);
+        }
+        s[j] = _mm512_reduce_add_ps(a0) * scale;
+        s[j + 1] = _mm512_reduce_add_ps(a1) * scale;
+        s[j + 2] = _mm512_reduce_add_ps(a2) * scale;
+        s[j + 3] = _mm512_reduce_add_ps(a3) * scale;
+    }
+    for (; j < n; j++) {
+        const float *kj = k + (size_t)j * k_stride;
+        __m512 a = _mm512_setzero_ps();
+        for (int32_t d = 0; d < hd; d += 16) {
+            __mmask16 mk = tail_mask(hd - d);
+            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q + d), _mm512_maskz_loadu_ps(mk, kj + d),
+                                a);
+        }
+        s[j] = _mm512_reduce_add_ps(a) * scale;
+    }
+}
+
+ATTN_AVX512 static void accum_avx512(float *acc, const float *p, const float *v, size_t v_stride,
+                                     int32_t n, int32_t hd)
+{
+    int32_t d = 0;
+    for (; d + 64 <= hd; d += 64) {
+        __m512 a0 = _mm512_loadu_ps(acc + d), a1 = _mm512_loadu_ps(acc + d + 16);
+        __m512 a2 = _mm512_loadu_ps(acc + d + 32), a3 = _mm512_loadu_ps(acc + d + 48);
+        for (int32_t j = 0; j < n; j++) {
+            const float *vj = v + (size_t)j * v_stride + d;
+            __m512 pj = _mm512_set1_ps(p[j]);
+            a0 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj), a0);
+            a1 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16), a1);
+            a2 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 32), a2);
+            a3 = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 48), a3);
+        }
+        _mm512_storeu_ps(acc + d, a0);
+        _mm512_storeu_ps(acc + d + 16, a1);
+        _mm512_storeu_ps(acc + d + 32, a2);
+        _mm512_storeu_ps(acc + d + 48, a3);
+    }
+    for (; d < hd; d += 16) {
+        __mmask16 mk = tail_mask(hd - d);
+        __m512 a = _mm512_maskz_loadu_ps(mk, acc + d);
+        for (int32_t j = 0; j < n; j++)
+            a = _mm512_fmadd_ps(_mm512_set1_ps(p[j]),
+                                _mm512_maskz_loadu_ps(mk, v + (size_t)j * v_stride + d), a);
+        _mm512_mask_storeu_ps(acc + d, mk, a);
+    }
+}
+
+static bool cpu_has_avx512(void)
+{
+    return ks_cpu_has(KS_CPU_AVX512F) && ks_cpu_has(KS_CPU_AVX512BW) &&
+           ks_cpu_has(KS_CPU_AVX512VL) && ks_cpu_has(KS_CPU_F16C) && ks_cpu_has(KS_CPU_FMA);
+}
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* Scratch                                                                                   */
+
+void attn_scratch_force_scalar(attn_scratch *s, bool scalar)
+{
+    s->scores = scores_scalar;
+    s->accum = accum_scalar;
+    s->simd = false;
+#ifdef ATTN_X86
+    if (!scalar && cpu_has_avx512()) {
+        s->scores = scores_avx512;
+        s->accum = accum_avx512;
+        s->simd = true;
+    }
+#else
+    (void)scalar;
+#endif
+}
+
+int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q, attn_scratch **out)
+{
+    *out = NULL;
+    if (head_dim < 1 || head_dim > 4096 || max_group < 1 || max_group > 256 || max_q < 1 ||
+        max_q > 1 << 20)
+        return KS_ERR_INVALID;
+    attn_scratch *s = calloc(1, sizeof(*s));
+    if (!s) return KS_ERR_NOMEM;
+    s->head_dim = head_dim;
+    s->max_group = max_group;
+    s->max_q = max_q;
+    size_t rows = (size_t)max_group * (size_t)max_q;
+    size_t fl = sizeof(float);
+    s->qr = ks_aligned_alloc(rows * (size_t)head_dim * fl);
+    s->acc = ks_aligned_alloc(rows * (size_t)head_dim * fl);
+    s->m = ks_aligned_alloc(rows * fl);
+    s->l = ks_aligned_alloc(rows * sizeof(double));
+    s->kt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
+    s->vt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
+    s->s = ks_aligned_alloc((size_t)ATTN_TILE * fl);
+    /* virtual size for the largest chunk; only the rows a call uses are touched */
+    size_t lrows = rows > (size_t)max_group * 4 ? rows : (size_t)max_group * 4;
+    s->lacc = ks_aligned_alloc(lrows * (size_t)head_dim * 16 * fl);
+    s->ldbl = ks_aligned_alloc((size_t)max_group * (size_t)head_dim * sizeof(double));
+    s->ldone = calloc((size_t)max_group, 1);
+    s->vtt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
+    if (!s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s || !s->lacc || !s->ldbl ||
+        !s->ldone || !s->vtt) {
+        attn_scratch_destroy(s);
+        return KS_ERR_NOMEM;
+    }
+    attn_scratch_force_scalar(s, false);
+    *out = s;
+    return 0;
+}
+
+void attn_scratch_destroy(attn_scratch *s)
+{
+    if (!s) return;
+    free(s->qr);
+    free(s->acc);
+    free(s->m);
+    free(s->l);
+    free(s->kt);
+    free(s->vt);
+    free(s->s);
+    free(s->lacc);
+    free(s->ldbl);
+    free(s->ldone);
+    free(s->vtt);
+    free(s);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Tiles                                                                                     */
+
+static void tile_load(const attn_run *r, const attn_span *sp, int32_t j0, int32_t n, attn_tile *t)
+{
+    int32_t hd = r->p->head_dim;
+    size_t ks = sp->k_stride ? (size_t)sp->k_stride : (size_t)hd;
+    size_t vs = sp->v_stride ? (size_t)sp->v_stride : (size_t)hd;
+    t->n = n;
+    t->idx = sp->idx ? sp->idx + j0 : NULL;
+    t->idx_min = INT32_MAX;
+    t->idx_max = INT32_MIN;
+    for (int32_t j = 0; t->idx && j < n; j++) {
+        t->idx_min = KS_MIN(t->idx_min, t->idx[j]);
+        t->idx_max = KS_MAX(t->idx_max, t->idx[j]);
+    }
+    if (t->idx && t->idx_min > r->q_idx_max) {
+        t->n = 0; /* invisible to every query of the chunk: skip the conversion */
+        return;
+    }
+    if (r->p->kv_dtype == KS_DTYPE_F32) {
+        t->k = (const float *)sp->k + (size_t)j0 * ks;
+        t->v = (const float *)sp->v + (size_t)j0 * vs;
+        t->ks = ks;
+        t->vs = vs;
+        return;
+    }
+    const uint16_t *k16 = (const uint16_t *)sp->k + (size_t)j0 * ks;
+    const uint16_t *v16 = (const uint16_t *)sp->v + (size_t)j0 * vs;
+    float *kt = r->s->kt, *vt = r->s->vt;
+    if (ks == (size_t)hd)
+        qt_f16_to_f32_row(k16, kt, (int64_t)n * hd);
+    else
+        for (int32_t j = 0; j < n; j++)
+            qt_f16_to_f32_row(k16 + (size_t)j * ks, kt + (size_t)j * hd, hd);
+    if (vs == (size_t)hd)
+        qt_f16_to_f32_row(v16, vt, (int64_t)n * hd);
+    else
+        for (int32_t j = 0; j < n; j++)
+            qt_f16_to_f32_row(v16 + (size_t)j * vs, vt + (size_t)j * hd, hd);
+    t->k = kt;
+    t->v = vt;
+    t->ks = t->vs = (size_t)hd;
+}
+
+bool attn_tile_scores(const attn_run *r, const attn_tile *t, int32_t row, float *smax)
+{
+    const attn_params *p = r->p;
+    int32_t tq = row / p->n_group, g = row % p->n_group;
+    int32_t qi = t->idx ? p->q_idx[tq] : 0;
+    if (t->idx && t->idx_min > qi) return false;
+    float *s = r->s->s;
+    r->scores(r->q + (size_t)tq * r->q_stride + (size_t)g * p->head_dim, t->k, t->ks, t->n,
+              p->head_dim, p->scale, s);
+    if (t->idx && t->idx_max > qi)
+        for (int32_t j = 0; j < t->n; j++)
+            if (t->idx[j] > qi) s[j] = -INFINITY;
+    float mx = -INFINITY;
+    for (int32_t j = 0; j < t->n; j++)
+        mx = s[j] > mx ? s[j] : mx;
+    *smax = mx;
+    return mx > -INFINITY;
+}
+
+void attn_for_each_tile(const attn_run *r, const attn_span *spans, int32_t n_spans, attn_tile_fn fn)
+{
+    int64_t key0 = 0;
+    for (int32_t i = 0; i < n_spans; i++) {
+        for (int32_t j0 = 0; j0 < spans[i].n; j0 += ATTN_TILE) {
+            attn_tile t;
+            tile_load(r, &spans[i], j0, KS_MIN(ATTN_TILE, spans[i].n - j0), &t);
+            t.key0 = key0 + j0;
+            if (t.n > 0) fn(r, &t);
+        }
+        key0 += spans[i].n;
+    }
+}
