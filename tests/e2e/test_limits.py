@@ -203,6 +203,40 @@ def test_never_fits():
         srv.stop()
 
 
+def test_per_client_limit():
+    """max_client_concurrent = 1: while a client's long stream runs, its second request gets
+    429; another client (another Authorization) is served; once the stream is gone, the
+    first client is served again."""
+    srv = Server("[server]\nmax_client_concurrent = 1\n")
+    try:
+        body = json.dumps({"prompt": "In the beginning", "max_tokens": 3000, "temperature": 0,
+                           "stream": True}).encode()
+        a = connect(srv)
+        a.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer one\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                  + body)
+        first = a.recv(4096)  # the stream has started: the request is in flight
+        check(b" 200 " in first.split(b"\r\n")[0], "the long stream started")
+        small = {"prompt": "In the", "max_tokens": 2}
+        st, _, out = srv.req("POST", "/v1/completions", small,
+                             headers={"Authorization": "Bearer one"})
+        check(st == 429 and is_error_body(out) and b"max_client_concurrent" in out,
+              "a second request of the same client gets 429 (%d)" % st)
+        st, _, _ = srv.req("POST", "/v1/completions", small,
+                           headers={"Authorization": "Bearer two"})
+        check(st == 200, "another client is served (%d)" % st)
+        a.close()
+        for _ in range(100):  # the server notices the disconnect on its next read
+            st, _, _ = srv.req("POST", "/v1/completions", small,
+                               headers={"Authorization": "Bearer one"})
+            if st == 200:
+                break
+            time.sleep(0.05)
+        check(st == 200, "the client is served again once its stream is gone (%d)" % st)
+    finally:
+        srv.stop()
+
+
 def main():
     srv = Server(LIMITS)
     try:
@@ -218,6 +252,7 @@ def main():
     test_key_before_body()
     test_origins()
     test_never_fits()
+    test_per_client_limit()
     finish()
 
 
