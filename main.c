@@ -1,5 +1,5 @@
-/* main.c - entry point: dispatches to the subcommands (run, perplexity, tokenize, serve).
- * It sits above both cli/ and server/, which never include each other. */
+/* main.c - entry point: dispatches to the subcommands (run, perplexity, tokenize, serve,
+ * policies). It sits above both cli/ and server/, which never include each other. */
 #include <stdio.h>
 #include <string.h>
 
@@ -10,11 +10,11 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: kvserve <command> [options]\n"
                "commands:\n"
-               "  serve       --config FILE [--model M] [--host H] [--port P]\n"
-               "  run         --model M --prompt P [--n-predict N] [--temp T] [--seed S] "
-               "[--threads N]\n"
-               "  perplexity  --model M --file F [--ctx N]\n"
-               "  tokenize    --model M [--no-bos] [--pieces]   (text on stdin)\n"
+               "  serve       serve the HTTP API (--config FILE, --model M, --port P, ...)\n"
+               "  run         generate a completion for one prompt (--model M --prompt P)\n"
+               "  perplexity  perplexity of a text file (--model M --file F)\n"
+               "  tokenize    tokenize stdin (--model M)\n"
+               "  policies    list the KV policies and their parameters (--markdown)\n"
                "run `kvserve <command> --help` for the options of one command\n");
 }
 
@@ -29,6 +29,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "run")) return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "perplexity")) return cli_perplexity_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cli_tokenize_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "policies")) return cli_policies_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "kvserve/args.h"
 #include "kvserve/attention.h"
 
 static double run(attn_scratch *s, const attn_params *p, const attn_span *sp, int32_t n_sp,
@@ -19,8 +20,22 @@ static double run(attn_scratch *s, const attn_params *p, const attn_span *sp, in
 
 int main(int argc, char **argv)
 {
-    int32_t nk = argc > 1 ? atoi(argv[1]) : 32768, hd = argc > 2 ? atoi(argv[2]) : 64;
-    int32_t G = argc > 3 ? atoi(argv[3]) : 4, nq = argc > 4 ? atoi(argv[4]) : 256;
+    int32_t nk = 32768, hd = 64, G = 4, nq = 256;
+    const ks_arg args[] = {
+        {"KEYS", 0, KS_ARG_I32, &nk, 1, 1 << 24, .help = "keys attended",
+         .flags = KS_ARG_POSITIONAL},
+        {"HEAD_DIM", 0, KS_ARG_I32, &hd, 1, 1024, .help = "head dimension",
+         .flags = KS_ARG_POSITIONAL},
+        {"GROUP", 0, KS_ARG_I32, &G, 1, 64, .help = "query heads per KV head",
+         .flags = KS_ARG_POSITIONAL},
+        {"QUERIES", 0, KS_ARG_I32, &nq, 1, 1 << 16, .help = "queries per call",
+         .flags = KS_ARG_POSITIONAL},
+    };
+    const ks_args_spec spec = {"bench_attention",
+                               "Times the attention core (f32 and f16 KV, scalar and SIMD).",
+                               args, KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
     const int32_t bt = 32;
     int32_t n_sp = (nk + bt - 1) / bt;
     size_t ne = (size_t)nk * hd;

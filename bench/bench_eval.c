@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvserve/args.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/model.h"
 #include "kvserve/policy_args.h"
@@ -67,22 +68,15 @@ typedef struct eval_env {
 
 /* Parses "name[:key=value,...]" (the same form as `kvserve run --kv-policy`) into p:
  * defaults first, then the overrides, through the shared parameter table. */
-static int spec_parse(const char *spec, eval_policy *p)
+static int spec_parse(const char *spec, eval_policy *p, char *err, size_t err_len)
 {
     p->spec = spec;
     kv_policy_config_defaults(&p->cfg);
-    ks_diag d;
-    ks_diag_clear(&d);
-    if (kv_policy_config_parse_spec(&p->cfg, spec, &d)) {
-        fprintf(stderr, "bench_eval: %s: %s\n", spec, d.msg);
-        return KS_ERR_INVALID;
-    }
+    int rc = kv_policy_config_parse_arg(spec, &p->cfg, err, err_len);
+    if (rc) return rc;
     p->policy = kv_policy_find(kv_policy_kind_name(p->cfg.kind));
     if (!p->policy) {
-        fprintf(stderr, "bench_eval: policy of '%s' is not registered (registered:", spec);
-        for (const char *const *n = kv_policy_names(); *n; n++)
-            fprintf(stderr, " %s", *n);
-        fprintf(stderr, ")\n");
+        snprintf(err, err_len, "the policy of '%s' is not registered", spec);
         return KS_ERR_INVALID;
     }
     return 0;
@@ -90,83 +84,71 @@ static int spec_parse(const char *spec, eval_policy *p)
 
 /* ---- options --------------------------------------------------------------------------- */
 
-static void usage(FILE *f)
+/* --policy SPEC, repeatable; `full` is always the first row. */
+static int policy_arg(const char *v, void *dst, char *err, size_t err_len)
 {
-    fprintf(f, "usage: bench_eval --model M --text T [--policy SPEC]... [--ppl-tokens N]\n"
-               "       [--chunk N] [--ctx-lengths a,b,c] [--passkey-trials N] [--threads N]\n"
-               "       [--kv-dtype f16|f32] [--block-tokens N] [--seed N]\n");
+    eval_opts *o = dst;
+    if (!strcmp(v, "full")) return 0;
+    if (o->n_pol == EVAL_MAX_POLICIES) {
+        snprintf(err, err_len, "at most %d policies", EVAL_MAX_POLICIES);
+        return KS_ERR_RANGE;
+    }
+    return spec_parse(v, &o->pol[o->n_pol++], err, err_len);
 }
 
-static int parse_int(const char *flag, const char *v, long lo, long hi, int32_t *out)
+/* --ctx-lengths a,b,c: each an integer in [64, 2^20]. */
+static int ctx_lengths_arg(const char *v, void *dst, char *err, size_t err_len)
 {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "bench_eval: %s: expected an integer in [%ld, %ld]\n", flag, lo, hi);
-        return KS_ERR_INVALID;
+    eval_opts *o = dst;
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", v);
+    o->n_ctx = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *end;
+        long x = strtol(t, &end, 10);
+        if (o->n_ctx == EVAL_MAX_CTX || *end || end == t || x < 64 || x > (1 << 20)) {
+            snprintf(err, err_len, "expected up to %d comma-separated integers in [64, 1048576], "
+                     "got '%s'", EVAL_MAX_CTX, v);
+            return KS_ERR_INVALID;
+        }
+        o->ctx[o->n_ctx++] = (int32_t)x;
     }
-    *out = (int32_t)x;
     return 0;
 }
 
 static int opts_parse(int argc, char **argv, eval_opts *o)
 {
     *o = (eval_opts){.ppl_tokens = 2048, .chunk = 128, .trials = 12, .threads = 2,
-                     .block_tokens = 16, .dtype = KS_DTYPE_F16, .seed = 1};
-    if (spec_parse("full", &o->pol[o->n_pol++]))
+                     .block_tokens = 16, .seed = 1};
+    char err[256];
+    if (spec_parse("full", &o->pol[o->n_pol++], err, sizeof(err)))
         return KS_ERR_INVALID;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            exit(0);
-        }
-        if (!v) {
-            fprintf(stderr, "bench_eval: %s needs a value\n", a);
-            return KS_ERR_INVALID;
-        }
-        i++;
-        int rc = 0;
-        if (!strcmp(a, "--model")) o->model = v;
-        else if (!strcmp(a, "--text")) o->text = v;
-        else if (!strcmp(a, "--policy")) {
-            if (!strcmp(v, "full"))
-                continue;
-            if (o->n_pol == EVAL_MAX_POLICIES)
-                return KS_ERR_INVALID;
-            rc = spec_parse(v, &o->pol[o->n_pol++]);
-        } else if (!strcmp(a, "--ppl-tokens")) rc = parse_int(a, v, 0, 1 << 20, &o->ppl_tokens);
-        else if (!strcmp(a, "--chunk")) rc = parse_int(a, v, 1, 4096, &o->chunk);
-        else if (!strcmp(a, "--passkey-trials")) rc = parse_int(a, v, 0, 1000, &o->trials);
-        else if (!strcmp(a, "--threads")) rc = parse_int(a, v, 1, 256, &o->threads);
-        else if (!strcmp(a, "--block-tokens")) rc = parse_int(a, v, 1, 4096, &o->block_tokens);
-        else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--kv-dtype")) {
-            if (strcmp(v, "f16") && strcmp(v, "f32"))
-                return KS_ERR_INVALID;
-            o->dtype = strcmp(v, "f16") ? KS_DTYPE_F32 : KS_DTYPE_F16;
-        } else if (!strcmp(a, "--ctx-lengths")) {
-            char buf[256];
-            snprintf(buf, sizeof(buf), "%s", v);
-            o->n_ctx = 0;
-            for (char *t = strtok(buf, ","); t && !rc; t = strtok(NULL, ",")) {
-                if (o->n_ctx == EVAL_MAX_CTX)
-                    return KS_ERR_INVALID;
-                rc = parse_int(a, t, 64, 1 << 20, &o->ctx[o->n_ctx++]);
-            }
-        } else {
-            fprintf(stderr, "bench_eval: unknown option %s\n", a);
-            usage(stderr);
-            return KS_ERR_INVALID;
-        }
-        if (rc)
-            return rc;
-    }
-    if (!o->model || !o->text) {
-        usage(stderr);
-        return KS_ERR_INVALID;
-    }
-    return 0;
+    static const char *const kDtypes[] = {"f16", "f32", NULL};
+    int dtype = 0;
+    const ks_arg args[] = {
+        {"model", 'm', KS_ARG_STRING, &o->model, .metavar = "FILE", .help = "GGUF model",
+         .flags = KS_ARG_REQUIRED},
+        {"text", 0, KS_ARG_STRING, &o->text, .metavar = "FILE",
+         .help = "held-out text for perplexity and passkey filler", .flags = KS_ARG_REQUIRED},
+        {"policy", 0, KS_ARG_FUNC, o, .parse = policy_arg, .metavar = "SPEC",
+         .help = "a KV policy to evaluate besides full (repeatable), e.g. snapkv:budget=256"},
+        {"ppl-tokens", 0, KS_ARG_I32, &o->ppl_tokens, 0, 1 << 20,
+         .help = "tokens scored for perplexity"},
+        {"chunk", 0, KS_ARG_I32, &o->chunk, 1, 4096, .help = "tokens per chunk"},
+        {"ctx-lengths", 0, KS_ARG_FUNC, o, .parse = ctx_lengths_arg, .metavar = "A,B,C",
+         .help = "passkey prompt lengths"},
+        {"passkey-trials", 0, KS_ARG_I32, &o->trials, 0, 1000, .help = "passkeys per length"},
+        {"threads", 't', KS_ARG_I32, &o->threads, 1, 256, .help = "compute threads"},
+        {"kv-dtype", 0, KS_ARG_ENUM, &dtype, .choices = kDtypes, .help = "KV cache storage"},
+        {"block-tokens", 0, KS_ARG_I32, &o->block_tokens, 1, 4096, .help = "KV block size"},
+        {"seed", 0, KS_ARG_INT, &o->seed, 0, (double)INT64_MAX, .help = "passkey RNG seed"},
+    };
+    const ks_args_spec spec = {"bench_eval", "Quality of KV policies: perplexity, agreement with "
+                                             "full attention, KL, and passkey retrieval.",
+                               args, KS_ARRAY_LEN(args), NULL};
+    int rc = ks_args_parse(&spec, argc, argv);
+    o->dtype = dtype ? KS_DTYPE_F32 : KS_DTYPE_F16;
+    return rc;
 }
 
 /* ---- running sequences ----------------------------------------------------------------- */
@@ -522,8 +504,9 @@ static int run_passkey(eval_env *e, const eval_opts *o, const text_sents *ts)
 int main(int argc, char **argv)
 {
     eval_opts o;
-    if (opts_parse(argc, argv, &o))
-        return 2;
+    int prc = opts_parse(argc, argv, &o);
+    if (prc)
+        return prc == KS_ARGS_HELP ? 0 : 2;
     char *text = NULL;
     size_t text_len = 0;
     ks_diag d;

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "kvserve/args.h"
 #include "kvserve/base.h"
 
 typedef struct client {
@@ -226,16 +227,27 @@ static void run(const char *host, int port, int n, int max_tokens)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: bench_load HOST PORT [CLIENTS[,CLIENTS...]] [MAX_TOKENS]\n");
-        return 2;
-    }
-    const char *list = argc > 3 ? argv[3] : "1,4,16";
-    int max_tokens = argc > 4 ? atoi(argv[4]) : 128;
+    const char *host = NULL, *list = "1,4,16";
+    int32_t port = 0, max_tokens = 128;
+    const ks_arg args[] = {
+        {"HOST", 0, KS_ARG_STRING, &host, .help = "server address",
+         .flags = KS_ARG_POSITIONAL | KS_ARG_REQUIRED},
+        {"PORT", 0, KS_ARG_I32, &port, 1, 65535, .help = "server port",
+         .flags = KS_ARG_POSITIONAL | KS_ARG_REQUIRED},
+        {"CLIENTS", 0, KS_ARG_STRING, &list, .help = "comma-separated client counts (1..1024)",
+         .flags = KS_ARG_POSITIONAL},
+        {"MAX_TOKENS", 0, KS_ARG_I32, &max_tokens, 1, 1 << 20, .help = "tokens per request",
+         .flags = KS_ARG_POSITIONAL},
+    };
+    const ks_args_spec spec = {"bench_load",
+                               "Concurrent streaming clients against a running kvserve.", args,
+                               KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
     char *copy = strdup(list), *save = NULL;
     for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         int n = atoi(t);
-        if (n >= 1 && n <= 1024) run(argv[1], atoi(argv[2]), n, max_tokens > 0 ? max_tokens : 1);
+        if (n >= 1 && n <= 1024) run(host, port, n, max_tokens);
     }
     free(copy);
     return 0;

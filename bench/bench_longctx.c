@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "cli/cli_util.h"
+#include "kvserve/args.h"
 #include "kvserve/engine.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/spill.h"
@@ -178,10 +179,16 @@ static int run_speed(const opts *o)
 {
     int64_t ctx[16], n_ctx = parse_list(o->ctx, ctx, 16);
     char pols[256];
-    printf("ram_mb=%lld chunk=%lld top_k=%d block=%d window=%d sink=%d dense=%d threads=%lld\n",
-           (long long)o->pc.retrieval.ram_mb, (long long)o->chunk, o->pc.retrieval.top_k,
-           o->pc.retrieval.block_tokens, o->pc.retrieval.window, o->pc.retrieval.n_sink,
-           o->pc.retrieval.dense_layers, (long long)o->threads);
+    static const char *const keys[] = {"ram_mb", "top_k", "block_tokens", "window", "n_sink",
+                                       "dense_layers"};
+    const kv_policy_desc *rd = kv_policy_desc_find("retrieval");
+    for (size_t k = 0; rd && k < KS_ARRAY_LEN(keys); k++) {
+        char v[64];
+        kv_param_format(kv_policy_config_params(&o->pc, rd),
+                        kv_param_find(kv_policy_desc_index(rd), keys[k]), v, sizeof(v));
+        printf("%s=%s ", keys[k], v);
+    }
+    printf("chunk=%lld threads=%lld\n", (long long)o->chunk, (long long)o->threads);
     printf("| context | policy    | prefill/s | decode/s | RSS MiB  | blk RAM | blk disk | hit    "
            "| read MiB |\n|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
@@ -351,74 +358,101 @@ static int run_passkey(const opts *o)
     return 0;
 }
 
-static int set_enum(int v, int *dst)
+/* A flag that sets one parameter of one or two policies (by name, through the descriptors). */
+typedef struct knob {
+    kv_policy_config *pc;
+    const char *policy, *key, *policy2;
+} knob;
+
+static int knob_arg(const char *v, void *dst, char *err, size_t err_len)
 {
-    if (v < 0)
-        return 1;
-    *dst = v;
-    return 0;
+    const knob *k = dst;
+    int rc = kv_policy_config_set(k->pc, k->policy, k->key, v);
+    if (!rc && k->policy2)
+        rc = kv_policy_config_set(k->pc, k->policy2, k->key, v);
+    if (rc)
+        snprintf(err, err_len, "expected a value of %s.%s, got '%s'", k->policy, k->key, v);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
     opts o = {.threads = cli_default_threads(), .chunk = 512, .gen = 16, .prompts = 12,
-              .full_max = 32768, .mode = "speed"};
-    snprintf(o.ctx, sizeof(o.ctx), "8192,32768,131072");
-    snprintf(o.lengths, sizeof(o.lengths), "480,1950,7800");
-    snprintf(o.policies, sizeof(o.policies), "full,retrieval");
+              .full_max = 32768, .ctx = "8192,32768,131072", .lengths = "480,1950,7800",
+              .policies = "full,retrieval"};
     kv_policy_config_defaults(&o.pc);
-    kv_retrieval_params *r = &o.pc.retrieval;
-    r->ram_mb = 32;
-    r->dense_layers = 0;
-    int64_t x;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
-        int rc = 0, bad = 0;
-        if (!strcmp(a, "speed") || !strcmp(a, "passkey")) { o.mode = a; continue; }
-        i++;
-        if (!strcmp(a, "--model")) o.model = v;
-        else if (!strcmp(a, "--filler")) o.filler = v;
-        else if (!strcmp(a, "--ctx")) snprintf(o.ctx, sizeof(o.ctx), "%s", v);
-        else if (!strcmp(a, "--lengths")) snprintf(o.lengths, sizeof(o.lengths), "%s", v);
-        else if (!strcmp(a, "--policies")) snprintf(o.policies, sizeof(o.policies), "%s", v);
-        else if (!strcmp(a, "--threads")) rc = cli_parse_i64(a, v, 1, 256, &o.threads);
-        else if (!strcmp(a, "--chunk")) rc = cli_parse_i64(a, v, 1, 8192, &o.chunk);
-        else if (!strcmp(a, "--gen")) rc = cli_parse_i64(a, v, 1, 4096, &o.gen);
-        else if (!strcmp(a, "--prompts")) rc = cli_parse_i64(a, v, 1, 1000, &o.prompts);
-        else if (!strcmp(a, "--full-max")) rc = cli_parse_i64(a, v, 0, 1 << 30, &o.full_max);
-        else if (!strcmp(a, "--ram-mb")) rc = cli_parse_i64(a, v, 1, 1 << 30, &r->ram_mb);
-        else if (!strcmp(a, "--spill-dir")) snprintf(r->spill_dir, sizeof(r->spill_dir), "%s", v);
-        else if (!strcmp(a, "--positions"))
-            bad = set_enum(kv_pos_mode_from_name(v), (int *)&r->positions);
-        else if (!strcmp(a, "--landmark"))
-            bad = set_enum(kv_landmark_from_name(v), (int *)&r->landmark);
-        else if (!strcmp(a, "--selection"))
-            bad = set_enum(kv_selection_from_name(v), (int *)&r->selection);
-        else if (!strcmp(a, "--eviction"))
-            bad = set_enum(kv_eviction_from_name(v), (int *)&r->eviction);
-        else if ((rc = cli_parse_i64(a, v, 0, 1 << 30, &x)) == 0) {
-            int32_t n = (int32_t)x;
-            if (!strcmp(a, "--top-k")) r->top_k = n;
-            else if (!strcmp(a, "--block")) r->block_tokens = n;
-            else if (!strcmp(a, "--window")) r->window = n;
-            else if (!strcmp(a, "--sink")) r->n_sink = o.pc.sink_window.n_sink = n;
-            else if (!strcmp(a, "--dense")) r->dense_layers = n;
-            else if (!strcmp(a, "--sw-window")) o.pc.sink_window.window = n;
-            else if (!strcmp(a, "--reps")) r->representatives = n;
-            else bad = 1;
-        }
-        bad |= rc != 0;
-        if (bad) {
-            fprintf(stderr, "bench_longctx: bad option %s %s\n", a, v);
-            return 2;
-        }
-    }
-    r->chunk = (int32_t)o.chunk;
-    if (!o.model) {
-        fprintf(stderr, "usage: bench_longctx --model M speed|passkey [options] (see source)\n");
+    const char *rt = "retrieval", *sw = "sink_window";
+    if (kv_policy_config_set(&o.pc, rt, "ram_mb", "32") ||
+        kv_policy_config_set(&o.pc, rt, "dense_layers", "0"))
+        return 1;
+    static const char *const kModes[] = {"speed", "passkey", NULL};
+    const char *ctx = o.ctx, *lengths = o.lengths, *policies = o.policies;
+    int mode = 0;
+    knob k[] = {{&o.pc, rt, "ram_mb", NULL},       {&o.pc, rt, "spill_dir", NULL},
+                {&o.pc, rt, "top_k", NULL},        {&o.pc, rt, "block_tokens", NULL},
+                {&o.pc, rt, "window", NULL},       {&o.pc, rt, "n_sink", sw},
+                {&o.pc, rt, "dense_layers", NULL}, {&o.pc, sw, "window", NULL},
+                {&o.pc, rt, "representatives", NULL}, {&o.pc, rt, "positions", NULL},
+                {&o.pc, rt, "landmark", NULL},     {&o.pc, rt, "selection", NULL},
+                {&o.pc, rt, "eviction", NULL}};
+#define KNOB(name, i, h) {name, 0, KS_ARG_FUNC, &k[i], .parse = knob_arg, .help = h}
+    const ks_arg args[] = {
+        {"MODE", 0, KS_ARG_ENUM, &mode, .choices = kModes, .help = "what to measure",
+         .flags = KS_ARG_POSITIONAL},
+        {"model", 'm', KS_ARG_STRING, &o.model, .metavar = "FILE", .help = "GGUF model",
+         .flags = KS_ARG_REQUIRED},
+        {"filler", 0, KS_ARG_STRING, &o.filler, .metavar = "FILE",
+         .help = "filler text (speed: random ids without it; passkey: required)"},
+        {"ctx", 0, KS_ARG_STRING, &ctx, .metavar = "A,B,C", .help = "speed: context lengths"},
+        {"lengths", 0, KS_ARG_STRING, &lengths, .metavar = "A,B,C",
+         .help = "passkey: prompt lengths"},
+        {"policies", 0, KS_ARG_STRING, &policies, .metavar = "P,Q", .help = "policies compared"},
+        {"threads", 't', KS_ARG_INT, &o.threads, 1, 256, .help = "compute threads"},
+        {"chunk", 0, KS_ARG_INT, &o.chunk, 1, 8192, .help = "prefill chunk tokens"},
+        {"gen", 0, KS_ARG_INT, &o.gen, 1, 4096, .help = "speed: decoded tokens"},
+        {"prompts", 0, KS_ARG_INT, &o.prompts, 1, 1000, .help = "passkey: prompts per length"},
+        {"full-max", 0, KS_ARG_INT, &o.full_max, 0, 1 << 30,
+         .help = "speed: skip full attention above this context"},
+        KNOB("ram-mb", 0, "retrieval ram_mb (default here 32)"),
+        KNOB("spill-dir", 1, "retrieval spill_dir"),
+        KNOB("top-k", 2, "retrieval top_k"),
+        KNOB("block", 3, "retrieval block_tokens"),
+        KNOB("window", 4, "retrieval window"),
+        KNOB("sink", 5, "retrieval and sink_window n_sink"),
+        KNOB("dense", 6, "retrieval dense_layers (default here 0)"),
+        KNOB("sw-window", 7, "sink_window window"),
+        KNOB("reps", 8, "retrieval representatives"),
+        KNOB("positions", 9, "retrieval positions"),
+        KNOB("landmark", 10, "retrieval landmark"),
+        KNOB("selection", 11, "retrieval selection"),
+        KNOB("eviction", 12, "retrieval eviction"),
+    };
+#undef KNOB
+    const ks_args_spec spec = {"bench_longctx",
+                               "Memory and speed by context length, or passkey accuracy.", args,
+                               KS_ARRAY_LEN(args),
+                               "Policy parameters default to the policy's (docs/policies.md)."};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0)
+        return exit_code;
+    o.mode = kModes[mode];
+    snprintf(o.ctx, sizeof(o.ctx), "%s", ctx);
+    snprintf(o.lengths, sizeof(o.lengths), "%s", lengths);
+    snprintf(o.policies, sizeof(o.policies), "%s", policies);
+    char chunk[32];
+    snprintf(chunk, sizeof(chunk), "%lld", (long long)o.chunk);
+    ks_diag d;
+    ks_diag_clear(&d);
+    if (kv_policy_config_set(&o.pc, rt, "chunk", chunk) || kv_policy_config_validate(&o.pc, &d)) {
+        fprintf(stderr, "bench_longctx: %s\n", d.msg[0] ? d.msg : "bad --chunk");
         return 2;
     }
-    if (kv_spill_cleanup_dir(r->spill_dir) < 0)
-        fprintf(stderr, "warning: cannot clean %s\n", r->spill_dir);
+    const kv_policy_desc *rd = kv_policy_desc_find(rt);
+    char spill_dir[KV_PARAM_PATH_MAX];
+    kv_param_format(kv_policy_config_params(&o.pc, rd),
+                    kv_param_find(kv_policy_desc_index(rd), "spill_dir"), spill_dir,
+                    sizeof(spill_dir));
+    if (kv_spill_cleanup_dir(spill_dir) < 0)
+        fprintf(stderr, "warning: cannot clean %s\n", spill_dir);
     return !strcmp(o.mode, "passkey") ? run_passkey(&o) : run_speed(&o);
 }

@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 
 #include "cli/cli_util.h"
+#include "kvserve/args.h"
 #include "kvserve/engine.h"
 
 static int cmp_double(const void *a, const void *b)
@@ -74,33 +75,29 @@ static double median_rate(engine *e, const int32_t *toks, int32_t n, bool decode
 
 int main(int argc, char **argv)
 {
+    static const char *const kDtypes[] = {"f16", "f32", NULL};
+    static const char *const kNumerics[] = {"fast", "llama", NULL};
     const char *model = NULL;
     int64_t prompt = 512, gen = 32, threads = cli_default_threads(), reps = 3;
-    ks_dtype dt = KS_DTYPE_F16;
-    bool exact = false;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *a = argv[i], *v = argv[i + 1];
-        int rc = 0;
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--prompt")) rc = cli_parse_i64(a, v, 1, 8192, &prompt);
-        else if (!strcmp(a, "--gen")) rc = cli_parse_i64(a, v, 1, 8192, &gen);
-        else if (!strcmp(a, "--threads")) rc = cli_parse_i64(a, v, 1, 256, &threads);
-        else if (!strcmp(a, "--reps")) rc = cli_parse_i64(a, v, 1, 63, &reps);
-        else if (!strcmp(a, "--kv-dtype")) dt = !strcmp(v, "f32") ? KS_DTYPE_F32 : KS_DTYPE_F16;
-        else if (!strcmp(a, "--numerics")) exact = !strcmp(v, "llama");
-        else if (!strcmp(a, "--seqs")) {
-            int64_t ns = 1;
-            rc = cli_parse_i64(a, v, 1, 64, &ns);
-            g_seqs = (int32_t)ns;
-        }
-        else rc = 1;
-        if (rc) return 2;
-    }
-    if (!model) {
-        fprintf(stderr, "usage: bench_model --model M [--prompt N] [--gen N] [--threads N] "
-                        "[--reps N] [--kv-dtype f16|f32] [--numerics fast|llama] [--seqs N]\n");
-        return 2;
-    }
+    int dtype = 0, numerics = 0;
+    const ks_arg args[] = {
+        {"model", 'm', KS_ARG_STRING, &model, .metavar = "FILE", .help = "GGUF model",
+         .flags = KS_ARG_REQUIRED},
+        {"prompt", 0, KS_ARG_INT, &prompt, 1, 8192, .help = "prompt tokens (prefill speed)"},
+        {"gen", 0, KS_ARG_INT, &gen, 1, 8192, .help = "decoded tokens (decode speed)"},
+        {"threads", 't', KS_ARG_INT, &threads, 1, 256, .help = "compute threads"},
+        {"reps", 0, KS_ARG_INT, &reps, 1, 63, .help = "repetitions; the median is printed"},
+        {"kv-dtype", 0, KS_ARG_ENUM, &dtype, .choices = kDtypes, .help = "KV cache storage"},
+        {"numerics", 0, KS_ARG_ENUM, &numerics, .choices = kNumerics,
+         .help = "our fast kernels or llama.cpp's order"},
+        {"seqs", 0, KS_ARG_I32, &g_seqs, 1, 64, .help = "sequences decoded together"},
+    };
+    const ks_args_spec spec = {"bench_model", "Prefill and decode speed of one model.", args,
+                               KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
+    ks_dtype dt = dtype ? KS_DTYPE_F32 : KS_DTYPE_F16;
+    bool exact = numerics == 1;
     int32_t n_ctx = (int32_t)KS_MAX(prompt, gen) + 16;
     engine_params ep = {.model_path = model, .n_threads = (int32_t)threads, .n_ctx = n_ctx,
                             .n_batch = (int32_t)KS_MAX(prompt, 64), .n_seqs = g_seqs,

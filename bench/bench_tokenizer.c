@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvserve/args.h"
 #include "kvserve/tokenizer.h"
 
 #define TARGET_BYTES (1u << 20)
@@ -75,10 +76,19 @@ static void bench_vocab(const char *shared, const char *name, const char *text, 
 
 int main(int argc, char **argv)
 {
-    const char *shared = argc > 1 ? argv[1] : getenv("KVSERVE_SHARED");
+    const char *shared = getenv("KVSERVE_SHARED");
     if (!shared) {
         shared = "../shared";
     }
+    const ks_arg args[] = {
+        {"SHARED", 0, KS_ARG_STRING, &shared, .help = "the shared fixtures directory "
+                                                      "($KVSERVE_SHARED or ../shared)",
+         .flags = KS_ARG_POSITIONAL},
+    };
+    const ks_args_spec spec = {"bench_tokenizer", "Tokenizer throughput on English text.", args,
+                               KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
     size_t len;
     char *text = build_text(shared, &len);
     printf("text: %zu bytes of English\n", len);

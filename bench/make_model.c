@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvserve/args.h"
 #include "kvserve/gguf.h"
 #include "kvserve/quant.h"
 
@@ -198,24 +199,27 @@ static int build(const shape *s, qt_type t, const gguf_file *vocab, const char *
 
 int main(int argc, char **argv)
 {
-    const char *shape_name = "qwen2.5-0.5b", *type = "f16", *vocab_path = NULL, *out = NULL;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--shape")) shape_name = argv[i + 1];
-        else if (!strcmp(argv[i], "--type")) type = argv[i + 1];
-        else if (!strcmp(argv[i], "--vocab")) vocab_path = argv[i + 1];
-        else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
-    }
-    const shape *s = NULL;
-    for (size_t i = 0; i < sizeof(SHAPES) / sizeof(SHAPES[0]); i++)
-        if (!strcmp(SHAPES[i].name, shape_name)) s = &SHAPES[i];
-    qt_type t = !strcmp(type, "f16") ? QT_F16 : !strcmp(type, "q8_0") ? QT_Q8_0
-              : !strcmp(type, "q4_0") ? QT_Q4_0 : !strcmp(type, "f32") ? QT_F32
-              : !strcmp(type, "bf16") ? QT_BF16 : QT_TYPE_MAX;
-    if (!s || t == QT_TYPE_MAX || !vocab_path || !out) {
-        fprintf(stderr, "usage: make_model --shape qwen2.5-0.5b|tinyllama-1.1b --type "
-                        "f32|f16|bf16|q8_0|q4_0 --vocab VOCAB.gguf --out FILE\n");
-        return 2;
-    }
+    static const char *const kTypes[] = {"f32", "f16", "bf16", "q8_0", "q4_0", NULL};
+    static const qt_type kTypeIds[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0};
+    const char *shape_names[KS_ARRAY_LEN(SHAPES) + 1] = {NULL};
+    for (size_t i = 0; i < KS_ARRAY_LEN(SHAPES); i++) shape_names[i] = SHAPES[i].name;
+    const char *vocab_path = NULL, *out = NULL;
+    int shape_i = 0, type_i = 1;
+    const ks_arg args[] = {
+        {"shape", 0, KS_ARG_ENUM, &shape_i, .choices = shape_names, .help = "model shape"},
+        {"type", 0, KS_ARG_ENUM, &type_i, .choices = kTypes, .help = "weight type"},
+        {"vocab", 0, KS_ARG_STRING, &vocab_path, .metavar = "FILE",
+         .help = "GGUF file whose vocabulary the model gets", .flags = KS_ARG_REQUIRED},
+        {"out", 'o', KS_ARG_STRING, &out, .metavar = "FILE", .help = "the GGUF file to write",
+         .flags = KS_ARG_REQUIRED},
+    };
+    const ks_args_spec spec = {"make_model", "Writes a random-weight model of a real shape.",
+                               args, KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
+    const shape *s = &SHAPES[shape_i];
+    qt_type t = kTypeIds[type_i];
+    const char *type = kTypes[type_i];
     gguf_file *v;
     ks_diag d;
     if (gguf_open(vocab_path, &v, &d)) {

@@ -12,20 +12,9 @@
 #include <string.h>
 
 #include "cli_util.h"
-#include "kvserve/engine.h"
 #include "cli.h"
-
-static void ppl_usage(FILE *f)
-{
-    fprintf(f, "usage: kvserve perplexity --model M --file F [--ctx N] [--batch N] "
-               "[--threads N] [--kv-dtype f16|f32] [--chunks N] [--kv-policy SPEC]\n"
-               "  SPEC: a KV policy and its parameters, e.g. sink_window:n_sink=4,window=252\n"
-               "  --kv-dtype: the KV cache type, f16 by default (llama.cpp's default cache)\n"
-               "  --attn exact|flash|fast: attention numerics: llama.cpp's non-flash kernels\n"
-               "      (default, what llama-perplexity runs: flash attention is off by default in\n"
-               "      the llama.cpp the references come from), its CPU flash-attention kernel,\n"
-               "      or our fast SIMD kernels\n");
-}
+#include "kvserve/args.h"
+#include "kvserve/engine.h"
 
 /* -log softmax(logits)[tok], in double like llama.cpp. */
 static double nll_of(const float *logits, int32_t n_vocab, int32_t tok)
@@ -45,51 +34,42 @@ typedef struct ppl_opts {
     int attn; /* 0 exact, 1 flash, 2 fast */
 } ppl_opts;
 
+static const char *const kDtypes[] = {"f16", "f32", NULL};
+static const char *const kAttn[] = {"exact", "flash", "fast", NULL};
+
 static int ppl_parse(int argc, char **argv, ppl_opts *o)
 {
     /* llama-perplexity's defaults: an F16 KV cache (an F32 one moves ln PPL by up to 0.011
      * on the quantized reference models, more than the 0.5% we must match) */
-    *o = (ppl_opts){.ctx = 512, .batch = 512, .threads = cli_default_threads(),
-                    .kv_dtype = KS_DTYPE_F16};
+    *o = (ppl_opts){.ctx = 512, .batch = 512, .threads = cli_default_threads()};
     kv_policy_config_defaults(&o->policy);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            ppl_usage(stdout);
-            exit(0);
-        }
-        if (!v) {
-            fprintf(stderr, "kvserve: %s needs a value\n", a);
-            return KS_ERR_INVALID;
-        }
-        i++;
-        int rc = KS_OK;
-        if (!strcmp(a, "--model") || !strcmp(a, "-m")) o->model = v;
-        else if (!strcmp(a, "--file") || !strcmp(a, "-f")) o->file = v;
-        else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) rc = cli_parse_i64(a, v, 8, 1 << 20, &o->ctx);
-        else if (!strcmp(a, "--batch") || !strcmp(a, "-b")) rc = cli_parse_i64(a, v, 1, 8192, &o->batch);
-        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) rc = cli_parse_i64(a, v, 1, 256, &o->threads);
-        else if (!strcmp(a, "--chunks")) rc = cli_parse_i64(a, v, 1, 1 << 30, &o->max_chunks);
-        else if (!strcmp(a, "--kv-policy")) rc = cli_parse_policy(v, &o->policy);
-        else if (!strcmp(a, "--attn")) {
-            o->attn = !strcmp(v, "exact") ? 0 : !strcmp(v, "flash") ? 1 : !strcmp(v, "fast") ? 2 : -1;
-            if (o->attn < 0) {
-                fprintf(stderr, "kvserve: --attn: '%s' is not exact, flash or fast\n", v);
-                rc = KS_ERR_INVALID;
-            }
-        }
-        else if (!strcmp(a, "--kv-dtype")) {
-            rc = cli_parse_kv_dtype(v, &o->kv_dtype);
-        } else {
-            fprintf(stderr, "kvserve: perplexity: unknown option '%s'\n", a);
-            rc = KS_ERR_INVALID;
-        }
-        if (rc) return rc;
-    }
-    if (!o->model || !o->file) {
-        ppl_usage(stderr);
-        return KS_ERR_INVALID;
-    }
+    int dtype = 0;
+    const ks_arg args[] = {
+        {"model", 'm', KS_ARG_STRING, &o->model, .metavar = "FILE", .help = "GGUF model",
+         .flags = KS_ARG_REQUIRED},
+        {"file", 'f', KS_ARG_STRING, &o->file, .metavar = "FILE", .help = "text to score",
+         .flags = KS_ARG_REQUIRED},
+        {"ctx", 'c', KS_ARG_INT, &o->ctx, 8, 1 << 20, .help = "tokens per chunk"},
+        {"batch", 'b', KS_ARG_INT, &o->batch, 1, 8192, .help = "tokens per forward call"},
+        {"threads", 't', KS_ARG_INT, &o->threads, 1, 256, .help = "compute threads"},
+        {"chunks", 0, KS_ARG_INT, &o->max_chunks, 0, 1 << 30,
+         .help = "score at most N chunks, 0 = all"},
+        {"kv-dtype", 0, KS_ARG_ENUM, &dtype, .choices = kDtypes,
+         .help = "KV cache type (llama.cpp's default cache is f16)"},
+        {"kv-policy", 0, KS_ARG_FUNC, &o->policy, .parse = kv_policy_config_parse_arg,
+         .metavar = "SPEC",
+         .help = "KV policy and parameters: NAME or NAME:key=value,... (kvserve policies)"},
+        {"attn", 0, KS_ARG_ENUM, &o->attn, .choices = kAttn,
+         .help = "attention numerics: llama.cpp's non-flash kernels, its CPU flash kernel, "
+                 "or our fast SIMD kernels"},
+    };
+    const ks_args_spec spec = {
+        "kvserve perplexity",
+        "Perplexity of a text file, computed the way llama.cpp's perplexity tool does.", args,
+        KS_ARRAY_LEN(args), NULL};
+    int rc = ks_args_parse(&spec, argc, argv);
+    if (rc) return rc;
+    o->kv_dtype = dtype ? KS_DTYPE_F32 : KS_DTYPE_F16;
     return KS_OK;
 }
 
@@ -146,7 +126,8 @@ static int ppl_chunk(engine *e, const kv_policy_config *pc, int32_t *toks, int32
 int cli_perplexity_main(int argc, char **argv)
 {
     ppl_opts o;
-    if (ppl_parse(argc, argv, &o)) return 2;
+    int prc = ppl_parse(argc, argv, &o);
+    if (prc) return prc == KS_ARGS_HELP ? 0 : 2;
     engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
                             .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)KS_MIN(o.batch, o.ctx),
                             .n_seqs = 1, .kv_dtype = o.kv_dtype,

@@ -7,8 +7,9 @@
 #include <time.h>
 
 #include "cli_util.h"
-#include "kvserve/engine.h"
 #include "cli.h"
+#include "kvserve/args.h"
+#include "kvserve/engine.h"
 #include "kvserve/sampler.h"
 
 typedef struct run_opts {
@@ -20,78 +21,46 @@ typedef struct run_opts {
     bool ignore_eos;
 } run_opts;
 
-static void run_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: kvserve run --model M --prompt P [options]\n"
-            "  --n-predict N       tokens to generate (default 128)\n"
-            "  --temp T            temperature, 0 = greedy (default 0.8)\n"
-            "  --top-k K --top-p P --min-p P --repeat-penalty R   sampling filters\n"
-            "  --seed S            RNG seed (default: from the clock)\n"
-            "  --threads N         compute threads (default: all CPUs)\n"
-            "  --ctx N             context size in tokens (default: the model's)\n"
-            "  --batch N           prefill chunk in tokens (default 512)\n"
-            "  --kv-dtype f16|f32  KV cache storage (default f16)\n"
-            "  --kv-policy SPEC    KV policy and parameters, e.g. full, sink_window:n_sink=4,"
-            "window=252,\n"
-            "                      snapkv:budget=256, pyramid:budget=256, h2o:heavy=128,"
-            "recent=128, retrieval:top_k=8\n"
-            "  --ignore-eos        keep generating after end-of-generation tokens\n");
-}
+static const char *const kDtypes[] = {"f16", "f32", NULL};
 
 static int run_parse(int argc, char **argv, run_opts *o)
 {
-    *o = (run_opts){.n_predict = 128, .threads = cli_default_threads(), .batch = 512,
-                    .kv_dtype = KS_DTYPE_F16,
-                    .seed = -1};
+    *o = (run_opts){.n_predict = 128, .threads = cli_default_threads(), .batch = 512, .seed = -1};
     smp_params_default(&o->sp);
     kv_policy_config_defaults(&o->policy);
     o->sp.temperature = 0.8f;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            run_usage(stdout);
-            exit(0);
-        }
-        if (!strcmp(a, "--ignore-eos")) {
-            o->ignore_eos = true;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "kvserve: %s needs a value\n", a);
-            return KS_ERR_INVALID;
-        }
-        i++;
-        int rc = KS_OK;
-        int64_t iv = 0;
-        if (!strcmp(a, "--model") || !strcmp(a, "-m")) o->model = v;
-        else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) o->prompt = v;
-        else if (!strcmp(a, "--n-predict") || !strcmp(a, "-n")) rc = cli_parse_i64(a, v, 0, 1 << 24, &o->n_predict);
-        else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) rc = cli_parse_i64(a, v, 1, 256, &o->threads);
-        else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) rc = cli_parse_i64(a, v, 8, 1 << 24, &o->ctx);
-        else if (!strcmp(a, "--batch") || !strcmp(a, "-b")) rc = cli_parse_i64(a, v, 1, 8192, &o->batch);
-        else if (!strcmp(a, "--seed") || !strcmp(a, "-s")) rc = cli_parse_i64(a, v, -1, INT64_MAX, &o->seed);
-        else if (!strcmp(a, "--temp")) rc = cli_parse_f32(a, v, 0.0f, 100.0f, &o->sp.temperature);
-        else if (!strcmp(a, "--top-p")) rc = cli_parse_f32(a, v, 0.0f, 1.0f, &o->sp.top_p);
-        else if (!strcmp(a, "--min-p")) rc = cli_parse_f32(a, v, 0.0f, 1.0f, &o->sp.min_p);
-        else if (!strcmp(a, "--repeat-penalty")) rc = cli_parse_f32(a, v, 0.0f, 10.0f, &o->sp.repeat_penalty);
-        else if (!strcmp(a, "--top-k")) {
-            rc = cli_parse_i64(a, v, 0, 1 << 24, &iv);
-            o->sp.top_k = (int32_t)iv;
-        } else if (!strcmp(a, "--kv-policy")) {
-            rc = cli_parse_policy(v, &o->policy);
-        } else if (!strcmp(a, "--kv-dtype")) {
-            rc = cli_parse_kv_dtype(v, &o->kv_dtype);
-        } else {
-            fprintf(stderr, "kvserve: run: unknown option '%s'\n", a);
-            rc = KS_ERR_INVALID;
-        }
-        if (rc) return rc;
-    }
-    if (!o->model || !o->prompt) {
-        run_usage(stderr);
-        return KS_ERR_INVALID;
-    }
+    int dtype = 0;
+    const ks_arg args[] = {
+        {"model", 'm', KS_ARG_STRING, &o->model, .metavar = "FILE", .help = "GGUF model",
+         .flags = KS_ARG_REQUIRED},
+        {"prompt", 'p', KS_ARG_STRING, &o->prompt, .metavar = "TEXT", .help = "the prompt",
+         .flags = KS_ARG_REQUIRED},
+        {"n-predict", 'n', KS_ARG_INT, &o->n_predict, 0, 1 << 24, .help = "tokens to generate"},
+        {"temp", 0, KS_ARG_FLOAT, &o->sp.temperature, 0, 100, .help = "temperature, 0 = greedy"},
+        {"top-k", 0, KS_ARG_I32, &o->sp.top_k, 0, 1 << 24, .help = "top-k filter, 0 = off"},
+        {"top-p", 0, KS_ARG_FLOAT, &o->sp.top_p, 0, 1, .help = "nucleus filter, 1 = off"},
+        {"min-p", 0, KS_ARG_FLOAT, &o->sp.min_p, 0, 1, .help = "min-p filter, 0 = off"},
+        {"repeat-penalty", 0, KS_ARG_FLOAT, &o->sp.repeat_penalty, 0, 10,
+         .help = "repetition penalty, 1 = off"},
+        {"seed", 's', KS_ARG_INT, &o->seed, -1, (double)INT64_MAX,
+         .help = "RNG seed, -1 = from the clock"},
+        {"threads", 't', KS_ARG_INT, &o->threads, 1, 256, .help = "compute threads"},
+        {"ctx", 'c', KS_ARG_INT, &o->ctx, 0, 1 << 24,
+         .help = "context size in tokens, 0 = the model's"},
+        {"batch", 'b', KS_ARG_INT, &o->batch, 1, 8192, .help = "prefill chunk in tokens"},
+        {"kv-dtype", 0, KS_ARG_ENUM, &dtype, .choices = kDtypes, .help = "KV cache storage"},
+        {"kv-policy", 0, KS_ARG_FUNC, &o->policy, .parse = kv_policy_config_parse_arg,
+         .metavar = "SPEC",
+         .help = "KV policy and parameters: NAME or NAME:key=value,... (kvserve policies)"},
+        {"ignore-eos", 0, KS_ARG_BOOL, &o->ignore_eos,
+         .help = "keep generating after end-of-generation tokens"},
+    };
+    const ks_args_spec spec = {"kvserve run", "Generates a completion for one prompt.", args,
+                               KS_ARRAY_LEN(args), "policies and their parameters: kvserve "
+                                                   "policies (docs/policies.md)"};
+    int rc = ks_args_parse(&spec, argc, argv);
+    if (rc) return rc;
+    o->kv_dtype = dtype ? KS_DTYPE_F32 : KS_DTYPE_F16;
     o->sp.seed = o->seed < 0 ? (uint64_t)time(NULL) : (uint64_t)o->seed;
     return KS_OK;
 }
@@ -162,7 +131,8 @@ done:
 int cli_run_main(int argc, char **argv)
 {
     run_opts o;
-    if (run_parse(argc, argv, &o)) return 2;
+    int prc = run_parse(argc, argv, &o);
+    if (prc) return prc == KS_ARGS_HELP ? 0 : 2;
     engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
                             .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)o.batch, .n_seqs = 1,
                             .kv_dtype = o.kv_dtype, .llama_numerics = true};

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kvserve/args.h"
 #include "kvserve/tokenizer.h"
 
 static int read_stdin(char **out, size_t *len)
@@ -59,26 +60,19 @@ static void print_piece(const tok_vocab *v, int32_t id)
 int cli_tokenize_main(int argc, char **argv)
 {
     const char *model = NULL;
-    bool bos = true, pieces = false, special = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
-            model = argv[++i];
-        } else if (strcmp(argv[i], "--no-bos") == 0) {
-            bos = false;
-        } else if (strcmp(argv[i], "--pieces") == 0) {
-            pieces = true;
-        } else if (strcmp(argv[i], "--special") == 0) {
-            special = true;
-        } else {
-            fprintf(stderr, "usage: kvserve tokenize --model M [--no-bos] [--pieces] "
-                            "[--special] < text\n");
-            return 2;
-        }
-    }
-    if (!model) {
-        fprintf(stderr, "kvserve tokenize: --model is required\n");
-        return 2;
-    }
+    bool no_bos = false, pieces = false, special = false;
+    const ks_arg args[] = {
+        {"model", 'm', KS_ARG_STRING, &model, .metavar = "FILE",
+         .help = "GGUF file (a vocabulary-only file is enough)", .flags = KS_ARG_REQUIRED},
+        {"no-bos", 0, KS_ARG_BOOL, &no_bos, .help = "do not add BOS/EOS as the metadata says"},
+        {"pieces", 0, KS_ARG_BOOL, &pieces, .help = "print each token's piece too"},
+        {"special", 0, KS_ARG_BOOL, &special, .help = "parse special tokens in the text"},
+    };
+    const ks_args_spec spec = {"kvserve tokenize", "Tokenizes UTF-8 text read from stdin.",
+                               args, KS_ARRAY_LEN(args), NULL};
+    int exit_code = ks_args_run(&spec, argc, argv);
+    if (exit_code >= 0) return exit_code;
+    bool bos = !no_bos;
     gguf_file *f = NULL;
     tok_vocab *v = NULL;
     ks_diag d;

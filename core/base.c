@@ -303,3 +303,16 @@ uint16_t ks_f32_to_bf16(float f)
     x += 0x7fff + ((x >> 16) & 1);
     return (uint16_t)(x >> 16);
 }
+
+int ks_buf_reserve(void **buf, int64_t *cap, int64_t need, size_t elem_size)
+{
+    if (need <= *cap && *buf)
+        return KS_OK;
+    int64_t n = KS_MAX(KS_MAX(need, 16), *cap + *cap / 2);
+    void *p = realloc(*buf, (size_t)n * elem_size);
+    if (!p)
+        return KS_ERR_NOMEM;
+    *buf = p;
+    *cap = n;
+    return KS_OK;
+}

@@ -53,7 +53,7 @@ void engine_close(engine *e)
 int engine_new_seq(engine *e, const kv_policy_config *pc, kv_seq **out)
 {
     const model_hparams *hp = model_get_hparams(e->m);
-    const char *name = pc ? kv_policy_kind_name(pc->kind) : "full";
+    const char *name = kv_policy_config_desc(pc)->name;
     const kv_policy *policy = kv_policy_find(name);
     if (!policy) {
         fprintf(stderr, "kvserve: KV policy '%s' is not available in this build\n", name);

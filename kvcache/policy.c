@@ -3,38 +3,35 @@
  * The model never calls a policy directly: it calls kv_seq_chunk_begin / kv_seq_attn_spans /
  * kv_seq_mass_queries / kv_seq_attn_done / kv_seq_chunk_end (see the call sequence in
  * kvcache.h), which validate arguments, apply the "can be NULL" defaults of the vtable and
- * forward. Adding a policy = one file with a `const kv_policy` plus one line in kPolicies.
+ * forward. Adding a policy = one file exporting a `const kv_policy_desc` (policy_config.h)
+ * plus its name in kvcache/meson.build's policy list, from which meson generates the registry.
  */
 #include "kvserve/kvcache.h"
 
+#include <pthread.h>
 #include <string.h>
 
-extern const kv_policy kv_policy_sink_window, kv_policy_snapkv, kv_policy_pyramid,
-    kv_policy_h2o, kv_policy_retrieval;
-
-static const kv_policy *const kPolicies[] = {
-    &kv_policy_full, &kv_policy_sink_window, &kv_policy_snapkv, &kv_policy_pyramid,
-    &kv_policy_h2o, &kv_policy_retrieval,
-};
-
-static const char *const kPolicyNames[] = {
-    "full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval",
-    NULL,
-};
+#include "kvserve/policy_config.h"
 
 const kv_policy *kv_policy_find(const char *name)
 {
-    if (!name)
-        return NULL;
-    for (size_t i = 0; i < KS_ARRAY_LEN(kPolicies); i++)
-        if (strcmp(kPolicies[i]->name, name) == 0)
-            return kPolicies[i];
-    return NULL;
+    const kv_policy_desc *d = kv_policy_desc_find(name);
+    return d ? d->ops : NULL;
+}
+
+static const char *g_names[KV_POLICY_MAX + 1];
+static pthread_once_t g_names_once = PTHREAD_ONCE_INIT;
+
+static void names_init(void)
+{
+    for (int32_t k = 0; k < kv_policy_count() && k < KV_POLICY_MAX; k++)
+        g_names[k] = kv_policy_desc_at(k)->name;
 }
 
 const char *const *kv_policy_names(void)
 {
-    return kPolicyNames;
+    pthread_once(&g_names_once, names_init);
+    return g_names;
 }
 
 static bool chunk_ok(const kv_chunk *c)

@@ -59,6 +59,12 @@ static int table_reserve(kv_head_table *t, int32_t n_tok, int32_t n_blocks)
         if (!bn)
             return KS_ERR_NOMEM;
         t->blk_n = bn;
+        /* kv_head_table_keep's scratch grows with the blocks, so eviction (every decode
+         * token under a windowed policy) never allocates */
+        int32_t *ks = realloc(t->keep_scratch, ((size_t)cap * 8 + 1) * sizeof(int32_t));
+        if (!ks)
+            return KS_ERR_NOMEM;
+        t->keep_scratch = ks;
         t->cap_blocks = cap;
     }
     return 0;
@@ -71,6 +77,7 @@ static void table_deinit(kv_head_table *t)
     free(t->blocks);
     free(t->blk_n);
     free(t->idx);
+    free(t->keep_scratch);
     free(t->pos);
     memset(t, 0, sizeof(*t));
 }
@@ -203,13 +210,10 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
     if (n == t->n_tok)
         return 0;
     int32_t nb = t->n_blocks, bt = kv_pool_block_tokens(t->pool);
-    int32_t *buf = calloc((size_t)nb * 7 + 1, sizeof(int32_t));
-    uint8_t *written = calloc((size_t)nb + 1, 1);
-    if (!buf || !written) {
-        free(buf);
-        free(written);
-        return KS_ERR_NOMEM;
-    }
+    /* scratch: 7 int32 arrays of nb, then nb + 1 written flags (sized by table_reserve) */
+    int32_t *buf = t->keep_scratch;
+    uint8_t *written = (uint8_t *)(buf + (size_t)nb * 7 + 1);
+    memset(buf, 0, ((size_t)nb * 7 + 1) * sizeof(int32_t) + (size_t)nb + 1);
     int32_t *kc = buf, *ridx = buf + nb, *rank = buf + 2 * nb, *cow = buf + 3 * nb;
     int32_t *dblk = buf + 4 * nb, *doff = buf + 5 * nb, *fill = buf + 6 * nb;
     for (int32_t i = 0, b = 0, start = 0; i < n; i++) {
@@ -248,8 +252,6 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
             n_cow++;
     int rc = kv_pool_alloc(t->pool, n_cow, cow);
     if (rc) {
-        free(buf);
-        free(written);
         return rc;
     }
     for (int32_t b = 0, c = 0; b < nb; b++)
@@ -280,8 +282,6 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
     }
     t->n_blocks = n_keep_blocks;
     t->n_tok = n;
-    free(buf);
-    free(written);
     return 0;
 }
 

@@ -46,10 +46,10 @@ ALLOWED = {
 PUBLIC_HEADERS = {
     'base.h': 'core', 'gguf.h': 'core', 'quant.h': 'core', 'rope.h': 'core',
     'attention.h': 'core', 'args.h': 'core',
-    'tokenizer.h': 'text',
+    'tokenizer.h': 'text', 'jinja.h': 'text',
     'kvcache.h': 'kvcache', 'policy_config.h': 'kvcache', 'policy_args.h': 'kvcache',
     'spill.h': 'kvcache',
-    'model.h': 'engine', 'sampler.h': 'engine', 'engine.h': 'engine',
+    'model.h': 'engine', 'sampler.h': 'engine', 'engine.h': 'engine', 'grammar.h': 'engine',
 }
 PROGRAM_DIRS = ('bench', 'tests')  # programs on top of every layer
 SKIP_DIRS = {'.git', 'build', 'docs', 'configs', 'docker', 'models', 'scripts', '.ci'}

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential meson ninja-build pkg-config libuv1-dev node-llhttp libjansson-dev
       libopenblas-dev check unicode-data python3)
+# tests/js drives the server with npm clients (the OpenAI SDK): Debian's node and npm unless
+# the machine already has them.
+if ! command -v npm >/dev/null; then PKGS+=(nodejs npm); fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -18,6 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if command -v npm >/dev/null; then
+    (cd tests/js && npm ci --no-audit --no-fund)
 fi
 
 werror=false

@@ -126,12 +126,12 @@ static void h_metrics(api_server *a, http_request *req)
         for (size_t i = 0; i < n; i++) {
             for (int32_t l = 0; kept && l < v[i].n_layer && l < g.n_layer; l++)
                 kept[l] += v[i].tokens_kept[l];
-            if (!v[i].has_retrieval) continue;
-            g.spill_blocks_ram += v[i].retrieval.blocks_ram;
-            g.spill_blocks_disk += v[i].retrieval.blocks_disk;
-            g.spill_hot_hits += v[i].retrieval.hot_hits;
-            g.spill_hot_misses += v[i].retrieval.hot_misses;
-            g.spill_bytes_read += v[i].retrieval.bytes_read;
+            if (!v[i].has_spill) continue;
+            g.spill_blocks_ram += v[i].spill.blocks_ram;
+            g.spill_blocks_disk += v[i].spill.blocks_disk;
+            g.spill_hot_hits += v[i].spill.hot_hits;
+            g.spill_hot_misses += v[i].spill.hot_misses;
+            g.spill_bytes_read += v[i].spill.bytes_read;
         }
         g.tokens_kept = kept;
     }
@@ -147,6 +147,32 @@ static void h_metrics(api_server *a, http_request *req)
     }
     (void)http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
     free(text);
+}
+
+/* A policy's resolved parameters as a JSON object, by its descriptor's table. */
+static json_t *params_json(const kv_policy_desc *pd, const void *params)
+{
+    json_t *o = json_object();
+    for (int32_t i = 0; o && i < pd->n_params; i++) {
+        const kv_param_desc *p = &pd->params_table[i];
+        kv_param_value v;
+        kv_param_get(params, p, &v);
+        json_t *jv = p->type == KV_PARAM_DOUBLE                           ? json_real(v.f)
+                     : p->type == KV_PARAM_ENUM || p->type == KV_PARAM_PATH ? json_string(v.s)
+                                                                            : json_integer(v.i);
+        json_object_set_new(o, p->key, jv);
+    }
+    return o;
+}
+
+/* The server's default policy: {"name": ..., "params": {...}}. */
+static json_t *server_policy_json(const api_server *a)
+{
+    const kv_policy_config *pc = &a->cfg->kvcache.policy;
+    const kv_policy_desc *pd = kv_policy_config_desc(pc);
+    return json_pack("{s:s, s:o, s:b}", "name", pd->name, "params",
+                     params_json(pd, kv_policy_config_params(pc, pd)), "request_override",
+                     a->cfg->kvcache.allow_request_override);
 }
 
 static void h_kv(api_server *a, http_request *req)
@@ -167,10 +193,12 @@ static void h_kv(api_server *a, http_request *req)
                               (json_int_t)v[i].tokens_seen, "tokens_kept_per_layer", kept,
                               "bytes", (json_int_t)v[i].bytes, "prompt_tokens", v[i].n_prompt,
                               "generated_tokens", v[i].n_generated);
-        if (o && v[i].has_retrieval) {
-            const kv_retrieval_stats *rs = &v[i].retrieval;
+        const kv_policy_desc *pd = kv_policy_desc_at(v[i].policy_kind);
+        if (o && pd) json_object_set_new(o, "params", params_json(pd, v[i].params.bytes));
+        if (o && v[i].has_spill) { /* under the policy's name, e.g. "retrieval": {...} */
+            const kv_retrieval_stats *rs = &v[i].spill;
             json_object_set_new(
-                o, "retrieval",
+                o, v[i].policy,
                 json_pack("{s:I, s:I, s:f, s:I, s:I, s:I, s:I}", "blocks_ram",
                           (json_int_t)rs->blocks_ram, "blocks_disk", (json_int_t)rs->blocks_disk,
                           "hot_hit_rate", rs->hot_hit_rate, "spill_bytes_read",
@@ -191,11 +219,12 @@ static void h_kv(api_server *a, http_request *req)
                             "hit_tokens", (json_int_t)ps.hits_tokens, "evictions",
                             (json_int_t)ps.evictions);
     api_respond_json(a, req, 200,
-                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "object", "kv_cache",
+                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "object", "kv_cache",
                            "bytes_used", (json_int_t)st.bytes_used, "bytes_budget",
                            (json_int_t)st.bytes_budget, "block_bytes", (json_int_t)st.block_bytes,
                            "blocks_used", (json_int_t)st.blocks_used, "blocks_total",
-                           (json_int_t)st.blocks_total, "sequences", seqs, "prefix_cache", pfx));
+                           (json_int_t)st.blocks_total, "sequences", seqs, "prefix_cache", pfx,
+                           "policy", server_policy_json(a)));
 }
 
 
@@ -338,7 +367,7 @@ void api_handle(http_request *req, void *ud)
         char allow[64];
         snprintf(allow, sizeof(allow), "Allow: %s\r\n", match->method);
         size_t len;
-        char *body = http_error_body(405, msg, &len);
+        char *body = http_error_body(405, msg, NULL, &len);
         metrics_count_request(a->metrics, 405);
         (void)http_respond(req, 405, "application/json", allow, body, body ? len : 0);
         free(body);

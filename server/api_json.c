@@ -54,7 +54,7 @@ void api_respond_json(api_server *a, http_request *req, int status, json_t *body
     json_decref(body);
     if (!s) {
         status = 500;
-        s = http_error_body(500, "out of memory", NULL);
+        s = http_error_body(500, "out of memory", NULL, NULL);
     }
     metrics_count_request(a->metrics, status);
     (void)http_respond(req, status, "application/json", NULL, s, s ? strlen(s) : 0);
@@ -64,18 +64,8 @@ void api_respond_json(api_server *a, http_request *req, int status, json_t *body
 void api_respond_error(api_server *a, http_request *req, int status, const char *msg,
                        const char *param)
 {
-    json_t *err =
-        json_pack("{s:s, s:s, s:o, s:o}", "message", msg, "type",
-                  status == 401   ? "authentication_error"
-                  : status == 404 ? "not_found_error"
-                  : status == 429 ? "rate_limit_error"
-                  : status >= 500 ? "server_error"
-                                  : "invalid_request_error",
-                  "param", param ? json_string(param) : json_null(), "code", json_integer(status));
     const char *extra = status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL;
-    json_t *root = json_pack("{s:o}", "error", err);
-    char *s = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
+    char *s = http_error_body(status, msg, param, NULL);
     metrics_count_request(a->metrics, status);
     (void)http_respond(req, status, "application/json", extra, s, s ? strlen(s) : 0);
     free(s);

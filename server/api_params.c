@@ -150,7 +150,9 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
     sch_sampling_default(&g->sampling);
     const cfg_limits *lim = &a->cfg->limits;
     long long n = 1;
-    if (get_int(root, "n", 1, 1, &n)) FAIL("n", "only 'n' = 1 is supported");
+    if (get_int(root, "n", 1, API_MAX_CHOICES, &n))
+        FAIL("n", "'n' must be an integer in 1..%d", API_MAX_CHOICES);
+    g->n = (int32_t)n;
     long long mt = lim->default_max_tokens;
     const char *mt_key = json_object_get(root, "max_completion_tokens") ? "max_completion_tokens"
                                                                         : "max_tokens";
@@ -176,6 +178,10 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
             *param = "kv_policy";
             return KS_ERR_INVALID;
         }
+    }
+    if (api_structured_parse(a, root, chat, g, msg, cap, param)) {
+        api_gen_release(g);
+        return KS_ERR_INVALID;
     }
     return 0;
 }
@@ -214,11 +220,11 @@ static int set_field(const kv_param_desc *f, json_t *v, kv_policy_config *out, c
 {
     int rc = KS_ERR_INVALID;
     if (f->type == KV_PARAM_ENUM && json_is_string(v))
-        rc = kv_param_set_name(out, f, json_string_value(v));
+        rc = kv_param_set_name(out, out->kind, f, json_string_value(v));
     else if (f->type == KV_PARAM_DOUBLE && json_is_number(v))
-        rc = kv_param_set_double(out, f, json_number_value(v));
+        rc = kv_param_set_double(out, out->kind, f, json_number_value(v));
     else if ((f->type == KV_PARAM_INT || f->type == KV_PARAM_I64) && json_is_integer(v))
-        rc = kv_param_set_int(out, f, json_integer_value(v));
+        rc = kv_param_set_int(out, out->kind, f, json_integer_value(v));
     if (rc) snprintf(msg, cap, "kv_policy %s: bad value for '%s'", name, f->key);
     return rc;
 }
@@ -227,36 +233,17 @@ static int set_field(const kv_param_desc *f, json_t *v, kv_policy_config *out, c
  * and, for admission, would only make the request look bigger than it can be. */
 static int policy_check_ctx(const kv_policy_config *c, int32_t n_ctx, char *msg, size_t cap)
 {
-    long long need = 0;
-    const char *what = "";
-    switch (c->kind) {
-    case KV_POLICY_SINK_WINDOW:
-        need = (long long)c->sink_window.n_sink + c->sink_window.window;
-        what = "n_sink + window";
-        break;
-    case KV_POLICY_H2O:
-        need = (long long)c->h2o.heavy + c->h2o.recent;
-        what = "heavy + recent";
-        break;
-    case KV_POLICY_SNAPKV:
-        need = c->snapkv.budget;
-        what = "budget";
-        break;
-    case KV_POLICY_PYRAMID:
-        need = c->pyramid.budget;
-        what = "budget";
-        break;
-    case KV_POLICY_RETRIEVAL:
-        need = (long long)c->retrieval.n_sink + c->retrieval.window +
-               (long long)c->retrieval.top_k * c->retrieval.block_tokens;
-        what = "n_sink + window + top_k * block_tokens";
-        break;
-    default:
-        return 0;
-    }
-    if (n_ctx <= 0 || need <= n_ctx) return 0;
-    snprintf(msg, cap, "kv_policy %s: %s = %lld exceeds the context of %d tokens",
-             kv_policy_kind_name(c->kind), what, need, n_ctx);
+    /* The most tokens a table of this policy keeps however long the input (its window,
+     * sinks, heavy hitters, retrieved blocks): a bounded policy whose bound is beyond the
+     * context has a window or top_k that can never be used. */
+    const kv_policy_desc *pd = kv_policy_config_desc(c);
+    const int64_t huge = (int64_t)1 << 40;
+    int32_t dense = 0;
+    int64_t bound = pd->admission(kv_policy_config_params(c, pd), huge, 1, 1, &dense);
+    if (n_ctx <= 0 || bound >= huge || bound <= n_ctx) return 0;
+    snprintf(msg, cap, "kv_policy %s keeps up to %lld tokens (its window, sinks, heavy or "
+             "retrieved blocks), more than the context of %d tokens", pd->name,
+             (long long)bound, n_ctx);
     return KS_ERR_INVALID;
 }
 
@@ -280,13 +267,13 @@ int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
         return KS_ERR_INVALID;
     }
     *out = a->cfg->kvcache.policy;
-    out->kind = (kv_policy_kind)kind;
+    out->kind = kind;
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v) {
         if (!strcmp(key, "name")) continue;
         const kv_param_desc *f = kv_param_find(out->kind, key);
-        if (!f || !f->request_ok) {
+        if (!f || f->server_only) {
             snprintf(msg, cap, "kv_policy %s has no parameter '%s'", name, key);
             return KS_ERR_INVALID;
         }

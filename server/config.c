@@ -1,8 +1,9 @@
 /* config.c - server configuration: defaults, strict TOML loading, validation, environment.
  * The KV-policy parameter block (policy_config.h) lives in kvcache/policy_config.c.
  *
- * Loading is table driven: every accepted key is one row of `g_keys` (path, type, field).
- * The document tree is walked once; anything not in the table is an error naming the file,
+ * Loading is table driven: every accepted key is one row of `g_keys` (path, type, field), or
+ * a policy parameter kvcache.NAME.KEY read from that policy's descriptor (policy_config.h),
+ * so no policy is named here. The document tree is walked once; anything not in the table is an error naming the file,
  * line and key. Ranges live in the validators only (cfg_validate, kv_policy_config_validate), which report the field's TOML
  * path; the loader maps that path back to the line where the file set it.
  */
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kvserve/kvcache.h"
 #include "toml.h"
 
 /* ---- names ---- */
@@ -140,7 +142,8 @@ int cfg_apply_env(cfg *c, ks_diag *d)
 
 /* ---- TOML loading ---- */
 
-typedef enum key_type { K_I32, K_I64, K_BOOL, K_F64, K_STR, K_ENUM } key_type;
+/* K_POLICY: a policy name from the registry (kvcache.policy). */
+typedef enum key_type { K_I32, K_I64, K_BOOL, K_F64, K_STR, K_ENUM, K_POLICY } key_type;
 
 typedef struct key_spec {
     const char *path;
@@ -152,10 +155,9 @@ typedef struct key_spec {
 
 #define KEY(p, t, f) {p, t, offsetof(cfg, f), sizeof(((cfg *)0)->f), NULL}
 #define KENUM(p, f, n) {p, K_ENUM, offsetof(cfg, f), sizeof(((cfg *)0)->f), n}
-#define POL(f) kvcache.policy.f
 
-_Static_assert(sizeof(kv_policy_kind) == sizeof(int) && sizeof(kv_pos_mode) == sizeof(int) &&
-                   sizeof(cfg_kv_dtype) == sizeof(int) && sizeof(kv_eviction) == sizeof(int),
+_Static_assert(sizeof(kv_pos_mode) == sizeof(int) && sizeof(cfg_kv_dtype) == sizeof(int) &&
+                   sizeof(kv_eviction) == sizeof(int),
                "enum fields are written through int pointers");
 
 static const key_spec g_keys[] = {
@@ -180,53 +182,21 @@ static const key_spec g_keys[] = {
     KEY("model.ctx", K_I32, model.ctx),
     KEY("model.threads", K_I32, model.threads),
     KEY("model.chat_template", K_STR, model.chat_template),
+    KEY("model.chat_template_file", K_STR, model.chat_template_file),
+    KEY("model.chat_template_fallback", K_BOOL, model.chat_template_fallback),
     KEY("kvcache.memory_mb", K_I64, kvcache.memory_mb),
     KEY("kvcache.block_tokens", K_I32, kvcache.block_tokens),
     KENUM("kvcache.dtype", kvcache.dtype, g_dtype_names),
-    KENUM("kvcache.policy", POL(kind), kv_policy_kind_names),
+    {"kvcache.policy", K_POLICY, offsetof(cfg, kvcache.policy.kind), sizeof(int32_t), NULL},
     KEY("kvcache.allow_request_override", K_BOOL, kvcache.allow_request_override),
-    KEY("kvcache.sink_window.n_sink", K_I32, POL(sink_window.n_sink)),
-    KEY("kvcache.sink_window.window", K_I32, POL(sink_window.window)),
-    KENUM("kvcache.sink_window.positions", POL(sink_window.positions), kv_pos_mode_names),
-    KEY("kvcache.snapkv.budget", K_I32, POL(snapkv.budget)),
-    KEY("kvcache.snapkv.window", K_I32, POL(snapkv.window)),
-    KEY("kvcache.snapkv.kernel", K_I32, POL(snapkv.kernel)),
-    KENUM("kvcache.snapkv.pooling", POL(snapkv.pooling), kv_pooling_names),
-    KENUM("kvcache.snapkv.reduce", POL(snapkv.reduce), kv_reduce_names),
-    KEY("kvcache.snapkv.interval", K_I32, POL(snapkv.interval)),
-    KEY("kvcache.pyramid.budget", K_I32, POL(pyramid.budget)),
-    KEY("kvcache.pyramid.window", K_I32, POL(pyramid.window)),
-    KEY("kvcache.pyramid.kernel", K_I32, POL(pyramid.kernel)),
-    KENUM("kvcache.pyramid.pooling", POL(pyramid.pooling), kv_pooling_names),
-    KENUM("kvcache.pyramid.reduce", POL(pyramid.reduce), kv_reduce_names),
-    KEY("kvcache.pyramid.beta", K_I32, POL(pyramid.beta)),
-    KEY("kvcache.pyramid.budget_fraction", K_F64, POL(pyramid.budget_fraction)),
-    KEY("kvcache.pyramid.interval", K_I32, POL(pyramid.interval)),
-    KEY("kvcache.h2o.heavy", K_I32, POL(h2o.heavy)),
-    KEY("kvcache.h2o.recent", K_I32, POL(h2o.recent)),
-    KEY("kvcache.retrieval.block_tokens", K_I32, POL(retrieval.block_tokens)),
-    KENUM("kvcache.retrieval.landmark", POL(retrieval.landmark), kv_landmark_names),
-    KEY("kvcache.retrieval.representatives", K_I32, POL(retrieval.representatives)),
-    KEY("kvcache.retrieval.top_k", K_I32, POL(retrieval.top_k)),
-    KEY("kvcache.retrieval.n_sink", K_I32, POL(retrieval.n_sink)),
-    KEY("kvcache.retrieval.window", K_I32, POL(retrieval.window)),
-    KENUM("kvcache.retrieval.selection", POL(retrieval.selection), kv_selection_names),
-    KEY("kvcache.retrieval.dense_layers", K_I32, POL(retrieval.dense_layers)),
-    KENUM("kvcache.retrieval.positions", POL(retrieval.positions), kv_pos_mode_names),
-    KEY("kvcache.retrieval.chunk", K_I32, POL(retrieval.chunk)),
-    KEY("kvcache.retrieval.ram_mb", K_I64, POL(retrieval.ram_mb)),
-    KEY("kvcache.retrieval.spill_dir", K_STR, POL(retrieval.spill_dir)),
-    KENUM("kvcache.retrieval.eviction", POL(retrieval.eviction), kv_eviction_names),
     KEY("limits.default_max_tokens", K_I32, limits.default_max_tokens),
     KEY("limits.max_tokens", K_I32, limits.max_tokens),
     KEY("limits.max_concurrent", K_I32, limits.max_concurrent),
     KEY("limits.max_prompt_tokens", K_I32, limits.max_prompt_tokens),
 };
 
-static const char *const g_tables[] = {"server",         "model",          "kvcache",
-                                       "kvcache.sink_window", "kvcache.snapkv",
-                                       "kvcache.pyramid", "kvcache.h2o", "kvcache.retrieval",
-                                       "limits",         NULL};
+/* Tables besides one kvcache.NAME per registered policy (read from the descriptors). */
+static const char *const g_tables[] = {"server", "model", "kvcache", "limits", NULL};
 
 typedef struct loader {
     cfg *c;
@@ -234,11 +204,49 @@ typedef struct loader {
     const char *file;
 } loader;
 
-static const key_spec *spec_find(const char *path)
+/* Where a key's value goes: a row of g_keys, or a policy parameter from its descriptor. */
+typedef struct key_target {
+    key_type type;
+    void *dst;
+    size_t size;              /* K_STR: buffer size */
+    const char *const *names; /* K_ENUM */
+} key_target;
+
+static bool cfg_key_find(loader *L, const char *path, key_target *t)
 {
-    for (size_t i = 0; i < KS_ARRAY_LEN(g_keys); i++)
-        if (strcmp(g_keys[i].path, path) == 0) return &g_keys[i];
-    return NULL;
+    for (size_t i = 0; i < KS_ARRAY_LEN(g_keys); i++) {
+        const key_spec *k = &g_keys[i];
+        if (strcmp(k->path, path) != 0) continue;
+        *t = (key_target){k->type, (char *)L->c + k->off, k->size, k->names};
+        if (k->type == K_POLICY) {
+            t->type = K_ENUM;
+            t->names = kv_policy_names();
+        }
+        return true;
+    }
+    return false;
+}
+
+/* "kvcache.NAME" for a registered policy: its descriptor, else NULL. */
+static const kv_policy_desc *policy_table(const char *path)
+{
+    return strncmp(path, "kvcache.", 8) == 0 ? kv_policy_desc_find(path + 8) : NULL;
+}
+
+/* "kvcache.NAME.KEY": the parameter's field in the configuration's policy block. */
+static bool policy_key_find(loader *L, const char *path, key_target *t)
+{
+    const char *dot = strncmp(path, "kvcache.", 8) == 0 ? strchr(path + 8, '.') : NULL;
+    char name[64];
+    if (!dot || (size_t)(dot - path - 8) >= sizeof(name)) return false;
+    snprintf(name, sizeof(name), "%.*s", (int)(dot - path - 8), path + 8);
+    const kv_policy_desc *d = kv_policy_desc_find(name);
+    const kv_param_desc *p = d ? kv_param_find(kv_policy_desc_index(d), dot + 1) : NULL;
+    if (!p) return false;
+    static const key_type types[] = {K_I32, K_I64, K_F64, K_ENUM, K_STR};
+    char *params = kv_policy_config_params_mut(&L->c->kvcache.policy, d);
+    *t = (key_target){types[p->type], params + p->off, KV_PARAM_PATH_MAX, p->choices};
+    return true;
 }
 
 /* Accepted names joined for messages: "f16", "f32". */
@@ -251,7 +259,7 @@ static void names_join(const char *const *names, char *buf, size_t n)
     }
 }
 
-static int apply_value(loader *L, const key_spec *k, const toml_node *v)
+static int apply_value(loader *L, const char *path, const key_target *k, const toml_node *v)
 {
     static const toml_kind want[] = {TOML_INT, TOML_INT, TOML_BOOL, TOML_FLOAT, TOML_STRING,
                                      TOML_STRING};
@@ -259,14 +267,14 @@ static int apply_value(loader *L, const key_spec *k, const toml_node *v)
                                       "a string", "a string"};
     int line = toml_node_line(v);
     toml_kind kind = toml_node_kind(v);
-    void *dst = (char *)L->c + k->off;
+    void *dst = k->dst;
     if (kind != want[k->type] && !(k->type == K_F64 && kind == TOML_INT))
-        return toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, k->path, "expected %s, got %s",
+        return toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, path, "expected %s, got %s",
                              want_name[k->type], toml_kind_name(kind));
     if (k->type == K_I32 || k->type == K_I64) {
         int64_t x = toml_node_int(v);
         if (k->type == K_I32 && (x < INT32_MIN || x > INT32_MAX))
-            return toml_diag_set(L->d, KS_ERR_RANGE, L->file, line, k->path,
+            return toml_diag_set(L->d, KS_ERR_RANGE, L->file, line, path,
                                  "%lld is out of range", (long long)x);
         if (k->type == K_I32) *(int32_t *)dst = (int32_t)x;
         else *(int64_t *)dst = x;
@@ -278,11 +286,11 @@ static int apply_value(loader *L, const key_spec *k, const toml_node *v)
         size_t len;
         const char *s = toml_node_string(v, &len);
         if (strlen(s) != len)
-            return toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, k->path,
+            return toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, path,
                                  "string contains a NUL character");
         if (k->type == K_STR) {
             if (len >= k->size)
-                return toml_diag_set(L->d, KS_ERR_RANGE, L->file, line, k->path,
+                return toml_diag_set(L->d, KS_ERR_RANGE, L->file, line, path,
                                      "string too long (max %zu bytes)", k->size - 1);
             memcpy(dst, s, len + 1);
             return KS_OK;
@@ -291,7 +299,7 @@ static int apply_value(loader *L, const key_spec *k, const toml_node *v)
         if (e < 0) {
             char choices[256];
             names_join(k->names, choices, sizeof(choices));
-            return toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, k->path,
+            return toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, path,
                                  "unknown value \"%.64s\" (expected one of %s)", s, choices);
         }
         *(int *)dst = e; /* every enum field is an int-sized C enum */
@@ -307,8 +315,9 @@ static int load_table(loader *L, const toml_node *t, const char *prefix)
         int w = snprintf(path, sizeof(path), "%s%s%s", prefix, prefix[0] ? "." : "",
                          toml_table_key(t, i));
         if (w < 0 || (size_t)w >= sizeof(path)) path[sizeof(path) - 1] = 0;
-        bool is_table = name_lookup(g_tables, path) >= 0;
-        const key_spec *k = spec_find(path);
+        bool is_table = name_lookup(g_tables, path) >= 0 || policy_table(path);
+        key_target k = {0};
+        bool is_key = cfg_key_find(L, path, &k) || policy_key_find(L, path, &k);
         int line = toml_node_line(v);
         int rc;
         if (toml_node_kind(v) == TOML_TABLE && is_table) {
@@ -316,8 +325,8 @@ static int load_table(loader *L, const toml_node *t, const char *prefix)
         } else if (is_table) {
             rc = toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, path,
                                "expected a table, got %s", toml_kind_name(toml_node_kind(v)));
-        } else if (k) {
-            rc = apply_value(L, k, v);
+        } else if (is_key) {
+            rc = apply_value(L, path, &k, v);
         } else {
             rc = toml_diag_set(L->d, KS_ERR_INVALID, L->file, line, path, "unknown %s",
                                toml_node_kind(v) == TOML_TABLE ? "table" : "key");

@@ -45,8 +45,12 @@ typedef struct cfg_model {
     char path[CFG_STR_MAX]; /* GGUF file; default "" (must be given by file or flag) */
     int32_t ctx;            /* max context tokens per sequence, >= 16, default 4096 */
     int32_t threads;        /* 0 = server.threads (default) */
-    char chat_template[32]; /* "auto" (default) or chatml, llama3, llama2, mistral, zephyr,
-                               phi3, gemma */
+    char chat_template[32]; /* "auto" (default): the model's Jinja template; or a family
+                               formatter: chatml, llama3, llama2, mistral, zephyr, phi3, gemma */
+    char chat_template_file[CFG_STR_MAX]; /* a Jinja template file used instead of the GGUF's
+                                             tokenizer.chat_template; default "" */
+    bool chat_template_fallback; /* a template the Jinja engine cannot parse or render falls
+                                    back to the family formatter; default false (an error) */
 } cfg_model;
 
 typedef struct cfg_kvcache {

@@ -152,23 +152,29 @@ const char *http_status_reason(int status)
     }
 }
 
-static const char *error_type(int status)
+/* The one status -> OpenAI error type table (llama.cpp's server uses the same names). Statuses
+ * not listed are client errors: "invalid_request_error". */
+static const struct {
+    int status;
+    const char *type;
+} kErrorTypes[] = {
+    {401, "authentication_error"}, {403, "permission_error"}, {404, "not_found_error"},
+    {429, "rate_limit_error"},     {500, "server_error"},     {501, "not_supported_error"},
+    {503, "unavailable_error"},
+};
+
+const char *http_error_type(int status)
 {
-    switch (status) {
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    case 404: return "not_found_error";
-    case 429: return "rate_limit_error";
-    case 500: return "server_error";
-    case 503: return "unavailable_error";
-    default: return "invalid_request_error";
-    }
+    for (size_t i = 0; i < KS_ARRAY_LEN(kErrorTypes); i++)
+        if (kErrorTypes[i].status == status) return kErrorTypes[i].type;
+    return status >= 500 ? "server_error" : "invalid_request_error";
 }
 
-char *http_error_body(int status, const char *message, size_t *len)
+char *http_error_body(int status, const char *message, const char *param, size_t *len)
 {
-    json_t *err = json_pack("{s:s, s:s, s:n, s:n}", "message", message ? message : "",
-                            "type", error_type(status), "param", "code");
+    json_t *err = json_pack("{s:s, s:s, s:o, s:i}", "message", message ? message : "", "type",
+                            http_error_type(status), "param",
+                            param ? json_string(param) : json_null(), "code", status);
     json_t *root = err ? json_pack("{s:o}", "error", err) : NULL;
     char *s = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
@@ -378,7 +384,7 @@ int http_stream_end(http_request *r)
 static void conn_respond_error(http_conn *c, int status, const char *msg)
 {
     size_t len = 0;
-    char *body = http_error_body(status, msg, &len);
+    char *body = http_error_body(status, msg, NULL, &len);
     char head[512];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"

@@ -102,7 +102,14 @@ int http_stream_end(http_request *r);
 
 /* Reason phrase for a status ("Not Found"); "Unknown" for others. */
 const char *http_status_reason(int status);
-/* OpenAI-style error body {"error":{"message","type","param":null,"code":null}} (malloc'd). */
-char *http_error_body(int status, const char *message, size_t *len);
+/* The one builder of HTTP error bodies: the OpenAI error object
+ * {"error":{"message":MESSAGE,"type":TYPE,"param":PARAM or null,"code":STATUS}} with TYPE from
+ * http_error_type. Returns a malloc'd string (NULL when out of memory); *len (if len) gets its
+ * length. Every error the server sends, plain or inside an SSE stream, is built here. */
+char *http_error_body(int status, const char *message, const char *param, size_t *len);
+/* OpenAI error type of a status: 401 authentication_error, 403 permission_error,
+ * 404 not_found_error, 429 rate_limit_error, 501 not_supported_error, 503 unavailable_error,
+ * other 5xx server_error, other statuses invalid_request_error. */
+const char *http_error_type(int status);
 
 #endif

@@ -44,6 +44,23 @@ typedef struct sch_evnode {
     char text[];
 } sch_evnode;
 
+struct sch_group {
+    atomic_int refs;
+    atomic_bool prefilled; /* the leader's prompt is in the cache (or the leader is gone) */
+};
+
+sch_group *sch_group_create(void)
+{
+    sch_group *g = calloc(1, sizeof(*g));
+    if (g) atomic_store(&g->refs, 1);
+    return g;
+}
+
+void sch_group_release(sch_group *g)
+{
+    if (g && atomic_fetch_sub(&g->refs, 1) == 1) free(g);
+}
+
 struct sch_req {
     sch *s;
     uint64_t id;
@@ -59,9 +76,14 @@ struct sch_req {
     const kv_policy *policy;
     void *policy_config;
     void (*policy_config_free)(void *);
+    gram *grammar; /* owned; read by the worker's sampler */
+    bool keep_leading_space;
     double arrival, t_enqueue;
     sch_event_fn on_event;
     void *ud;
+    sch_group *group;   /* NULL or a reference */
+    bool follower;      /* waits for group->prefilled */
+    bool render_special;
     atomic_bool cancelled;
     atomic_bool paused;
     /* worker state */
@@ -87,6 +109,8 @@ struct sch {
     const tok_vocab *vocab;
     model_ctx *ctx;
     kv_prefix *prefix; /* prompt prefix cache over p.pool; NULL if it could not be made */
+    gram_vocab *gvocab; /* token trie for grammars: made by the loop at the first grammar
+                           request, read-only afterwards (the worker sees it after submit) */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mu;
@@ -106,8 +130,8 @@ struct sch {
     char *text;       /* scratch for detokenised text */
     size_t text_cap;
     /* /v1/kv snapshot, under mu */
-    sch_seq_info *snap;
-    size_t n_snap;
+    sch_seq_info *snap; /* [cap_snap] reused every step; entries keep their tokens_kept */
+    size_t n_snap, cap_snap;
 };
 
 void sch_sampling_default(sch_sampling *s)
@@ -160,6 +184,7 @@ static void push_event(sch *s, sch_req *r, const sch_event *ev)
 /* Releases the worker's resources of a request and hands it to the loop for freeing. */
 static void req_release_locked(sch *s, sch_req *r, const sch_event *final)
 {
+    if (r->group && !r->follower) atomic_store(&r->group->prefilled, true); /* never strand */
     kv_seq_destroy(r->kv);
     r->kv = NULL;
     free(r->logits);
@@ -188,30 +213,19 @@ static int64_t blocks_for(const sch *s, int64_t tokens)
 static int32_t req_prefill_chunk(const sch *s, const sch_req *r);
 
 /* Pool blocks a request's sequence can hold while its prompt goes in, plus one decode token.
- * Its policy bounds that: sink_window and h2o keep their window (plus the chunk being added,
- * plus a block of slack per table), retrieval its sinks, window, chunk and retrieved blocks
- * (and all of its dense layers); full, snapkv and pyramid (which compress only after the
- * prompt) the whole prompt. So a long prompt under a bounded policy is admitted. */
+ * Its policy's descriptor bounds that (kv_policy_desc.admission): a policy that keeps a window
+ * holds at most its bound per table (plus a block of slack), except for its dense layers;
+ * policies that compress only after the prompt hold the whole prompt. So a long prompt under
+ * a bounded policy is admitted. */
 static int64_t req_blocks(const sch *s, const sch_req *r)
 {
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    const kv_policy_desc *pd = kv_policy_config_desc(pc);
     const int64_t n = (int64_t)r->n_prompt + 1, chunk = req_prefill_chunk(s, r);
-    int64_t bound = n, dense = 0;
-    switch (pc ? pc->kind : KV_POLICY_FULL) {
-    case KV_POLICY_SINK_WINDOW:
-        bound = (int64_t)pc->sink_window.n_sink + pc->sink_window.window + chunk;
-        break;
-    case KV_POLICY_H2O:
-        bound = (int64_t)pc->h2o.heavy + pc->h2o.recent + chunk;
-        break;
-    case KV_POLICY_RETRIEVAL:
-        bound = (int64_t)pc->retrieval.n_sink + pc->retrieval.window + chunk +
-                (int64_t)pc->retrieval.top_k * pc->retrieval.block_tokens;
-        dense = KS_MIN((int64_t)pc->retrieval.dense_layers, (int64_t)s->hp->n_layer);
-        break;
-    default:
-        break;
-    }
+    int32_t dense_layers = 0;
+    int64_t bound = pd->admission(kv_policy_config_params(pc, pd), n, chunk, s->hp->n_layer,
+                                  &dense_layers);
+    const int64_t dense = KS_MAX(0, KS_MIN((int64_t)dense_layers, (int64_t)s->hp->n_layer));
     const int64_t per_table = bound < n ? blocks_for(s, bound) + 1 : blocks_for(s, n);
     return (int64_t)s->hp->n_head_kv *
            (dense * blocks_for(s, n) + ((int64_t)s->hp->n_layer - dense) * per_table);
@@ -263,7 +277,8 @@ static int req_start(sch *s, sch_req *r)
     r->n_past = r->n_cached;
     r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
     if (!r->logits) return KS_ERR_NOMEM;
-    tok_stream_init(&r->ts, s->vocab, false);
+    tok_stream_init(&r->ts, s->vocab, r->render_special);
+    r->ts.first = !r->keep_leading_space;
     return 0;
 }
 
@@ -282,7 +297,7 @@ static bool refuse_never_fits(sch *s, sch_req *r, int64_t need)
              "%lld KV blocks (%.1f MiB) but the whole KV pool holds %lld (%.1f MiB); use a "
              "shorter prompt or a bounded kv_policy (sink_window, h2o, retrieval), or raise "
              "kvcache.memory_mb",
-             r->n_prompt, kv_policy_kind_name(pc ? pc->kind : KV_POLICY_FULL), (long long)need,
+             r->n_prompt, kv_policy_config_desc(pc)->name, (long long)need,
              (double)need * (double)st.block_bytes / 1048576.0, (long long)st.blocks_total,
              (double)st.bytes_budget / 1048576.0);
     fail_locked(s, r, 400, msg);
@@ -317,6 +332,8 @@ static void admit_locked(sch *s)
         } else if (now - r->t_enqueue > s->p.queue_timeout_s) {
             fail_locked(s, r, 503, "timed out waiting for KV cache capacity");
             remove = true;
+        } else if (r->follower && !atomic_load(&r->group->prefilled)) {
+            /* waits for its leader's prompt without holding back other requests */
         } else if (!blocked && s->n_active < s->p.max_concurrent) {
             if (reserved < 0) reserved = blocks_reserved(s);
             int64_t avail = kv_pool_blocks_free(s->p.pool) - reserved;
@@ -384,6 +401,15 @@ static bool sample_step(sch *s, sch_req *r)
     sch_event ev = {.kind = SCH_EV_TOKEN};
     ev.logprob = 0;
     int32_t tok = sch_sampler_sample(&r->sampler, r->logits, s->hp->n_vocab, &ev);
+    if (tok < 0 && r->sampler.gm) {
+        /* The grammar needs a character no token of this vocabulary starts with. */
+        pthread_mutex_lock(&s->mu);
+        fail_locked(s, r, 400, "grammar: no token of the model's vocabulary can continue the "
+                               "output here");
+        pthread_mutex_unlock(&s->mu);
+        uv_async_send(&s->async);
+        return true;
+    }
     double now = ks_time_now();
     if (s->p.metrics) {
         if (r->n_generated == 0) metrics_observe_ttft(s->p.metrics, now - r->arrival);
@@ -392,20 +418,25 @@ static bool sample_step(sch *s, sch_req *r)
     r->t_last = now;
     r->n_generated++;
     sch_sampler_accept(&r->sampler, tok);
+    /* A grammar with nothing left to match ends the output like an end-of-generation token
+     * (after this token's text). */
     bool eog = tok < 0 || tok_is_eog(s->vocab, tok);
+    bool grammar_done = !eog && sch_sampler_grammar_done(&r->sampler);
     if (!eog) {
         ev.token = tok;
         ev.len = detok(s, r, tok, false);
         ev.text = s->text;
         push_event(s, r, &ev);
     }
-    bool stopped = eog || r->stop.stopped;
+    bool stopped = eog || grammar_done || r->stop.stopped;
     bool length = !stopped && r->n_generated >= r->max_tokens;
     if (!stopped && !length && (s->p.n_ctx <= 0 || r->n_prompt + r->n_generated < s->p.n_ctx)) {
         r->next_token = tok;
         return false;
     }
-    size_t tail = stopped ? 0 : detok(s, r, -1, true);
+    /* Text held back as a possible stop-string start is the output's end unless a stop
+     * string matched (an end-of-generation token or a finished grammar flush it). */
+    size_t tail = r->stop.stopped ? 0 : detok(s, r, -1, true);
     pthread_mutex_lock(&s->mu);
     finish_locked(s, r, stopped ? SCH_FINISH_STOP : SCH_FINISH_LENGTH, s->text, tail);
     pthread_mutex_unlock(&s->mu);
@@ -413,13 +444,14 @@ static bool sample_step(sch *s, sch_req *r)
     return true;
 }
 
-/* Prompt tokens per step for a request: retrieval sets its own chunk (with window
- * positions, window + chunk must stay inside the model's trained context). */
+/* Prompt tokens per step for a request: its policy may ask for a smaller chunk
+ * (kv_policy_desc.prefill_chunk). */
 static int32_t req_prefill_chunk(const sch *s, const sch_req *r)
 {
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    const kv_policy_desc *pd = kv_policy_config_desc(pc);
     int32_t chunk = s->p.prefill_chunk;
-    if (pc && pc->kind == KV_POLICY_RETRIEVAL) chunk = KS_MIN(chunk, pc->retrieval.chunk);
+    if (pd->prefill_chunk) chunk = pd->prefill_chunk(kv_policy_config_params(pc, pd), chunk);
     return chunk;
 }
 
@@ -495,6 +527,8 @@ static void step_locked(sch *s, int32_t n)
             if (prefill && r->n_past == r->n_prompt && s->prefix &&
                 kv_prefix_publish(s->prefix, r->kv, r->prompt, r->n_prompt))
                 ks_warn("prefix cache: cannot publish a prompt (out of memory)");
+            if (prefill && r->n_past == r->n_prompt && r->group && !r->follower)
+                atomic_store(&r->group->prefilled, true);
             if (!prefill || r->n_past == r->n_prompt) (void)sample_step(s, r);
         }
     }
@@ -559,6 +593,8 @@ static void req_free(sch *s, sch_req *r)
     sch_sampler_deinit(&r->sampler);
     sse_stop_deinit(&r->stop);
     if (r->policy_config_free) r->policy_config_free(r->policy_config);
+    sch_group_release(r->group);
+    gram_destroy(r->grammar);
     free(r->prompt);
     free(r);
 }
@@ -618,12 +654,19 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->policy = p->policy;
     r->policy_config = p->policy_config;
     r->policy_config_free = p->policy_config_free;
+    r->grammar = p->grammar;
+    r->keep_leading_space = p->keep_leading_space;
     r->arrival = p->arrival > 0 ? p->arrival : ks_time_now();
     r->t_enqueue = ks_time_now();
     r->on_event = p->on_event;
     r->ud = p->ud;
+    r->render_special = p->render_special;
     if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
-    if ((rc = sch_sampler_init(&r->sampler, &p->sampling, r->prompt, r->n_prompt,
+    if (p->grammar && !s->gvocab && (rc = gram_vocab_create(s->vocab, &s->gvocab)))
+        goto fail_nocfg;
+    sch_constraints sc = {.grammar = p->grammar, .gvocab = s->gvocab, .bias_ids = p->bias_ids,
+                          .bias = p->bias, .n_bias = p->n_bias};
+    if ((rc = sch_sampler_init(&r->sampler, &p->sampling, &sc, r->prompt, r->n_prompt,
                                s->hp->n_vocab))) goto fail_nocfg;
     pthread_mutex_lock(&s->mu);
     if (s->n_waiting >= s->p.max_queue) {
@@ -632,6 +675,11 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
         goto fail_nocfg;
     }
     r->id = ++s->next_id;
+    if (p->group) { /* taken last: every failure path above leaves the group untouched */
+        atomic_fetch_add(&p->group->refs, 1);
+        r->group = p->group;
+        r->follower = p->group_follower;
+    }
     r->all_next = s->all;
     if (s->all) s->all->all_prev = r;
     s->all = r;
@@ -651,6 +699,7 @@ fail_nocfg:
     r = NULL;
 fail:
     if (p->policy_config_free) p->policy_config_free(p->policy_config);
+    gram_destroy(p->grammar);
     free(r);
     return rc;
 }
@@ -690,31 +739,50 @@ void sch_seq_info_free(sch_seq_info *v, size_t n)
     free(v);
 }
 
+/* Makes room for n entries, each with its tokens_kept array; grows only when more sequences
+ * are active than ever before, so the per-step refresh does not allocate. */
+static bool snapshot_reserve(sch *s, size_t n)
+{
+    if (n > s->cap_snap) {
+        sch_seq_info *v = realloc(s->snap, n * sizeof(*v));
+        if (!v) return false;
+        memset(v + s->cap_snap, 0, (n - s->cap_snap) * sizeof(*v));
+        s->snap = v;
+        s->cap_snap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!s->snap[i].tokens_kept)
+            s->snap[i].tokens_kept = calloc((size_t)s->hp->n_layer, sizeof(int64_t));
+        if (!s->snap[i].tokens_kept) return false;
+    }
+    return true;
+}
+
 static void snapshot_locked(sch *s)
 {
-    sch_seq_info_free(s->snap, s->n_snap);
-    s->snap = NULL;
     s->n_snap = 0;
-    if (s->n_active == 0) return;
-    s->snap = calloc((size_t)s->n_active, sizeof(sch_seq_info));
-    if (!s->snap) return;
+    if (s->n_active == 0 || !snapshot_reserve(s, (size_t)s->n_active)) return;
     for (int32_t i = 0; i < s->n_active; i++) {
         sch_req *r = s->active[i];
         sch_seq_info *o = &s->snap[s->n_snap];
+        int64_t *kept = o->tokens_kept;
+        *o = (sch_seq_info){.tokens_kept = kept};
         kv_seq_stats st;
         kv_seq_get_stats(r->kv, &st);
         o->id = r->id;
         const kv_policy *pol = kv_seq_policy(r->kv);
-        snprintf(o->policy, sizeof(o->policy), "%s", pol && pol->name ? pol->name : "full");
+        snprintf(o->policy, sizeof(o->policy), "%s", pol ? pol->name : kv_policy_full.name);
         o->tokens_seen = st.tokens_seen;
         o->bytes = st.bytes;
         o->n_prompt = r->n_prompt;
         o->n_generated = r->n_generated;
         o->n_layer = s->hp->n_layer;
-        o->tokens_kept = calloc((size_t)o->n_layer, sizeof(int64_t));
-        if (!o->tokens_kept) break;
-        for (int32_t l = 0; l < o->n_layer; l++) o->tokens_kept[l] = kv_seq_tokens_kept(r->kv, l);
-        o->has_retrieval = kv_retrieval_get_stats(r->kv, &o->retrieval) == KS_OK;
+        for (int32_t l = 0; l < o->n_layer; l++) kept[l] = kv_seq_tokens_kept(r->kv, l);
+        o->has_spill = kv_retrieval_get_stats(r->kv, &o->spill) == KS_OK;
+        const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+        o->policy_kind = KS_MAX(0, pol ? kv_policy_kind_from_name(pol->name) : 0);
+        const kv_policy_desc *pd = kv_policy_desc_at(o->policy_kind);
+        memcpy(o->params.bytes, kv_policy_config_params(pc, pd), pd->params_size);
         s->n_snap++;
     }
 }
@@ -810,7 +878,8 @@ fail:
 static void async_closed(uv_handle_t *h)
 {
     sch *s = h->data;
-    sch_seq_info_free(s->snap, s->n_snap);
+    sch_seq_info_free(s->snap, s->cap_snap);
+    gram_vocab_destroy(s->gvocab);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

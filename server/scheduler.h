@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "kvserve/base.h"
+#include "kvserve/grammar.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/spill.h"
 #include "metrics.h"
@@ -40,6 +41,14 @@ typedef void (*sch_event_fn)(sch_req *r, const sch_event *ev, void *ud);
 /* Defaults: greedy off (temperature 1), no filters, no penalties, random seed, no logprobs. */
 void sch_sampling_default(sch_sampling *s);
 
+/* A group of requests over one prompt (n > 1 choices): the followers wait until the leader's
+ * prompt is prefilled (and published in the prefix cache), then start from its cached blocks
+ * copy-on-write and compute only the prompt's last partial block. Refcounted: each request
+ * holds a reference from submit to free; the creator releases its own. Any thread. */
+typedef struct sch_group sch_group;
+sch_group *sch_group_create(void); /* NULL when out of memory */
+void sch_group_release(sch_group *g); /* accepts NULL */
+
 typedef struct sch_request_params {
     const int32_t *prompt; /* copied */
     int32_t n_prompt;
@@ -51,7 +60,17 @@ typedef struct sch_request_params {
     void *policy_config;       /* a kv_policy_config, owned by the request from submit on
                                   (even on error) */
     void (*policy_config_free)(void *);
+    gram *grammar;             /* NULL: unconstrained; else owned by the request from submit on
+                                  (even on error): tokens are masked to what it accepts */
+    const int32_t *bias_ids;   /* logit_bias: n_bias token ids (copied; < n_vocab) */
+    const float *bias;         /* added to those logits before sampling (copied) */
+    int32_t n_bias;
+    bool keep_leading_space;   /* the text continues the prompt (echo): SentencePiece's space
+                                  before the first generated word stays */
     double arrival;            /* ks_time_now() when the request arrived (for TTFT) */
+    sch_group *group;          /* NULL, or the group this request belongs to */
+    bool group_follower;       /* wait for the group leader's prefill before starting */
+    bool render_special;       /* detokenise special/control tokens as their text (tool calls) */
     sch_event_fn on_event;
     void *ud;
 } sch_request_params;
@@ -107,8 +126,10 @@ typedef struct sch_seq_info {
     size_t bytes;
     int32_t n_prompt;
     int32_t n_generated;
-    bool has_retrieval;            /* the sequence uses the retrieval policy */
-    kv_retrieval_stats retrieval;  /* its blocks in RAM / on disk, hot-set and spill I/O */
+    int32_t policy_kind;           /* registry index of its policy */
+    kv_policy_params params;       /* that policy's resolved parameters */
+    bool has_spill;                /* the policy has a spill tier (kv_retrieval_get_stats) */
+    kv_retrieval_stats spill;      /* its blocks in RAM / on disk, hot-set and spill I/O */
 } sch_seq_info;
 /* Copies the snapshot (caller frees with sch_seq_info_free). */
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;

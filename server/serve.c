@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "api_server.h"
+#include "kvserve/args.h"
 #include "serve.h"
 
 typedef struct serve_state {
@@ -33,12 +34,6 @@ typedef struct serve_state {
     bool stopping;
     int exit_code;
 } serve_state;
-
-static void serve_usage(FILE *f)
-{
-    fprintf(f, "usage: kvserve serve [--config FILE] [--model M] [--host H] [--port P] "
-               "[--threads N]\n");
-}
 
 static void load_work(uv_work_t *w)
 {
@@ -80,25 +75,14 @@ static void load_done(uv_work_t *w, int status)
         shutdown_begin(st);
         return;
     }
-    /* spill files left by a crashed kvserve (its pid is gone) are removed before any
-     * sequence can create new ones */
-    const char *sdir = c->kvcache.policy.retrieval.spill_dir;
-    if (c->kvcache.policy.kind == KV_POLICY_RETRIEVAL) { /* the server's own policy spills */
-        ks_diag sd;
-        ks_diag_clear(&sd);
-        int sfd;
-        if (kv_spill_dir_open(sdir, &sfd, &sd)) {
-            fprintf(stderr, "kvserve: %s\n", sd.msg);
-            st->exit_code = 1;
-            shutdown_begin(st);
-            return;
-        }
-        close(sfd);
+    /* each policy's start-up work with the server's parameters (retrieval removes spill files
+     * left by a crashed kvserve before any sequence can create new ones); a request may pick
+     * any policy, so all of them run */
+    for (int32_t k = 0; k < kv_policy_count(); k++) {
+        const kv_policy_desc *pd = kv_policy_desc_at(k);
+        if (pd->server_start)
+            (void)pd->server_start(kv_policy_config_params(&c->kvcache.policy, pd));
     }
-    int n_stale = kv_spill_cleanup_dir(sdir);
-    if (n_stale > 0)
-        ks_info("removed %d stale spill file(s) from %s", n_stale,
-                c->kvcache.policy.retrieval.spill_dir);
     sch_params sp = {.loop = st->loop, .model = st->m, .pool = st->pool, .policy = pol,
                      .policy_config = &c->kvcache.policy, .metrics = st->api.metrics,
                      .n_threads = cfg_model_threads(c), .max_queue = c->server.max_queue,
@@ -119,11 +103,11 @@ static void load_done(uv_work_t *w, int status)
     a->pool = st->pool;
     a->n_ctx = c->model.ctx;
     a->max_prompt = cfg_max_prompt_tokens(c);
-    if (!strcmp(c->model.chat_template, "auto")) {
-        a->chat = tok_chat_detect(tok_chat_template(a->vocab));
-    } else {
-        int f = tok_chat_family_from_name(c->model.chat_template);
-        a->chat = f < 0 ? TOK_CHAT_CHATML : (tok_chat_family)f;
+    if (api_chat_setup(a, c, &d)) {
+        fprintf(stderr, "kvserve: %s\n", d.msg);
+        st->exit_code = 1;
+        shutdown_begin(st);
+        return;
     }
     const char *base = strrchr(c->model.path, '/');
     const char *id = hp->name[0] ? hp->name : (base ? base + 1 : c->model.path);
@@ -174,27 +158,25 @@ static void on_signal(uv_signal_t *h, int signum)
 
 static int parse_args(int argc, char **argv, serve_state *st)
 {
-    const char *config = NULL, *model_path = NULL, *host = NULL, *port = NULL, *threads = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            serve_usage(stdout);
-            exit(0);
-        }
-        const char **dst = !strcmp(a, "--config")    ? &config
-                           : !strcmp(a, "--model")   ? &model_path
-                           : !strcmp(a, "--host")    ? &host
-                           : !strcmp(a, "--port")    ? &port
-                           : !strcmp(a, "--threads") ? &threads
-                                                     : NULL;
-        if (!dst || i + 1 >= argc) {
-            fprintf(stderr, "kvserve serve: %s '%s'\n", dst ? "missing value for" : "unknown option",
-                    a);
-            serve_usage(stderr);
-            return -1;
-        }
-        *dst = argv[++i];
-    }
+    const char *config = NULL, *model_path = NULL, *host = NULL;
+    int32_t port = -1, threads = -1;
+    const ks_arg args[] = {
+        {"config", 'c', KS_ARG_STRING, &config, .metavar = "FILE", .help = "TOML configuration"},
+        {"model", 'm', KS_ARG_STRING, &model_path, .metavar = "FILE",
+         .help = "GGUF model (overrides [model] path)"},
+        {"host", 0, KS_ARG_STRING, &host, .metavar = "ADDR",
+         .help = "listen address (overrides [server] host)"},
+        {"port", 'p', KS_ARG_I32, &port, 0, 65535, .help = "listen port (overrides [server] port)",
+         .flags = KS_ARG_NO_DEFAULT},
+        {"threads", 't', KS_ARG_I32, &threads, 1, 1024,
+         .help = "compute threads (overrides [server] threads)", .flags = KS_ARG_NO_DEFAULT},
+    };
+    const ks_args_spec spec = {"kvserve serve",
+                               "Serves the OpenAI-compatible HTTP API; flags override the "
+                               "configuration file and KVSERVE_* environment variables.",
+                               args, KS_ARRAY_LEN(args), NULL};
+    int prc = ks_args_parse(&spec, argc, argv);
+    if (prc) return prc;
     ks_diag d;
     ks_diag_clear(&d);
     cfg_defaults(&st->c);
@@ -202,23 +184,8 @@ static int parse_args(int argc, char **argv, serve_state *st)
     if (cfg_apply_env(&st->c, &d)) goto bad;
     if (model_path) snprintf(st->c.model.path, sizeof(st->c.model.path), "%s", model_path);
     if (host) snprintf(st->c.server.host, sizeof(st->c.server.host), "%s", host);
-    char *end;
-    if (port) {
-        long v = strtol(port, &end, 10);
-        if (*end || v < 0 || v > 65535) {
-            fprintf(stderr, "kvserve serve: --port: '%s' is not a port number\n", port);
-            return -1;
-        }
-        st->c.server.port = (int32_t)v;
-    }
-    if (threads) {
-        long v = strtol(threads, &end, 10);
-        if (*end || v < 1 || v > 1024) {
-            fprintf(stderr, "kvserve serve: --threads: '%s' is not 1..1024\n", threads);
-            return -1;
-        }
-        st->c.server.threads = (int32_t)v;
-    }
+    if (port >= 0) st->c.server.port = port;
+    if (threads > 0) st->c.server.threads = threads;
     if (cfg_validate(&st->c, &d)) goto bad;
     if (!st->c.model.path[0]) {
         fprintf(stderr, "kvserve serve: no model given (--model or [model] path)\n");
@@ -234,9 +201,10 @@ int serve_main(int argc, char **argv)
 {
     serve_state *st = calloc(1, sizeof(*st));
     if (!st) return 1;
-    if (parse_args(argc, argv, st)) {
+    int prc = parse_args(argc, argv, st);
+    if (prc) {
         free(st);
-        return 2;
+        return prc == KS_ARGS_HELP ? 0 : 2;
     }
     signal(SIGPIPE, SIG_IGN);
     st->loop = uv_default_loop();
@@ -274,6 +242,7 @@ int serve_main(int argc, char **argv)
     uv_run(st->loop, UV_RUN_DEFAULT);
     int code = st->exit_code;
     uv_loop_close(st->loop);
+    api_chat_teardown(a);
     kv_pool_destroy(st->pool);
     model_free(st->m);
     metrics_destroy(a->metrics);

@@ -101,6 +101,11 @@ bool ks_cpu_has(ks_cpu_feature f);
 /* Reads a whole file into a malloc'd, NUL-terminated buffer (caller frees). */
 int ks_read_file(const char *path, char **out, size_t *out_len, ks_diag *d) KS_WUR;
 
+/* A scratch buffer that only grows: makes *buf hold at least `need` elements of elem_size
+ * bytes (reallocating to 1.5x when it must; *cap counts elements). Hot paths call it with a
+ * bound reached once, so the steady state never allocates. 0 or KS_ERR_NOMEM (buffer kept). */
+int ks_buf_reserve(void **buf, int64_t *cap, int64_t need, size_t elem_size) KS_WUR;
+
 /* IEEE half and bfloat16 conversions (round to nearest even), usable in any module. */
 float ks_f16_to_f32(uint16_t h);
 uint16_t ks_f32_to_f16(float f);

@@ -114,6 +114,7 @@ typedef struct kv_head_table {
     int32_t *pos;     /* [n_tok] RoPE position the key of each slot was rotated with */
     int32_t cap_tok;  /* capacity of idx/pos */
     int32_t cap_blocks;
+    int32_t *keep_scratch; /* [8 * cap_blocks + 1] private to kv_head_table_keep */
 } kv_head_table;
 
 /* Finds the block (index into blocks[]) and row of a slot; O(n_blocks). KS_ERR_RANGE if the

@@ -87,7 +87,7 @@ int kv_spill_cleanup_dir(const char *dir) KS_WUR;
 int kv_spill_dir_open(const char *dir, int *out_fd, ks_diag *d) KS_WUR;
 
 /* ---------------------------------------------------------------------------------------- */
-/* The `retrieval` policy (kvcache/retrieval.c), registered as "retrieval" in policy.c.       */
+/* The block-retrieval policy (kvcache/retrieval.c) and the stats of its spill tier.           */
 
 struct kv_policy;
 struct kv_seq;

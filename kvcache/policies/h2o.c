@@ -18,11 +18,21 @@
  * Invariant: score[j] belongs to slot j of the head's table (compacted with the same keep
  * list as the table).
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_args.h"
+
+/* The parameters (kvcache.h2o.*; table below). */
+typedef struct h2o_params {
+    int32_t heavy;  /* heavy-hitter tokens kept */
+    int32_t recent; /* most recent tokens kept */
+} h2o_params;
+
+extern const kv_policy_desc kv_policy_desc_h2o;
+_Static_assert(sizeof(h2o_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the config");
 
 typedef struct h2o_head {
     float *score; /* [cap] accumulated attention per slot */
@@ -33,6 +43,9 @@ typedef struct h2o_state {
     int32_t heavy, recent;
     int32_t n_head_kv, n_layer;
     h2o_head *heads; /* [n_layer][n_head_kv] */
+    struct h2o_cand *cand; /* eviction scratch, grown once to the cache's bound */
+    int32_t *keep;
+    int64_t cap_cand, cap_keep;
 } h2o_state;
 
 typedef struct h2o_cand {
@@ -43,9 +56,8 @@ typedef struct h2o_cand {
 static int h2o_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
-    kv_policy_config def;
-    kv_policy_config_defaults(&def);
-    kv_h2o_params p = a && a->config ? a->config->h2o : def.h2o;
+    h2o_params p;
+    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_h2o), sizeof(p));
     if (p.heavy < 0 || p.recent < 1)
         return KS_ERR_INVALID;
     h2o_state *s = calloc(1, sizeof(*s));
@@ -73,6 +85,8 @@ static void h2o_free(kv_seq *seq, void *state)
     for (int32_t i = 0; i < s->n_layer * s->n_head_kv; i++)
         free(s->heads[i].score);
     free(s->heads);
+    free(s->cand);
+    free(s->keep);
     free(s);
 }
 
@@ -152,13 +166,11 @@ static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
     if (h->n_scored != n)
         return KS_ERR_INTERNAL; /* the model did not report key mass for this chunk */
     int32_t nc = n - s->recent;
-    h2o_cand *cand = malloc((size_t)nc * sizeof(h2o_cand));
-    int32_t *keep = malloc((size_t)budget * sizeof(int32_t));
-    if (!cand || !keep) {
-        free(cand);
-        free(keep);
+    if (ks_buf_reserve((void **)&s->cand, &s->cap_cand, nc, sizeof(h2o_cand)) ||
+        ks_buf_reserve((void **)&s->keep, &s->cap_keep, budget, sizeof(int32_t)))
         return KS_ERR_NOMEM;
-    }
+    h2o_cand *cand = s->cand;
+    int32_t *keep = s->keep;
     for (int32_t j = 0; j < nc; j++)
         cand[j] = (h2o_cand){h->score[j], j};
     qsort(cand, (size_t)nc, sizeof(h2o_cand), h2o_cand_cmp);
@@ -173,8 +185,6 @@ static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
             h->score[i] = h->score[keep[i]];
         h->n_scored = budget;
     }
-    free(cand);
-    free(keep);
     return rc;
 }
 
@@ -193,7 +203,7 @@ static int h2o_after_chunk(kv_seq *seq, const kv_chunk *chunk)
     return 0;
 }
 
-const kv_policy kv_policy_h2o = {
+static const kv_policy kv_policy_h2o = {
     .name = "h2o",
     .init = h2o_init,
     .free = h2o_free,
@@ -202,4 +212,35 @@ const kv_policy kv_policy_h2o = {
     .mass_queries = h2o_mass_queries,
     .after_attention = h2o_after_attention,
     .after_chunk = h2o_after_chunk,
+};
+
+static const kv_param_desc h2o_params_table[] = {
+    {"heavy", KV_PARAM_INT, offsetof(h2o_params, heavy), 0, INT32_MAX, 512, NULL, NULL, false,
+     "heavy-hitter tokens kept per layer and KV head (highest accumulated attention)"},
+    {"recent", KV_PARAM_INT, offsetof(h2o_params, recent), 1, INT32_MAX, 512, NULL, NULL, false,
+     "most recent tokens kept per layer and KV head"},
+};
+
+/* Heavy + recent, plus the chunk attended before eviction. */
+static int64_t h2o_admission(const void *params, int64_t n_tokens, int64_t chunk,
+                             int32_t n_layer, int32_t *dense_layers)
+{
+    const h2o_params *p = params;
+    (void)n_tokens;
+    (void)n_layer;
+    (void)dense_layers;
+    return (int64_t)p->heavy + p->recent + chunk;
+}
+
+const kv_policy_desc kv_policy_desc_h2o = {
+    .name = "h2o",
+    .summary = "Keeps the `heavy` tokens with the most accumulated attention plus the `recent` "
+               "newest, per layer and KV head.",
+    .reference = "H2O: Zhang et al., Heavy-Hitter Oracle for Efficient Generative Inference of "
+                 "Large Language Models, NeurIPS 2023, arXiv:2306.14048",
+    .ops = &kv_policy_h2o,
+    .params_table = h2o_params_table,
+    .n_params = (int32_t)KS_ARRAY_LEN(h2o_params_table),
+    .params_size = sizeof(h2o_params),
+    .admission = h2o_admission,
 };

@@ -18,7 +18,23 @@
  */
 #include "snapkv.h"
 
+#include <stddef.h>
+#include <string.h>
+
 #include "kvserve/policy_args.h"
+
+/* The parameters (kvcache.pyramid.*; table at the end of the file). */
+typedef struct pyramid_params {
+    int32_t budget, window, kernel;
+    kv_pooling pooling;
+    kv_reduce reduce;
+    int32_t beta;
+    double budget_fraction;
+    int32_t interval;
+} pyramid_params;
+
+extern const kv_policy_desc kv_policy_desc_pyramid;
+_Static_assert(sizeof(pyramid_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the config");
 
 /* PyramidKV's budget for `layer` of n_layer (tokens kept, window included) for a prompt of
  * n tokens with average budget C and window w, in KVCache-Factory's integer arithmetic.
@@ -48,9 +64,9 @@ static int32_t pyramid_budget(const snap_config *c, int32_t C, int32_t n_layer, 
 static int pyramid_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
-    kv_policy_config def;
-    kv_policy_config_defaults(&def);
-    kv_pyramid_params p = a && a->config ? a->config->pyramid : def.pyramid;
+    pyramid_params p;
+    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_pyramid),
+           sizeof(p));
     snap_config c = {.budget = p.budget, .budget_fraction = p.budget_fraction,
                      .window = p.window, .kernel = p.kernel, .pooling = p.pooling,
                      .reduce = p.reduce, .interval = p.interval, .layer_budget = pyramid_budget,
@@ -58,7 +74,7 @@ static int pyramid_init(kv_seq *seq, const void *config, void **state)
     return snap_state_create(seq, &c, state);
 }
 
-const kv_policy kv_policy_pyramid = {
+static const kv_policy kv_policy_pyramid = {
     .name = "pyramid",
     .init = pyramid_init,
     .free = snap_free,
@@ -67,4 +83,55 @@ const kv_policy kv_policy_pyramid = {
     .mass_queries = snap_mass_queries,
     .after_attention = snap_after_attention,
     .after_chunk = snap_after_chunk,
+};
+
+#define PY_PARAM(key, type, lo, hi, def, ch, help)                                            \
+    {#key, type, offsetof(pyramid_params, key), lo, hi, def, NULL, ch, false, help}
+
+static const kv_param_desc pyramid_params_table[] = {
+    PY_PARAM(budget, KV_PARAM_INT, 1, INT32_MAX, 1024, NULL,
+             "average tokens kept per layer and KV head, the window included"),
+    PY_PARAM(window, KV_PARAM_INT, 1, INT32_MAX, 8, NULL,
+             "observation window (<= budget), always kept"),
+    PY_PARAM(kernel, KV_PARAM_INT, 1, 63, 7, NULL, "pooling kernel over the votes (odd)"),
+    PY_PARAM(pooling, KV_PARAM_ENUM, 0, 0, KV_POOL_MAX, kv_pooling_names,
+             "how votes are pooled over neighbouring tokens"),
+    PY_PARAM(reduce, KV_PARAM_ENUM, 0, 0, KV_REDUCE_MEAN, kv_reduce_names,
+             "how the votes of the query heads sharing a KV head combine"),
+    PY_PARAM(beta, KV_PARAM_INT, 1, INT32_MAX, 20, NULL, "pyramid steepness"),
+    PY_PARAM(budget_fraction, KV_PARAM_DOUBLE, 0, 1, 0, NULL,
+             "0 = use `budget`; else the budget is this fraction of the prompt length"),
+    PY_PARAM(interval, KV_PARAM_INT, 0, INT32_MAX, 0, NULL,
+             "re-compress every N generated tokens, 0 = only after the prompt"),
+};
+
+static int pyramid_validate(const void *params, const char *table, ks_diag *d)
+{
+    const pyramid_params *p = params;
+    return snap_validate_selection(p->budget, p->window, p->kernel, table, d);
+}
+
+/* The whole prompt goes in before the selection. */
+static int64_t pyramid_admission(const void *params, int64_t n_tokens, int64_t chunk,
+                                 int32_t n_layer, int32_t *dense_layers)
+{
+    (void)params;
+    (void)chunk;
+    (void)n_layer;
+    (void)dense_layers;
+    return n_tokens;
+}
+
+const kv_policy_desc kv_policy_desc_pyramid = {
+    .name = "pyramid",
+    .summary = "SnapKV selection with per-layer budgets shrinking linearly with depth (the "
+               "same total as `budget` per layer).",
+    .reference = "PyramidKV: Cai et al., PyramidKV: Dynamic KV Cache Compression based on "
+                 "Pyramidal Information Funneling, arXiv:2406.02069",
+    .ops = &kv_policy_pyramid,
+    .params_table = pyramid_params_table,
+    .n_params = (int32_t)KS_ARRAY_LEN(pyramid_params_table),
+    .params_size = sizeof(pyramid_params),
+    .validate = pyramid_validate,
+    .admission = pyramid_admission,
 };

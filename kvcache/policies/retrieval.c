@@ -36,6 +36,8 @@
  */
 #include <math.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +46,26 @@
 #include "kvserve/quant.h"
 #include "kvserve/spill.h"
 #include "kvcache/landmark.h"
+
+/* The parameters (kvcache.retrieval.*; table at the end of the file). */
+typedef struct rt_params {
+    int32_t block_tokens;     /* tokens per retrieval block (power of two) */
+    kv_landmark landmark;     /* how a block is summarised */
+    int32_t representatives;  /* keys per block for REPRESENTATIVE */
+    int32_t top_k;            /* blocks retrieved per query */
+    int32_t n_sink;           /* first tokens always attended */
+    int32_t window;           /* local window tokens */
+    kv_selection selection;   /* per HEAD or per LAYER */
+    int32_t dense_layers;     /* first layers kept dense */
+    kv_pos_mode positions;    /* WINDOW or ORIGINAL */
+    int32_t chunk;            /* prefill chunk tokens */
+    int64_t ram_mb;           /* hot-set budget in MiB */
+    char spill_dir[KV_PARAM_PATH_MAX];
+    kv_eviction eviction;
+} rt_params;
+
+extern const kv_policy_desc kv_policy_desc_retrieval;
+_Static_assert(sizeof(rt_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the config");
 
 #define RT_MAX_HD 1024
 #define RT_SAMPLE_LAST 8 /* queries of a chunk that always score blocks */
@@ -73,7 +95,7 @@ typedef struct rt_head { /* per KV head; used by one thread at a time */
 } rt_head;
 
 typedef struct rt_state {
-    kv_retrieval_params p;
+    rt_params p;
     rope_params rope;
     kv_pool *pool;
     int32_t n_layer, n_head_kv, hd, pb, B;
@@ -97,14 +119,7 @@ typedef struct rt_state {
 /* ---------------------------------------------------------------------------------------- */
 /* Configuration                                                                             */
 
-static void rt_defaults(kv_retrieval_params *p)
-{
-    kv_policy_config pc;
-    kv_policy_config_defaults(&pc);
-    *p = pc.retrieval;
-}
-
-static bool rt_params_ok(const kv_retrieval_params *p)
+static bool rt_params_ok(const rt_params *p)
 {
     return p->block_tokens >= 1 && p->block_tokens <= 65536 && p->top_k >= 1 &&
            p->n_sink >= 0 && p->window >= 1 && p->dense_layers >= 0 && p->ram_mb >= 1 &&
@@ -149,10 +164,8 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     rt_state *st = calloc(1, sizeof(*st));
     if (!st)
         return KS_ERR_NOMEM;
-    if (a && a->config)
-        st->p = a->config->retrieval;
-    else
-        rt_defaults(&st->p);
+    memcpy(&st->p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_retrieval),
+           sizeof(st->p));
     st->pool = pool;
     st->n_layer = kv_seq_n_layer(seq);
     st->n_head_kv = kv_seq_n_head_kv(seq);
@@ -795,4 +808,100 @@ const kv_policy kv_policy_retrieval = {
     .mass_queries = rt_mass_queries,
     .after_attention = rt_after_attention,
     .after_chunk = rt_after_chunk,
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Descriptor                                                                                */
+
+#define RT_PARAM(key, type, lo, hi, def, ch, help)                                            \
+    {#key, type, offsetof(rt_params, key), lo, hi, def, NULL, ch, false, help}
+
+static const kv_param_desc rt_params_table[] = {
+    RT_PARAM(block_tokens, KV_PARAM_INT, 8, 1024, 64, NULL,
+             "tokens per retrieval block (a power of two)"),
+    RT_PARAM(landmark, KV_PARAM_ENUM, 0, 0, KV_LANDMARK_MEAN, kv_landmark_names,
+             "block summary: mean key (MoBA), per-channel bounds (Quest), representative keys "
+             "(InfLLM)"),
+    RT_PARAM(representatives, KV_PARAM_INT, 1, INT32_MAX, 4, NULL,
+             "keys per block for `representative` (<= block_tokens)"),
+    RT_PARAM(top_k, KV_PARAM_INT, 1, INT32_MAX, 8, NULL, "blocks retrieved per query"),
+    RT_PARAM(n_sink, KV_PARAM_INT, 0, INT32_MAX, 4, NULL, "first tokens always attended"),
+    RT_PARAM(window, KV_PARAM_INT, 1, INT32_MAX, 512, NULL, "local window tokens"),
+    RT_PARAM(selection, KV_PARAM_ENUM, 0, 0, KV_SELECT_HEAD, kv_selection_names,
+             "blocks chosen per KV head or once per layer"),
+    RT_PARAM(dense_layers, KV_PARAM_INT, 0, INT32_MAX, 2, NULL,
+             "first layers kept dense (full attention)"),
+    RT_PARAM(positions, KV_PARAM_ENUM, 0, 0, KV_POS_WINDOW, kv_pos_mode_names,
+             "`window`: positions relative to the attended window (InfLLM), or `original`; "
+             "`compact` is not accepted"),
+    RT_PARAM(chunk, KV_PARAM_INT, 1, INT32_MAX, 512, NULL, "prefill chunk tokens"),
+    {"ram_mb", KV_PARAM_I64, offsetof(rt_params, ram_mb), 1, 9.3e18, 512, NULL, NULL, true,
+     "hot-set budget in MiB before blocks spill to disk"},
+    {"spill_dir", KV_PARAM_PATH, offsetof(rt_params, spill_dir), 0, 0, 0, "/tmp/kvserve-spill",
+     NULL, true, "directory of the spill files (one per sequence, mode 0600)"},
+    RT_PARAM(eviction, KV_PARAM_ENUM, 0, 0, KV_EVICT_LRU, kv_eviction_names,
+             "hot-set eviction: least recently used, or by score then LRU"),
+};
+
+static int rt_validate(const void *params, const char *table, ks_diag *d)
+{
+    const rt_params *p = params;
+    char key[96];
+    snprintf(key, sizeof(key), "%s.block_tokens", table);
+    if ((p->block_tokens & (p->block_tokens - 1)) != 0)
+        return ks_diag_key(d, KS_ERR_RANGE, key, "%d must be a power of two in 8..1024",
+                           p->block_tokens);
+    snprintf(key, sizeof(key), "%s.representatives", table);
+    int rc = ks_check_range(d, key, p->representatives, 1, p->block_tokens);
+    if (rc)
+        return rc;
+    snprintf(key, sizeof(key), "%s.positions", table);
+    if (p->positions != KV_POS_ORIGINAL && p->positions != KV_POS_WINDOW)
+        return ks_diag_key(d, KS_ERR_INVALID, key, "must be \"window\" or \"original\"");
+    return KS_OK;
+}
+
+/* Sinks, window, the chunk going in and the retrieved blocks; dense layers keep everything. */
+static int64_t rt_admission(const void *params, int64_t n_tokens, int64_t chunk,
+                            int32_t n_layer, int32_t *dense_layers)
+{
+    const rt_params *p = params;
+    (void)n_tokens;
+    *dense_layers = KS_MIN(p->dense_layers, n_layer);
+    return (int64_t)p->n_sink + p->window + chunk + (int64_t)p->top_k * p->block_tokens;
+}
+
+/* With window positions, window + chunk must stay inside the model's trained context. */
+static int32_t rt_prefill_chunk(const void *params, int32_t chunk)
+{
+    const rt_params *p = params;
+    return KS_MIN(chunk, p->chunk);
+}
+
+/* Spill files left by a crashed kvserve (its pid is gone) go before any sequence can create
+ * new ones. */
+static int rt_server_start(const void *params)
+{
+    const rt_params *p = params;
+    int n_stale = kv_spill_cleanup_dir(p->spill_dir);
+    if (n_stale > 0)
+        ks_info("removed %d stale spill file(s) from %s", n_stale, p->spill_dir);
+    return n_stale;
+}
+
+const kv_policy_desc kv_policy_desc_retrieval = {
+    .name = "retrieval",
+    .summary = "Keeps every token; each query reads the sinks, the top-k blocks by landmark "
+               "score and a local window; cold blocks spill to disk, so RAM stays bounded.",
+    .reference = "Landmark Attention (Mohtashami & Jaggi, arXiv:2305.16300), InfLLM (Xiao et "
+                 "al., arXiv:2402.04617), Quest (Tang et al., arXiv:2406.10774), MoBA (Lu et "
+                 "al., arXiv:2502.13189)",
+    .ops = &kv_policy_retrieval,
+    .params_table = rt_params_table,
+    .n_params = (int32_t)KS_ARRAY_LEN(rt_params_table),
+    .params_size = sizeof(rt_params),
+    .validate = rt_validate,
+    .admission = rt_admission,
+    .prefill_chunk = rt_prefill_chunk,
+    .server_start = rt_server_start,
 };

@@ -28,6 +28,8 @@
  * Invariant: all tables of a sequence hold the same tokens (every layer and head sees the
  * same chunks and evicts the same slots), and in compact mode pos[slot] == slot.
  */
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,20 +37,32 @@
 #include "kvserve/policy_args.h"
 #include "kvserve/quant.h"
 
+/* The parameters (kvcache.sink_window.*; table below). */
+typedef struct sw_params {
+    int32_t n_sink;        /* first tokens kept forever */
+    int32_t window;        /* most recent tokens kept */
+    kv_pos_mode positions; /* ORIGINAL or COMPACT */
+} sw_params;
+
+extern const kv_policy_desc kv_policy_desc_sink_window;
+_Static_assert(sizeof(sw_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the config");
+
 typedef struct sw_state {
     int32_t n_sink, window;
     bool compact;
     rope_params rope;
     float *row;     /* [head_dim] f32 copy of one K row */
     float *cs, *sn; /* [head_dim / 2] angles of the current delta */
+    int32_t *keep;  /* [cap_keep] eviction list, grown once to sinks + window + 1 */
+    int64_t cap_keep;
 } sw_state;
 
 static int sw_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
-    kv_policy_config def;
-    kv_policy_config_defaults(&def);
-    kv_sink_window_params p = a && a->config ? a->config->sink_window : def.sink_window;
+    sw_params p;
+    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_sink_window),
+           sizeof(p));
     if (p.n_sink < 0 || p.window < 1 ||
         (p.positions != KV_POS_ORIGINAL && p.positions != KV_POS_COMPACT))
         return KS_ERR_INVALID;
@@ -90,6 +104,7 @@ static void sw_free(kv_seq *seq, void *state)
     free(s->row);
     free(s->cs);
     free(s->sn);
+    free(s->keep);
     free(s);
 }
 
@@ -141,15 +156,15 @@ static int sw_evict(kv_seq *seq, sw_state *s, int32_t recent)
             int32_t rec = KS_MIN(recent, t->n_tok - sinks);
             if (sinks + rec == t->n_tok)
                 continue;
-            int32_t *keep = malloc((size_t)(sinks + rec + 1) * sizeof(int32_t));
-            if (!keep)
+            if (ks_buf_reserve((void **)&s->keep, &s->cap_keep, sinks + rec + 1,
+                               sizeof(int32_t)))
                 return KS_ERR_NOMEM;
+            int32_t *keep = s->keep;
             for (int32_t i = 0; i < sinks; i++)
                 keep[i] = i;
             for (int32_t i = 0; i < rec; i++)
                 keep[sinks + i] = t->n_tok - rec + i;
             int rc = kv_head_table_keep(t, keep, sinks + rec);
-            free(keep);
             if (rc == 0 && s->compact)
                 rc = sw_reposition(s, t);
             if (rc)
@@ -194,7 +209,7 @@ static int sw_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query 
     return kv_seq_spans(seq, layer, kv_head, out, max, n);
 }
 
-const kv_policy kv_policy_sink_window = {
+static const kv_policy kv_policy_sink_window = {
     .name = "sink_window",
     .init = sw_init,
     .free = sw_free,
@@ -202,4 +217,50 @@ const kv_policy kv_policy_sink_window = {
     .before_chunk = sw_before_chunk,
     .spans = sw_spans,
     .after_chunk = sw_after_chunk,
+};
+
+#define SW_PARAM(key, type, lo, hi, def, ch, help)                                            \
+    {#key, type, offsetof(sw_params, key), lo, hi, def, NULL, ch, false, help}
+
+static const kv_param_desc sw_params_table[] = {
+    SW_PARAM(n_sink, KV_PARAM_INT, 0, INT32_MAX, 4, NULL, "first tokens kept forever"),
+    SW_PARAM(window, KV_PARAM_INT, 1, INT32_MAX, 1020, NULL, "most recent tokens kept"),
+    SW_PARAM(positions, KV_PARAM_ENUM, 0, 0, KV_POS_COMPACT, kv_pos_mode_names,
+             "`compact` re-numbers positions inside the cache (re-rotating kept keys), "
+             "`original` keeps each key's; `window` is not accepted"),
+};
+
+static int sw_validate(const void *params, const char *table, ks_diag *d)
+{
+    const sw_params *p = params;
+    char key[96];
+    snprintf(key, sizeof(key), "%s.positions", table);
+    if (p->positions != KV_POS_ORIGINAL && p->positions != KV_POS_COMPACT)
+        return ks_diag_key(d, KS_ERR_INVALID, key, "must be \"original\" or \"compact\"");
+    return KS_OK;
+}
+
+/* Sinks + window, plus the chunk being added before the trim. */
+static int64_t sw_admission(const void *params, int64_t n_tokens, int64_t chunk,
+                            int32_t n_layer, int32_t *dense_layers)
+{
+    const sw_params *p = params;
+    (void)n_tokens;
+    (void)n_layer;
+    (void)dense_layers;
+    return (int64_t)p->n_sink + p->window + chunk;
+}
+
+const kv_policy_desc kv_policy_desc_sink_window = {
+    .name = "sink_window",
+    .summary = "Keeps the first `n_sink` tokens (attention sinks) and the last `window`; with "
+               "`compact` positions the model runs far past its trained context.",
+    .reference = "StreamingLLM: Xiao et al., Efficient Streaming Language Models with "
+                 "Attention Sinks, ICLR 2024, arXiv:2309.17453",
+    .ops = &kv_policy_sink_window,
+    .params_table = sw_params_table,
+    .n_params = (int32_t)KS_ARRAY_LEN(sw_params_table),
+    .params_size = sizeof(sw_params),
+    .validate = sw_validate,
+    .admission = sw_admission,
 };

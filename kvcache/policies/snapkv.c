@@ -32,10 +32,23 @@
 #include "snapkv.h"
 
 #include <math.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kvserve/policy_args.h"
+
+/* The parameters (kvcache.snapkv.*; table at the end of the file). */
+typedef struct snapkv_params {
+    int32_t budget, window, kernel;
+    kv_pooling pooling;
+    kv_reduce reduce;
+    int32_t interval;
+} snapkv_params;
+
+extern const kv_policy_desc kv_policy_desc_snapkv;
+_Static_assert(sizeof(snapkv_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the config");
 
 typedef struct snap_head {
     float *score;      /* [n_group][n_keys] window attention mass per slot */
@@ -58,6 +71,13 @@ typedef struct snap_state {
     int32_t n_gen;      /* tokens generated since the last compression */
     attn_scratch *scratch; /* replay of window queries, one query at a time */
     int32_t scratch_group;
+    /* selection and replay scratch: sized at the prompt's compression (the largest cache
+     * they see), so re-compression during generation never allocates */
+    attn_span *spans;
+    float *out;
+    struct snap_cand *cand;
+    int32_t *keep;
+    int64_t cap_spans, cap_out, cap_cand, cap_keep;
 } snap_state;
 
 typedef struct snap_cand {
@@ -103,6 +123,10 @@ void snap_free(kv_seq *seq, void *state)
     free(s->heads);
     free(s->target);
     attn_scratch_destroy(s->scratch);
+    free(s->spans);
+    free(s->out);
+    free(s->cand);
+    free(s->keep);
     free(s);
 }
 
@@ -221,11 +245,15 @@ static int snap_replay(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_hea
         s->scratch_group = h->n_group;
     }
     const kv_head_table *t = kv_seq_table(seq, layer, kv_head);
-    attn_span *spans = malloc((size_t)KS_MAX(t->n_blocks, 1) * sizeof(attn_span));
-    float *out = malloc((size_t)h->n_group * h->head_dim * sizeof(float));
+    if (ks_buf_reserve((void **)&s->spans, &s->cap_spans, KS_MAX(t->n_blocks, 1),
+                       sizeof(attn_span)) ||
+        ks_buf_reserve((void **)&s->out, &s->cap_out, (int64_t)h->n_group * h->head_dim,
+                       sizeof(float)))
+        return KS_ERR_NOMEM;
+    attn_span *spans = s->spans;
+    float *out = s->out;
     int32_t n_spans = 0;
-    int rc = spans && out ? kv_seq_spans(seq, layer, kv_head, spans, t->n_blocks, &n_spans)
-                          : KS_ERR_NOMEM;
+    int rc = kv_seq_spans(seq, layer, kv_head, spans, t->n_blocks, &n_spans);
     int32_t w = s->cfg.window, row = h->n_group * h->head_dim;
     for (int32_t e = first; rc == 0 && e < first + count; e++) {
         int32_t r = ((h->ring_pos - h->ring_n + e) % w + w) % w;
@@ -244,8 +272,6 @@ static int snap_replay(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_hea
         };
         rc = attn_forward(&p, spans, n_spans, s->scratch);
     }
-    free(spans);
-    free(out);
     return rc;
 }
 
@@ -295,13 +321,11 @@ static int snap_select(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_hea
     if (h->n_keys != n)
         return KS_ERR_INTERNAL;
     int32_t w = KS_MIN(s->cfg.window, target), nc = n - w, k = target - w;
-    snap_cand *cand = malloc((size_t)KS_MAX(nc, 1) * sizeof(snap_cand));
-    int32_t *keep = malloc((size_t)target * sizeof(int32_t));
-    if (!cand || !keep) {
-        free(cand);
-        free(keep);
+    if (ks_buf_reserve((void **)&s->cand, &s->cap_cand, KS_MAX(nc, 1), sizeof(snap_cand)) ||
+        ks_buf_reserve((void **)&s->keep, &s->cap_keep, target, sizeof(int32_t)))
         return KS_ERR_NOMEM;
-    }
+    snap_cand *cand = s->cand;
+    int32_t *keep = s->keep;
     for (int32_t j = 0; j < nc; j++)
         cand[j] = (snap_cand){snap_pooled(h, &s->cfg, nc, j), j};
     qsort(cand, (size_t)nc, sizeof(snap_cand), snap_cand_cmp);
@@ -311,8 +335,6 @@ static int snap_select(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_hea
     for (int32_t i = 0; i < w; i++)
         keep[k + i] = nc + i;
     int rc = kv_head_table_keep(t, keep, target);
-    free(cand);
-    free(keep);
     h->n_keys = 0; /* slots renumbered: the score is stale */
     return rc;
 }
@@ -395,16 +417,15 @@ int snap_after_chunk(kv_seq *seq, const kv_chunk *chunk)
 static int snapkv_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
-    kv_policy_config def;
-    kv_policy_config_defaults(&def);
-    kv_snapkv_params p = a && a->config ? a->config->snapkv : def.snapkv;
+    snapkv_params p;
+    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_snapkv), sizeof(p));
     snap_config c = {.budget = p.budget, .window = p.window, .kernel = p.kernel,
                      .pooling = p.pooling, .reduce = p.reduce, .interval = p.interval,
                      .beta = 1};
     return snap_state_create(seq, &c, state);
 }
 
-const kv_policy kv_policy_snapkv = {
+static const kv_policy kv_policy_snapkv = {
     .name = "snapkv",
     .init = snapkv_init,
     .free = snap_free,
@@ -413,4 +434,64 @@ const kv_policy kv_policy_snapkv = {
     .mass_queries = snap_mass_queries,
     .after_attention = snap_after_attention,
     .after_chunk = snap_after_chunk,
+};
+
+int snap_validate_selection(int32_t budget, int32_t window, int32_t kernel, const char *table,
+                            ks_diag *d)
+{
+    char key[96];
+    snprintf(key, sizeof(key), "%s.window", table);
+    int rc = ks_check_range(d, key, window, 1, budget);
+    if (rc)
+        return rc;
+    snprintf(key, sizeof(key), "%s.kernel", table);
+    if (kernel % 2 == 0)
+        return ks_diag_key(d, KS_ERR_RANGE, key, "must be odd (got %d)", kernel);
+    return KS_OK;
+}
+
+static const kv_param_desc snapkv_params_table[] = {
+    {"budget", KV_PARAM_INT, offsetof(snapkv_params, budget), 1, INT32_MAX, 1024, NULL, NULL,
+     false, "tokens kept per layer and KV head, the window included"},
+    {"window", KV_PARAM_INT, offsetof(snapkv_params, window), 1, INT32_MAX, 8, NULL, NULL, false,
+     "observation window: the last prompt queries that vote (<= budget), always kept"},
+    {"kernel", KV_PARAM_INT, offsetof(snapkv_params, kernel), 1, 63, 7, NULL, NULL, false,
+     "pooling kernel over the votes (odd)"},
+    {"pooling", KV_PARAM_ENUM, offsetof(snapkv_params, pooling), 0, 0, KV_POOL_MAX, NULL,
+     kv_pooling_names, false, "how votes are pooled over neighbouring tokens"},
+    {"reduce", KV_PARAM_ENUM, offsetof(snapkv_params, reduce), 0, 0, KV_REDUCE_MEAN, NULL,
+     kv_reduce_names, false, "how the votes of the query heads sharing a KV head combine"},
+    {"interval", KV_PARAM_INT, offsetof(snapkv_params, interval), 0, INT32_MAX, 0, NULL, NULL,
+     false, "re-compress every N generated tokens, 0 = only after the prompt"},
+};
+
+static int snapkv_validate(const void *params, const char *table, ks_diag *d)
+{
+    const snapkv_params *p = params;
+    return snap_validate_selection(p->budget, p->window, p->kernel, table, d);
+}
+
+/* The whole prompt goes in before the selection. */
+static int64_t snapkv_admission(const void *params, int64_t n_tokens, int64_t chunk,
+                                int32_t n_layer, int32_t *dense_layers)
+{
+    (void)params;
+    (void)chunk;
+    (void)n_layer;
+    (void)dense_layers;
+    return n_tokens;
+}
+
+const kv_policy_desc kv_policy_desc_snapkv = {
+    .name = "snapkv",
+    .summary = "After the prompt, keeps per layer and KV head the prompt tokens most attended "
+               "by the last `window` prompt queries (pooled), plus the window.",
+    .reference = "SnapKV: Li et al., SnapKV: LLM Knows What You are Looking for Before "
+                 "Generation, arXiv:2404.14469",
+    .ops = &kv_policy_snapkv,
+    .params_table = snapkv_params_table,
+    .n_params = (int32_t)KS_ARRAY_LEN(snapkv_params_table),
+    .params_size = sizeof(snapkv_params),
+    .validate = snapkv_validate,
+    .admission = snapkv_admission,
 };

@@ -26,6 +26,11 @@ typedef struct snap_config {
                             int32_t layer, int32_t n);
 } snap_config;
 
+/* The rules between the selection parameters both policies share: window <= budget and an
+ * odd kernel (ranges are in their tables). `table` is "kvcache.NAME". */
+int snap_validate_selection(int32_t budget, int32_t window, int32_t kernel, const char *table,
+                            ks_diag *d);
+
 /* Creates the per-sequence state (checks cfg: KS_ERR_INVALID). */
 int snap_state_create(kv_seq *seq, const snap_config *cfg, void **state);
 

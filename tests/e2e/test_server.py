@@ -236,17 +236,22 @@ def test_disconnect(srv):
 
 def test_errors(srv):
     st, _, out = srv.req("GET", "/nope")
-    check(st == 404 and "error" in json.loads(out), "404 unknown path")
-    st, h, _ = srv.req("GET", "/v1/completions")
-    check(st == 405 and h.get("Allow") == "POST", "405 wrong method")
+    e = json.loads(out)["error"]
+    check(st == 404 and e["type"] == "not_found_error" and e["code"] == 404
+          and e["param"] is None, "404 unknown path: %s" % e)
+    st, h, out = srv.req("GET", "/v1/completions")
+    e = json.loads(out)["error"]
+    check(st == 405 and h.get("Allow") == "POST" and e["type"] == "invalid_request_error"
+          and e["code"] == 405, "405 wrong method")
     st, _, _ = srv.req("POST", "/v1/completions", raw="x" * 70000)
     check(st == 413, "413 big body")
     st, _, out = srv.req("POST", "/v1/completions", raw="{bad json")
     e = json.loads(out)["error"]
-    check(st == 400 and set(e) == {"message", "type", "param", "code"}, "400 bad JSON")
+    check(st == 400 and set(e) == {"message", "type", "param", "code"} and e["code"] == 400
+          and e["type"] == "invalid_request_error", "400 bad JSON")
     st, _, _ = srv.req("POST", "/v1/completions", raw=b'{"prompt":"\xff\xfe","max_tokens":2}')
     check(st == 400, "400 invalid UTF-8")
-    for bad, param in [({"n": 2}, "n"), ({"temperature": -1}, "temperature"),
+    for bad, param in [({"n": 17}, "n"), ({"n": 0}, "n"), ({"temperature": -1}, "temperature"),
                        ({"max_tokens": 0}, "max_tokens"), ({"stop": 5}, "stop"),
                        ({"kv_policy": {"name": "nope"}}, "kv_policy"),
                        ({"kv_policy": {"name": "full", "bogus": 1}}, "kv_policy")]:
@@ -362,6 +367,9 @@ def test_kv_policies(srv):
     seqs = [q for q in kv_state(srv)["sequences"] if q["policy"] == "sink_window"]
     check(len(seqs) == 1, "/v1/kv lists the sink_window sequence")
     if seqs:
+        # the resolved parameters: the request's values over the server's defaults
+        check(seqs[0].get("params") == {"n_sink": 4, "window": 60, "positions": "compact"},
+              "/v1/kv shows the sequence's resolved parameters: %s" % seqs[0].get("params"))
         kept = seqs[0]["tokens_kept_per_layer"]
         # 2 KV heads: per layer at most 2 * (n_sink + window) tokens, far fewer than seen
         check(all(k <= 2 * 64 for k in kept) and seqs[0]["tokens_seen"] > 64,
@@ -377,6 +385,14 @@ def test_kv_policies(srv):
     time.sleep(0.3)
     seqs = [q for q in kv_state(srv)["sequences"] if q["policy"] == "retrieval"]
     check(len(seqs) == 1 and "retrieval" in seqs[0], "/v1/kv shows retrieval tiers")
+    if seqs:
+        p = seqs[0].get("params", {})
+        check(p.get("top_k") == 2 and p.get("chunk") == 64 and p.get("block_tokens") == 64
+              and p.get("landmark") == "mean" and "spill_dir" in p,
+              "/v1/kv retrieval params: %s" % p)
+    pol = kv_state(srv).get("policy", {})
+    check(pol.get("name") == "full" and pol.get("params") == {}
+          and pol.get("request_override") is True, "/v1/kv shows the server's policy: %s" % pol)
     if seqs and "retrieval" in seqs[0]:
         r = seqs[0]["retrieval"]
         check(r["blocks_ram"] > 0 and "blocks_disk" in r and "hot_hit_rate" in r,
@@ -423,6 +439,9 @@ def test_limits_server():
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2}, headers=auth)
         check(st == 400, "400 when the KV budget can never hold the prompt (%d)" % st)
+        e = json.loads(out)["error"]
+        check(set(e) == {"message", "type", "param", "code"} and e["type"] == "invalid_request_error"
+              and e["code"] == 400, "400 body: %s" % e)
         # the same prompt under a bounded policy fits: admission counts what the policy keeps
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2, "temperature": 0,

@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "server/api_server.h"
+#include "server/api_tools.h"
 #include "server/sse.h"
 
 typedef struct fuzz_env {
@@ -59,13 +60,20 @@ static void fuzz_gen(api_server *a, http_request *req, bool chat)
         json_decref(root);
         return;
     }
-    api_gen_deinit(&g);
+    api_gen_release(&g);
     char *text = NULL;
     if (chat) {
+        api_tool_choice choice;
+        const char *forced;
+        if (api_tools_parse(root, &choice, &forced, msg, sizeof(msg), &param)) {
+            if (!param) abort();
+            api_respond_error(a, req, 400, msg, param);
+            json_decref(root);
+            return;
+        }
         api_prompt pr;
         char pname[64];
-        if (api_chat_prompt(a, json_object_get(root, "messages"), &pr, msg, sizeof(msg), pname,
-                            sizeof(pname))) {
+        if (api_chat_prompt(a, root, true, &pr, msg, sizeof(msg), pname, sizeof(pname))) {
             if (!pname[0]) abort(); /* every rejection names its field */
             api_respond_error(a, req, 400, msg, pname);
             json_decref(root);

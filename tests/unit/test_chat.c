@@ -4,6 +4,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "shared_dir.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,19 +82,18 @@ END_TEST
 /* The qwen2 reference model ships a real ChatML template. */
 START_TEST(test_detect_model_template)
 {
-    const char *sh = getenv("KVSERVE_SHARED");
     char path[1024];
-    snprintf(path, sizeof(path), "%s/models/ref/ref-qwen2-f16.gguf", sh ? sh : "/work/shared");
+    snprintf(path, sizeof(path), "%s/models/ref/ref-qwen2-f16.gguf", ks_test_shared_dir());
     gguf_file *f = NULL;
     tok_vocab *v = NULL;
     ks_diag d;
     ck_assert_int_eq(gguf_open(path, &f, &d), 0);
     ck_assert_int_eq(tok_vocab_load(f, &v, &d), 0);
     gguf_close(f);
+    /* the comment above is the premise: the file carries a template, and it is ChatML */
     const char *t = tok_chat_template(v);
-    if (t) {
-        ck_assert_int_eq(tok_chat_detect(t), TOK_CHAT_CHATML);
-    }
+    ck_assert_msg(t != NULL, "ref-qwen2-f16.gguf has no tokenizer.chat_template");
+    ck_assert_int_eq(tok_chat_detect(t), TOK_CHAT_CHATML);
     /* formatted chat tokenises with the special tokens recognised */
     char *s = tok_chat_format(TOK_CHAT_CHATML, conv, 2, true, v);
     int32_t ids[256];

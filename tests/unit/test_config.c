@@ -3,6 +3,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "policy_params.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,23 +41,28 @@ START_TEST(test_defaults)
     ck_assert_int_eq(c.kvcache.dtype, CFG_KV_F16);
     ck_assert(c.kvcache.allow_request_override);
     const kv_policy_config *p = &c.kvcache.policy;
-    ck_assert_int_eq(p->kind, KV_POLICY_FULL);
-    ck_assert_int_eq(p->sink_window.n_sink, 4);
-    ck_assert_int_eq(p->sink_window.window, 1020);
-    ck_assert_int_eq(p->sink_window.positions, KV_POS_COMPACT);
-    ck_assert_int_eq(p->snapkv.budget, 1024);
-    ck_assert_int_eq(p->snapkv.window, 8);
-    ck_assert_int_eq(p->snapkv.kernel, 7);
-    ck_assert_int_eq(p->snapkv.interval, 0);
-    ck_assert_int_eq(p->pyramid.beta, 20);
-    ck_assert(p->pyramid.budget_fraction == 0.0);
-    ck_assert_int_eq(p->retrieval.block_tokens, 64);
-    ck_assert_int_eq(p->retrieval.representatives, 4);
-    ck_assert_int_eq(p->retrieval.top_k, 8);
-    ck_assert_int_eq(p->retrieval.window, 512);
-    ck_assert_int_eq(p->retrieval.dense_layers, 2);
-    ck_assert_int_eq(p->retrieval.chunk, 512);
-    ck_assert_str_eq(p->retrieval.spill_dir, "/tmp/kvserve-spill");
+    ck_assert_int_eq(p->kind, 0);
+    ck_assert_str_eq(kv_policy_kind_name(p->kind), "full");
+    static const char *const defaults[][3] = {
+        {"sink_window", "n_sink", "4"},       {"sink_window", "window", "1020"},
+        {"sink_window", "positions", "compact"}, {"snapkv", "budget", "1024"},
+        {"snapkv", "window", "8"},            {"snapkv", "kernel", "7"},
+        {"snapkv", "pooling", "max"},         {"snapkv", "reduce", "mean"},
+        {"snapkv", "interval", "0"},          {"pyramid", "budget", "1024"},
+        {"pyramid", "beta", "20"},            {"pyramid", "budget_fraction", "0"},
+        {"h2o", "heavy", "512"},              {"h2o", "recent", "512"},
+        {"retrieval", "block_tokens", "64"},  {"retrieval", "representatives", "4"},
+        {"retrieval", "top_k", "8"},          {"retrieval", "n_sink", "4"},
+        {"retrieval", "window", "512"},       {"retrieval", "dense_layers", "2"},
+        {"retrieval", "chunk", "512"},        {"retrieval", "ram_mb", "512"},
+        {"retrieval", "landmark", "mean"},    {"retrieval", "selection", "head"},
+        {"retrieval", "positions", "window"}, {"retrieval", "eviction", "lru"},
+        {"retrieval", "spill_dir", "/tmp/kvserve-spill"},
+    };
+    for (size_t i = 0; i < KS_ARRAY_LEN(defaults); i++)
+        ck_assert_msg(strcmp(pget(p, defaults[i][0], defaults[i][1]), defaults[i][2]) == 0,
+                      "%s.%s = %s", defaults[i][0], defaults[i][1],
+                      pget(p, defaults[i][0], defaults[i][1]));
     ck_assert_int_eq(c.limits.default_max_tokens, 256);
     ck_assert_int_eq(c.limits.max_tokens, 4096);
     ck_assert_int_eq(c.limits.max_concurrent, 16);
@@ -105,19 +111,20 @@ START_TEST(test_overrides)
     ck_assert_int_eq(cfg_model_threads(&c), 2);
     ck_assert_str_eq(c.model.chat_template, "llama3");
     ck_assert_int_eq(c.kvcache.dtype, CFG_KV_F32);
-    ck_assert_int_eq(c.kvcache.policy.kind, KV_POLICY_PYRAMID);
+    ck_assert_str_eq(kv_policy_kind_name(c.kvcache.policy.kind), "pyramid");
     ck_assert(!c.kvcache.allow_request_override);
-    ck_assert(c.kvcache.policy.pyramid.budget_fraction == 1.0);
-    ck_assert_int_eq(c.kvcache.policy.pyramid.pooling, KV_POOL_AVG);
-    ck_assert_int_eq(c.kvcache.policy.retrieval.landmark, KV_LANDMARK_BOUNDS);
-    ck_assert_int_eq(c.kvcache.policy.retrieval.selection, KV_SELECT_LAYER);
-    ck_assert_int_eq(c.kvcache.policy.retrieval.positions, KV_POS_ORIGINAL);
-    ck_assert_int_eq(c.kvcache.policy.retrieval.eviction, KV_EVICT_SCORE_LRU);
-    ck_assert(c.kvcache.policy.retrieval.ram_mb == 8000000000LL);
+    const kv_policy_config *pc = &c.kvcache.policy;
+    ck_assert_str_eq(pget(pc, "pyramid", "budget_fraction"), "1");
+    ck_assert_str_eq(pget(pc, "pyramid", "pooling"), "avg");
+    ck_assert_str_eq(pget(pc, "retrieval", "landmark"), "bounds");
+    ck_assert_str_eq(pget(pc, "retrieval", "selection"), "layer");
+    ck_assert_str_eq(pget(pc, "retrieval", "positions"), "original");
+    ck_assert_str_eq(pget(pc, "retrieval", "eviction"), "score_lru");
+    ck_assert_str_eq(pget(pc, "retrieval", "ram_mb"), "8000000000");
     ck_assert_int_eq(cfg_max_prompt_tokens(&c), 1000);
     /* untouched keys keep their defaults */
     ck_assert_int_eq(c.server.max_queue, 64);
-    ck_assert_int_eq(c.kvcache.policy.pyramid.budget, 1024);
+    ck_assert_str_eq(pget(&c.kvcache.policy, "pyramid", "budget"), "1024");
 }
 END_TEST
 
@@ -126,8 +133,7 @@ START_TEST(test_shipped_configs)
     const char *src = getenv("KVSERVE_SRC");
     ck_assert_ptr_nonnull(src);
     const char *names[] = {"default", "streaming", "pyramid", "retrieval"};
-    const kv_policy_kind kinds[] = {KV_POLICY_FULL, KV_POLICY_SINK_WINDOW, KV_POLICY_PYRAMID,
-                                    KV_POLICY_RETRIEVAL};
+    const char *kinds[] = {"full", "sink_window", "pyramid", "retrieval"};
     for (int i = 0; i < 4; i++) {
         char path[1024];
         snprintf(path, sizeof(path), "%s/configs/%s.toml", src, names[i]);
@@ -136,7 +142,7 @@ START_TEST(test_shipped_configs)
         cfg_defaults(&c);
         cfg_defaults(&def);
         ck_assert_msg(cfg_load_file(path, &c, &d) == 0, "%s", d.msg);
-        ck_assert_int_eq(c.kvcache.policy.kind, kinds[i]);
+        ck_assert_str_eq(kv_policy_kind_name(c.kvcache.policy.kind), kinds[i]);
         if (i == 0) /* default.toml documents the defaults: loading it changes nothing */
             ck_assert_int_eq(memcmp(&c, &def, sizeof(c)), 0);
     }
@@ -257,19 +263,24 @@ END_TEST
 START_TEST(test_policy_names)
 {
     const char *names[] = {"full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval"};
-    for (int i = 0; i < KV_POLICY_COUNT; i++) {
+    ck_assert_int_eq(kv_policy_count(), 6);
+    for (int i = 0; i < kv_policy_count(); i++) {
         ck_assert_int_eq(kv_policy_kind_from_name(names[i]), i);
-        ck_assert_str_eq(kv_policy_kind_name((kv_policy_kind)i), names[i]);
+        ck_assert_str_eq(kv_policy_kind_name(i), names[i]);
+        ck_assert_str_eq(kv_policy_desc_at(i)->name, names[i]);
+        ck_assert_ptr_eq(kv_policy_desc_find(names[i]), kv_policy_desc_at(i));
     }
     ck_assert_int_eq(kv_policy_kind_from_name("Full"), KS_ERR_INVALID);
     ck_assert_int_eq(kv_policy_kind_from_name(NULL), KS_ERR_INVALID);
-    ck_assert_str_eq(kv_policy_kind_name(KV_POLICY_COUNT), "?");
+    ck_assert_str_eq(kv_policy_kind_name(kv_policy_count()), "?");
+    ck_assert_ptr_null(kv_policy_desc_at(-1));
     ck_assert_int_eq(kv_pos_mode_from_name("compact"), KV_POS_COMPACT);
-    ck_assert_int_eq(kv_pooling_from_name("avg"), KV_POOL_AVG);
-    ck_assert_int_eq(kv_reduce_from_name("max"), KV_REDUCE_MAX);
-    ck_assert_int_eq(kv_landmark_from_name("representative"), KV_LANDMARK_REPRESENTATIVE);
-    ck_assert_int_eq(kv_selection_from_name("layer"), KV_SELECT_LAYER);
-    ck_assert_int_eq(kv_eviction_from_name("score_lru"), KV_EVICT_SCORE_LRU);
+    ck_assert_int_eq(kv_name_index(kv_pooling_names, "avg"), KV_POOL_AVG);
+    ck_assert_int_eq(kv_name_index(kv_reduce_names, "max"), KV_REDUCE_MAX);
+    ck_assert_int_eq(kv_name_index(kv_landmark_names, "representative"),
+                     KV_LANDMARK_REPRESENTATIVE);
+    ck_assert_int_eq(kv_name_index(kv_selection_names, "layer"), KV_SELECT_LAYER);
+    ck_assert_int_eq(kv_name_index(kv_eviction_names, "score_lru"), KV_EVICT_SCORE_LRU);
     ck_assert_int_eq(cfg_kv_dtype_from_name("f32"), CFG_KV_F32);
     ck_assert_str_eq(cfg_kv_dtype_name(CFG_KV_F16), "f16");
 
@@ -278,15 +289,15 @@ START_TEST(test_policy_names)
     kv_policy_config_defaults(&pc);
     ks_diag d;
     ck_assert_int_eq(kv_policy_config_validate(&pc, &d), 0);
-    pc.retrieval.block_tokens = 2048;
+    pset(&pc, "retrieval", "block_tokens", "2048");
     ck_assert_int_eq(kv_policy_config_validate(&pc, &d), KS_ERR_RANGE);
     ck_assert_str_eq(d.key, "kvcache.retrieval.block_tokens");
     ck_assert(strstr(d.msg, "kvcache.retrieval.block_tokens: ") == d.msg);
     kv_policy_config_defaults(&pc);
-    pc.pyramid.budget_fraction = 0.25;
-    pc.h2o.heavy = 0;
+    pset(&pc, "pyramid", "budget_fraction", "0.25");
+    pset(&pc, "h2o", "heavy", "0");
     ck_assert_int_eq(kv_policy_config_validate(&pc, &d), 0);
-    pc.kind = (kv_policy_kind)99;
+    pc.kind = 99;
     ck_assert_int_lt(kv_policy_config_validate(&pc, &d), 0);
 }
 END_TEST

@@ -132,9 +132,9 @@ START_TEST(test_chat_prompt_nomem)
     cfg_defaults(&c);
     api_server a = {.cfg = &c, .vocab = v, .chat = TOK_CHAT_CHATML, .n_ctx = 4096,
                     .max_prompt = 4096};
-    json_t *msgs = json_loads("[{\"role\":\"system\",\"content\":\"be brief\"},"
+    json_t *msgs = json_loads("{\"messages\": [{\"role\":\"system\",\"content\":\"be brief\"},"
                               "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
-                              "\"hi <|im_end|> there\"}]}]", 0, NULL);
+                              "\"hi <|im_end|> there\"}]}]}", 0, NULL);
     ck_assert_ptr_nonnull(msgs);
     long at = 0;
     for (;; at++) {
@@ -142,7 +142,7 @@ START_TEST(test_chat_prompt_nomem)
         char msg[256], param[64];
         int32_t *ids = NULL, n = 0;
         arm(at);
-        int rc = api_chat_prompt(&a, msgs, &pr, msg, sizeof(msg), param, sizeof(param));
+        int rc = api_chat_prompt(&a, msgs, false, &pr, msg, sizeof(msg), param, sizeof(param));
         if (rc == 0) {
             rc = tok_encode_ex(v, pr.text, pr.len, true, pr.plain, pr.n_plain, &ids, &n);
             api_prompt_free(&pr);

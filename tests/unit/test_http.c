@@ -230,12 +230,37 @@ END_TEST
 
 START_TEST(test_error_body_shape)
 {
-    size_t len;
-    char *b = http_error_body(404, "nope", &len);
-    ck_assert_str_eq(b, "{\"error\":{\"message\":\"nope\",\"type\":\"not_found_error\","
-                        "\"param\":null,\"code\":null}}");
-    ck_assert_uint_eq(len, strlen(b));
-    free(b);
+    /* the one builder: every status maps to one type; param is a string or null; code is the
+     * status */
+    static const struct {
+        int status;
+        const char *param;
+        const char *body;
+    } cases[] = {
+        {400, "max_tokens", "{\"error\":{\"message\":\"m\",\"type\":\"invalid_request_error\","
+                            "\"param\":\"max_tokens\",\"code\":400}}"},
+        {401, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"authentication_error\","
+                    "\"param\":null,\"code\":401}}"},
+        {404, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"not_found_error\","
+                    "\"param\":null,\"code\":404}}"},
+        {405, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"invalid_request_error\","
+                    "\"param\":null,\"code\":405}}"},
+        {429, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"rate_limit_error\","
+                    "\"param\":null,\"code\":429}}"},
+        {500, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"server_error\","
+                    "\"param\":null,\"code\":500}}"},
+        {503, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"unavailable_error\","
+                    "\"param\":null,\"code\":503}}"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = 0;
+        char *b = http_error_body(cases[i].status, "m", cases[i].param, &len);
+        ck_assert_str_eq(b, cases[i].body);
+        ck_assert_uint_eq(len, strlen(b));
+        free(b);
+    }
+    ck_assert_str_eq(http_error_type(413), "invalid_request_error");
+    ck_assert_str_eq(http_error_type(502), "server_error");
     ck_assert_str_eq(http_status_reason(431), "Request Header Fields Too Large");
 }
 END_TEST

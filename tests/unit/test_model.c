@@ -10,6 +10,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "shared_dir.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +24,8 @@ static char g_model[1024];
 
 static void setup_paths(void)
 {
-    const char *s = getenv("KVSERVE_SHARED");
-    snprintf(g_model, sizeof(g_model), "%s/models/kjv-tiny/kjv-tiny-f32.gguf", s ? s : "../shared");
+    snprintf(g_model, sizeof(g_model), "%s/models/kjv-tiny/kjv-tiny-f32.gguf",
+             ks_test_shared_dir());
 }
 
 typedef struct variant {

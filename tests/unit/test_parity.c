@@ -12,6 +12,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "shared_dir.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -38,8 +39,7 @@ static const parity_model MODELS[] = {
 
 static const char *shared_dir(void)
 {
-    const char *s = getenv("KVSERVE_SHARED");
-    return s ? s : "../shared";
+    return ks_test_shared_dir();
 }
 
 static int32_t argmax(const float *x, int32_t n)

@@ -8,6 +8,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "shared_dir.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,8 +17,7 @@
 
 static const char *shared_dir(void)
 {
-    const char *s = getenv("KVSERVE_SHARED");
-    return s ? s : "../shared";
+    return ks_test_shared_dir();
 }
 
 /* Runs the command and returns the ln(PPL) it printed, or NAN. */

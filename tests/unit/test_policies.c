@@ -11,6 +11,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "policy_params.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,8 +320,8 @@ START_TEST(test_pyramid_schedule_reference)
     /* KVCache-Factory, C = 128, w = 8, L = 32, prompt 7500: min = 120 // 20 = 6,
      * max = 240 - 6 = 234, steps = 228 // 31 = 7; layer l keeps 234 - 7 l + 8. */
     kv_policy_config pc = config_defaults();
-    pc.pyramid.budget = 128;
-    pc.pyramid.window = 8;
+    pseti(&pc, "pyramid", "budget", 128);
+    pseti(&pc, "pyramid", "window", 8);
     rig r;
     rig_open(&r, "pyramid", &pc, 32, 1, 1, KS_DTYPE_F16, 32 * (7500 / BT + 2));
     int32_t chunks[] = {1000, 1000, 1000, 1000, 1000, 1000, 1000, 492, 8};
@@ -352,9 +353,9 @@ START_TEST(test_pyramid_schedule_fallbacks)
     };
     for (size_t c = 0; c < KS_ARRAY_LEN(cases); c++) {
         kv_policy_config pc = config_defaults();
-        pc.pyramid.budget = cases[c].budget;
-        pc.pyramid.window = 8;
-        pc.pyramid.budget_fraction = cases[c].frac;
+        pseti(&pc, "pyramid", "budget", cases[c].budget);
+        pseti(&pc, "pyramid", "window", 8);
+        psetf(&pc, "pyramid", "budget_fraction", cases[c].frac);
         rig r;
         rig_open(&r, "pyramid", &pc, 4, 1, 1, KS_DTYPE_F32, 4 * (cases[c].n / BT + 2));
         int32_t chunks[] = {cases[c].n - 8, 8};
@@ -393,11 +394,16 @@ START_TEST(test_snap_selection_naive)
     const snap_case *c = &kSnapCases[_i];
     const int32_t w = 8, C = 40, n = 150, interval = 5;
     kv_policy_config pc = config_defaults();
-    pc.snapkv = (kv_snapkv_params){.budget = C, .window = w, .kernel = c->kernel,
-                                   .pooling = c->pool, .reduce = c->red, .interval = interval};
-    pc.pyramid = (kv_pyramid_params){.budget = C, .window = w, .kernel = c->kernel,
-                                     .pooling = c->pool, .reduce = c->red, .beta = 20,
-                                     .interval = interval};
+    for (int k = 0; k < 2; k++) {
+        const char *pol = k ? "pyramid" : "snapkv";
+        pseti(&pc, pol, "budget", C);
+        pseti(&pc, pol, "window", w);
+        pseti(&pc, pol, "kernel", c->kernel);
+        pset(&pc, pol, "pooling", kv_pooling_names[c->pool]);
+        pset(&pc, pol, "reduce", kv_reduce_names[c->red]);
+        pseti(&pc, pol, "interval", interval);
+    }
+    pseti(&pc, "pyramid", "beta", 20);
     rig r;
     rig_open(&r, c->policy, &pc, 2, 2, 2, KS_DTYPE_F32, 400);
     rig_prompt(&r, c->chunks, c->n_chunks, true);
@@ -445,7 +451,8 @@ START_TEST(test_h2o_naive)
 {
     const int32_t heavy = 12, recent = 10, n_group = 2;
     kv_policy_config pc = config_defaults();
-    pc.h2o = (kv_h2o_params){.heavy = heavy, .recent = recent};
+    pseti(&pc, "h2o", "heavy", heavy);
+    pseti(&pc, "h2o", "recent", recent);
     rig r;
     rig_open(&r, "h2o", &pc, 2, 2, n_group, KS_DTYPE_F32, 200);
     int32_t sizes[] = {15, 13, 9, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -544,9 +551,9 @@ START_TEST(test_sink_window_compact)
     /* _i = 0: compact positions, f32; 1: original positions; 2: n_sink = 0 (plain window) */
     const int32_t n_sink = _i == 2 ? 0 : 4, window = 28;
     kv_policy_config pc = config_defaults();
-    pc.sink_window = (kv_sink_window_params){.n_sink = n_sink, .window = window,
-                                             .positions = _i == 1 ? KV_POS_ORIGINAL
-                                                                  : KV_POS_COMPACT};
+    pseti(&pc, "sink_window", "n_sink", n_sink);
+    pseti(&pc, "sink_window", "window", window);
+    pset(&pc, "sink_window", "positions", _i == 1 ? "original" : "compact");
     rig r;
     rig_open(&r, "sink_window", &pc, 2, 2, 2, KS_DTYPE_F32, 64);
     int32_t sizes[] = {10, 20, 17, 40, 1, 1, 1, 5, 1, 1, 1, 1};
@@ -586,13 +593,15 @@ END_TEST
 
 static void set_big_budgets(kv_policy_config *pc)
 {
-    pc->sink_window = (kv_sink_window_params){.n_sink = 4, .window = 200,
-                                              .positions = KV_POS_COMPACT};
-    pc->snapkv.budget = 128;
-    pc->snapkv.interval = 2;
-    pc->pyramid.budget = 128;
-    pc->pyramid.interval = 2;
-    pc->h2o = (kv_h2o_params){.heavy = 64, .recent = 64};
+    pseti(pc, "sink_window", "n_sink", 4);
+    pseti(pc, "sink_window", "window", 200);
+    pset(pc, "sink_window", "positions", "compact");
+    pseti(pc, "snapkv", "budget", 128);
+    pseti(pc, "snapkv", "interval", 2);
+    pseti(pc, "pyramid", "budget", 128);
+    pseti(pc, "pyramid", "interval", 2);
+    pseti(pc, "h2o", "heavy", 64);
+    pseti(pc, "h2o", "recent", 64);
 }
 
 START_TEST(test_big_budget_equals_full)
@@ -640,10 +649,10 @@ START_TEST(test_registry_and_bad_config)
     kv_pool *pool;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     kv_policy_config pc = config_defaults();
-    pc.snapkv.kernel = 4; /* even kernel */
-    pc.pyramid.beta = 0;
-    pc.sink_window.window = 0;
-    pc.h2o.recent = 0;
+    pseti(&pc, "snapkv", "kernel", 4); /* even kernel */
+    pseti(&pc, "pyramid", "beta", 0);
+    pseti(&pc, "sink_window", "window", 0);
+    pseti(&pc, "h2o", "recent", 0);
     kv_policy_args args = {.config = &pc, .rope = kRope, .n_layer = 1, .n_head_kv = 1,
                            .head_dim = HD};
     for (size_t i = 0; i < KS_ARRAY_LEN(kNames); i++) {

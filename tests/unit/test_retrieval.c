@@ -10,6 +10,7 @@
 #include <check.h>
 
 #include "check_main.h"
+#include "policy_params.h"
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -35,10 +36,20 @@ static float rndf(void)
 
 static char g_dir[256];
 
+static void remove_dir(void)
+{
+    rmdir(g_dir); /* empty by then: every sequence removed its spill file */
+}
+
+/* A private directory per test process (Check forks one per test), under $TMPDIR. */
 static void make_dir(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/kvserve-test-retr-%ld", (long)getpid());
-    mkdir(g_dir, 0700);
+    if (g_dir[0])
+        return;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_dir, sizeof(g_dir), "%s/kvserve-test-retr-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+    atexit(remove_dir);
 }
 
 static int count_files(const char *dir)
@@ -372,22 +383,22 @@ static kv_policy_config g_pc;
 static kv_policy_args rt_args(int32_t B, int32_t top_k, int32_t sink, int32_t window,
                               int32_t dense, kv_pos_mode pos, int64_t ram_mb, kv_landmark lm)
 {
-    memset(&g_pc, 0, sizeof(g_pc));
-    kv_retrieval_params *r = &g_pc.retrieval;
-    r->block_tokens = B;
-    r->landmark = lm;
-    r->representatives = 4;
-    r->top_k = top_k;
-    r->n_sink = sink;
-    r->window = window;
-    r->selection = KV_SELECT_HEAD;
-    r->dense_layers = dense;
-    r->positions = pos;
-    r->chunk = 64;
-    r->ram_mb = ram_mb;
+    kv_policy_config_defaults(&g_pc);
+    const char *rt = "retrieval";
+    pseti(&g_pc, rt, "block_tokens", B);
+    pset(&g_pc, rt, "landmark", kv_landmark_names[lm]);
+    pseti(&g_pc, rt, "representatives", 4);
+    pseti(&g_pc, rt, "top_k", top_k);
+    pseti(&g_pc, rt, "n_sink", sink);
+    pseti(&g_pc, rt, "window", window);
+    pset(&g_pc, rt, "selection", "head");
+    pseti(&g_pc, rt, "dense_layers", dense);
+    pset(&g_pc, rt, "positions", kv_pos_mode_names[pos]);
+    pseti(&g_pc, rt, "chunk", 64);
+    pseti(&g_pc, rt, "ram_mb", ram_mb);
     make_dir();
-    snprintf(r->spill_dir, sizeof(r->spill_dir), "%s", g_dir);
-    r->eviction = KV_EVICT_SCORE_LRU;
+    pset(&g_pc, rt, "spill_dir", g_dir);
+    pset(&g_pc, rt, "eviction", "score_lru");
     kv_policy_args a = {.config = &g_pc,
                         .rope = {.kind = ROPE_NORM, .head_dim = HD, .theta = 10000.0f,
                                  .freq_scale = 1.0f},
@@ -506,7 +517,7 @@ START_TEST(test_selects_needle_window_positions)
     for (int mode = 0; mode < 2; mode++) {
         kv_policy_args a = rt_args(B, TOPK, SINK, WIN, 0, KV_POS_WINDOW, 512,
                                    mode ? KV_LANDMARK_BOUNDS : KV_LANDMARK_MEAN);
-        g_pc.retrieval.selection = mode ? KV_SELECT_LAYER : KV_SELECT_HEAD;
+        pset(&g_pc, "retrieval", "selection", mode ? "layer" : "head");
         sim rt;
         sim_init(&rt, KS_DTYPE_F32, 8, &kv_policy_retrieval, &a);
         static float raw[T][NH][HD], k[T * NH * HD], v[T * NH * HD];

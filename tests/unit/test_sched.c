@@ -221,9 +221,10 @@ START_TEST(test_never_fitting_request_refused_at_once)
     /* the same prompt under a bounded policy fits and runs */
     kv_policy_config *pc = malloc(sizeof(*pc));
     kv_policy_config_defaults(pc);
-    pc->kind = KV_POLICY_SINK_WINDOW;
-    pc->sink_window.n_sink = 4;
-    pc->sink_window.window = 32;
+    pc->kind = kv_policy_kind_from_name("sink_window");
+    ck_assert_int_ge(pc->kind, 0);
+    ck_assert_int_eq(kv_param_set_int(pc, pc->kind, kv_param_find(pc->kind, "n_sink"), 4), 0);
+    ck_assert_int_eq(kv_param_set_int(pc, pc->kind, kv_param_find(pc->kind, "window"), 32), 0);
     job small = {0};
     ck_assert_int_eq(submit(&f, &small, prompt_of(200, 1), 200, 4, pc, NULL), 0);
     run_until_done(&f, 120);
