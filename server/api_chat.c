@@ -248,7 +248,10 @@ static long chat_spans(const api_server *a, json_t *root, bool with_tools, const
         json_t *e = json_array_get(msgs, i);
         if (m[i].content[0] && json_object_set_new(e, "content", json_string(tags[i]))) goto done;
     }
+    msg[0] = 0;
     sent = api_chat_text(a, copy, with_tools, msg, sizeof(msg));
+    if (!sent && (!msg[0] || strstr(msg, "out of memory") || strstr(msg, "cannot format")))
+        goto done; /* out of memory */
     ok = CHAT_TRANSFORMED;
     if (!sent) goto done;
     const char *at = sent, *r = real;
@@ -294,10 +297,12 @@ int api_chat_prompt(const api_server *a, json_t *root, bool with_tools, api_prom
         if ((rc = chat_msg_read(json_array_get(msgs, i), i, &m[i], &owned[i], msg, cap, param,
                                 pcap)))
             goto done;
+    msg[0] = 0;
     out->text = api_chat_text(a, root, with_tools, msg, cap);
-    if (!out->text) {
+    if (!out->text) { /* the formatters fail without a reason only when out of memory */
         snprintf(param, pcap, "messages");
-        rc = KS_ERR_INVALID;
+        bool oom = !msg[0] || strstr(msg, "out of memory") || strstr(msg, "cannot format");
+        rc = oom ? KS_ERR_NOMEM : KS_ERR_INVALID;
         goto done;
     }
     rc = KS_ERR_NOMEM;

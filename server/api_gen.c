@@ -551,6 +551,8 @@ static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool
             snprintf(msg, sizeof(msg), "'parse_special' must be a boolean");
         } else if (g->suffix) {
             n = fim_prompt(a, p, g, ids, msg, sizeof(msg));
+        } else if (json_is_string(p) && json_string_length(p) == 0) {
+            snprintf(msg, sizeof(msg), "the prompt is empty");
         } else if (json_is_string(p)) {
             /* user text: control tokens written in it stay text unless parse_special */
             tok_span all = {0, json_string_length(p)};
