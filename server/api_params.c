@@ -186,32 +186,6 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
     return 0;
 }
 
-int api_gen_own_stops(api_gen *g)
-{
-    size_t total = 0;
-    for (size_t i = 0; i < g->n_stops; i++) total += strlen(g->stops[i]) + 1;
-    if (!total) return 0;
-    char *buf = malloc(total), *at = buf;
-    if (!buf) return KS_ERR_NOMEM;
-    for (size_t i = 0; i < g->n_stops; i++) {
-        size_t n = strlen(g->stops[i]) + 1;
-        memcpy(at, g->stops[i], n);
-        g->stops[i] = at;
-        at += n;
-    }
-    free(g->stops_owned);
-    g->stops_owned = buf;
-    return 0;
-}
-
-void api_gen_deinit(api_gen *g)
-{
-    free(g->policy_config);
-    free(g->stops_owned);
-    g->policy_config = NULL;
-    g->stops_owned = NULL;
-}
-
 /* ---------------------------------------------------------------- kv_policy */
 
 /* A JSON value into a policy parameter, by the parameter's type (kvcache/policy_config.c). */

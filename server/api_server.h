@@ -97,9 +97,8 @@ typedef struct api_gen {
     int32_t n; /* choices, 1..API_MAX_CHOICES */
     sch_sampling sampling;
     int32_t max_tokens;
-    const char *stops[16]; /* point into the request's JSON, or into stops_owned */
+    const char *stops[16]; /* point into the request's JSON */
     size_t n_stops;
-    char *stops_owned;     /* api_gen_own_stops' copy */
     bool stream;
     bool include_usage;
     bool logprobs;
