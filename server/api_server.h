@@ -25,7 +25,8 @@
 
 typedef struct api_server {
     const cfg *cfg;
-    uv_loop_t *loop;    /* the loop thread's (prompts are tokenized on its worker threads) */
+    uv_loop_t *loop;    /* the loop thread's (prompt tokenization on its worker threads, timers
+                           of the live view feed) */
     const model *model; /* NULL while loading */
     const tok_vocab *vocab;
     kv_pool *pool;
