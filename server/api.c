@@ -337,8 +337,8 @@ int api_on_headers(http_request *req, void *ud, char *msg, size_t cap)
         }
     }
     const api_route *match = route_find(http_request_path(req));
-    if (match && strcmp(match->path, "/health") && strcmp(method, "OPTIONS") &&
-        !authorized(a, req)) {
+    bool public = match && (!strcmp(match->path, "/health") || match->fn == ui_page_handle);
+    if (match && !public && strcmp(method, "OPTIONS") && !authorized(a, req)) {
         snprintf(msg, cap, "invalid or missing API key");
         metrics_count_request(a->metrics, 401);
         return 401;
