@@ -15,6 +15,7 @@
  * Weights are never copied: gguf_tensor.data points into the mapping.
  */
 #include "kvserve/gguf.h"
+#include "gguf_guard.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -681,7 +682,10 @@ static int open_path(const char *path, gguf_file **out, ks_diag *d, bool meta_on
     int e = errno;
     close(fd);
     if (map == MAP_FAILED) return ks_diag_set(d, KS_ERR_IO, "mmap failed: %s", strerror(e));
-    return open_common(map, len, map, out, d, meta_only);
+    gguf_guard_add(map, len, path); /* a truncated file must not SIGBUS the process */
+    int rc = open_common(map, len, map, out, d, meta_only);
+    if (rc) gguf_guard_remove(map);
+    return rc;
 }
 
 int gguf_open(const char *path, gguf_file **out, ks_diag *d)
@@ -705,7 +709,10 @@ int gguf_open_memory(const void *buf, size_t len, gguf_file **out, ks_diag *d)
 void gguf_close(gguf_file *f)
 {
     if (!f) return;
-    if (f->map) munmap(f->map, f->size);
+    if (f->map) {
+        gguf_guard_remove(f->map);
+        munmap(f->map, f->size);
+    }
     free(f->kv);
     free(f->tensors);
     free(f->str_offs);

@@ -89,14 +89,20 @@ int kv_spill_create(const kv_spill_params *p, kv_spill **out)
         for (int32_t j = 0; j < p->slots_per_part; j++)
             hp->slots[j] = (hot_slot){.rec = -1};
     }
-    rc = KS_ERR_IO;
-    if (mkdir(p->dir, 0700) != 0 && errno != EEXIST) {
-        ks_error("spill: cannot create directory %s: %s", p->dir, strerror(errno));
+    ks_diag d;
+    ks_diag_clear(&d);
+    int dfd = -1;
+    if ((rc = kv_spill_dir_open(p->dir, &dfd, &d))) {
+        ks_error("spill: %s", d.msg);
         goto fail;
     }
-    snprintf(s->path, sizeof(s->path), "%s/" SPILL_PREFIX "%ld-%d.kv", p->dir, (long)getpid(),
+    rc = KS_ERR_IO;
+    char name[64];
+    snprintf(name, sizeof(name), SPILL_PREFIX "%ld-%d.kv", (long)getpid(),
              atomic_fetch_add(&g_spill_serial, 1));
-    s->fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    snprintf(s->path, sizeof(s->path), "%s/%s", p->dir, name);
+    s->fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    close(dfd);
     if (s->fd < 0) {
         ks_error("spill: cannot create %s: %s", s->path, strerror(errno));
         s->path[0] = 0;
@@ -132,8 +138,33 @@ const char *kv_spill_path(const kv_spill *s)
     return s->path;
 }
 
+/* Fault injection for the tests (tests/e2e/test_faults.py): KVSERVE_TEST_SPILL_FAIL =
+ * "write:N" or "read:N" makes every spill write (read) after the first N fail as a full disk
+ * (ENOSPC) or an I/O error (EIO) would. Read once; unset in normal use. */
+static int fault_kind = -1; /* -1 unread, 0 none, 1 write, 2 read */
+static long long fault_after;
+static atomic_llong fault_count;
+
+static bool fault_now(int is_write)
+{
+    if (fault_kind < 0) { /* racy first read is harmless: every thread computes the same */
+        const char *e = getenv("KVSERVE_TEST_SPILL_FAIL");
+        int k = 0;
+        if (e && !strncmp(e, "write:", 6)) k = 1;
+        else if (e && !strncmp(e, "read:", 5)) k = 2;
+        fault_after = k ? atoll(strchr(e, ':') + 1) : 0;
+        fault_kind = k;
+    }
+    if (fault_kind != (is_write ? 1 : 2)) return false;
+    if (atomic_fetch_add(&fault_count, 1) < fault_after) return false;
+    errno = is_write ? ENOSPC : EIO;
+    return true;
+}
+
 static int io_full(int fd, void *buf, size_t n, off_t off, int is_write)
 {
+    if (fault_now(is_write))
+        return KS_ERR_IO;
     uint8_t *b = buf;
     while (n > 0) {
         ssize_t r = is_write ? pwrite(fd, b, n, off) : pread(fd, b, n, off);
@@ -308,13 +339,59 @@ static long spill_name_pid(const char *name)
     return pid;
 }
 
+/* Why so strict: the spill directory defaults to one under /tmp, where any local user may
+ * have made it first. A directory someone else owns or can write to, or a symlink, would let
+ * them read spilled KV data (the prompts' keys and values) or make the start-up cleanup
+ * remove files elsewhere. */
+int kv_spill_dir_open(const char *dir, int *out_fd, ks_diag *d)
+{
+    if (!dir || !dir[0])
+        return ks_diag_set(d, KS_ERR_INVALID, "spill directory: empty path");
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return ks_diag_set(d, KS_ERR_IO, "cannot create the spill directory %s: %s", dir,
+                           strerror(errno));
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return ks_diag_set(d, KS_ERR_IO, "spill directory %s: %s", dir,
+                           errno == ELOOP || errno == ENOTDIR
+                               ? "is a symlink or not a directory (refused)"
+                               : strerror(errno));
+    struct stat st;
+    const char *why = NULL;
+    if (fstat(fd, &st) != 0)
+        why = strerror(errno);
+    else if (st.st_uid != geteuid())
+        why = "is owned by another user (refused)";
+    else if (st.st_mode & (S_IWGRP | S_IWOTH))
+        why = "is group- or world-writable (refused; chmod 700 it)";
+    if (why) {
+        close(fd);
+        return ks_diag_set(d, KS_ERR_INVALID, "spill directory %s %s", dir, why);
+    }
+    *out_fd = fd;
+    return 0;
+}
+
 int kv_spill_cleanup_dir(const char *dir)
 {
     if (!dir || !dir[0])
         return KS_ERR_INVALID;
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT ? 0 : KS_ERR_IO;
+    struct stat lst;
+    if (lstat(dir, &lst) != 0 && errno == ENOENT)
+        return 0;
+    ks_diag dg;
+    ks_diag_clear(&dg);
+    int dfd;
+    int rc = kv_spill_dir_open(dir, &dfd, &dg);
+    if (rc) {
+        ks_warn("spill: no clean-up: %s", dg.msg);
+        return rc;
+    }
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return KS_ERR_IO;
+    }
     int n = 0;
     long self = (long)getpid();
     struct dirent *e;
@@ -323,9 +400,11 @@ int kv_spill_cleanup_dir(const char *dir)
         if (pid < 0)
             continue;
         bool stale = pid == self || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
-        if (!stale)
+        struct stat st; /* only our own regular files; a link is left alone, never followed */
+        if (!stale || fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode) || st.st_uid != geteuid())
             continue;
-        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+        if (unlinkat(dfd, e->d_name, 0) == 0)
             n++;
         else
             ks_warn("spill: cannot remove stale %s/%s: %s", dir, e->d_name, strerror(errno));

@@ -9,13 +9,20 @@
 #include <time.h>
 
 #include "api_server.h"
+#include "kvserve/gguf.h"
 #include "kv_feed.h"
 #include "sse.h"
 
 
 static void h_health(api_server *a, http_request *req)
 {
-    if (!a->model) api_respond_json(a, req, 503, json_pack("{s:s}", "status", "loading"));
+    char path[512], msg[700];
+    if (gguf_mapping_lost(path, sizeof(path))) {
+        snprintf(msg, sizeof(msg), "the model file %s was truncated or replaced under the "
+                 "server; restart kvserve", path);
+        api_respond_json(a, req, 503, json_pack("{s:s, s:s}", "status", "error", "message",
+                                                msg));
+    } else if (!a->model) api_respond_json(a, req, 503, json_pack("{s:s}", "status", "loading"));
     else api_respond_json(a, req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
@@ -39,17 +46,27 @@ static void h_tokenize(api_server *a, http_request *req)
     if (!root) return;
     json_t *c = json_object_get(root, "content");
     json_t *as = json_object_get(root, "add_special");
-    if (!json_is_string(c) || (as && !json_is_boolean(as))) {
+    json_t *ps = json_object_get(root, "parse_special");
+    if (!json_is_string(c) || (as && !json_is_boolean(as)) || (ps && !json_is_boolean(ps))) {
+        const char *param = !json_is_string(c)            ? "content"
+                            : as && !json_is_boolean(as) ? "add_special"
+                                                         : "parse_special";
         json_decref(root);
-        api_respond_error(a, req, 400, "'content' must be a string", "content");
+        api_respond_error(a, req, 400,
+                          "'content' must be a string ('add_special', 'parse_special': booleans)",
+                          param);
         return;
     }
     const char *text = json_string_value(c);
     size_t len = json_string_length(c);
     bool add = as ? json_is_true(as) : false;
-    int32_t n = tok_encode(a->vocab, text, len, add, true, NULL, 0);
-    int32_t *ids = n > 0 ? malloc((size_t)n * sizeof(int32_t)) : NULL;
-    if (n > 0 && (!ids || tok_encode(a->vocab, text, len, add, true, ids, n) != n)) n = -1;
+    /* parse_special defaults to true here (llama.cpp's /tokenize); generation prompts
+     * default to plain text */
+    tok_span all = {0, len};
+    int32_t *ids = NULL, n = -1;
+    if (tok_encode_ex(a->vocab, text, len, add, &all, ps && !json_is_true(ps) ? 1 : 0, &ids,
+                      &n))
+        n = -1;
     json_decref(root);
     if (n < 0) {
         free(ids);
@@ -295,14 +312,85 @@ static bool authorized(const api_server *a, http_request *req)
     return diff == 0;
 }
 
+static const api_route *route_find(const char *path)
+{
+    for (size_t i = 0; i < KS_ARRAY_LEN(routes); i++)
+        if (!strcmp(routes[i].path, path)) return &routes[i];
+    return NULL;
+}
+
+/* The Origin names this server itself: scheme://HOST equals the Host header. */
+static bool origin_same(const char *origin, const char *host)
+{
+    const char *o = strstr(origin, "://");
+    return o && host && !strcasecmp(o + 3, host);
+}
+
+/* Listed in server.cors_origins (comma-separated, or "*"). */
+static bool origin_listed(const api_server *a, const char *origin)
+{
+    const char *list = a->cfg->server.cors_origins;
+    size_t ol = strlen(origin);
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        size_t n = strcspn(p, ", ");
+        if ((n == 1 && *p == '*') || (n == ol && n && !strncasecmp(p, origin, n))) return true;
+        p += n;
+    }
+    return false;
+}
+
+/* Runs when the headers are complete, before the body is read (http_headers_fn): a browser
+ * page of another origin may only read (GET/HEAD) unless its origin is listed, and the API
+ * key is checked here so that a client without it cannot make the server buffer a body. */
+int api_on_headers(http_request *req, void *ud, char *msg, size_t cap)
+{
+    api_server *a = ud;
+    const char *method = http_request_method(req);
+    const char *origin = http_request_header(req, "origin");
+    bool reads = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    if (origin && !origin_same(origin, http_request_header(req, "host"))) {
+        if (origin_listed(a, origin)) {
+            char h[512];
+            snprintf(h, sizeof(h), "Access-Control-Allow-Origin: %.300s\r\nVary: Origin\r\n",
+                     origin);
+            if (http_request_add_headers(req, h)) return 503;
+        } else if (!reads) {
+            snprintf(msg, cap, "cross-origin request from '%.80s' refused; list the origin in "
+                     "server.cors_origins to allow it", origin);
+            metrics_count_request(a->metrics, 403);
+            return 403;
+        }
+    }
+    const api_route *match = route_find(http_request_path(req));
+    bool public = match && (!strcmp(match->path, "/health") || match->fn == ui_page_handle);
+    if (match && !public && strcmp(method, "OPTIONS") && !authorized(a, req)) {
+        snprintf(msg, cap, "invalid or missing API key");
+        metrics_count_request(a->metrics, 401);
+        return 401;
+    }
+    return 0;
+}
+
+/* CORS preflight: what a listed origin may send (api_on_headers refused the others). */
+static void respond_preflight(api_server *a, http_request *req, const api_route *match)
+{
+    char h[256];
+    snprintf(h, sizeof(h),
+             "Allow: %s, OPTIONS\r\nAccess-Control-Allow-Methods: %s, OPTIONS\r\n"
+             "Access-Control-Allow-Headers: Authorization, Content-Type\r\n"
+             "Access-Control-Max-Age: 600\r\n",
+             match->method, match->method);
+    metrics_count_request(a->metrics, 200);
+    (void)http_respond(req, 200, "text/plain", h, "", 0);
+}
+
 void api_handle(http_request *req, void *ud)
 {
     api_server *a = ud;
     const char *path = http_request_path(req);
     const char *method = http_request_method(req);
-    const api_route *match = NULL;
-    for (size_t i = 0; i < KS_ARRAY_LEN(routes); i++)
-        if (!strcmp(routes[i].path, path)) match = &routes[i];
+    const api_route *match = route_find(path);
     if (!match) {
         char msg[300];
         snprintf(msg, sizeof(msg), "no such endpoint: %.200s", path);
@@ -312,6 +400,10 @@ void api_handle(http_request *req, void *ud)
     bool public = !strcmp(match->path, "/health") || match->fn == ui_page_handle;
     if (!public && !authorized(a, req)) {
         api_respond_error(a, req, 401, "invalid or missing API key", NULL);
+        return;
+    }
+    if (!strcmp(method, "OPTIONS")) {
+        respond_preflight(a, req, match);
         return;
     }
     bool head_ok = !strcmp(method, "HEAD") && !strcmp(match->method, "GET");
@@ -329,6 +421,11 @@ void api_handle(http_request *req, void *ud)
     }
     if (match->needs_model && (!a->model || !a->sch)) {
         api_respond_error(a, req, 503, "the model is still loading", NULL);
+        return;
+    }
+    if (match->needs_model && gguf_mapping_lost(NULL, 0)) {
+        api_respond_error(a, req, 503, "the model file was truncated or replaced under the "
+                                       "server; restart kvserve", NULL);
         return;
     }
     if (match->needs_model && a->shutting_down) {

@@ -154,3 +154,190 @@ char *api_chat_text(const api_server *a, json_t *root, bool with_tools, char *ms
     snprintf(msg, cap, "%s", d.msg[0] ? d.msg : "cannot render the chat template");
     return NULL;
 }
+
+/* ---------------------------------------------------------------- user text stays text */
+
+/* Roles a message may have; the templates know these (others would be written verbatim
+ * into the prompt, a way to forge turns). */
+static bool role_known(const char *r)
+{
+    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
+    for (size_t i = 0; i < KS_ARRAY_LEN(roles); i++)
+        if (!strcmp(r, roles[i])) return true;
+    return false;
+}
+
+#define CHAT_FAIL(field, ...)                                                                  \
+    do {                                                                                       \
+        snprintf(msg, cap, __VA_ARGS__);                                                       \
+        snprintf(param, pcap, "messages[%zu].%s", i, field);                                   \
+        return KS_ERR_INVALID;                                                                 \
+    } while (0)
+
+/* Checks message i and points *content at its text (into the JSON, or *owned, malloc'd, for
+ * a list of text parts). */
+static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, char *msg,
+                         size_t cap, char *param, size_t pcap)
+{
+    if (!json_is_object(e)) CHAT_FAIL("role", "messages[%zu] must be an object", i);
+    json_t *role = json_object_get(e, "role"), *content = json_object_get(e, "content");
+    if (!json_is_string(role)) CHAT_FAIL("role", "messages[%zu].role must be a string", i);
+    m->role = json_string_value(role);
+    if (!role_known(m->role))
+        CHAT_FAIL("role", "messages[%zu].role '%.40s' is not one of system, developer, user, "
+                  "assistant, tool", i, m->role);
+    if (json_is_string(content)) {
+        m->content = json_string_value(content);
+        if (strlen(m->content) != json_string_length(content))
+            CHAT_FAIL("content", "messages[%zu].content must not contain NUL characters", i);
+        return 0;
+    }
+    bool calls = json_is_array(json_object_get(e, "tool_calls"));
+    if ((!content || json_is_null(content)) && !strcmp(m->role, "assistant") && calls) {
+        m->content = "";
+        return 0;
+    }
+    if (!json_is_array(content))
+        CHAT_FAIL("content", "messages[%zu].content must be a string or a list of text parts%s",
+                  i, content ? "" : " (it is missing)");
+    size_t k, total = 1;
+    json_t *part;
+    json_array_foreach(content, k, part) {
+        json_t *t = json_object_get(part, "text"), *ty = json_object_get(part, "type");
+        if (!json_is_object(part) || (ty && !(json_is_string(ty) &&
+                                              !strcmp(json_string_value(ty), "text"))))
+            CHAT_FAIL("content", "messages[%zu].content[%zu] must be {\"type\": \"text\", "
+                      "\"text\": string} (other part types are not supported)", i, k);
+        if (!json_is_string(t) || strlen(json_string_value(t)) != json_string_length(t))
+            CHAT_FAIL("content", "messages[%zu].content[%zu].text must be a string", i, k);
+        total += json_string_length(t);
+    }
+    *owned = calloc(1, total);
+    if (!*owned) {
+        snprintf(msg, cap, "out of memory");
+        return KS_ERR_NOMEM;
+    }
+    size_t at = 0;
+    json_array_foreach(content, k, part) {
+        json_t *t = json_object_get(part, "text");
+        memcpy(*owned + at, json_string_value(t), json_string_length(t));
+        at += json_string_length(t);
+    }
+    m->content = *owned;
+    return 0;
+}
+
+/* Where the template put each message's text: the request is rendered once more with
+ * sentinel contents and the real contents substituted at the sentinels; if that rebuilds the
+ * real prompt exactly, the substituted ranges are the user text (plain), everything else is
+ * the template's. Returns the range count, CHAT_TRANSFORMED when the template transformed
+ * the text (trimmed it, split its parts...), or KS_ERR_NOMEM. */
+#define CHAT_TRANSFORMED (-1000L)
+static long chat_spans(const api_server *a, json_t *root, bool with_tools, const tok_chat_msg *m,
+                       size_t n, const char *real, tok_span **out)
+{
+    json_t *copy = json_deep_copy(root);
+    char(*tags)[32] = calloc(n, sizeof(*tags));
+    tok_span *sp = calloc(n, sizeof(*sp));
+    char *sent = NULL, msg[256];
+    long ok = KS_ERR_NOMEM;
+    json_t *msgs = copy ? json_object_get(copy, "messages") : NULL;
+    if (!msgs || !tags || !sp) goto done;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(tags[i], sizeof(tags[i]), "\x1e" "kvs%zu" "\x1f", i);
+        json_t *e = json_array_get(msgs, i);
+        if (m[i].content[0] && json_object_set_new(e, "content", json_string(tags[i]))) goto done;
+    }
+    msg[0] = 0;
+    sent = api_chat_text(a, copy, with_tools, msg, sizeof(msg));
+    if (!sent && (!msg[0] || strstr(msg, "out of memory") || strstr(msg, "cannot format")))
+        goto done; /* out of memory */
+    ok = CHAT_TRANSFORMED;
+    if (!sent) goto done;
+    const char *at = sent, *r = real;
+    long ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!m[i].content[0]) continue;
+        const char *t = strstr(at, tags[i]);
+        if (!t) continue; /* a template may drop a message */
+        size_t pre = (size_t)(t - at), cl = strlen(m[i].content);
+        if (strncmp(r, at, pre) || strncmp(r + pre, m[i].content, cl)) goto done;
+        sp[ns++] = (tok_span){(size_t)(r + pre - real), cl};
+        r += pre + cl;
+        at = t + strlen(tags[i]);
+    }
+    if (strcmp(r, at)) goto done;
+    ok = ns;
+    *out = sp;
+    sp = NULL;
+done:
+    free(sp);
+    free(sent);
+    free(tags);
+    json_decref(copy);
+    return ok;
+}
+
+int api_chat_prompt(const api_server *a, json_t *root, bool with_tools, api_prompt *out,
+                    char *msg, size_t cap, char *param, size_t pcap)
+{
+    memset(out, 0, sizeof(*out));
+    json_t *msgs = json_object_get(root, "messages");
+    size_t n = json_array_size(msgs), i = 0;
+    snprintf(param, pcap, "messages");
+    if (!json_is_array(msgs) || n == 0) {
+        snprintf(msg, cap, "'messages' must be a non-empty list");
+        return KS_ERR_INVALID;
+    }
+    tok_chat_msg *m = calloc(n, sizeof(*m));
+    char **owned = calloc(n, sizeof(char *));
+    int rc = KS_ERR_NOMEM;
+    if (!m || !owned) goto done;
+    for (i = 0; i < n; i++)
+        if ((rc = chat_msg_read(json_array_get(msgs, i), i, &m[i], &owned[i], msg, cap, param,
+                                pcap)))
+            goto done;
+    msg[0] = 0;
+    out->text = api_chat_text(a, root, with_tools, msg, cap);
+    if (!out->text) { /* the formatters fail without a reason only when out of memory */
+        snprintf(param, pcap, "messages");
+        bool oom = !msg[0] || strstr(msg, "out of memory") || strstr(msg, "cannot format");
+        rc = oom ? KS_ERR_NOMEM : KS_ERR_INVALID;
+        goto done;
+    }
+    rc = KS_ERR_NOMEM;
+    out->len = strlen(out->text);
+    long ns = chat_spans(a, root, with_tools, m, n, out->text, &out->plain);
+    if (ns == KS_ERR_NOMEM) goto done;
+    if (ns == CHAT_TRANSFORMED) { /* refuse control-token text rather than parse it */
+        for (i = 0; i < n; i++)
+            if (tok_text_has_control(a->vocab, m[i].content, strlen(m[i].content))) {
+                snprintf(msg, cap, "messages[%zu].content holds a control token's text, which "
+                         "this chat template cannot keep as plain text", i);
+                snprintf(param, pcap, "messages[%zu].content", i);
+                rc = KS_ERR_INVALID;
+                goto done;
+            }
+        ns = 0;
+    }
+    out->n_plain = (size_t)ns;
+    rc = 0;
+done:
+    for (size_t k = 0; owned && k < n; k++) free(owned[k]);
+    free(owned);
+    free(m);
+    if (rc) {
+        api_prompt_free(out);
+        if (rc == KS_ERR_NOMEM) snprintf(msg, cap, "out of memory");
+    }
+    return rc;
+}
+
+void api_prompt_free(api_prompt *p)
+{
+    free(p->text);
+    free(p->plain);
+    free(p->ids);
+    memset(p, 0, sizeof(*p));
+}
+

@@ -58,11 +58,63 @@ struct api_job {
     int n, n_live; /* choices; those whose request is still alive */
     char *echo;    /* echo: the prompt text, sent before each choice's completion */
     size_t echo_len;
+    struct api_client *client; /* counted in a->clients */
     api_choice ch[];
 };
 
+/* ---------------------------------------------------------------- per-client limit */
+
+/* A client with generation requests in flight, named by its Authorization header or, without
+ * one, its address. Kept in a list while its count is above zero (a handful of entries:
+ * max_connections bounds them). */
+typedef struct api_client {
+    struct api_client *next;
+    int32_t n;
+    char id[];
+} api_client;
+
+static void client_id(http_request *req, char *buf, size_t cap)
+{
+    const char *auth = http_request_header(req, "authorization");
+    if (auth) snprintf(buf, cap, "key:%s", auth);
+    else if (http_request_peer(req, buf, cap)) snprintf(buf, cap, "?");
+}
+
+/* Counts one more request for the client; NULL when it is at its limit (or no memory). */
+static api_client *client_acquire(api_server *a, http_request *req)
+{
+    char id[300];
+    client_id(req, id, sizeof(id));
+    api_client *c = a->clients;
+    while (c && strcmp(c->id, id)) c = c->next;
+    int32_t lim = a->cfg->server.max_client_concurrent;
+    if (c && lim > 0 && c->n >= lim) return NULL;
+    if (!c) {
+        c = calloc(1, sizeof(*c) + strlen(id) + 1);
+        if (!c) return NULL;
+        strcpy(c->id, id);
+        c->next = a->clients;
+        a->clients = c;
+    }
+    c->n++;
+    return c;
+}
+
+static void client_release(api_server *a, api_client *c)
+{
+    if (!c || --c->n > 0) return;
+    for (api_client **pp = &a->clients; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            free(c);
+            return;
+        }
+}
+
+
 static void job_free(api_job *j)
 {
+    client_release(j->a, j->client);
     j->a->n_jobs--;
     for (int i = 0; i < j->n; i++) {
         free(j->ch[i].text);
@@ -427,20 +479,6 @@ static void on_drain(http_request *req, size_t backlog, void *ud)
 
 /* ---------------------------------------------------------------- prompt building */
 
-static int32_t encode(const api_server *a, const char *text, size_t len, int32_t **out)
-{
-    int32_t n = tok_encode(a->vocab, text, len, true, true, NULL, 0);
-    if (n < 0) return n;
-    int32_t *ids = malloc(((size_t)n + 1) * sizeof(int32_t));
-    if (!ids) return KS_ERR_NOMEM;
-    if (tok_encode(a->vocab, text, len, true, true, ids, n) != n) {
-        free(ids);
-        return KS_ERR_INTERNAL;
-    }
-    *out = ids;
-    return n;
-}
-
 /* Appends the ids of text (no BOS, no special-token parsing) to ids[*n]; 0 or negative. */
 static int append_text_ids(const api_server *a, const char *text, size_t len, int32_t **ids,
                            int32_t *n)
@@ -477,58 +515,67 @@ static int32_t fim_prompt(const api_server *a, json_t *p, const api_gen *g, int3
     return rc ? -1 : n;
 }
 
-/* Builds the prompt ids; on failure answers 400 and returns -1. */
-static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool chat,
-                            bool with_tools, const api_gen *g, int32_t **ids)
+/* The prompt before tokenization: chat text with its plain (user) ranges, a completion
+ * string (plain unless parse_special), or ids (a list of ids, or fill-in-the-middle). Returns
+ * 0, or KS_ERR_INVALID / KS_ERR_NOMEM with msg and *param set. No tokenization of text here:
+ * that runs on a worker thread (tokenize_work). */
+static int prompt_source(api_server *a, json_t *root, bool chat, bool with_tools,
+                         const api_gen *g, api_prompt *pr, char *msg, size_t cap, char *param,
+                         size_t pcap)
 {
-    char msg[512] = "";
-    const char *param = chat ? "messages" : "prompt";
+    memset(pr, 0, sizeof(*pr));
+    snprintf(param, pcap, "%s", chat ? "messages" : "prompt");
+    msg[0] = 0;
+    if (chat) return api_chat_prompt(a, root, with_tools, pr, msg, cap, param, pcap);
+    json_t *p = json_object_get(root, "prompt");
+    json_t *ps = json_object_get(root, "parse_special");
+    if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
+        p = json_array_get(p, 0);
     int32_t n = -1;
-    if (chat) {
-        char *text = api_chat_text(a, root, with_tools, msg, sizeof(msg));
-        if (text) n = encode(a, text, strlen(text), ids);
-        free(text);
-    } else {
-        json_t *p = json_object_get(root, "prompt");
-        if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
-            p = json_array_get(p, 0);
-        if (g->suffix) {
-            n = fim_prompt(a, p, g, ids, msg, sizeof(msg));
-        } else if (json_is_string(p)) {
-            n = encode(a, json_string_value(p), json_string_length(p), ids);
-        } else if (json_is_array(p)) {
-            n = (int32_t)json_array_size(p) > 0 ? -1 : 0;
-            size_t k;
-            json_t *v;
-            bool all_int = true;
-            json_array_foreach(p, k, v) all_int = all_int && json_is_integer(v);
-            if (all_int && json_array_size(p) > 0) {
-                n = api_read_ids(a, p, ids);
-                if (n < 0) snprintf(msg, sizeof(msg), "'prompt' holds an invalid token id");
-            } else if (!all_int) {
-                snprintf(msg, sizeof(msg), "'prompt' must be a string or a list of token ids "
-                                           "(several prompts are not supported)");
-            }
-        } else {
-            snprintf(msg, sizeof(msg), "'prompt' must be a string or a list of token ids");
+    if (ps && !json_is_boolean(ps) && !json_is_null(ps)) {
+        snprintf(msg, cap, "'parse_special' must be a boolean");
+    } else if (g->suffix) {
+        n = fim_prompt(a, p, g, &pr->ids, msg, cap);
+    } else if (json_is_string(p) && json_string_length(p) > 0) {
+        /* user text: control tokens written in it stay text unless parse_special */
+        pr->len = json_string_length(p);
+        pr->text = malloc(pr->len + 1);
+        pr->plain = malloc(sizeof(tok_span));
+        if (!pr->text || !pr->plain) {
+            api_prompt_free(pr);
+            snprintf(msg, cap, "out of memory");
+            return KS_ERR_NOMEM;
         }
+        memcpy(pr->text, json_string_value(p), pr->len + 1);
+        pr->plain[0] = (tok_span){0, pr->len};
+        pr->n_plain = json_is_true(ps) ? 0 : 1;
+        return 0;
+    } else if (json_is_string(p)) {
+        snprintf(msg, cap, "the prompt is empty");
+    } else if (json_is_array(p)) {
+        size_t k;
+        json_t *v;
+        bool all_int = json_array_size(p) > 0;
+        json_array_foreach(p, k, v) all_int = all_int && json_is_integer(v);
+        if (all_int) {
+            n = api_read_ids(a, p, &pr->ids);
+            if (n < 0) snprintf(msg, cap, "'prompt' holds an invalid token id");
+        } else {
+            snprintf(msg, cap, json_array_size(p) == 0
+                                   ? "the prompt is empty"
+                                   : "'prompt' must be a string or a list of token ids "
+                                     "(several prompts are not supported)");
+        }
+    } else {
+        snprintf(msg, cap, "'prompt' must be a string or a list of token ids");
     }
-    if (n == 0) {
-        free(*ids);
-        *ids = NULL;
-        snprintf(msg, sizeof(msg), "the prompt is empty");
-        n = -1;
+    if (n < 0) {
+        free(pr->ids);
+        pr->ids = NULL;
+        return KS_ERR_INVALID;
     }
-    if (n > 0 && (n > a->max_prompt || n >= a->n_ctx)) {
-        snprintf(msg, sizeof(msg),
-                 "the prompt has %d tokens, more than the limit of %d tokens (context %d)", n,
-                 KS_MIN(a->max_prompt, a->n_ctx - 1), a->n_ctx);
-        free(*ids);
-        *ids = NULL;
-        n = -1;
-    }
-    if (n < 0) api_respond_error(a, req, 400, msg[0] ? msg : "invalid prompt", param);
-    return n;
+    pr->n_ids = n;
+    return 0;
 }
 
 /* echo: the prompt as text (the request's string, or its token ids decoded). 0 or -1. */
@@ -619,74 +666,172 @@ static int tool_constraint(const api_server *a, api_gen *g, json_t *tools, const
     return -1;
 }
 
-void api_gen_handle(api_server *a, http_request *req, bool chat)
-{
-    json_t *root = api_parse_body(a, req);
-    if (!root) return;
+/* A request between parsing and submission: its prompt is tokenized on a libuv worker thread
+ * (once), so that a long prompt never stalls the loop and every other connection. The
+ * request's JSON is kept (g points into it) until it is submitted or refused. */
+typedef struct api_pending {
+    uv_work_t work;
+    api_server *a;
+    http_request *req;
+    json_t *root;
     api_gen g;
-    char msg[512];
-    const char *param = NULL;
-    int32_t *ids = NULL;
-    api_job *j = NULL;
-    api_tool_choice choice = API_TOOL_CHOICE_AUTO;
-    const char *forced = NULL;
-    json_t *tools = json_object_get(root, "tools");
-    if (api_gen_parse(a, root, chat, &g, msg, sizeof(msg), &param) ||
-        (chat && api_tools_parse(root, &choice, &forced, msg, sizeof(msg), &param)) ||
-        (choice == API_TOOL_CHOICE_REQUIRED &&
-         tool_constraint(a, &g, tools, forced, msg, sizeof(msg), &param))) {
-        api_gen_release(&g);
-        api_respond_error(a, req, 400, msg, param);
-        goto done;
+    api_prompt prompt;
+    bool chat, with_tools;
+    int rc;
+    bool aborted; /* the client went away while tokenizing */
+} api_pending;
+
+static void tokenize_work(uv_work_t *w)
+{
+    api_pending *p = w->data;
+    api_prompt *pr = &p->prompt;
+    if (pr->ids) return; /* ids given, or fill-in-the-middle */
+    p->rc = tok_encode_ex(p->a->vocab, pr->text, pr->len, true, pr->plain, pr->n_plain,
+                          &pr->ids, &pr->n_ids);
+}
+
+static void pending_abort(http_request *req, void *ud)
+{
+    (void)req;
+    ((api_pending *)ud)->aborted = true;
+}
+
+static void pending_free(api_pending *p)
+{
+    p->a->n_jobs--;
+    api_gen_release(&p->g);
+    api_prompt_free(&p->prompt);
+    json_decref(p->root);
+    free(p);
+}
+
+/* Creates the job and submits its choices; answers the request itself on failure. */
+static void gen_submit(api_pending *p)
+{
+    api_server *a = p->a;
+    http_request *req = p->req;
+    const int32_t *ids = p->prompt.ids;
+    const int32_t n = p->prompt.n_ids;
+    char msg[256];
+    api_client *cl = a->cfg->server.max_client_concurrent > 0 ? client_acquire(a, req) : NULL;
+    if (a->cfg->server.max_client_concurrent > 0 && !cl) {
+        snprintf(msg, sizeof(msg), "too many requests in flight from this client (limit %d: "
+                 "server.max_client_concurrent)", a->cfg->server.max_client_concurrent);
+        api_respond_error(a, req, 429, msg, NULL);
+        return;
     }
-    bool with_tools = chat && json_is_array(tools) && json_array_size(tools) > 0 &&
-                      choice != API_TOOL_CHOICE_NONE;
-    int32_t n = build_prompt(a, req, root, chat, with_tools, &g, &ids);
-    if (n < 0) {
-        api_gen_release(&g);
-        goto done;
-    }
-    j = calloc(1, sizeof(*j) + (size_t)g.n * sizeof(api_choice));
-    if (!j || (g.echo && !chat && echo_text(a, root, ids, n, j))) {
+    api_job *j = calloc(1, sizeof(*j) + (size_t)p->g.n * sizeof(api_choice));
+    if (!j || (p->g.echo && !p->chat && echo_text(a, p->root, ids, n, j))) {
+        client_release(a, cl);
         if (j) free(j->echo);
         free(j);
-        j = NULL;
-        api_gen_release(&g);
         api_respond_error(a, req, 500, "out of memory", NULL);
-        goto done;
+        return;
     }
+    j->client = cl;
     j->a = a;
     j->req = req;
-    j->chat = chat;
-    j->stream = g.stream;
-    j->include_usage = g.include_usage;
-    j->logprobs = g.logprobs;
-    j->tools = with_tools;
-    j->n = g.n;
+    j->chat = p->chat;
+    j->stream = p->g.stream;
+    j->include_usage = p->g.include_usage;
+    j->logprobs = p->g.logprobs;
+    j->tools = p->with_tools;
+    j->n = p->g.n;
     j->created = (long long)time(NULL);
-    snprintf(j->id, sizeof(j->id), "%s-%llu", chat ? "chatcmpl" : "cmpl",
+    snprintf(j->id, sizeof(j->id), "%s-%llu", p->chat ? "chatcmpl" : "cmpl",
              (unsigned long long)++a->next_id);
     for (int i = 0; i < j->n; i++) {
         j->ch[i].j = j;
         j->ch[i].index = i;
-        j->ch[i].lp = g.logprobs ? json_array() : NULL;
+        j->ch[i].lp = p->g.logprobs ? json_array() : NULL;
         api_tool_stream_init(&j->ch[i].ts, (api_tool_format)a->tool_format,
                              a->next_id * 0x9e3779b97f4a7c15ull + (uint64_t)i);
     }
     for (int i = 0; !j->stream && j->echo_len && i < j->n; i++)
         append_text(&j->ch[i], j->echo, j->echo_len);
     a->n_jobs++;
-    int rc = submit_all(j, &g, ids, n);
-    api_gen_release(&g);
+    int rc = submit_all(j, &p->g, ids, n);
     if (rc) {
         job_free(j);
-        j = NULL;
         if (rc == KS_ERR_FULL) api_respond_error(a, req, 429, "too many requests queued", NULL);
         else api_respond_error(a, req, rc == KS_ERR_INVALID ? 400 : 500, ks_status_str(rc), NULL);
-        goto done;
+        return;
     }
     http_request_set_callbacks(req, on_abort, on_drain, j);
-done:
-    free(ids);
-    json_decref(root);
+}
+
+/* Back on the loop: checks the prompt's length, then submits. */
+static void tokenize_done(uv_work_t *w, int status)
+{
+    api_pending *p = w->data;
+    api_server *a = p->a;
+    char msg[256];
+    const int32_t n = p->prompt.n_ids;
+    if (p->aborted) {
+        pending_free(p);
+        return;
+    }
+    http_request_set_callbacks(p->req, NULL, NULL, NULL);
+    if (status < 0 || p->rc) {
+        snprintf(msg, sizeof(msg), "tokenization failed: %s", ks_status_str(p->rc));
+        api_respond_error(a, p->req, 500, msg, NULL);
+    } else if (n == 0) {
+        api_respond_error(a, p->req, 400, "the prompt is empty", p->chat ? "messages" : "prompt");
+    } else if (n > a->max_prompt || n >= a->n_ctx) {
+        snprintf(msg, sizeof(msg),
+                 "the prompt has %d tokens, more than the limit of %d tokens (context %d)", n,
+                 KS_MIN(a->max_prompt, a->n_ctx - 1), a->n_ctx);
+        api_respond_error(a, p->req, 400, msg, p->chat ? "messages" : "prompt");
+    } else if (!a->sch || a->shutting_down) {
+        api_respond_error(a, p->req, 503, "the server is shutting down", NULL);
+    } else {
+        gen_submit(p);
+    }
+    pending_free(p);
+}
+
+void api_gen_handle(api_server *a, http_request *req, bool chat)
+{
+    json_t *root = api_parse_body(a, req);
+    if (!root) return;
+    char msg[512], pname[64];
+    const char *param = NULL;
+    api_tool_choice choice = API_TOOL_CHOICE_AUTO;
+    const char *forced = NULL;
+    json_t *tools = json_object_get(root, "tools");
+    api_pending *p = calloc(1, sizeof(*p));
+    if (!p) {
+        json_decref(root);
+        api_respond_error(a, req, 500, "out of memory", NULL);
+        return;
+    }
+    p->a = a;
+    p->req = req;
+    p->root = root;
+    p->chat = chat;
+    a->n_jobs++; /* a shutdown waits for it like for a running request */
+    if (api_gen_parse(a, root, chat, &p->g, msg, sizeof(msg), &param) ||
+        (chat && api_tools_parse(root, &choice, &forced, msg, sizeof(msg), &param)) ||
+        (choice == API_TOOL_CHOICE_REQUIRED &&
+         tool_constraint(a, &p->g, tools, forced, msg, sizeof(msg), &param))) {
+        api_respond_error(a, req, 400, msg, param);
+        pending_free(p);
+        return;
+    }
+    p->with_tools = chat && json_is_array(tools) && json_array_size(tools) > 0 &&
+                    choice != API_TOOL_CHOICE_NONE;
+    int rc = prompt_source(a, root, chat, p->with_tools, &p->g, &p->prompt, msg, sizeof(msg),
+                           pname, sizeof(pname));
+    if (rc) {
+        api_respond_error(a, req, rc == KS_ERR_NOMEM ? 500 : 400,
+                          msg[0] ? msg : "invalid prompt", rc == KS_ERR_NOMEM ? NULL : pname);
+        pending_free(p);
+        return;
+    }
+    p->work.data = p;
+    http_request_set_callbacks(req, pending_abort, NULL, p);
+    if (uv_queue_work(a->loop, &p->work, tokenize_work, tokenize_done) == 0) return;
+    http_request_set_callbacks(req, NULL, NULL, NULL);
+    api_respond_error(a, req, 500, "cannot queue the tokenization", NULL);
+    pending_free(p);
 }

@@ -75,14 +75,18 @@ static int parse_logprobs(json_t *root, bool chat, api_gen *g, char *msg, size_t
                           const char **param)
 {
     json_t *lp = json_object_get(root, "logprobs");
+    long long k = 0;
+    /* checked whether or not logprobs is on: a bad value is an error, not ignored */
+    if (get_int(root, "top_logprobs", 0, SCH_MAX_TOP_LOGPROBS, &k))
+        FAIL("top_logprobs", "'top_logprobs' must be an integer in 0..%d", SCH_MAX_TOP_LOGPROBS);
+    if (k > 0 && (!chat || !json_is_true(lp)))
+        FAIL("top_logprobs", chat ? "'top_logprobs' needs 'logprobs': true"
+                                  : "'top_logprobs' is a chat parameter; completions take "
+                                    "'logprobs': N");
     if (!lp || json_is_null(lp)) return 0;
     if (chat) {
         if (!json_is_boolean(lp)) FAIL("logprobs", "'logprobs' must be a boolean");
         if (!json_is_true(lp)) return 0;
-        long long k = 0;
-        if (get_int(root, "top_logprobs", 0, SCH_MAX_TOP_LOGPROBS, &k))
-            FAIL("top_logprobs", "'top_logprobs' must be an integer in 0..%d",
-                 SCH_MAX_TOP_LOGPROBS);
         g->logprobs = true;
         g->sampling.n_logprobs = (int32_t)k;
         return 0;
@@ -94,7 +98,6 @@ static int parse_logprobs(json_t *root, bool chat, api_gen *g, char *msg, size_t
         }
         return 0;
     }
-    long long k = 0;
     if (get_int(root, "logprobs", 0, SCH_MAX_TOP_LOGPROBS, &k))
         FAIL("logprobs", "'logprobs' must be an integer in 0..%d", SCH_MAX_TOP_LOGPROBS);
     g->logprobs = true;
@@ -222,6 +225,24 @@ static int kv_type_check(const api_server *a, const char *key, json_t *v, char *
     return 0;
 }
 
+/* A request's own window or budget must fit in the context: a larger one can never be used
+ * and, for admission, would only make the request look bigger than it can be. */
+static int policy_check_ctx(const kv_policy_config *c, int32_t n_ctx, char *msg, size_t cap)
+{
+    /* The most tokens a table of this policy keeps however long the input (its window,
+     * sinks, heavy hitters, retrieved blocks): a bounded policy whose bound is beyond the
+     * context has a window or top_k that can never be used. */
+    const kv_policy_desc *pd = kv_policy_config_desc(c);
+    const int64_t huge = (int64_t)1 << 40;
+    int32_t dense = 0;
+    int64_t bound = pd->admission(kv_policy_config_params(c, pd), huge, 1, 1, &dense);
+    if (n_ctx <= 0 || bound >= huge || bound <= n_ctx) return 0;
+    snprintf(msg, cap, "kv_policy %s keeps up to %lld tokens (its window, sinks, heavy or "
+             "retrieved blocks), more than the context of %d tokens", pd->name,
+             (long long)bound, n_ctx);
+    return KS_ERR_INVALID;
+}
+
 int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
                      const kv_policy **policy, char *msg, size_t cap)
 {
@@ -264,6 +285,8 @@ int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
         snprintf(msg, cap, "kv_policy: %s", d.msg);
         return KS_ERR_INVALID;
     }
+    if (json_object_size(obj) > 1 && policy_check_ctx(out, a->n_ctx, msg, cap))
+        return KS_ERR_INVALID;
     *policy = pol;
     return 0;
 }

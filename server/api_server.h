@@ -26,7 +26,8 @@
 
 typedef struct api_server {
     const cfg *cfg;
-    uv_loop_t *loop;    /* the loop thread's (timers of the live view feed) */
+    uv_loop_t *loop;    /* the loop thread's (prompt tokenization on its worker threads, timers
+                           of the live view feed) */
     const model *model; /* NULL while loading */
     const tok_vocab *vocab;
     kv_pool *pool;
@@ -42,6 +43,7 @@ typedef struct api_server {
     int32_t max_prompt;
     bool shutting_down;
     int64_t n_jobs;   /* generation requests in flight */
+    struct api_client *clients; /* per-client counts of generation requests in flight */
     uint64_t next_id;
     /* Prefix cache on disk (api_kv.c): on when kvcache.persist_dir is set and usable. */
     bool persist_on;
@@ -49,6 +51,8 @@ typedef struct api_server {
 } api_server;
 
 void api_handle(http_request *req, void *ud);
+/* The http_headers_fn: origin check (server.cors_origins) and API key, before the body. */
+int api_on_headers(http_request *req, void *ud, char *msg, size_t cap);
 
 /* Helpers shared by the handlers (api.c). Each answers the request and counts it. */
 void api_respond_json(api_server *a, http_request *req, int status, json_t *body); /* steals */
@@ -81,6 +85,25 @@ char *api_chat_text(const api_server *a, json_t *root, bool with_tools, char *ms
  * returns non-zero with d set. */
 int api_chat_setup(api_server *a, const cfg *c, ks_diag *d) KS_WUR;
 void api_chat_teardown(api_server *a);
+
+/* A prompt before submission: token ids, or text to tokenize in which the `plain` ranges
+ * are user text (control tokens written there stay text; see tok_encode_ex). */
+typedef struct api_prompt {
+    char *text;        /* malloc'd, or NULL when ids are given */
+    size_t len;
+    tok_span *plain;   /* malloc'd */
+    size_t n_plain;
+    int32_t *ids;      /* malloc'd: given, or the tokenization's result */
+    int32_t n_ids;
+} api_prompt;
+void api_prompt_free(api_prompt *p);
+
+/* The chat prompt of a request (api_chat_text) with every message's text marked plain, so
+ * that control tokens a user writes stay text. Validates each message first (an object, a
+ * known role, a content that is a string or a list of text parts); on error returns
+ * KS_ERR_INVALID with msg and param ("messages[2].content") set, or KS_ERR_NOMEM. */
+int api_chat_prompt(const api_server *a, json_t *root, bool with_tools, api_prompt *out,
+                    char *msg, size_t cap, char *param, size_t pcap) KS_WUR;
 
 /* Generation parameters common to both completion endpoints (api_params.c). */
 typedef struct api_gen {

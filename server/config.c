@@ -80,7 +80,14 @@ void cfg_defaults(cfg *c)
     s->max_header_bytes = 16 << 10;
     s->request_timeout_s = 600;
     s->max_queue = 64;
+    s->queue_aging_s = 5;
     s->shutdown_grace_s = 30;
+    s->max_connections = 256;
+    s->header_timeout_s = 10;
+    s->body_timeout_s = 60;
+    s->idle_timeout_s = 30;
+    s->max_buffered_mb = 64;
+    s->max_client_concurrent = 0;
     s->ui = -1;
     c->model.ctx = 4096;
     snprintf(c->model.chat_template, sizeof(c->model.chat_template), "auto");
@@ -106,7 +113,14 @@ int cfg_validate(const cfg *c, ks_diag *d)
     RANGE("server.max_header_bytes", s->max_header_bytes, 1024, INT32_MAX);
     RANGE("server.request_timeout_s", s->request_timeout_s, 1, INT32_MAX);
     RANGE("server.max_queue", s->max_queue, 1, INT32_MAX);
+    RANGE("server.queue_aging_s", s->queue_aging_s, 1, 86400);
     RANGE("server.shutdown_grace_s", s->shutdown_grace_s, 0, INT32_MAX);
+    RANGE("server.max_connections", s->max_connections, 1, 1 << 20);
+    RANGE("server.header_timeout_s", s->header_timeout_s, 1, 86400);
+    RANGE("server.body_timeout_s", s->body_timeout_s, 1, 86400);
+    RANGE("server.idle_timeout_s", s->idle_timeout_s, 1, 86400);
+    RANGE("server.max_buffered_mb", s->max_buffered_mb, 1, 1 << 20);
+    RANGE("server.max_client_concurrent", s->max_client_concurrent, 0, INT32_MAX);
     RANGE("model.ctx", c->model.ctx, 16, 1 << 24);
     RANGE("model.threads", c->model.threads, 0, 1024);
     if (name_lookup(g_templates, c->model.chat_template) < 0)
@@ -194,8 +208,16 @@ static const key_spec g_keys[] = {
     KEY("server.max_header_bytes", K_I64, server.max_header_bytes),
     KEY("server.request_timeout_s", K_I32, server.request_timeout_s),
     KEY("server.max_queue", K_I32, server.max_queue),
+    KEY("server.queue_aging_s", K_I32, server.queue_aging_s),
     KEY("server.api_key", K_STR, server.api_key),
     KEY("server.shutdown_grace_s", K_I32, server.shutdown_grace_s),
+    KEY("server.max_connections", K_I32, server.max_connections),
+    KEY("server.header_timeout_s", K_I32, server.header_timeout_s),
+    KEY("server.body_timeout_s", K_I32, server.body_timeout_s),
+    KEY("server.idle_timeout_s", K_I32, server.idle_timeout_s),
+    KEY("server.max_buffered_mb", K_I64, server.max_buffered_mb),
+    KEY("server.max_client_concurrent", K_I32, server.max_client_concurrent),
+    KEY("server.cors_origins", K_STR, server.cors_origins),
     KEY("server.ui", K_TRI, server.ui),
     KEY("model.path", K_STR, model.path),
     KEY("model.ctx", K_I32, model.ctx),

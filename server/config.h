@@ -41,8 +41,19 @@ typedef struct cfg_server {
     int64_t max_header_bytes; /* >= 1, default 16 KiB */
     int32_t request_timeout_s;/* >= 1, default 600 */
     int32_t max_queue;        /* >= 1, default 64 */
+    int32_t queue_aging_s;    /* >= 1, default 5: a waiting request that does not fit lets
+                                 later ones pass for this long, then holds them back */
     char api_key[256];        /* "" = no authentication (default) */
     int32_t shutdown_grace_s; /* >= 0, default 30 */
+    int32_t max_connections;  /* >= 1, default 256: beyond it a connection gets 503 */
+    int32_t header_timeout_s; /* >= 1, default 10: request line + headers must arrive in it */
+    int32_t body_timeout_s;   /* >= 1, default 60: the body must arrive in it */
+    int32_t idle_timeout_s;   /* >= 1, default 30: an idle keep-alive connection is closed */
+    int64_t max_buffered_mb;  /* >= 1, default 64: request bytes buffered by all clients */
+    int32_t max_client_concurrent; /* >= 0, default 0 = off: generation requests in flight
+                                      per client (API key, else address) */
+    char cors_origins[CFG_STR_MAX]; /* "" (default): browsers' cross-origin requests are
+                                       refused; else comma-separated origins, or "*" */
     int32_t ui;               /* browser view at / and /v1/kv/stream: 1 on, 0 off, -1 (default)
                                  on only when host is a loopback address (cfg_ui_enabled) */
 } cfg_server;

@@ -49,7 +49,20 @@ struct http_request {
     http_abort_fn on_abort;
     http_drain_fn on_drain;
     void *cb_ud;
+    char *extra;    /* header lines added to every response (CORS) */
+    size_t charged; /* body bytes counted in the server's buffered total */
 };
+
+/* Connection states for the timeouts (see conn_sweep):
+ *   IDLE --first byte--> HEADERS --headers done--> BODY --message done--> ACTIVE
+ *     ^                                                                      |
+ *     +------------------- response ended (keep-alive) ---------------------+
+ * IDLE waits idle_timeout (a new connection too), HEADERS header_timeout, BODY body_timeout;
+ * ACTIVE has none here (generation has its own). REJECTED: answered with an error, closed
+ * at the latest one header_timeout later. */
+typedef enum http_conn_state {
+    HTTP_CONN_IDLE, HTTP_CONN_HEADERS, HTTP_CONN_BODY, HTTP_CONN_ACTIVE, HTTP_CONN_REJECTED
+} http_conn_state;
 
 struct http_conn {
     uv_tcp_t tcp;
@@ -59,7 +72,11 @@ struct http_conn {
     char *in;
     size_t in_len, in_off, in_cap;
     size_t header_bytes;
-    int err_status; /* limit violated while parsing: 413 or 431 */
+    int err_status; /* limit violated while parsing: 400, 401, 403, 413, 431, 503 */
+    char err_msg[160];
+    http_conn_state state;
+    uint64_t t_state; /* uv_now when the state began */
+    size_t charged;   /* input buffer bytes counted in the server's buffered total */
     http_request *cur;    /* being parsed */
     http_request *active; /* being answered */
     bool in_parse;
@@ -75,6 +92,9 @@ struct http_server {
     llhttp_settings_t settings;
     http_conn *conns;
     size_t n_conns;
+    size_t buffered; /* request bytes held in memory by all connections */
+    uv_timer_t sweep;
+    bool sweep_closed;
     int port;
     bool draining;
     bool closing;
@@ -91,6 +111,23 @@ typedef struct http_write {
 static void conn_close(http_conn *c);
 static void conn_parse(http_conn *c);
 
+#define HTTP_IN_MIN 4096
+#define HTTP_SWEEP_MS 250
+
+static void conn_set_state(http_conn *c, http_conn_state st)
+{
+    c->state = st;
+    c->t_state = uv_now(c->srv->p.loop);
+}
+
+/* Counts n more buffered bytes against the server-wide cap; false when over it. */
+static bool srv_charge(http_server *s, size_t n)
+{
+    if (s->p.max_buffered_bytes && s->buffered + n > s->p.max_buffered_bytes) return false;
+    s->buffered += n;
+    return true;
+}
+
 /* ---------------------------------------------------------------- helpers */
 
 const char *http_status_reason(int status)
@@ -99,7 +136,9 @@ const char *http_status_reason(int status)
     case 100: return "Continue";
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 204: return "No Content";
     case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
@@ -176,6 +215,8 @@ static int append_str(char **s, size_t *len, const char *at, size_t n)
 static void request_free(http_request *r)
 {
     if (!r) return;
+    r->conn->srv->buffered -= r->charged;
+    free(r->extra);
     free(r->target);
     free(r->path);
     for (int i = 0; i < r->n_headers; i++) {
@@ -269,6 +310,7 @@ static void request_finish(http_request *r)
         conn_close_graceful(c);
         return;
     }
+    conn_set_state(c, HTTP_CONN_IDLE);
     if (!c->in_parse) conn_parse(c);
 }
 
@@ -282,9 +324,10 @@ static int head_format(http_request *r, char *buf, size_t cap, int status, const
     else if (r->chunked_out)
         snprintf(lenline, sizeof(lenline), "Transfer-Encoding: chunked\r\n");
     int n = snprintf(buf, cap,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%sConnection: %s\r\n\r\n", status,
-                     http_status_reason(status), ctype ? ctype : "application/json", lenline,
-                     extra ? extra : "", keep ? "keep-alive" : "close");
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%s%sConnection: %s\r\n\r\n",
+                     status, http_status_reason(status), ctype ? ctype : "application/json",
+                     lenline, extra ? extra : "", r->extra ? r->extra : "",
+                     keep ? "keep-alive" : "close");
     return (n < 0 || (size_t)n >= cap) ? -1 : n;
 }
 
@@ -292,7 +335,7 @@ int http_respond(http_request *r, int status, const char *content_type, const ch
                  const char *body, size_t len)
 {
     if (r->ended || r->streaming) return KS_ERR_INVALID;
-    char head[1024];
+    char head[2048];
     int n = head_format(r, head, sizeof(head), status, content_type, extra_headers,
                         (long long)len);
     if (n < 0) return KS_ERR_INVALID;
@@ -311,7 +354,7 @@ int http_stream_start(http_request *r, int status, const char *content_type)
     r->streaming = true;
     r->chunked_out = !r->http10;
     if (r->http10) r->keep_alive = false;
-    char head[1024];
+    char head[2048];
     int n = head_format(r, head, sizeof(head), status, content_type,
                         "Cache-Control: no-cache\r\n", -1);
     if (n < 0) return KS_ERR_INVALID;
@@ -337,6 +380,7 @@ int http_stream_end(http_request *r)
     return rc;
 }
 
+/* Answers an error outside any handler and closes the connection once it is written. */
 static void conn_respond_error(http_conn *c, int status, const char *msg)
 {
     size_t len = 0;
@@ -344,10 +388,19 @@ static void conn_respond_error(http_conn *c, int status, const char *msg)
     char head[512];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                     status, http_status_reason(status), len);
+                     "Content-Length: %zu\r\n%sConnection: close\r\n\r\n",
+                     status, http_status_reason(status), len,
+                     status == 401 ? "WWW-Authenticate: Bearer\r\n" : "");
     (void)conn_write(c, head, (size_t)n, body, len, NULL, 0);
     free(body);
+    if (c->cur) { /* the refused request's bytes go back to the others at once */
+        c->srv->buffered -= c->cur->charged;
+        c->cur->charged = 0;
+        free(c->cur->body);
+        c->cur->body = NULL;
+        c->cur->body_len = c->cur->body_cap = 0;
+    }
+    conn_set_state(c, HTTP_CONN_REJECTED);
     conn_close_graceful(c);
 }
 
@@ -373,6 +426,27 @@ const char *http_request_body(const http_request *r, size_t *len)
 size_t http_request_backlog(const http_request *r)
 {
     return uv_stream_get_write_queue_size((const uv_stream_t *)&r->conn->tcp);
+}
+
+int http_request_add_headers(http_request *r, const char *lines)
+{
+    size_t have = r->extra ? strlen(r->extra) : 0, n = strlen(lines);
+    char *e = realloc(r->extra, have + n + 1);
+    if (!e) return KS_ERR_NOMEM;
+    memcpy(e + have, lines, n + 1);
+    r->extra = e;
+    return 0;
+}
+
+int http_request_peer(const http_request *r, char *buf, size_t cap)
+{
+    struct sockaddr_storage a;
+    int len = sizeof(a);
+    if (uv_tcp_getpeername(&r->conn->tcp, (struct sockaddr *)&a, &len) < 0) return KS_ERR_IO;
+    int rc = a.ss_family == AF_INET6
+                 ? uv_ip6_name((struct sockaddr_in6 *)&a, buf, cap)
+                 : uv_ip4_name((struct sockaddr_in *)&a, buf, cap);
+    return rc < 0 ? KS_ERR_IO : 0;
 }
 
 void http_request_set_callbacks(http_request *r, http_abort_fn on_abort, http_drain_fn on_drain,
@@ -403,6 +477,7 @@ static int on_message_begin(llhttp_t *p)
     if (!c->cur) return -1;
     c->cur->conn = c;
     c->header_bytes = 0;
+    conn_set_state(c, HTTP_CONN_HEADERS);
     return 0;
 }
 
@@ -436,6 +511,21 @@ static int on_header_value_complete(llhttp_t *p)
         c->err_status = 431;
         return -1;
     }
+    /* a field name is an RFC 9110 token: no spaces, controls or separators */
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+    for (size_t i = 0; r->field && i < r->field_len; i++) {
+        unsigned char ch = (unsigned char)r->field[i];
+        if (!isalnum(ch) && !strchr(tchar, ch)) {
+            c->err_status = 400;
+            snprintf(c->err_msg, sizeof(c->err_msg), "invalid character in a header name");
+            return -1;
+        }
+    }
+    if (!r->field_len) {
+        c->err_status = 400;
+        snprintf(c->err_msg, sizeof(c->err_msg), "empty header name");
+        return -1;
+    }
     r->names[r->n_headers] = r->field ? r->field : strdup("");
     r->values[r->n_headers] = r->value ? r->value : strdup("");
     r->n_headers++;
@@ -453,12 +543,27 @@ static int on_headers_complete(llhttp_t *p)
     size_t plen = strcspn(t, "?#");
     r->path = strndup(t, plen);
     if (!r->path) return -1;
-    r->http10 = llhttp_get_http_major(p) == 1 && llhttp_get_http_minor(p) == 0;
+    if (llhttp_get_http_major(p) != 1 || llhttp_get_http_minor(p) > 1) {
+        c->err_status = 400;
+        snprintf(c->err_msg, sizeof(c->err_msg),
+                 "the request line needs a version: HTTP/1.0 or HTTP/1.1");
+        return -1;
+    }
+    r->http10 = llhttp_get_http_minor(p) == 0;
     r->keep_alive = llhttp_should_keep_alive(p) != 0;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->srv->p.max_body_bytes) {
         c->err_status = 413;
         return -1;
     }
+    /* before any body byte is read: the handler may refuse (API key, origin) */
+    if (c->srv->p.on_headers) {
+        int st = c->srv->p.on_headers(r, c->srv->p.ud, c->err_msg, sizeof(c->err_msg));
+        if (st) {
+            c->err_status = st;
+            return -1;
+        }
+    }
+    conn_set_state(c, HTTP_CONN_BODY);
     const char *expect = http_request_header(r, "expect");
     if (expect && !strcasecmp(expect, "100-continue") && !r->http10)
         (void)conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
@@ -473,6 +578,22 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
         c->err_status = 413;
         return -1;
     }
+    size_t cap0 = r->body_cap;
+    if (r->body_len + n + 1 > cap0) { /* grows as bytes arrive, within the global cap */
+        size_t want = cap0 ? cap0 : 256;
+        while (want < r->body_len + n + 1) want *= 2;
+        if (!srv_charge(c->srv, want - cap0)) {
+            c->err_status = 503;
+            snprintf(c->err_msg, sizeof(c->err_msg),
+                     "the server is busy: too many request bytes buffered; retry later");
+            return -1;
+        }
+        r->charged += want - cap0;
+        char *nb = realloc(r->body, want);
+        if (!nb) return -1;
+        r->body = nb;
+        r->body_cap = want;
+    }
     return append(&r->body, &r->body_len, &r->body_cap, at, n) ? -1 : 0;
 }
 
@@ -481,6 +602,7 @@ static int on_message_complete(llhttp_t *p)
     http_conn *c = p->data;
     c->active = c->cur;
     c->cur = NULL;
+    conn_set_state(c, HTTP_CONN_ACTIVE);
     return HPE_PAUSED;
 }
 
@@ -490,7 +612,9 @@ static void conn_start_reading(http_conn *c);
 
 static void conn_parse_error(http_conn *c, llhttp_errno_t err)
 {
-    if (c->err_status == 413) {
+    if (c->err_status && c->err_msg[0]) {
+        conn_respond_error(c, c->err_status, c->err_msg);
+    } else if (c->err_status == 413) {
         conn_respond_error(c, 413, "request body too large");
     } else if (c->err_status == 431) {
         conn_respond_error(c, 431, "request headers too large");
@@ -534,10 +658,36 @@ static void conn_parse(http_conn *c)
     if (!c->closing && !c->close_after && !c->reading && c->in_len < c->in_cap) conn_start_reading(c);
 }
 
+/* Input buffer bound: one header block plus 64 KiB of body or pipelined bytes (bodies are
+ * copied out as they are parsed; bytes pipelined behind an active request wait here, and
+ * reading pauses when it is full). */
+static size_t conn_in_max(const http_conn *c)
+{
+    return c->srv->p.max_header_bytes + 65536;
+}
+
+/* Doubles the input buffer when it is nearly full (up to conn_in_max, within the global
+ * cap), so an idle or slow connection holds a few KiB, not the maximum. */
+static void conn_grow_in(http_conn *c)
+{
+    if (c->in_cap - c->in_len >= HTTP_IN_MIN / 2 || c->in_cap >= conn_in_max(c)) return;
+    size_t want = KS_MIN(c->in_cap * 2, conn_in_max(c));
+    if (!srv_charge(c->srv, want - c->in_cap)) return;
+    char *nb = realloc(c->in, want);
+    if (!nb) {
+        c->srv->buffered -= want - c->in_cap;
+        return;
+    }
+    c->charged += want - c->in_cap;
+    c->in = nb;
+    c->in_cap = want;
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     http_conn *c = h->data;
+    conn_grow_in(c);
     size_t room = c->in_cap - c->in_len;
     buf->base = room ? c->in + c->in_len : NULL;
     buf->len = room > 65536 ? 65536 : room;
@@ -553,11 +703,16 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0) return;
     c->in_len += (size_t)nread;
+    if (c->state == HTTP_CONN_IDLE) conn_set_state(c, HTTP_CONN_HEADERS);
     if (c->in_len == c->in_cap) {
         uv_read_stop(s);
         c->reading = false;
     }
     if (!c->in_parse) conn_parse(c);
+    if (!c->closing && !c->close_after && !c->active && c->in_len == c->in_cap &&
+        c->in_cap < conn_in_max(c)) /* the global cap stopped the buffer from growing */
+        conn_respond_error(c, 503, "the server is busy: too many request bytes buffered; "
+                                   "retry later");
 }
 
 static void conn_start_reading(http_conn *c)
@@ -567,7 +722,14 @@ static void conn_start_reading(http_conn *c)
 
 static void server_maybe_free(http_server *s)
 {
-    if (s->closing && s->listener_closed && s->n_conns == 0) free(s);
+    if (s->closing && s->listener_closed && s->sweep_closed && s->n_conns == 0) free(s);
+}
+
+static void sweep_closed(uv_handle_t *h)
+{
+    http_server *s = h->data;
+    s->sweep_closed = true;
+    server_maybe_free(s);
 }
 
 static void conn_closed(uv_handle_t *h)
@@ -580,6 +742,7 @@ static void conn_closed(uv_handle_t *h)
     s->n_conns--;
     request_free(c->cur);
     request_free(c->active);
+    s->buffered -= c->charged;
     free(c->in);
     free(c);
     server_maybe_free(s);
@@ -606,26 +769,58 @@ static void on_connection(uv_stream_t *ls, int status)
     http_conn *c = calloc(1, sizeof(*c));
     if (!c) return;
     c->srv = s;
-    c->in_cap = s->p.max_header_bytes + s->p.max_body_bytes + 65536;
+    c->in_cap = HTTP_IN_MIN;
     c->in = malloc(c->in_cap);
     if (!c->in || uv_tcp_init(s->p.loop, &c->tcp) < 0) {
         free(c->in);
         free(c);
         return;
     }
+    s->buffered += c->in_cap; /* the first buffer is always granted: the cap is soft by 4 KiB
+                                 per connection, which max_conns bounds */
+    c->charged = c->in_cap;
     c->tcp.data = c;
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->n_conns++;
+    conn_set_state(c, HTTP_CONN_IDLE);
     if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
         conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (s->p.max_conns && s->n_conns > s->p.max_conns) {
+        /* accepted only to be told: a refused accept would leave it in the backlog */
+        conn_respond_error(c, 503, "too many connections; retry later");
+        return;
+    }
     llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
     c->parser.data = c;
     conn_start_reading(c);
+}
+
+/* Closes connections whose state has lasted longer than its timeout (slowloris, idle
+ * keep-alive, stalled bodies); runs every HTTP_SWEEP_MS. */
+static void conn_sweep(uv_timer_t *t)
+{
+    http_server *s = t->data;
+    uint64_t now = uv_now(s->p.loop);
+    for (http_conn *c = s->conns, *n; c; c = n) {
+        n = c->next;
+        if (c->closing) continue;
+        uint64_t age = now - c->t_state;
+        const http_server_params *p = &s->p;
+        if (c->state == HTTP_CONN_IDLE && p->idle_timeout_ms && age > p->idle_timeout_ms)
+            conn_close(c);
+        else if (c->state == HTTP_CONN_HEADERS && p->header_timeout_ms &&
+                 age > p->header_timeout_ms)
+            conn_respond_error(c, 408, "the request headers took too long");
+        else if (c->state == HTTP_CONN_BODY && p->body_timeout_ms && age > p->body_timeout_ms)
+            conn_respond_error(c, 408, "the request body took too long");
+        else if (c->state == HTTP_CONN_REJECTED && age > KS_MAX(p->header_timeout_ms, 1000))
+            conn_close(c); /* the client does not read its error: drop it */
+    }
 }
 
 /* ---------------------------------------------------------------- server */
@@ -650,6 +845,8 @@ int http_server_create(const http_server_params *p, http_server **out, ks_diag *
     s->settings.on_message_complete = on_message_complete;
     uv_tcp_init(p->loop, &s->listener);
     s->listener.data = s;
+    uv_timer_init(p->loop, &s->sweep);
+    s->sweep.data = s;
     int rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
     if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 256, on_connection);
     if (rc < 0) {
@@ -657,10 +854,13 @@ int http_server_create(const http_server_params *p, http_server **out, ks_diag *
                     uv_strerror(rc));
         s->closing = true;
         uv_close((uv_handle_t *)&s->listener, NULL);
+        uv_close((uv_handle_t *)&s->sweep, NULL);
         uv_run(p->loop, UV_RUN_NOWAIT);
         free(s);
         return KS_ERR_IO;
     }
+    uv_timer_start(&s->sweep, conn_sweep, HTTP_SWEEP_MS, HTTP_SWEEP_MS);
+    uv_unref((uv_handle_t *)&s->sweep); /* the timer alone does not keep the loop alive */
     struct sockaddr_storage bound;
     int blen = sizeof(bound);
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
@@ -672,6 +872,7 @@ int http_server_create(const http_server_params *p, http_server **out, ks_diag *
 
 int http_server_port(const http_server *s) { return s->port; }
 size_t http_server_n_conns(const http_server *s) { return s->n_conns; }
+size_t http_server_buffered(const http_server *s) { return s->buffered; }
 
 static void listener_closed(uv_handle_t *h)
 {
@@ -684,6 +885,12 @@ static void close_listener(http_server *s)
 {
     if (!uv_is_closing((uv_handle_t *)&s->listener))
         uv_close((uv_handle_t *)&s->listener, listener_closed);
+}
+
+static void close_sweep(http_server *s)
+{
+    if (!uv_is_closing((uv_handle_t *)&s->sweep))
+        uv_close((uv_handle_t *)&s->sweep, sweep_closed);
 }
 
 void http_server_drain(http_server *s)
@@ -701,6 +908,7 @@ void http_server_close(http_server *s)
     s->draining = true;
     s->closing = true;
     close_listener(s);
+    close_sweep(s);
     for (http_conn *c = s->conns, *n; c; c = n) {
         n = c->next;
         conn_close(c);

@@ -29,6 +29,10 @@ typedef void (*http_handler_fn)(http_request *req, void *ud);
 typedef void (*http_abort_fn)(http_request *req, void *ud);
 /* A write to the client completed; `backlog` is the bytes still queued on the socket. */
 typedef void (*http_drain_fn)(http_request *req, size_t backlog, void *ud);
+/* Called when a request's headers are complete, before any body byte is read. Returns 0 to
+ * go on, or an HTTP status (with a message in msg) to refuse it at once: the server answers
+ * with an error object and closes the connection without reading the body. */
+typedef int (*http_headers_fn)(http_request *req, void *ud, char *msg, size_t cap);
 
 typedef struct http_server_params {
     uv_loop_t *loop;
@@ -36,6 +40,16 @@ typedef struct http_server_params {
     int port;                /* 0 picks a free port (see http_server_port) */
     size_t max_header_bytes; /* request line + headers; larger -> 431 */
     size_t max_body_bytes;   /* larger -> 413 */
+    /* Bounds (0 = none). Beyond max_conns a connection is answered 503 and closed. Timeouts:
+     * headers not complete header_timeout_ms after their first byte, or a body not complete
+     * body_timeout_ms after its headers -> 408 and close; a keep-alive (or new) connection
+     * idle for idle_timeout_ms is closed. max_buffered_bytes caps the request bytes (input
+     * buffers and bodies, which grow as data arrives) held by all connections together;
+     * a request that would pass it is answered 503. */
+    size_t max_conns;
+    uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms;
+    size_t max_buffered_bytes;
+    http_headers_fn on_headers; /* NULL: accept every request */
     http_handler_fn handler;
     void *ud;
 } http_server_params;
@@ -66,6 +80,13 @@ const char *http_request_body(const http_request *r, size_t *len);
 size_t http_request_backlog(const http_request *r);
 void http_request_set_callbacks(http_request *r, http_abort_fn on_abort, http_drain_fn on_drain,
                                 void *ud);
+/* Header lines ("Name: value\r\n"...) added to this request's response, whichever writer
+ * sends it. 0 or KS_ERR_NOMEM. */
+int http_request_add_headers(http_request *r, const char *lines) KS_WUR;
+/* The client's address as text ("127.0.0.1", "::1"). 0 or KS_ERR_IO. */
+int http_request_peer(const http_request *r, char *buf, size_t cap) KS_WUR;
+/* Request bytes currently buffered by the server (input buffers and bodies). */
+size_t http_server_buffered(const http_server *s);
 
 /* Response writers return 0 or a negative status; a failed socket write closes the
  * connection (the abort callback then runs), so callers may ignore the result.

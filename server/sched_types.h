@@ -35,7 +35,7 @@ typedef struct sch_event {
     float top_logprobs[SCH_MAX_TOP_LOGPROBS];
     sch_finish finish; /* SCH_EV_DONE */
     sch_usage usage;   /* SCH_EV_DONE */
-    int status;        /* SCH_EV_ERROR: HTTP status (400, 500, 503) */
+    int status;        /* SCH_EV_ERROR: HTTP status (400: can never fit; 500; 503) */
     const char *message;
 } sch_event;
 

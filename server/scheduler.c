@@ -1,8 +1,10 @@
 /* scheduler.c - request queue, inference thread and continuous batching.
  *
  * One worker thread owns model_ctx and every admitted sequence. Each step it
- *   1. admits waiting requests while the KV pool has room (FIFO; a request that waits longer
- *      than queue_timeout_s fails with 503), drops cancelled ones (freeing their blocks),
+ *   1. admits waiting requests while the KV pool has room (in order, but one that does not
+ *      fit lets later ones pass until it has waited aging_s; one that can never fit fails
+ *      at once with 400; one that waits longer than queue_timeout_s fails with 503), drops
+ *      cancelled ones (freeing their blocks),
  *   2. builds one batch: one decode token for every running, unpaused sequence, then prompt
  *      chunks (prefill_chunk tokens each) up to max_batch_tokens, so running streams keep
  *      flowing while long prompts are prefilled,
@@ -30,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kvserve/gguf.h"
 #include "kvserve/policy_args.h"
 #include "scheduler.h"
 #include "sse.h"
@@ -67,7 +70,8 @@ struct sch_req {
     uint64_t id;
     sch_req *all_prev, *all_next; /* every live request (for destroy) */
     sch_req *wait_next;           /* waiting queue */
-    sch_req *ready_next;          /* requests with events for the loop */
+    sch_req *ready_next;          /* requests with events for the loop (under mu) */
+    sch_req *deliver_next;        /* the loop's private copy of that list (loop only) */
     bool in_ready;
     /* immutable after submit */
     int32_t *prompt;
@@ -174,7 +178,8 @@ void sch_sampling_default(sch_sampling *s)
 /* Queues an event for the loop; caller holds mu. */
 static void push_event_locked(sch *s, sch_req *r, const sch_event *ev)
 {
-    sch_evnode *n = malloc(sizeof(*n) + ev->len + 1);
+    size_t ml = ev->kind == SCH_EV_ERROR && ev->message ? strlen(ev->message) + 1 : 0;
+    sch_evnode *n = malloc(sizeof(*n) + ev->len + 1 + ml);
     if (n) {
         n->next = NULL;
         n->ev = *ev;
@@ -182,9 +187,9 @@ static void push_event_locked(sch *s, sch_req *r, const sch_event *ev)
         n->text[ev->len] = 0;
         n->ev.text = n->text;
         n->ev.message = NULL;
-        if (ev->kind == SCH_EV_ERROR && ev->message) {
-            /* messages are static strings */
-            n->ev.message = ev->message;
+        if (ml) { /* copied: a message may be formatted on the worker's stack */
+            memcpy(n->text + ev->len + 1, ev->message, ml);
+            n->ev.message = n->text + ev->len + 1;
         }
         if (r->ev_tail) r->ev_tail->next = n;
         else r->ev_head = n;
@@ -320,7 +325,34 @@ static int req_start(sch *s, sch_req *r)
     return 0;
 }
 
-/* Moves waiting requests into the active set; caller holds mu. */
+/* A request whose policy needs more blocks than the whole pool holds can never run: it is
+ * refused at once (400) with what it needs and how to make it fit, instead of waiting out
+ * the queue timeout. Returns true when r was failed. Caller holds mu. */
+static bool refuse_never_fits(sch *s, sch_req *r, int64_t need)
+{
+    kv_pool_stats st;
+    kv_pool_get_stats(s->p.pool, &st);
+    if (need <= st.blocks_total) return false;
+    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    char msg[400];
+    snprintf(msg, sizeof(msg),
+             "this request can never fit: its prompt of %d tokens under the '%s' KV policy needs "
+             "%lld KV blocks (%.1f MiB) but the whole KV pool holds %lld (%.1f MiB); use a "
+             "shorter prompt or a bounded kv_policy (sink_window, h2o, retrieval), or raise "
+             "kvcache.memory_mb",
+             r->n_prompt, kv_policy_config_desc(pc)->name, (long long)need,
+             (double)need * (double)st.block_bytes / 1048576.0, (long long)st.blocks_total,
+             (double)st.bytes_budget / 1048576.0);
+    fail_locked(s, r, 400, msg);
+    return true;
+}
+
+/* Moves waiting requests into the active set; caller holds mu.
+ *
+ * Fair, not FIFO: a request that does not fit now does not hold back later ones that do
+ * (no head-of-line blocking), until it has waited aging_s; from then on it blocks every
+ * request behind it, so that the space freed next goes to it and a large request is not
+ * starved by a stream of small ones. */
 static void admit_locked(sch *s)
 {
     double now = ks_time_now();
@@ -330,8 +362,15 @@ static void admit_locked(sch *s)
     while (r) {
         sch_req *next = r->wait_next;
         bool remove = false;
+        int64_t need = 0;
         if (atomic_load(&r->cancelled)) {
             req_release_locked(s, r, NULL);
+            remove = true;
+        } else if (gguf_mapping_lost(NULL, 0)) {
+            fail_locked(s, r, 503, "the model file was truncated or replaced under the server; "
+                                   "restart kvserve");
+            remove = true;
+        } else if (refuse_never_fits(s, r, need = req_blocks(s, r))) {
             remove = true;
         } else if (now - r->t_enqueue > s->p.queue_timeout_s) {
             fail_locked(s, r, 503, "timed out waiting for KV cache capacity");
@@ -339,7 +378,6 @@ static void admit_locked(sch *s)
         } else if (r->follower && !atomic_load(&r->group->prefilled)) {
             /* waits for its leader's prompt without holding back other requests */
         } else if (!blocked && s->n_active < s->p.max_concurrent) {
-            int64_t need = req_blocks(s, r);
             if (reserved < 0) reserved = blocks_reserved(s);
             int64_t avail = kv_pool_blocks_free(s->p.pool) - reserved;
             if (need > avail && s->prefix) /* cache-only blocks are freed on demand */
@@ -353,8 +391,8 @@ static void admit_locked(sch *s)
                     reserved = -1;
                 }
                 remove = true;
-            } else {
-                blocked = true; /* FIFO: later requests wait behind this one */
+            } else if (now - r->t_enqueue >= s->p.aging_s) {
+                blocked = true; /* aged: later requests wait behind this one */
             }
         }
         if (remove) {
@@ -526,9 +564,18 @@ static void step_locked(sch *s, int32_t n)
 {
     pthread_mutex_unlock(&s->mu);
     int rc = model_forward(s->ctx, s->batch, n);
+    if (rc == 0 && gguf_mapping_lost(NULL, 0)) rc = KS_ERR_IO; /* read zeros: all garbage */
     if (rc == 0) {
         for (int32_t i = 0; i < n; i++) {
             sch_req *r = s->batch_req[i];
+            if (kv_retrieval_io_error(r->kv)) { /* this sequence only: the others go on */
+                pthread_mutex_lock(&s->mu);
+                fail_locked(s, r, 500, "the KV spill file failed (disk full or I/O error); "
+                                       "see the server log");
+                pthread_mutex_unlock(&s->mu);
+                uv_async_send(&s->async);
+                continue;
+            }
             bool prefill = r->n_past < r->n_prompt;
             if (prefill) r->n_past += s->batch[i].n_tokens;
             if (prefill && r->n_past == r->n_prompt && s->prefix &&
@@ -545,8 +592,12 @@ static void step_locked(sch *s, int32_t n)
         sch_req *victim = s->active[s->n_active - 1];
         fail_locked(s, victim, 503, "KV cache budget exhausted");
     } else if (rc) {
+        char msg[700] = "inference failed", path[512];
+        if (gguf_mapping_lost(path, sizeof(path)))
+            snprintf(msg, sizeof(msg), "the model file %s was truncated or replaced under the "
+                     "server; restart kvserve", path);
         for (int32_t i = 0; i < n; i++)
-            fail_locked(s, s->batch_req[i], 500, "inference failed");
+            fail_locked(s, s->batch_req[i], 500, msg);
     }
     remove_finished_locked(s);
     snapshot_locked(s);
@@ -604,18 +655,28 @@ static void req_free(sch *s, sch_req *r)
     free(r);
 }
 
-/* Delivers queued events to the loop-side callbacks (uv_async coalesces wake-ups). */
+/* Delivers queued events to the loop-side callbacks (uv_async coalesces wake-ups).
+ *
+ * The ready list is copied into deliver_next links while mu is held: once in_ready is
+ * cleared the worker may put a request on a new ready list at any moment, rewriting its
+ * ready_next, so walking ready_next after unlocking would follow the new list and skip the
+ * rest of the old one. A skipped request whose last event was its final one then never ends
+ * (its stream stalls until the client gives up): the soak stall of issue 14. */
 static void on_async(uv_async_t *h)
 {
     sch *s = h->data;
     pthread_mutex_lock(&s->mu);
     sch_req *list = s->ready_head;
     s->ready_head = NULL;
-    for (sch_req *r = list; r; r = r->ready_next) r->in_ready = false;
+    for (sch_req *r = list; r; r = r->ready_next) {
+        r->in_ready = false;
+        r->deliver_next = r->ready_next;
+    }
     pthread_mutex_unlock(&s->mu);
+    if (s->p.test_deliver_hook) s->p.test_deliver_hook();
     while (list) {
         sch_req *r = list;
-        list = r->ready_next;
+        list = r->deliver_next;
         pthread_mutex_lock(&s->mu);
         sch_evnode *e = r->ev_head;
         r->ev_head = r->ev_tail = NULL;
@@ -944,6 +1005,7 @@ int sch_create(const sch_params *p, sch **out, ks_diag *d)
     if (!s) return KS_ERR_NOMEM;
     s->p = *p;
     if (s->p.max_concurrent < 1) s->p.max_concurrent = 1;
+    if (s->p.aging_s <= 0) s->p.aging_s = 5;
     if (s->p.prefill_chunk < 1) s->p.prefill_chunk = 256;
     if (s->p.max_batch_tokens < s->p.max_concurrent) s->p.max_batch_tokens = 512;
     if (s->p.max_batch_tokens < s->p.max_concurrent)

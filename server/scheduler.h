@@ -88,7 +88,11 @@ typedef struct sch_params {
     int32_t prefill_chunk;    /* prompt tokens per sequence per step */
     int32_t max_batch_tokens; /* tokens per model_forward */
     double queue_timeout_s;   /* waiting longer -> SCH_EV_ERROR 503 */
+    double aging_s;           /* a waiting request that does not fit lets later ones pass
+                                 until it has waited this long (<= 0: 5 s) */
     int32_t n_ctx;            /* prompt + generated tokens per sequence; 0 = unlimited */
+    void (*test_deliver_hook)(void); /* tests only (NULL otherwise): runs on the loop thread
+                                        between taking the ready list and delivering it */
 } sch_params;
 
 /* Creates the scheduler and starts its inference thread. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -103,6 +104,7 @@ static void load_done(uv_work_t *w, int status)
                      .n_threads = cfg_model_threads(c), .max_queue = c->server.max_queue,
                      .max_concurrent = c->limits.max_concurrent, .prefill_chunk = 256,
                      .max_batch_tokens = 512, .queue_timeout_s = c->server.request_timeout_s,
+                     .aging_s = c->server.queue_aging_s,
                      .n_ctx = c->model.ctx};
     ks_diag d;
     ks_diag_clear(&d);
@@ -238,7 +240,12 @@ int serve_main(int argc, char **argv)
                              .port = st->c.server.port,
                              .max_header_bytes = (size_t)st->c.server.max_header_bytes,
                              .max_body_bytes = (size_t)st->c.server.max_body_bytes,
-                             .handler = api_handle, .ud = a};
+                             .max_conns = (size_t)st->c.server.max_connections,
+                             .header_timeout_ms = (uint64_t)st->c.server.header_timeout_s * 1000,
+                             .body_timeout_ms = (uint64_t)st->c.server.body_timeout_s * 1000,
+                             .idle_timeout_ms = (uint64_t)st->c.server.idle_timeout_s * 1000,
+                             .max_buffered_bytes = (size_t)st->c.server.max_buffered_mb << 20,
+                             .on_headers = api_on_headers, .handler = api_handle, .ud = a};
     ks_diag d;
     ks_diag_clear(&d);
     if (rc || http_server_create(&hp, &st->http, &d)) {

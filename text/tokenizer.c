@@ -62,9 +62,25 @@ static int frags_push(frags *f, frag x)
     return 0;
 }
 
-/* Splits every raw fragment of *cur around the occurrences of one special token. */
-static int split_special(const tok_vocab *v, const char *text, int32_t id, frags *cur, frags *nxt)
+/* Text ranges where control tokens are not recognised (user text): see tok_encode_ex. */
+typedef struct plain_set {
+    const tok_span *p;
+    size_t n;
+} plain_set;
+
+static bool overlaps_plain(const plain_set *ps, size_t off, size_t len)
 {
+    for (size_t i = 0; ps && i < ps->n; i++)
+        if (off < ps->p[i].off + ps->p[i].len && ps->p[i].off < off + len) return true;
+    return false;
+}
+
+/* Splits every raw fragment of *cur around the occurrences of one special token. A control
+ * token written inside a plain range stays text. */
+static int split_special(const tok_vocab *v, const char *text, int32_t id, const plain_set *ps,
+                         frags *cur, frags *nxt)
+{
+    bool control = (v->attr[id] & (TOKA_CONTROL | TOKA_UNKNOWN)) != 0;
     const char *tt = tok_text(v, id);
     size_t tl = v->len[id];
     int rc = 0;
@@ -75,9 +91,13 @@ static int split_special(const tok_vocab *v, const char *text, int32_t id, frags
             rc = frags_push(nxt, f);
             continue;
         }
-        size_t base = f.off, end = f.off + f.len;
+        size_t base = f.off, end = f.off + f.len, from = base;
         for (;;) {
-            const char *m = memmem(text + base, end - base, tt, tl);
+            const char *m = memmem(text + from, end - from, tt, tl);
+            if (m && control && overlaps_plain(ps, (size_t)(m - text), tl)) {
+                from = (size_t)(m - text) + 1; /* user text: not a marker, search on */
+                continue;
+            }
             if (!m) {
                 if (end > base) {
                     rc = frags_push(nxt, (frag){-1, base, end - base});
@@ -102,6 +122,7 @@ static int split_special(const tok_vocab *v, const char *text, int32_t id, frags
                     base++;
                 }
             }
+            from = base;
         }
     }
     frags t = *cur;
@@ -111,7 +132,7 @@ static int split_special(const tok_vocab *v, const char *text, int32_t id, frags
 }
 
 static int partition(const tok_vocab *v, const char *text, size_t len, bool parse_special,
-                     frags *out)
+                     const plain_set *ps, frags *out)
 {
     frags tmp = {0};
     int rc = frags_push(out, (frag){-1, 0, len});
@@ -120,7 +141,7 @@ static int partition(const tok_vocab *v, const char *text, size_t len, bool pars
         if (!parse_special && (v->attr[id] & (TOKA_CONTROL | TOKA_UNKNOWN))) {
             continue;
         }
-        rc = split_special(v, text, id, out, &tmp);
+        rc = split_special(v, text, id, ps, out, &tmp);
     }
     free(tmp.p);
     return rc;
@@ -173,10 +194,10 @@ static int spm_fragment(const tok_vocab *v, const char *s, size_t n, bool prefix
 }
 
 static int encode_all(const tok_vocab *v, const char *text, size_t len, bool add_special,
-                      bool parse_special, tok_ids *out)
+                      bool parse_special, const plain_set *ps, tok_ids *out)
 {
     frags fr = {0};
-    int rc = len ? partition(v, text, len, parse_special, &fr) : 0;
+    int rc = len ? partition(v, text, len, parse_special, ps, &fr) : 0;
     if (rc == 0 && add_special && v->add_bos && v->bos >= 0) {
         rc = tok_ids_push(out, v->bos);
     }
@@ -207,7 +228,7 @@ int32_t tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_sp
         return KS_ERR_INVALID;
     }
     tok_ids out = {0};
-    int rc = encode_all(v, text, len, add_special, parse_special, &out);
+    int rc = encode_all(v, text, len, add_special, parse_special, NULL, &out);
     if (rc == 0 && out.n > INT32_MAX) {
         rc = KS_ERR_RANGE;
     }
@@ -217,6 +238,44 @@ int32_t tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_sp
     int32_t n = (int32_t)out.n;
     free(out.p);
     return rc ? rc : n;
+}
+
+int tok_encode_ex(const tok_vocab *v, const char *text, size_t len, bool add_special,
+                  const tok_span *plain, size_t n_plain, int32_t **ids, int32_t *n_ids)
+{
+    if (!v || (!text && len) || !ids || !n_ids || (n_plain && !plain)) {
+        return KS_ERR_INVALID;
+    }
+    for (size_t i = 0; i < n_plain; i++) {
+        if (plain[i].off > len || plain[i].len > len - plain[i].off) {
+            return KS_ERR_INVALID;
+        }
+    }
+    tok_ids out = {0};
+    plain_set ps = {plain, n_plain};
+    int rc = encode_all(v, text, len, add_special, true, &ps, &out);
+    if (rc == 0 && out.n > INT32_MAX) {
+        rc = KS_ERR_RANGE;
+    }
+    if (rc) {
+        free(out.p);
+        return rc;
+    }
+    *n_ids = (int32_t)out.n;
+    *ids = out.p ? out.p : malloc(sizeof(int32_t));
+    return *ids ? 0 : KS_ERR_NOMEM;
+}
+
+bool tok_text_has_control(const tok_vocab *v, const char *text, size_t len)
+{
+    for (int32_t s = 0; v && text && s < v->n_special; s++) {
+        int32_t id = v->special[s];
+        if ((v->attr[id] & (TOKA_CONTROL | TOKA_UNKNOWN)) && v->len[id] > 0 &&
+            memmem(text, len, tok_text(v, id), v->len[id])) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* ---- pieces and detokenisation ---- */

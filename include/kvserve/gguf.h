@@ -131,4 +131,10 @@ int gguf_writer_write_file(gguf_writer *w, const char *path) KS_WUR;
 /* Serialises to a malloc'd buffer (caller frees). */
 int gguf_writer_write_memory(gguf_writer *w, void **out, size_t *out_len) KS_WUR;
 
+/* True once a mapped GGUF file lost pages under the process (it was truncated while open):
+ * reads of those pages returned zeros instead of raising SIGBUS. Copies the file's path.
+ * Whatever was computed from the file since is garbage: fail it and stop using the file.
+ * Any thread. */
+bool gguf_mapping_lost(char *path, size_t cap);
+
 #endif

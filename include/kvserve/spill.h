@@ -79,6 +79,12 @@ const char *kv_spill_path(const kv_spill *s);
  * Other files are never touched. Returns the number removed (>= 0; 0 if dir does not exist)
  * or KS_ERR_IO. */
 int kv_spill_cleanup_dir(const char *dir) KS_WUR;
+/* Opens the spill directory (creating it 0700 if missing) and checks that it is safe to use:
+ * not a symlink, a directory, owned by this process's user, not group- or world-writable.
+ * Returns 0 with *out_fd (O_DIRECTORY, caller closes), or KS_ERR_IO / KS_ERR_INVALID with
+ * the reason in d. kv_spill_create and kv_spill_cleanup_dir refuse a directory that fails
+ * it (the clean-up then returns the error and removes nothing). */
+int kv_spill_dir_open(const char *dir, int *out_fd, ks_diag *d) KS_WUR;
 
 /* ---------------------------------------------------------------------------------------- */
 /* The block-retrieval policy (kvcache/retrieval.c) and the stats of its spill tier.           */
@@ -106,6 +112,11 @@ typedef struct kv_retrieval_stats {
 
 /* Fills *out for a sequence using the retrieval policy. Returns 0 or KS_ERR_INVALID (NULL,
  * or another policy). Call it from the thread that steps the sequence, between steps. */
+/* The first spill-file I/O failure of a `retrieval` sequence (KS_ERR_IO), or 0 (also for
+ * other policies). After a failure the sequence keeps its blocks in RAM and attends to zeros
+ * for records it could not read; its caller must fail it: the other sequences of the batch
+ * are unaffected. Worker thread. */
+int kv_retrieval_io_error(struct kv_seq *seq);
 int kv_retrieval_get_stats(struct kv_seq *seq, kv_retrieval_stats *out) KS_WUR;
 
 #endif

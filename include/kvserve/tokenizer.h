@@ -47,6 +47,22 @@ const char *tok_chat_template(const tok_vocab *v);
 int32_t tok_encode(const tok_vocab *v, const char *text, size_t len, bool add_special,
                    bool parse_special, int32_t *ids, int32_t max);
 
+/* A byte range [off, off + len) of a text. */
+typedef struct tok_span {
+    size_t off, len;
+} tok_span;
+
+/* Tokenises in one pass with special tokens recognised everywhere except inside the `plain`
+ * ranges: there control tokens written as text stay text (user-supplied text inside a chat
+ * template, whose own markers stay special). n_plain = 1 over the whole text gives
+ * tok_encode(parse_special = false); n_plain = 0 gives parse_special = true. On success
+ * *ids (malloc'd, caller frees; never NULL) holds *n_ids ids. Errors: KS_ERR_INVALID (a
+ * range outside the text), KS_ERR_NOMEM, KS_ERR_RANGE. Thread-safe. */
+int tok_encode_ex(const tok_vocab *v, const char *text, size_t len, bool add_special,
+                  const tok_span *plain, size_t n_plain, int32_t **ids, int32_t *n_ids) KS_WUR;
+/* True when text holds the text of a control (or unknown-attribute) special token. */
+bool tok_text_has_control(const tok_vocab *v, const char *text, size_t len);
+
 /* The bytes of one token's piece (byte-fallback tokens give their raw byte; special tokens
  * render their text when `special`, else nothing). Writes up to cap bytes, returns the piece
  * length (may exceed cap) or a negative status for an invalid id. */

@@ -35,6 +35,7 @@
  * before it asks for the next layer's spans).
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,8 @@ typedef struct rt_state {
     int32_t *keep;
     int32_t keep_cap;
     bool warned_budget;
+    atomic_int io_error; /* first spill I/O failure (sticky): the sequence must be failed */
+    void *zero_rec;      /* zeros standing in for a record that could not be read */
 } rt_state;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -137,6 +140,7 @@ static void rt_free(kv_seq *seq, void *state)
     if (!st)
         return;
     kv_spill_destroy(st->spill);
+    free(st->zero_rec);
     for (int32_t i = 0; st->tabs && i < st->n_layer * st->n_head_kv; i++) {
         kv_lm_set_deinit(&st->tabs[i].lm);
         free(st->tabs[i].mass);
@@ -254,8 +258,15 @@ static int unit_mem(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t u, 
                   (int64_t)(l - st->p.dense_layers) * st->n_head_kv + h;
     const void *buf;
     int rc = kv_spill_fetch(st->spill, h, rec, st->heads[h].pin, score, &buf);
-    if (rc)
+    if (rc == KS_ERR_IO && st->zero_rec) {
+        /* Fail this sequence, not the batch: attend to zeros for this step and let the
+         * scheduler fail it afterwards (kv_retrieval_io_error). */
+        int zero = 0;
+        atomic_compare_exchange_strong(&st->io_error, &zero, rc);
+        buf = st->zero_rec;
+    } else if (rc) {
         return rc;
+    }
     *k = buf;
     *v = (const uint8_t *)buf + (size_t)st->pb * st->rb;
     *slot0 = -1;
@@ -643,9 +654,22 @@ static int summarise(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t up
 }
 
 /* Moves units [n_sink_units + n_spilled, + n_units) of every sparse table to the file. */
+/* Records a spill I/O failure: the blocks stay in RAM (nothing was dropped yet), spilling
+ * stops, and the scheduler fails this sequence after the step; the batch goes on. */
+static int spill_failed(rt_state *st, int rc)
+{
+    if (rc != KS_ERR_IO)
+        return rc;
+    int zero = 0;
+    atomic_compare_exchange_strong(&st->io_error, &zero, rc);
+    return 0;
+}
+
 static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
 {
     int32_t H = st->n_head_kv, D = st->p.dense_layers;
+    if (atomic_load(&st->io_error))
+        return 0;
     if (!st->spill) {
         kv_spill_params sp = {.dir = st->p.spill_dir,
                               .record_bytes = kv_pool_block_bytes(st->pool),
@@ -653,9 +677,13 @@ static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
                               .slots_per_part = st->hot_slots,
                               .eviction = st->p.eviction,
                               .decay = 0.95f};
+        if (!st->zero_rec)
+            st->zero_rec = calloc(1, kv_pool_block_bytes(st->pool));
+        if (!st->zero_rec)
+            return KS_ERR_NOMEM;
         int rc = kv_spill_create(&sp, &st->spill);
         if (rc)
-            return rc;
+            return spill_failed(st, rc == KS_ERR_INVALID ? KS_ERR_IO : rc);
     }
     int64_t n_tabs = (int64_t)(st->n_layer - D) * H, s0 = st->n_sink_units;
     for (int32_t l = D; l < st->n_layer; l++)
@@ -666,7 +694,7 @@ static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
                 int rc = kv_spill_write(st->spill, rec, kv_pool_block_k(st->pool,
                                                                         t->blocks[s0 + i]));
                 if (rc)
-                    return rc;
+                    return spill_failed(st, rc);
             }
         }
     for (int32_t l = D; l < st->n_layer; l++)
@@ -755,6 +783,14 @@ static int rt_before_chunk(kv_seq *seq, const kv_chunk *chunk)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+
+int kv_retrieval_io_error(kv_seq *seq)
+{
+    if (!seq || kv_seq_policy(seq) != &kv_policy_retrieval)
+        return 0;
+    rt_state *st = kv_seq_policy_state(seq);
+    return atomic_load(&st->io_error);
+}
 
 int kv_retrieval_get_stats(kv_seq *seq, kv_retrieval_stats *out)
 {

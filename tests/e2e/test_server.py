@@ -434,13 +434,14 @@ def test_limits_server():
         auth = {"Authorization": "Bearer sekrit"}
         st, _, _ = srv.req("GET", "/v1/models", headers=auth)
         check(st == 200, "200 with key")
-        # 503: a prompt that can never fit the 1 MiB KV budget waits, then times out
+        # 400 at once: a prompt that can never fit the 1 MiB KV budget (issue 14: it used to
+        # wait out the queue timeout and get 503)
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2}, headers=auth)
-        check(st == 503, "503 when the KV budget cannot hold the prompt (%d)" % st)
+        check(st == 400, "400 when the KV budget can never hold the prompt (%d)" % st)
         e = json.loads(out)["error"]
-        check(set(e) == {"message", "type", "param", "code"} and e["type"] == "unavailable_error"
-              and e["code"] == 503 and e["param"] is None, "503 body: %s" % e)
+        check(set(e) == {"message", "type", "param", "code"} and e["type"] == "invalid_request_error"
+              and e["code"] == 400, "400 body: %s" % e)
         # the same prompt under a bounded policy fits: admission counts what the policy keeps
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2, "temperature": 0,

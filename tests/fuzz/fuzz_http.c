@@ -60,7 +60,7 @@ static void fuzz_gen(api_server *a, http_request *req, bool chat)
         json_decref(root);
         return;
     }
-    free(g.policy_config);
+    api_gen_release(&g);
     char *text = NULL;
     if (chat) {
         api_tool_choice choice;
@@ -71,12 +71,19 @@ static void fuzz_gen(api_server *a, http_request *req, bool chat)
             json_decref(root);
             return;
         }
-        text = api_chat_text(a, root, true, msg, sizeof(msg));
-        if (!text) {
-            api_respond_error(a, req, 400, msg, "messages");
+        api_prompt pr;
+        char pname[64];
+        if (api_chat_prompt(a, root, true, &pr, msg, sizeof(msg), pname, sizeof(pname))) {
+            if (!pname[0]) abort(); /* every rejection names its field */
+            api_respond_error(a, req, 400, msg, pname);
             json_decref(root);
             return;
         }
+        for (size_t i = 0; i < pr.n_plain; i++) /* the user text lies inside the prompt */
+            if (pr.plain[i].off + pr.plain[i].len > pr.len) abort();
+        text = pr.text;
+        pr.text = NULL;
+        api_prompt_free(&pr);
     }
     const char *out = text ? text : "{}";
     if (g.stream) {
@@ -122,7 +129,8 @@ static fuzz_env *env_get(void)
     if (metrics_create(&env->api.metrics)) abort();
     http_server_params hp = {.loop = &env->loop, .host = "127.0.0.1", .port = 0,
                              .max_header_bytes = 4096, .max_body_bytes = 16384,
-                             .handler = fuzz_handler, .ud = &env->api};
+                             .on_headers = api_on_headers, .handler = fuzz_handler,
+                             .ud = &env->api};
     ks_diag d;
     if (http_server_create(&hp, &env->srv, &d)) {
         fprintf(stderr, "fuzz_http: %s\n", d.msg);

@@ -66,6 +66,31 @@ static void fuzz_one(const tok_vocab *v, const char *text, size_t n, bool specia
     free(ids);
 }
 
+/* Plain ranges (user text inside a template): the middle third is plain. Whole-text plain
+ * must equal parse_special = false, no range parse_special = true; every id in range. */
+static void fuzz_plain(const tok_vocab *v, const char *text, size_t n)
+{
+    tok_span all = {0, n}, mid = {n / 3, n / 3};
+    int32_t *a = NULL, *b = NULL, *c = NULL, na, nb, nc;
+    if (tok_encode_ex(v, text, n, true, &all, 1, &a, &na) ||
+        tok_encode_ex(v, text, n, true, NULL, 0, &b, &nb) ||
+        tok_encode_ex(v, text, n, true, &mid, 1, &c, &nc)) {
+        abort();
+    }
+    if (tok_encode(v, text, n, true, false, NULL, 0) != na ||
+        tok_encode(v, text, n, true, true, NULL, 0) != nb) {
+        abort();
+    }
+    for (int32_t i = 0; i < nc; i++) {
+        if (c[i] < 0 || c[i] >= tok_vocab_n_tokens(v)) {
+            abort();
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!fuzz_vocabs[0]) {
@@ -75,6 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int k = 0; k < 2; k++) {
         fuzz_one(fuzz_vocabs[k], (const char *)data, size, false);
         fuzz_one(fuzz_vocabs[k], (const char *)data, size, true);
+        fuzz_plain(fuzz_vocabs[k], (const char *)data, size);
     }
     return 0;
 }

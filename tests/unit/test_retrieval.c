@@ -179,6 +179,86 @@ START_TEST(test_spill_roundtrip_and_cleanup)
 }
 END_TEST
 
+/* Writes an empty file. */
+static void touch(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+}
+
+/* The spill directory is created 0700; an existing one is refused when it is a symlink,
+ * group/world-writable or another user's, and then neither a spill file is created in it nor
+ * is anything removed through it. */
+START_TEST(test_spill_dir_safety)
+{
+    char base[256], dir[300], target[300], link[300], stale[400], victim[400];
+    snprintf(base, sizeof(base), "/tmp/kvserve-test-spilldir-%ld", (long)getpid());
+    ck_assert_int_eq(mkdir(base, 0700), 0);
+    snprintf(dir, sizeof(dir), "%s/new", base);
+    ks_diag d;
+    int fd = -1;
+    ck_assert_int_eq(kv_spill_dir_open(dir, &fd, &d), 0);
+    close(fd);
+    struct stat st;
+    ck_assert_int_eq(lstat(dir, &st), 0);
+    ck_assert_int_eq(st.st_mode & 0777, 0700);
+
+    /* a symlink to a directory holding a stale-looking file of a dead process */
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);
+    snprintf(target, sizeof(target), "%s/target", base);
+    ck_assert_int_eq(mkdir(target, 0700), 0);
+    snprintf(victim, sizeof(victim), "%s/kvserve-spill-%ld-0.kv", target, (long)child);
+    touch(victim);
+    snprintf(link, sizeof(link), "%s/link", base);
+    ck_assert_int_eq(symlink(target, link), 0);
+    ck_assert_int_ne(kv_spill_dir_open(link, &fd, &d), 0);
+    ck_assert_ptr_nonnull(strstr(d.msg, "symlink"));
+    ck_assert_int_lt(kv_spill_cleanup_dir(link), 0);
+    ck_assert_int_eq(access(victim, F_OK), 0); /* not removed through the link */
+    kv_spill *sp = NULL;
+    kv_spill_params p = {.dir = link, .record_bytes = 16, .n_parts = 1, .slots_per_part = 1};
+    ck_assert_int_ne(kv_spill_create(&p, &sp), 0);
+
+    /* world-writable */
+    ck_assert_int_eq(chmod(dir, 0777), 0);
+    ck_assert_int_ne(kv_spill_dir_open(dir, &fd, &d), 0);
+    ck_assert_ptr_nonnull(strstr(d.msg, "writable"));
+    p.dir = dir;
+    ck_assert_int_ne(kv_spill_create(&p, &sp), 0);
+    ck_assert_int_eq(chmod(dir, 0700), 0);
+    ck_assert_int_eq(kv_spill_create(&p, &sp), 0);
+    kv_spill_destroy(sp);
+
+    /* another user's directory (as root: chown it; otherwise "/" is root's) */
+    const char *other = "/";
+    if (geteuid() == 0) {
+        ck_assert_int_eq(chown(dir, 65534, 65534), 0);
+        other = dir;
+    }
+    ck_assert_int_ne(kv_spill_dir_open(other, &fd, &d), 0);
+    ck_assert_ptr_nonnull(strstr(d.msg, "another user"));
+
+    /* in a good directory, a stale entry that is a symlink is left alone */
+    char good[300];
+    snprintf(good, sizeof(good), "%s/good", base);
+    ck_assert_int_eq(mkdir(good, 0700), 0);
+    snprintf(stale, sizeof(stale), "%s/kvserve-spill-%ld-1.kv", good, (long)child);
+    ck_assert_int_eq(symlink(victim, stale), 0);
+    ck_assert_int_eq(kv_spill_cleanup_dir(good), 0);
+    ck_assert_int_eq(access(victim, F_OK), 0);
+    unlink(stale);
+    unlink(victim);
+    unlink(link);
+    rmdir(target);
+    rmdir(good);
+    rmdir(dir);
+    ck_assert_int_eq(rmdir(base), 0);
+}
+END_TEST
+
 static kv_spill *lru_spill(kv_eviction ev)
 {
     make_dir();
@@ -531,6 +611,7 @@ static Suite *retrieval_suite(void)
     tcase_add_test(tc, test_quest_bound_property);
     tcase_add_test(tc, test_landmark_mean_and_representative);
     tcase_add_test(tc, test_spill_roundtrip_and_cleanup);
+    tcase_add_test(tc, test_spill_dir_safety);
     tcase_add_test(tc, test_lru_victims);
     tcase_add_test(tc, test_score_lru_keeps_frequent);
     tcase_add_test(tc, test_equals_full_in_ram);
