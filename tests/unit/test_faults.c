@@ -58,7 +58,7 @@ enum { HD = 8, BT = 4, NL = 2, NH = 2 };
 static kv_pool *pool_new(void)
 {
     kv_pool_params pp = {.budget_bytes = 64 * 2 * BT * HD * sizeof(float), .block_tokens = BT,
-                         .head_dim = HD, .dtype = KS_DTYPE_F32};
+                         .head_dim = HD, .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32};
     kv_pool *pool = NULL;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     return pool;
@@ -67,7 +67,7 @@ static kv_pool *pool_new(void)
 START_TEST(test_pool_create_nomem)
 {
     kv_pool_params pp = {.budget_bytes = 64 * 2 * BT * HD * sizeof(float), .block_tokens = BT,
-                         .head_dim = HD, .dtype = KS_DTYPE_F32};
+                         .head_dim = HD, .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32};
     for (long at = 0;; at++) {
         kv_pool *pool = NULL;
         arm(at);
@@ -182,7 +182,7 @@ START_TEST(test_submit_nomem)
     ck_assert_int_eq(model_load(path, &m, &d), 0);
     const model_hparams *hp = model_get_hparams(m);
     kv_pool_params pp = {.budget_bytes = 8 << 20, .block_tokens = 16, .head_dim = hp->head_dim,
-                         .dtype = KS_DTYPE_F16};
+                         .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
     kv_pool *pool = NULL;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     kv_policy_config pc;

@@ -62,7 +62,7 @@ static void fixture_init_ex(fixture *f, size_t pool_bytes, int32_t max_concurren
     ck_assert_msg(model_load(g_model, &f->m, &d) == 0, "%s", d.msg);
     const model_hparams *hp = model_get_hparams(f->m);
     kv_pool_params pp = {.budget_bytes = pool_bytes, .block_tokens = 16,
-                         .head_dim = hp->head_dim, .dtype = KS_DTYPE_F16};
+                         .head_dim = hp->head_dim, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
     ck_assert_int_eq(kv_pool_create(&pp, &f->pool), 0);
     kv_policy_config_defaults(&f->pc);
     sch_params sp = {.loop = &f->loop, .model = f->m, .pool = f->pool,
@@ -187,7 +187,7 @@ static void model_blocks(int64_t *per16, size_t *block_bytes)
     const model_hparams *hp = model_get_hparams(m);
     *per16 = (int64_t)hp->n_layer * hp->n_head_kv;
     kv_pool_params pp = {.budget_bytes = 1 << 20, .block_tokens = 16,
-                         .head_dim = hp->head_dim, .dtype = KS_DTYPE_F16};
+                         .head_dim = hp->head_dim, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
     kv_pool *pool;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     *block_bytes = kv_pool_block_bytes(pool);
