@@ -31,6 +31,7 @@ typedef struct pyramid_params {
     int32_t beta;
     double budget_fraction;
     int32_t interval;
+    snap_compress_at compress_at;
 } pyramid_params;
 
 extern const kv_policy_desc kv_policy_desc_pyramid;
@@ -65,12 +66,12 @@ static int pyramid_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
     pyramid_params p;
-    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_pyramid),
-           sizeof(p));
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_pyramid, &mi, &p);
     snap_config c = {.budget = p.budget, .budget_fraction = p.budget_fraction,
                      .window = p.window, .kernel = p.kernel, .pooling = p.pooling,
                      .reduce = p.reduce, .interval = p.interval, .layer_budget = pyramid_budget,
-                     .beta = p.beta};
+                     .beta = p.beta, .compress_at = p.compress_at};
     return snap_state_create(seq, &c, state);
 }
 
@@ -93,7 +94,7 @@ static const kv_param_desc pyramid_params_table[] = {
              "average tokens kept per layer and KV head, the window included"),
     PY_PARAM(window, KV_PARAM_INT, 1, INT32_MAX, 8, NULL,
              "observation window (<= budget), always kept"),
-    PY_PARAM(kernel, KV_PARAM_INT, 1, 63, 7, NULL, "pooling kernel over the votes (odd)"),
+    PY_PARAM(kernel, KV_PARAM_INT, 1, 63, 9, NULL, "pooling kernel over the votes (odd)"),
     PY_PARAM(pooling, KV_PARAM_ENUM, 0, 0, KV_POOL_MAX, kv_pooling_names,
              "how votes are pooled over neighbouring tokens"),
     PY_PARAM(reduce, KV_PARAM_ENUM, 0, 0, KV_REDUCE_MEAN, kv_reduce_names,
@@ -103,7 +104,20 @@ static const kv_param_desc pyramid_params_table[] = {
              "0 = use `budget`; else the budget is this fraction of the prompt length"),
     PY_PARAM(interval, KV_PARAM_INT, 0, INT32_MAX, 0, NULL,
              "re-compress every N generated tokens, 0 = only after the prompt"),
+    PY_PARAM(compress_at, KV_PARAM_ENUM, 0, 0, SNAP_AT_FIRST_TOKEN, snap_compress_at_names,
+             "`first_token`: select after the first generated token (it votes too); "
+             "`prompt_end`: the original, at the end of the prompt"),
 };
+
+/* budget = context_length / 4 unless given, as snapkv. */
+static void pyramid_derive(void *params, uint64_t set, const kv_model_info *info)
+{
+    pyramid_params *p = params;
+    if (!kv_param_was_set(&kv_policy_desc_pyramid, set, "budget"))
+        p->budget = KS_MAX(p->window, kv_model_ctx(info) / 4);
+}
+
+static const kv_param_rule pyramid_rules[] = {{"budget", "context_length / 4"}, {NULL, NULL}};
 
 static int pyramid_validate(const void *params, const char *table, ks_diag *d)
 {
@@ -134,4 +148,6 @@ const kv_policy_desc kv_policy_desc_pyramid = {
     .params_size = sizeof(pyramid_params),
     .validate = pyramid_validate,
     .admission = pyramid_admission,
+    .derive = pyramid_derive,
+    .rules = pyramid_rules,
 };

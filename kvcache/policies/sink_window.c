@@ -39,6 +39,7 @@
 
 /* The parameters (kvcache.sink_window.*; table below). */
 typedef struct sw_params {
+    int32_t budget;        /* n_sink + window */
     int32_t n_sink;        /* first tokens kept forever */
     int32_t window;        /* most recent tokens kept */
     kv_pos_mode positions; /* ORIGINAL or COMPACT */
@@ -61,8 +62,8 @@ static int sw_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
     sw_params p;
-    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_sink_window),
-           sizeof(p));
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_sink_window, &mi, &p);
     if (p.n_sink < 0 || p.window < 1 ||
         (p.positions != KV_POS_ORIGINAL && p.positions != KV_POS_COMPACT))
         return KS_ERR_INVALID;
@@ -223,8 +224,10 @@ static const kv_policy kv_policy_sink_window = {
     {#key, type, offsetof(sw_params, key), lo, hi, def, NULL, ch, false, help}
 
 static const kv_param_desc sw_params_table[] = {
+    SW_PARAM(budget, KV_PARAM_INT, 1, INT32_MAX, 4096, NULL,
+             "tokens kept per layer and KV head: n_sink + window"),
     SW_PARAM(n_sink, KV_PARAM_INT, 0, INT32_MAX, 4, NULL, "first tokens kept forever"),
-    SW_PARAM(window, KV_PARAM_INT, 1, INT32_MAX, 1020, NULL, "most recent tokens kept"),
+    SW_PARAM(window, KV_PARAM_INT, 1, INT32_MAX, 4092, NULL, "most recent tokens kept"),
     SW_PARAM(positions, KV_PARAM_ENUM, 0, 0, KV_POS_COMPACT, kv_pos_mode_names,
              "`compact` re-numbers positions inside the cache (re-rotating kept keys), "
              "`original` keeps each key's; `window` is not accepted"),
@@ -237,8 +240,30 @@ static int sw_validate(const void *params, const char *table, ks_diag *d)
     snprintf(key, sizeof(key), "%s.positions", table);
     if (p->positions != KV_POS_ORIGINAL && p->positions != KV_POS_COMPACT)
         return ks_diag_key(d, KS_ERR_INVALID, key, "must be \"original\" or \"compact\"");
+    snprintf(key, sizeof(key), "%s.budget", table);
+    if (p->budget <= p->n_sink)
+        return ks_diag_key(d, KS_ERR_RANGE, key,
+                           "%d leaves no window after n_sink = %d (budget = n_sink + window)",
+                           p->budget, p->n_sink);
     return KS_OK;
 }
+
+/* The cache fits the trained context (compact positions then never leave it): budget =
+ * context_length, window = budget - n_sink; a given window wins (budget = n_sink + window). */
+static void sw_derive(void *params, uint64_t set, const kv_model_info *info)
+{
+    sw_params *p = params;
+    const kv_policy_desc *d = &kv_policy_desc_sink_window;
+    if (kv_param_was_set(d, set, "window")) {
+        p->budget = (int32_t)KS_MIN((int64_t)p->n_sink + p->window, INT32_MAX);
+        return;
+    }
+    if (!kv_param_was_set(d, set, "budget")) p->budget = kv_model_ctx(info);
+    p->window = KS_MAX(1, p->budget - p->n_sink);
+}
+
+static const kv_param_rule sw_rules[] = {
+    {"budget", "context_length"}, {"window", "budget - n_sink"}, {NULL, NULL}};
 
 /* Sinks + window, plus the chunk being added before the trim. */
 static int64_t sw_admission(const void *params, int64_t n_tokens, int64_t chunk,
@@ -263,4 +288,6 @@ const kv_policy_desc kv_policy_desc_sink_window = {
     .params_size = sizeof(sw_params),
     .validate = sw_validate,
     .admission = sw_admission,
+    .derive = sw_derive,
+    .rules = sw_rules,
 };

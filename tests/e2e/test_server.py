@@ -368,7 +368,8 @@ def test_kv_policies(srv):
     check(len(seqs) == 1, "/v1/kv lists the sink_window sequence")
     if seqs:
         # the resolved parameters: the request's values over the server's defaults
-        check(seqs[0].get("params") == {"n_sink": 4, "window": 60, "positions": "compact"},
+        check(seqs[0].get("params") == {"budget": 64, "n_sink": 4, "window": 60,
+                                         "positions": "compact"},
               "/v1/kv shows the sequence's resolved parameters: %s" % seqs[0].get("params"))
         kept = seqs[0]["tokens_kept_per_layer"]
         # 2 KV heads: per layer at most 2 * (n_sink + window) tokens, far fewer than seen
