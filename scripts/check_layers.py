@@ -48,7 +48,7 @@ PUBLIC_HEADERS = {
     'attention.h': 'core', 'args.h': 'core',
     'tokenizer.h': 'text', 'jinja.h': 'text',
     'kvcache.h': 'kvcache', 'policy_config.h': 'kvcache', 'policy_args.h': 'kvcache',
-    'spill.h': 'kvcache',
+    'spill.h': 'kvcache', 'head_profile.h': 'kvcache',
     'model.h': 'engine', 'sampler.h': 'engine', 'engine.h': 'engine', 'grammar.h': 'engine',
 }
 PROGRAM_DIRS = ('bench', 'tests')  # programs on top of every layer

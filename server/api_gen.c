@@ -521,8 +521,10 @@ static int32_t build_prompt(api_server *a, http_request *req, json_t *root, bool
     }
     if (n > 0 && (n > a->max_prompt || n >= a->n_ctx)) {
         snprintf(msg, sizeof(msg),
-                 "the prompt has %d tokens, more than the limit of %d tokens (context %d)", n,
-                 KS_MIN(a->max_prompt, a->n_ctx - 1), a->n_ctx);
+                 "ctx limit: the prompt has %d tokens, more than the limit of %d tokens "
+                 "(model.ctx = %d, limits.max_prompt_tokens = %d); raise model.ctx in the "
+                 "config (and limits.max_prompt_tokens if set) above %d",
+                 n, KS_MIN(a->max_prompt, a->n_ctx - 1), a->n_ctx, a->max_prompt, n);
         free(*ids);
         *ids = NULL;
         n = -1;
@@ -643,6 +645,13 @@ void api_gen_handle(api_server *a, http_request *req, bool chat)
     int32_t n = build_prompt(a, req, root, chat, with_tools, &g, &ids);
     if (n < 0) {
         api_gen_release(&g);
+        goto done;
+    }
+    char fit_msg[512];
+    if (sch_prompt_fits(a->sch, g.policy ? g.policy_config : NULL, n, fit_msg,
+                        sizeof(fit_msg))) {
+        api_gen_release(&g);
+        api_respond_error(a, req, 400, fit_msg, "prompt");
         goto done;
     }
     j = calloc(1, sizeof(*j) + (size_t)g.n * sizeof(api_choice));

@@ -69,6 +69,12 @@ _Static_assert(sizeof(rt_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the 
 #define RT_MAX_HD 1024
 #define RT_SAMPLE_LAST 8 /* queries of a chunk that always score blocks */
 #define RT_SAMPLE_SPREAD 8
+#ifndef RT_DERIVE_BLOCK_DIV
+#define RT_DERIVE_BLOCK_DIV 32 /* block_tokens ~ context_length / 32 */
+#endif
+#ifndef RT_DERIVE_RETRIEVED
+#define RT_DERIVE_RETRIEVED 2 /* top_k * block_tokens ~ 2 * context_length */
+#endif
 
 typedef struct rt_table { /* per (layer, KV head) */
     kv_lm_set lm;
@@ -160,8 +166,8 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     rt_state *st = calloc(1, sizeof(*st));
     if (!st)
         return KS_ERR_NOMEM;
-    memcpy(&st->p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_retrieval),
-           sizeof(st->p));
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_retrieval, &mi, &st->p);
     st->pool = pool;
     st->n_layer = kv_seq_n_layer(seq);
     st->n_head_kv = kv_seq_n_head_kv(seq);
@@ -807,6 +813,48 @@ static const kv_param_desc rt_params_table[] = {
              "hot-set eviction: least recently used, or by score then LRU"),
 };
 
+/* Largest power of two <= x, clamped to [lo, hi]. */
+static int32_t rt_pow2_clamp(int64_t x, int32_t lo, int32_t hi)
+{
+    int32_t v = lo;
+    while (v < hi && (int64_t)v * 2 <= x)
+        v *= 2;
+    return v;
+}
+
+/* Everything scales with the trained context C (docs/policies.md, README "Retrieval
+ * defaults"). With window positions a query sees distances < window + chunk, so window C/2 and
+ * chunk C/4 keep it at 3C/4, inside what the model was trained on. Blocks of C/32 tokens make
+ * the needle a large part of its block's mean key (a 20-token sentence in a 64-token block of
+ * a 512 model does not drown in the filler around it), and top_k retrieves 2C tokens.
+ * dense_layers 0: a dense layer would see positions far past C. */
+static void rt_derive(void *params, uint64_t set, const kv_model_info *info)
+{
+    rt_params *p = params;
+    const kv_policy_desc *d = &kv_policy_desc_retrieval;
+    int64_t c = kv_model_ctx(info);
+    if (!kv_param_was_set(d, set, "window"))
+        p->window = (int32_t)KS_MAX(16, c / 2);
+    if (!kv_param_was_set(d, set, "chunk"))
+        p->chunk = (int32_t)KS_MAX(8, c / 4);
+    if (!kv_param_was_set(d, set, "block_tokens"))
+        p->block_tokens = rt_pow2_clamp(c / RT_DERIVE_BLOCK_DIV, 8, 128);
+    if (!kv_param_was_set(d, set, "top_k"))
+        p->top_k = (int32_t)KS_MAX(4, RT_DERIVE_RETRIEVED * c / p->block_tokens);
+    if (!kv_param_was_set(d, set, "dense_layers"))
+        p->dense_layers = 0;
+    if (!kv_param_was_set(d, set, "representatives"))
+        p->representatives = KS_MIN(p->representatives, p->block_tokens);
+}
+
+static const kv_param_rule rt_rules[] = {
+    {"block_tokens", "power of two <= context_length / 32, in 8..128"},
+    {"top_k", "2 * context_length / block_tokens"},
+    {"window", "context_length / 2"},
+    {"chunk", "context_length / 4"},
+    {"dense_layers", "0"},
+    {NULL, NULL}};
+
 static int rt_validate(const void *params, const char *table, ks_diag *d)
 {
     const rt_params *p = params;
@@ -868,4 +916,6 @@ const kv_policy_desc kv_policy_desc_retrieval = {
     .admission = rt_admission,
     .prefill_chunk = rt_prefill_chunk,
     .server_start = rt_server_start,
+    .derive = rt_derive,
+    .rules = rt_rules,
 };

@@ -36,6 +36,7 @@
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/quant.h"
+#include "kvcache/sink_recent.h"
 
 /* The parameters (kvcache.sink_window.*; table below). */
 typedef struct sw_params {
@@ -153,20 +154,10 @@ static int sw_evict(kv_seq *seq, sw_state *s, int32_t recent)
     for (int32_t l = 0; l < n_layer; l++) {
         for (int32_t h = 0; h < n_head; h++) {
             kv_head_table *t = kv_seq_table(seq, l, h);
-            int32_t sinks = KS_MIN(s->n_sink, t->n_tok);
-            int32_t rec = KS_MIN(recent, t->n_tok - sinks);
-            if (sinks + rec == t->n_tok)
-                continue;
-            if (ks_buf_reserve((void **)&s->keep, &s->cap_keep, sinks + rec + 1,
-                               sizeof(int32_t)))
-                return KS_ERR_NOMEM;
-            int32_t *keep = s->keep;
-            for (int32_t i = 0; i < sinks; i++)
-                keep[i] = i;
-            for (int32_t i = 0; i < rec; i++)
-                keep[sinks + i] = t->n_tok - rec + i;
-            int rc = kv_head_table_keep(t, keep, sinks + rec);
-            if (rc == 0 && s->compact)
+            bool changed;
+            int rc = kv_sink_recent_keep(t, s->n_sink, recent, &s->keep, &s->cap_keep,
+                                         &changed);
+            if (rc == 0 && changed && s->compact)
                 rc = sw_reposition(s, t);
             if (rc)
                 return rc;

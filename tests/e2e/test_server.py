@@ -388,7 +388,8 @@ def test_kv_policies(srv):
     check(len(seqs) == 1 and "retrieval" in seqs[0], "/v1/kv shows retrieval tiers")
     if seqs:
         p = seqs[0].get("params", {})
-        check(p.get("top_k") == 2 and p.get("chunk") == 64 and p.get("block_tokens") == 64
+        # block_tokens was not given: derived from the model (context_length / 32 = 16)
+        check(p.get("top_k") == 2 and p.get("chunk") == 64 and p.get("block_tokens") == 16
               and p.get("landmark") == "mean" and "spill_dir" in p,
               "/v1/kv retrieval params: %s" % p)
     pol = kv_state(srv).get("policy", {})
@@ -435,13 +436,16 @@ def test_limits_server():
         auth = {"Authorization": "Bearer sekrit"}
         st, _, _ = srv.req("GET", "/v1/models", headers=auth)
         check(st == 200, "200 with key")
-        # 503: a prompt that can never fit the 1 MiB KV budget waits, then times out
+        # 400 at once: a prompt that can never fit the 1 MiB KV budget under its policy says
+        # which limit (the pool, given the policy's bound) and how to raise it
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2}, headers=auth)
-        check(st == 503, "503 when the KV budget cannot hold the prompt (%d)" % st)
+        check(st == 400, "400 when the KV budget can never hold the prompt (%d)" % st)
         e = json.loads(out)["error"]
-        check(set(e) == {"message", "type", "param", "code"} and e["type"] == "unavailable_error"
-              and e["code"] == 503 and e["param"] is None, "503 body: %s" % e)
+        check(set(e) == {"message", "type", "param", "code"} and e["code"] == 400
+              and e["param"] == "prompt" and e["message"].startswith("pool limit")
+              and "kvcache.memory_mb" in e["message"] and "policy bound" in e["message"],
+              "pool-limit 400 body: %s" % e)
         # the same prompt under a bounded policy fits: admission counts what the policy keeps
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2, "temperature": 0,
@@ -449,6 +453,13 @@ def test_limits_server():
                              headers=auth)
         check(st == 200 and json.loads(out)["usage"]["prompt_tokens"] > 1024,
               "a prompt larger than the KV budget runs under sink_window (%d)" % st)
+        # past model.ctx (4096 here) even a bounded policy is refused, naming the key to raise
+        st, _, out = srv.req("POST", "/v1/completions",
+                             {"prompt": "the " * 5000, "max_tokens": 2,
+                              "kv_policy": {"name": "sink_window"}}, headers=auth)
+        e = json.loads(out)["error"]
+        check(st == 400 and e["message"].startswith("ctx limit") and "model.ctx" in e["message"],
+              "ctx-limit 400 names model.ctx: %d %s" % (st, e))
         # 429: one running, one queued, the third is refused
         socks = []
         body = json.dumps(dict(prompt="In the", max_tokens=4000, stream=True,

@@ -272,8 +272,9 @@ END_TEST
 
 START_TEST(test_policy_names)
 {
-    const char *names[] = {"full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval"};
-    ck_assert_int_eq(kv_policy_count(), 6);
+    const char *names[] = {"full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval",
+                           "hybrid"};
+    ck_assert_int_eq(kv_policy_count(), 7);
     for (int i = 0; i < kv_policy_count(); i++) {
         ck_assert_int_eq(kv_policy_kind_from_name(names[i]), i);
         ck_assert_str_eq(kv_policy_kind_name(i), names[i]);
