@@ -7,7 +7,7 @@
  *   common: [--threads N] [--chunk 512] [--ram-mb 32] [--spill-dir D] [--top-k 8]
  *           [--block 64] [--window 512] [--sink 4] [--dense 0] [--positions window|original]
  *           [--landmark mean|bounds|representative] [--selection head|layer]
- *           [--sw-window 508] [--eviction lru|score_lru]
+ *           [--sw-window 508] [--eviction lru|score_lru] [--profile heads.toml]
  *
  * speed: for each context length and policy, a fresh child process prefills that many tokens
  * (the --filler text repeated, else random ids) in chunks, then decodes --gen tokens; it
@@ -408,7 +408,7 @@ int main(int argc, char **argv)
                 {&o.pc, rt, "dense_layers", NULL}, {&o.pc, sw, "window", NULL},
                 {&o.pc, rt, "representatives", NULL}, {&o.pc, rt, "positions", NULL},
                 {&o.pc, rt, "landmark", NULL},     {&o.pc, rt, "selection", NULL},
-                {&o.pc, rt, "eviction", NULL}};
+                {&o.pc, rt, "eviction", NULL},     {&o.pc, "hybrid", "profile", NULL}};
 #define KNOB(name, i, h) {name, 0, KS_ARG_FUNC, &k[i], .parse = knob_arg, .help = h}
     const ks_arg args[] = {
         {"MODE", 0, KS_ARG_ENUM, &mode, .choices = kModes, .help = "what to measure",
@@ -440,6 +440,7 @@ int main(int argc, char **argv)
         KNOB("landmark", 10, "retrieval landmark"),
         KNOB("selection", 11, "retrieval selection"),
         KNOB("eviction", 12, "retrieval eviction"),
+        KNOB("profile", 13, "hybrid head-profile file (kvserve profile-heads)"),
     };
 #undef KNOB
     const ks_args_spec spec = {"bench_longctx",

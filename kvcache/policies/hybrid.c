@@ -159,17 +159,21 @@ static const kv_param_desc hy_params_table[] = {
      "head-profile file from `kvserve profile-heads`; `none`: every head keeps everything"},
 };
 
-/* window = context_length / 8: with one retrieval head in eight, the KV kept at the trained
- * length is about 1/8 + 7/8 * (1/8 + sinks) ~ 23% of full. */
+/* A streaming head keeps C/8 tokens, C/32 of them sinks (more sinks than StreamingLLM's 4:
+ * on kjv-tiny 16 sinks + 48 recent give a lower held-out perplexity than 4 + 60). With one
+ * keep_full head in eight, the KV held at the trained length C is 1/8 + 7/8 * 1/8 ~ 23% of
+ * full attention's. */
 static void hy_derive(void *params, uint64_t set, const kv_model_info *info)
 {
     hy_params *p = params;
-    if (!kv_param_was_set(&kv_policy_desc_hybrid, set, "window"))
-        p->window = KS_MAX(16, kv_model_ctx(info) / 8);
+    const kv_policy_desc *d = &kv_policy_desc_hybrid;
+    int32_t c = kv_model_ctx(info);
+    if (!kv_param_was_set(d, set, "n_sink")) p->n_sink = KS_MAX(1, c / 32);
+    if (!kv_param_was_set(d, set, "window")) p->window = KS_MAX(8, c / 8 - p->n_sink);
 }
 
-static const kv_param_rule hy_rules[] = {{"window", "context_length / 8"}, {NULL, NULL}};
-
+static const kv_param_rule hy_rules[] = {
+    {"n_sink", "context_length / 32"}, {"window", "context_length / 8 - n_sink"}, {NULL, NULL}};
 /* A named profile must exist and parse (its shape is checked against the model when a
  * sequence starts). */
 static int hy_validate(const void *params, const char *table, ks_diag *d)

@@ -453,6 +453,29 @@ static void score_head(const rt_state *st, int32_t l, int32_t h, const kv_query 
         }
 }
 
+/* cand[0..n) sorted by score; takes the best blocks each followed by its successor until k
+ * are taken, into cand[0..k). A query matches a block by what it looks for ("the pass key
+ * is"), while what it copies comes right after, often across the block boundary: the
+ * successor keeps the continuation of every match. Returns k. */
+static int32_t expand_successors(rt_head *hs, int32_t b0, int32_t n, int32_t k)
+{
+    double *taken = hs->tmp; /* [n]: 1 when block b0 + i is selected (scores are done) */
+    memset(taken, 0, (size_t)n * sizeof(double));
+    int32_t m = 0;
+    for (int32_t i = 0; i < n && m < k; i++) {
+        int32_t b = hs->cand[i].b - b0;
+        for (int32_t j = b; j <= b + 1 && j < n && m < k; j++)
+            if (!taken[j]) {
+                taken[j] = 1.0;
+                m++;
+            }
+    }
+    for (int32_t i = 0, w = 0; i < n && w < m; i++)
+        if (taken[i])
+            hs->cand[w++] = (rt_cand){.score = 0.0, .b = b0 + i};
+    return m;
+}
+
 /* Fills hs->cand[0..*n_sel) with the selected blocks (ascending) among [b0, b1). */
 static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q, int32_t b0,
                           int32_t b1, int64_t target, int32_t *n_sel)
@@ -472,8 +495,10 @@ static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q,
         score_head(st, l, h, q, q->q, hs->cand, hs->tmp, b0, n, target);
     }
     int32_t k = KS_MIN(st->p.top_k, n);
-    if (k < n)
+    if (k < n) {
         qsort(hs->cand, (size_t)n, sizeof(rt_cand), cand_by_score);
+        k = expand_successors(hs, b0, n, k);
+    }
     qsort(hs->cand, (size_t)k, sizeof(rt_cand), cand_by_block);
     *n_sel = k;
     hs->n_selected += k;
