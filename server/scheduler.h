@@ -125,6 +125,7 @@ typedef struct sch_seq_info {
     int32_t n_layer;
     int64_t *tokens_kept; /* [n_layer] summed over KV heads */
     size_t bytes;
+    size_t kv_token_bytes; /* K + V bytes of one token in one (layer, KV head) table */
     int32_t n_prompt;
     int32_t n_generated;
     int32_t policy_kind;           /* registry index of its policy */

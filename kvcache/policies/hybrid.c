@@ -155,8 +155,9 @@ static const kv_param_desc hy_params_table[] = {
     {"window", KV_PARAM_INT, offsetof(hy_params, window), 1, 1 << 24, 64, NULL, NULL, false,
      "most recent tokens a streaming head keeps"},
     {"profile", KV_PARAM_PATH, offsetof(hy_params, profile), 0, 0, 0, HY_NO_PROFILE, NULL,
-     false,
-     "head-profile file from `kvserve profile-heads`; `none`: every head keeps everything"},
+     true,
+     "head-profile file from `kvserve profile-heads`; `none`: every head keeps everything "
+     "(server-only: a request cannot make the server read a file)"},
 };
 
 /* A streaming head keeps C/8 tokens, C/32 of them sinks (more sinks than StreamingLLM's 4:

@@ -481,6 +481,64 @@ def test_limits_server():
         srv.stop()
 
 
+def test_hybrid_server():
+    """profile-heads writes a profile; a server naming it runs `hybrid`, whose /v1/kv and
+    /metrics show more KV bytes in the layer of the profile's full heads; a request naming a
+    bad profile gets a 400 that names the field inside the file."""
+    d = tempfile.mkdtemp(prefix="kvserve-e2e-hybrid-")
+    prof = os.path.join(d, "heads.toml")
+    r = subprocess.run([BIN, "profile-heads", "--model", MODEL, "--out", prof, "--prompts", "4",
+                        "--threads", "2"], capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0 and os.path.exists(prof), "profile-heads writes a profile: %s"
+          % r.stderr[-300:])
+    if r.returncode != 0:
+        return
+    text = open(prof).read()
+    flags = [int(x) for x in text.split("keep_full = [")[1].split("]")[0].split(",")]
+    check(len(flags) == 8 and sum(flags) == 1, "one full head of 8 on kjv-tiny: %s" % flags)
+    full_layer = flags.index(1) // 2
+    bad = os.path.join(d, "bad.toml")
+    with open(bad, "w") as f:
+        f.write(text.replace("keep_full = [", "keep_full = [7, "))
+    # a config naming a bad profile: the server refuses to start, naming the field
+    cfg = os.path.join(d, "bad-config.toml")
+    with open(cfg, "w") as f:
+        f.write('[server]\nport = %d\n[kvcache.hybrid]\nprofile = "%s"\n' % (free_port(), bad))
+    r = subprocess.run([BIN, "serve", "--config", cfg, "--model", MODEL], capture_output=True,
+                       text=True, timeout=60)
+    check(r.returncode != 0 and "kvcache.hybrid.profile" in r.stderr and "keep_full" in r.stderr,
+          "a bad profile in the config stops the server naming the field: %s" % r.stderr[-300:])
+    srv = Server('[kvcache.hybrid]\nprofile = "%s"\n' % prof)
+    try:
+        # the profile is server-only: a request cannot make the server read a file
+        st, _, out = srv.req("POST", "/v1/completions", {
+            "prompt": "In the beginning", "max_tokens": 2,
+            "kv_policy": {"name": "hybrid", "profile": bad}})
+        check(st == 400 and "profile" in json.loads(out)["error"]["message"],
+              "a request cannot name a profile file (%d)" % st)
+        long_prompt = " ".join(PROMPTS) * 6
+        s = open_stream(srv, dict(prompt=long_prompt, max_tokens=3000, temperature=0,
+                                  kv_policy={"name": "hybrid"}))
+        time.sleep(0.3)
+        seqs = [q for q in kv_state(srv)["sequences"] if q["policy"] == "hybrid"]
+        check(len(seqs) == 1, "/v1/kv lists the hybrid sequence")
+        if seqs:
+            b = seqs[0].get("kv_bytes_per_layer", [])
+            check(len(b) == 4 and all(b[full_layer] > b[l] for l in range(4) if l != full_layer),
+                  "hybrid keeps more KV bytes in layer %d (full head): %s" % (full_layer, b))
+            # 2 KV heads x (n_sink + window = 64 tokens) x 2 (K, V) x 32 dims x 2 bytes (f16)
+            check(all(x <= 2 * 64 * 2 * 32 * 2 for l, x in enumerate(b) if l != full_layer),
+                  "streaming-only layers hold n_sink + window tokens per head: %s" % b)
+        _, _, out = srv.req("GET", "/metrics")
+        lines = [l for l in out.decode().splitlines()
+                 if l.startswith("kvserve_kv_bytes_per_layer{")]
+        check(len(lines) == 4, "/metrics has KV bytes for each of the 4 layers")
+        s.close()
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+
+
 def main():
     if not os.path.exists(MODEL):
         print("model missing:", MODEL)
@@ -501,6 +559,7 @@ def main():
         if srv.proc.poll() is None:
             srv.proc.kill()
     test_limits_server()
+    test_hybrid_server()
     print("%d failures" % len(FAILS))
     return 1 if FAILS else 0
 
