@@ -197,13 +197,24 @@ static int run_speed(const opts *o)
     static const char *const keys[] = {"ram_mb", "top_k", "block_tokens", "window", "n_sink",
                                        "dense_layers"};
     const kv_policy_desc *rd = kv_policy_desc_find("retrieval");
-    for (size_t k = 0; rd && k < KS_ARRAY_LEN(keys); k++) {
+    kv_model_info mi = {0, 0, 0, 0}; /* the parameters as the children resolve them */
+    model *m;
+    ks_diag md;
+    if (model_load(o->model, &m, &md) == 0) {
+        const model_hparams *hp = model_get_hparams(m);
+        mi = (kv_model_info){hp->n_ctx_train, hp->n_layer, hp->n_head_kv, hp->head_dim};
+        model_free(m);
+    }
+    kv_policy_params rp;
+    kv_policy_params_resolve(&o->pc, rd, &mi, rp.bytes);
+    for (size_t k = 0; k < KS_ARRAY_LEN(keys); k++) {
         char v[64];
-        kv_param_format(kv_policy_config_params(&o->pc, rd),
-                        kv_param_find(kv_policy_desc_index(rd), keys[k]), v, sizeof(v));
+        kv_param_format(rp.bytes, kv_param_find(kv_policy_desc_index(rd), keys[k]), v,
+                        sizeof(v));
         printf("%s=%s ", keys[k], v);
     }
-    printf("chunk=%lld threads=%lld\n", (long long)o->chunk, (long long)o->threads);
+    printf("chunk=%d threads=%lld\n", rd->prefill_chunk(rp.bytes, (int32_t)o->chunk),
+           (long long)o->threads);
     printf("| context | policy    | prefill/s | decode/s | RSS MiB  | blk RAM | blk disk | hit    "
            "| read MiB |\n|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);

@@ -128,13 +128,13 @@ START_TEST(test_hybrid_params)
     kv_policy_config_defaults(&pc);
     ks_diag d;
     ck_assert_int_eq(kv_policy_config_validate(&pc, &d), 0); /* profile "none" is valid */
-    /* n_sink = C / 32 and window = C / 8 - n_sink, by hand */
+    /* n_sink = C / 32 and window = C / 8 + 4 - n_sink, by hand */
     ck_assert_int_eq(hy_resolved(&pc, 512, "n_sink"), 16);
-    ck_assert_int_eq(hy_resolved(&pc, 512, "window"), 48);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "window"), 52);
     ck_assert_int_eq(hy_resolved(&pc, 4096, "n_sink"), 128);
-    ck_assert_int_eq(hy_resolved(&pc, 4096, "window"), 384);
+    ck_assert_int_eq(hy_resolved(&pc, 4096, "window"), 388);
     pseti(&pc, "hybrid", "n_sink", 4);
-    ck_assert_int_eq(hy_resolved(&pc, 512, "window"), 60);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "window"), 64);
     /* out of range: named */
     pseti(&pc, "hybrid", "window", 0);
     ck_assert_int_eq(kv_policy_config_validate(&pc, &d), KS_ERR_RANGE);
