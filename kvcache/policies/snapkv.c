@@ -498,7 +498,7 @@ static void snapkv_derive(void *params, uint64_t set, const kv_model_info *info)
 {
     snapkv_params *p = params;
     if (!kv_param_was_set(&kv_policy_desc_snapkv, set, "budget"))
-        p->budget = KS_MAX(p->window, kv_model_ctx(info) / 4);
+        p->budget = KS_MAX(1, kv_model_ctx(info) / 4);
 }
 
 static const kv_param_rule snapkv_rules[] = {{"budget", "context_length / 4"}, {NULL, NULL}};
