@@ -359,7 +359,8 @@ typedef struct text_sents {
     int32_t n;
 } text_sents;
 
-/* Splits the text into sentences (ending at ". ", "? ", "! " or a newline) with token counts. */
+/* Splits the text into sentences and clauses (ending at ". ", "? ", "! ", "; ", ": " or a
+ * newline) with token counts: fine pieces, so prompts come close to their target length. */
 static int sents_split(const ev_env *e, const char *text, text_sents *ts)
 {
     size_t len = strlen(text), cap = 1024, i = 0;
@@ -371,7 +372,8 @@ static int sents_split(const ev_env *e, const char *text, text_sents *ts)
             i++;
         size_t j = i;
         while (j < len && text[j] != '\n' &&
-               !((text[j] == '.' || text[j] == '?' || text[j] == '!') &&
+               !((text[j] == '.' || text[j] == '?' || text[j] == '!' || text[j] == ';' ||
+                  text[j] == ':') &&
                  (j + 1 == len || text[j + 1] == ' ' || text[j + 1] == '\n')))
             j++;
         if (j < len && text[j] != '\n') j++;
@@ -401,21 +403,10 @@ static uint64_t rng_next(uint64_t *st)
     return z ^ (z >> 31);
 }
 
-/* A passkey prompt of about `target` tokens: filler from sentence `first` on (wrapping) with
- * the needle at `depth` (0..1) of it, then the question. malloc'd. */
-static char *pk_prompt(const text_sents *ts, int32_t target, double depth, int32_t first,
-                       int32_t key)
+/* The prompt with n_s filler sentences from `first` on and the needle before sentence `at`. */
+static char *pk_build(const text_sents *ts, const char *needle, const char *question, int32_t first,
+                      int32_t n_s, int32_t at)
 {
-    char needle[128];
-    snprintf(needle, sizeof(needle), "The pass key is %d. Remember it. %d is the pass key.", key,
-             key);
-    const char *question = "What is the pass key? The pass key is";
-    int32_t fill = target - 36, n_s = 0, acc = 0; /* BOS + needle + question: ~36 tokens */
-    while (acc < fill) {
-        acc += ts->n_tok[(first + n_s) % ts->n];
-        n_s++;
-    }
-    int32_t at = (int32_t)(depth * n_s + 0.5);
     size_t cap = 256 + strlen(needle) + strlen(question), len = 0;
     for (int32_t i = 0; i < n_s; i++)
         cap += strlen(ts->s[(first + i) % ts->n]) + 1;
@@ -427,6 +418,36 @@ static char *pk_prompt(const text_sents *ts, int32_t target, double depth, int32
     }
     sprintf(out + len, "%s", question);
     return out;
+}
+
+/* A passkey prompt of at most `target` tokens (the most filler sentences that fit, from
+ * sentence `first` on, wrapping) with the needle at `depth` (0..1) of the filler, then the
+ * question. malloc'd. */
+static char *pk_prompt(const ev_env *e, const text_sents *ts, int32_t target, double depth,
+                       int32_t first, int32_t key)
+{
+    char needle[128];
+    snprintf(needle, sizeof(needle), "The pass key is %d. Remember it. %d is the pass key.", key,
+             key);
+    const char *question = "What is the pass key? The pass key is";
+    int32_t n_s = 0, acc = 0; /* a first guess from the sentences' own token counts */
+    while (n_s < 1000000 && acc + ts->n_tok[(first + n_s) % ts->n] <= target - 48)
+        acc += ts->n_tok[(first + n_s++) % ts->n];
+    char *best = NULL; /* then exact: the most sentences whose prompt fits the target */
+    for (int step = 0; step < 256 && n_s >= 0; step++) {
+        char *p = pk_build(ts, needle, question, first, n_s, (int32_t)(depth * n_s + 0.5));
+        if (!p) break;
+        if (tok_encode(e->vocab, p, strlen(p), true, false, NULL, 0) <= target || n_s == 0) {
+            free(best);
+            best = p;
+            n_s++;
+        } else {
+            free(p);
+            if (best) break;
+            n_s--;
+        }
+    }
+    return best;
 }
 
 typedef struct pk_result {
@@ -453,7 +474,7 @@ static int pk_trial(ev_env *e, const ev_policy *p, const char *prompt, int32_t k
         return rc;
     }
     double t0 = ks_time_now();
-    rc = seq_feed(e, seq, toks, n, pol_chunk(e, p, 128), false, NULL);
+    rc = seq_feed(e, seq, toks, n, pol_chunk(e, p, 256), false, NULL);
     r->prefill_s += ks_time_now() - t0;
     r->tokens += n;
     int32_t out[8], n_out = 0, V = e->hp->n_vocab;
@@ -496,7 +517,7 @@ static int pk_run(ev_env *e, const ev_opts *o, const text_sents *ts, const ev_po
     for (int32_t t = 0; t < trials && !rc; t++) {
         int32_t key = 10000 + (int32_t)(rng_next(&st) % 90000);
         double depth = (t + 0.2 + 0.6 * (double)(rng_next(&st) % 1000) / 1000.0) / trials;
-        char *prompt = pk_prompt(ts, target, depth, (int32_t)(rng_next(&st) % ts->n), key);
+        char *prompt = pk_prompt(e, ts, target, depth, (int32_t)(rng_next(&st) % ts->n), key);
         rc = prompt ? pk_trial(e, p, prompt, key, depth, r) : KS_ERR_NOMEM;
         free(prompt);
     }
@@ -658,10 +679,11 @@ static int part_budget(ev_env *e, const ev_opts *o, const text_sents *ts, const 
     return 0;
 }
 
-/* Prompts per point: all at 1x and 4x, fewer beyond (prefill cost grows with length). */
+/* Prompts per point: all at 1x and 4x, fewer beyond (prefill cost grows with length): 16x
+ * gets 2/3 of them, 64x 1/6 (at least 2). */
 static int32_t trials_at(const ev_opts *o, double mult)
 {
-    return mult <= 4 ? o->trials : KS_MAX(4, KS_MIN(o->trials, (int32_t)(o->trials * 8 / mult)));
+    return mult <= 4 ? o->trials : KS_MAX(2, KS_MIN(o->trials, (int32_t)(o->trials * 8 / mult)));
 }
 
 static int part_lengths(ev_env *e, const ev_opts *o, const text_sents *ts, const ev_policy *pol,
@@ -676,7 +698,7 @@ static int part_lengths(ev_env *e, const ev_opts *o, const text_sents *ts, const
         for (int i = 0; i < np; i++) {
             pk_result r;
             memset(&r, 0, sizeof(r));
-            double need = pol_reserve_bytes(e, &pol[i], target, pol_chunk(e, &pol[i], 128));
+            double need = pol_reserve_bytes(e, &pol[i], target, pol_chunk(e, &pol[i], 256));
             int rc = 0;
             if (need > (double)o->seq_kv_mb * 1048576.0) {
                 snprintf(r.skip_buf, sizeof(r.skip_buf),
