@@ -270,10 +270,15 @@ int kv_policy_config_resolve(kv_policy_config *pc, const kv_model_info *info, ks
             if (strncmp(d->key, "kvcache.", 8) || strncmp(d->key + 8, pd->name, nl) ||
                 d->key[8 + nl] != '.')
                 continue;
-            const char *rule = kv_param_rule_of(pd, dot + 1);
-            if (rule && !kv_param_was_set(pd, pc->set[k], dot + 1)) {
+            /* name the values derived for this model, which the rule may have broken */
+            for (const kv_param_rule *r = pd->rules; r && r->key; r++) {
+                const kv_param_desc *p = kv_param_find(k, r->key);
+                if (!p || kv_param_was_set(pd, pc->set[k], r->key)) continue;
+                char v[64];
+                kv_param_format(pc->params[k].bytes, p, v, sizeof(v));
                 size_t l = strlen(d->msg);
-                snprintf(d->msg + l, sizeof(d->msg) - l, " (derived: %s)", rule);
+                snprintf(d->msg + l, sizeof(d->msg) - l, "%s %s = %s (%s)",
+                         r == pd->rules ? "; derived for this model:" : ",", r->key, v, r->rule);
             }
         }
     }

@@ -186,7 +186,8 @@ void kv_policy_params_resolve(const kv_policy_config *pc, const kv_policy_desc *
 /* Resolves every policy's parameters of pc in place for the model (server start, a request's
  * policy); explicit values are kept, so resolving again (e.g. after a request changes
  * `budget`) re-derives the rest. Then validates: errors as kv_policy_config_validate, the
- * message saying the value was derived ("(derived: context_length / 4)"). */
+ * message naming the values derived for this model ("; derived for this model: budget =
+ * 128 (context_length / 4)"). */
 int kv_policy_config_resolve(kv_policy_config *pc, const kv_model_info *info, ks_diag *d) KS_WUR;
 
 /* Index of name in a NULL-terminated list, or KS_ERR_INVALID (also for name == NULL). */

@@ -28,6 +28,7 @@ typedef struct snap_config {
     int32_t interval;       /* re-compress every N generated tokens (0 = never) */
     int32_t beta;           /* pyramid steepness */
     snap_compress_at compress_at;
+    int32_t hold; /* > 0: a prompt chunk taking the largest table past it is compressed */
     /* Tokens kept in `layer` of n_layer (window included) for a prompt of n tokens and an
      * average budget C. NULL = C in every layer (SnapKV); pyramid.c passes PyramidKV's ramp.
      * A hook rather than a call keeps the arrow one way: pyramid uses snapkv, not back. */
@@ -39,6 +40,9 @@ typedef struct snap_config {
  * odd kernel (ranges are in their tables). `table` is "kvcache.NAME". */
 int snap_validate_selection(int32_t budget, int32_t window, int32_t kernel, const char *table,
                             ks_diag *d);
+
+/* The admission bound of both policies: the whole prompt, or hold + one chunk (hold > 0). */
+int64_t snap_admission(int32_t hold, int64_t n_tokens, int64_t chunk);
 
 /* Creates the per-sequence state (checks cfg: KS_ERR_INVALID). */
 int snap_state_create(kv_seq *seq, const snap_config *cfg, void **state);

@@ -490,6 +490,38 @@ START_TEST(test_snap_deferred_naive)
 }
 END_TEST
 
+/* A prompt longer than `hold` never waits for a decode token: each chunk that takes the
+ * tables past hold is compressed at once, so a table never holds more than hold + one chunk,
+ * which is the admission bound the descriptor reports. */
+START_TEST(test_snap_hold_bounds_prompt)
+{
+    const char *pol = _i ? "pyramid" : "snapkv";
+    const int32_t hold = 100, chunk = 50, n_chunks = 8;
+    kv_policy_config pc = config_defaults();
+    pseti(&pc, pol, "budget", 40);
+    pseti(&pc, pol, "hold", hold);
+    rig r;
+    rig_open(&r, pol, &pc, 2, 2, 2, KS_DTYPE_F32, 400);
+    for (int32_t c = 0; c < n_chunks; c++) {
+        rig_chunk(&r, chunk, true, c == n_chunks - 1, true, -1, NULL);
+        for (int32_t l = 0; l < 2; l++)
+            ck_assert_int_le(kv_seq_tokens_kept(r.seq, l), 2 * (hold + chunk));
+        check_blocks(&r);
+    }
+    ck_assert_int_gt(kv_seq_tokens_kept(r.seq, 0), 2 * 40); /* the prompt's end waits */
+    rig_chunk(&r, 1, false, false, true, -1, NULL);
+    ck_assert_int_le(kv_seq_tokens_kept(r.seq, 1), 2 * 40);
+    rig_close(&r);
+    const kv_policy_desc *d = kv_policy_desc_find(pol);
+    int32_t dense = 0;
+    ck_assert_int_eq(d->admission(kv_policy_config_params(&pc, d), 401, chunk, 2, &dense),
+                     hold + chunk);
+    ck_assert_int_eq(d->admission(kv_policy_config_params(&pc, d), 120, chunk, 2, &dense), 120);
+    pseti(&pc, pol, "hold", 0); /* 0: the whole prompt is held */
+    ck_assert_int_eq(d->admission(kv_policy_config_params(&pc, d), 401, chunk, 2, &dense), 401);
+}
+END_TEST
+
 /* H2O against a naive simulation: every query's attention is added to each cached key's
  * score; after each chunk the newest `recent` keys and the `heavy` best older ones stay. */
 START_TEST(test_h2o_naive)
@@ -720,6 +752,7 @@ static Suite *policies_suite(void)
     tcase_add_test(tc, test_pyramid_schedule_fallbacks);
     tcase_add_loop_test(tc, test_snap_selection_naive, 0, (int)KS_ARRAY_LEN(kSnapCases));
     tcase_add_loop_test(tc, test_snap_deferred_naive, 0, (int)KS_ARRAY_LEN(kSnapCases));
+    tcase_add_loop_test(tc, test_snap_hold_bounds_prompt, 0, 2);
     tcase_add_test(tc, test_h2o_naive);
     tcase_add_loop_test(tc, test_sink_window_compact, 0, 3);
     tcase_add_loop_test(tc, test_big_budget_equals_full, 0, 4);
