@@ -15,6 +15,8 @@ static void usage(FILE *f)
                "  perplexity  perplexity of a text file (--model M --file F)\n"
                "  tokenize    tokenize stdin (--model M)\n"
                "  policies    list the KV policies and their parameters (--markdown)\n"
+               "  profile-heads  score each (layer, KV head) on a passkey task, write a head\n"
+               "              profile for the hybrid policy (--model M --out FILE)\n"
                "run `kvserve <command> --help` for the options of one command\n");
 }
 
@@ -30,6 +32,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "perplexity")) return cli_perplexity_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cli_tokenize_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "policies")) return cli_policies_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "profile-heads")) return cli_profile_heads_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

@@ -7,8 +7,9 @@
  *   common: [--threads N] [--chunk 512] [--ram-mb 32] [--spill-dir D] [--top-k 8]
  *           [--block 64] [--window 512] [--sink 4] [--dense 0] [--positions window|original]
  *           [--landmark mean|bounds|representative] [--selection head|layer]
- *           [--sw-window 508] [--eviction lru|score_lru] [--kv-dtype T] [--k-dtype T]
- *           [--v-dtype T]   (KV storage types, kvtype.h; f16 by default)
+ *           [--sw-window 508] [--eviction lru|score_lru] [--profile heads.toml]
+ *           [--kv-dtype T] [--k-dtype T] [--v-dtype T]   (KV storage types, kvtype.h; f16 by
+ *           default)
  *
  * speed: for each context length and policy, a fresh child process prefills that many tokens
  * (the --filler text repeated, else random ids) in chunks, then decodes --gen tokens; it
@@ -63,6 +64,20 @@ static const kv_policy *policy_args(const opts *o, const char *name, const engin
                           .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
                           .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
     return kv_policy_find(name);
+}
+
+/* The prefill chunk policy `name` accepts (its parameters resolved for the model), given the
+ * --chunk asked for: retrieval with window positions needs window + chunk inside the trained
+ * context. */
+static int32_t policy_chunk(const opts *o, const char *name, const kv_policy_args *a)
+{
+    const kv_policy_desc *d = kv_policy_desc_find(name);
+    if (!d || !d->prefill_chunk)
+        return (int32_t)o->chunk;
+    kv_policy_params p;
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(&o->pc, d, &mi, p.bytes);
+    return d->prefill_chunk(p.bytes, (int32_t)o->chunk);
 }
 
 /* Prefills toks[0..n) in chunks; logits of the last token into `logits`. */
@@ -120,7 +135,8 @@ static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
         return 1;
     }
     /* Tokens are made chunk by chunk so the harness adds nothing that grows with n_ctx. */
-    int32_t *toks = malloc((size_t)o->chunk * sizeof(int32_t));
+    int32_t chunk = policy_chunk(o, pol_name, &a);
+    int32_t *toks = malloc((size_t)chunk * sizeof(int32_t));
     float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
     /* Filler prose repeated (random ids drive a real model into denormal-heavy, unnatural
      * activations and distort timings); random ordinary ids without --filler. */
@@ -137,8 +153,8 @@ static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
     int32_t bos = tok_bos(model_get_vocab(e.m));
     double t0 = ks_time_now();
     int rc = 0;
-    for (int32_t c0 = 0; c0 < n_ctx && !rc; c0 += (int32_t)o->chunk) {
-        int32_t m = (int32_t)KS_MIN(o->chunk, n_ctx - c0);
+    for (int32_t c0 = 0; c0 < n_ctx && !rc; c0 += chunk) {
+        int32_t m = KS_MIN(chunk, n_ctx - c0);
         for (int32_t i = 0; i < m; i++) {
             r = r * 6364136223846793005ull + 1442695040888963407ull;
             toks[i] = nft > 0 ? ft[(c0 + i) % nft]
@@ -187,13 +203,24 @@ static int run_speed(const opts *o)
     static const char *const keys[] = {"ram_mb", "top_k", "block_tokens", "window", "n_sink",
                                        "dense_layers"};
     const kv_policy_desc *rd = kv_policy_desc_find("retrieval");
-    for (size_t k = 0; rd && k < KS_ARRAY_LEN(keys); k++) {
+    kv_model_info mi = {0, 0, 0, 0}; /* the parameters as the children resolve them */
+    model *m;
+    ks_diag md;
+    if (model_load(o->model, &m, &md) == 0) {
+        const model_hparams *hp = model_get_hparams(m);
+        mi = (kv_model_info){hp->n_ctx_train, hp->n_layer, hp->n_head_kv, hp->head_dim};
+        model_free(m);
+    }
+    kv_policy_params rp;
+    kv_policy_params_resolve(&o->pc, rd, &mi, rp.bytes);
+    for (size_t k = 0; k < KS_ARRAY_LEN(keys); k++) {
         char v[64];
-        kv_param_format(kv_policy_config_params(&o->pc, rd),
-                        kv_param_find(kv_policy_desc_index(rd), keys[k]), v, sizeof(v));
+        kv_param_format(rp.bytes, kv_param_find(kv_policy_desc_index(rd), keys[k]), v,
+                        sizeof(v));
         printf("%s=%s ", keys[k], v);
     }
-    printf("chunk=%lld threads=%lld\n", (long long)o->chunk, (long long)o->threads);
+    printf("chunk=%d threads=%lld\n", rd->prefill_chunk(rp.bytes, (int32_t)o->chunk),
+           (long long)o->threads);
     printf("| context | policy    | prefill/s | decode/s | RSS MiB  | blk RAM | blk disk | hit    "
            "| read MiB |\n|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
@@ -330,7 +357,7 @@ static int run_passkey(const opts *o)
                 kv_seq *seq;
                 if (!pol || n > max_len * 2 || engine_new_seq_args(&e, pol, &a, &seq))
                     return 1;
-                int rc = prefill(&e, seq, toks, n, (int32_t)o->chunk, logits);
+                int rc = prefill(&e, seq, toks, n, policy_chunk(o, pn, &a), logits);
                 char outbuf[64] = "", *w = outbuf;
                 for (int g = 0; g < 7 && !rc; g++) {
                     int32_t t = argmax(logits, hp->n_vocab);
@@ -387,8 +414,7 @@ int main(int argc, char **argv)
               .policies = "full,retrieval", .kv = {KS_DTYPE_F16, KS_DTYPE_F16}};
     kv_policy_config_defaults(&o.pc);
     const char *rt = "retrieval", *sw = "sink_window";
-    if (kv_policy_config_set(&o.pc, rt, "ram_mb", "32") ||
-        kv_policy_config_set(&o.pc, rt, "dense_layers", "0"))
+    if (kv_policy_config_set(&o.pc, rt, "ram_mb", "32"))
         return 1;
     static const char *const kModes[] = {"speed", "passkey", NULL};
     const char *ctx = o.ctx, *lengths = o.lengths, *policies = o.policies;
@@ -399,7 +425,7 @@ int main(int argc, char **argv)
                 {&o.pc, rt, "dense_layers", NULL}, {&o.pc, sw, "window", NULL},
                 {&o.pc, rt, "representatives", NULL}, {&o.pc, rt, "positions", NULL},
                 {&o.pc, rt, "landmark", NULL},     {&o.pc, rt, "selection", NULL},
-                {&o.pc, rt, "eviction", NULL}};
+                {&o.pc, rt, "eviction", NULL},     {&o.pc, "hybrid", "profile", NULL}};
 #define KNOB(name, i, h) {name, 0, KS_ARG_FUNC, &k[i], .parse = knob_arg, .help = h}
     const ks_arg args[] = {
         {"MODE", 0, KS_ARG_ENUM, &mode, .choices = kModes, .help = "what to measure",
@@ -425,13 +451,14 @@ int main(int argc, char **argv)
         KNOB("block", 3, "retrieval block_tokens"),
         KNOB("window", 4, "retrieval window"),
         KNOB("sink", 5, "retrieval and sink_window n_sink"),
-        KNOB("dense", 6, "retrieval dense_layers (default here 0)"),
+        KNOB("dense", 6, "retrieval dense_layers"),
         KNOB("sw-window", 7, "sink_window window"),
         KNOB("reps", 8, "retrieval representatives"),
         KNOB("positions", 9, "retrieval positions"),
         KNOB("landmark", 10, "retrieval landmark"),
         KNOB("selection", 11, "retrieval selection"),
         KNOB("eviction", 12, "retrieval eviction"),
+        KNOB("profile", 13, "hybrid head-profile file (kvserve profile-heads)"),
     };
 #undef KNOB
     const ks_args_spec spec = {"bench_longctx",
@@ -445,12 +472,10 @@ int main(int argc, char **argv)
     snprintf(o.ctx, sizeof(o.ctx), "%s", ctx);
     snprintf(o.lengths, sizeof(o.lengths), "%s", lengths);
     snprintf(o.policies, sizeof(o.policies), "%s", policies);
-    char chunk[32];
-    snprintf(chunk, sizeof(chunk), "%lld", (long long)o.chunk);
     ks_diag d;
     ks_diag_clear(&d);
-    if (kv_policy_config_set(&o.pc, rt, "chunk", chunk) || kv_policy_config_validate(&o.pc, &d)) {
-        fprintf(stderr, "bench_longctx: %s\n", d.msg[0] ? d.msg : "bad --chunk");
+    if (kv_policy_config_validate(&o.pc, &d)) {
+        fprintf(stderr, "bench_longctx: %s\n", d.msg);
         return 2;
     }
     const kv_policy_desc *rd = kv_policy_desc_find(rt);

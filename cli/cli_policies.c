@@ -29,7 +29,12 @@ static void print_plain(void)
             const kv_param_desc *p = &d->params_table[i];
             char def[KV_PARAM_PATH_MAX];
             kv_param_format_default(p, def, sizeof(def));
-            printf("  %-16s %s%s\n", p->key, def, p->server_only ? " (server only)" : "");
+            const char *rule = kv_param_rule_of(d, p->key);
+            if (rule)
+                printf("  %-16s %s (else %s)%s\n", p->key, rule, def,
+                       p->server_only ? " (server only)" : "");
+            else
+                printf("  %-16s %s%s\n", p->key, def, p->server_only ? " (server only)" : "");
         }
     }
 }

@@ -208,6 +208,83 @@ int kv_policy_config_validate(const kv_policy_config *pc, ks_diag *d)
     return KS_OK;
 }
 
+/* ---- defaults derived from the model ---- */
+
+int32_t kv_model_ctx(const kv_model_info *info)
+{
+    return info && info->n_ctx_train > 0 ? info->n_ctx_train : KV_MODEL_CTX_FALLBACK;
+}
+
+static int32_t param_index(const kv_policy_desc *d, const char *key)
+{
+    for (int32_t i = 0; d && key && i < d->n_params && i < KV_POLICY_MAX_PARAMS; i++)
+        if (strcmp(d->params_table[i].key, key) == 0) return i;
+    return -1;
+}
+
+bool kv_param_was_set(const kv_policy_desc *d, uint64_t set, const char *key)
+{
+    int32_t i = param_index(d, key);
+    return i >= 0 && (set >> i & 1u);
+}
+
+void kv_param_mark_set(kv_policy_config *pc, int32_t kind, const kv_param_desc *p)
+{
+    const kv_policy_desc *d = kv_policy_desc_at(kind);
+    if (!d || kind >= KV_POLICY_MAX) return;
+    ptrdiff_t i = p - d->params_table;
+    if (i >= 0 && i < d->n_params && i < KV_POLICY_MAX_PARAMS) pc->set[kind] |= (uint64_t)1 << i;
+}
+
+const char *kv_param_rule_of(const kv_policy_desc *d, const char *key)
+{
+    for (const kv_param_rule *r = d ? d->rules : NULL; r && r->key; r++)
+        if (strcmp(r->key, key) == 0) return r->rule;
+    return NULL;
+}
+
+void kv_policy_params_resolve(const kv_policy_config *pc, const kv_policy_desc *d,
+                              const kv_model_info *info, void *out)
+{
+    memcpy(out, kv_policy_config_params(pc, d), d->params_size);
+    int32_t k = kv_policy_desc_index(d);
+    uint64_t set = pc && k >= 0 && k < KV_POLICY_MAX ? pc->set[k] : 0;
+    kv_model_info none = {0, 0, 0, 0};
+    if (d->derive) d->derive(out, set, info ? info : &none);
+}
+
+int kv_policy_config_resolve(kv_policy_config *pc, const kv_model_info *info, ks_diag *d)
+{
+    for (int32_t k = 0; k < kv_policy_count() && k < KV_POLICY_MAX; k++) {
+        const kv_policy_desc *pd = kv_policy_registry_[k];
+        kv_policy_params tmp;
+        kv_policy_params_resolve(pc, pd, info, tmp.bytes);
+        memcpy(pc->params[k].bytes, tmp.bytes, pd->params_size);
+    }
+    int rc = kv_policy_config_validate(pc, d);
+    if (rc && d) { /* say when the offending value was derived rather than given */
+        const char *dot = strrchr(d->key, '.');
+        for (int32_t k = 0; dot && k < kv_policy_count(); k++) {
+            const kv_policy_desc *pd = kv_policy_registry_[k];
+            size_t nl = strlen(pd->name);
+            if (strncmp(d->key, "kvcache.", 8) || strncmp(d->key + 8, pd->name, nl) ||
+                d->key[8 + nl] != '.')
+                continue;
+            /* name the values derived for this model, which the rule may have broken */
+            for (const kv_param_rule *r = pd->rules; r && r->key; r++) {
+                const kv_param_desc *p = kv_param_find(k, r->key);
+                if (!p || kv_param_was_set(pd, pc->set[k], r->key)) continue;
+                char v[64];
+                kv_param_format(pc->params[k].bytes, p, v, sizeof(v));
+                size_t l = strlen(d->msg);
+                snprintf(d->msg + l, sizeof(d->msg) - l, "%s %s = %s (%s)",
+                         r == pd->rules ? "; derived for this model:" : ",", r->key, v, r->rule);
+            }
+        }
+    }
+    return rc;
+}
+
 /* ---- parameters by name ---- */
 
 const kv_param_desc *kv_param_find(int32_t kind, const char *key)
@@ -218,8 +295,11 @@ const kv_param_desc *kv_param_find(int32_t kind, const char *key)
     return NULL;
 }
 
+/* The field of p in policy kind's struct; marks it as given explicitly (every setter writes
+ * through here). */
 static char *param_at(kv_policy_config *pc, int32_t kind, const kv_param_desc *p)
 {
+    kv_param_mark_set(pc, kind, p);
     return (char *)pc->params[kind].bytes + p->off;
 }
 

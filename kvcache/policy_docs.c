@@ -59,9 +59,14 @@ static void md_policy(md_buf *b, const kv_policy_desc *d)
         const kv_param_desc *p = &d->params_table[i];
         char def[KV_PARAM_PATH_MAX];
         kv_param_format_default(p, def, sizeof(def));
+        const char *rule = kv_param_rule_of(d, p->key);
         md_put(b, "| `%s` | %s | ", p->key, type_name(p->type));
         md_range(b, p);
-        md_put(b, " | `%s` | %s | %s |\n", def, p->server_only ? "no" : "yes", p->help);
+        if (rule) /* derived from the model: the rule, and the value for an unknown model */
+            md_put(b, " | `%s` (else `%s`) | %s | %s |\n", rule, def,
+                   p->server_only ? "no" : "yes", p->help);
+        else
+            md_put(b, " | `%s` | %s | %s |\n", def, p->server_only ? "no" : "yes", p->help);
     }
 }
 
@@ -76,7 +81,15 @@ size_t kv_policy_docs_markdown(char *buf, size_t n)
                "table), on the command line as `--kv-policy NAME:KEY=VALUE,...`, or per request "
                "as `\"kv_policy\": {\"name\": NAME, KEY: VALUE}` (parameters marked \"no\" are "
                "server-only). Ranges are inclusive; some parameters also have rules between "
-               "them, which the validator names.\n");
+               "them, which the validator names.\n\n"
+               "Defaults written as a rule are derived from the model when a sequence's policy "
+               "is set up (and for the server's default policy at start): `context_length` is "
+               "the model's trained context (GGUF `LLM.context_length`), `n_layer` and "
+               "`n_head_kv` its layer and KV-head counts, `budget` the policy's common budget "
+               "(KV tokens kept per layer and KV head, averaged). A value you set is never "
+               "replaced; the rule fills the others. The value in parentheses is used when the "
+               "model is unknown (context_length taken as 4096). `/v1/kv` shows the resolved "
+               "values.\n");
     for (int32_t k = 0; k < kv_policy_count(); k++)
         md_policy(&b, kv_policy_desc_at(k));
     if (buf && n) buf[KS_MIN(b.len, n - 1)] = 0;

@@ -49,6 +49,7 @@ PUBLIC_HEADERS = {
     'tokenizer.h': 'text', 'jinja.h': 'text',
     'kvcache.h': 'kvcache', 'policy_config.h': 'kvcache', 'policy_args.h': 'kvcache',
     'spill.h': 'kvcache', 'kv_view.h': 'kvcache', 'persist.h': 'kvcache',
+    'head_profile.h': 'kvcache',
     'model.h': 'engine', 'sampler.h': 'engine', 'engine.h': 'engine', 'grammar.h': 'engine',
 }
 PROGRAM_DIRS = ('bench', 'tests')  # programs on top of every layer

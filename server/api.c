@@ -129,10 +129,12 @@ static void h_metrics(api_server *a, http_request *req)
     int64_t *kept = NULL;
     if (a->sch && sch_get_seq_info(a->sch, &v, &n) == 0 && n > 0) {
         g.n_layer = v[0].n_layer;
-        kept = calloc((size_t)g.n_layer, sizeof(int64_t));
+        kept = calloc(2 * (size_t)g.n_layer, sizeof(int64_t)); /* tokens, then bytes */
         for (size_t i = 0; i < n; i++) {
-            for (int32_t l = 0; kept && l < v[i].n_layer && l < g.n_layer; l++)
+            for (int32_t l = 0; kept && l < v[i].n_layer && l < g.n_layer; l++) {
                 kept[l] += v[i].tokens_kept[l];
+                kept[g.n_layer + l] += v[i].tokens_kept[l] * (int64_t)v[i].kv_token_bytes;
+            }
             if (!v[i].has_spill) continue;
             g.spill_blocks_ram += v[i].spill.blocks_ram;
             g.spill_blocks_disk += v[i].spill.blocks_disk;
@@ -141,6 +143,7 @@ static void h_metrics(api_server *a, http_request *req)
             g.spill_bytes_read += v[i].spill.bytes_read;
         }
         g.tokens_kept = kept;
+        g.kv_bytes = kept ? kept + g.n_layer : NULL;
     }
     sch_seq_info_free(v, n);
     metrics_count_request(a->metrics, 200);
@@ -204,9 +207,12 @@ static json_t *kv_seq_list(const sch_seq_info *v, size_t n)
 {
     json_t *seqs = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *kept = json_array();
-        for (int32_t l = 0; l < v[i].n_layer; l++)
+        json_t *kept = json_array(), *kvb = json_array();
+        for (int32_t l = 0; l < v[i].n_layer; l++) {
             json_array_append_new(kept, json_integer(v[i].tokens_kept[l]));
+            json_array_append_new(kvb, json_integer(v[i].tokens_kept[l] *
+                                                    (json_int_t)v[i].kv_token_bytes));
+        }
         json_t *o = json_pack("{s:I, s:s, s:I, s:o, s:I, s:i, s:i}", "id",
                               (json_int_t)v[i].id, "policy", v[i].policy, "tokens_seen",
                               (json_int_t)v[i].tokens_seen, "tokens_kept_per_layer", kept,
@@ -214,6 +220,8 @@ static json_t *kv_seq_list(const sch_seq_info *v, size_t n)
                               "generated_tokens", v[i].n_generated);
         const kv_policy_desc *pd = kv_policy_desc_at(v[i].policy_kind);
         if (o && pd) json_object_set_new(o, "params", params_json(pd, v[i].params.bytes));
+        if (o) json_object_set_new(o, "kv_bytes_per_layer", kvb);
+        else json_decref(kvb);
         if (o && v[i].has_spill) { /* under the policy's name, e.g. "retrieval": {...} */
             const kv_retrieval_stats *rs = &v[i].spill;
             json_object_set_new(

@@ -765,7 +765,7 @@ static void tokenize_done(uv_work_t *w, int status)
 {
     api_pending *p = w->data;
     api_server *a = p->a;
-    char msg[256];
+    char msg[512];
     const int32_t n = p->prompt.n_ids;
     if (p->aborted) {
         pending_free(p);
@@ -779,11 +779,16 @@ static void tokenize_done(uv_work_t *w, int status)
         api_respond_error(a, p->req, 400, "the prompt is empty", p->chat ? "messages" : "prompt");
     } else if (n > a->max_prompt || n >= a->n_ctx) {
         snprintf(msg, sizeof(msg),
-                 "the prompt has %d tokens, more than the limit of %d tokens (context %d)", n,
-                 KS_MIN(a->max_prompt, a->n_ctx - 1), a->n_ctx);
+                 "ctx limit: the prompt has %d tokens, more than the limit of %d tokens "
+                 "(model.ctx = %d, limits.max_prompt_tokens = %d); raise model.ctx in the "
+                 "config (and limits.max_prompt_tokens if set) above %d",
+                 n, KS_MIN(a->max_prompt, a->n_ctx - 1), a->n_ctx, a->max_prompt, n);
         api_respond_error(a, p->req, 400, msg, p->chat ? "messages" : "prompt");
     } else if (!a->sch || a->shutting_down) {
         api_respond_error(a, p->req, 503, "the server is shutting down", NULL);
+    } else if (sch_prompt_fits(a->sch, p->g.policy ? p->g.policy_config : NULL, n, msg,
+                               sizeof(msg))) {
+        api_respond_error(a, p->req, 400, msg, "prompt");
     } else {
         gen_submit(p);
     }

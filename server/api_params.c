@@ -281,7 +281,11 @@ int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
     }
     ks_diag d;
     ks_diag_clear(&d);
-    if (kv_policy_config_validate(out, &d)) {
+    /* the parameters not given are derived for this model (policy_config.h) */
+    const model_hparams *hp = a->model ? model_get_hparams(a->model) : NULL;
+    kv_model_info mi = {0, 0, 0, 0};
+    if (hp) mi = (kv_model_info){hp->n_ctx_train, hp->n_layer, hp->n_head_kv, hp->head_dim};
+    if (kv_policy_config_validate(out, &d) || kv_policy_config_resolve(out, &mi, &d)) {
         snprintf(msg, cap, "kv_policy: %s", d.msg);
         return KS_ERR_INVALID;
     }

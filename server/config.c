@@ -291,6 +291,7 @@ static bool policy_key_find(loader *L, const char *path, key_target *t)
     if (!p) return false;
     static const key_type types[] = {K_I32, K_I64, K_F64, K_ENUM, K_STR};
     char *params = kv_policy_config_params_mut(&L->c->kvcache.policy, d);
+    kv_param_mark_set(&L->c->kvcache.policy, kv_policy_desc_index(d), p); /* not derived */
     *t = (key_target){types[p->type], params + p->off, KV_PARAM_PATH_MAX, p->choices};
     return true;
 }

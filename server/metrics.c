@@ -220,6 +220,12 @@ int metrics_render(metrics *m, const metrics_gauges *g, char **out, size_t *len)
     for (int32_t l = 0; l < g->layers_total; l++)
         tb_printf(&b, "kvserve_kv_bytes_per_token{layer=\"%d\"} %llu\n", l,
                   (unsigned long long)g->bytes_per_token_layer);
+    tb_printf(&b, "# HELP kvserve_kv_bytes_per_layer K and V bytes of the tokens kept, per layer "
+                  "(summed over KV heads and active sequences).\n"
+                  "# TYPE kvserve_kv_bytes_per_layer gauge\n");
+    for (int32_t l = 0; g->kv_bytes && l < g->n_layer; l++)
+        tb_printf(&b, "kvserve_kv_bytes_per_layer{layer=\"%d\"} %lld\n", l,
+                  (long long)g->kv_bytes[l]);
     tb_printf(&b, "# HELP kvserve_kv_retrieval_blocks KV blocks of retrieval sequences by tier.\n"
                   "# TYPE kvserve_kv_retrieval_blocks gauge\n"
                   "kvserve_kv_retrieval_blocks{tier=\"ram\"} %lld\n"

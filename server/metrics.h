@@ -46,6 +46,7 @@ typedef struct metrics_gauges {
     /* Tokens kept in the KV cache per layer, summed over KV heads and active sequences. */
     int32_t n_layer;
     const int64_t *tokens_kept; /* [n_layer], may be NULL */
+    const int64_t *kv_bytes;    /* [n_layer] K + V bytes of those tokens, may be NULL */
     /* Retrieval policy, summed over its sequences: blocks by tier, hot-set reads, spill I/O. */
     int64_t spill_blocks_ram, spill_blocks_disk, spill_hot_hits, spill_hot_misses;
     int64_t spill_bytes_read;

@@ -250,24 +250,50 @@ static int64_t blocks_for(const sch *s, int64_t tokens)
 }
 
 static int32_t req_prefill_chunk(const sch *s, const sch_req *r);
-
 /* Pool blocks a request's sequence can hold while its prompt goes in, plus one decode token.
  * Its policy's descriptor bounds that (kv_policy_desc.admission): a policy that keeps a window
  * holds at most its bound per table (plus a block of slack), except for its dense layers;
  * policies that compress only after the prompt hold the whole prompt. So a long prompt under
  * a bounded policy is admitted. */
-static int64_t req_blocks(const sch *s, const sch_req *r)
+static int32_t pc_prefill_chunk(const sch *s, const kv_policy_config *pc);
+
+static int64_t pc_blocks(const sch *s, const kv_policy_config *pc, int32_t n_prompt,
+                         int64_t *bound_out)
 {
-    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
     const kv_policy_desc *pd = kv_policy_config_desc(pc);
-    const int64_t n = (int64_t)r->n_prompt + 1, chunk = req_prefill_chunk(s, r);
+    const int64_t n = (int64_t)n_prompt + 1, chunk = pc_prefill_chunk(s, pc);
     int32_t dense_layers = 0;
     int64_t bound = pd->admission(kv_policy_config_params(pc, pd), n, chunk, s->hp->n_layer,
                                   &dense_layers);
     const int64_t dense = KS_MAX(0, KS_MIN((int64_t)dense_layers, (int64_t)s->hp->n_layer));
     const int64_t per_table = bound < n ? blocks_for(s, bound) + 1 : blocks_for(s, n);
+    if (bound_out) *bound_out = KS_MIN(bound, n);
     return (int64_t)s->hp->n_head_kv *
            (dense * blocks_for(s, n) + ((int64_t)s->hp->n_layer - dense) * per_table);
+}
+
+static int64_t req_blocks(const sch *s, const sch_req *r)
+{
+    return pc_blocks(s, r->policy ? r->policy_config : s->p.policy_config, r->n_prompt, NULL);
+}
+
+int sch_prompt_fits(sch *s, const kv_policy_config *pc, int32_t n_prompt, char *msg, size_t cap)
+{
+    if (!pc) pc = s->p.policy_config;
+    int64_t bound = 0, need = pc_blocks(s, pc, n_prompt, &bound);
+    kv_pool_stats ps;
+    kv_pool_get_stats(s->p.pool, &ps);
+    if (need <= ps.blocks_total) return 0;
+    const kv_policy_desc *pd = kv_policy_config_desc(pc);
+    double mib = (double)need * (double)kv_pool_block_bytes(s->p.pool) / (1 << 20);
+    snprintf(msg, cap,
+             "pool limit: under policy '%s' (policy bound: %lld KV tokens per layer and head "
+             "for this prompt) a %d-token prompt needs %lld KV blocks (%.0f MiB) but the pool "
+             "holds %lld (kvcache.memory_mb = %lld); raise kvcache.memory_mb to at least %.0f, "
+             "or choose a policy with a smaller bound (e.g. retrieval or sink_window)",
+             pd->name, (long long)bound, n_prompt, (long long)need, mib,
+             (long long)ps.blocks_total, (long long)(ps.bytes_budget >> 20), mib + 1);
+    return KS_ERR_RANGE;
 }
 
 /* Blocks that admitted sequences may still take for their prompts plus one decode block. */
@@ -493,7 +519,11 @@ static bool sample_step(sch *s, sch_req *r)
  * (kv_policy_desc.prefill_chunk). */
 static int32_t req_prefill_chunk(const sch *s, const sch_req *r)
 {
-    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    return pc_prefill_chunk(s, r->policy ? r->policy_config : s->p.policy_config);
+}
+
+static int32_t pc_prefill_chunk(const sch *s, const kv_policy_config *pc)
+{
     const kv_policy_desc *pd = kv_policy_config_desc(pc);
     int32_t chunk = s->p.prefill_chunk;
     if (pd->prefill_chunk) chunk = pd->prefill_chunk(kv_policy_config_params(pc, pd), chunk);
@@ -853,6 +883,7 @@ static void seq_info_fill(sch *s, sch_req *r, sch_seq_info *o)
     o->n_prompt = r->n_prompt;
     o->n_generated = r->n_generated;
     o->n_layer = s->hp->n_layer;
+    o->kv_token_bytes = 2 * kv_pool_row_bytes(s->p.pool);
     for (int32_t l = 0; l < o->n_layer; l++) kept[l] = kv_seq_tokens_kept(r->kv, l);
     o->has_spill = kv_retrieval_get_stats(r->kv, &o->spill) == KS_OK;
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;

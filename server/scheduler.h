@@ -105,6 +105,11 @@ void sch_destroy(sch *s);
 /* Queues a request. Returns 0 and *out, or KS_ERR_FULL (queue full: 429),
  * KS_ERR_INVALID (bad params), KS_ERR_NOMEM. On error no callback will run. */
 int sch_submit(sch *s, const sch_request_params *p, sch_req **out) KS_WUR;
+/* 0 when a prompt of n_prompt tokens under policy config pc (NULL: the server's) can ever be
+ * admitted; else KS_ERR_RANGE and msg says which limit (the pool, given the policy's bound)
+ * and how to raise it. */
+int sch_prompt_fits(sch *s, const kv_policy_config *pc, int32_t n_prompt, char *msg,
+                    size_t cap) KS_WUR;
 /* Cancels: no more events; KV blocks are freed at the worker's next step. */
 void sch_req_cancel(sch_req *r);
 /* Backpressure: a paused sequence keeps its KV cache but is left out of decode steps. */
@@ -124,6 +129,7 @@ typedef struct sch_seq_info {
     int32_t n_layer;
     int64_t *tokens_kept; /* [n_layer] summed over KV heads */
     size_t bytes;
+    size_t kv_token_bytes; /* K + V bytes of one token in one (layer, KV head) table */
     int32_t n_prompt;
     int32_t n_generated;
     int32_t policy_kind;           /* registry index of its policy */

@@ -82,6 +82,16 @@ static void load_done(uv_work_t *w, int status)
     }
     if (st->stopping) return;
     const model_hparams *hp = model_get_hparams(st->m);
+    /* the server's policy parameters not set in the config are derived for this model */
+    kv_model_info mi = {hp->n_ctx_train, hp->n_layer, hp->n_head_kv, hp->head_dim};
+    ks_diag rd;
+    ks_diag_clear(&rd);
+    if (kv_policy_config_resolve(&st->c.kvcache.policy, &mi, &rd)) {
+        fprintf(stderr, "kvserve: %s\n", rd.msg);
+        st->exit_code = 1;
+        shutdown_begin(st);
+        return;
+    }
     const cfg *c = &st->c;
     const kv_policy *pol = kv_policy_find(kv_policy_kind_name(c->kvcache.policy.kind));
     if (!pol) {

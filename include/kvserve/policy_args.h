@@ -24,4 +24,12 @@ typedef struct kv_policy_args {
     int32_t n_ctx_train;            /* the model's trained context length */
 } kv_policy_args;
 
+/* The model facts of args for kv_policy_params_resolve (zeros when args is NULL). */
+static inline kv_model_info kv_policy_args_info(const kv_policy_args *a)
+{
+    kv_model_info m = {0, 0, 0, 0};
+    if (a) m = (kv_model_info){a->n_ctx_train, a->n_layer, a->n_head_kv, a->head_dim};
+    return m;
+}
+
 #endif

@@ -75,6 +75,27 @@ typedef struct kv_param_desc {
     const char *help;           /* one line, for the docs */
 } kv_param_desc;
 
+/* What a policy's defaults may be derived from: the model's facts (GGUF metadata). Zero means
+ * unknown; derivations then use KV_MODEL_CTX_FALLBACK for the trained context. */
+typedef struct kv_model_info {
+    int32_t n_ctx_train; /* trained context (GGUF LLM.context_length) */
+    int32_t n_layer;
+    int32_t n_head_kv;
+    int32_t head_dim;
+} kv_model_info;
+
+#define KV_MODEL_CTX_FALLBACK 4096 /* trained context assumed when the model is unknown */
+
+/* The trained context a derivation uses: info->n_ctx_train, or KV_MODEL_CTX_FALLBACK. */
+int32_t kv_model_ctx(const kv_model_info *info);
+
+/* How one parameter's default is derived, for the docs: key "window", rule
+ * "context_length / 4". The descriptor's derive hook computes it. */
+typedef struct kv_param_rule {
+    const char *key;
+    const char *rule;
+} kv_param_rule;
+
 /* A policy, described: what the registry, the configuration, the API, the scheduler and the
  * docs know about it. `params` point to the policy's parameter struct (params_size bytes). */
 typedef struct kv_policy_desc {
@@ -99,6 +120,15 @@ typedef struct kv_policy_desc {
     /* Can be NULL. Runs once when a server starts with this policy's parameters (e.g. removes
      * stale spill files); returns how many things it cleaned or a negative status. */
     int (*server_start)(const void *params);
+    /* Can be NULL. Defaults derived from the model and the common `budget`: for every
+     * parameter the user did not set (kv_param_was_set(d, set, key) is false), writes the
+     * value derived from info and the parameters that were set. Must be idempotent (it only
+     * reads set parameters and info). Called through kv_policy_params_resolve when a
+     * sequence's policy is set up and, for the server default, at server start. */
+    void (*derive)(void *params, uint64_t set, const kv_model_info *info);
+    /* Can be NULL. NULL-terminated {key, rule} list documenting derive (docs, `kvserve
+     * policies`): the default column shows the rule instead of the fallback number. */
+    const kv_param_rule *rules;
     /* Can be NULL (no budget, no sinks, no window). For the live view (kv_view.h): what one
      * KV head of `layer` (of n_layer) may keep once a prompt of n_prompt tokens is in and
      * `seen` tokens exist; *out holds the defaults on entry. */
@@ -114,9 +144,14 @@ typedef union kv_policy_params {
     unsigned char bytes[KV_POLICY_PARAMS_BYTES];
 } kv_policy_params;
 
+#define KV_POLICY_MAX_PARAMS 64 /* parameters per policy at most (bits of `set`) */
+
 typedef struct kv_policy_config {
     int32_t kind; /* the registry index of the selected policy; 0 = full (default) */
     int32_t reserved_;
+    /* [k]: bit i set when parameter i of registry entry k was given explicitly (TOML,
+     * --kv-policy, a request, kv_param_set_*); the others may be derived from the model */
+    uint64_t set[KV_POLICY_MAX];
     kv_policy_params params[KV_POLICY_MAX]; /* [k]: the parameters of registry entry k */
 } kv_policy_config;
 
@@ -147,6 +182,26 @@ const void *kv_policy_config_params(const kv_policy_config *pc, const kv_policy_
 void *kv_policy_config_params_mut(kv_policy_config *pc, const kv_policy_desc *d);
 /* The selected policy's descriptor (full when pc is NULL). */
 const kv_policy_desc *kv_policy_config_desc(const kv_policy_config *pc);
+
+/* ---- defaults derived from the model ---- */
+
+/* True when parameter `key` of policy d is in the explicit-set mask `set`. */
+bool kv_param_was_set(const kv_policy_desc *d, uint64_t set, const char *key);
+/* Marks parameter p of policy kind as given explicitly (the setters below do it; the TOML
+ * loader, which writes fields directly, calls it). */
+void kv_param_mark_set(kv_policy_config *pc, int32_t kind, const kv_param_desc *p);
+/* The derivation rule of parameter `key` of policy d ("context_length / 4"), or NULL. */
+const char *kv_param_rule_of(const kv_policy_desc *d, const char *key);
+/* Copies policy d's parameters from pc (NULL: defaults) into out (d->params_size bytes) and
+ * resolves the derived ones for the model `info` (NULL: unknown model). */
+void kv_policy_params_resolve(const kv_policy_config *pc, const kv_policy_desc *d,
+                              const kv_model_info *info, void *out);
+/* Resolves every policy's parameters of pc in place for the model (server start, a request's
+ * policy); explicit values are kept, so resolving again (e.g. after a request changes
+ * `budget`) re-derives the rest. Then validates: errors as kv_policy_config_validate, the
+ * message naming the values derived for this model ("; derived for this model: budget =
+ * 128 (context_length / 4)"). */
+int kv_policy_config_resolve(kv_policy_config *pc, const kv_model_info *info, ks_diag *d) KS_WUR;
 
 /* Index of name in a NULL-terminated list, or KS_ERR_INVALID (also for name == NULL). */
 int kv_name_index(const char *const *names, const char *name);

@@ -27,6 +27,7 @@
 
 /* The parameters (kvcache.h2o.*; table below). */
 typedef struct h2o_params {
+    int32_t budget; /* heavy + recent: tokens kept per layer and KV head */
     int32_t heavy;  /* heavy-hitter tokens kept */
     int32_t recent; /* most recent tokens kept */
 } h2o_params;
@@ -57,7 +58,8 @@ static int h2o_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
     h2o_params p;
-    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_h2o), sizeof(p));
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_h2o, &mi, &p);
     if (p.heavy < 0 || p.recent < 1)
         return KS_ERR_INVALID;
     h2o_state *s = calloc(1, sizeof(*s));
@@ -215,11 +217,38 @@ static const kv_policy kv_policy_h2o = {
 };
 
 static const kv_param_desc h2o_params_table[] = {
+    {"budget", KV_PARAM_INT, offsetof(h2o_params, budget), 2, INT32_MAX, 1024, NULL, NULL, false,
+     "tokens kept per layer and KV head (heavy + recent)"},
     {"heavy", KV_PARAM_INT, offsetof(h2o_params, heavy), 0, INT32_MAX, 512, NULL, NULL, false,
      "heavy-hitter tokens kept per layer and KV head (highest accumulated attention)"},
     {"recent", KV_PARAM_INT, offsetof(h2o_params, recent), 1, INT32_MAX, 512, NULL, NULL, false,
      "most recent tokens kept per layer and KV head"},
 };
+
+/* The common budget splits half and half (H2O's equal split); a given heavy or recent takes
+ * its share and the other gets the rest; both given: budget = heavy + recent. */
+static void h2o_derive(void *params, uint64_t set, const kv_model_info *info)
+{
+    h2o_params *p = params;
+    const kv_policy_desc *d = &kv_policy_desc_h2o;
+    bool hs = kv_param_was_set(d, set, "heavy"), rs = kv_param_was_set(d, set, "recent");
+    if (hs && rs) {
+        p->budget = (int32_t)KS_MIN((int64_t)p->heavy + p->recent, INT32_MAX);
+        return;
+    }
+    if (!kv_param_was_set(d, set, "budget")) p->budget = KS_MAX(2, kv_model_ctx(info) / 4);
+    if (hs) p->recent = KS_MAX(1, p->budget - p->heavy);
+    else if (rs) p->heavy = KS_MAX(0, p->budget - p->recent);
+    else {
+        p->heavy = p->budget / 2;
+        p->recent = p->budget - p->heavy;
+    }
+}
+
+static const kv_param_rule h2o_rules[] = {{"budget", "context_length / 4"},
+                                          {"heavy", "budget / 2 (budget - recent)"},
+                                          {"recent", "budget - heavy"},
+                                          {NULL, NULL}};
 
 /* Heavy + recent, plus the chunk attended before eviction. */
 static int64_t h2o_admission(const void *params, int64_t n_tokens, int64_t chunk,
@@ -254,4 +283,6 @@ const kv_policy_desc kv_policy_desc_h2o = {
     .n_params = (int32_t)KS_ARRAY_LEN(h2o_params_table),
     .params_size = sizeof(h2o_params),
     .admission = h2o_admission,
+    .derive = h2o_derive,
+    .rules = h2o_rules,
 };

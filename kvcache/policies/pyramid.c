@@ -32,6 +32,8 @@ typedef struct pyramid_params {
     int32_t beta;
     double budget_fraction;
     int32_t interval;
+    snap_compress_at compress_at;
+    int32_t hold;
 } pyramid_params;
 
 extern const kv_policy_desc kv_policy_desc_pyramid;
@@ -66,12 +68,12 @@ static int pyramid_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
     pyramid_params p;
-    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_pyramid),
-           sizeof(p));
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_pyramid, &mi, &p);
     snap_config c = {.budget = p.budget, .budget_fraction = p.budget_fraction,
                      .window = p.window, .kernel = p.kernel, .pooling = p.pooling,
                      .reduce = p.reduce, .interval = p.interval, .layer_budget = pyramid_budget,
-                     .beta = p.beta};
+                     .beta = p.beta, .compress_at = p.compress_at, .hold = p.hold};
     return snap_state_create(seq, &c, state);
 }
 
@@ -94,7 +96,7 @@ static const kv_param_desc pyramid_params_table[] = {
              "average tokens kept per layer and KV head, the window included"),
     PY_PARAM(window, KV_PARAM_INT, 1, INT32_MAX, 8, NULL,
              "observation window (<= budget), always kept"),
-    PY_PARAM(kernel, KV_PARAM_INT, 1, 63, 7, NULL, "pooling kernel over the votes (odd)"),
+    PY_PARAM(kernel, KV_PARAM_INT, 1, 63, 9, NULL, "pooling kernel over the votes (odd)"),
     PY_PARAM(pooling, KV_PARAM_ENUM, 0, 0, KV_POOL_MAX, kv_pooling_names,
              "how votes are pooled over neighbouring tokens"),
     PY_PARAM(reduce, KV_PARAM_ENUM, 0, 0, KV_REDUCE_MEAN, kv_reduce_names,
@@ -104,7 +106,25 @@ static const kv_param_desc pyramid_params_table[] = {
              "0 = use `budget`; else the budget is this fraction of the prompt length"),
     PY_PARAM(interval, KV_PARAM_INT, 0, INT32_MAX, 0, NULL,
              "re-compress every N generated tokens, 0 = only after the prompt"),
+    PY_PARAM(compress_at, KV_PARAM_ENUM, 0, 0, SNAP_AT_FIRST_TOKEN, snap_compress_at_names,
+             "`first_token`: select after the first generated token (it votes too); "
+             "`prompt_end`: the original, at the end of the prompt"),
+    PY_PARAM(hold, KV_PARAM_INT, 0, INT32_MAX, 4096, NULL,
+             "prompt tokens a table holds uncompressed; past it each prompt chunk is "
+             "compressed at once (0 = hold the whole prompt)"),
 };
+
+/* budget = context_length / 4 unless given, as snapkv. */
+static void pyramid_derive(void *params, uint64_t set, const kv_model_info *info)
+{
+    pyramid_params *p = params;
+    if (!kv_param_was_set(&kv_policy_desc_pyramid, set, "budget"))
+        p->budget = KS_MAX(1, kv_model_ctx(info) / 4);
+    if (!kv_param_was_set(&kv_policy_desc_pyramid, set, "hold")) p->hold = kv_model_ctx(info);
+}
+
+static const kv_param_rule pyramid_rules[] = {
+    {"budget", "context_length / 4"}, {"hold", "context_length"}, {NULL, NULL}};
 
 static int pyramid_validate(const void *params, const char *table, ks_diag *d)
 {
@@ -112,15 +132,14 @@ static int pyramid_validate(const void *params, const char *table, ks_diag *d)
     return snap_validate_selection(p->budget, p->window, p->kernel, table, d);
 }
 
-/* The whole prompt goes in before the selection. */
+/* As snapkv: the prompt, up to `hold` tokens + the chunk that passes it. */
 static int64_t pyramid_admission(const void *params, int64_t n_tokens, int64_t chunk,
                                  int32_t n_layer, int32_t *dense_layers)
 {
-    (void)params;
-    (void)chunk;
+    const pyramid_params *p = params;
     (void)n_layer;
     (void)dense_layers;
-    return n_tokens;
+    return snap_admission(p->hold, n_tokens, chunk);
 }
 
 /* The view: PyramidKV's budget of the layer (as snapkv.c applies it: C from budget_fraction
@@ -151,4 +170,6 @@ const kv_policy_desc kv_policy_desc_pyramid = {
     .params_size = sizeof(pyramid_params),
     .validate = pyramid_validate,
     .admission = pyramid_admission,
+    .derive = pyramid_derive,
+    .rules = pyramid_rules,
 };

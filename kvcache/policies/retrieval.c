@@ -71,6 +71,12 @@ _Static_assert(sizeof(rt_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the 
 #define RT_MAX_HD 1024
 #define RT_SAMPLE_LAST 8 /* queries of a chunk that always score blocks */
 #define RT_SAMPLE_SPREAD 8
+#ifndef RT_DERIVE_BLOCK_DIV
+#define RT_DERIVE_BLOCK_DIV 32 /* block_tokens ~ context_length / 32 */
+#endif
+#ifndef RT_DERIVE_RETRIEVED
+#define RT_DERIVE_RETRIEVED 2 /* top_k * block_tokens ~ 2 * context_length */
+#endif
 
 typedef struct rt_table { /* per (layer, KV head) */
     kv_lm_set lm;
@@ -171,8 +177,8 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     rt_state *st = calloc(1, sizeof(*st));
     if (!st)
         return KS_ERR_NOMEM;
-    memcpy(&st->p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_retrieval),
-           sizeof(st->p));
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_retrieval, &mi, &st->p);
     st->pool = pool;
     st->n_layer = kv_seq_n_layer(seq);
     st->n_head_kv = kv_seq_n_head_kv(seq);
@@ -462,6 +468,29 @@ static void score_head(const rt_state *st, int32_t l, int32_t h, const kv_query 
         }
 }
 
+/* cand[0..n) sorted by score; takes the best blocks each followed by its successor until k
+ * are taken, into cand[0..k). A query matches a block by what it looks for ("the pass key
+ * is"), while what it copies comes right after, often across the block boundary: the
+ * successor keeps the continuation of every match. Returns k. */
+static int32_t expand_successors(rt_head *hs, int32_t b0, int32_t n, int32_t k)
+{
+    double *taken = hs->tmp; /* [n]: 1 when block b0 + i is selected (scores are done) */
+    memset(taken, 0, (size_t)n * sizeof(double));
+    int32_t m = 0;
+    for (int32_t i = 0; i < n && m < k; i++) {
+        int32_t b = hs->cand[i].b - b0;
+        for (int32_t j = b; j <= b + 1 && j < n && m < k; j++)
+            if (!taken[j]) {
+                taken[j] = 1.0;
+                m++;
+            }
+    }
+    for (int32_t i = 0, w = 0; i < n && w < m; i++)
+        if (taken[i])
+            hs->cand[w++] = (rt_cand){.score = 0.0, .b = b0 + i};
+    return m;
+}
+
 /* Fills hs->cand[0..*n_sel) with the selected blocks (ascending) among [b0, b1). */
 static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q, int32_t b0,
                           int32_t b1, int64_t target, int32_t *n_sel)
@@ -481,8 +510,10 @@ static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q,
         score_head(st, l, h, q, q->q, hs->cand, hs->tmp, b0, n, target);
     }
     int32_t k = KS_MIN(st->p.top_k, n);
-    if (k < n)
+    if (k < n) {
         qsort(hs->cand, (size_t)n, sizeof(rt_cand), cand_by_score);
+        k = expand_successors(hs, b0, n, k);
+    }
     qsort(hs->cand, (size_t)k, sizeof(rt_cand), cand_by_block);
     *n_sel = k;
     hs->n_selected += k;
@@ -889,6 +920,48 @@ static const kv_param_desc rt_params_table[] = {
              "hot-set eviction: least recently used, or by score then LRU"),
 };
 
+/* Largest power of two <= x, clamped to [lo, hi]. */
+static int32_t rt_pow2_clamp(int64_t x, int32_t lo, int32_t hi)
+{
+    int32_t v = lo;
+    while (v < hi && (int64_t)v * 2 <= x)
+        v *= 2;
+    return v;
+}
+
+/* Everything scales with the trained context C (docs/policies.md, README "Retrieval
+ * defaults"). With window positions a query sees distances < window + chunk, so window C/2 and
+ * chunk C/4 keep it at 3C/4, inside what the model was trained on. Blocks of C/32 tokens make
+ * the needle a large part of its block's mean key (a 20-token sentence in a 64-token block of
+ * a 512 model does not drown in the filler around it), and top_k retrieves 2C tokens.
+ * dense_layers 0: a dense layer would see positions far past C. */
+static void rt_derive(void *params, uint64_t set, const kv_model_info *info)
+{
+    rt_params *p = params;
+    const kv_policy_desc *d = &kv_policy_desc_retrieval;
+    int64_t c = kv_model_ctx(info);
+    if (!kv_param_was_set(d, set, "window"))
+        p->window = (int32_t)KS_MAX(16, c / 2);
+    if (!kv_param_was_set(d, set, "chunk"))
+        p->chunk = (int32_t)KS_MAX(8, c / 4);
+    if (!kv_param_was_set(d, set, "block_tokens"))
+        p->block_tokens = rt_pow2_clamp(c / RT_DERIVE_BLOCK_DIV, 8, 128);
+    if (!kv_param_was_set(d, set, "top_k"))
+        p->top_k = (int32_t)KS_MAX(4, RT_DERIVE_RETRIEVED * c / p->block_tokens);
+    if (!kv_param_was_set(d, set, "dense_layers"))
+        p->dense_layers = 0;
+    if (!kv_param_was_set(d, set, "representatives"))
+        p->representatives = KS_MIN(p->representatives, p->block_tokens);
+}
+
+static const kv_param_rule rt_rules[] = {
+    {"block_tokens", "power of two <= context_length / 32, in 8..128"},
+    {"top_k", "2 * context_length / block_tokens"},
+    {"window", "context_length / 2"},
+    {"chunk", "context_length / 4"},
+    {"dense_layers", "0"},
+    {NULL, NULL}};
+
 static int rt_validate(const void *params, const char *table, ks_diag *d)
 {
     const rt_params *p = params;
@@ -962,4 +1035,6 @@ const kv_policy_desc kv_policy_desc_retrieval = {
     .admission = rt_admission,
     .prefill_chunk = rt_prefill_chunk,
     .server_start = rt_server_start,
+    .derive = rt_derive,
+    .rules = rt_rules,
 };

@@ -36,9 +36,11 @@
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/quant.h"
+#include "kvcache/sink_recent.h"
 
 /* The parameters (kvcache.sink_window.*; table below). */
 typedef struct sw_params {
+    int32_t budget;        /* n_sink + window */
     int32_t n_sink;        /* first tokens kept forever */
     int32_t window;        /* most recent tokens kept */
     kv_pos_mode positions; /* ORIGINAL or COMPACT */
@@ -63,8 +65,8 @@ static int sw_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
     sw_params p;
-    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_sink_window),
-           sizeof(p));
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_sink_window, &mi, &p);
     if (p.n_sink < 0 || p.window < 1 ||
         (p.positions != KV_POS_ORIGINAL && p.positions != KV_POS_COMPACT))
         return KS_ERR_INVALID;
@@ -168,20 +170,10 @@ static int sw_evict(kv_seq *seq, sw_state *s, int32_t recent)
     for (int32_t l = 0; l < n_layer; l++) {
         for (int32_t h = 0; h < n_head; h++) {
             kv_head_table *t = kv_seq_table(seq, l, h);
-            int32_t sinks = KS_MIN(s->n_sink, t->n_tok);
-            int32_t rec = KS_MIN(recent, t->n_tok - sinks);
-            if (sinks + rec == t->n_tok)
-                continue;
-            if (ks_buf_reserve((void **)&s->keep, &s->cap_keep, sinks + rec + 1,
-                               sizeof(int32_t)))
-                return KS_ERR_NOMEM;
-            int32_t *keep = s->keep;
-            for (int32_t i = 0; i < sinks; i++)
-                keep[i] = i;
-            for (int32_t i = 0; i < rec; i++)
-                keep[sinks + i] = t->n_tok - rec + i;
-            int rc = kv_head_table_keep(t, keep, sinks + rec);
-            if (rc == 0 && s->compact)
+            bool changed;
+            int rc = kv_sink_recent_keep(t, s->n_sink, recent, &s->keep, &s->cap_keep,
+                                         &changed);
+            if (rc == 0 && changed && s->compact)
                 rc = sw_reposition(s, s->swa && s->swa[l] ? &s->rope_swa : &s->rope, t);
             if (rc)
                 return rc;
@@ -239,8 +231,10 @@ static const kv_policy kv_policy_sink_window = {
     {#key, type, offsetof(sw_params, key), lo, hi, def, NULL, ch, false, help}
 
 static const kv_param_desc sw_params_table[] = {
+    SW_PARAM(budget, KV_PARAM_INT, 1, INT32_MAX, 4096, NULL,
+             "tokens kept per layer and KV head: n_sink + window"),
     SW_PARAM(n_sink, KV_PARAM_INT, 0, INT32_MAX, 4, NULL, "first tokens kept forever"),
-    SW_PARAM(window, KV_PARAM_INT, 1, INT32_MAX, 1020, NULL, "most recent tokens kept"),
+    SW_PARAM(window, KV_PARAM_INT, 1, INT32_MAX, 4092, NULL, "most recent tokens kept"),
     SW_PARAM(positions, KV_PARAM_ENUM, 0, 0, KV_POS_COMPACT, kv_pos_mode_names,
              "`compact` re-numbers positions inside the cache (re-rotating kept keys), "
              "`original` keeps each key's; `window` is not accepted"),
@@ -253,8 +247,30 @@ static int sw_validate(const void *params, const char *table, ks_diag *d)
     snprintf(key, sizeof(key), "%s.positions", table);
     if (p->positions != KV_POS_ORIGINAL && p->positions != KV_POS_COMPACT)
         return ks_diag_key(d, KS_ERR_INVALID, key, "must be \"original\" or \"compact\"");
+    snprintf(key, sizeof(key), "%s.budget", table);
+    if (p->budget <= p->n_sink)
+        return ks_diag_key(d, KS_ERR_RANGE, key,
+                           "%d leaves no window after n_sink = %d (budget = n_sink + window)",
+                           p->budget, p->n_sink);
     return KS_OK;
 }
+
+/* The cache fits the trained context (compact positions then never leave it): budget =
+ * context_length, window = budget - n_sink; a given window wins (budget = n_sink + window). */
+static void sw_derive(void *params, uint64_t set, const kv_model_info *info)
+{
+    sw_params *p = params;
+    const kv_policy_desc *d = &kv_policy_desc_sink_window;
+    if (kv_param_was_set(d, set, "window")) {
+        p->budget = (int32_t)KS_MIN((int64_t)p->n_sink + p->window, INT32_MAX);
+        return;
+    }
+    if (!kv_param_was_set(d, set, "budget")) p->budget = kv_model_ctx(info);
+    p->window = KS_MAX(1, p->budget - p->n_sink);
+}
+
+static const kv_param_rule sw_rules[] = {
+    {"budget", "context_length"}, {"window", "budget - n_sink"}, {NULL, NULL}};
 
 /* Sinks + window, plus the chunk being added before the trim. */
 static int64_t sw_admission(const void *params, int64_t n_tokens, int64_t chunk,
@@ -290,4 +306,6 @@ const kv_policy_desc kv_policy_desc_sink_window = {
     .params_size = sizeof(sw_params),
     .validate = sw_validate,
     .admission = sw_admission,
+    .derive = sw_derive,
+    .rules = sw_rules,
 };

@@ -45,7 +45,12 @@ typedef struct snapkv_params {
     kv_pooling pooling;
     kv_reduce reduce;
     int32_t interval;
+    snap_compress_at compress_at;
+    double budget_fraction;
+    int32_t hold;
 } snapkv_params;
+
+const char *const snap_compress_at_names[] = {"first_token", "prompt_end", NULL};
 
 extern const kv_policy_desc kv_policy_desc_snapkv;
 _Static_assert(sizeof(snapkv_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the config");
@@ -68,6 +73,7 @@ typedef struct snap_state {
     snap_head *heads;   /* [n_layer][n_head_kv] */
     int32_t *target;    /* [n_layer] tokens kept per head after compression */
     bool has_target;    /* the prompt was compressed (targets are set) */
+    bool pending;       /* first_token: a finished prompt waits for the next chunk to vote */
     int32_t n_gen;      /* tokens generated since the last compression */
     attn_scratch *scratch; /* replay of window queries, one query at a time */
     int32_t scratch_group;
@@ -177,6 +183,23 @@ static int snap_ring_save(snap_head *h, const kv_query *q, int32_t w)
     return 0;
 }
 
+/* Whether the selection runs after this chunk. prompt_end: at the end of every prompt.
+ * first_token: at the chunk after a finished prompt, normally the first generated token, so
+ * that the answer's first token votes (copying heads look at the needle only once it exists);
+ * a prompt chunk arriving instead (the client continues the prompt) ends the wait too. */
+static bool snap_compress_now(const snap_state *s, kv_seq *seq, const kv_chunk *chunk)
+{
+    /* A prompt longer than `hold` is compressed at the end of each chunk that takes the
+     * largest table (layer 0's) past it: it never waits for a decode token, or the prompt's
+     * end, to free memory it needs. All heads of a chunk see the same count (appends come
+     * before any head runs, compression after all of them). */
+    if (chunk->prefill && !chunk->prefill_last && s->cfg.hold > 0 &&
+        kv_seq_table(seq, 0, 0)->n_tok > s->cfg.hold)
+        return true;
+    if (s->cfg.compress_at == SNAP_AT_PROMPT_END) return chunk->prefill && chunk->prefill_last;
+    return s->pending;
+}
+
 int32_t snap_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q)
 {
     snap_state *s = kv_seq_policy_state(seq);
@@ -187,7 +210,7 @@ int32_t snap_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_
         return 0;
     }
     h->got = 0;
-    if (!q->chunk->prefill || !q->chunk->prefill_last)
+    if (!snap_compress_now(s, seq, q->chunk))
         return 0;
     h->got = KS_MIN(s->cfg.window, q->n_q);
     return h->got;
@@ -402,9 +425,14 @@ int snap_after_chunk(kv_seq *seq, const kv_chunk *chunk)
     for (int32_t i = 0; i < s->n_layer * s->n_head_kv; i++)
         if (s->heads[i].err)
             return s->heads[i].err;
-    if (chunk->prefill && chunk->prefill_last) {
+    if (snap_compress_now(s, seq, chunk)) {
         s->n_gen = 0;
+        s->pending = false;
         return snap_compress_prompt(s, seq);
+    }
+    if (chunk->prefill && chunk->prefill_last) { /* first_token: wait for the next chunk */
+        s->pending = true;
+        return 0;
     }
     if (chunk->prefill || !s->has_target || s->cfg.interval <= 0)
         return 0;
@@ -419,10 +447,12 @@ static int snapkv_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
     snapkv_params p;
-    memcpy(&p, kv_policy_config_params(a ? a->config : NULL, &kv_policy_desc_snapkv), sizeof(p));
-    snap_config c = {.budget = p.budget, .window = p.window, .kernel = p.kernel,
-                     .pooling = p.pooling, .reduce = p.reduce, .interval = p.interval,
-                     .beta = 1};
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_snapkv, &mi, &p);
+    snap_config c = {.budget = p.budget, .budget_fraction = p.budget_fraction,
+                     .window = p.window, .kernel = p.kernel, .pooling = p.pooling,
+                     .reduce = p.reduce, .interval = p.interval, .beta = 1,
+                     .compress_at = p.compress_at, .hold = p.hold};
     return snap_state_create(seq, &c, state);
 }
 
@@ -436,6 +466,11 @@ static const kv_policy kv_policy_snapkv = {
     .after_attention = snap_after_attention,
     .after_chunk = snap_after_chunk,
 };
+
+int64_t snap_admission(int32_t hold, int64_t n_tokens, int64_t chunk)
+{
+    return hold > 0 ? KS_MIN(n_tokens, (int64_t)hold + chunk) : n_tokens;
+}
 
 int snap_validate_selection(int32_t budget, int32_t window, int32_t kernel, const char *table,
                             ks_diag *d)
@@ -456,7 +491,7 @@ static const kv_param_desc snapkv_params_table[] = {
      false, "tokens kept per layer and KV head, the window included"},
     {"window", KV_PARAM_INT, offsetof(snapkv_params, window), 1, INT32_MAX, 8, NULL, NULL, false,
      "observation window: the last prompt queries that vote (<= budget), always kept"},
-    {"kernel", KV_PARAM_INT, offsetof(snapkv_params, kernel), 1, 63, 7, NULL, NULL, false,
+    {"kernel", KV_PARAM_INT, offsetof(snapkv_params, kernel), 1, 63, 9, NULL, NULL, false,
      "pooling kernel over the votes (odd)"},
     {"pooling", KV_PARAM_ENUM, offsetof(snapkv_params, pooling), 0, 0, KV_POOL_MAX, NULL,
      kv_pooling_names, false, "how votes are pooled over neighbouring tokens"},
@@ -464,7 +499,28 @@ static const kv_param_desc snapkv_params_table[] = {
      kv_reduce_names, false, "how the votes of the query heads sharing a KV head combine"},
     {"interval", KV_PARAM_INT, offsetof(snapkv_params, interval), 0, INT32_MAX, 0, NULL, NULL,
      false, "re-compress every N generated tokens, 0 = only after the prompt"},
+    {"compress_at", KV_PARAM_ENUM, offsetof(snapkv_params, compress_at), 0, 0,
+     SNAP_AT_FIRST_TOKEN, NULL, snap_compress_at_names, false,
+     "`first_token`: select after the first generated token (it votes too); `prompt_end`: "
+     "SnapKV's original, at the end of the prompt"},
+    {"budget_fraction", KV_PARAM_DOUBLE, offsetof(snapkv_params, budget_fraction), 0, 1, 0, NULL,
+     NULL, false, "0 = use `budget`; else the budget is this fraction of the prompt length"},
+    {"hold", KV_PARAM_INT, offsetof(snapkv_params, hold), 0, INT32_MAX, 4096, NULL, NULL, false,
+     "prompt tokens a table holds uncompressed; past it each prompt chunk is compressed at "
+     "once (0 = hold the whole prompt)"},
 };
+
+/* budget = context_length / 4 unless given (a quarter of the trained context per table). */
+static void snapkv_derive(void *params, uint64_t set, const kv_model_info *info)
+{
+    snapkv_params *p = params;
+    if (!kv_param_was_set(&kv_policy_desc_snapkv, set, "budget"))
+        p->budget = KS_MAX(1, kv_model_ctx(info) / 4);
+    if (!kv_param_was_set(&kv_policy_desc_snapkv, set, "hold")) p->hold = kv_model_ctx(info);
+}
+
+static const kv_param_rule snapkv_rules[] = {
+    {"budget", "context_length / 4"}, {"hold", "context_length"}, {NULL, NULL}};
 
 static int snapkv_validate(const void *params, const char *table, ks_diag *d)
 {
@@ -472,15 +528,16 @@ static int snapkv_validate(const void *params, const char *table, ks_diag *d)
     return snap_validate_selection(p->budget, p->window, p->kernel, table, d);
 }
 
-/* The whole prompt goes in before the selection. */
+/* The whole prompt goes in before the selection, up to `hold` tokens (+ the chunk that
+ * passes it); first_token adds the one generated token that votes, which n_tokens (the
+ * prompt + one decode token) already counts. */
 static int64_t snapkv_admission(const void *params, int64_t n_tokens, int64_t chunk,
                                 int32_t n_layer, int32_t *dense_layers)
 {
-    (void)params;
-    (void)chunk;
+    const snapkv_params *p = params;
     (void)n_layer;
     (void)dense_layers;
-    return n_tokens;
+    return snap_admission(p->hold, n_tokens, chunk);
 }
 
 /* The view: the budget once the prompt is longer, the observation window at its end. */
@@ -506,4 +563,6 @@ const kv_policy_desc kv_policy_desc_snapkv = {
     .params_size = sizeof(snapkv_params),
     .validate = snapkv_validate,
     .admission = snapkv_admission,
+    .derive = snapkv_derive,
+    .rules = snapkv_rules,
 };

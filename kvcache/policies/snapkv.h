@@ -10,6 +10,14 @@
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_config.h"
 
+/* When the selection runs (kvcache.snapkv.compress_at). */
+typedef enum snap_compress_at {
+    SNAP_AT_FIRST_TOKEN, /* after the first generated token: it joins the observation window */
+    SNAP_AT_PROMPT_END,  /* SnapKV's original: at the end of the prompt */
+} snap_compress_at;
+
+extern const char *const snap_compress_at_names[]; /* "first_token", "prompt_end" */
+
 typedef struct snap_config {
     int32_t budget;         /* C: tokens kept per layer and KV head, window included */
     double budget_fraction; /* > 0: C = fraction of the prompt length instead */
@@ -19,6 +27,8 @@ typedef struct snap_config {
     kv_reduce reduce;
     int32_t interval;       /* re-compress every N generated tokens (0 = never) */
     int32_t beta;           /* pyramid steepness */
+    snap_compress_at compress_at;
+    int32_t hold; /* > 0: a prompt chunk taking the largest table past it is compressed */
     /* Tokens kept in `layer` of n_layer (window included) for a prompt of n tokens and an
      * average budget C. NULL = C in every layer (SnapKV); pyramid.c passes PyramidKV's ramp.
      * A hook rather than a call keeps the arrow one way: pyramid uses snapkv, not back. */
@@ -30,6 +40,9 @@ typedef struct snap_config {
  * odd kernel (ranges are in their tables). `table` is "kvcache.NAME". */
 int snap_validate_selection(int32_t budget, int32_t window, int32_t kernel, const char *table,
                             ks_diag *d);
+
+/* The admission bound of both policies: the whole prompt, or hold + one chunk (hold > 0). */
+int64_t snap_admission(int32_t hold, int64_t n_tokens, int64_t chunk);
 
 /* Creates the per-sequence state (checks cfg: KS_ERR_INVALID). */
 int snap_state_create(kv_seq *seq, const snap_config *cfg, void **state);

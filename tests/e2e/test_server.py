@@ -368,7 +368,8 @@ def test_kv_policies(srv):
     check(len(seqs) == 1, "/v1/kv lists the sink_window sequence")
     if seqs:
         # the resolved parameters: the request's values over the server's defaults
-        check(seqs[0].get("params") == {"n_sink": 4, "window": 60, "positions": "compact"},
+        check(seqs[0].get("params") == {"budget": 64, "n_sink": 4, "window": 60,
+                                         "positions": "compact"},
               "/v1/kv shows the sequence's resolved parameters: %s" % seqs[0].get("params"))
         kept = seqs[0]["tokens_kept_per_layer"]
         # 2 KV heads: per layer at most 2 * (n_sink + window) tokens, far fewer than seen
@@ -387,7 +388,8 @@ def test_kv_policies(srv):
     check(len(seqs) == 1 and "retrieval" in seqs[0], "/v1/kv shows retrieval tiers")
     if seqs:
         p = seqs[0].get("params", {})
-        check(p.get("top_k") == 2 and p.get("chunk") == 64 and p.get("block_tokens") == 64
+        # block_tokens was not given: derived from the model (context_length / 32 = 16)
+        check(p.get("top_k") == 2 and p.get("chunk") == 64 and p.get("block_tokens") == 16
               and p.get("landmark") == "mean" and "spill_dir" in p,
               "/v1/kv retrieval params: %s" % p)
     pol = kv_state(srv).get("policy", {})
@@ -434,14 +436,16 @@ def test_limits_server():
         auth = {"Authorization": "Bearer sekrit"}
         st, _, _ = srv.req("GET", "/v1/models", headers=auth)
         check(st == 200, "200 with key")
-        # 400 at once: a prompt that can never fit the 1 MiB KV budget (issue 14: it used to
-        # wait out the queue timeout and get 503)
+        # 400 at once: a prompt that can never fit the 1 MiB KV budget under its policy says
+        # which limit (the pool, given the policy's bound) and how to raise it
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2}, headers=auth)
         check(st == 400, "400 when the KV budget can never hold the prompt (%d)" % st)
         e = json.loads(out)["error"]
-        check(set(e) == {"message", "type", "param", "code"} and e["type"] == "invalid_request_error"
-              and e["code"] == 400, "400 body: %s" % e)
+        check(set(e) == {"message", "type", "param", "code"} and e["code"] == 400
+              and e["param"] == "prompt" and e["message"].startswith("pool limit")
+              and "kvcache.memory_mb" in e["message"] and "policy bound" in e["message"],
+              "pool-limit 400 body: %s" % e)
         # the same prompt under a bounded policy fits: admission counts what the policy keeps
         st, _, out = srv.req("POST", "/v1/completions",
                              {"prompt": "the " * 2000, "max_tokens": 2, "temperature": 0,
@@ -449,6 +453,13 @@ def test_limits_server():
                              headers=auth)
         check(st == 200 and json.loads(out)["usage"]["prompt_tokens"] > 1024,
               "a prompt larger than the KV budget runs under sink_window (%d)" % st)
+        # past model.ctx (4096 here) even a bounded policy is refused, naming the key to raise
+        st, _, out = srv.req("POST", "/v1/completions",
+                             {"prompt": "the " * 5000, "max_tokens": 2,
+                              "kv_policy": {"name": "sink_window"}}, headers=auth)
+        e = json.loads(out)["error"]
+        check(st == 400 and e["message"].startswith("ctx limit") and "model.ctx" in e["message"],
+              "ctx-limit 400 names model.ctx: %d %s" % (st, e))
         # 429: one running, one queued, the third is refused
         socks = []
         body = json.dumps(dict(prompt="In the", max_tokens=4000, stream=True,
@@ -490,6 +501,62 @@ def test_spm_leading_space(srv):
         check(s == want, "streamed completion keeps the first token's space (%r)" % s)
         out = run_cli(c["prompt"], c["n_predict"])
         check(out.rstrip("\n") == want, "kvserve run keeps the first token's space (%r)" % out)
+def test_hybrid_server():
+    """profile-heads writes a profile; a server naming it runs `hybrid`, whose /v1/kv and
+    /metrics show more KV bytes in the layer of the profile's full heads; a request naming a
+    bad profile gets a 400 that names the field inside the file."""
+    d = tempfile.mkdtemp(prefix="kvserve-e2e-hybrid-")
+    prof = os.path.join(d, "heads.toml")
+    r = subprocess.run([BIN, "profile-heads", "--model", MODEL, "--out", prof, "--prompts", "4",
+                        "--threads", "2"], capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0 and os.path.exists(prof), "profile-heads writes a profile: %s"
+          % r.stderr[-300:])
+    if r.returncode != 0:
+        return
+    text = open(prof).read()
+    flags = [int(x) for x in text.split("keep_full = [")[1].split("]")[0].split(",")]
+    check(len(flags) == 8 and sum(flags) == 1, "one full head of 8 on kjv-tiny: %s" % flags)
+    full_layer = flags.index(1) // 2
+    bad = os.path.join(d, "bad.toml")
+    with open(bad, "w") as f:
+        f.write(text.replace("keep_full = [", "keep_full = [7, "))
+    # a config naming a bad profile: the server refuses to start, naming the field
+    cfg = os.path.join(d, "bad-config.toml")
+    with open(cfg, "w") as f:
+        f.write('[server]\nport = %d\n[kvcache.hybrid]\nprofile = "%s"\n' % (free_port(), bad))
+    r = subprocess.run([BIN, "serve", "--config", cfg, "--model", MODEL], capture_output=True,
+                       text=True, timeout=60)
+    check(r.returncode != 0 and "kvcache.hybrid.profile" in r.stderr and "keep_full" in r.stderr,
+          "a bad profile in the config stops the server naming the field: %s" % r.stderr[-300:])
+    srv = Server('[kvcache.hybrid]\nprofile = "%s"\n' % prof)
+    try:
+        # the profile is server-only: a request cannot make the server read a file
+        st, _, out = srv.req("POST", "/v1/completions", {
+            "prompt": "In the beginning", "max_tokens": 2,
+            "kv_policy": {"name": "hybrid", "profile": bad}})
+        check(st == 400 and "profile" in json.loads(out)["error"]["message"],
+              "a request cannot name a profile file (%d)" % st)
+        long_prompt = " ".join(PROMPTS) * 6
+        s = open_stream(srv, dict(prompt=long_prompt, max_tokens=3000, temperature=0,
+                                  kv_policy={"name": "hybrid"}))
+        time.sleep(0.3)
+        seqs = [q for q in kv_state(srv)["sequences"] if q["policy"] == "hybrid"]
+        check(len(seqs) == 1, "/v1/kv lists the hybrid sequence")
+        if seqs:
+            b = seqs[0].get("kv_bytes_per_layer", [])
+            check(len(b) == 4 and all(b[full_layer] > b[l] for l in range(4) if l != full_layer),
+                  "hybrid keeps more KV bytes in layer %d (full head): %s" % (full_layer, b))
+            # 2 KV heads x (n_sink + window = 68 tokens) x 2 (K, V) x 32 dims x 2 bytes (f16)
+            check(all(x <= 2 * 68 * 2 * 32 * 2 for l, x in enumerate(b) if l != full_layer),
+                  "streaming-only layers hold n_sink + window tokens per head: %s" % b)
+        _, _, out = srv.req("GET", "/metrics")
+        lines = [l for l in out.decode().splitlines()
+                 if l.startswith("kvserve_kv_bytes_per_layer{")]
+        check(len(lines) == 4, "/metrics has KV bytes for each of the 4 layers")
+        s.close()
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
 
 
 def main():
@@ -513,6 +580,7 @@ def main():
         if srv.proc.poll() is None:
             srv.proc.kill()
     test_limits_server()
+    test_hybrid_server()
     print("%d failures" % len(FAILS))
     return 1 if FAILS else 0
 

@@ -187,12 +187,25 @@ def test_policies(srv):
     got = {p["name"]: {q["name"]: q for q in p["params"]} for p in json.loads(out)["data"]}
     with open(os.path.join(SRC, "configs", "default.toml"), "rb") as f:
         conf = tomllib.load(f)["kvcache"]
-    check(list(got) == ["full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval"],
+    check(list(got) == ["full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval", "hybrid"],
           "every policy listed")
-    server_only = {"ram_mb", "spill_dir"}  # not settable per request
+    server_only = {"ram_mb", "spill_dir", "profile"}  # not settable per request
+    # parameters derived from the model are documented as comments ("# window = rule")
+    derived, section = {}, None
+    with open(os.path.join(SRC, "configs", "default.toml")) as f:
+        for line in f:
+            m = re.match(r"\[kvcache\.([a-z_0-9]+)\]", line)
+            if m:
+                section = m.group(1)
+            elif line.startswith("["):
+                section = None
+            m = re.match(r"#\s*([a-z_]+)\s*=", line)
+            if section and m:
+                derived.setdefault(section, set()).add(m.group(1))
     for name, params in got.items():
         want = {k: v for k, v in conf.get(name, {}).items() if k not in server_only}
-        check(set(params) == set(want), "%s: parameters are default.toml's %s" % (name, sorted(want)))
+        keys = set(want) | derived.get(name, set())
+        check(set(params) == keys, "%s: parameters are default.toml's %s" % (name, sorted(keys)))
         for k, v in want.items():
             if k in params:
                 check(params[k]["default"] == v, "%s.%s default %r" % (name, k, v))

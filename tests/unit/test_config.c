@@ -65,13 +65,14 @@ START_TEST(test_defaults)
     ck_assert_int_eq(p->kind, 0);
     ck_assert_str_eq(kv_policy_kind_name(p->kind), "full");
     static const char *const defaults[][3] = {
-        {"sink_window", "n_sink", "4"},       {"sink_window", "window", "1020"},
+        {"sink_window", "n_sink", "4"},       {"sink_window", "window", "4092"},
         {"sink_window", "positions", "compact"}, {"snapkv", "budget", "1024"},
-        {"snapkv", "window", "8"},            {"snapkv", "kernel", "7"},
+        {"snapkv", "window", "8"},            {"snapkv", "kernel", "9"},
         {"snapkv", "pooling", "max"},         {"snapkv", "reduce", "mean"},
         {"snapkv", "interval", "0"},          {"pyramid", "budget", "1024"},
         {"pyramid", "beta", "20"},            {"pyramid", "budget_fraction", "0"},
-        {"h2o", "heavy", "512"},              {"h2o", "recent", "512"},
+        {"h2o", "heavy", "512"}, {"h2o", "budget", "1024"}, {"sink_window", "budget", "4096"},
+        {"snapkv", "compress_at", "first_token"}, {"pyramid", "compress_at", "first_token"},              {"h2o", "recent", "512"},
         {"retrieval", "block_tokens", "64"},  {"retrieval", "representatives", "4"},
         {"retrieval", "top_k", "8"},          {"retrieval", "n_sink", "4"},
         {"retrieval", "window", "512"},       {"retrieval", "dense_layers", "2"},
@@ -164,8 +165,17 @@ START_TEST(test_shipped_configs)
         cfg_defaults(&def);
         ck_assert_msg(cfg_load_file(path, &c, &d) == 0, "%s", d.msg);
         ck_assert_str_eq(kv_policy_kind_name(c.kvcache.policy.kind), kinds[i]);
-        if (i == 0) /* default.toml documents the defaults: loading it changes nothing */
+        if (i == 0) { /* default.toml documents the defaults: loading it changes no value
+                       * and pins no derived parameter (those lines are comments) */
+            for (int32_t k = 0; k < kv_policy_count(); k++) {
+                const kv_policy_desc *pd = kv_policy_desc_at(k);
+                for (const kv_param_rule *r = pd->rules; r && r->key; r++)
+                    ck_assert_msg(!kv_param_was_set(pd, c.kvcache.policy.set[k], r->key),
+                                  "default.toml pins %s.%s", pd->name, r->key);
+            }
+            memset(c.kvcache.policy.set, 0, sizeof(c.kvcache.policy.set));
             ck_assert_int_eq(memcmp(&c, &def, sizeof(c)), 0);
+        }
     }
     cfg c;
     ks_diag d;
@@ -285,8 +295,9 @@ END_TEST
 
 START_TEST(test_policy_names)
 {
-    const char *names[] = {"full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval"};
-    ck_assert_int_eq(kv_policy_count(), 6);
+    const char *names[] = {"full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval",
+                           "hybrid"};
+    ck_assert_int_eq(kv_policy_count(), 7);
     for (int i = 0; i < kv_policy_count(); i++) {
         ck_assert_int_eq(kv_policy_kind_from_name(names[i]), i);
         ck_assert_str_eq(kv_policy_kind_name(i), names[i]);

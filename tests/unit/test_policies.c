@@ -333,6 +333,7 @@ START_TEST(test_pyramid_schedule_reference)
     kv_policy_config pc = config_defaults();
     pseti(&pc, "pyramid", "budget", 128);
     pseti(&pc, "pyramid", "window", 8);
+    pset(&pc, "pyramid", "compress_at", "prompt_end");
     rig r;
     rig_open(&r, "pyramid", &pc, 32, 1, 1, KS_DTYPE_F16, 32 * (7500 / BT + 2));
     int32_t chunks[] = {1000, 1000, 1000, 1000, 1000, 1000, 1000, 492, 8};
@@ -367,6 +368,7 @@ START_TEST(test_pyramid_schedule_fallbacks)
         pseti(&pc, "pyramid", "budget", cases[c].budget);
         pseti(&pc, "pyramid", "window", 8);
         psetf(&pc, "pyramid", "budget_fraction", cases[c].frac);
+        pset(&pc, "pyramid", "compress_at", "prompt_end");
         rig r;
         rig_open(&r, "pyramid", &pc, 4, 1, 1, KS_DTYPE_F32, 4 * (cases[c].n / BT + 2));
         int32_t chunks[] = {cases[c].n - 8, 8};
@@ -413,6 +415,7 @@ START_TEST(test_snap_selection_naive)
         pset(&pc, pol, "pooling", kv_pooling_names[c->pool]);
         pset(&pc, pol, "reduce", kv_reduce_names[c->red]);
         pseti(&pc, pol, "interval", interval);
+        pset(&pc, pol, "compress_at", "prompt_end"); /* SnapKV's original timing */
     }
     pseti(&pc, "pyramid", "beta", 20);
     rig r;
@@ -453,6 +456,80 @@ START_TEST(test_snap_selection_naive)
         }
     check_blocks(&r);
     rig_close(&r);
+}
+END_TEST
+
+/* Deferred compression (compress_at = first_token, the default): the prompt stays whole until
+ * the first generated token has run; then the selection equals the naive one voted by the
+ * last w queries, that token included, over the prompt and that token. */
+START_TEST(test_snap_deferred_naive)
+{
+    const snap_case *c = &kSnapCases[_i];
+    const int32_t w = 8, C = 40, n = 150;
+    kv_policy_config pc = config_defaults();
+    for (int k = 0; k < 2; k++) {
+        const char *pol = k ? "pyramid" : "snapkv";
+        pseti(&pc, pol, "budget", C);
+        pseti(&pc, pol, "window", w);
+        pseti(&pc, pol, "kernel", c->kernel);
+        pset(&pc, pol, "pooling", kv_pooling_names[c->pool]);
+        pset(&pc, pol, "reduce", kv_reduce_names[c->red]);
+        ck_assert_str_eq(pget(&pc, pol, "compress_at"), "first_token");
+    }
+    rig r;
+    rig_open(&r, c->policy, &pc, 2, 2, 2, KS_DTYPE_F32, 400);
+    rig_prompt(&r, c->chunks, c->n_chunks, true);
+    for (int32_t l = 0; l < 2; l++) /* nothing selected yet */
+        ck_assert_int_eq(kv_seq_tokens_kept(r.seq, l), 2 * n);
+    rig_chunk(&r, 1, false, false, true, -1, NULL);
+    int32_t keys[n + 1], win[8];
+    for (int32_t j = 0; j <= n; j++)
+        keys[j] = j;
+    for (int32_t i = 0; i < w; i++)
+        win[i] = n + 1 - w + i;
+    for (int32_t l = 0; l < 2; l++)
+        for (int32_t h = 0; h < 2; h++) {
+            int32_t *now, n_now;
+            kept_of(&r, l, h, &now, &n_now);
+            ck_assert_int_eq(now[n_now - 1], n); /* the generated token is in the window */
+            check_snap_choice(l, h, 2, keys, n + 1, win, w, c->kernel, c->pool, c->red,
+                              c->want[l], now, n_now);
+            free(now);
+        }
+    check_blocks(&r);
+    rig_close(&r);
+}
+END_TEST
+
+/* A prompt longer than `hold` never waits for a decode token: each chunk that takes the
+ * tables past hold is compressed at once, so a table never holds more than hold + one chunk,
+ * which is the admission bound the descriptor reports. */
+START_TEST(test_snap_hold_bounds_prompt)
+{
+    const char *pol = _i ? "pyramid" : "snapkv";
+    const int32_t hold = 100, chunk = 50, n_chunks = 8;
+    kv_policy_config pc = config_defaults();
+    pseti(&pc, pol, "budget", 40);
+    pseti(&pc, pol, "hold", hold);
+    rig r;
+    rig_open(&r, pol, &pc, 2, 2, 2, KS_DTYPE_F32, 400);
+    for (int32_t c = 0; c < n_chunks; c++) {
+        rig_chunk(&r, chunk, true, c == n_chunks - 1, true, -1, NULL);
+        for (int32_t l = 0; l < 2; l++)
+            ck_assert_int_le(kv_seq_tokens_kept(r.seq, l), 2 * (hold + chunk));
+        check_blocks(&r);
+    }
+    ck_assert_int_gt(kv_seq_tokens_kept(r.seq, 0), 2 * 40); /* the prompt's end waits */
+    rig_chunk(&r, 1, false, false, true, -1, NULL);
+    ck_assert_int_le(kv_seq_tokens_kept(r.seq, 1), 2 * 40);
+    rig_close(&r);
+    const kv_policy_desc *d = kv_policy_desc_find(pol);
+    int32_t dense = 0;
+    ck_assert_int_eq(d->admission(kv_policy_config_params(&pc, d), 401, chunk, 2, &dense),
+                     hold + chunk);
+    ck_assert_int_eq(d->admission(kv_policy_config_params(&pc, d), 120, chunk, 2, &dense), 120);
+    pseti(&pc, pol, "hold", 0); /* 0: the whole prompt is held */
+    ck_assert_int_eq(d->admission(kv_policy_config_params(&pc, d), 401, chunk, 2, &dense), 401);
 }
 END_TEST
 
@@ -688,6 +765,8 @@ static Suite *policies_suite(void)
     tcase_add_test(tc, test_pyramid_schedule_reference);
     tcase_add_test(tc, test_pyramid_schedule_fallbacks);
     tcase_add_loop_test(tc, test_snap_selection_naive, 0, (int)KS_ARRAY_LEN(kSnapCases));
+    tcase_add_loop_test(tc, test_snap_deferred_naive, 0, (int)KS_ARRAY_LEN(kSnapCases));
+    tcase_add_loop_test(tc, test_snap_hold_bounds_prompt, 0, 2);
     tcase_add_test(tc, test_h2o_naive);
     tcase_add_loop_test(tc, test_sink_window_compact, 0, 4);
     tcase_add_loop_test(tc, test_big_budget_equals_full, 0, 4);

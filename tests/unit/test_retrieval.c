@@ -593,6 +593,120 @@ START_TEST(test_selects_needle_window_positions)
 }
 END_TEST
 
+/* Parameter `key` of retrieval resolved for a model of trained context ctx. */
+static long long rt_resolved(const kv_policy_config *pc, int32_t ctx, const char *key)
+{
+    const kv_policy_desc *d = kv_policy_desc_find("retrieval");
+    kv_policy_params p;
+    kv_model_info mi = {.n_ctx_train = ctx, .n_layer = 4, .n_head_kv = 2, .head_dim = 32};
+    kv_policy_params_resolve(pc, d, &mi, p.bytes);
+    char buf[64];
+    kv_param_format(p.bytes, kv_param_find(kv_policy_desc_index(d), key), buf, sizeof(buf));
+    return atoll(buf);
+}
+
+START_TEST(test_defaults_from_model)
+{
+    /* By hand from the rules: block = largest power of two <= C/32 in 8..128, top_k =
+     * 2C / block, window C/2, chunk C/4, dense_layers 0. */
+    kv_policy_config pc;
+    kv_policy_config_defaults(&pc);
+    static const struct {
+        int32_t ctx;
+        long long block, top_k, window, chunk;
+    } want[] = {{512, 16, 64, 256, 128}, {2048, 64, 64, 1024, 512},
+                {8192, 128, 128, 4096, 2048}, {100, 8, 25, 50, 25}};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        ck_assert_int_eq(rt_resolved(&pc, want[i].ctx, "block_tokens"), want[i].block);
+        ck_assert_int_eq(rt_resolved(&pc, want[i].ctx, "top_k"), want[i].top_k);
+        ck_assert_int_eq(rt_resolved(&pc, want[i].ctx, "window"), want[i].window);
+        ck_assert_int_eq(rt_resolved(&pc, want[i].ctx, "chunk"), want[i].chunk);
+        ck_assert_int_eq(rt_resolved(&pc, want[i].ctx, "dense_layers"), 0);
+    }
+    /* window + chunk stays inside the trained context (window positions) */
+    ck_assert_int_lt(rt_resolved(&pc, 512, "window") + rt_resolved(&pc, 512, "chunk"), 512);
+    /* an explicit value is kept and the others derive around it */
+    pseti(&pc, "retrieval", "block_tokens", 32);
+    pseti(&pc, "retrieval", "window", 100);
+    ck_assert_int_eq(rt_resolved(&pc, 512, "block_tokens"), 32);
+    ck_assert_int_eq(rt_resolved(&pc, 512, "top_k"), 32);
+    ck_assert_int_eq(rt_resolved(&pc, 512, "window"), 100);
+    ck_assert_int_eq(rt_resolved(&pc, 512, "chunk"), 128);
+    /* out-of-range parameters are refused with the key named */
+    ks_diag d;
+    pseti(&pc, "retrieval", "top_k", 0);
+    ck_assert_int_eq(kv_policy_config_validate(&pc, &d), KS_ERR_RANGE);
+    ck_assert_msg(strstr(d.msg, "kvcache.retrieval.top_k") != NULL, "%s", d.msg);
+    pseti(&pc, "retrieval", "top_k", 8);
+    pseti(&pc, "retrieval", "block_tokens", 48);
+    ck_assert_int_eq(kv_policy_config_validate(&pc, &d), KS_ERR_RANGE);
+    ck_assert_msg(strstr(d.msg, "kvcache.retrieval.block_tokens") != NULL, "%s", d.msg);
+}
+END_TEST
+
+/* The spill tier holds RAM to the budget however long the context: 32768 tokens with the
+ * derived defaults (block 16, top_k 64, window 256) and ram_mb 1 keep the same number of pool
+ * blocks in RAM as 8192 tokens, within the budget, while the spill file takes the rest. */
+START_TEST(test_spill_bounds_ram_32k)
+{
+    kv_policy_config_defaults(&g_pc);
+    pseti(&g_pc, "retrieval", "ram_mb", 1);
+    make_dir();
+    pset(&g_pc, "retrieval", "spill_dir", g_dir);
+    kv_policy_args a = {.config = &g_pc,
+                        .rope = {.kind = ROPE_NORM, .head_dim = HD, .theta = 10000.0f,
+                                 .freq_scale = 1.0f},
+                        .n_layer = NL, .n_head_kv = NH, .head_dim = HD, .n_ctx_train = 512};
+    sim rt;
+    sim_init(&rt, KS_DTYPE_F16, 16, &kv_policy_retrieval, &a);
+    enum { CH = 128, TOTAL = 32768 };
+    static float k[CH * NH * HD], v[CH * NH * HD], q[CH * NH * NG * HD], o[CH * NG * HD];
+    int32_t idx[CH], pos[CH];
+    kv_retrieval_stats at8k = {0}, st;
+    size_t bb = kv_pool_block_bytes(rt.pool);
+    for (int32_t seen = 0; seen < TOTAL; seen += CH) {
+        for (int32_t i = 0; i < CH; i++)
+            idx[i] = seen + i;
+        kv_chunk ch = {.n_new = CH, .idx = idx, .prefill = true};
+        ck_assert_int_eq(kv_seq_chunk_begin(rt.seq, &ch, pos), 0);
+        for (int32_t l = 0; l < NL; l++) {
+            for (int32_t i = 0; i < CH * NH * HD; i++)
+                k[i] = rndf(), v[i] = rndf();
+            ck_assert_int_eq(kv_seq_append(rt.seq, l, CH, k, v, idx, pos), 0);
+            if (seen % (16 * CH) != 0) /* attend now and then: selection reads spilled blocks */
+                continue;
+            for (int32_t i = 0; i < CH * NH * NG * HD; i++)
+                q[i] = rndf();
+            for (int32_t h = 0; h < NH; h++) {
+                kv_query qq = {.chunk = &ch, .n_q = CH, .q_idx = idx,
+                               .q = q + (size_t)h * NG * HD, .q_tok_stride = NH * NG * HD,
+                               .n_group = NG, .head_dim = HD};
+                sim_attend(&rt, l, h, &qq, o);
+            }
+        }
+        ck_assert_int_eq(kv_seq_chunk_end(rt.seq, &ch), 0);
+        ck_assert_int_eq(kv_retrieval_get_stats(rt.seq, &st), 0);
+        /* pool blocks in RAM never exceed the budget (1 MiB less the hot set, plus the
+         * sinks and the window that must stay in RAM) */
+        ck_assert_int_le((int64_t)st.blocks_ram * (int64_t)bb, ((int64_t)1 << 20) +
+                         (int64_t)NL * NH * (256 + CH + 16 + 2 * 16) / 16 * (int64_t)bb);
+        if (seen + CH == 8192)
+            at8k = st;
+    }
+    ck_assert_int_gt(at8k.blocks_disk, 0);
+    ck_assert_int_gt(st.blocks_disk, 3 * at8k.blocks_disk);
+    ck_assert_int_le(st.blocks_ram, at8k.blocks_ram + NL * NH); /* flat */
+    ck_assert_int_eq(st.hot_slots, at8k.hot_slots);
+    ck_assert_int_gt(st.hot_misses, 0);
+    /* RAM besides the landmarks (which grow by 1/16 of a key per token) stays flat */
+    ck_assert_int_le(st.ram_bytes - st.landmark_bytes,
+                     at8k.ram_bytes - at8k.landmark_bytes + (size_t)NL * NH * bb);
+    sim_destroy(&rt);
+    ck_assert_int_eq(count_files(g_dir), 0);
+    rmdir(g_dir);
+}
+END_TEST
+
 START_TEST(test_policy_registered)
 {
     ck_assert_ptr_eq(kv_policy_find("retrieval"), &kv_policy_retrieval);
@@ -620,6 +734,8 @@ static Suite *retrieval_suite(void)
     tcase_add_test(tc, test_pool_pressure_spills);
     tcase_add_test(tc, test_selects_needle_window_positions);
     tcase_add_test(tc, test_policy_registered);
+    tcase_add_test(tc, test_defaults_from_model);
+    tcase_add_test(tc, test_spill_bounds_ram_32k);
     suite_add_tcase(s, tc);
     return s;
 }
