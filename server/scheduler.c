@@ -883,7 +883,7 @@ static void seq_info_fill(sch *s, sch_req *r, sch_seq_info *o)
     o->n_prompt = r->n_prompt;
     o->n_generated = r->n_generated;
     o->n_layer = s->hp->n_layer;
-    o->kv_token_bytes = 2 * kv_pool_row_bytes(s->p.pool);
+    o->kv_token_bytes = kv_pool_k_row_bytes(s->p.pool) + kv_pool_v_row_bytes(s->p.pool);
     for (int32_t l = 0; l < o->n_layer; l++) kept[l] = kv_seq_tokens_kept(r->kv, l);
     o->has_spill = kv_retrieval_get_stats(r->kv, &o->spill) == KS_OK;
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;

@@ -181,7 +181,9 @@ async function main() {
     await page.click("#key-ok");
     await page.waitForFunction(() => kvView.ready === true);
     const names = await page.$$eval("#picker-a select.policy option", (o) => o.map((x) => x.value));
-    assert.deepEqual(names, ["full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval"]);
+    // the picker offers exactly the registered policies, in registry order
+    const reg = await (await fetch(`${base}/v1/kv/policies`, {headers: {Authorization: `Bearer ${KEY}`}})).json();
+    assert.deepEqual(names, reg.data.map((p) => p.name));
 
     const prompt = passkeyPrompt(330, 0.35, "48213");
     await page.$eval("#prompt", (el, p) => { el.value = p; }, prompt);

@@ -116,7 +116,7 @@ START_TEST(test_retrieval_needle_16x_defaults)
 {
     engine e;
     engine_params ep = {.model_path = g_model, .n_threads = 1, .n_ctx = 8400, .n_batch = 512,
-                        .n_seqs = 1, .kv_dtype = KS_DTYPE_F16};
+                        .n_seqs = 1, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     kv_policy_config pc;
     kv_policy_config_defaults(&pc);
@@ -165,7 +165,7 @@ START_TEST(test_hybrid_tables_and_full_equivalence)
 {
     engine e;
     engine_params ep = {.model_path = g_model, .n_threads = 1, .n_ctx = 512, .n_batch = 64,
-                        .n_seqs = 1, .kv_dtype = KS_DTYPE_F16};
+                        .n_seqs = 1, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     const model_hparams *h = model_get_hparams(e.m);
     ck_assert_int_eq(h->n_layer * h->n_head_kv, 8);
