@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential meson ninja-build pkg-config libuv1-dev node-llhttp libjansson-dev
       libopenblas-dev check unicode-data python3)
+# tests/js drives the server with npm clients (the OpenAI SDK): Debian's node and npm unless
+# the machine already has them.
+if ! command -v npm >/dev/null; then PKGS+=(nodejs npm); fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -18,6 +21,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# Browser tests (tests/js/test_ui.cjs): Debian's chromium, and puppeteer-core from the
+# committed package-lock.json. KVSERVE_BROWSER=0 leaves them out (the test then skips).
+if [ "${KVSERVE_BROWSER:-1}" = "1" ]; then
+    if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+        echo "setup: installing chromium (browser tests)"
+        $SUDO apt-get update
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends chromium
+    fi
+    if command -v npm >/dev/null 2>&1; then
+        (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+    else
+        echo "setup: npm not found: the browser test will fail to load puppeteer-core"
+    fi
 fi
 
 werror=false

@@ -147,7 +147,9 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
     sch_sampling_default(&g->sampling);
     const cfg_limits *lim = &a->cfg->limits;
     long long n = 1;
-    if (get_int(root, "n", 1, 1, &n)) FAIL("n", "only 'n' = 1 is supported");
+    if (get_int(root, "n", 1, API_MAX_CHOICES, &n))
+        FAIL("n", "'n' must be an integer in 1..%d", API_MAX_CHOICES);
+    g->n = (int32_t)n;
     long long mt = lim->default_max_tokens;
     const char *mt_key = json_object_get(root, "max_completion_tokens") ? "max_completion_tokens"
                                                                         : "max_tokens";
@@ -173,6 +175,10 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
             *param = "kv_policy";
             return KS_ERR_INVALID;
         }
+    }
+    if (api_structured_parse(a, root, chat, g, msg, cap, param)) {
+        api_gen_release(g);
+        return KS_ERR_INVALID;
     }
     return 0;
 }

@@ -21,14 +21,21 @@
 #include "kvserve/model.h"
 #include "scheduler.h"
 
+#define API_MAX_CHOICES 16
+
 typedef struct api_server {
     const cfg *cfg;
+    uv_loop_t *loop;    /* the loop thread's (timers of the live view feed) */
     const model *model; /* NULL while loading */
     const tok_vocab *vocab;
     kv_pool *pool;
     sch *sch;
     metrics *metrics;
-    tok_chat_family chat;
+    tok_chat_family chat;        /* the family formatter (when tmpl is NULL, or as fallback) */
+    struct jinja_template *tmpl; /* the model's Jinja chat template, NULL: family formatter */
+    bool tmpl_fallback;          /* model.chat_template_fallback */
+    int tool_format;             /* api_tool_format of the template */
+    char bos_text[64], eos_text[64];
     char model_id[256];
     int32_t n_ctx;
     int32_t max_prompt;
@@ -53,12 +60,19 @@ int32_t api_read_ids(api_server *a, json_t *arr, int32_t **out);
 
 /* /v1/completions and /v1/chat/completions (api_gen.c). */
 void api_gen_handle(api_server *a, http_request *req, bool chat);
-/* The chat prompt text of a "messages" array (malloc'd), or NULL with msg set (bad messages
- * or out of memory). Needs no model: the template is a->chat's; a->vocab may be NULL. */
-char *api_chat_text(const api_server *a, json_t *msgs, char *msg, size_t cap);
+/* The chat prompt text of a request's "messages" (and "tools", unless tool_choice is "none")
+ * through the model's Jinja template (or the family formatter): malloc'd, or NULL with msg
+ * set (bad messages, a template error, out of memory). */
+char *api_chat_text(const api_server *a, json_t *root, bool with_tools, char *msg, size_t cap);
+/* Sets up a->tmpl, a->chat and the tool-call format from the configuration and the model's
+ * tokenizer.chat_template. On error (a template the engine cannot parse and no fallback)
+ * returns non-zero with d set. */
+int api_chat_setup(api_server *a, const cfg *c, ks_diag *d) KS_WUR;
+void api_chat_teardown(api_server *a);
 
 /* Generation parameters common to both completion endpoints (api_params.c). */
 typedef struct api_gen {
+    int32_t n; /* choices, 1..API_MAX_CHOICES */
     sch_sampling sampling;
     int32_t max_tokens;
     const char *stops[16]; /* point into the request's JSON */
@@ -68,11 +82,26 @@ typedef struct api_gen {
     bool logprobs;
     kv_policy_config *policy_config; /* malloc'd when the request names a policy */
     const kv_policy *policy;
+    gram *grammar;        /* response_format / grammar / json_schema, compiled; owned */
+    char *grammar_src;    /* its GBNF (malloc'd): choices after the first compile their own */
+    size_t grammar_len;
+    int32_t *bias_ids;    /* logit_bias (malloc'd) */
+    float *bias;
+    int32_t n_bias;
+    bool echo;            /* completions: the prompt text starts the output */
+    const char *suffix;   /* completions: fill-in-the-middle suffix (in the request's JSON) */
+    size_t suffix_len;
 } api_gen;
 
 /* Parses and validates; on error returns KS_ERR_INVALID with msg and *param set. */
 int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg,
                   size_t cap, const char **param) KS_WUR;
+/* The structured-output fields (api_structured.c): response_format, grammar, json_schema,
+ * logit_bias, and for completions echo and suffix. Called by api_gen_parse. */
+int api_structured_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg,
+                         size_t cap, const char **param) KS_WUR;
+/* Frees what api_gen_parse allocated (policy config, grammar, bias) that was not handed on. */
+void api_gen_release(api_gen *g);
 /* Parses {"name": ..., params...} over the server's policy config. */
 int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
                      const kv_policy **policy, char *msg, size_t cap) KS_WUR;

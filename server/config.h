@@ -28,14 +28,20 @@ typedef struct cfg_server {
     int32_t max_queue;        /* >= 1, default 64 */
     char api_key[256];        /* "" = no authentication (default) */
     int32_t shutdown_grace_s; /* >= 0, default 30 */
+    int32_t ui;               /* browser view at / and /v1/kv/stream: 1 on, 0 off, -1 (default)
+                                 on only when host is a loopback address (cfg_ui_enabled) */
 } cfg_server;
 
 typedef struct cfg_model {
     char path[CFG_STR_MAX]; /* GGUF file; default "" (must be given by file or flag) */
     int32_t ctx;            /* max context tokens per sequence, >= 16, default 4096 */
     int32_t threads;        /* 0 = server.threads (default) */
-    char chat_template[32]; /* "auto" (default) or chatml, llama3, llama2, mistral, zephyr,
-                               phi3, gemma */
+    char chat_template[32]; /* "auto" (default): the model's Jinja template; or a family
+                               formatter: chatml, llama3, llama2, mistral, zephyr, phi3, gemma */
+    char chat_template_file[CFG_STR_MAX]; /* a Jinja template file used instead of the GGUF's
+                                             tokenizer.chat_template; default "" */
+    bool chat_template_fallback; /* a template the Jinja engine cannot parse or render falls
+                                    back to the family formatter; default false (an error) */
 } cfg_model;
 
 typedef struct cfg_kvcache {
@@ -79,6 +85,8 @@ int cfg_validate(const cfg *c, ks_diag *d) KS_WUR;
 /* Effective values of the "0 = derived" fields. */
 int32_t cfg_model_threads(const cfg *c);
 int32_t cfg_max_prompt_tokens(const cfg *c);
+/* Whether the browser view is served: server.ui, or when unset, host is loopback. */
+bool cfg_ui_enabled(const cfg *c);
 
 const char *cfg_kv_dtype_name(cfg_kv_dtype t);
 int cfg_kv_dtype_from_name(const char *name); /* value or KS_ERR_INVALID */

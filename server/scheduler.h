@@ -24,11 +24,13 @@
 #include <uv.h>
 
 #include "kvserve/base.h"
+#include "kvserve/grammar.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/spill.h"
 #include "metrics.h"
 #include "kvserve/model.h"
 #include "kvserve/policy_config.h"
+#include "sched_view.h"
 #include "sched_types.h"
 
 typedef struct sch sch;
@@ -39,6 +41,14 @@ typedef void (*sch_event_fn)(sch_req *r, const sch_event *ev, void *ud);
 
 /* Defaults: greedy off (temperature 1), no filters, no penalties, random seed, no logprobs. */
 void sch_sampling_default(sch_sampling *s);
+
+/* A group of requests over one prompt (n > 1 choices): the followers wait until the leader's
+ * prompt is prefilled (and published in the prefix cache), then start from its cached blocks
+ * copy-on-write and compute only the prompt's last partial block. Refcounted: each request
+ * holds a reference from submit to free; the creator releases its own. Any thread. */
+typedef struct sch_group sch_group;
+sch_group *sch_group_create(void); /* NULL when out of memory */
+void sch_group_release(sch_group *g); /* accepts NULL */
 
 typedef struct sch_request_params {
     const int32_t *prompt; /* copied */
@@ -51,7 +61,18 @@ typedef struct sch_request_params {
     void *policy_config;       /* a kv_policy_config, owned by the request from submit on
                                   (even on error) */
     void (*policy_config_free)(void *);
+    gram *grammar;             /* NULL: unconstrained; else owned by the request from submit on
+                                  (even on error): tokens are masked to what it accepts */
+    const int32_t *bias_ids;   /* logit_bias: n_bias token ids (copied; < n_vocab) */
+    const float *bias;         /* added to those logits before sampling (copied) */
+    int32_t n_bias;
+    bool keep_leading_space;   /* the text continues the prompt (echo): SentencePiece's space
+                                  before the first generated word stays */
     double arrival;            /* ks_time_now() when the request arrived (for TTFT) */
+    sch_group *group;          /* NULL, or the group this request belongs to */
+    bool group_follower;       /* wait for the group leader's prefill before starting */
+    bool render_special;       /* detokenise special/control tokens as their text (tool calls) */
+    const char *view_tag;      /* NULL, or a live-view tag (copied; server/sched_view.h) */
     sch_event_fn on_event;
     void *ud;
 } sch_request_params;
@@ -111,9 +132,19 @@ typedef struct sch_seq_info {
 /* Copies the snapshot (caller frees with sch_seq_info_free). */
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;
 void sch_seq_info_free(sch_seq_info *v, size_t n);
+/* The final state of the last sequences that ended (oldest first), same shape. */
+int sch_get_finished_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;
 
 /* Prompt prefix cache counters (zeros when the cache is off). Any thread. The cache's blocks
  * count in the pool's bytes used; those only it holds are freed whenever the pool runs short. */
 void sch_get_prefix_stats(sch *s, kv_prefix_stats *out);
+
+/* Live view (sched_view.h): finds the sequence by id (tag NULL) or by view tag and asks the
+ * worker for a fresh frame; returns a reference in *out when its latest frame is newer than
+ * after_version. step (tag only): step mode for the next second: the sequence makes no step
+ * while a frame waits for the viewer, so every step is seen. Loop thread (it walks the
+ * request list that only the loop frees). */
+sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, bool step,
+                               uint64_t after_version, sch_view **out);
 
 #endif

@@ -111,11 +111,11 @@ static void load_done(uv_work_t *w, int status)
     a->pool = st->pool;
     a->n_ctx = c->model.ctx;
     a->max_prompt = cfg_max_prompt_tokens(c);
-    if (!strcmp(c->model.chat_template, "auto")) {
-        a->chat = tok_chat_detect(tok_chat_template(a->vocab));
-    } else {
-        int f = tok_chat_family_from_name(c->model.chat_template);
-        a->chat = f < 0 ? TOK_CHAT_CHATML : (tok_chat_family)f;
+    if (api_chat_setup(a, c, &d)) {
+        fprintf(stderr, "kvserve: %s\n", d.msg);
+        st->exit_code = 1;
+        shutdown_begin(st);
+        return;
     }
     const char *base = strrchr(c->model.path, '/');
     const char *id = hp->name[0] ? hp->name : (base ? base + 1 : c->model.path);
@@ -218,6 +218,7 @@ int serve_main(int argc, char **argv)
     st->loop = uv_default_loop();
     api_server *a = &st->api;
     a->cfg = &st->c;
+    a->loop = st->loop;
     int rc = metrics_create(&a->metrics);
     http_server_params hp = {.loop = st->loop, .host = st->c.server.host,
                              .port = st->c.server.port,
@@ -244,6 +245,7 @@ int serve_main(int argc, char **argv)
     uv_run(st->loop, UV_RUN_DEFAULT);
     int code = st->exit_code;
     uv_loop_close(st->loop);
+    api_chat_teardown(a);
     kv_pool_destroy(st->pool);
     model_free(st->m);
     metrics_destroy(a->metrics);

@@ -52,6 +52,7 @@ struct tok_vocab {
     uint32_t mmask;
     int32_t n_merges;
     int32_t bos, eos, eot, eom, unk, pad;
+    int32_t fim[3]; /* fill-in-the-middle prefix, suffix, middle tokens; -1 if none */
     bool add_bos, add_eos, add_space_prefix, ignore_merges, clean_spaces;
     bool spm_split; /* no token has U+2581 after another character: split words there */
     int32_t *special;  /* CONTROL/USER_DEFINED/UNKNOWN ids, longest text first */

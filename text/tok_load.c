@@ -198,6 +198,24 @@ static void opt_id(const gguf_file *f, const char *key, int32_t n, int32_t *id)
     }
 }
 
+/* FIM tokens: the metadata's ids, else the texts code models use (llama.cpp's list). */
+static void find_fim(tok_vocab *v, const gguf_file *f, int32_t n)
+{
+    static const char *const keys[3] = {"tokenizer.ggml.fim_pre_token_id",
+                                        "tokenizer.ggml.fim_suf_token_id",
+                                        "tokenizer.ggml.fim_mid_token_id"};
+    static const char *const texts[3][5] = {
+        {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "\xe2\x96\x81<PRE>"},
+        {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "\xe2\x96\x81<SUF>"},
+        {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "\xe2\x96\x81<MID>"}};
+    for (int k = 0; k < 3; k++) {
+        v->fim[k] = -1;
+        opt_id(f, keys[k], n, &v->fim[k]);
+        for (int i = 0; i < 5 && v->fim[k] < 0; i++)
+            v->fim[k] = tok_find(v, texts[k][i], strlen(texts[k][i]));
+    }
+}
+
 static void opt_bool(const gguf_file *f, const char *key, bool *b)
 {
     bool t;
@@ -345,6 +363,7 @@ int tok_vocab_load(const gguf_file *f, tok_vocab **out, ks_diag *d)
     opt_id(f, "tokenizer.ggml.eom_token_id", n, &v->eom);
     opt_id(f, "tokenizer.ggml.unknown_token_id", n, &v->unk);
     opt_id(f, "tokenizer.ggml.padding_token_id", n, &v->pad);
+    find_fim(v, f, n);
     opt_bool(f, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix);
     opt_bool(f, "tokenizer.ggml.add_bos_token", &v->add_bos);
     opt_bool(f, "tokenizer.ggml.add_eos_token", &v->add_eos);

@@ -25,6 +25,10 @@ int32_t tok_eos(const tok_vocab *v) { return v->eos; }
 bool tok_add_bos(const tok_vocab *v) { return v->add_bos && v->bos >= 0; }
 bool tok_add_eos(const tok_vocab *v) { return v->add_eos && v->eos >= 0; }
 const char *tok_chat_template(const tok_vocab *v) { return v->chat_template; }
+int32_t tok_fim_token(const tok_vocab *v, tok_fim which)
+{
+    return which >= TOK_FIM_PRE && which <= TOK_FIM_MID ? v->fim[which] : -1;
+}
 
 bool tok_is_eog(const tok_vocab *v, int32_t id)
 {

@@ -33,6 +33,10 @@ bool tok_add_bos(const tok_vocab *v);
 bool tok_add_eos(const tok_vocab *v);
 /* End of generation: eos, eot (<|eot_id|>, <|im_end|>, <|end|> ...) as the metadata says. */
 bool tok_is_eog(const tok_vocab *v, int32_t id);
+/* Fill-in-the-middle tokens (code models): from tokenizer.ggml.fim_{pre,suf,mid}_token_id,
+ * else found by their usual texts (<|fim_prefix|>, <fim_prefix>, <PRE> ...); -1 if none. */
+typedef enum tok_fim { TOK_FIM_PRE = 0, TOK_FIM_SUF = 1, TOK_FIM_MID = 2 } tok_fim;
+int32_t tok_fim_token(const tok_vocab *v, tok_fim which);
 /* The tokenizer.chat_template string, or NULL. */
 const char *tok_chat_template(const tok_vocab *v);
 

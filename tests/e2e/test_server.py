@@ -251,7 +251,7 @@ def test_errors(srv):
           and e["type"] == "invalid_request_error", "400 bad JSON")
     st, _, _ = srv.req("POST", "/v1/completions", raw=b'{"prompt":"\xff\xfe","max_tokens":2}')
     check(st == 400, "400 invalid UTF-8")
-    for bad, param in [({"n": 2}, "n"), ({"temperature": -1}, "temperature"),
+    for bad, param in [({"n": 17}, "n"), ({"n": 0}, "n"), ({"temperature": -1}, "temperature"),
                        ({"max_tokens": 0}, "max_tokens"), ({"stop": 5}, "stop"),
                        ({"kv_policy": {"name": "nope"}}, "kv_policy"),
                        ({"kv_policy": {"name": "full", "bogus": 1}}, "kv_policy")]:

@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "server/api_server.h"
+#include "server/api_tools.h"
 #include "server/sse.h"
 
 typedef struct fuzz_env {
@@ -62,7 +63,15 @@ static void fuzz_gen(api_server *a, http_request *req, bool chat)
     free(g.policy_config);
     char *text = NULL;
     if (chat) {
-        text = api_chat_text(a, json_object_get(root, "messages"), msg, sizeof(msg));
+        api_tool_choice choice;
+        const char *forced;
+        if (api_tools_parse(root, &choice, &forced, msg, sizeof(msg), &param)) {
+            if (!param) abort();
+            api_respond_error(a, req, 400, msg, param);
+            json_decref(root);
+            return;
+        }
+        text = api_chat_text(a, root, true, msg, sizeof(msg));
         if (!text) {
             api_respond_error(a, req, 400, msg, "messages");
             json_decref(root);

@@ -388,6 +388,38 @@ START_TEST(test_special_tokens)
 }
 END_TEST
 
+/* Fill-in-the-middle tokens are found by text in vocabs whose metadata does not name them,
+ * and each id renders its own text; vocabs without them say -1. */
+START_TEST(test_fim_tokens)
+{
+    struct {
+        const char *vocab, *texts[3];
+    } cases[] = {
+        {"ggml-vocab-qwen2.gguf", {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"}},
+        {"ggml-vocab-starcoder.gguf", {"<fim_prefix>", "<fim_suffix>", "<fim_middle>"}},
+        {"ggml-vocab-llama-spm.gguf", {NULL, NULL, NULL}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/vocab/%s", shared_dir(), cases[i].vocab);
+        tok_vocab *v = load_vocab(path);
+        for (int k = 0; k < 3; k++) {
+            int32_t id = tok_fim_token(v, (tok_fim)k);
+            if (!cases[i].texts[k]) {
+                ck_assert_int_eq(id, -1);
+                continue;
+            }
+            char piece[64];
+            int32_t n = tok_piece(v, id, true, piece, sizeof(piece));
+            ck_assert_int_eq(n, (int32_t)strlen(cases[i].texts[k]));
+            ck_assert(!memcmp(piece, cases[i].texts[k], (size_t)n));
+        }
+        ck_assert_int_eq(tok_fim_token(v, (tok_fim)3), -1);
+        tok_vocab_free(v);
+    }
+}
+END_TEST
+
 static Suite *tokenizer_suite(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -399,6 +431,7 @@ static Suite *tokenizer_suite(void)
     tcase_add_test(tc, test_malformed_input);
     tcase_add_test(tc, test_stream_splits_characters);
     tcase_add_test(tc, test_special_tokens);
+    tcase_add_test(tc, test_fim_tokens);
     suite_add_tcase(s, tc);
     return s;
 }
