@@ -107,6 +107,9 @@ static json_t *policy_json(const kv_policy_config *base, int32_t kind)
             p->type == KV_PARAM_ENUM
                 ? enum_json(base, kind, p, v.s)
                 : number_json(base, kind, p, p->type == KV_PARAM_DOUBLE ? v.f : (double)v.i);
+        const char *rule = kv_param_rule_of(d, p->key); /* derived from the model unless set */
+        if (pj && rule && !kv_param_was_set(d, base->set[kind], p->key))
+            json_object_set_new(pj, "derived", json_string(rule));
         if (pj) json_array_append_new(list, pj);
     }
     return json_pack("{s:s, s:s, s:s, s:o}", "name", d->name, "summary",

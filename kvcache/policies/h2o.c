@@ -246,7 +246,7 @@ static void h2o_derive(void *params, uint64_t set, const kv_model_info *info)
 }
 
 static const kv_param_rule h2o_rules[] = {{"budget", "context_length / 4"},
-                                          {"heavy", "budget / 2 (budget - recent)"},
+                                          {"heavy", "budget / 2"},
                                           {"recent", "budget - heavy"},
                                           {NULL, NULL}};
 
