@@ -462,8 +462,9 @@ static int parse_tensor_info(gguf_file *f, gguf_rd *r, int64_t i)
         return rc;
     uint32_t blck, bsz;
     if (gguf_ggml_type_layout(t->type, &blck, &bsz) != 0)
-        return ks_diag_set(r->d, KS_ERR_FORMAT, "%s: unknown tensor type %" PRIu32, r->what,
-                           t->type);
+        return ks_diag_set(r->d, KS_ERR_FORMAT,
+                           "unsupported tensor type %" PRIu32 " (an unknown type id) in %s",
+                           t->type, r->what);
     rc = gguf_tensor_nbytes(t->n_dims, t->ne, t->type, &t->nbytes);
     if (rc == KS_ERR_INVALID)
         return ks_diag_set(r->d, KS_ERR_FORMAT,

@@ -30,7 +30,16 @@ static const qt_type_info *type_info(uint32_t t)
                               q4_0 = {"q4_0", QK4_0, sizeof(blk_q4_0)},
                               q4_k = {"q4_K", QK_K, sizeof(blk_q4_k)},
                               q6_k = {"q6_K", QK_K, sizeof(blk_q6_k)},
-                              q8_k = {"q8_K", QK_K, sizeof(blk_q8_k)};
+                              q8_k = {"q8_K", QK_K, sizeof(blk_q8_k)},
+                              q4_1 = {"q4_1", QK4_0, sizeof(blk_q4_1)},
+                              q5_0 = {"q5_0", QK4_0, sizeof(blk_q5_0)},
+                              q5_1 = {"q5_1", QK4_0, sizeof(blk_q5_1)},
+                              q8_1 = {"q8_1", QK8_0, sizeof(blk_q8_1)},
+                              q2_k = {"q2_K", QK_K, sizeof(blk_q2_k)},
+                              q3_k = {"q3_K", QK_K, sizeof(blk_q3_k)},
+                              q5_k = {"q5_K", QK_K, sizeof(blk_q5_k)},
+                              iq4_nl = {"iq4_nl", QK4_0, sizeof(blk_iq4_nl)},
+                              iq4_xs = {"iq4_xs", QK_K, sizeof(blk_iq4_xs)};
     switch (t) {
     case QT_F32: return &f32;
     case QT_F16: return &f16;
@@ -40,13 +49,22 @@ static const qt_type_info *type_info(uint32_t t)
     case QT_Q4_K: return &q4_k;
     case QT_Q6_K: return &q6_k;
     case QT_Q8_K: return &q8_k;
+    case QT_Q4_1: return &q4_1;
+    case QT_Q5_0: return &q5_0;
+    case QT_Q5_1: return &q5_1;
+    case QT_Q8_1: return &q8_1;
+    case QT_Q2_K: return &q2_k;
+    case QT_Q3_K: return &q3_k;
+    case QT_Q5_K: return &q5_k;
+    case QT_IQ4_NL: return &iq4_nl;
+    case QT_IQ4_XS: return &iq4_xs;
     default: return NULL;
     }
 }
 
 bool qt_type_supported(uint32_t type)
 {
-    return type != QT_Q8_K && type_info(type) != NULL;
+    return type != QT_Q8_K && type != QT_Q8_1 && type_info(type) != NULL;
 }
 
 const char *qt_type_name(uint32_t type)
@@ -78,12 +96,22 @@ qt_type qt_vec_dot_type(qt_type w)
 {
     switch (w) {
     case QT_Q8_0:
-    case QT_Q4_0: return QT_Q8_0;
+    case QT_Q4_0:
+    case QT_Q5_0:
+    case QT_IQ4_NL: return QT_Q8_0;
+    case QT_Q4_1:
+    case QT_Q5_1: return QT_Q8_1;
+    case QT_Q2_K:
+    case QT_Q3_K:
     case QT_Q4_K:
-    case QT_Q6_K: return QT_Q8_K;
+    case QT_Q5_K:
+    case QT_Q6_K:
+    case QT_IQ4_XS: return QT_Q8_K;
     default: return w; /* F32, F16, BF16 */
     }
 }
+
+static inline const qt_kernels *kern(void);
 
 /* ---- dequantisation ---- */
 
@@ -164,7 +192,9 @@ void qt_dequantize_row(qt_type t, const void *src, float *dst, int64_t n)
     case QT_Q4_K: dequant_q4_k(src, dst, nb); break;
     case QT_Q6_K: dequant_q6_k(src, dst, nb); break;
     case QT_Q8_K: dequant_q8_k(src, dst, nb); break;
-    default: break;
+    default: /* the newer types: quant_q.c, quant_k.c */
+        if (kern()->dequant[t]) kern()->dequant[t](src, dst, nb);
+        break;
     }
 }
 
@@ -446,6 +476,8 @@ static void fill_scalar(qt_kernels *k)
     k->dot[QT_Q6_K] = dot_q6_k_scalar;
     k->quantize_q8_0 = quant_q8_0_scalar;
     k->f32_to_f16 = f32_to_f16_scalar;
+    qt_kernels_fill_scalar_q(k);
+    qt_kernels_fill_scalar_k(k);
     k->f16_to_f32 = f16_to_f32_scalar;
 }
 
@@ -462,10 +494,12 @@ static void dispatch_init(void)
     if (g_have[QT_IMPL_AVX2]) {
         g_kernels[QT_IMPL_AVX2] = g_kernels[QT_IMPL_SCALAR];
         qt_kernels_fill_avx2(&g_kernels[QT_IMPL_AVX2]);
+        qt_kernels_fill_x_avx2(&g_kernels[QT_IMPL_AVX2]);
     }
     if (g_have[QT_IMPL_AVX512]) {
         g_kernels[QT_IMPL_AVX512] = g_kernels[QT_IMPL_AVX2];
         qt_kernels_fill_avx512(&g_kernels[QT_IMPL_AVX512]);
+        qt_kernels_fill_x_avx512(&g_kernels[QT_IMPL_AVX512]);
     }
     g_cur_impl = g_have[QT_IMPL_AVX512] ? QT_IMPL_AVX512
                  : g_have[QT_IMPL_AVX2] ? QT_IMPL_AVX2
@@ -521,6 +555,7 @@ void qt_quantize_row(qt_type t, const float *src, void *dst, int64_t n)
         break;
     case QT_Q8_0: kern()->quantize_q8_0(src, dst, n); break;
     case QT_Q8_K: quant_q8_k(src, dst, n); break;
+    case QT_Q8_1: qt_quantize_q8_1(src, dst, n); break;
     case QT_Q4_0: quant_q4_0(src, dst, n); break;
     case QT_Q4_K: quant_q4_k(src, dst, n); break;
     case QT_Q6_K: quant_q6_k(src, dst, n); break;

@@ -133,9 +133,9 @@ static int bind_weight(const gguf_file *f, const char *name, int64_t n_in, int64
     }
     if (!qt_type_supported(t->type))
         return ks_diag_set(d, KS_ERR_UNSUPPORTED,
-                           "tensor '%s' has type %s (%u), which is not supported (F32, F16, "
-                           "BF16, Q8_0, Q4_0, Q4_K, Q6_K)",
-                           name, qt_type_name(t->type), t->type);
+                           "unsupported tensor type %s in %s (supported: F32, F16, BF16, Q4_0, "
+                           "Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)",
+                           gguf_ggml_type_name(t->type), name);
     if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
         return ks_diag_set(d, KS_ERR_FORMAT,
                            "tensor '%s' has shape [%lld, %lld] (%u dims), expected [%lld, %lld]",

@@ -48,7 +48,7 @@ PUBLIC_HEADERS = {
     'attention.h': 'core', 'args.h': 'core',
     'tokenizer.h': 'text', 'jinja.h': 'text',
     'kvcache.h': 'kvcache', 'policy_config.h': 'kvcache', 'policy_args.h': 'kvcache',
-    'spill.h': 'kvcache',
+    'spill.h': 'kvcache', 'kv_view.h': 'kvcache',
     'model.h': 'engine', 'sampler.h': 'engine', 'engine.h': 'engine', 'grammar.h': 'engine',
 }
 PROGRAM_DIRS = ('bench', 'tests')  # programs on top of every layer
@@ -75,7 +75,8 @@ def source_files(root):
     for d, dirs, files in os.walk(root):
         rel_d = os.path.relpath(d, root)
         dirs[:] = sorted(x for x in dirs
-                         if not (rel_d == '.' and (x in SKIP_DIRS or x.startswith('build'))))
+                         if not (rel_d == '.' and (x in SKIP_DIRS or x.startswith('build')))
+                         and x != 'node_modules')  # npm packages of tests/js
         for f in sorted(files):
             if f.endswith(('.c', '.h')):
                 out.append(os.path.normpath(os.path.join(rel_d, f)))

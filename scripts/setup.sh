@@ -23,8 +23,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-if command -v npm >/dev/null; then
-    (cd tests/js && npm ci --no-audit --no-fund)
+# Browser tests (tests/js/test_ui.cjs): Debian's chromium, and puppeteer-core from the
+# committed package-lock.json. KVSERVE_BROWSER=0 leaves them out (the test then skips).
+if [ "${KVSERVE_BROWSER:-1}" = "1" ]; then
+    if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+        echo "setup: installing chromium (browser tests)"
+        $SUDO apt-get update
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends chromium
+    fi
+    if command -v npm >/dev/null 2>&1; then
+        (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+    else
+        echo "setup: npm not found: the browser test will fail to load puppeteer-core"
+    fi
 fi
 
 werror=false

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "api_server.h"
+#include "kv_feed.h"
 #include "sse.h"
 
 
@@ -158,14 +159,9 @@ static json_t *server_policy_json(const api_server *a)
                      a->cfg->kvcache.allow_request_override);
 }
 
-static void h_kv(api_server *a, http_request *req)
+/* The /v1/kv entries of v[0..n). */
+static json_t *kv_seq_list(const sch_seq_info *v, size_t n)
 {
-    sch_seq_info *v = NULL;
-    size_t n = 0;
-    if (a->sch && sch_get_seq_info(a->sch, &v, &n)) {
-        api_respond_error(a, req, 500, "out of memory", NULL);
-        return;
-    }
     json_t *seqs = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *kept = json_array();
@@ -191,6 +187,20 @@ static void h_kv(api_server *a, http_request *req)
         }
         json_array_append_new(seqs, o);
     }
+    return seqs;
+}
+
+static void h_kv(api_server *a, http_request *req)
+{
+    sch_seq_info *v = NULL, *fv = NULL;
+    size_t n = 0, fn = 0;
+    if (a->sch && (sch_get_seq_info(a->sch, &v, &n) || sch_get_finished_info(a->sch, &fv, &fn))) {
+        sch_seq_info_free(v, n);
+        api_respond_error(a, req, 500, "out of memory", NULL);
+        return;
+    }
+    json_t *seqs = kv_seq_list(v, n), *finished = kv_seq_list(fv, fn);
+    sch_seq_info_free(fv, fn);
     sch_seq_info_free(v, n);
     kv_pool_stats st = {0};
     if (a->pool) kv_pool_get_stats(a->pool, &st);
@@ -202,12 +212,12 @@ static void h_kv(api_server *a, http_request *req)
                             "hit_tokens", (json_int_t)ps.hits_tokens, "evictions",
                             (json_int_t)ps.evictions);
     api_respond_json(a, req, 200,
-                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "object", "kv_cache",
+                 json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "object", "kv_cache",
                            "bytes_used", (json_int_t)st.bytes_used, "bytes_budget",
                            (json_int_t)st.bytes_budget, "block_bytes", (json_int_t)st.block_bytes,
                            "blocks_used", (json_int_t)st.blocks_used, "blocks_total",
-                           (json_int_t)st.blocks_total, "sequences", seqs, "prefix_cache", pfx,
-                           "policy", server_policy_json(a)));
+                           (json_int_t)st.blocks_total, "sequences", seqs, "finished", finished,
+                           "prefix_cache", pfx, "policy", server_policy_json(a)));
 }
 
 
@@ -223,6 +233,11 @@ typedef struct api_route {
 } api_route;
 
 static void h_completions(api_server *a, http_request *req) { api_gen_handle(a, req, false); }
+static void h_kv_stream(api_server *a, http_request *req)
+{
+    if (!cfg_ui_enabled(a->cfg)) api_respond_error(a, req, 404, "the browser view is off", NULL);
+    else kv_feed_handle(a, req);
+}
 static void h_chat(api_server *a, http_request *req) { api_gen_handle(a, req, true); }
 
 static const api_route routes[] = {
@@ -234,6 +249,10 @@ static const api_route routes[] = {
     {"/detokenize", "POST", h_detokenize, true},
     {"/metrics", "GET", h_metrics, false},
     {"/v1/kv", "GET", h_kv, false},
+    {"/v1/kv/stream", "GET", h_kv_stream, false},
+    {"/v1/kv/policies", "GET", ui_policies_handle, false},
+    {"/", "GET", ui_page_handle, false}, /* the page is public: it asks for the API key */
+    {"/ui", "GET", ui_page_handle, false},
 };
 
 static bool authorized(const api_server *a, http_request *req)
@@ -264,7 +283,8 @@ void api_handle(http_request *req, void *ud)
         api_respond_error(a, req, 404, msg, NULL);
         return;
     }
-    if (strcmp(match->path, "/health") && !authorized(a, req)) {
+    bool public = !strcmp(match->path, "/health") || match->fn == ui_page_handle;
+    if (!public && !authorized(a, req)) {
         api_respond_error(a, req, 401, "invalid or missing API key", NULL);
         return;
     }

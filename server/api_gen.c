@@ -568,6 +568,8 @@ static int submit_all(api_job *j, api_gen *g, const int32_t *ids, int32_t n)
                                  .bias_ids = g->bias_ids, .bias = g->bias, .n_bias = g->n_bias,
                                  .keep_leading_space = g->echo && !j->chat,
                                  .on_event = on_event, .ud = c};
+        if (i == 0) /* the live view follows the first choice (kv_feed.c) */
+            sp.view_tag = http_request_header(j->req, "x-kv-view");
         sp.sampling.seed += (uint64_t)i;
         if (i == 0) { /* the first choice takes the compiled grammar; the others compile theirs */
             sp.grammar = g->grammar;

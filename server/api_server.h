@@ -25,6 +25,7 @@
 
 typedef struct api_server {
     const cfg *cfg;
+    uv_loop_t *loop;    /* the loop thread's (timers of the live view feed) */
     const model *model; /* NULL while loading */
     const tok_vocab *vocab;
     kv_pool *pool;

@@ -59,6 +59,7 @@ void cfg_defaults(cfg *c)
     s->request_timeout_s = 600;
     s->max_queue = 64;
     s->shutdown_grace_s = 30;
+    s->ui = -1;
     c->model.ctx = 4096;
     snprintf(c->model.chat_template, sizeof(c->model.chat_template), "auto");
     c->kvcache.memory_mb = 1024;
@@ -115,6 +116,13 @@ int32_t cfg_max_prompt_tokens(const cfg *c)
     return c->limits.max_prompt_tokens > 0 ? c->limits.max_prompt_tokens : c->model.ctx;
 }
 
+bool cfg_ui_enabled(const cfg *c)
+{
+    if (c->server.ui >= 0) return c->server.ui == 1;
+    const char *h = c->server.host; /* numeric addresses only (see http.h) */
+    return !strncmp(h, "127.", 4) || !strcmp(h, "::1") || !strcmp(h, "localhost");
+}
+
 int cfg_apply_env(cfg *c, ks_diag *d)
 {
     const char *key = getenv("KVSERVE_API_KEY");
@@ -129,7 +137,8 @@ int cfg_apply_env(cfg *c, ks_diag *d)
 /* ---- TOML loading ---- */
 
 /* K_POLICY: a policy name from the registry (kvcache.policy). */
-typedef enum key_type { K_I32, K_I64, K_BOOL, K_F64, K_STR, K_ENUM, K_POLICY } key_type;
+typedef enum key_type { K_I32, K_I64, K_BOOL, K_F64, K_STR, K_ENUM, K_POLICY, K_TRI } key_type;
+/* K_TRI: a TOML boolean stored as int32 1 / 0 over a default of -1 ("not set: derive it"). */
 
 typedef struct key_spec {
     const char *path;
@@ -156,6 +165,7 @@ static const key_spec g_keys[] = {
     KEY("server.max_queue", K_I32, server.max_queue),
     KEY("server.api_key", K_STR, server.api_key),
     KEY("server.shutdown_grace_s", K_I32, server.shutdown_grace_s),
+    KEY("server.ui", K_TRI, server.ui),
     KEY("model.path", K_STR, model.path),
     KEY("model.ctx", K_I32, model.ctx),
     KEY("model.threads", K_I32, model.threads),
@@ -239,10 +249,10 @@ static void names_join(const char *const *names, char *buf, size_t n)
 
 static int apply_value(loader *L, const char *path, const key_target *k, const toml_node *v)
 {
-    static const toml_kind want[] = {TOML_INT, TOML_INT, TOML_BOOL, TOML_FLOAT, TOML_STRING,
-                                     TOML_STRING};
+    static const toml_kind want[] = {TOML_INT,    TOML_INT,    TOML_BOOL,   TOML_FLOAT,
+                                     TOML_STRING, TOML_STRING, TOML_STRING, TOML_BOOL};
     static const char *want_name[] = {"an integer", "an integer", "a boolean", "a number",
-                                      "a string", "a string"};
+                                      "a string",   "a string",   "a string",  "a boolean"};
     int line = toml_node_line(v);
     toml_kind kind = toml_node_kind(v);
     void *dst = k->dst;
@@ -258,6 +268,8 @@ static int apply_value(loader *L, const char *path, const key_target *k, const t
         else *(int64_t *)dst = x;
     } else if (k->type == K_BOOL) {
         *(bool *)dst = toml_node_bool(v);
+    } else if (k->type == K_TRI) {
+        *(int32_t *)dst = toml_node_bool(v) ? 1 : 0;
     } else if (k->type == K_F64) {
         *(double *)dst = kind == TOML_INT ? (double)toml_node_int(v) : toml_node_float(v);
     } else {

@@ -28,6 +28,8 @@ typedef struct cfg_server {
     int32_t max_queue;        /* >= 1, default 64 */
     char api_key[256];        /* "" = no authentication (default) */
     int32_t shutdown_grace_s; /* >= 0, default 30 */
+    int32_t ui;               /* browser view at / and /v1/kv/stream: 1 on, 0 off, -1 (default)
+                                 on only when host is a loopback address (cfg_ui_enabled) */
 } cfg_server;
 
 typedef struct cfg_model {
@@ -83,6 +85,8 @@ int cfg_validate(const cfg *c, ks_diag *d) KS_WUR;
 /* Effective values of the "0 = derived" fields. */
 int32_t cfg_model_threads(const cfg *c);
 int32_t cfg_max_prompt_tokens(const cfg *c);
+/* Whether the browser view is served: server.ui, or when unset, host is loopback. */
+bool cfg_ui_enabled(const cfg *c);
 
 const char *cfg_kv_dtype_name(cfg_kv_dtype t);
 int cfg_kv_dtype_from_name(const char *name); /* value or KS_ERR_INVALID */

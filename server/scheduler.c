@@ -34,6 +34,10 @@
 #include "scheduler.h"
 #include "sse.h"
 #include "sched_sample.h"
+#include "sched_view.h"
+
+#define SCH_DONE_INFO 16 /* finished sequences /v1/kv still lists (their final state) */
+#define SCH_STEP_TAGS 8  /* step-mode viewers that may wait for their sequence at once */
 
 typedef struct sch_evnode {
     struct sch_evnode *next;
@@ -93,6 +97,18 @@ struct sch_req {
     int32_t n_generated;
     int32_t next_token;
     double t_last;
+    double t_first;    /* first token sampled (TTFT), 0 before */
+    int32_t *gen;      /* [max_tokens] generated ids, for the live view */
+    /* live view (server/kv_feed.c), under mu */
+    char view_tag[SCH_VIEW_TAG_MAX];
+    bool view_want;    /* a viewer asked for a frame since the last one */
+    bool view_ever;    /* someone looked: keep the final frame */
+    sch_view *view;    /* latest frame */
+    uint64_t view_version;
+    double view_next;  /* no new frame before this time (caps the worker's share) */
+    double step_until; /* step mode: until then, no step while a frame waits for its viewer */
+    bool view_taken;   /* the latest frame was handed to a viewer */
+    int64_t view_progress; /* n_past + n_generated at the latest frame */
     /* shared under mu */
     sch_evnode *ev_head, *ev_tail;
     bool worker_done;
@@ -128,7 +144,18 @@ struct sch {
     /* /v1/kv snapshot, under mu */
     sch_seq_info *snap; /* [cap_snap] reused every step; entries keep their tokens_kept */
     size_t n_snap, cap_snap;
+    sch_seq_info done[SCH_DONE_INFO]; /* ring of finished sequences' final state */
+    size_t n_done, done_head;
+    sch_view *ring[SCH_VIEW_RING];    /* final frames of watched finished sequences */
+    size_t ring_head;
+    struct { /* step-mode viewers waiting for their tagged sequence to be submitted */
+        char tag[SCH_VIEW_TAG_MAX];
+        double until;
+    } step_tags[SCH_STEP_TAGS];
 };
+
+static void seq_info_fill(sch *s, sch_req *r, sch_seq_info *o);
+static void view_capture_locked(sch *s, sch_req *r, bool finished);
 
 void sch_sampling_default(sch_sampling *s)
 {
@@ -180,6 +207,16 @@ static void push_event(sch *s, sch_req *r, const sch_event *ev)
 static void req_release_locked(sch *s, sch_req *r, const sch_event *final)
 {
     if (r->group && !r->follower) atomic_store(&r->group->prefilled, true); /* never strand */
+    if (r->kv) { /* keep the final state for /v1/kv and for late viewers */
+        sch_seq_info *o = &s->done[s->done_head];
+        if (!o->tokens_kept) o->tokens_kept = calloc((size_t)s->hp->n_layer, sizeof(int64_t));
+        if (o->tokens_kept) {
+            seq_info_fill(s, r, o);
+            s->done_head = (s->done_head + 1) % SCH_DONE_INFO;
+            s->n_done = KS_MIN(s->n_done + 1, SCH_DONE_INFO);
+        }
+        if (r->view_ever || r->view_tag[0]) view_capture_locked(s, r, true);
+    }
     kv_seq_destroy(r->kv);
     r->kv = NULL;
     free(r->logits);
@@ -271,7 +308,8 @@ static int req_start(sch *s, sch_req *r)
     if (rc) return rc;
     r->n_past = r->n_cached;
     r->logits = malloc((size_t)s->hp->n_vocab * sizeof(float));
-    if (!r->logits) return KS_ERR_NOMEM;
+    r->gen = malloc((size_t)r->max_tokens * sizeof(int32_t));
+    if (!r->logits || !r->gen) return KS_ERR_NOMEM;
     tok_stream_init(&r->ts, s->vocab, r->render_special);
     r->ts.first = !r->keep_leading_space;
     return 0;
@@ -378,6 +416,8 @@ static bool sample_step(sch *s, sch_req *r)
         else metrics_observe_itl(s->p.metrics, now - r->t_last);
     }
     r->t_last = now;
+    if (r->n_generated == 0) r->t_first = now;
+    if (r->gen) r->gen[r->n_generated] = tok;
     r->n_generated++;
     sch_sampler_accept(&r->sampler, tok);
     /* A grammar with nothing left to match ends the output like an end-of-generation token
@@ -418,12 +458,21 @@ static int32_t req_prefill_chunk(const sch *s, const sch_req *r)
 }
 
 /* Builds the step's batch; returns the number of sequences in it. */
+/* Step mode (a viewer with step=1): the sequence makes no step while its latest frame waits
+ * for the viewer, so the viewer sees every step. It lapses a second after the viewer's last
+ * poll, so a viewer that goes away cannot hold a sequence. Caller holds mu. */
+static bool view_holds(const sch_req *r, double now)
+{
+    return now < r->step_until && r->view && !r->view_taken;
+}
+
 static int32_t batch_build(sch *s)
 {
     int32_t n = 0, budget = s->p.max_batch_tokens;
+    double now = ks_time_now();
     for (int32_t i = 0; i < s->n_active && budget > 0; i++) { /* decode first */
         sch_req *r = s->active[i];
-        if (r->n_past < r->n_prompt || atomic_load(&r->paused)) continue;
+        if (r->n_past < r->n_prompt || atomic_load(&r->paused) || view_holds(r, now)) continue;
         s->batch[n] = (model_seq_batch){.kv = r->kv, .tokens = &r->next_token, .n_tokens = 1,
                                         .logits = r->logits};
         s->batch_req[n++] = r;
@@ -431,7 +480,7 @@ static int32_t batch_build(sch *s)
     }
     for (int32_t i = 0; i < s->n_active && budget > 0; i++) { /* then prompt chunks */
         sch_req *r = s->active[i];
-        if (r->n_past >= r->n_prompt) continue;
+        if (r->n_past >= r->n_prompt || view_holds(r, now)) continue;
         int32_t k = KS_MIN(KS_MIN(r->n_prompt - r->n_past, req_prefill_chunk(s, r)), budget);
         bool last = r->n_past + k == r->n_prompt;
         s->batch[n] = (model_seq_batch){.kv = r->kv, .tokens = r->prompt + r->n_past,
@@ -539,6 +588,8 @@ static void req_free(sch *s, sch_req *r)
     }
     kv_seq_destroy(r->kv);
     free(r->logits);
+    free(r->gen);
+    sch_view_unref(r->view);
     sch_sampler_deinit(&r->sampler);
     sse_stop_deinit(&r->stop);
     if (r->policy_config_free) r->policy_config_free(r->policy_config);
@@ -600,6 +651,14 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->on_event = p->on_event;
     r->ud = p->ud;
     r->render_special = p->render_special;
+    if (sch_view_tag_ok(p->view_tag)) { /* a tagged request is watched from its start */
+        snprintf(r->view_tag, sizeof(r->view_tag), "%s", p->view_tag);
+        r->view_want = true;
+        double now = ks_time_now(); /* and held from its first step if a step viewer waits */
+        for (int i = 0; i < SCH_STEP_TAGS; i++)
+            if (s->step_tags[i].until > now && !strcmp(s->step_tags[i].tag, r->view_tag))
+                r->step_until = s->step_tags[i].until;
+    }
     if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
     if (p->grammar && !s->gvocab && (rc = gram_vocab_create(s->vocab, &s->gvocab)))
         goto fail_nocfg;
@@ -703,52 +762,164 @@ static void snapshot_locked(sch *s)
     if (s->n_active == 0 || !snapshot_reserve(s, (size_t)s->n_active)) return;
     for (int32_t i = 0; i < s->n_active; i++) {
         sch_req *r = s->active[i];
+        double now = ks_time_now();
+        bool stepped = (int64_t)r->n_past + r->n_generated != r->view_progress;
+        if (r->kv && ((now < r->step_until && stepped) || (r->view_want && now >= r->view_next)))
+            view_capture_locked(s, r, false);
         sch_seq_info *o = &s->snap[s->n_snap];
-        int64_t *kept = o->tokens_kept;
-        *o = (sch_seq_info){.tokens_kept = kept};
-        kv_seq_stats st;
-        kv_seq_get_stats(r->kv, &st);
-        o->id = r->id;
-        const kv_policy *pol = kv_seq_policy(r->kv);
-        snprintf(o->policy, sizeof(o->policy), "%s", pol ? pol->name : kv_policy_full.name);
-        o->tokens_seen = st.tokens_seen;
-        o->bytes = st.bytes;
-        o->n_prompt = r->n_prompt;
-        o->n_generated = r->n_generated;
-        o->n_layer = s->hp->n_layer;
-        for (int32_t l = 0; l < o->n_layer; l++) kept[l] = kv_seq_tokens_kept(r->kv, l);
-        o->has_spill = kv_retrieval_get_stats(r->kv, &o->spill) == KS_OK;
-        const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
-        o->policy_kind = KS_MAX(0, pol ? kv_policy_kind_from_name(pol->name) : 0);
-        const kv_policy_desc *pd = kv_policy_desc_at(o->policy_kind);
-        memcpy(o->params.bytes, kv_policy_config_params(pc, pd), pd->params_size);
+        seq_info_fill(s, r, o);
         s->n_snap++;
     }
+}
+
+/* One sequence's /v1/kv entry into o, whose tokens_kept ([n_layer]) the caller provides.
+ * Worker thread. */
+static void seq_info_fill(sch *s, sch_req *r, sch_seq_info *o)
+{
+    int64_t *kept = o->tokens_kept;
+    *o = (sch_seq_info){.tokens_kept = kept};
+    kv_seq_stats st;
+    kv_seq_get_stats(r->kv, &st);
+    o->id = r->id;
+    const kv_policy *pol = kv_seq_policy(r->kv);
+    snprintf(o->policy, sizeof(o->policy), "%s", pol ? pol->name : kv_policy_full.name);
+    o->tokens_seen = st.tokens_seen;
+    o->bytes = st.bytes;
+    o->n_prompt = r->n_prompt;
+    o->n_generated = r->n_generated;
+    o->n_layer = s->hp->n_layer;
+    for (int32_t l = 0; l < o->n_layer; l++) kept[l] = kv_seq_tokens_kept(r->kv, l);
+    o->has_spill = kv_retrieval_get_stats(r->kv, &o->spill) == KS_OK;
+    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    o->policy_kind = KS_MAX(0, pol ? kv_policy_kind_from_name(pol->name) : 0);
+    const kv_policy_desc *pd = kv_policy_desc_at(o->policy_kind);
+    memcpy(o->params.bytes, kv_policy_config_params(pc, pd), pd->params_size);
+}
+
+/* Deep copy of src[0..n) (caller holds mu). */
+static int seq_info_copy(const sch_seq_info *src, size_t n, sch_seq_info **out, size_t *n_out)
+{
+    *n_out = 0;
+    *out = NULL;
+    if (!n) return 0;
+    *out = calloc(n, sizeof(sch_seq_info));
+    if (!*out) return KS_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        (*out)[i] = src[i];
+        (*out)[i].tokens_kept = malloc((size_t)src[i].n_layer * sizeof(int64_t));
+        if (!(*out)[i].tokens_kept) return KS_ERR_NOMEM;
+        memcpy((*out)[i].tokens_kept, src[i].tokens_kept,
+               (size_t)src[i].n_layer * sizeof(int64_t));
+        *n_out = i + 1;
+    }
+    return 0;
 }
 
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n)
 {
     pthread_mutex_lock(&s->mu);
-    *n = 0;
-    *out = NULL;
-    int rc = 0;
-    if (s->n_snap) {
-        *out = calloc(s->n_snap, sizeof(sch_seq_info));
-        if (!*out) rc = KS_ERR_NOMEM;
-        for (size_t i = 0; !rc && i < s->n_snap; i++) {
-            (*out)[i] = s->snap[i];
-            (*out)[i].tokens_kept = malloc((size_t)s->snap[i].n_layer * sizeof(int64_t));
-            if (!(*out)[i].tokens_kept) {
-                rc = KS_ERR_NOMEM;
-                break;
-            }
-            memcpy((*out)[i].tokens_kept, s->snap[i].tokens_kept,
-                   (size_t)s->snap[i].n_layer * sizeof(int64_t));
-            *n = i + 1;
-        }
-    }
+    int rc = seq_info_copy(s->snap, s->n_snap, out, n);
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+int sch_get_finished_info(sch *s, sch_seq_info **out, size_t *n)
+{
+    pthread_mutex_lock(&s->mu);
+    sch_seq_info tmp[SCH_DONE_INFO];
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_done; i++) { /* oldest first */
+        const sch_seq_info *o =
+            &s->done[(s->done_head + SCH_DONE_INFO - s->n_done + i) % SCH_DONE_INFO];
+        if (o->tokens_kept) tmp[k++] = *o;
+    }
+    int rc = seq_info_copy(tmp, k, out, n);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- live view frames */
+
+/* Builds a frame of r (worker thread, caller holds mu); a final one goes to the ring. */
+static void view_capture_locked(sch *s, sch_req *r, bool finished)
+{
+    const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
+    sch_view_src src = {.seq_id = r->id, .version = r->view_version + 1, .tag = r->view_tag,
+                        .pc = pc, .prompt = r->prompt, .n_prompt = r->n_prompt,
+                        .gen = r->gen, .n_gen = r->gen ? r->n_generated : 0,
+                        .arrival = r->arrival, .t_first = r->t_first, .t_last = r->t_last,
+                        .finished = finished};
+    sch_view *v = NULL;
+    double t0 = ks_time_now();
+    if (sch_view_build(r->kv, &src, &v)) return; /* out of memory: the viewer waits */
+    /* Building a frame reads every table (O(tokens kept)); waiting SCH_VIEW_SPACING times as
+     * long before the next one bounds the worker's time spent on frames to ~1/SCH_VIEW_SPACING
+     * whatever the sequence's size or the viewers' refresh rate. */
+    double now = ks_time_now();
+    r->view_next = now + SCH_VIEW_SPACING * (now - t0);
+    r->view_version++;
+    r->view_want = false;
+    r->view_taken = false;
+    r->view_progress = (int64_t)r->n_past + r->n_generated;
+    sch_view_unref(r->view);
+    r->view = v;
+    if (finished) {
+        sch_view_unref(s->ring[s->ring_head]);
+        s->ring[s->ring_head] = sch_view_ref(v);
+        s->ring_head = (s->ring_head + 1) % SCH_VIEW_RING;
+    }
+}
+
+/* Remembers a step-mode viewer whose tagged sequence is not submitted yet (caller holds mu):
+ * sch_submit starts that sequence in step mode. The oldest entry gives way. */
+static void step_tag_note(sch *s, const char *tag)
+{
+    int slot = 0;
+    for (int i = 0; i < SCH_STEP_TAGS; i++) {
+        if (!strcmp(s->step_tags[i].tag, tag)) {
+            slot = i;
+            break;
+        }
+        if (s->step_tags[i].until < s->step_tags[slot].until) slot = i;
+    }
+    snprintf(s->step_tags[slot].tag, sizeof(s->step_tags[slot].tag), "%s", tag);
+    s->step_tags[slot].until = ks_time_now() + 1.0;
+}
+
+static bool view_match(const sch_view *v, uint64_t id, const char *tag)
+{
+    return v && (tag ? !strcmp(v->tag, tag) : v->seq_id == id);
+}
+
+sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, bool step,
+                               uint64_t after_version, sch_view **out)
+{
+    sch_view_state st = tag ? SCH_VIEW_WAITING : SCH_VIEW_UNKNOWN;
+    *out = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (sch_req *r = s->all; r; r = r->all_next) {
+        if (tag ? strcmp(r->view_tag, tag) != 0 : r->id != id) continue;
+        st = SCH_VIEW_WAITING;
+        if (r->view && r->view->version > after_version) *out = sch_view_ref(r->view);
+        if (!r->worker_done && !*out) r->view_want = r->view_ever = true;
+        if (*out) r->view_taken = true;
+        if (step && tag && !r->worker_done) { /* only the tag's owner may hold its sequence */
+            r->step_until = ks_time_now() + 1.0;
+            pthread_cond_signal(&s->cv); /* the worker may be waiting for this frame */
+        }
+        step = false;
+        break;
+    }
+    for (size_t i = 0; !*out && i < SCH_VIEW_RING; i++) {
+        sch_view *v = s->ring[i];
+        if (!view_match(v, id, tag)) continue;
+        st = SCH_VIEW_WAITING;
+        step = false; /* finished */
+        if (v->version > after_version) *out = sch_view_ref(v);
+    }
+    if (step && tag) step_tag_note(s, tag);
+    pthread_mutex_unlock(&s->mu);
+    return *out ? SCH_VIEW_READY : st;
 }
 
 void sch_get_prefix_stats(sch *s, kv_prefix_stats *out)
@@ -818,6 +989,8 @@ static void async_closed(uv_handle_t *h)
     sch *s = h->data;
     sch_seq_info_free(s->snap, s->cap_snap);
     gram_vocab_destroy(s->gvocab);
+    for (size_t i = 0; i < SCH_DONE_INFO; i++) free(s->done[i].tokens_kept);
+    for (size_t i = 0; i < SCH_VIEW_RING; i++) sch_view_unref(s->ring[i]);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

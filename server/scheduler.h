@@ -30,6 +30,7 @@
 #include "metrics.h"
 #include "kvserve/model.h"
 #include "kvserve/policy_config.h"
+#include "sched_view.h"
 #include "sched_types.h"
 
 typedef struct sch sch;
@@ -71,6 +72,7 @@ typedef struct sch_request_params {
     sch_group *group;          /* NULL, or the group this request belongs to */
     bool group_follower;       /* wait for the group leader's prefill before starting */
     bool render_special;       /* detokenise special/control tokens as their text (tool calls) */
+    const char *view_tag;      /* NULL, or a live-view tag (copied; server/sched_view.h) */
     sch_event_fn on_event;
     void *ud;
 } sch_request_params;
@@ -130,9 +132,19 @@ typedef struct sch_seq_info {
 /* Copies the snapshot (caller frees with sch_seq_info_free). */
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;
 void sch_seq_info_free(sch_seq_info *v, size_t n);
+/* The final state of the last sequences that ended (oldest first), same shape. */
+int sch_get_finished_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;
 
 /* Prompt prefix cache counters (zeros when the cache is off). Any thread. The cache's blocks
  * count in the pool's bytes used; those only it holds are freed whenever the pool runs short. */
 void sch_get_prefix_stats(sch *s, kv_prefix_stats *out);
+
+/* Live view (sched_view.h): finds the sequence by id (tag NULL) or by view tag and asks the
+ * worker for a fresh frame; returns a reference in *out when its latest frame is newer than
+ * after_version. step (tag only): step mode for the next second: the sequence makes no step
+ * while a frame waits for the viewer, so every step is seen. Loop thread (it walks the
+ * request list that only the loop frees). */
+sch_view_state sch_view_lookup(sch *s, uint64_t id, const char *tag, bool step,
+                               uint64_t after_version, sch_view **out);
 
 #endif

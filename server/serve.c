@@ -208,6 +208,7 @@ int serve_main(int argc, char **argv)
     st->loop = uv_default_loop();
     api_server *a = &st->api;
     a->cfg = &st->c;
+    a->loop = st->loop;
     int rc = metrics_create(&a->metrics);
     http_server_params hp = {.loop = st->loop, .host = st->c.server.host,
                              .port = st->c.server.port,

@@ -56,6 +56,13 @@ typedef enum kv_param_type {
 
 /* One parameter of a policy. Ranges are checked generically by kv_policy_config_validate;
  * rules between parameters (window <= budget, odd kernel) live in the descriptor's validate. */
+/* What the live view draws for a policy (kv_policy_desc.view_hint). */
+typedef struct kv_view_hint {
+    int32_t budget;      /* tokens one KV head of the layer may keep; -1: no limit */
+    int64_t sink;        /* positions [0, sink) are attention sinks */
+    int64_t window_from; /* positions [window_from, seen) are the policy's window */
+} kv_view_hint;
+
 typedef struct kv_param_desc {
     const char *key;            /* e.g. "window": TOML kvcache.NAME.window, JSON, SPEC */
     kv_param_type type;
@@ -92,7 +99,13 @@ typedef struct kv_policy_desc {
     /* Can be NULL. Runs once when a server starts with this policy's parameters (e.g. removes
      * stale spill files); returns how many things it cleaned or a negative status. */
     int (*server_start)(const void *params);
+    /* Can be NULL (no budget, no sinks, no window). For the live view (kv_view.h): what one
+     * KV head of `layer` (of n_layer) may keep once a prompt of n_prompt tokens is in and
+     * `seen` tokens exist; *out holds the defaults on entry. */
+    void (*view_hint)(const void *params, int32_t n_layer, int32_t layer, int64_t n_prompt,
+                      int64_t seen, kv_view_hint *out);
 } kv_policy_desc;
+
 
 /* Storage for one policy's parameter struct (its own file's type). */
 typedef union kv_policy_params {
@@ -156,6 +169,8 @@ const char *kv_pos_mode_name(kv_pos_mode m);
 /* ---- parameters by name: what the TOML loader, the command line, the bench programs and the
  * HTTP API use to set a policy's parameters ---- */
 
+/* The whole table (*n entries), grouped by policy, for listings such as GET /v1/kv/policies. */
+const kv_param_desc *kv_param_list(size_t *n);
 /* The parameter `key` of policy `kind`, or NULL. */
 const kv_param_desc *kv_param_find(int32_t kind, const char *key);
 /* Typed setters into policy kind's struct: KS_ERR_INVALID when the value does not fit the

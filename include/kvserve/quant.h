@@ -4,7 +4,8 @@
  *
  * Numerics follow llama.cpp's CPU backend so results match it: a weight row of type W is
  * dotted with an activation row already converted to qt_vec_dot_type(W): F32 -> F32,
- * F16 -> F16, BF16 -> BF16, Q8_0 and Q4_0 -> Q8_0, Q4_K and Q6_K -> Q8_K.
+ * F16 -> F16, BF16 -> BF16; Q8_0, Q4_0, Q5_0, IQ4_NL -> Q8_0; Q4_1, Q5_1 -> Q8_1 (which
+ * carries its block sum); Q2_K..Q6_K and IQ4_XS -> Q8_K.
  */
 #ifndef KVSERVE_QUANT_H
 #define KVSERVE_QUANT_H
@@ -17,13 +18,15 @@
 
 /* ggml type ids as stored in GGUF files. */
 typedef enum qt_type {
-    QT_F32 = 0, QT_F16 = 1, QT_Q4_0 = 2, QT_Q8_0 = 8, QT_Q4_K = 12, QT_Q6_K = 14,
-    QT_Q8_K = 15, QT_BF16 = 30, QT_TYPE_MAX = 40
+    QT_F32 = 0, QT_F16 = 1, QT_Q4_0 = 2, QT_Q4_1 = 3, QT_Q5_0 = 6, QT_Q5_1 = 7, QT_Q8_0 = 8,
+    QT_Q8_1 = 9, QT_Q2_K = 10, QT_Q3_K = 11, QT_Q4_K = 12, QT_Q5_K = 13, QT_Q6_K = 14,
+    QT_Q8_K = 15, QT_IQ4_NL = 20, QT_IQ4_XS = 23, QT_BF16 = 30, QT_TYPE_MAX = 40
 } qt_type;
 
 typedef enum qt_impl { QT_IMPL_SCALAR = 0, QT_IMPL_AVX2 = 1, QT_IMPL_AVX512 = 2 } qt_impl;
 
-/* True for the types this build can load (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K). */
+/* True for the weight types this build can load: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS (not the activation-only Q8_1, Q8_K). */
 bool qt_type_supported(uint32_t type);
 const char *qt_type_name(uint32_t type); /* "unknown" if not a known id */
 int64_t qt_block_elems(qt_type t);       /* elements per block (1 for float types) */
@@ -36,7 +39,7 @@ void qt_dequantize_row(qt_type t, const void *src, float *dst, int64_t n);
 
 /* The activation type a weight type is dotted with. */
 qt_type qt_vec_dot_type(qt_type weight_type);
-/* Converts n f32 activations to `t` (F32 copy, F16, BF16, Q8_0, Q8_K) with llama.cpp's
+/* Converts n f32 activations to `t` (F32 copy, F16, BF16, Q8_0, Q8_1, Q8_K) with llama.cpp's
  * rounding. dst must hold qt_row_bytes(t, n). */
 void qt_quantize_row(qt_type t, const float *src, void *dst, int64_t n);
 /* Round trip through type t (quantise then dequantise): what the weight "sees". */

@@ -232,6 +232,16 @@ static int64_t h2o_admission(const void *params, int64_t n_tokens, int64_t chunk
     return (int64_t)p->heavy + p->recent + chunk;
 }
 
+/* The view: heavy + recent tokens per head, the recent ones as the window. */
+static void h2o_view_hint(const void *params, int32_t n_layer, int32_t layer, int64_t n_prompt,
+                          int64_t seen, kv_view_hint *out)
+{
+    (void)n_layer, (void)layer, (void)n_prompt;
+    const h2o_params *p = params;
+    out->budget = (int32_t)KS_MIN((int64_t)p->heavy + p->recent, INT32_MAX);
+    out->window_from = seen - p->recent;
+}
+
 const kv_policy_desc kv_policy_desc_h2o = {
     .name = "h2o",
     .summary = "Keeps the `heavy` tokens with the most accumulated attention plus the `recent` "
@@ -239,6 +249,7 @@ const kv_policy_desc kv_policy_desc_h2o = {
     .reference = "H2O: Zhang et al., Heavy-Hitter Oracle for Efficient Generative Inference of "
                  "Large Language Models, NeurIPS 2023, arXiv:2306.14048",
     .ops = &kv_policy_h2o,
+    .view_hint = h2o_view_hint,
     .params_table = h2o_params_table,
     .n_params = (int32_t)KS_ARRAY_LEN(h2o_params_table),
     .params_size = sizeof(h2o_params),

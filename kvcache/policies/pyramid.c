@@ -18,6 +18,7 @@
  */
 #include "snapkv.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -122,6 +123,21 @@ static int64_t pyramid_admission(const void *params, int64_t n_tokens, int64_t c
     return n_tokens;
 }
 
+/* The view: PyramidKV's budget of the layer (as snapkv.c applies it: C from budget_fraction
+ * when set), the observation window at the end of the prompt. */
+static void pyramid_view_hint(const void *params, int32_t n_layer, int32_t layer,
+                              int64_t n_prompt, int64_t seen, kv_view_hint *out)
+{
+    (void)seen;
+    const pyramid_params *p = params;
+    int32_t n = (int32_t)KS_MIN(n_prompt, INT32_MAX), C = p->budget;
+    if (p->budget_fraction > 0)
+        C = KS_MAX(p->window + 1, (int32_t)lround(p->budget_fraction * n));
+    int32_t b = pyramid_layer_budget(C, p->window, p->beta, n_layer, layer, n);
+    if (b < n) out->budget = b;
+    out->window_from = n_prompt - p->window;
+}
+
 const kv_policy_desc kv_policy_desc_pyramid = {
     .name = "pyramid",
     .summary = "SnapKV selection with per-layer budgets shrinking linearly with depth (the "
@@ -129,6 +145,7 @@ const kv_policy_desc kv_policy_desc_pyramid = {
     .reference = "PyramidKV: Cai et al., PyramidKV: Dynamic KV Cache Compression based on "
                  "Pyramidal Information Funneling, arXiv:2406.02069",
     .ops = &kv_policy_pyramid,
+    .view_hint = pyramid_view_hint,
     .params_table = pyramid_params_table,
     .n_params = (int32_t)KS_ARRAY_LEN(pyramid_params_table),
     .params_size = sizeof(pyramid_params),

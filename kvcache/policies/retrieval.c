@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvserve/kv_view.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/quant.h"
@@ -74,6 +75,9 @@ typedef struct rt_table { /* per (layer, KV head) */
     kv_lm_set lm;
     float *mass; /* REPRESENTATIVE: attention of tokens idx >= lm.n*B, at [idx - lm.n*B] */
     int32_t mass_cap;
+    int32_t *last_sel;    /* [top_k] blocks selected by the last spans call (for kv_view) */
+    float *last_score;    /* [top_k] their scores */
+    int32_t n_last_sel, last_cap;
 } rt_table;
 
 typedef struct rt_cand {
@@ -135,6 +139,8 @@ static void rt_free(kv_seq *seq, void *state)
     for (int32_t i = 0; st->tabs && i < st->n_layer * st->n_head_kv; i++) {
         kv_lm_set_deinit(&st->tabs[i].lm);
         free(st->tabs[i].mass);
+        free(st->tabs[i].last_sel);
+        free(st->tabs[i].last_score);
     }
     for (int32_t h = 0; st->heads && h < st->n_head_kv; h++) {
         free(st->heads[h].scr_k);
@@ -473,6 +479,29 @@ static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q,
     hs->n_selected += k;
 }
 
+/* Keeps the selection of (layer, head) for kv_view (the per-head candidate list is reused by
+ * every layer). Only this cell's thread writes it. */
+static void remember_selection(rt_table *rt, const rt_cand *cand, int32_t n_sel)
+{
+    rt->n_last_sel = 0;
+    if (n_sel > rt->last_cap) { /* grows to min(top_k, blocks) once, then stays */
+        int32_t *s = realloc(rt->last_sel, (size_t)n_sel * sizeof(int32_t));
+        if (s)
+            rt->last_sel = s;
+        float *f = realloc(rt->last_score, (size_t)n_sel * sizeof(float));
+        if (f)
+            rt->last_score = f;
+        if (!s || !f)
+            return; /* the view then shows no selection for this cell */
+        rt->last_cap = n_sel;
+    }
+    for (int32_t i = 0; i < n_sel; i++) {
+        rt->last_sel[i] = cand[i].b;
+        rt->last_score[i] = (float)cand[i].score;
+    }
+    rt->n_last_sel = n_sel;
+}
+
 static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
                     attn_span *out, int32_t max, int32_t *n)
 {
@@ -515,6 +544,8 @@ static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query 
     } else if (b1 > b0) {
         select_blocks(st, layer, kv_head, q, b0, b1, first - st->p.window, &n_sel);
     }
+    if (!dense)
+        remember_selection(rt_tab(st, layer, kv_head), hs->cand, n_sel);
     span_out so = {.out = out, .max = max};
     int64_t target = first - st->p.window;
     if (sink_end > 0)
@@ -762,6 +793,23 @@ int kv_retrieval_get_stats(kv_seq *seq, kv_retrieval_stats *out)
     return 0;
 }
 
+int kv_retrieval_view_get(kv_seq *seq, int32_t layer, int32_t kv_head, kv_retrieval_view *out)
+{
+    if (!seq || !out || kv_seq_policy(seq) != &kv_policy_retrieval)
+        return KS_ERR_INVALID;
+    rt_state *st = kv_seq_policy_state(seq);
+    if (layer < 0 || layer >= st->n_layer || kv_head < 0 || kv_head >= st->n_head_kv)
+        return KS_ERR_INVALID;
+    const rt_table *rt = rt_tab(st, layer, kv_head);
+    bool dense = layer < st->p.dense_layers;
+    *out = (kv_retrieval_view){.block_tokens = st->B, .n_sel = dense ? -1 : rt->n_last_sel,
+                               .sel = rt->last_sel, .score = rt->last_score,
+                               .dense_layers = KS_MIN(st->p.dense_layers, st->n_layer),
+                               .spill_lo = st->n_sink_units * st->pb,
+                               .spill_hi = (st->n_sink_units + st->n_spilled) * st->pb};
+    return 0;
+}
+
 const kv_policy kv_policy_retrieval = {
     .name = "retrieval",
     .init = rt_init,
@@ -853,6 +901,17 @@ static int rt_server_start(const void *params)
     return n_stale;
 }
 
+/* The view: every token is kept (some on disk); sinks and the local window are attended
+ * always, the rest by selection. */
+static void rt_view_hint(const void *params, int32_t n_layer, int32_t layer, int64_t n_prompt,
+                         int64_t seen, kv_view_hint *out)
+{
+    (void)n_layer, (void)layer, (void)n_prompt;
+    const rt_params *p = params;
+    out->sink = p->n_sink;
+    out->window_from = seen - p->window;
+}
+
 const kv_policy_desc kv_policy_desc_retrieval = {
     .name = "retrieval",
     .summary = "Keeps every token; each query reads the sinks, the top-k blocks by landmark "
@@ -861,6 +920,7 @@ const kv_policy_desc kv_policy_desc_retrieval = {
                  "al., arXiv:2402.04617), Quest (Tang et al., arXiv:2406.10774), MoBA (Lu et "
                  "al., arXiv:2502.13189)",
     .ops = &kv_policy_retrieval,
+    .view_hint = rt_view_hint,
     .params_table = rt_params_table,
     .n_params = (int32_t)KS_ARRAY_LEN(rt_params_table),
     .params_size = sizeof(rt_params),

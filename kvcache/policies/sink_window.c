@@ -251,6 +251,16 @@ static int64_t sw_admission(const void *params, int64_t n_tokens, int64_t chunk,
     return (int64_t)p->n_sink + p->window + chunk;
 }
 
+/* The view: n_sink sinks and the last `window` tokens, all a head keeps. */
+static void sw_view_hint(const void *params, int32_t n_layer, int32_t layer, int64_t n_prompt,
+                         int64_t seen, kv_view_hint *out)
+{
+    (void)n_layer, (void)layer, (void)n_prompt;
+    const sw_params *p = params;
+    *out = (kv_view_hint){.budget = (int32_t)KS_MIN((int64_t)p->n_sink + p->window, INT32_MAX),
+                          .sink = p->n_sink, .window_from = seen - p->window};
+}
+
 const kv_policy_desc kv_policy_desc_sink_window = {
     .name = "sink_window",
     .summary = "Keeps the first `n_sink` tokens (attention sinks) and the last `window`; with "
@@ -258,6 +268,7 @@ const kv_policy_desc kv_policy_desc_sink_window = {
     .reference = "StreamingLLM: Xiao et al., Efficient Streaming Language Models with "
                  "Attention Sinks, ICLR 2024, arXiv:2309.17453",
     .ops = &kv_policy_sink_window,
+    .view_hint = sw_view_hint,
     .params_table = sw_params_table,
     .n_params = (int32_t)KS_ARRAY_LEN(sw_params_table),
     .params_size = sizeof(sw_params),

@@ -482,6 +482,16 @@ static int64_t snapkv_admission(const void *params, int64_t n_tokens, int64_t ch
     return n_tokens;
 }
 
+/* The view: the budget once the prompt is longer, the observation window at its end. */
+static void snapkv_view_hint(const void *params, int32_t n_layer, int32_t layer,
+                             int64_t n_prompt, int64_t seen, kv_view_hint *out)
+{
+    (void)n_layer, (void)layer, (void)seen;
+    const snapkv_params *p = params;
+    if (p->budget < n_prompt) out->budget = p->budget;
+    out->window_from = n_prompt - p->window;
+}
+
 const kv_policy_desc kv_policy_desc_snapkv = {
     .name = "snapkv",
     .summary = "After the prompt, keeps per layer and KV head the prompt tokens most attended "
@@ -489,6 +499,7 @@ const kv_policy_desc kv_policy_desc_snapkv = {
     .reference = "SnapKV: Li et al., SnapKV: LLM Knows What You are Looking for Before "
                  "Generation, arXiv:2404.14469",
     .ops = &kv_policy_snapkv,
+    .view_hint = snapkv_view_hint,
     .params_table = snapkv_params_table,
     .n_params = (int32_t)KS_ARRAY_LEN(snapkv_params_table),
     .params_size = sizeof(snapkv_params),

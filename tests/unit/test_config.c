@@ -17,6 +17,27 @@ static int load(const char *text, cfg *c, ks_diag *d)
     return cfg_load_string(text, strlen(text), "c.toml", c, d);
 }
 
+/* [server] ui: on by default only on loopback; an explicit boolean wins; not a string. */
+START_TEST(test_ui_switch)
+{
+    cfg c;
+    ks_diag d;
+    ck_assert_int_eq(load("", &c, &d), 0);
+    ck_assert_int_eq(c.server.ui, -1);
+    ck_assert(cfg_ui_enabled(&c)); /* 127.0.0.1 */
+    ck_assert_int_eq(load("[server]\nhost = \"0.0.0.0\"\n", &c, &d), 0);
+    ck_assert(!cfg_ui_enabled(&c));
+    ck_assert_int_eq(load("[server]\nhost = \"::1\"\n", &c, &d), 0);
+    ck_assert(cfg_ui_enabled(&c));
+    ck_assert_int_eq(load("[server]\nhost = \"0.0.0.0\"\nui = true\n", &c, &d), 0);
+    ck_assert(cfg_ui_enabled(&c));
+    ck_assert_int_eq(load("[server]\nui = false\n", &c, &d), 0);
+    ck_assert(!cfg_ui_enabled(&c));
+    ck_assert_int_eq(load("[server]\nui = \"yes\"\n", &c, &d), KS_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(d.msg, "c.toml:2: server.ui: expected a boolean"));
+}
+END_TEST
+
 START_TEST(test_defaults)
 {
     cfg c;
@@ -307,6 +328,7 @@ static Suite *config_suite(void)
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_ui_switch);
     tcase_add_test(tc, test_overrides);
     tcase_add_test(tc, test_shipped_configs);
     tcase_add_loop_test(tc, test_bad_values, 0, (int)(sizeof(g_bad) / sizeof(g_bad[0])));

@@ -555,7 +555,7 @@ START_TEST(test_bad_header)
     patch_bad(8, (g_base_len - find("ta.weight") + 8) / 32 + 1, 8, KS_ERR_FORMAT, "tensor count",
               "left after metadata", NULL);
     /* One fewer kv: the last kv is read as a tensor info and fails, cleanly. */
-    patch_bad(16, 7, 8, KS_ERR_FORMAT, "tensor 'dup.b'", "unknown tensor type", "dup.b");
+    patch_bad(16, 7, 8, KS_ERR_FORMAT, "tensor 'dup.b'", "unsupported tensor type", "dup.b");
 }
 END_TEST
 
@@ -635,9 +635,9 @@ START_TEST(test_bad_tensor_info)
                    "ta.weight");
     }
     free(img);
-    patch_bad(ti_type("ta.weight", 2), 4, 4, KS_ERR_FORMAT, "unknown tensor type 4", NULL,
+    patch_bad(ti_type("ta.weight", 2), 4, 4, KS_ERR_FORMAT, "unsupported tensor type 4", NULL,
               "ta.weight");
-    patch_bad(ti_type("ta.weight", 2), 1000, 4, KS_ERR_FORMAT, "unknown tensor type 1000", NULL,
+    patch_bad(ti_type("ta.weight", 2), 1000, 4, KS_ERR_FORMAT, "unsupported tensor type 1000", NULL,
               NULL);
     /* Q8_0 row of 16: not a multiple of 32. */
     patch_bad(ti_ne("tb.weight", 0), 16, 8, KS_ERR_FORMAT, "row length 16 is not a multiple",

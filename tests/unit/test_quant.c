@@ -153,7 +153,7 @@ START_TEST(test_dequant_float_types)
     ck_assert_uint_eq(qt_row_bytes(QT_Q6_K, 256), 210);
     ck_assert_str_eq(qt_type_name(QT_Q4_K), "q4_K");
     ck_assert(!qt_type_supported(QT_Q8_K) && qt_type_supported(QT_BF16));
-    ck_assert(!qt_type_supported(3));
+    ck_assert(!qt_type_supported(16)); /* IQ2_XXS */
     ck_assert_int_eq(qt_vec_dot_type(QT_Q6_K), QT_Q8_K);
     ck_assert_int_eq(qt_vec_dot_type(QT_Q4_0), QT_Q8_0);
 }
