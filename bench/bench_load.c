@@ -10,6 +10,9 @@
  * several queued tokens back to back) show up as ~0 gaps; the report counts them ("arrived
  * with the previous one") so a bursty server cannot hide behind a nice median.
  *
+ * Requests carry ignore_eos (kvserve and llama-server both accept it), so every stream
+ * generates exactly MAX_TOKENS tokens and two servers are compared on the same work.
+ *
  * usage: bench_load HOST PORT [CLIENTS[,CLIENTS...]] [MAX_TOKENS]   (default 1,4,16 and 128)
  * With continuous batching, 4 clients should give well over 2x one client's tokens/s.
  */
@@ -144,7 +147,7 @@ static void *client_main(void *arg)
     char body[512], req[1024];
     int bl = snprintf(body, sizeof(body),
                       "{\"prompt\":\"In the beginning %d\",\"max_tokens\":%d,\"temperature\":0,"
-                      "\"stream\":true}", c->idx, c->max_tokens);
+                      "\"stream\":true,\"ignore_eos\":true}", c->idx, c->max_tokens);
     int rl = snprintf(req, sizeof(req),
                       "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: "
                       "application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
@@ -240,7 +243,7 @@ int main(int argc, char **argv)
          .flags = KS_ARG_POSITIONAL},
     };
     const ks_args_spec spec = {"bench_load",
-                               "Concurrent streaming clients against a running kvserve.", args,
+                               "Concurrent streaming clients against a running kvserve or llama-server.", args,
                                KS_ARRAY_LEN(args), NULL};
     int exit_code = ks_args_run(&spec, argc, argv);
     if (exit_code >= 0) return exit_code;

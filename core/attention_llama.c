@@ -94,8 +94,21 @@ static void tile_max(const attn_run *r, const attn_tile *t)
     attn_scratch *S = r->s;
     for (int32_t row = 0; row < r->rows; row++) {
         float mt;
-        if (attn_tile_scores(r, t, row, &mt) && mt > S->m[row]) S->m[row] = mt;
+        bool vis = attn_tile_scores(r, t, row, &mt);
+        if (vis && mt > S->m[row]) S->m[row] = mt;
+        if (!r->cache) continue;
+        size_t at = (size_t)t->seq * (size_t)r->rows + (size_t)row;
+        S->sc_vis[at] = vis;
+        if (vis) memcpy(S->sc + at * ATTN_TILE, S->s, (size_t)t->n * sizeof(float));
     }
+}
+
+/* The cached scores (after pass 2: exponentials) of row against tile t, or NULL when the row
+ * does not see the tile. */
+static float *cached_row(const attn_run *r, const attn_tile *t, int32_t row)
+{
+    size_t at = (size_t)t->seq * (size_t)r->rows + (size_t)row;
+    return r->s->sc_vis[at] ? r->s->sc + at * ATTN_TILE : NULL;
 }
 
 /* llama.cpp numerics, pass 2: the sum of exponentials as its softmax forms it (llama.cpp's
@@ -105,8 +118,12 @@ static void tile_sum(const attn_run *r, const attn_tile *t)
 {
     attn_scratch *S = r->s;
     for (int32_t row = 0; row < r->rows; row++) {
-        float mt;
-        if (!attn_tile_scores(r, t, row, &mt)) continue;
+        float mt, *c = r->cache ? cached_row(r, t, row) : NULL;
+        if (c) { /* the exponentials replace the scores: pass 3 reads them */
+            S->l[row] += vm_exp_sum(c, c, t->n, S->m[row]);
+            continue;
+        }
+        if (r->cache || !attn_tile_scores(r, t, row, &mt)) continue;
         S->l[row] += vm_exp_sum(S->s, S->s, t->n, S->m[row]);
     }
 }
@@ -225,12 +242,14 @@ static void tile_probs_llama(const attn_run *r, const attn_tile *t)
                 S->vtt[(size_t)d * ATTN_TILE + j] = t->v[(size_t)j * t->vs + d];
     for (int32_t row = 0; row < r->rows; row++) {
         float mt;
-        if (S->l[row] <= 0 || !attn_tile_scores(r, t, row, &mt)) continue;
+        const float *ex = r->cache && S->l[row] > 0 ? cached_row(r, t, row) : NULL;
+        if (!ex && (r->cache || S->l[row] <= 0 || !attn_tile_scores(r, t, row, &mt))) continue;
         float inv = (float)S->l[row], m = S->m[row];
         float *mass =
             p->key_mass ? p->key_mass + (size_t)(row % p->n_group) * r->n_keys + t->key0 : NULL;
-        for (int32_t j = 0; j < t->n; j++) {
-            float pj = (r->exact_exp ? vm_expf(S->s[j] - m) : expf(S->s[j] - m)) * inv;
+        for (int32_t j = 0; j < t->n; j++) { /* the cache holds pass 2's exp: the same bits */
+            float e = ex ? ex[j] : r->exact_exp ? vm_expf(S->s[j] - m) : expf(S->s[j] - m);
+            float pj = e * inv;
             if (mass) mass[j] += pj;
             S->s[j] = pj;
         }
@@ -275,6 +294,10 @@ void attn_llama_passes(attn_run *r, const attn_span *spans, int32_t n_spans)
      * in every pass (max, sum and probabilities) so that they agree. */
     r->decode = p->n_q == 1;
     if (f16 && r->decode) r->scores = s->simd ? scores_vecdot_simd : scores_vecdot;
+    /* Scores computed once when they fit the cache (exact: the same kernel, the same bits). */
+    r->cache = !s->no_score_cache &&
+               attn_tile_count(spans, n_spans) * rows * ATTN_TILE * (int64_t)sizeof(float) <=
+               (int64_t)ATTN_SCORE_CACHE_BYTES;
     attn_for_each_tile(r, spans, n_spans, tile_max);
     attn_for_each_tile(r, spans, n_spans, tile_sum);
     for (int32_t row = 0; row < rows; row++)

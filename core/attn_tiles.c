@@ -314,8 +314,10 @@ int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q, attn
     s->ldone = calloc((size_t)max_group, 1);
     s->vtt = ks_aligned_alloc((size_t)ATTN_TILE * (size_t)head_dim * fl);
     s->qq = ks_aligned_alloc(((size_t)head_dim / 32 + 1) * 64);
-    if (!s->qq || !s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt || !s->s || !s->lacc ||
-        !s->ldbl || !s->ldone || !s->vtt) {
+    s->sc = ks_aligned_alloc(ATTN_SCORE_CACHE_BYTES);
+    s->sc_vis = malloc(ATTN_SCORE_CACHE_BYTES / (ATTN_TILE * fl));
+    if (!s->qq || !s->sc || !s->sc_vis || !s->qr || !s->acc || !s->m || !s->l || !s->kt ||
+        !s->vt || !s->s || !s->lacc || !s->ldbl || !s->ldone || !s->vtt) {
         attn_scratch_destroy(s);
         return KS_ERR_NOMEM;
     }
@@ -339,6 +341,8 @@ void attn_scratch_destroy(attn_scratch *s)
     free(s->ldone);
     free(s->vtt);
     free(s->qq);
+    free(s->sc);
+    free(s->sc_vis);
     free(s);
 }
 
@@ -408,14 +412,23 @@ bool attn_tile_scores(const attn_run *r, const attn_tile *t, int32_t row, float 
     return mx > -INFINITY;
 }
 
+int64_t attn_tile_count(const attn_span *spans, int32_t n_spans)
+{
+    int64_t n = 0;
+    for (int32_t i = 0; i < n_spans; i++)
+        n += (spans[i].n + ATTN_TILE - 1) / ATTN_TILE;
+    return n;
+}
+
 void attn_for_each_tile(const attn_run *r, const attn_span *spans, int32_t n_spans, attn_tile_fn fn)
 {
-    int64_t key0 = 0;
+    int64_t key0 = 0, seq = 0;
     for (int32_t i = 0; i < n_spans; i++) {
         for (int32_t j0 = 0; j0 < spans[i].n; j0 += ATTN_TILE) {
             attn_tile t;
             tile_load(r, &spans[i], j0, KS_MIN(ATTN_TILE, spans[i].n - j0), &t);
             t.key0 = key0 + j0;
+            t.seq = seq++;
             if (t.n > 0) fn(r, &t);
         }
         key0 += spans[i].n;

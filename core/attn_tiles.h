@@ -25,6 +25,13 @@ ATTN_AVX512 static inline __mmask16 tail_mask(int32_t left)
 /* Keys per tile: K and V tiles are converted to f32 once and reused by every query row. */
 #define ATTN_TILE 64
 
+/* llama numerics walk the tiles three times (max, sum, probabilities); a call whose scores fit
+ * in this many bytes computes them once and keeps them (then their exponentials) for the next
+ * passes. Reserved at scratch creation and touched only as far as a call needs (malloc'd pages
+ * are committed on first write), so a decode or a 512-token prefill over a short context uses
+ * a few MiB, and a chunk over a long context falls back to recomputing. */
+#define ATTN_SCORE_CACHE_BYTES ((size_t)16 << 20)
+
 typedef void (*scores_fn)(const float *q, const float *k, size_t k_stride, int32_t n, int32_t hd,
                           float scale, float *s);
 typedef void (*accum_fn)(float *acc, const float *p, const float *v, size_t v_stride, int32_t n,
@@ -44,6 +51,9 @@ struct attn_scratch {
     uint8_t *ldone; /* [max_group] tail started (the lanes were folded into ldbl) */
     float *vtt;     /* [head_dim][ATTN_TILE] V tile transposed */
     void *qq;       /* one query row quantised to K's vec-dot type (llama_flash) */
+    float *sc;      /* [tile][row][ATTN_TILE] cached scores, then exponentials (llama numerics) */
+    uint8_t *sc_vis; /* [tile][row] the row sees the tile (its cached scores are valid) */
+    bool no_score_cache; /* tests: always recompute the scores in every pass */
     scores_fn scores;
     accum_fn accum;
     bool simd; /* scores and accum are the AVX-512 kernels */
@@ -57,6 +67,7 @@ typedef struct attn_tile {
     int32_t n;
     int32_t idx_min, idx_max;
     int64_t key0; /* global key number of the first key (key_mass column) */
+    int64_t seq;  /* tile number in the walk (0, 1, ...), the same in every pass */
 } attn_tile;
 
 /* The state of one attn_forward call. */
@@ -74,11 +85,22 @@ typedef struct attn_run {
     bool lanes;        /* llama.cpp's q·k and p·V summation orders (f16 cache) */
     bool decode;       /* one query token: its vec-dot p·V order, else its tinyBLAS order */
     int64_t n_vec;     /* decode: keys below this go to the four 16-lane banks */
+    bool cache;        /* llama numerics: scores kept in s->sc between the passes */
 } attn_run;
 
 /* Scores of row `row` (query token t) against the tile with r->scores, masked with -inf;
  * *smax = their maximum. Returns false if the whole tile is invisible to this query. */
 bool attn_tile_scores(const attn_run *r, const attn_tile *t, int32_t row, float *smax);
+
+/* Tests: off makes llama numerics recompute the scores in each pass (the path calls whose
+ * scores exceed ATTN_SCORE_CACHE_BYTES take), to check both paths give the same bits. */
+static inline void attn_scratch_set_score_cache(attn_scratch *s, bool on)
+{
+    s->no_score_cache = !on;
+}
+
+/* The number of tiles attn_for_each_tile walks over these spans (skipped ones included). */
+int64_t attn_tile_count(const attn_span *spans, int32_t n_spans);
 
 typedef void (*attn_tile_fn)(const attn_run *r, const attn_tile *t);
 /* Calls fn on every tile of the spans in order, skipping tiles no query of the chunk sees. */

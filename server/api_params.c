@@ -3,12 +3,14 @@
  * the per-request "kv_policy" object. Every rejection names the parameter, so the handler
  * can answer 400 with OpenAI's error object ("param" set).
  */
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api_server.h"
+#include "kvserve/tokenizer.h"
 
 #define FAIL(p, ...)                                                                           \
     do {                                                                                       \
@@ -143,6 +145,28 @@ static int parse_sampling(json_t *root, api_gen *g, char *msg, size_t cap, const
     return 0;
 }
 
+/* ignore_eos (llama-server's name): the end-of-generation tokens get a -inf logit bias, so
+ * the output runs to max_tokens (benchmarks fix the output length with it). Appended to the
+ * logit_bias list after it was parsed; g owns the arrays. */
+static int apply_ignore_eos(const api_server *a, api_gen *g)
+{
+    int32_t n_vocab = a->vocab ? tok_vocab_n_tokens(a->vocab) : 0, n_eog = 0;
+    for (int32_t id = 0; id < n_vocab; id++) n_eog += tok_is_eog(a->vocab, id);
+    if (n_eog == 0) return 0;
+    int32_t *ids = realloc(g->bias_ids, (size_t)(g->n_bias + n_eog) * sizeof(int32_t));
+    if (!ids) return KS_ERR_NOMEM;
+    g->bias_ids = ids;
+    float *b = realloc(g->bias, (size_t)(g->n_bias + n_eog) * sizeof(float));
+    if (!b) return KS_ERR_NOMEM;
+    g->bias = b;
+    for (int32_t id = 0; id < n_vocab; id++) {
+        if (!tok_is_eog(a->vocab, id)) continue;
+        g->bias_ids[g->n_bias] = id;
+        g->bias[g->n_bias++] = -INFINITY;
+    }
+    return 0;
+}
+
 int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg, size_t cap,
                   const char **param)
 {
@@ -179,9 +203,18 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
             return KS_ERR_INVALID;
         }
     }
+    bool ignore_eos = false;
+    if (get_bool(root, "ignore_eos", &ignore_eos)) {
+        api_gen_release(g);
+        FAIL("ignore_eos", "'ignore_eos' must be a boolean");
+    }
     if (api_structured_parse(a, root, chat, g, msg, cap, param)) {
         api_gen_release(g);
         return KS_ERR_INVALID;
+    }
+    if (ignore_eos && apply_ignore_eos(a, g)) {
+        api_gen_release(g);
+        FAIL("ignore_eos", "out of memory");
     }
     return 0;
 }

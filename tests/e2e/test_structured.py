@@ -3,7 +3,8 @@
 
 response_format (json_object, json_schema) and `grammar` on both endpoints, streamed and
 not: every finished output must parse and satisfy its schema (checked here with plain Python
-against the schema's meaning); logit_bias bans and forces tokens; echo; top_logprobs and
+against the schema's meaning); logit_bias bans and forces tokens; ignore_eos runs to
+max_tokens; echo; top_logprobs and
 logprobs up to 20; and bad input (unsupported keyword, recursive $ref, undefined rule,
 out-of-range logit_bias id, suffix without FIM tokens) gets a 400 naming the place while the
 server keeps serving.
@@ -218,6 +219,45 @@ def test_fim():
             srv.proc.kill()
 
 
+def eos_id():
+    """The model's EOS id, read from the GGUF by bench/gguf_info.py (not kvserve's reader)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(root, "bench"))
+    import gguf_info
+    return int(gguf_info.Reader(ts.MODEL).meta["tokenizer.ggml.eos_token_id"])
+
+
+def test_ignore_eos(srv):
+    """ignore_eos (llama-server's flag): with EOS forced by logit_bias the output ends at once;
+    with ignore_eos too it runs to max_tokens on both endpoints, streamed or not."""
+    bias = {str(eos_id()): 100}
+    st, j = ts.complete(srv, "And God said", 8, logit_bias=bias)
+    check(st == 200 and j["choices"][0]["finish_reason"] == "stop"
+          and j["usage"]["completion_tokens"] <= 1,
+          "EOS forced by logit_bias ends the output: %r" % (j.get("usage"),))
+    for chat in (False, True):
+        for stream in (False, True):
+            body = {"max_tokens": 8, "logit_bias": bias, "ignore_eos": True,
+                    "stream_options": {"include_usage": True}} if stream else \
+                {"max_tokens": 8, "logit_bias": bias, "ignore_eos": True}
+            st, text, finish, out = gen(srv, chat, body, stream)
+            usage = (out[-1].get("usage") if stream else out.get("usage")) or {}
+            check(st == 200 and finish == "length" and usage.get("completion_tokens") == 8
+                  and text,
+                  "ignore_eos runs to max_tokens (chat %s, stream %s): %r %r" %
+                  (chat, stream, finish, usage))
+    st, j = ts.complete(srv, "And God said", 8, ignore_eos=False, logit_bias=bias)
+    check(st == 200 and j["choices"][0]["finish_reason"] == "stop",
+          "ignore_eos false keeps EOS")
+    for bad in ("yes", 1, [True]):
+        st, _, out = srv.req("POST", "/v1/completions",
+                             {"prompt": "x", "max_tokens": 2, "ignore_eos": bad})
+        err = json.loads(out).get("error", {})
+        check(st == 400 and err.get("param") == "ignore_eos"
+              and "boolean" in err.get("message", ""),
+              "ignore_eos %r is rejected naming the param: %d %r" % (bad, st, err))
+
+
 def main():
     if not os.path.exists(ts.MODEL):
         print("model missing:", ts.MODEL)
@@ -227,6 +267,7 @@ def main():
         test_json_schema(srv)
         test_json_object_and_grammar(srv)
         test_logit_bias(srv)
+        test_ignore_eos(srv)
         test_echo_logprobs(srv)
         test_bad_input(srv)
         check(srv.stop() == 0, "clean shutdown")

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/attn_tiles.h"
 #include "kvserve/attention.h"
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
@@ -381,6 +382,46 @@ START_TEST(test_llama_rounds_probabilities)
 }
 END_TEST
 
+/* llama numerics keep the scores of a call that fits ATTN_SCORE_CACHE_BYTES between their
+ * three passes (then the exponentials); a bigger call recomputes them. Both paths must give
+ * the same bits, output and key mass, for both cache dtypes, prefill chunks and one token. */
+static void run_llama_cached(tcase *c, bool cached, bool scalar, float *mass)
+{
+    attn_scratch *s;
+    ck_assert_int_eq(attn_scratch_create(c->hd, c->n_group, c->n_q, &s), 0);
+    attn_scratch_force_scalar(s, scalar);
+    attn_scratch_set_score_cache(s, cached);
+    attn_params p = tcase_params(c, mass, true);
+    ck_assert_int_eq(attn_forward(&p, c->spans, c->n_spans, s), 0);
+    attn_scratch_destroy(s);
+}
+
+START_TEST(test_llama_score_cache_same_bits)
+{
+    for (int k = 0; k < 24; k++) {
+        tcase c;
+        int32_t G = kGroups[k % 4], hd = kDims[(k / 4) % 4], n_q = k % 3 ? 1 + k % 7 : 1;
+        tcase_make(&c, n_q, G, hd, k % 2 ? KS_DTYPE_F16 : KS_DTYPE_F32,
+                   1 + (int32_t)(rnd() % 300), 1.0f / sqrtf((float)hd));
+        size_t n_out = (size_t)n_q * (size_t)(G * hd + 2), n_mass = (size_t)G * (c.n_keys + 1);
+        float *out0 = malloc(n_out * sizeof(float));
+        float *m0 = calloc(n_mass, sizeof(float)), *m1 = calloc(n_mass, sizeof(float));
+        bool scalar = k % 5 == 0;
+        run_llama_cached(&c, false, scalar, m0);
+        memcpy(out0, c.out, n_out * sizeof(float));
+        memset(c.out, 0, n_out * sizeof(float));
+        run_llama_cached(&c, true, scalar, m1);
+        for (int32_t t = 0; t < n_q; t++)
+            ck_assert_msg(!memcmp(out0 + (size_t)t * (G * hd + 2),
+                                  c.out + (size_t)t * (G * hd + 2), (size_t)G * hd * 4),
+                          "case %d token %d: cached scores change the output", k, t);
+        ck_assert_msg(!memcmp(m0, m1, n_mass * sizeof(float)), "case %d: key mass differs", k);
+        free(out0), free(m0), free(m1);
+        tcase_free(&c);
+    }
+}
+END_TEST
+
 START_TEST(test_invalid_params)
 {
     float k[32] = {0}, v[32] = {0}, q[64] = {0}, out[64];
@@ -511,6 +552,7 @@ static Suite *attention_suite(void)
     tcase_add_loop_test(tc, test_key_mass, 0, 2);
     tcase_add_test(tc, test_llama_numerics);
     tcase_add_loop_test(tc, test_window, 0, 2);
+    tcase_add_test(tc, test_llama_score_cache_same_bits);
     tcase_add_test(tc, test_prefill_chunk);
     tcase_add_test(tc, test_no_visible_key_is_zero);
     tcase_add_test(tc, test_llama_rounds_probabilities);
