@@ -16,15 +16,14 @@ static double run(attn_scratch *s, const attn_params *p, const attn_span *sp, in
 {
     double t0 = ks_time_now();
     for (int i = 0; i < iters; i++)
-        if (attn_forward(p, sp, n_sp, s) != 0)
-            return -1;
+        if (attn_forward(p, sp, n_sp, s) != 0) return -1;
     return (ks_time_now() - t0) / iters * 1e6;
 }
 
 /* Decode over nk keys stored as type t (rows quantised from k32 / v32), best of `runs`. */
 static double decode_type(attn_scratch *s, ks_dtype t, const float *k32, const float *v32,
-                          const int32_t *idx, const float *q, float *out, int32_t nk,
-                          int32_t hd, int32_t G, int runs)
+                          const int32_t *idx, const float *q, float *out, int32_t nk, int32_t hd,
+                          int32_t G, int runs)
 {
     size_t rb = ks_dtype_row_bytes(t, hd);
     uint8_t *kb = malloc(rb * (size_t)nk), *vb = malloc(rb * (size_t)nk);
@@ -37,13 +36,22 @@ static double decode_type(attn_scratch *s, ks_dtype t, const float *k32, const f
             ks_dtype_from_f32(t, v32 + (size_t)j * hd, vb + (size_t)j * rb, hd);
         }
         for (int32_t i = 0; i < n_sp; i++)
-            sp[i] = (attn_span){.k = kb + (size_t)i * bt * rb, .v = vb + (size_t)i * bt * rb,
+            sp[i] = (attn_span){.k = kb + (size_t)i * bt * rb,
+                                .v = vb + (size_t)i * bt * rb,
                                 .idx = idx + (size_t)i * bt,
                                 .n = i == n_sp - 1 ? nk - i * bt : bt};
         int32_t qi = nk - 1;
-        attn_params p = {.n_q = 1, .n_group = G, .head_dim = hd, .scale = 0.125f,
-                         .k_dtype = t, .v_dtype = t, .q = q, .q_tok_stride = G * hd,
-                         .q_idx = &qi, .out = out, .out_tok_stride = G * hd};
+        attn_params p = {.n_q = 1,
+                         .n_group = G,
+                         .head_dim = hd,
+                         .scale = 0.125f,
+                         .k_dtype = t,
+                         .v_dtype = t,
+                         .q = q,
+                         .q_tok_stride = G * hd,
+                         .q_idx = &qi,
+                         .out = out,
+                         .out_tok_stride = G * hd};
         for (int r = 0; r < runs; r++) {
             double us = run(s, &p, sp, n_sp, 10);
             best = best < 0 || us < best ? us : best;
@@ -56,9 +64,8 @@ static double decode_type(attn_scratch *s, ks_dtype t, const float *k32, const f
 static void bench_types(attn_scratch *s, const float *k32, const float *v32, const int32_t *idx,
                         const float *q, float *out, int32_t nk, int32_t hd, int32_t G)
 {
-    static const ks_dtype types[] = {KS_DTYPE_F32,  KS_DTYPE_BF16, KS_DTYPE_Q8_0,
-                                     KS_DTYPE_Q4_0, KS_DTYPE_Q4_1, KS_DTYPE_Q5_0,
-                                     KS_DTYPE_Q5_1, KS_DTYPE_IQ4_NL};
+    static const ks_dtype types[] = {KS_DTYPE_F32,  KS_DTYPE_BF16, KS_DTYPE_Q8_0, KS_DTYPE_Q4_0,
+                                     KS_DTYPE_Q4_1, KS_DTYPE_Q5_0, KS_DTYPE_Q5_1, KS_DTYPE_IQ4_NL};
     attn_scratch_force_scalar(s, false);
     printf("\ndecode per KV type (%d keys, SIMD, best of 5 alternating with f16)\n", nk);
     printf("| K = V type | bytes/key (K+V) | decode us | f16 decode us | speed vs f16 |\n"
@@ -90,8 +97,8 @@ int main(int argc, char **argv)
          .flags = KS_ARG_POSITIONAL},
     };
     const ks_args_spec spec = {"bench_attention",
-                               "Times the attention core (f32 and f16 KV, scalar and SIMD).",
-                               args, KS_ARRAY_LEN(args), NULL};
+                               "Times the attention core (f32 and f16 KV, scalar and SIMD).", args,
+                               KS_ARRAY_LEN(args), NULL};
     int exit_code = ks_args_run(&spec, argc, argv);
     if (exit_code >= 0) return exit_code;
     const int32_t bt = 32;
@@ -103,8 +110,7 @@ int main(int argc, char **argv)
     float *q = malloc(sizeof(float) * (size_t)nq * G * hd);
     float *out = malloc(sizeof(float) * (size_t)nq * G * hd);
     attn_span *sp = malloc(sizeof(attn_span) * (size_t)n_sp);
-    if (!k32 || !v32 || !k16 || !v16 || !idx || !q_idx || !q || !out || !sp)
-        return 1;
+    if (!k32 || !v32 || !k16 || !v16 || !idx || !q_idx || !q || !out || !sp) return 1;
     for (size_t e = 0; e < (size_t)nk * hd; e++) {
         k32[e] = (float)((e * 7919) % 1000) / 1000.0f - 0.5f;
         v32[e] = (float)((e * 104729) % 1000) / 1000.0f - 0.5f;
@@ -118,8 +124,7 @@ int main(int argc, char **argv)
     for (int32_t t = 0; t < nq; t++)
         q_idx[t] = nk - nq + t;
     attn_scratch *s;
-    if (attn_scratch_create(hd, G, nq, &s) != 0)
-        return 1;
+    if (attn_scratch_create(hd, G, nq, &s) != 0) return 1;
     printf("keys %d head_dim %d n_group %d\n", nk, hd, G);
     for (int dt = 0; dt < 2; dt++)
         for (int scalar = 1; scalar >= 0; scalar--) {
@@ -131,9 +136,17 @@ int main(int argc, char **argv)
                                     .idx = idx + (size_t)i * bt,
                                     .n = i == n_sp - 1 ? nk - i * bt : bt};
             }
-            attn_params p = {.n_q = 1, .n_group = G, .head_dim = hd, .scale = 0.125f,
-                             .k_dtype = (ks_dtype)dt, .v_dtype = (ks_dtype)dt, .q = q, .q_tok_stride = G * hd,
-                             .q_idx = &q_idx[nq - 1], .out = out, .out_tok_stride = G * hd};
+            attn_params p = {.n_q = 1,
+                             .n_group = G,
+                             .head_dim = hd,
+                             .scale = 0.125f,
+                             .k_dtype = (ks_dtype)dt,
+                             .v_dtype = (ks_dtype)dt,
+                             .q = q,
+                             .q_tok_stride = G * hd,
+                             .q_idx = &q_idx[nq - 1],
+                             .out = out,
+                             .out_tok_stride = G * hd};
             double dec = run(s, &p, sp, n_sp, 20);
             p.llama_numerics = true;
             double dec2 = run(s, &p, sp, n_sp, 10);

@@ -751,7 +751,8 @@ static int env_open(const ev_opts *o, ev_env *e, double max_mult)
                                          (size_t)e->hp->n_layer * e->hp->n_head_kv,
                          .block_tokens = o->block_tokens,
                          .head_dim = e->hp->head_dim,
-                         .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
+                         .k_dtype = KS_DTYPE_F16,
+                         .v_dtype = KS_DTYPE_F16};
     if ((rc = kv_pool_create(&pp, &e->pool))) return rc;
     e->logits = malloc((size_t)e->max_chunk * e->hp->n_vocab * sizeof(float));
     return e->logits ? 0 : KS_ERR_NOMEM;

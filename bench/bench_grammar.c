@@ -147,7 +147,8 @@ int main(int argc, char **argv)
                         .n_ctx = (int32_t)gen + 64,
                         .n_batch = 64,
                         .n_seqs = 1,
-                        .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16};
     engine e;
     if (engine_open(&ep, &e)) return 1;
     const tok_vocab *v = model_get_vocab(e.m);

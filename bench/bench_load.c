@@ -35,8 +35,8 @@ typedef struct client {
     double t0, ttft;
     double *gaps; /* inter-token gaps, one per token event after the first */
     int n_gaps, n_tokens;
-    int n_reads;      /* reads that delivered at least one token event */
-    int n_same_read;  /* token events that arrived in the same read as the previous one */
+    int n_reads;     /* reads that delivered at least one token event */
+    int n_same_read; /* token events that arrived in the same read as the previous one */
     int ok;
 } client;
 
@@ -59,11 +59,11 @@ static int dial(const char *host, int port)
  * buffer that is split into events. Each event is stamped with the time of the read() that
  * completed it, so events that arrive together show up as gaps of ~0 (and are counted). */
 typedef struct resp {
-    char raw[65536];   /* bytes not yet consumed (headers / chunk framing) */
+    char raw[65536]; /* bytes not yet consumed (headers / chunk framing) */
     size_t n_raw;
-    char sse[65536];   /* decoded body bytes not yet split into events */
+    char sse[65536]; /* decoded body bytes not yet split into events */
     size_t n_sse;
-    int phase;         /* 0 headers, 1 chunk size line, 2 chunk data, 3 chunk CRLF, 4 raw */
+    int phase; /* 0 headers, 1 chunk size line, 2 chunk data, 3 chunk CRLF, 4 raw */
     size_t chunk_left;
     int status;
 } resp;
@@ -76,8 +76,10 @@ static void on_event(client *c, const char *ev, double now, double *last, int *i
     }
     /* a token event carries "text" and finish_reason null; the last chunks do not */
     if (strncmp(ev, "data: {", 7) || !strstr(ev, "\"finish_reason\":null")) return;
-    if (c->n_tokens == 0) c->ttft = now - c->t0;
-    else if (c->n_gaps < c->max_tokens) c->gaps[c->n_gaps++] = now - *last;
+    if (c->n_tokens == 0)
+        c->ttft = now - c->t0;
+    else if (c->n_gaps < c->max_tokens)
+        c->gaps[c->n_gaps++] = now - *last;
     if (*in_read > 0) c->n_same_read++;
     (*in_read)++;
     *last = now;
@@ -147,7 +149,8 @@ static void *client_main(void *arg)
     char body[512], req[1024];
     int bl = snprintf(body, sizeof(body),
                       "{\"prompt\":\"In the beginning %d\",\"max_tokens\":%d,\"temperature\":0,"
-                      "\"stream\":true,\"ignore_eos\":true}", c->idx, c->max_tokens);
+                      "\"stream\":true,\"ignore_eos\":true}",
+                      c->idx, c->max_tokens);
     int rl = snprintf(req, sizeof(req),
                       "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: "
                       "application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
@@ -197,8 +200,10 @@ static void run(const char *host, int port, int n, int max_tokens)
         cs[i].gaps = calloc((size_t)max_tokens + 1, sizeof(double));
     }
     double t0 = ks_time_now();
-    for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, client_main, &cs[i]);
-    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, client_main, &cs[i]);
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
     double wall = ks_time_now() - t0;
     long tokens = 0;
     int ok = 0, n_gaps = 0, n_reads = 0, n_same = 0;
@@ -217,10 +222,9 @@ static void run(const char *host, int port, int n, int max_tokens)
     printf("clients %3d: ok %d/%d, %ld tokens in %.2f s = %.1f tokens/s; "
            "ttft p50 %.1f ms p99 %.1f ms; itl p50 %.2f ms p99 %.2f ms; "
            "%.2f token events per read, %d of %ld arrived with the previous one\n",
-           n, ok, n, tokens, wall, tokens / wall, pct(ttft, n, 0.5) * 1e3,
-           pct(ttft, n, 0.99) * 1e3, pct(gaps, n_gaps, 0.5) * 1e3,
-           pct(gaps, n_gaps, 0.99) * 1e3, n_reads ? (double)tokens / n_reads : 0.0, n_same,
-           tokens);
+           n, ok, n, tokens, wall, tokens / wall, pct(ttft, n, 0.5) * 1e3, pct(ttft, n, 0.99) * 1e3,
+           pct(gaps, n_gaps, 0.5) * 1e3, pct(gaps, n_gaps, 0.99) * 1e3,
+           n_reads ? (double)tokens / n_reads : 0.0, n_same, tokens);
     fflush(stdout);
     free(ttft);
     free(gaps);
@@ -242,9 +246,9 @@ int main(int argc, char **argv)
         {"MAX_TOKENS", 0, KS_ARG_I32, &max_tokens, 1, 1 << 20, .help = "tokens per request",
          .flags = KS_ARG_POSITIONAL},
     };
-    const ks_args_spec spec = {"bench_load",
-                               "Concurrent streaming clients against a running kvserve or llama-server.", args,
-                               KS_ARRAY_LEN(args), NULL};
+    const ks_args_spec spec = {
+        "bench_load", "Concurrent streaming clients against a running kvserve or llama-server.",
+        args, KS_ARRAY_LEN(args), NULL};
     int exit_code = ks_args_run(&spec, argc, argv);
     if (exit_code >= 0) return exit_code;
     char *copy = strdup(list), *save = NULL;

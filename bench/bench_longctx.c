@@ -13,10 +13,10 @@
  *
  * speed: for each context length and policy, a fresh child process prefills that many tokens
  * (the --filler text repeated, else random ids) in chunks, then decodes --gen tokens; it
- * prints prefill and decode tokens/s, the child's peak RSS and, for retrieval, blocks in RAM / on disk, hot-set
- * hit rate and bytes read from the spill file. Full attention above --full-max is skipped
- * (quadratic). passkey: prompts in the exact wording of the kjv-tiny README, needle at evenly
- * spread depths, greedy decoding; prints correct/total per length and policy.
+ * prints prefill and decode tokens/s, the child's peak RSS and, for retrieval, blocks in RAM / on
+ * disk, hot-set hit rate and bytes read from the spill file. Full attention above --full-max is
+ * skipped (quadratic). passkey: prompts in the exact wording of the kjv-tiny README, needle at
+ * evenly spread depths, greedy decoding; prints correct/total per length and policy.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -46,8 +46,7 @@ static int parse_list(const char *s, int64_t *out, int max)
     while (*s && n < max) {
         out[n++] = strtoll(s, NULL, 10);
         const char *c = strchr(s, ',');
-        if (!c)
-            break;
+        if (!c) break;
         s = c + 1;
     }
     return n;
@@ -61,8 +60,10 @@ static const kv_policy *policy_args(const opts *o, const char *name, const engin
                           .rope = model_rope_params(e->m, -1),
                           .rope_swa = model_rope_params_window(e->m),
                           .layer_window = model_layer_windows(e->m),
-                          .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
-                          .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
+                          .n_layer = hp->n_layer,
+                          .n_head_kv = hp->n_head_kv,
+                          .head_dim = hp->head_dim,
+                          .n_ctx_train = hp->n_ctx_train};
     return kv_policy_find(name);
 }
 
@@ -72,8 +73,7 @@ static const kv_policy *policy_args(const opts *o, const char *name, const engin
 static int32_t policy_chunk(const opts *o, const char *name, const kv_policy_args *a)
 {
     const kv_policy_desc *d = kv_policy_desc_find(name);
-    if (!d || !d->prefill_chunk)
-        return (int32_t)o->chunk;
+    if (!d || !d->prefill_chunk) return (int32_t)o->chunk;
     kv_policy_params p;
     kv_model_info mi = kv_policy_args_info(a);
     kv_policy_params_resolve(&o->pc, d, &mi, p.bytes);
@@ -86,12 +86,14 @@ static int prefill(engine *e, kv_seq *seq, const int32_t *toks, int32_t n, int32
 {
     for (int32_t i = 0; i < n; i += chunk) {
         int32_t m = KS_MIN(chunk, n - i);
-        model_seq_batch b = {.kv = seq, .tokens = toks + i, .n_tokens = m,
-                             .logits = i + m == n ? logits : NULL, .prompt_chunk = true,
+        model_seq_batch b = {.kv = seq,
+                             .tokens = toks + i,
+                             .n_tokens = m,
+                             .logits = i + m == n ? logits : NULL,
+                             .prompt_chunk = true,
                              .prompt_last = i + m == n};
         int rc = model_forward(e->ctx, &b, 1);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }
@@ -100,8 +102,7 @@ static int32_t argmax(const float *x, int32_t n)
 {
     int32_t b = 0;
     for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
+        if (x[i] > x[b]) b = i;
     return b;
 }
 
@@ -117,11 +118,14 @@ static long peak_rss_kb_self(void)
 static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
 {
     engine e;
-    engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
-                            .n_ctx = n_ctx + (int32_t)o->gen + 64,
-                            .n_batch = (int32_t)o->chunk, .n_seqs = 1, .k_dtype = o->kv[0], .v_dtype = o->kv[1]};
-    if (engine_open(&ep, &e))
-        return 1;
+    engine_params ep = {.model_path = o->model,
+                        .n_threads = (int32_t)o->threads,
+                        .n_ctx = n_ctx + (int32_t)o->gen + 64,
+                        .n_batch = (int32_t)o->chunk,
+                        .n_seqs = 1,
+                        .k_dtype = o->kv[0],
+                        .v_dtype = o->kv[1]};
+    if (engine_open(&ep, &e)) return 1;
     const model_hparams *hp = model_get_hparams(e.m);
     fprintf(stderr, "KV %s/%s: KV %zu bytes/token\n", ks_dtype_name(o->kv[0]),
             ks_dtype_name(o->kv[1]),
@@ -160,10 +164,12 @@ static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
             toks[i] = nft > 0 ? ft[(c0 + i) % nft]
                               : 3 + (int32_t)((r >> 33) % (uint64_t)(hp->n_vocab - 3));
         }
-        if (c0 == 0 && bos >= 0)
-            toks[0] = bos;
-        model_seq_batch b = {.kv = seq, .tokens = toks, .n_tokens = m,
-                             .logits = c0 + m == n_ctx ? logits : NULL, .prompt_chunk = true,
+        if (c0 == 0 && bos >= 0) toks[0] = bos;
+        model_seq_batch b = {.kv = seq,
+                             .tokens = toks,
+                             .n_tokens = m,
+                             .logits = c0 + m == n_ctx ? logits : NULL,
+                             .prompt_chunk = true,
                              .prompt_last = c0 + m == n_ctx};
         rc = model_forward(e.ctx, &b, 1);
     }
@@ -200,8 +206,8 @@ static int run_speed(const opts *o)
 {
     int64_t ctx[16], n_ctx = parse_list(o->ctx, ctx, 16);
     char pols[256];
-    static const char *const keys[] = {"ram_mb", "top_k", "block_tokens", "window", "n_sink",
-                                       "dense_layers"};
+    static const char *const keys[] = {"ram_mb", "top_k",  "block_tokens",
+                                       "window", "n_sink", "dense_layers"};
     const kv_policy_desc *rd = kv_policy_desc_find("retrieval");
     kv_model_info mi = {0, 0, 0, 0}; /* the parameters as the children resolve them */
     model *m;
@@ -215,8 +221,7 @@ static int run_speed(const opts *o)
     kv_policy_params_resolve(&o->pc, rd, &mi, rp.bytes);
     for (size_t k = 0; k < KS_ARRAY_LEN(keys); k++) {
         char v[64];
-        kv_param_format(rp.bytes, kv_param_find(kv_policy_desc_index(rd), keys[k]), v,
-                        sizeof(v));
+        kv_param_format(rp.bytes, kv_param_find(kv_policy_desc_index(rd), keys[k]), v, sizeof(v));
         printf("%s=%s ", keys[k], v);
     }
     printf("chunk=%d threads=%lld\n", rd->prefill_chunk(rp.bytes, (int32_t)o->chunk),
@@ -235,8 +240,7 @@ static int run_speed(const opts *o)
             }
             fflush(stdout);
             pid_t pid = fork();
-            if (pid == 0)
-                _exit(speed_child(o, p, (int32_t)ctx[i]));
+            if (pid == 0) _exit(speed_child(o, p, (int32_t)ctx[i]));
             int status;
             waitpid(pid, &status, 0);
             if (!WIFEXITED(status) || WEXITSTATUS(status))
@@ -261,14 +265,12 @@ static int filler_load(const char *path, const tok_vocab *v, filler *f)
     char *text;
     size_t len;
     ks_diag d;
-    if (ks_read_file(path, &text, &len, &d))
-        return 1;
+    if (ks_read_file(path, &text, &len, &d)) return 1;
     /* collapse whitespace */
     size_t w = 0;
     for (size_t i = 0; i < len; i++) {
         char c = isspace((unsigned char)text[i]) ? ' ' : text[i];
-        if (c == ' ' && (w == 0 || text[w - 1] == ' '))
-            continue;
+        if (c == ' ' && (w == 0 || text[w - 1] == ' ')) continue;
         text[w++] = c;
     }
     text[w] = 0;
@@ -295,8 +297,8 @@ static int32_t build_prompt(const filler *f, const tok_vocab *v, int32_t n_targe
                             int key, int start, int32_t *out, int32_t cap)
 {
     char needle[128], question[] = "What is the pass key? The pass key is";
-    snprintf(needle, sizeof(needle), "The pass key is %d. Remember it. %d is the pass key.",
-             key, key);
+    snprintf(needle, sizeof(needle), "The pass key is %d. Remember it. %d is the pass key.", key,
+             key);
     int32_t budget = n_target - 40, n_s = 0, got = 0;
     while (got < budget) {
         got += f->n_tok[(start + n_s) % f->n] + 1;
@@ -308,10 +310,8 @@ static int32_t build_prompt(const filler *f, const tok_vocab *v, int32_t n_targe
         cap_txt += strlen(f->sent[(start + i) % f->n]) + 1;
     char *txt = malloc(cap_txt), *p = txt;
     for (int i = 0; i <= n_s; i++) {
-        if (i == at)
-            p += sprintf(p, "%s ", needle);
-        if (i < n_s)
-            p += sprintf(p, "%s ", f->sent[(start + i) % f->n]);
+        if (i == at) p += sprintf(p, "%s ", needle);
+        if (i < n_s) p += sprintf(p, "%s ", f->sent[(start + i) % f->n]);
     }
     strcpy(p, question);
     int32_t n = tok_encode(v, txt, strlen(txt), true, false, out, cap);
@@ -326,11 +326,14 @@ static int run_passkey(const opts *o)
     for (int i = 0; i < n_len; i++)
         max_len = KS_MAX(max_len, (int32_t)lens[i] + 64);
     engine e;
-    engine_params ep = {.model_path = o->model, .n_threads = (int32_t)o->threads,
-                            .n_ctx = max_len + 16, .n_batch = (int32_t)o->chunk, .n_seqs = 1,
-                            .k_dtype = o->kv[0], .v_dtype = o->kv[1]};
-    if (engine_open(&ep, &e))
-        return 1;
+    engine_params ep = {.model_path = o->model,
+                        .n_threads = (int32_t)o->threads,
+                        .n_ctx = max_len + 16,
+                        .n_batch = (int32_t)o->chunk,
+                        .n_seqs = 1,
+                        .k_dtype = o->kv[0],
+                        .v_dtype = o->kv[1]};
+    if (engine_open(&ep, &e)) return 1;
     const model_hparams *hp = model_get_hparams(e.m);
     const tok_vocab *v = model_get_vocab(e.m);
     filler f = {0};
@@ -355,17 +358,14 @@ static int run_passkey(const opts *o)
                                          i * 37, toks, max_len * 2);
                 n_tok_sum += n;
                 kv_seq *seq;
-                if (!pol || n > max_len * 2 || engine_new_seq_args(&e, pol, &a, &seq))
-                    return 1;
+                if (!pol || n > max_len * 2 || engine_new_seq_args(&e, pol, &a, &seq)) return 1;
                 int rc = prefill(&e, seq, toks, n, policy_chunk(o, pn, &a), logits);
                 char outbuf[64] = "", *w = outbuf;
                 for (int g = 0; g < 7 && !rc; g++) {
                     int32_t t = argmax(logits, hp->n_vocab);
                     int32_t m = tok_piece(v, t, false, w, (int32_t)(outbuf + 60 - w));
-                    if (m > 0 && w + m < outbuf + 60)
-                        w += m;
-                    model_seq_batch b = {.kv = seq, .tokens = &t, .n_tokens = 1,
-                                         .logits = logits};
+                    if (m > 0 && w + m < outbuf + 60) w += m;
+                    model_seq_batch b = {.kv = seq, .tokens = &t, .n_tokens = 1, .logits = logits};
                     rc = model_forward(e.ctx, &b, 1);
                 }
                 *w = 0;
@@ -375,8 +375,7 @@ static int run_passkey(const opts *o)
                 while (*s == ' ')
                     s++;
                 ok += rc == 0 && strncmp(s, want, 5) == 0;
-                if (rc)
-                    fprintf(stderr, "%s: %s\n", pn, ks_status_str(rc));
+                if (rc) fprintf(stderr, "%s: %s\n", pn, ks_status_str(rc));
                 kv_seq_destroy(seq);
             }
             printf("| %d | %s | %d/%lld | (%.1fs)\n", n_tok_sum / (int)o->prompts, pn, ok,
@@ -400,33 +399,39 @@ static int knob_arg(const char *v, void *dst, char *err, size_t err_len)
 {
     const knob *k = dst;
     int rc = kv_policy_config_set(k->pc, k->policy, k->key, v);
-    if (!rc && k->policy2)
-        rc = kv_policy_config_set(k->pc, k->policy2, k->key, v);
-    if (rc)
-        snprintf(err, err_len, "expected a value of %s.%s, got '%s'", k->policy, k->key, v);
+    if (!rc && k->policy2) rc = kv_policy_config_set(k->pc, k->policy2, k->key, v);
+    if (rc) snprintf(err, err_len, "expected a value of %s.%s, got '%s'", k->policy, k->key, v);
     return rc;
 }
 
 int main(int argc, char **argv)
 {
-    opts o = {.threads = cli_default_threads(), .chunk = 512, .gen = 16, .prompts = 12,
-              .full_max = 32768, .ctx = "8192,32768,131072", .lengths = "480,1950,7800",
-              .policies = "full,retrieval", .kv = {KS_DTYPE_F16, KS_DTYPE_F16}};
+    opts o = {.threads = cli_default_threads(),
+              .chunk = 512,
+              .gen = 16,
+              .prompts = 12,
+              .full_max = 32768,
+              .ctx = "8192,32768,131072",
+              .lengths = "480,1950,7800",
+              .policies = "full,retrieval",
+              .kv = {KS_DTYPE_F16, KS_DTYPE_F16}};
     kv_policy_config_defaults(&o.pc);
     const char *rt = "retrieval", *sw = "sink_window";
-    if (kv_policy_config_set(&o.pc, rt, "ram_mb", "32"))
-        return 1;
+    if (kv_policy_config_set(&o.pc, rt, "ram_mb", "32")) return 1;
     static const char *const kModes[] = {"speed", "passkey", NULL};
     const char *ctx = o.ctx, *lengths = o.lengths, *policies = o.policies;
     int mode = 0;
-    knob k[] = {{&o.pc, rt, "ram_mb", NULL},       {&o.pc, rt, "spill_dir", NULL},
-                {&o.pc, rt, "top_k", NULL},        {&o.pc, rt, "block_tokens", NULL},
-                {&o.pc, rt, "window", NULL},       {&o.pc, rt, "n_sink", sw},
-                {&o.pc, rt, "dense_layers", NULL}, {&o.pc, sw, "window", NULL},
+    knob k[] = {{&o.pc, rt, "ram_mb", NULL},          {&o.pc, rt, "spill_dir", NULL},
+                {&o.pc, rt, "top_k", NULL},           {&o.pc, rt, "block_tokens", NULL},
+                {&o.pc, rt, "window", NULL},          {&o.pc, rt, "n_sink", sw},
+                {&o.pc, rt, "dense_layers", NULL},    {&o.pc, sw, "window", NULL},
                 {&o.pc, rt, "representatives", NULL}, {&o.pc, rt, "positions", NULL},
-                {&o.pc, rt, "landmark", NULL},     {&o.pc, rt, "selection", NULL},
-                {&o.pc, rt, "eviction", NULL},     {&o.pc, "hybrid", "profile", NULL}};
-#define KNOB(name, i, h) {name, 0, KS_ARG_FUNC, &k[i], .parse = knob_arg, .help = h}
+                {&o.pc, rt, "landmark", NULL},        {&o.pc, rt, "selection", NULL},
+                {&o.pc, rt, "eviction", NULL},        {&o.pc, "hybrid", "profile", NULL}};
+#define KNOB(name, i, h)                                                                           \
+    {                                                                                              \
+        name, 0, KS_ARG_FUNC, &k[i], .parse = knob_arg, .help = h                                  \
+    }
     const ks_arg args[] = {
         {"MODE", 0, KS_ARG_ENUM, &mode, .choices = kModes, .help = "what to measure",
          .flags = KS_ARG_POSITIONAL},
@@ -461,13 +466,11 @@ int main(int argc, char **argv)
         KNOB("profile", 13, "hybrid head-profile file (kvserve profile-heads)"),
     };
 #undef KNOB
-    const ks_args_spec spec = {"bench_longctx",
-                               "Memory and speed by context length, or passkey accuracy.", args,
-                               KS_ARRAY_LEN(args),
-                               "Policy parameters default to the policy's (docs/policies.md)."};
+    const ks_args_spec spec = {
+        "bench_longctx", "Memory and speed by context length, or passkey accuracy.", args,
+        KS_ARRAY_LEN(args), "Policy parameters default to the policy's (docs/policies.md)."};
     int exit_code = ks_args_run(&spec, argc, argv);
-    if (exit_code >= 0)
-        return exit_code;
+    if (exit_code >= 0) return exit_code;
     o.mode = kModes[mode];
     snprintf(o.ctx, sizeof(o.ctx), "%s", ctx);
     snprintf(o.lengths, sizeof(o.lengths), "%s", lengths);

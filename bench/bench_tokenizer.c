@@ -66,8 +66,8 @@ static void bench_vocab(const char *shared, const char *name, const char *text, 
     double t_dec = ks_time_now() - t0;
     printf("%-10s %7d tokens  load %6.1f ms  encode %7.2f MB/s (%d tokens, %.2f bytes/token)  "
            "decode %7.1f MB/s%s\n",
-           name, tok_vocab_n_tokens(v), t_load * 1e3, (double)len / 1e6 / t_enc, n,
-           (double)len / n, (double)dl / 1e6 / t_dec,
+           name, tok_vocab_n_tokens(v), t_load * 1e3, (double)len / 1e6 / t_enc, n, (double)len / n,
+           (double)dl / 1e6 / t_dec,
            (dl == (int32_t)len && memcmp(out, text, len) == 0) ? "  (round trip exact)" : "");
     free(out);
     free(ids);
@@ -81,8 +81,9 @@ int main(int argc, char **argv)
         shared = "../shared";
     }
     const ks_arg args[] = {
-        {"SHARED", 0, KS_ARG_STRING, &shared, .help = "the shared fixtures directory "
-                                                      "($KVSERVE_SHARED or ../shared)",
+        {"SHARED", 0, KS_ARG_STRING, &shared,
+         .help = "the shared fixtures directory "
+                 "($KVSERVE_SHARED or ../shared)",
          .flags = KS_ARG_POSITIONAL},
     };
     const ks_args_spec spec = {"bench_tokenizer", "Tokenizer throughput on English text.", args,

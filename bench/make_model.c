@@ -66,11 +66,15 @@ static int add_matrix(gguf_writer *w, const char *name, int64_t n_in, int64_t n_
     float *row = malloc(sizeof(float) * (size_t)n_in);
     if (!data || !row) return KS_ERR_NOMEM;
     for (int64_t r = 0; r < n_out; r++) {
-        for (int64_t i = 0; i < n_in; i++) row[i] = frand();
+        for (int64_t i = 0; i < n_in; i++)
+            row[i] = frand();
         uint8_t *dst = data + (size_t)r * rb;
-        if (t == QT_F32) memcpy(dst, row, rb);
-        else if (t == QT_Q4_0) quantize_q4_0(row, dst, n_in);
-        else qt_quantize_row(t, row, dst, n_in); /* F16, BF16 and Q8_0 round like weights */
+        if (t == QT_F32)
+            memcpy(dst, row, rb);
+        else if (t == QT_Q4_0)
+            quantize_q4_0(row, dst, n_in);
+        else
+            qt_quantize_row(t, row, dst, n_in); /* F16, BF16 and Q8_0 round like weights */
     }
     int64_t ne[2] = {n_in, n_out};
     int rc = gguf_writer_add_tensor(w, name, 2, ne, t, data, rb * (size_t)n_out);
@@ -83,7 +87,8 @@ static int add_vector(gguf_writer *w, const char *name, int64_t n, float value)
 {
     float *v = malloc(sizeof(float) * (size_t)n);
     if (!v) return KS_ERR_NOMEM;
-    for (int64_t i = 0; i < n; i++) v[i] = value == 0.0f ? frand() : value;
+    for (int64_t i = 0; i < n; i++)
+        v[i] = value == 0.0f ? frand() : value;
     int64_t ne[1] = {n};
     int rc = gguf_writer_add_tensor(w, name, 1, ne, QT_F32, v, sizeof(float) * (size_t)n);
     free(v);
@@ -120,7 +125,8 @@ static int copy_tokenizer(gguf_writer *w, const gguf_file *v)
                 }
                 rc = strs ? gguf_writer_set_arr_str(w, key, (const char *const *)strs, n)
                           : KS_ERR_NOMEM;
-                for (uint64_t j = 0; strs && j < n; j++) free(strs[j]);
+                for (uint64_t j = 0; strs && j < n; j++)
+                    free(strs[j]);
                 free(strs);
             } else {
                 rc = gguf_writer_set_arr(w, key, et, data, n);
@@ -130,8 +136,8 @@ static int copy_tokenizer(gguf_writer *w, const gguf_file *v)
             rc = gguf_get_bool(v, key, &b) ? KS_ERR_FORMAT : gguf_writer_set_bool(w, key, b);
         } else {
             int64_t x;
-            rc = gguf_get_i64(v, key, &x) ? KS_ERR_FORMAT
-                                          : gguf_writer_set_u32(w, key, (uint32_t)x);
+            rc =
+                gguf_get_i64(v, key, &x) ? KS_ERR_FORMAT : gguf_writer_set_u32(w, key, (uint32_t)x);
         }
         if (rc) return rc;
     }
@@ -145,8 +151,8 @@ static int build(const shape *s, qt_type t, const gguf_file *vocab, const char *
     char key[128];
     int rc = gguf_writer_set_str(w, "general.architecture", s->arch);
     rc = rc ? rc : gguf_writer_set_str(w, "general.name", s->name);
-#define ARCH_U32(suffix, v)                                                                      \
-    snprintf(key, sizeof(key), "%s.%s", s->arch, suffix);                                        \
+#define ARCH_U32(suffix, v)                                                                        \
+    snprintf(key, sizeof(key), "%s.%s", s->arch, suffix);                                          \
     rc = rc ? rc : gguf_writer_set_u32(w, key, (uint32_t)(v));
     ARCH_U32("context_length", s->ctx);
     ARCH_U32("embedding_length", s->n_embd);
@@ -169,11 +175,11 @@ static int build(const shape *s, qt_type t, const gguf_file *vocab, const char *
     if (!s->tied) rc = rc ? rc : add_matrix(w, "output.weight", e, s->n_vocab, t);
     for (int l = 0; l < s->n_layer && !rc; l++) {
         char nm[96];
-#define M(suffix, nin, nout)                                                                     \
-    snprintf(nm, sizeof(nm), "blk.%d.%s", l, suffix);                                            \
+#define M(suffix, nin, nout)                                                                       \
+    snprintf(nm, sizeof(nm), "blk.%d.%s", l, suffix);                                              \
     rc = rc ? rc : add_matrix(w, nm, nin, nout, t);
-#define B(suffix, n, val)                                                                        \
-    snprintf(nm, sizeof(nm), "blk.%d.%s", l, suffix);                                            \
+#define B(suffix, n, val)                                                                          \
+    snprintf(nm, sizeof(nm), "blk.%d.%s", l, suffix);                                              \
     rc = rc ? rc : add_vector(w, nm, n, val);
         B("attn_norm.weight", e, 1.0f);
         M("attn_q.weight", e, e);
@@ -202,7 +208,8 @@ int main(int argc, char **argv)
     static const char *const kTypes[] = {"f32", "f16", "bf16", "q8_0", "q4_0", NULL};
     static const qt_type kTypeIds[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0};
     const char *shape_names[KS_ARRAY_LEN(SHAPES) + 1] = {NULL};
-    for (size_t i = 0; i < KS_ARRAY_LEN(SHAPES); i++) shape_names[i] = SHAPES[i].name;
+    for (size_t i = 0; i < KS_ARRAY_LEN(SHAPES); i++)
+        shape_names[i] = SHAPES[i].name;
     const char *vocab_path = NULL, *out = NULL;
     int shape_i = 0, type_i = 1;
     const ks_arg args[] = {
@@ -213,8 +220,8 @@ int main(int argc, char **argv)
         {"out", 'o', KS_ARG_STRING, &out, .metavar = "FILE", .help = "the GGUF file to write",
          .flags = KS_ARG_REQUIRED},
     };
-    const ks_args_spec spec = {"make_model", "Writes a random-weight model of a real shape.",
-                               args, KS_ARRAY_LEN(args), NULL};
+    const ks_args_spec spec = {"make_model", "Writes a random-weight model of a real shape.", args,
+                               KS_ARRAY_LEN(args), NULL};
     int exit_code = ks_args_run(&spec, argc, argv);
     if (exit_code >= 0) return exit_code;
     const shape *s = &SHAPES[shape_i];

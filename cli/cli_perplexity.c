@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli_util.h"
 #include "cli.h"
+#include "cli_util.h"
 #include "kvserve/args.h"
 #include "kvserve/engine.h"
 
@@ -20,9 +20,11 @@
 static double nll_of(const float *logits, int32_t n_vocab, int32_t tok)
 {
     float mx = logits[0];
-    for (int32_t i = 1; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    for (int32_t i = 1; i < n_vocab; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0.0;
-    for (int32_t i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    for (int32_t i = 0; i < n_vocab; i++)
+        sum += exp((double)(logits[i] - mx));
     return -((double)(logits[tok] - mx) - log(sum));
 }
 
@@ -40,8 +42,11 @@ static int ppl_parse(int argc, char **argv, ppl_opts *o)
 {
     /* llama-perplexity's defaults: an F16 KV cache (an F32 one moves ln PPL by up to 0.011
      * on the quantized reference models, more than the 0.5% we must match) */
-    *o = (ppl_opts){.ctx = 512, .batch = 512, .threads = cli_default_threads(),
-                    .kv = {KS_DTYPE_F16, KS_DTYPE_F16}, .attn = -1};
+    *o = (ppl_opts){.ctx = 512,
+                    .batch = 512,
+                    .threads = cli_default_threads(),
+                    .kv = {KS_DTYPE_F16, KS_DTYPE_F16},
+                    .attn = -1};
     kv_policy_config_defaults(&o->policy);
     const ks_arg args[] = {
         {"model", 'm', KS_ARG_STRING, &o->model, .metavar = "FILE", .help = "GGUF model",
@@ -116,8 +121,12 @@ static int ppl_chunk(engine *e, const kv_policy_config *pc, int32_t *toks, int32
     int32_t first = ctx / 2;
     for (int32_t b0 = 0; b0 < ctx && !rc; b0 += batch) {
         int32_t nb = KS_MIN(batch, ctx - b0);
-        model_seq_batch sb = {.kv = seq, .tokens = toks + b0, .n_tokens = nb,
-                              .logits = logits, .all_logits = true, .prompt_chunk = true,
+        model_seq_batch sb = {.kv = seq,
+                              .tokens = toks + b0,
+                              .n_tokens = nb,
+                              .logits = logits,
+                              .all_logits = true,
+                              .prompt_chunk = true,
                               .prompt_last = b0 + nb == ctx};
         rc = model_forward(e->ctx, &sb, 1);
         for (int32_t j = 0; j < nb && !rc; j++) {
@@ -136,10 +145,15 @@ int cli_perplexity_main(int argc, char **argv)
     ppl_opts o;
     int prc = ppl_parse(argc, argv, &o);
     if (prc) return prc == KS_ARGS_HELP ? 0 : 2;
-    engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
-                            .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)KS_MIN(o.batch, o.ctx),
-                            .n_seqs = 1, .k_dtype = o.kv[0], .v_dtype = o.kv[1],
-                            .llama_numerics = o.attn != 2, .llama_flash = o.attn == 1};
+    engine_params ep = {.model_path = o.model,
+                        .n_threads = (int32_t)o.threads,
+                        .n_ctx = (int32_t)o.ctx,
+                        .n_batch = (int32_t)KS_MIN(o.batch, o.ctx),
+                        .n_seqs = 1,
+                        .k_dtype = o.kv[0],
+                        .v_dtype = o.kv[1],
+                        .llama_numerics = o.attn != 2,
+                        .llama_flash = o.attn == 1};
     engine e;
     if (engine_open(&ep, &e)) return 1;
     const tok_vocab *v = model_get_vocab(e.m);
@@ -154,8 +168,8 @@ int cli_perplexity_main(int argc, char **argv)
         goto done;
     }
     fprintf(stderr, "perplexity: %d tokens, %d chunks of %d\n", n, n_chunks, ctx);
-    float *logits = malloc((size_t)ep.n_batch * (size_t)model_get_hparams(e.m)->n_vocab *
-                           sizeof(float));
+    float *logits =
+        malloc((size_t)ep.n_batch * (size_t)model_get_hparams(e.m)->n_vocab * sizeof(float));
     if (!logits) {
         rc = KS_ERR_NOMEM;
         goto done;

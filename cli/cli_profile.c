@@ -224,7 +224,8 @@ int cli_profile_heads_main(int argc, char **argv)
                         .n_threads = (int32_t)o.threads,
                         .n_seqs = 1,
                         .n_batch = 512,
-                        .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16};
     engine e;
     if (engine_open(&ep, &e)) return 1;
     const model_hparams *h = model_get_hparams(e.m);

@@ -6,8 +6,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli_util.h"
 #include "cli.h"
+#include "cli_util.h"
 #include "kvserve/args.h"
 #include "kvserve/engine.h"
 #include "kvserve/sampler.h"
@@ -21,10 +21,12 @@ typedef struct run_opts {
     bool ignore_eos;
 } run_opts;
 
-
 static int run_parse(int argc, char **argv, run_opts *o)
 {
-    *o = (run_opts){.n_predict = 128, .threads = cli_default_threads(), .batch = 512, .seed = -1,
+    *o = (run_opts){.n_predict = 128,
+                    .threads = cli_default_threads(),
+                    .batch = 512,
+                    .seed = -1,
                     .kv = {KS_DTYPE_F16, KS_DTYPE_F16}};
     smp_params_default(&o->sp);
     kv_policy_config_defaults(&o->policy);
@@ -55,8 +57,9 @@ static int run_parse(int argc, char **argv, run_opts *o)
          .help = "keep generating after end-of-generation tokens"},
     };
     const ks_args_spec spec = {"kvserve run", "Generates a completion for one prompt.", args,
-                               KS_ARRAY_LEN(args), "policies and their parameters: kvserve "
-                                                   "policies (docs/policies.md)"};
+                               KS_ARRAY_LEN(args),
+                               "policies and their parameters: kvserve "
+                               "policies (docs/policies.md)"};
     int rc = ks_args_parse(&spec, argc, argv);
     if (rc) return rc;
     o->sp.seed = o->seed < 0 ? (uint64_t)time(NULL) : (uint64_t)o->seed;
@@ -70,8 +73,11 @@ static int run_prefill(engine *e, kv_seq *seq, const int32_t *ids, int32_t n, in
     for (int32_t b0 = 0; b0 < n; b0 += batch) {
         int32_t nb = KS_MIN(batch, n - b0);
         bool last = b0 + nb == n;
-        model_seq_batch sb = {.kv = seq, .tokens = ids + b0, .n_tokens = nb,
-                              .logits = last ? logits : NULL, .prompt_chunk = true,
+        model_seq_batch sb = {.kv = seq,
+                              .tokens = ids + b0,
+                              .n_tokens = nb,
+                              .logits = last ? logits : NULL,
+                              .prompt_chunk = true,
                               .prompt_last = last};
         int rc = model_forward(e->ctx, &sb, 1);
         if (rc) return rc;
@@ -131,9 +137,14 @@ int cli_run_main(int argc, char **argv)
     run_opts o;
     int prc = run_parse(argc, argv, &o);
     if (prc) return prc == KS_ARGS_HELP ? 0 : 2;
-    engine_params ep = {.model_path = o.model, .n_threads = (int32_t)o.threads,
-                            .n_ctx = (int32_t)o.ctx, .n_batch = (int32_t)o.batch, .n_seqs = 1,
-                            .k_dtype = o.kv[0], .v_dtype = o.kv[1], .llama_numerics = true};
+    engine_params ep = {.model_path = o.model,
+                        .n_threads = (int32_t)o.threads,
+                        .n_ctx = (int32_t)o.ctx,
+                        .n_batch = (int32_t)o.batch,
+                        .n_seqs = 1,
+                        .k_dtype = o.kv[0],
+                        .v_dtype = o.kv[1],
+                        .llama_numerics = true};
     engine e;
     if (engine_open(&ep, &e)) return 1;
     const tok_vocab *v = model_get_vocab(e.m);

@@ -68,8 +68,8 @@ int cli_tokenize_main(int argc, char **argv)
         {"pieces", 0, KS_ARG_BOOL, &pieces, .help = "print each token's piece too"},
         {"special", 0, KS_ARG_BOOL, &special, .help = "parse special tokens in the text"},
     };
-    const ks_args_spec spec = {"kvserve tokenize", "Tokenizes UTF-8 text read from stdin.",
-                               args, KS_ARRAY_LEN(args), NULL};
+    const ks_args_spec spec = {"kvserve tokenize", "Tokenizes UTF-8 text read from stdin.", args,
+                               KS_ARRAY_LEN(args), NULL};
     int exit_code = ks_args_run(&spec, argc, argv);
     if (exit_code >= 0) return exit_code;
     bool bos = !no_bos;

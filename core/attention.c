@@ -36,8 +36,7 @@ static void tile_online(const attn_run *r, const attn_tile *t)
     int32_t hd = r->p->head_dim;
     for (int32_t row = 0; row < r->rows; row++) {
         float mt;
-        if (!attn_tile_scores(r, t, row, &mt))
-            continue;
+        if (!attn_tile_scores(r, t, row, &mt)) continue;
         float m_new = mt > S->m[row] ? mt : S->m[row];
         float *acc = S->acc + (size_t)row * hd;
         if (m_new > S->m[row] && S->l[row] > 0) {
@@ -57,18 +56,15 @@ static void tile_online(const attn_run *r, const attn_tile *t)
     }
 }
 
-
 /* Two-pass, pass 1: max and sum of exponentials only. */
 static void tile_stats(const attn_run *r, const attn_tile *t)
 {
     attn_scratch *S = r->s;
     for (int32_t row = 0; row < r->rows; row++) {
         float mt;
-        if (!attn_tile_scores(r, t, row, &mt))
-            continue;
+        if (!attn_tile_scores(r, t, row, &mt)) continue;
         float m_new = mt > S->m[row] ? mt : S->m[row];
-        if (m_new > S->m[row] && S->l[row] > 0)
-            S->l[row] *= exp((double)S->m[row] - (double)m_new);
+        if (m_new > S->m[row] && S->l[row] > 0) S->l[row] *= exp((double)S->m[row] - (double)m_new);
         S->m[row] = m_new;
         double sum = 0;
         for (int32_t j = 0; j < t->n; j++)
@@ -76,7 +72,6 @@ static void tile_stats(const attn_run *r, const attn_tile *t)
         S->l[row] += sum;
     }
 }
-
 
 /* Two-pass, pass 2: normalised probabilities, key mass and p·V. S->l holds 1/sum here. */
 static void tile_probs(const attn_run *r, const attn_tile *t)
@@ -86,16 +81,13 @@ static void tile_probs(const attn_run *r, const attn_tile *t)
     int32_t hd = p->head_dim;
     for (int32_t row = 0; row < r->rows; row++) {
         float mt;
-        if (S->l[row] <= 0 || !attn_tile_scores(r, t, row, &mt))
-            continue;
+        if (S->l[row] <= 0 || !attn_tile_scores(r, t, row, &mt)) continue;
         float inv = (float)S->l[row], m = S->m[row];
-        float *mass = p->key_mass ? p->key_mass + (size_t)(row % p->n_group) * r->n_keys +
-                                        t->key0
-                                  : NULL;
+        float *mass =
+            p->key_mass ? p->key_mass + (size_t)(row % p->n_group) * r->n_keys + t->key0 : NULL;
         for (int32_t j = 0; j < t->n; j++) {
             float pj = expf(S->s[j] - m) * inv;
-            if (mass)
-                mass[j] += pj;
+            if (mass) mass[j] += pj;
             S->s[j] = pj;
         }
         S->accum(S->acc + (size_t)row * hd, S->s, t->v, t->vs, t->n, hd);
@@ -105,16 +97,14 @@ static void tile_probs(const attn_run *r, const attn_tile *t)
 static int check_params(const attn_params *p, const attn_span *spans, int32_t n_spans,
                         const attn_scratch *s, int64_t *n_keys)
 {
-    if (!p || !s || n_spans < 0 || (n_spans > 0 && !spans))
-        return KS_ERR_INVALID;
+    if (!p || !s || n_spans < 0 || (n_spans > 0 && !spans)) return KS_ERR_INVALID;
     if (p->n_q < 0 || p->n_q > s->max_q || p->n_group < 1 || p->n_group > s->max_group ||
         p->head_dim != s->head_dim || !isfinite(p->scale) ||
         !ks_dtype_row_bytes(p->k_dtype, p->head_dim) ||
         !ks_dtype_row_bytes(p->v_dtype, p->head_dim))
         return KS_ERR_INVALID;
     int32_t width = p->n_group * p->head_dim;
-    if (p->n_q > 0 && (!p->q || !p->out || p->q_tok_stride < width ||
-                       p->out_tok_stride < width))
+    if (p->n_q > 0 && (!p->q || !p->out || p->q_tok_stride < width || p->out_tok_stride < width))
         return KS_ERR_INVALID;
     int64_t nk = 0;
     for (int32_t i = 0; i < n_spans; i++) {
@@ -133,18 +123,21 @@ static int check_params(const attn_params *p, const attn_span *spans, int32_t n_
     return 0;
 }
 
-int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans,
-                 attn_scratch *s)
+int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans, attn_scratch *s)
 {
     int64_t n_keys = 0;
     int rc = check_params(p, spans, n_spans, s, &n_keys);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (p->llama_flash)
         return p->key_mass ? KS_ERR_INVALID : attn_llama_flash(p, spans, n_spans, s);
     int32_t hd = p->head_dim, rows = p->n_q * p->n_group;
-    attn_run r = {.p = p, .s = s, .scores = s->scores, .q = p->q,
-                  .q_stride = (size_t)p->q_tok_stride, .rows = rows, .n_keys = n_keys};
+    attn_run r = {.p = p,
+                  .s = s,
+                  .scores = s->scores,
+                  .q = p->q,
+                  .q_stride = (size_t)p->q_tok_stride,
+                  .rows = rows,
+                  .n_keys = n_keys};
     r.q_idx_max = INT32_MIN;
     for (int32_t t = 0; p->q_idx && t < p->n_q; t++)
         r.q_idx_max = KS_MAX(r.q_idx_max, p->q_idx[t]);
@@ -171,8 +164,7 @@ int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans,
                    (size_t)(row % p->n_group) * hd;
         const float *acc = s->acc + (size_t)row * hd;
         float inv = two_pass ? 1.0f : (s->l[row] > 0 ? (float)(1.0 / s->l[row]) : 0.0f);
-        if (s->l[row] <= 0)
-            inv = 0.0f;
+        if (s->l[row] <= 0) inv = 0.0f;
         for (int32_t d = 0; d < hd; d++)
             o[d] = acc[d] * inv;
     }

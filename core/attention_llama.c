@@ -297,7 +297,7 @@ void attn_llama_passes(attn_run *r, const attn_span *spans, int32_t n_spans)
     /* Scores computed once when they fit the cache (exact: the same kernel, the same bits). */
     r->cache = !s->no_score_cache &&
                attn_tile_count(spans, n_spans) * rows * ATTN_TILE * (int64_t)sizeof(float) <=
-               (int64_t)ATTN_SCORE_CACHE_BYTES;
+                   (int64_t)ATTN_SCORE_CACHE_BYTES;
     attn_for_each_tile(r, spans, n_spans, tile_max);
     attn_for_each_tile(r, spans, n_spans, tile_sum);
     for (int32_t row = 0; row < rows; row++)

@@ -316,8 +316,8 @@ int attn_scratch_create(int32_t head_dim, int32_t max_group, int32_t max_q, attn
     s->qq = ks_aligned_alloc(((size_t)head_dim / 32 + 1) * 64);
     s->sc = ks_aligned_alloc(ATTN_SCORE_CACHE_BYTES);
     s->sc_vis = malloc(ATTN_SCORE_CACHE_BYTES / (ATTN_TILE * fl));
-    if (!s->qq || !s->sc || !s->sc_vis || !s->qr || !s->acc || !s->m || !s->l || !s->kt ||
-        !s->vt || !s->s || !s->lacc || !s->ldbl || !s->ldone || !s->vtt) {
+    if (!s->qq || !s->sc || !s->sc_vis || !s->qr || !s->acc || !s->m || !s->l || !s->kt || !s->vt ||
+        !s->s || !s->lacc || !s->ldbl || !s->ldone || !s->vtt) {
         attn_scratch_destroy(s);
         return KS_ERR_NOMEM;
     }

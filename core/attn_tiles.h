@@ -39,19 +39,19 @@ typedef void (*accum_fn)(float *acc, const float *p, const float *v, size_t v_st
 
 struct attn_scratch {
     int32_t head_dim, max_group, max_q;
-    float *qr;      /* [max_q*max_group][head_dim] q rounded to f16 (llama numerics) */
-    float *acc;     /* [max_q*max_group][head_dim] running p·V */
-    float *m;       /* [max_q*max_group] running max */
-    double *l;      /* [max_q*max_group] running sum of exp */
-    float *kt;      /* [ATTN_TILE][head_dim] K tile as f32 */
-    float *vt;      /* [ATTN_TILE][head_dim] V tile as f32 */
-    float *s;       /* [ATTN_TILE] scores of one row */
-    float *lacc;    /* [rows][banks][head_dim][16] llama.cpp's p·V lane accumulators */
-    double *ldbl;   /* [max_group][head_dim] its one-token p·V tail, summed in double */
-    uint8_t *ldone; /* [max_group] tail started (the lanes were folded into ldbl) */
-    float *vtt;     /* [head_dim][ATTN_TILE] V tile transposed */
-    void *qq;       /* one query row quantised to K's vec-dot type (llama_flash) */
-    float *sc;      /* [tile][row][ATTN_TILE] cached scores, then exponentials (llama numerics) */
+    float *qr;       /* [max_q*max_group][head_dim] q rounded to f16 (llama numerics) */
+    float *acc;      /* [max_q*max_group][head_dim] running p·V */
+    float *m;        /* [max_q*max_group] running max */
+    double *l;       /* [max_q*max_group] running sum of exp */
+    float *kt;       /* [ATTN_TILE][head_dim] K tile as f32 */
+    float *vt;       /* [ATTN_TILE][head_dim] V tile as f32 */
+    float *s;        /* [ATTN_TILE] scores of one row */
+    float *lacc;     /* [rows][banks][head_dim][16] llama.cpp's p·V lane accumulators */
+    double *ldbl;    /* [max_group][head_dim] its one-token p·V tail, summed in double */
+    uint8_t *ldone;  /* [max_group] tail started (the lanes were folded into ldbl) */
+    float *vtt;      /* [head_dim][ATTN_TILE] V tile transposed */
+    void *qq;        /* one query row quantised to K's vec-dot type (llama_flash) */
+    float *sc;       /* [tile][row][ATTN_TILE] cached scores, then exponentials (llama numerics) */
     uint8_t *sc_vis; /* [tile][row] the row sees the tile (its cached scores are valid) */
     bool no_score_cache; /* tests: always recompute the scores in every pass */
     scores_fn scores;

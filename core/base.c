@@ -13,19 +13,32 @@
 const char *ks_status_str(int status)
 {
     switch (status) {
-    case KS_OK: return "ok";
-    case KS_ERR_NOMEM: return "out of memory";
-    case KS_ERR_IO: return "I/O error";
-    case KS_ERR_FORMAT: return "malformed input";
-    case KS_ERR_UNSUPPORTED: return "unsupported";
-    case KS_ERR_INVALID: return "invalid argument";
-    case KS_ERR_NOT_FOUND: return "not found";
-    case KS_ERR_RANGE: return "out of range";
-    case KS_ERR_FULL: return "capacity exhausted";
-    case KS_ERR_CANCELLED: return "cancelled";
-    case KS_ERR_TIMEOUT: return "timed out";
-    case KS_ERR_INTERNAL: return "internal error";
-    default: return "unknown error";
+    case KS_OK:
+        return "ok";
+    case KS_ERR_NOMEM:
+        return "out of memory";
+    case KS_ERR_IO:
+        return "I/O error";
+    case KS_ERR_FORMAT:
+        return "malformed input";
+    case KS_ERR_UNSUPPORTED:
+        return "unsupported";
+    case KS_ERR_INVALID:
+        return "invalid argument";
+    case KS_ERR_NOT_FOUND:
+        return "not found";
+    case KS_ERR_RANGE:
+        return "out of range";
+    case KS_ERR_FULL:
+        return "capacity exhausted";
+    case KS_ERR_CANCELLED:
+        return "cancelled";
+    case KS_ERR_TIMEOUT:
+        return "timed out";
+    case KS_ERR_INTERNAL:
+        return "internal error";
+    default:
+        return "unknown error";
     }
 }
 
@@ -306,12 +319,10 @@ uint16_t ks_f32_to_bf16(float f)
 
 int ks_buf_reserve(void **buf, int64_t *cap, int64_t need, size_t elem_size)
 {
-    if (need <= *cap && *buf)
-        return KS_OK;
+    if (need <= *cap && *buf) return KS_OK;
     int64_t n = KS_MAX(KS_MAX(need, 16), *cap + *cap / 2);
     void *p = realloc(*buf, (size_t)n * elem_size);
-    if (!p)
-        return KS_ERR_NOMEM;
+    if (!p) return KS_ERR_NOMEM;
     *buf = p;
     *cap = n;
     return KS_OK;

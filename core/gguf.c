@@ -43,16 +43,16 @@ typedef struct gguf_ttype {
 
 /* Block layouts of the ggml types (public facts of the format). 0 bytes = unknown id. */
 static const gguf_ttype k_ttypes[] = {
-    [0] = {"F32", 1, 4},        [1] = {"F16", 1, 2},        [2] = {"Q4_0", 32, 18},
-    [3] = {"Q4_1", 32, 20},     [6] = {"Q5_0", 32, 22},     [7] = {"Q5_1", 32, 24},
-    [8] = {"Q8_0", 32, 34},     [9] = {"Q8_1", 32, 36},     [10] = {"Q2_K", 256, 84},
-    [11] = {"Q3_K", 256, 110},  [12] = {"Q4_K", 256, 144},  [13] = {"Q5_K", 256, 176},
-    [14] = {"Q6_K", 256, 210},  [15] = {"Q8_K", 256, 292},  [16] = {"IQ2_XXS", 256, 66},
-    [17] = {"IQ2_XS", 256, 74}, [18] = {"IQ3_XXS", 256, 98}, [19] = {"IQ1_S", 256, 50},
-    [20] = {"IQ4_NL", 32, 18},  [21] = {"IQ3_S", 256, 110}, [22] = {"IQ2_S", 256, 82},
-    [23] = {"IQ4_XS", 256, 136}, [24] = {"I8", 1, 1},       [25] = {"I16", 1, 2},
-    [26] = {"I32", 1, 4},       [27] = {"I64", 1, 8},       [28] = {"F64", 1, 8},
-    [29] = {"IQ1_M", 256, 56},  [30] = {"BF16", 1, 2},      [34] = {"TQ1_0", 256, 54},
+    [0] = {"F32", 1, 4},         [1] = {"F16", 1, 2},         [2] = {"Q4_0", 32, 18},
+    [3] = {"Q4_1", 32, 20},      [6] = {"Q5_0", 32, 22},      [7] = {"Q5_1", 32, 24},
+    [8] = {"Q8_0", 32, 34},      [9] = {"Q8_1", 32, 36},      [10] = {"Q2_K", 256, 84},
+    [11] = {"Q3_K", 256, 110},   [12] = {"Q4_K", 256, 144},   [13] = {"Q5_K", 256, 176},
+    [14] = {"Q6_K", 256, 210},   [15] = {"Q8_K", 256, 292},   [16] = {"IQ2_XXS", 256, 66},
+    [17] = {"IQ2_XS", 256, 74},  [18] = {"IQ3_XXS", 256, 98}, [19] = {"IQ1_S", 256, 50},
+    [20] = {"IQ4_NL", 32, 18},   [21] = {"IQ3_S", 256, 110},  [22] = {"IQ2_S", 256, 82},
+    [23] = {"IQ4_XS", 256, 136}, [24] = {"I8", 1, 1},         [25] = {"I16", 1, 2},
+    [26] = {"I32", 1, 4},        [27] = {"I64", 1, 8},        [28] = {"F64", 1, 8},
+    [29] = {"IQ1_M", 256, 56},   [30] = {"BF16", 1, 2},       [34] = {"TQ1_0", 256, 54},
     [35] = {"TQ2_0", 256, 66},
 };
 
@@ -93,12 +93,12 @@ int gguf_tensor_nbytes(uint32_t n_dims, const int64_t *ne, uint32_t type, uint64
 typedef struct gguf_kv {
     gguf_str key;
     gguf_type type;
-    uint64_t key_pos;     /* byte offset of the key's length prefix, for messages */
-    const uint8_t *val;   /* scalar value bytes, or an array's first element */
-    gguf_str str;         /* STRING values */
-    gguf_type elem_type;  /* ARRAY values */
-    uint64_t n;           /* ARRAY element count */
-    uint64_t *str_offs;   /* ARRAY of STRING: offset of each element's length prefix */
+    uint64_t key_pos;    /* byte offset of the key's length prefix, for messages */
+    const uint8_t *val;  /* scalar value bytes, or an array's first element */
+    gguf_str str;        /* STRING values */
+    gguf_type elem_type; /* ARRAY values */
+    uint64_t n;          /* ARRAY element count */
+    uint64_t *str_offs;  /* ARRAY of STRING: offset of each element's length prefix */
 } gguf_kv;
 
 struct gguf_file {
@@ -130,7 +130,8 @@ typedef struct gguf_rd {
 static uint64_t hash_bytes(const char *s, uint64_t n)
 {
     uint64_t h = 1469598103934665603ull;
-    for (uint64_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    for (uint64_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
     return h;
 }
 
@@ -193,8 +194,8 @@ static int rd_str(gguf_rd *r, gguf_str *s, const char *item)
     if (rc) return rc;
     if (n > r->len - r->pos)
         return ks_diag_set(r->d, KS_ERR_FORMAT,
-                           "%s at byte %" PRIu64 ": %s length %" PRIu64
-                           " exceeds file (%" PRIu64 " bytes left of %" PRIu64 ")",
+                           "%s at byte %" PRIu64 ": %s length %" PRIu64 " exceeds file (%" PRIu64
+                           " bytes left of %" PRIu64 ")",
                            r->what, at, item, n, r->len - r->pos, r->len);
     s->ptr = (const char *)r->p + r->pos;
     s->len = n;
@@ -210,11 +211,21 @@ static bool utf8_valid(const char *s, uint64_t n)
         uint64_t k;
         uint32_t cp;
         if (c == 0) return false;
-        if (c < 0x80) { i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) { k = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) { k = 2; cp = c & 0x0F; }
-        else if (c >= 0xF0 && c <= 0xF4) { k = 3; cp = c & 0x07; }
-        else return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            k = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3;
+            cp = c & 0x07;
+        } else
+            return false;
         if (n - i <= k) return false;
         for (uint64_t j = 1; j <= k; j++) {
             if ((p[i + j] & 0xC0) != 0x80) return false;
@@ -268,13 +279,13 @@ static int parse_array(gguf_rd *r, gguf_kv *kv, int depth, uint64_t **str_slots)
         return rc;
     if (type_size(et) < 0)
         return ks_diag_set(r->d, KS_ERR_FORMAT,
-                           "%s at byte %" PRIu64 ": unknown array element type %" PRIu32,
-                           r->what, at, et);
+                           "%s at byte %" PRIu64 ": unknown array element type %" PRIu32, r->what,
+                           at, et);
     uint64_t minb = type_min_bytes(et);
     if (n > (r->len - r->pos) / minb)
         return ks_diag_set(r->d, KS_ERR_FORMAT,
-                           "%s at byte %" PRIu64 ": array length %" PRIu64
-                           " exceeds file (%" PRIu64 " bytes left, %" PRIu64 " per element)",
+                           "%s at byte %" PRIu64 ": array length %" PRIu64 " exceeds file (%" PRIu64
+                           " bytes left, %" PRIu64 " per element)",
                            r->what, at, n, r->len - r->pos, minb);
     const uint8_t *first = r->p + r->pos;
     if (kv) {
@@ -346,13 +357,20 @@ static int64_t hash_find(const int64_t *tab, uint64_t cap, const char *s, size_t
     }
 }
 
-static gguf_str kv_name(const gguf_file *f, int64_t i) { return f->kv[i].key; }
-static gguf_str tensor_name(const gguf_file *f, int64_t i) { return f->tensors[i].name; }
+static gguf_str kv_name(const gguf_file *f, int64_t i)
+{
+    return f->kv[i].key;
+}
+static gguf_str tensor_name(const gguf_file *f, int64_t i)
+{
+    return f->tensors[i].name;
+}
 
 static int hash_alloc(uint64_t n, int64_t **tab, uint64_t *cap)
 {
     uint64_t c = 16;
-    while (c < 2 * n) c <<= 1;
+    while (c < 2 * n)
+        c <<= 1;
     *tab = malloc(c * sizeof(int64_t));
     if (!*tab) return KS_ERR_NOMEM;
     memset(*tab, 0xff, c * sizeof(int64_t));
@@ -378,8 +396,8 @@ static int parse_kvs(gguf_file *f, gguf_rd *r)
                  show(kv->key, nb, sizeof(nb)));
         set_key(r->d, kv->key);
         if (kv->key.len == 0 || !utf8_valid(kv->key.ptr, kv->key.len))
-            return ks_diag_set(r->d, KS_ERR_FORMAT,
-                               "%s at byte %" PRIu64 ": key is %s", r->what, kv->key_pos,
+            return ks_diag_set(r->d, KS_ERR_FORMAT, "%s at byte %" PRIu64 ": key is %s", r->what,
+                               kv->key_pos,
                                kv->key.len == 0 ? "empty" : "not valid UTF-8 (or has NUL)");
         if ((rc = rd_u32(r, &t, "value type"))) return rc;
         if (type_size(t) < 0)
@@ -391,8 +409,8 @@ static int parse_kvs(gguf_file *f, gguf_rd *r)
         int64_t dup = hash_insert(f->kv_hash, f->kv_hash_cap, kv->key, i, kv_name, f);
         if (dup >= 0)
             return ks_diag_set(r->d, KS_ERR_FORMAT,
-                               "%s at byte %" PRIu64 ": duplicate key (first at byte %" PRIu64
-                               ")", r->what, kv->key_pos, f->kv[dup].key_pos);
+                               "%s at byte %" PRIu64 ": duplicate key (first at byte %" PRIu64 ")",
+                               r->what, kv->key_pos, f->kv[dup].key_pos);
         if (r->d) r->d->key[0] = 0;
     }
     return 0;
@@ -442,21 +460,20 @@ static int parse_tensor_info(gguf_file *f, gguf_rd *r, int64_t i)
     snprintf(r->what_buf, sizeof(r->what_buf), "tensor '%s'", show(t->name, nb, sizeof(nb)));
     set_key(r->d, t->name);
     if (t->name.len == 0 || !utf8_valid(t->name.ptr, t->name.len))
-        return ks_diag_set(r->d, KS_ERR_FORMAT, "%s at byte %" PRIu64 ": name is %s", r->what,
-                           at, t->name.len == 0 ? "empty" : "not valid UTF-8 (or has NUL)");
+        return ks_diag_set(r->d, KS_ERR_FORMAT, "%s at byte %" PRIu64 ": name is %s", r->what, at,
+                           t->name.len == 0 ? "empty" : "not valid UTF-8 (or has NUL)");
     if ((rc = rd_u32(r, &t->n_dims, "n_dims"))) return rc;
     if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS)
-        return ks_diag_set(r->d, KS_ERR_FORMAT,
-                           "%s: n_dims %" PRIu32 " is out of range (1..%d)", r->what,
-                           t->n_dims, GGUF_MAX_DIMS);
-    for (int k = 0; k < GGUF_MAX_DIMS; k++) t->ne[k] = 1;
+        return ks_diag_set(r->d, KS_ERR_FORMAT, "%s: n_dims %" PRIu32 " is out of range (1..%d)",
+                           r->what, t->n_dims, GGUF_MAX_DIMS);
+    for (int k = 0; k < GGUF_MAX_DIMS; k++)
+        t->ne[k] = 1;
     for (uint32_t k = 0; k < t->n_dims; k++) {
         uint64_t v;
         if ((rc = rd_u64(r, &v, "dimension"))) return rc;
         if (v == 0 || v > (uint64_t)INT64_MAX)
-            return ks_diag_set(r->d, KS_ERR_FORMAT,
-                               "%s: dimension %" PRIu32 " is %s (%" PRId64 ")", r->what, k,
-                               v == 0 ? "zero" : "negative", (int64_t)v);
+            return ks_diag_set(r->d, KS_ERR_FORMAT, "%s: dimension %" PRIu32 " is %s (%" PRId64 ")",
+                               r->what, k, v == 0 ? "zero" : "negative", (int64_t)v);
         t->ne[k] = (int64_t)v;
     }
     if ((rc = rd_u32(r, &t->type, "tensor type")) || (rc = rd_u64(r, &t->offset, "offset")))
@@ -469,17 +486,19 @@ static int parse_tensor_info(gguf_file *f, gguf_rd *r, int64_t i)
     rc = gguf_tensor_nbytes(t->n_dims, t->ne, t->type, &t->nbytes);
     if (rc == KS_ERR_INVALID)
         return ks_diag_set(r->d, KS_ERR_FORMAT,
-                           "%s: row length %" PRId64 " is not a multiple of the block size %"
-                           PRIu32 " of type %s", r->what, t->ne[0], blck, k_ttypes[t->type].name);
+                           "%s: row length %" PRId64 " is not a multiple of the block size %" PRIu32
+                           " of type %s",
+                           r->what, t->ne[0], blck, k_ttypes[t->type].name);
     if (rc)
         return ks_diag_set(r->d, KS_ERR_FORMAT,
                            "%s: shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
-                           "] overflows (dimension product too large)", r->what, t->ne[0],
-                           t->ne[1], t->ne[2], t->ne[3]);
+                           "] overflows (dimension product too large)",
+                           r->what, t->ne[0], t->ne[1], t->ne[2], t->ne[3]);
     if (t->offset % f->alignment != 0)
         return ks_diag_set(r->d, KS_ERR_FORMAT,
-                           "%s: data offset %" PRIu64 " is not a multiple of the alignment %"
-                           PRIu64, r->what, t->offset, f->alignment);
+                           "%s: data offset %" PRIu64
+                           " is not a multiple of the alignment %" PRIu64,
+                           r->what, t->offset, f->alignment);
     int64_t dup = hash_insert(f->t_hash, f->t_hash_cap, t->name, i, tensor_name, f);
     if (dup >= 0)
         return ks_diag_set(r->d, KS_ERR_FORMAT, "%s at byte %" PRIu64 ": duplicate tensor name",
@@ -514,14 +533,16 @@ static int check_data(gguf_file *f, ks_diag *d, bool meta_only)
         set_key(d, t->name);
         return ks_diag_set(d, KS_ERR_FORMAT,
                            "tensor '%s': data [offset %" PRIu64 ", size %" PRIu64
-                           "] extends past end of file (size %" PRIu64 ", data section at %"
-                           PRIu64 ")", show(t->name, nb, sizeof(nb)), f->data_start + t->offset,
-                           t->nbytes, f->size, f->data_start);
+                           "] extends past end of file (size %" PRIu64 ", data section at %" PRIu64
+                           ")",
+                           show(t->name, nb, sizeof(nb)), f->data_start + t->offset, t->nbytes,
+                           f->size, f->data_start);
     }
     if (n < 2) return 0;
     int64_t *ord = malloc((size_t)n * sizeof(int64_t));
     if (!ord) return ks_diag_set(d, KS_ERR_NOMEM, "out of memory sorting tensors");
-    for (int64_t i = 0; i < n; i++) ord[i] = i;
+    for (int64_t i = 0; i < n; i++)
+        ord[i] = i;
     qsort_r(ord, (size_t)n, sizeof(int64_t), cmp_by_offset, f);
     int rc = 0;
     for (int64_t k = 1; k < n && rc == 0; k++) {
@@ -563,7 +584,8 @@ static int parse_header(gguf_file *f, gguf_rd *r, uint64_t *n_tensors, uint64_t 
     if ((f->version & 0xffff) == 0 && f->version != 0)
         return ks_diag_set(r->d, KS_ERR_UNSUPPORTED,
                            "big-endian GGUF (version field 0x%08" PRIx32
-                           ") is not supported; only little-endian files", f->version);
+                           ") is not supported; only little-endian files",
+                           f->version);
     if (f->version != 2 && f->version != 3)
         return ks_diag_set(r->d, KS_ERR_UNSUPPORTED,
                            "GGUF version %" PRIu32 " is not supported (only v2 and v3)",
@@ -574,11 +596,12 @@ static int parse_header(gguf_file *f, gguf_rd *r, uint64_t *n_tensors, uint64_t 
     if (*n_kv > left / GGUF_MIN_KV_BYTES)
         return ks_diag_set(r->d, KS_ERR_FORMAT,
                            "metadata count %" PRIu64 " is impossible for a file of %" PRIu64
-                           " bytes", *n_kv, f->size);
+                           " bytes",
+                           *n_kv, f->size);
     if (*n_tensors > left / GGUF_MIN_TI_BYTES)
         return ks_diag_set(r->d, KS_ERR_FORMAT,
-                           "tensor count %" PRIu64 " is impossible for a file of %" PRIu64
-                           " bytes", *n_tensors, f->size);
+                           "tensor count %" PRIu64 " is impossible for a file of %" PRIu64 " bytes",
+                           *n_tensors, f->size);
     return 0;
 }
 
@@ -592,7 +615,8 @@ static int read_alignment(gguf_file *f, ks_diag *d)
     if (kv->type != GGUF_TYPE_UINT32)
         return ks_diag_set(d, KS_ERR_FORMAT,
                            "metadata key 'general.alignment' at byte %" PRIu64
-                           ": must be a uint32 (type %d found)", kv->key_pos, (int)kv->type);
+                           ": must be a uint32 (type %d found)",
+                           kv->key_pos, (int)kv->type);
     uint32_t a;
     memcpy(&a, kv->val, 4);
     if (a == 0 || (a & (a - 1)) != 0)
@@ -626,8 +650,8 @@ static int parse_all(gguf_file *f, ks_diag *d, bool meta_only)
     if (n_tensors > (r.len - r.pos) / GGUF_MIN_TI_BYTES)
         return ks_diag_set(d, KS_ERR_FORMAT,
                            "tensor count %" PRIu64 " is impossible for a file of %" PRIu64
-                           " bytes (%" PRIu64 " left after metadata)", n_tensors, f->size,
-                           r.len - r.pos);
+                           " bytes (%" PRIu64 " left after metadata)",
+                           n_tensors, f->size, r.len - r.pos);
     f->n_tensors = (int64_t)n_tensors;
     f->tensors = calloc(n_tensors ? n_tensors : 1, sizeof(gguf_tensor));
     if (!f->tensors || hash_alloc(n_tensors, &f->t_hash, &f->t_hash_cap))
@@ -723,10 +747,22 @@ void gguf_close(gguf_file *f)
 
 /* ---- accessors ------------------------------------------------------------------------ */
 
-uint32_t gguf_version(const gguf_file *f) { return f->version; }
-uint64_t gguf_alignment(const gguf_file *f) { return f->alignment; }
-int64_t gguf_n_kv(const gguf_file *f) { return f->n_kv; }
-int64_t gguf_n_tensors(const gguf_file *f) { return f->n_tensors; }
+uint32_t gguf_version(const gguf_file *f)
+{
+    return f->version;
+}
+uint64_t gguf_alignment(const gguf_file *f)
+{
+    return f->alignment;
+}
+int64_t gguf_n_kv(const gguf_file *f)
+{
+    return f->n_kv;
+}
+int64_t gguf_n_tensors(const gguf_file *f)
+{
+    return f->n_tensors;
+}
 
 int64_t gguf_find_key(const gguf_file *f, const char *key)
 {
@@ -774,7 +810,8 @@ static int kv_int(const gguf_kv *kv, uint64_t *raw, bool *neg)
     if (kind[kv->type] == 0) return KS_ERR_FORMAT;
     unsigned bits = 8u * (unsigned)type_size(kv->type);
     uint64_t v = 0;
-    for (unsigned i = 0; i < bits / 8; i++) v |= (uint64_t)kv->val[i] << (8 * i);
+    for (unsigned i = 0; i < bits / 8; i++)
+        v |= (uint64_t)kv->val[i] << (8 * i);
     if (kind[kv->type] == 2 && bits < 64 && ((v >> (bits - 1)) & 1)) v |= ~0ull << bits;
     *neg = kind[kv->type] == 2 && (int64_t)v < 0;
     *raw = v;

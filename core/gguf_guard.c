@@ -73,8 +73,7 @@ void gguf_guard_add(const void *base, size_t len, const char *path)
         if (atomic_load(&g_regions[i].base) == 0) {
             snprintf(g_regions[i].path, sizeof(g_regions[i].path), "%s", path ? path : "");
             atomic_store(&g_regions[i].len, len);
-            if (atomic_compare_exchange_strong(&g_regions[i].base, &zero, (uintptr_t)base))
-                return;
+            if (atomic_compare_exchange_strong(&g_regions[i].base, &zero, (uintptr_t)base)) return;
         }
     }
     /* more than GUARD_MAX files open at once: this one is unguarded (a SIGBUS kills) */

@@ -30,8 +30,8 @@ typedef struct wtensor {
 } wtensor;
 
 struct gguf_writer {
-    wbuf kv;        /* serialised metadata entries */
-    char **keys;    /* owned copies, for the duplicate check */
+    wbuf kv;     /* serialised metadata entries */
+    char **keys; /* owned copies, for the duplicate check */
     int64_t n_kv, cap_kv;
     wtensor *tensors;
     int64_t n_t, cap_t;
@@ -63,8 +63,14 @@ static int wb_put(wbuf *b, const void *src, size_t n)
     return 0;
 }
 
-static int wb_u32(wbuf *b, uint32_t v) { return wb_put(b, &v, 4); }
-static int wb_u64(wbuf *b, uint64_t v) { return wb_put(b, &v, 8); }
+static int wb_u32(wbuf *b, uint32_t v)
+{
+    return wb_put(b, &v, 4);
+}
+static int wb_u64(wbuf *b, uint64_t v)
+{
+    return wb_put(b, &v, 8);
+}
 
 static int wb_str(wbuf *b, const char *s, size_t n)
 {
@@ -93,7 +99,8 @@ int gguf_writer_create(gguf_writer **out)
 void gguf_writer_destroy(gguf_writer *w)
 {
     if (!w) return;
-    for (int64_t i = 0; i < w->n_kv; i++) free(w->keys[i]);
+    for (int64_t i = 0; i < w->n_kv; i++)
+        free(w->keys[i]);
     for (int64_t i = 0; i < w->n_t; i++) {
         free(w->tensors[i].name);
         free(w->tensors[i].data);
@@ -152,8 +159,7 @@ int gguf_writer_set_u32(gguf_writer *w, const char *key, uint32_t v)
     int rc = set_scalar(w, key, GGUF_TYPE_UINT32, &v, 4);
     /* A valid general.alignment also governs the layout; an invalid one is written as-is
      * (tests use that to make corrupt files) and the layout stays at 32. */
-    if (!rc && strcmp(key, "general.alignment") == 0 && v && (v & (v - 1)) == 0)
-        w->alignment = v;
+    if (!rc && strcmp(key, "general.alignment") == 0 && v && (v & (v - 1)) == 0) w->alignment = v;
     return rc;
 }
 
@@ -200,8 +206,7 @@ int gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_type elem_type, co
     return 0;
 }
 
-int gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *strs,
-                            uint64_t n)
+int gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *strs, uint64_t n)
 {
     if (n && !strs) return KS_ERR_INVALID;
     for (uint64_t i = 0; i < n; i++)
@@ -216,9 +221,8 @@ int gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *
     return 0;
 }
 
-int gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t n_dims,
-                           const int64_t *ne, uint32_t type, const void *data,
-                           uint64_t nbytes)
+int gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t n_dims, const int64_t *ne,
+                           uint32_t type, const void *data, uint64_t nbytes)
 {
     uint64_t want;
     if (!name || !*name || !ne) return KS_ERR_INVALID;
@@ -235,7 +239,8 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t n_dims,
         w->cap_t = cap;
     }
     wtensor t = {.n_dims = n_dims, .type = type, .nbytes = nbytes};
-    for (int k = 0; k < GGUF_MAX_DIMS; k++) t.ne[k] = k < (int)n_dims ? ne[k] : 1;
+    for (int k = 0; k < GGUF_MAX_DIMS; k++)
+        t.ne[k] = k < (int)n_dims ? ne[k] : 1;
     t.name = strdup(name);
     t.data = calloc(1, nbytes ? (size_t)nbytes : 1); /* data == NULL: zero-filled tensor */
     if (!t.name || !t.data) {
@@ -248,7 +253,10 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t n_dims,
     return 0;
 }
 
-static size_t pad_to(size_t n, size_t a) { return (a - n % a) % a; }
+static size_t pad_to(size_t n, size_t a)
+{
+    return (a - n % a) % a;
+}
 
 int gguf_writer_write_memory(gguf_writer *w, void **out, size_t *out_len)
 {
@@ -264,7 +272,8 @@ int gguf_writer_write_memory(gguf_writer *w, void **out, size_t *out_len)
         const wtensor *t = &w->tensors[i];
         rc = wb_str(&b, t->name, strlen(t->name));
         if (!rc) rc = wb_u32(&b, t->n_dims);
-        for (uint32_t k = 0; k < t->n_dims && !rc; k++) rc = wb_u64(&b, (uint64_t)t->ne[k]);
+        for (uint32_t k = 0; k < t->n_dims && !rc; k++)
+            rc = wb_u64(&b, (uint64_t)t->ne[k]);
         if (!rc) rc = wb_u32(&b, t->type);
         if (!rc) rc = wb_u64(&b, off);
         off += t->nbytes + pad_to((size_t)t->nbytes, w->alignment);

@@ -23,12 +23,12 @@
 struct mm_scratch {
     int64_t max_in, max_out, max_tok;
     int n_threads;
-    bool exact;    /* llama.cpp's summation orders: no sgemm, tinyBLAS order for >= 2 tokens */
-    void *xq;      /* [max_tok] converted activation rows (vec-dot type) */
-    float *xr;     /* [max_tok][max_in] round-tripped activations (gemm path) */
-    float *ytmp;   /* [max_out][MM_GEMM_MIN_TOKENS] row-major matvec output */
-    float **tile;  /* per thread [MM_TILE_ROWS][max_in] dequantised weights */
-    void **qtmp;   /* per thread one converted row */
+    bool exact;   /* llama.cpp's summation orders: no sgemm, tinyBLAS order for >= 2 tokens */
+    void *xq;     /* [max_tok] converted activation rows (vec-dot type) */
+    float *xr;    /* [max_tok][max_in] round-tripped activations (gemm path) */
+    float *ytmp;  /* [max_out][MM_GEMM_MIN_TOKENS] row-major matvec output */
+    float **tile; /* per thread [MM_TILE_ROWS][max_in] dequantised weights */
+    void **qtmp;  /* per thread one converted row */
 };
 
 int mm_scratch_create(int64_t max_in, int64_t max_out, int64_t max_tok, int n_threads,
@@ -70,8 +70,10 @@ void mm_scratch_set_exact(mm_scratch *s, bool exact)
 void mm_scratch_destroy(mm_scratch *s)
 {
     if (!s) return;
-    for (int i = 0; s->tile && i < s->n_threads; i++) free(s->tile[i]);
-    for (int i = 0; s->qtmp && i < s->n_threads; i++) free(s->qtmp[i]);
+    for (int i = 0; s->tile && i < s->n_threads; i++)
+        free(s->tile[i]);
+    for (int i = 0; s->qtmp && i < s->n_threads; i++)
+        free(s->qtmp[i]);
     free(s->tile);
     free(s->qtmp);
     free(s->xq);
@@ -111,7 +113,8 @@ static void mm_convert_fn(void *arg, int ith, int nth)
 static int64_t mm_total_rows(const mm_job *j)
 {
     int64_t n = 0;
-    for (int i = 0; i < j->n_w; i++) n += j->w[i]->n_out;
+    for (int i = 0; i < j->n_w; i++)
+        n += j->w[i]->n_out;
     return n;
 }
 
@@ -144,11 +147,11 @@ static void mm_matvec_fn(void *arg, int ith, int nth)
                 float *yt = j->s->ytmp + (size_t)r0 * MM_GEMM_MIN_TOKENS;
                 const char *xq = (const char *)j->s->xq + (size_t)t0 * j->xq_bytes;
                 if (gemm_order)
-                    qt_matvec_gemm(w->type, w->n_in, rows, w->row_bytes, nr, xq, j->xq_bytes,
-                                   nt, yt, nt);
+                    qt_matvec_gemm(w->type, w->n_in, rows, w->row_bytes, nr, xq, j->xq_bytes, nt,
+                                   yt, nt);
                 else
-                    qt_matvec(w->type, w->n_in, rows, w->row_bytes, nr, xq, j->xq_bytes, nt,
-                              yt, nt);
+                    qt_matvec(w->type, w->n_in, rows, w->row_bytes, nr, xq, j->xq_bytes, nt, yt,
+                              nt);
                 for (int64_t r = 0; r < nr; r++)
                     for (int64_t t = 0; t < nt; t++)
                         j->y[i][(t0 + t) * w->n_out + r0 + r] = yt[r * nt + t];
@@ -198,7 +201,8 @@ void mm_matmul_n(tp_pool *tp, mm_scratch *s, const mm_weight *const *w, float *c
     /* the row-major matvec scratch is shared, so batched matvecs run one weight at a time */
     bool gemm = n_tok >= MM_GEMM_MIN_TOKENS && !s->exact;
     if (!same || (n_tok > 1 && !gemm && n_w > 1)) {
-        for (int i = 0; i < n_w; i++) mm_matmul_n(tp, s, &w[i], &y[i], 1, x, n_tok);
+        for (int i = 0; i < n_w; i++)
+            mm_matmul_n(tp, s, &w[i], &y[i], 1, x, n_tok);
         return;
     }
     j.xq_bytes = qt_row_bytes(j.xt, w[0]->n_in);

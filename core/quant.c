@@ -41,24 +41,42 @@ static const qt_type_info *type_info(uint32_t t)
                               iq4_nl = {"iq4_nl", QK4_0, sizeof(blk_iq4_nl)},
                               iq4_xs = {"iq4_xs", QK_K, sizeof(blk_iq4_xs)};
     switch (t) {
-    case QT_F32: return &f32;
-    case QT_F16: return &f16;
-    case QT_BF16: return &bf16;
-    case QT_Q8_0: return &q8_0;
-    case QT_Q4_0: return &q4_0;
-    case QT_Q4_K: return &q4_k;
-    case QT_Q6_K: return &q6_k;
-    case QT_Q8_K: return &q8_k;
-    case QT_Q4_1: return &q4_1;
-    case QT_Q5_0: return &q5_0;
-    case QT_Q5_1: return &q5_1;
-    case QT_Q8_1: return &q8_1;
-    case QT_Q2_K: return &q2_k;
-    case QT_Q3_K: return &q3_k;
-    case QT_Q5_K: return &q5_k;
-    case QT_IQ4_NL: return &iq4_nl;
-    case QT_IQ4_XS: return &iq4_xs;
-    default: return NULL;
+    case QT_F32:
+        return &f32;
+    case QT_F16:
+        return &f16;
+    case QT_BF16:
+        return &bf16;
+    case QT_Q8_0:
+        return &q8_0;
+    case QT_Q4_0:
+        return &q4_0;
+    case QT_Q4_K:
+        return &q4_k;
+    case QT_Q6_K:
+        return &q6_k;
+    case QT_Q8_K:
+        return &q8_k;
+    case QT_Q4_1:
+        return &q4_1;
+    case QT_Q5_0:
+        return &q5_0;
+    case QT_Q5_1:
+        return &q5_1;
+    case QT_Q8_1:
+        return &q8_1;
+    case QT_Q2_K:
+        return &q2_k;
+    case QT_Q3_K:
+        return &q3_k;
+    case QT_Q5_K:
+        return &q5_k;
+    case QT_IQ4_NL:
+        return &iq4_nl;
+    case QT_IQ4_XS:
+        return &iq4_xs;
+    default:
+        return NULL;
     }
 }
 
@@ -98,16 +116,20 @@ qt_type qt_vec_dot_type(qt_type w)
     case QT_Q8_0:
     case QT_Q4_0:
     case QT_Q5_0:
-    case QT_IQ4_NL: return QT_Q8_0;
+    case QT_IQ4_NL:
+        return QT_Q8_0;
     case QT_Q4_1:
-    case QT_Q5_1: return QT_Q8_1;
+    case QT_Q5_1:
+        return QT_Q8_1;
     case QT_Q2_K:
     case QT_Q3_K:
     case QT_Q4_K:
     case QT_Q5_K:
     case QT_Q6_K:
-    case QT_IQ4_XS: return QT_Q8_K;
-    default: return w; /* F32, F16, BF16 */
+    case QT_IQ4_XS:
+        return QT_Q8_K;
+    default:
+        return w; /* F32, F16, BF16 */
     }
 }
 
@@ -119,7 +141,8 @@ static void dequant_q8_0(const blk_q8_0 *b, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++) {
         float d = ks_f16_to_f32(b[i].d);
-        for (int j = 0; j < QK8_0; j++) y[i * QK8_0 + j] = (float)b[i].qs[j] * d;
+        for (int j = 0; j < QK8_0; j++)
+            y[i * QK8_0 + j] = (float)b[i].qs[j] * d;
     }
 }
 
@@ -144,8 +167,10 @@ static void dequant_q4_k(const blk_q4_k *b, float *y, int64_t nb)
             qt_q4k_scale_min(2 * j, b[i].scales, &sc0, &m0);
             qt_q4k_scale_min(2 * j + 1, b[i].scales, &sc1, &m1);
             float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
-            for (int l = 0; l < 32; l++) *y++ = d0 * (float)(q[l] & 0xF) - mm0;
-            for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] >> 4) - mm1;
+            for (int l = 0; l < 32; l++)
+                *y++ = d0 * (float)(q[l] & 0xF) - mm0;
+            for (int l = 0; l < 32; l++)
+                *y++ = d1 * (float)(q[l] >> 4) - mm1;
             q += 32;
         }
     }
@@ -173,7 +198,8 @@ static void dequant_q6_k(const blk_q6_k *b, float *y, int64_t nb)
 static void dequant_q8_k(const blk_q8_k *b, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++)
-        for (int j = 0; j < QK_K; j++) *y++ = b[i].d * (float)b[i].qs[j];
+        for (int j = 0; j < QK_K; j++)
+            *y++ = b[i].d * (float)b[i].qs[j];
 }
 
 void qt_dequantize_row(qt_type t, const void *src, float *dst, int64_t n)
@@ -182,16 +208,31 @@ void qt_dequantize_row(qt_type t, const void *src, float *dst, int64_t n)
     if (blck <= 0 || n <= 0) return;
     int64_t nb = n / blck;
     switch (t) {
-    case QT_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    case QT_F16: qt_f16_to_f32_row(src, dst, n); break;
-    case QT_BF16:
-        for (int64_t i = 0; i < n; i++) dst[i] = ks_bf16_to_f32(((const uint16_t *)src)[i]);
+    case QT_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
         break;
-    case QT_Q8_0: dequant_q8_0(src, dst, nb); break;
-    case QT_Q4_0: dequant_q4_0(src, dst, nb); break;
-    case QT_Q4_K: dequant_q4_k(src, dst, nb); break;
-    case QT_Q6_K: dequant_q6_k(src, dst, nb); break;
-    case QT_Q8_K: dequant_q8_k(src, dst, nb); break;
+    case QT_F16:
+        qt_f16_to_f32_row(src, dst, n);
+        break;
+    case QT_BF16:
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = ks_bf16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case QT_Q8_0:
+        dequant_q8_0(src, dst, nb);
+        break;
+    case QT_Q4_0:
+        dequant_q4_0(src, dst, nb);
+        break;
+    case QT_Q4_K:
+        dequant_q4_k(src, dst, nb);
+        break;
+    case QT_Q6_K:
+        dequant_q6_k(src, dst, nb);
+        break;
+    case QT_Q8_K:
+        dequant_q8_k(src, dst, nb);
+        break;
     default: /* the newer types: quant_q.c, quant_k.c */
         if (kern()->dequant[t]) kern()->dequant[t](src, dst, nb);
         break;
@@ -212,7 +253,8 @@ static void quant_q8_0_scalar(const float *x, void *dst, int64_t n)
     blk_q8_0 *y = dst;
     for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
         float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK8_0; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
         y[i].d = ks_f32_to_f16(amax / 127.f);
         float id = amax != 0.0f ? 127.f / amax : 0.0f;
         for (int j = 0; j < QK8_0; j++) {
@@ -245,7 +287,8 @@ static void quant_q8_k(const float *x, blk_q8_k *y, int64_t n)
         }
         for (int g = 0; g < QK_K / 16; g++) {
             int s = 0;
-            for (int l = 0; l < 16; l++) s += y[i].qs[g * 16 + l];
+            for (int l = 0; l < 16; l++)
+                s += y[i].qs[g * 16 + l];
             y[i].bsums[g] = (int16_t)s;
         }
         y[i].d = 1 / iscale;
@@ -329,7 +372,8 @@ static void quant_q6_k(const float *x, blk_q6_k *y, int64_t n)
         float scale[16], max_scale = 0.0f;
         for (int g = 0; g < 16; g++) {
             float amax = 0.0f;
-            for (int l = 0; l < 16; l++) amax = fmaxf(amax, fabsf(x[16 * g + l]));
+            for (int l = 0; l < 16; l++)
+                amax = fmaxf(amax, fabsf(x[16 * g + l]));
             scale[g] = amax / 31.0f;
             max_scale = fmaxf(max_scale, scale[g]);
         }
@@ -357,7 +401,8 @@ static float dot_f32_scalar(int64_t n, const void *w, const void *x)
 {
     const float *a = w, *b = x;
     double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += (double)(a[i] * b[i]);
+    for (int64_t i = 0; i < n; i++)
+        s += (double)(a[i] * b[i]);
     return (float)s;
 }
 
@@ -365,7 +410,8 @@ static float dot_f16_scalar(int64_t n, const void *w, const void *x)
 {
     const uint16_t *a = w, *b = x;
     double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += (double)(ks_f16_to_f32(a[i]) * ks_f16_to_f32(b[i]));
+    for (int64_t i = 0; i < n; i++)
+        s += (double)(ks_f16_to_f32(a[i]) * ks_f16_to_f32(b[i]));
     return (float)s;
 }
 
@@ -373,7 +419,8 @@ static float dot_bf16_scalar(int64_t n, const void *w, const void *x)
 {
     const uint16_t *a = w, *b = x;
     double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += (double)(ks_bf16_to_f32(a[i]) * ks_bf16_to_f32(b[i]));
+    for (int64_t i = 0; i < n; i++)
+        s += (double)(ks_bf16_to_f32(a[i]) * ks_bf16_to_f32(b[i]));
     return (float)s;
 }
 
@@ -383,7 +430,8 @@ static float dot_q8_0_scalar(int64_t n, const void *w, const void *x)
     float s = 0.0f;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         int isum = 0;
-        for (int j = 0; j < QK8_0; j++) isum += a[i].qs[j] * b[i].qs[j];
+        for (int j = 0; j < QK8_0; j++)
+            isum += a[i].qs[j] * b[i].qs[j];
         s += (float)isum * (ks_f16_to_f32(a[i].d) * ks_f16_to_f32(b[i].d));
     }
     return s;
@@ -418,7 +466,8 @@ static float dot_q4_k_scalar(int64_t n, const void *w, const void *x)
             const uint8_t *q = a[i].qs + 32 * (j / 2);
             const int8_t *y = b[i].qs + 32 * j;
             int isum = 0;
-            for (int l = 0; l < 32; l++) isum += ((j & 1) ? q[l] >> 4 : q[l] & 0xF) * y[l];
+            for (int l = 0; l < 32; l++)
+                isum += ((j & 1) ? q[l] >> 4 : q[l] & 0xF) * y[l];
             sum_q += sc * isum;
             sum_m += m * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
         }
@@ -448,12 +497,14 @@ static float dot_q6_k_scalar(int64_t n, const void *w, const void *x)
 
 static void f32_to_f16_scalar(const float *src, uint16_t *dst, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) dst[i] = ks_f32_to_f16(src[i]);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = ks_f32_to_f16(src[i]);
 }
 
 static void f16_to_f32_scalar(const uint16_t *src, float *dst, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) dst[i] = ks_f16_to_f32(src[i]);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = ks_f16_to_f32(src[i]);
 }
 
 /* ---- dispatch ---- */
@@ -487,10 +538,10 @@ static void dispatch_init(void)
     g_have[QT_IMPL_SCALAR] = true;
     g_have[QT_IMPL_AVX2] =
         ks_cpu_has(KS_CPU_AVX2) && ks_cpu_has(KS_CPU_FMA) && ks_cpu_has(KS_CPU_F16C);
-    g_have[QT_IMPL_AVX512] =
-        g_have[QT_IMPL_AVX2] && ks_cpu_has(KS_CPU_AVX512F) && ks_cpu_has(KS_CPU_AVX512BW) &&
-        ks_cpu_has(KS_CPU_AVX512VL) && ks_cpu_has(KS_CPU_AVX512DQ) &&
-        ks_cpu_has(KS_CPU_AVX512VNNI) && ks_cpu_has(KS_CPU_AVX512BF16);
+    g_have[QT_IMPL_AVX512] = g_have[QT_IMPL_AVX2] && ks_cpu_has(KS_CPU_AVX512F) &&
+                             ks_cpu_has(KS_CPU_AVX512BW) && ks_cpu_has(KS_CPU_AVX512VL) &&
+                             ks_cpu_has(KS_CPU_AVX512DQ) && ks_cpu_has(KS_CPU_AVX512VNNI) &&
+                             ks_cpu_has(KS_CPU_AVX512BF16);
     if (g_have[QT_IMPL_AVX2]) {
         g_kernels[QT_IMPL_AVX2] = g_kernels[QT_IMPL_SCALAR];
         qt_kernels_fill_avx2(&g_kernels[QT_IMPL_AVX2]);
@@ -506,12 +557,14 @@ static void dispatch_init(void)
                                         : QT_IMPL_SCALAR;
     const char *env = getenv("KVSERVE_QT_IMPL");
     if (env) {
-        qt_impl want = !strcmp(env, "scalar") ? QT_IMPL_SCALAR
-                       : !strcmp(env, "avx2") ? QT_IMPL_AVX2
+        qt_impl want = !strcmp(env, "scalar")   ? QT_IMPL_SCALAR
+                       : !strcmp(env, "avx2")   ? QT_IMPL_AVX2
                        : !strcmp(env, "avx512") ? QT_IMPL_AVX512
-                                                 : g_cur_impl;
-        if (g_have[want]) g_cur_impl = want;
-        else ks_warn("KVSERVE_QT_IMPL=%s: not supported by this CPU, using the best", env);
+                                                : g_cur_impl;
+        if (g_have[want])
+            g_cur_impl = want;
+        else
+            ks_warn("KVSERVE_QT_IMPL=%s: not supported by this CPU, using the best", env);
     }
     g_cur = &g_kernels[g_cur_impl];
 }
@@ -548,22 +601,48 @@ qt_impl qt_best_impl(void)
 void qt_quantize_row(qt_type t, const float *src, void *dst, int64_t n)
 {
     switch (t) {
-    case QT_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    case QT_F16: kern()->f32_to_f16(src, dst, n); break;
-    case QT_BF16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = ks_f32_to_bf16(src[i]);
+    case QT_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
         break;
-    case QT_Q8_0: kern()->quantize_q8_0(src, dst, n); break;
-    case QT_Q8_K: quant_q8_k(src, dst, n); break;
-    case QT_Q8_1: qt_quantize_q8_1(src, dst, n); break;
-    case QT_Q4_0: quant_q4_0(src, dst, n); break;
-    case QT_Q4_K: quant_q4_k(src, dst, n); break;
-    case QT_Q6_K: quant_q6_k(src, dst, n); break;
-    case QT_Q4_1: qt_quantize_q4_1(src, dst, n); break;
-    case QT_Q5_0: qt_quantize_q5_0(src, dst, n); break;
-    case QT_Q5_1: qt_quantize_q5_1(src, dst, n); break;
-    case QT_IQ4_NL: qt_quantize_iq4_nl(src, dst, n); break;
-    default: break;
+    case QT_F16:
+        kern()->f32_to_f16(src, dst, n);
+        break;
+    case QT_BF16:
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = ks_f32_to_bf16(src[i]);
+        break;
+    case QT_Q8_0:
+        kern()->quantize_q8_0(src, dst, n);
+        break;
+    case QT_Q8_K:
+        quant_q8_k(src, dst, n);
+        break;
+    case QT_Q8_1:
+        qt_quantize_q8_1(src, dst, n);
+        break;
+    case QT_Q4_0:
+        quant_q4_0(src, dst, n);
+        break;
+    case QT_Q4_K:
+        quant_q4_k(src, dst, n);
+        break;
+    case QT_Q6_K:
+        quant_q6_k(src, dst, n);
+        break;
+    case QT_Q4_1:
+        qt_quantize_q4_1(src, dst, n);
+        break;
+    case QT_Q5_0:
+        qt_quantize_q5_0(src, dst, n);
+        break;
+    case QT_Q5_1:
+        qt_quantize_q5_1(src, dst, n);
+        break;
+    case QT_IQ4_NL:
+        qt_quantize_iq4_nl(src, dst, n);
+        break;
+    default:
+        break;
     }
 }
 
@@ -602,9 +681,8 @@ void qt_matvec(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes, int
             y[r * y_stride + b] = f(n, wr + (size_t)r * w_row_bytes, xb + (size_t)b * x_bytes);
 }
 
-void qt_matvec_gemm(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes,
-                    int64_t n_rows, const void *x, size_t x_bytes, int64_t n_b, float *y,
-                    int64_t y_stride)
+void qt_matvec_gemm(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes, int64_t n_rows,
+                    const void *x, size_t x_bytes, int64_t n_b, float *y, int64_t y_stride)
 {
     if ((unsigned)w >= QT_TYPE_MAX) return;
     qt_matvec_fn f = kern()->matvec_gemm[w];

@@ -38,7 +38,8 @@ static float dot_f32(int64_t n, const void *w, const void *x)
     for (; i + 8 <= n; i += 8)
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++)
+        s += a[i] * b[i];
     return s;
 }
 
@@ -62,22 +63,24 @@ static inline float bf16s(uint16_t h)
 }
 
 /* Dot of 16-bit float rows; LD converts 8 elements, SC one. */
-#define DOT16(name, LD, SC)                                                               \
-    static float name(int64_t n, const void *w, const void *x)                            \
-    {                                                                                     \
-        const uint16_t *a = w, *b = x;                                                    \
-        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                       \
-        int64_t i = 0;                                                                    \
-        for (; i + 32 <= n; i += 32) {                                                    \
-            s0 = _mm256_fmadd_ps(LD(a + i), LD(b + i), s0);                               \
-            s1 = _mm256_fmadd_ps(LD(a + i + 8), LD(b + i + 8), s1);                       \
-            s2 = _mm256_fmadd_ps(LD(a + i + 16), LD(b + i + 16), s2);                     \
-            s3 = _mm256_fmadd_ps(LD(a + i + 24), LD(b + i + 24), s3);                     \
-        }                                                                                 \
-        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(LD(a + i), LD(b + i), s0);        \
-        float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));   \
-        for (; i < n; i++) s += SC(a[i]) * SC(b[i]);                                      \
-        return s;                                                                         \
+#define DOT16(name, LD, SC)                                                                        \
+    static float name(int64_t n, const void *w, const void *x)                                     \
+    {                                                                                              \
+        const uint16_t *a = w, *b = x;                                                             \
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;                                \
+        int64_t i = 0;                                                                             \
+        for (; i + 32 <= n; i += 32) {                                                             \
+            s0 = _mm256_fmadd_ps(LD(a + i), LD(b + i), s0);                                        \
+            s1 = _mm256_fmadd_ps(LD(a + i + 8), LD(b + i + 8), s1);                                \
+            s2 = _mm256_fmadd_ps(LD(a + i + 16), LD(b + i + 16), s2);                              \
+            s3 = _mm256_fmadd_ps(LD(a + i + 24), LD(b + i + 24), s3);                              \
+        }                                                                                          \
+        for (; i + 8 <= n; i += 8)                                                                 \
+            s0 = _mm256_fmadd_ps(LD(a + i), LD(b + i), s0);                                        \
+        float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));            \
+        for (; i < n; i++)                                                                         \
+            s += SC(a[i]) * SC(b[i]);                                                              \
+        return s;                                                                                  \
     }
 
 DOT16(dot_f16, ld_f16, f16s)
@@ -100,16 +103,16 @@ static float dot_q8_0(int64_t n, const void *w, const void *x)
                             _mm256_loadu_si256((const __m256i *)b[i].qs));
         __m256i s1 = dot_i8(_mm256_loadu_si256((const __m256i *)a[i + 1].qs),
                             _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i].d) * f16s(b[i].d)),
-                               _mm256_cvtepi32_ps(s0), acc0);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i].d) * f16s(b[i].d)), _mm256_cvtepi32_ps(s0),
+                               acc0);
         acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i + 1].d) * f16s(b[i + 1].d)),
                                _mm256_cvtepi32_ps(s1), acc1);
     }
     for (; i < nb; i++) {
         __m256i s0 = dot_i8(_mm256_loadu_si256((const __m256i *)a[i].qs),
                             _mm256_loadu_si256((const __m256i *)b[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i].d) * f16s(b[i].d)),
-                               _mm256_cvtepi32_ps(s0), acc0);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i].d) * f16s(b[i].d)), _mm256_cvtepi32_ps(s0),
+                               acc0);
     }
     return hsum256(_mm256_add_ps(acc0, acc1));
 }
@@ -131,17 +134,17 @@ static float dot_q4_0(int64_t n, const void *w, const void *x)
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
     for (; i + 2 <= nb; i += 2) {
         __m256i s0 = dot_i8(q4_0_block(a + i), _mm256_loadu_si256((const __m256i *)b[i].qs));
-        __m256i s1 = dot_i8(q4_0_block(a + i + 1),
-                            _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i].d) * f16s(b[i].d)),
-                               _mm256_cvtepi32_ps(s0), acc0);
+        __m256i s1 =
+            dot_i8(q4_0_block(a + i + 1), _mm256_loadu_si256((const __m256i *)b[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i].d) * f16s(b[i].d)), _mm256_cvtepi32_ps(s0),
+                               acc0);
         acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i + 1].d) * f16s(b[i + 1].d)),
                                _mm256_cvtepi32_ps(s1), acc1);
     }
     for (; i < nb; i++) {
         __m256i s0 = dot_i8(q4_0_block(a + i), _mm256_loadu_si256((const __m256i *)b[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i].d) * f16s(b[i].d)),
-                               _mm256_cvtepi32_ps(s0), acc0);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16s(a[i].d) * f16s(b[i].d)), _mm256_cvtepi32_ps(s0),
+                               acc0);
     }
     return hsum256(_mm256_add_ps(acc0, acc1));
 }
@@ -161,7 +164,8 @@ static float dot_q4_k(int64_t n, const void *w, const void *x)
     float accm = 0.0f;
     for (int64_t i = 0; i < n / QK_K; i++) {
         uint8_t sc[8], m[8];
-        for (int j = 0; j < 8; j++) qt_q4k_scale_min(j, a[i].scales, &sc[j], &m[j]);
+        for (int j = 0; j < 8; j++)
+            qt_q4k_scale_min(j, a[i].scales, &sc[j], &m[j]);
         __m256i sumi = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * j));
@@ -173,7 +177,8 @@ static float dot_q4_k(int64_t n, const void *w, const void *x)
             sumi = _mm256_add_epi32(sumi, udot_scaled(hi, y1, _mm256_set1_epi16(sc[2 * j + 1])));
         }
         int summ = 0;
-        for (int j = 0; j < 8; j++) summ += m[j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+        for (int j = 0; j < 8; j++)
+            summ += m[j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
         float d = b[i].d * f16s(a[i].d), dmin = b[i].d * f16s(a[i].dmin);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         accm += dmin * (float)summ;
@@ -242,8 +247,8 @@ static void quantize_q8_0(const float *x, void *dst, int64_t n)
         for (int k = 0; k < 4; k++)
             q[k] = _mm256_cvtps_epi32(_mm256_round_ps(
                 _mm256_mul_ps(v[k], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]),
-                                       _mm256_packs_epi32(q[2], q[3]));
+        __m256i p =
+            _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)y[i].qs, p);
     }
@@ -254,14 +259,17 @@ static void f32_to_f16(const float *src, uint16_t *dst, int64_t n)
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), 0));
-    for (; i < n; i++) dst[i] = (uint16_t)_cvtss_sh(src[i], 0);
+    for (; i < n; i++)
+        dst[i] = (uint16_t)_cvtss_sh(src[i], 0);
 }
 
 static void f16_to_f32(const uint16_t *src, float *dst, int64_t n)
 {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld_f16(src + i));
-    for (; i < n; i++) dst[i] = f16s(src[i]);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, ld_f16(src + i));
+    for (; i < n; i++)
+        dst[i] = f16s(src[i]);
 }
 
 void qt_kernels_fill_avx2(qt_kernels *k)

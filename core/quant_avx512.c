@@ -53,8 +53,8 @@ static inline __attribute__((always_inline)) __m512 ld16(int kind, const void *p
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
 }
 
-static inline __attribute__((always_inline)) float vec_dot_fx(int kind, int64_t n,
-                                                                const void *w, const void *x)
+static inline __attribute__((always_inline)) float vec_dot_fx(int kind, int64_t n, const void *w,
+                                                              const void *x)
 {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
@@ -67,12 +67,14 @@ static inline __attribute__((always_inline)) float vec_dot_fx(int kind, int64_t 
     float r = hsum512(_mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
     if (kind == K_F32) {
         const float *a = w, *b = x;
-        for (; i < n; i++) r += a[i] * b[i];
+        for (; i < n; i++)
+            r += a[i] * b[i];
         return r;
     }
     const uint16_t *a = w, *b = x;
     double d = r;
-    for (; i < n; i++) d += (double)(f16s(a[i]) * f16s(b[i]));
+    for (; i < n; i++)
+        d += (double)(f16s(a[i]) * f16s(b[i]));
     return (float)d;
 }
 
@@ -102,18 +104,21 @@ static float dot_bf16(int64_t n, const void *w, const void *x)
     }
     double s = (double)hsum512(c1);
     s += (double)hsum512(c2);
-    for (; i < n; i++) s += (double)(bf16s(a[i]) * bf16s(b[i]));
+    for (; i < n; i++)
+        s += (double)(bf16s(a[i]) * bf16s(b[i]));
     return (float)s;
 }
 
 /* tinyBLAS tile: RM rows x RN activations, one accumulator chain per output. */
-static inline __attribute__((always_inline)) void
-gemm_tile(int kind, int rm, int rn, int64_t n, const char *w, size_t wrb, const char *x,
-          size_t xb, float *y, int64_t ys, bool pf)
+static inline __attribute__((always_inline)) void gemm_tile(int kind, int rm, int rn, int64_t n,
+                                                            const char *w, size_t wrb,
+                                                            const char *x, size_t xb, float *y,
+                                                            int64_t ys, bool pf)
 {
     __m512 c[4][4];
     for (int i = 0; i < rm; i++)
-        for (int j = 0; j < rn; j++) c[i][j] = _mm512_setzero_ps();
+        for (int j = 0; j < rn; j++)
+            c[i][j] = _mm512_setzero_ps();
     if (kind == K_F32 || kind == K_F16) {
         /* the rows are contiguous: prefetch two tiles ahead as fast as this one is read */
         int esz = kind == K_F32 ? 4 : 2;
@@ -123,51 +128,53 @@ gemm_tile(int kind, int rm, int rn, int64_t n, const char *w, size_t wrb, const 
                 for (int k = 0; k < rm * esz / 4; k++)
                     _mm_prefetch(pfp + (size_t)l * (size_t)(rm * esz) + 64 * k, _MM_HINT_T0);
             __m512 a[4];
-            for (int i = 0; i < rm; i++) a[i] = ld16(kind, w + (size_t)i * wrb, l);
+            for (int i = 0; i < rm; i++)
+                a[i] = ld16(kind, w + (size_t)i * wrb, l);
             for (int j = 0; j < rn; j++) {
                 __m512 b = ld16(kind, x + (size_t)j * xb, l);
-                for (int i = 0; i < rm; i++) c[i][j] = _mm512_fmadd_ps(a[i], b, c[i][j]);
+                for (int i = 0; i < rm; i++)
+                    c[i][j] = _mm512_fmadd_ps(a[i], b, c[i][j]);
             }
         }
     } else {
         for (int64_t l = 0; l < n; l += 32) {
             __m512bh a[4];
-            for (int i = 0; i < rm; i++) a[i] = ld_bf16((const uint16_t *)(w + (size_t)i * wrb) + l);
+            for (int i = 0; i < rm; i++)
+                a[i] = ld_bf16((const uint16_t *)(w + (size_t)i * wrb) + l);
             for (int j = 0; j < rn; j++) {
                 __m512bh b = ld_bf16((const uint16_t *)(x + (size_t)j * xb) + l);
-                for (int i = 0; i < rm; i++) c[i][j] = _mm512_dpbf16_ps(c[i][j], a[i], b);
+                for (int i = 0; i < rm; i++)
+                    c[i][j] = _mm512_dpbf16_ps(c[i][j], a[i], b);
             }
         }
     }
     for (int i = 0; i < rm; i++)
-        for (int j = 0; j < rn; j++) y[(int64_t)i * ys + j] = hsum512(c[i][j]);
+        for (int j = 0; j < rn; j++)
+            y[(int64_t)i * ys + j] = hsum512(c[i][j]);
 }
 
 #define K_BF16 2
 
-static inline __attribute__((always_inline)) void
-gemm_fx(int kind, int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, const void *x,
-        size_t xb, int64_t n_b, float *y, int64_t ys)
+static inline __attribute__((always_inline)) void gemm_fx(int kind, int64_t n, const void *w_rows,
+                                                          size_t wrb, int64_t n_rows, const void *x,
+                                                          size_t xb, int64_t n_b, float *y,
+                                                          int64_t ys)
 {
     const char *w = w_rows, *xc = x;
     int64_t r = 0;
     for (; r + 4 <= n_rows; r += 4) {
         int64_t b = 0;
         for (; b + 4 <= n_b; b += 4)
-            gemm_tile(kind, 4, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys,
-                      b == 0);
+            gemm_tile(kind, 4, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys, b == 0);
         for (; b < n_b; b++)
-            gemm_tile(kind, 4, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys,
-                      b == 0);
+            gemm_tile(kind, 4, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys, b == 0);
     }
     for (; r < n_rows; r++) {
         int64_t b = 0;
         for (; b + 4 <= n_b; b += 4)
-            gemm_tile(kind, 1, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys,
-                      false);
+            gemm_tile(kind, 1, 4, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys, false);
         for (; b < n_b; b++)
-            gemm_tile(kind, 1, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys,
-                      false);
+            gemm_tile(kind, 1, 1, n, w + r * wrb, wrb, xc + b * xb, xb, y + r * ys + b, ys, false);
     }
 }
 
@@ -176,28 +183,35 @@ static void generic_vec(qt_dot_fn f, int64_t n, const void *w_rows, size_t wrb, 
 {
     const char *w = w_rows, *xc = x;
     for (int64_t r = 0; r < n_rows; r++)
-        for (int64_t b = 0; b < n_b; b++) y[r * ys + b] = f(n, w + r * wrb, xc + b * xb);
+        for (int64_t b = 0; b < n_b; b++)
+            y[r * ys + b] = f(n, w + r * wrb, xc + b * xb);
 }
 
-static void gemm_f32(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
-                     size_t xb, int64_t nb, float *y, int64_t ys)
+static void gemm_f32(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
+                     int64_t nb, float *y, int64_t ys)
 {
-    if (n % 16) generic_vec(dot_f32, n, w, wrb, nr, x, xb, nb, y, ys);
-    else gemm_fx(K_F32, n, w, wrb, nr, x, xb, nb, y, ys);
+    if (n % 16)
+        generic_vec(dot_f32, n, w, wrb, nr, x, xb, nb, y, ys);
+    else
+        gemm_fx(K_F32, n, w, wrb, nr, x, xb, nb, y, ys);
 }
 
-static void gemm_f16(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
-                     size_t xb, int64_t nb, float *y, int64_t ys)
+static void gemm_f16(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
+                     int64_t nb, float *y, int64_t ys)
 {
-    if (n % 16) generic_vec(dot_f16, n, w, wrb, nr, x, xb, nb, y, ys);
-    else gemm_fx(K_F16, n, w, wrb, nr, x, xb, nb, y, ys);
+    if (n % 16)
+        generic_vec(dot_f16, n, w, wrb, nr, x, xb, nb, y, ys);
+    else
+        gemm_fx(K_F16, n, w, wrb, nr, x, xb, nb, y, ys);
 }
 
-static void gemm_bf16(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x,
-                      size_t xb, int64_t nb, float *y, int64_t ys)
+static void gemm_bf16(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
+                      int64_t nb, float *y, int64_t ys)
 {
-    if (n % 32) generic_vec(dot_bf16, n, w, wrb, nr, x, xb, nb, y, ys);
-    else gemm_fx(K_BF16, n, w, wrb, nr, x, xb, nb, y, ys);
+    if (n % 32)
+        generic_vec(dot_bf16, n, w, wrb, nr, x, xb, nb, y, ys);
+    else
+        gemm_fx(K_BF16, n, w, wrb, nr, x, xb, nb, y, ys);
 }
 
 /* ---- Q8_0: tinyBLAS / ggml_vec_dot_q8_0_q8_0 order ----
@@ -215,12 +229,13 @@ static inline __m512 scale2(float d0, float d1)
     return _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
 }
 
-static inline __attribute__((always_inline)) void
-q8_0_pair(int rn, int64_t nb, const blk_q8_0 *a0, const blk_q8_0 *a1, const char *x, size_t xb,
-          float *y0, float *y1)
+static inline __attribute__((always_inline)) void q8_0_pair(int rn, int64_t nb, const blk_q8_0 *a0,
+                                                            const blk_q8_0 *a1, const char *x,
+                                                            size_t xb, float *y0, float *y1)
 {
     __m512 c[8];
-    for (int j = 0; j < rn; j++) c[j] = _mm512_setzero_ps();
+    for (int j = 0; j < rn; j++)
+        c[j] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         __m512i w = ld2x256(a0[i].qs, a1[i].qs);
         __m512i aw = _mm512_abs_epi8(w);
@@ -273,12 +288,14 @@ q8_0_tile(int rz, int rn, int64_t nb, const char *w, size_t wrb, int64_t nrows, 
     const blk_q8_0 *a[8], *bx[8];
     for (int r = 0; r < 2 * rz; r++)
         a[r] = (const blk_q8_0 *)(w + (size_t)KS_MIN((int64_t)r, nrows - 1) * wrb);
-    for (int j = 0; j < rn; j++) bx[j] = (const blk_q8_0 *)(x + (size_t)j * xb);
+    for (int j = 0; j < rn; j++)
+        bx[j] = (const blk_q8_0 *)(x + (size_t)j * xb);
     const char *pfp = w + (size_t)(Q8B_PF_PASSES * 2 * rz) * wrb;
     const __m512i k80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
     __m512 c[4][8];
     for (int z = 0; z < rz; z++)
-        for (int j = 0; j < rn; j++) c[z][j] = _mm512_setzero_ps();
+        for (int j = 0; j < rn; j++)
+            c[z][j] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         if (pf)
             for (int k = 0; k <= rz; k++)
@@ -312,34 +329,57 @@ q8_0_tile(int rz, int rn, int64_t nb, const char *w, size_t wrb, int64_t nrows, 
         }
 }
 
-#define Q8B_TILE(RZ, RN) q8_0_tile(RZ, RN, nb, w, wrb, nrows, x + b * xb, xb, dx + b * nb, \
-                                   y + b, ys, b == 0)
+#define Q8B_TILE(RZ, RN)                                                                           \
+    q8_0_tile(RZ, RN, nb, w, wrb, nrows, x + b * xb, xb, dx + b * nb, y + b, ys, b == 0)
 
 /* One pass: 2*rz rows (rz 2 or 4) against n_b (<= 16) tokens, 8 (rz 2) or 4 at a time. */
-static void q8_0_pass(int rz, int64_t nb, const char *w, size_t wrb, int64_t nrows,
-                      const char *x, size_t xb, int64_t n_b, const float *dx, float *y,
-                      int64_t ys)
+static void q8_0_pass(int rz, int64_t nb, const char *w, size_t wrb, int64_t nrows, const char *x,
+                      size_t xb, int64_t n_b, const float *dx, float *y, int64_t ys)
 {
     for (int64_t b = 0; b < n_b; b += 2 * (6 - rz)) { /* 8 tokens with rz 2, 4 with rz 4 */
         int64_t rn = KS_MIN((int64_t)(2 * (6 - rz)), n_b - b);
         if (rz == 4) {
             switch (rn) {
-            case 1: Q8B_TILE(4, 1); break;
-            case 2: Q8B_TILE(4, 2); break;
-            case 3: Q8B_TILE(4, 3); break;
-            default: Q8B_TILE(4, 4); break;
+            case 1:
+                Q8B_TILE(4, 1);
+                break;
+            case 2:
+                Q8B_TILE(4, 2);
+                break;
+            case 3:
+                Q8B_TILE(4, 3);
+                break;
+            default:
+                Q8B_TILE(4, 4);
+                break;
             }
             continue;
         }
         switch (rn) {
-        case 1: Q8B_TILE(2, 1); break;
-        case 2: Q8B_TILE(2, 2); break;
-        case 3: Q8B_TILE(2, 3); break;
-        case 4: Q8B_TILE(2, 4); break;
-        case 5: Q8B_TILE(2, 5); break;
-        case 6: Q8B_TILE(2, 6); break;
-        case 7: Q8B_TILE(2, 7); break;
-        default: Q8B_TILE(2, 8); break;
+        case 1:
+            Q8B_TILE(2, 1);
+            break;
+        case 2:
+            Q8B_TILE(2, 2);
+            break;
+        case 3:
+            Q8B_TILE(2, 3);
+            break;
+        case 4:
+            Q8B_TILE(2, 4);
+            break;
+        case 5:
+            Q8B_TILE(2, 5);
+            break;
+        case 6:
+            Q8B_TILE(2, 6);
+            break;
+        case 7:
+            Q8B_TILE(2, 7);
+            break;
+        default:
+            Q8B_TILE(2, 8);
+            break;
         }
     }
 }
@@ -350,7 +390,8 @@ static void mv_q8_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
     const char *w = w_rows, *xc = x;
     int64_t nb = n / QK8_0, r0 = 0;
     if (n_b == 1) { /* one row at a time: a single stream that the prefetchers follow */
-        for (; r0 < n_rows; r0++) y[r0 * ys] = q8_0_row(nb, (const blk_q8_0 *)(w + r0 * wrb), x);
+        for (; r0 < n_rows; r0++)
+            y[r0 * ys] = q8_0_row(nb, (const blk_q8_0 *)(w + r0 * wrb), x);
         return;
     }
     if (nb <= Q8B_MAX_NB) { /* the rows of a pass meet up to 16 tokens while in L1 */
@@ -360,12 +401,13 @@ static void mv_q8_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
             const char *xt = xc + b0 * xb;
             for (int64_t j = 0; j < nt; j++) {
                 const blk_q8_0 *bj = (const blk_q8_0 *)(xt + (size_t)j * xb);
-                for (int64_t i = 0; i < nb; i++) dx[j * nb + i] = f16s(bj[i].d);
+                for (int64_t i = 0; i < nb; i++)
+                    dx[j * nb + i] = f16s(bj[i].d);
             }
             int rz = nt > 4 ? 2 : 4;
             for (int64_t r = 0; r < n_rows; r += 2 * rz)
-                q8_0_pass(rz, nb, w + r * wrb, wrb, KS_MIN(2 * (int64_t)rz, n_rows - r), xt, xb,
-                          nt, dx, y + r * ys + b0, ys);
+                q8_0_pass(rz, nb, w + r * wrb, wrb, KS_MIN(2 * (int64_t)rz, n_rows - r), xt, xb, nt,
+                          dx, y + r * ys + b0, ys);
         }
         return;
     }
@@ -431,9 +473,9 @@ static void q4_0_rows_scalar(const char *w, size_t wrb, int64_t r0, int64_t r1, 
             for (int64_t i = 0; i < nb; i++) {
                 const blk_q4_0 *a = (const blk_q4_0 *)(w + r * wrb) + i;
                 __m256i yv = _mm256_loadu_si256((const __m256i *)yb[i].qs);
-                int isum = hsum_i32x8(
-                               _mm256_dpbusd_epi32(_mm256_setzero_si256(), q4_0_bytes(a), yv)) -
-                           off[t * nb + i];
+                int isum =
+                    hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(), q4_0_bytes(a), yv)) -
+                    off[t * nb + i];
                 acc = fmaf((float)isum, f16s(a->d) * dx[t * nb + i], acc);
             }
             y[r * ys + b0 + t] = acc;
@@ -458,7 +500,8 @@ static void mv_q4_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
             const blk_q8_0 *yb = (const blk_q8_0 *)(xc + (b0 + t) * xb);
             for (int64_t i = 0; i < nb; i++) {
                 __m256i yv = _mm256_loadu_si256((const __m256i *)yb[i].qs);
-                off[t * nb + i] = hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, yv));
+                off[t * nb + i] =
+                    hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, yv));
                 dx[t * nb + i] = f16s(yb[i].d);
             }
         }
@@ -467,7 +510,8 @@ static void mv_q4_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
          * hardware prefetchers follow; eight interleaved rows run ~40% slower there */
         for (; nt > 1 && r0 + 8 <= n_rows; r0 += 8) {
             __m256 acc[16];
-            for (int64_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+            for (int64_t t = 0; t < nt; t++)
+                acc[t] = _mm256_setzero_ps();
             for (int64_t i = 0; i < nb; i++) {
                 __m256i wq[8];
                 uint16_t dh[8];
@@ -483,8 +527,8 @@ static void mv_q4_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
                     __m256i s[8];
                     for (int k = 0; k < 8; k++)
                         s[k] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq[k], yv);
-                    __m256i isum = _mm256_sub_epi32(hsum8x8_i32(s),
-                                                    _mm256_set1_epi32(off[t * nb + i]));
+                    __m256i isum =
+                        _mm256_sub_epi32(hsum8x8_i32(s), _mm256_set1_epi32(off[t * nb + i]));
                     __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(dx[t * nb + i]));
                     acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[t]);
                 }
@@ -492,7 +536,8 @@ static void mv_q4_0(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
             for (int64_t t = 0; t < nt; t++) {
                 float v[8];
                 _mm256_storeu_ps(v, acc[t]);
-                for (int k = 0; k < 8; k++) y[(r0 + k) * ys + b0 + t] = v[k];
+                for (int k = 0; k < 8; k++)
+                    y[(r0 + k) * ys + b0 + t] = v[k];
             }
         }
         q4_0_rows_scalar(w, wrb, r0, n_rows, xc, xb, b0, nt, nb, off, dx, y, ys);
@@ -548,7 +593,8 @@ static inline void q4k_block(const blk_q4_k *a, const blk_q8_k *b, int32_t lanes
     _mm256_storeu_si256((__m256i *)lanes, s8);
     for (int k = 0; k < 4; k++) {
         int m0 = (int)((mw >> (16 * k)) & 0xFF), m1 = (int)((mw >> (16 * k + 8)) & 0xFF);
-        int y0 = b->bsums[4 * k] + b->bsums[4 * k + 1], y1 = b->bsums[4 * k + 2] + b->bsums[4 * k + 3];
+        int y0 = b->bsums[4 * k] + b->bsums[4 * k + 1],
+            y1 = b->bsums[4 * k + 2] + b->bsums[4 * k + 3];
         mins[k] = m0 * y0 + m1 * y1;
     }
 }
@@ -568,9 +614,9 @@ static void mv_q4_k(int64_t n, const void *w_rows, size_t wrb, int64_t n_rows, c
                 int32_t lanes[8], mins[4];
                 q4k_block(&a[i], &b[i], lanes, mins);
                 const float d = b[i].d * f16s(a[i].d), dmin = -b[i].d * f16s(a[i].dmin);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d),
-                                      _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)lanes)),
-                                      acc);
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(d),
+                    _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)lanes)), acc);
                 accm = _mm_fmadd_ps(_mm_set1_ps(dmin),
                                     _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *)mins)), accm);
             }
@@ -611,8 +657,8 @@ static float dot_q6_k(int64_t n, const void *w, const void *x)
         for (int h = 0; h < 2; h++) {
             __m512i ql = _mm512_loadu_si512(a[i].ql + 64 * h);
             __m256i qh = _mm256_loadu_si256((const __m256i *)(a[i].qh + 32 * h));
-            __m512i qha = _mm512_inserti64x4(_mm512_castsi256_si512(qh),
-                                             _mm256_srli_epi16(qh, 2), 1);
+            __m512i qha =
+                _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
             __m512i qhb = _mm512_srli_epi16(qha, 4);
             __m512i q0 = _mm512_or_si512(_mm512_and_si512(ql, m4),
                                          _mm512_slli_epi16(_mm512_and_si512(qha, m2), 4));
@@ -621,17 +667,17 @@ static float dot_q6_k(int64_t n, const void *w, const void *x)
             __m512i y0 = _mm512_loadu_si512(b[i].qs + 128 * h);
             __m512i y1 = _mm512_loadu_si512(b[i].qs + 128 * h + 64);
             __m512i z = _mm512_setzero_si512();
-            __m512i p0 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q0, y0),
-                                          _mm512_dpbusd_epi32(z, m32, y0));
-            __m512i p1 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q1, y1),
-                                          _mm512_dpbusd_epi32(z, m32, y1));
+            __m512i p0 =
+                _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q0, y0), _mm512_dpbusd_epi32(z, m32, y0));
+            __m512i p1 =
+                _mm512_sub_epi32(_mm512_dpbusd_epi32(z, q1, y1), _mm512_dpbusd_epi32(z, m32, y1));
             __m512i s0 = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(sc, sh[2 * h]));
             __m512i s1 = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(sc, sh[2 * h + 1]));
             sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p0, s0));
             sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p1, s1));
         }
-        __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi),
-                                      _mm512_extracti64x4_epi64(sumi, 1));
+        __m256i s8 =
+            _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
         float d = b[i].d * f16s(a[i].d);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s8), acc);
     }
@@ -654,7 +700,8 @@ static void f32_to_f16(const float *src, uint16_t *dst, int64_t n)
 static void f16_to_f32(const uint16_t *src, float *dst, int64_t n)
 {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld16(K_F16, src, i));
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, ld16(K_F16, src, i));
     if (i < n) {
         __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
         _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));

@@ -24,17 +24,17 @@ typedef struct blk_q4_0 {
 } blk_q4_0;
 
 typedef struct blk_q4_k {
-    uint16_t d;          /* fp16 super-scale of the 6-bit scales */
-    uint16_t dmin;       /* fp16 super-scale of the 6-bit mins */
-    uint8_t scales[12];  /* 8 scales + 8 mins, 6 bits each, packed */
+    uint16_t d;           /* fp16 super-scale of the 6-bit scales */
+    uint16_t dmin;        /* fp16 super-scale of the 6-bit mins */
+    uint8_t scales[12];   /* 8 scales + 8 mins, 6 bits each, packed */
     uint8_t qs[QK_K / 2]; /* per 64 elems: 32 bytes, low nibbles first 32, high the next 32 */
 } blk_q4_k;
 
 typedef struct blk_q6_k {
-    uint8_t ql[QK_K / 2];   /* low 4 bits */
-    uint8_t qh[QK_K / 4];   /* high 2 bits */
+    uint8_t ql[QK_K / 2];     /* low 4 bits */
+    uint8_t qh[QK_K / 4];     /* high 2 bits */
     int8_t scales[QK_K / 16]; /* one per 16 elems */
-    uint16_t d;             /* fp16 super-scale */
+    uint16_t d;               /* fp16 super-scale */
 } blk_q6_k;
 
 typedef struct blk_q8_k {
@@ -57,14 +57,14 @@ typedef struct blk_q5_0 {
 } blk_q5_0;
 
 typedef struct blk_q5_1 {
-    uint16_t d, m;         /* value = d * q + m, q in 0..31 */
+    uint16_t d, m; /* value = d * q + m, q in 0..31 */
     uint8_t qh[4];
     uint8_t qs[QK4_0 / 2];
 } blk_q5_1;
 
 typedef struct blk_q8_1 {
-    uint16_t d;       /* fp16 scale */
-    uint16_t s;       /* fp16 of d * sum(qs): the Q4_1/Q5_1 min term in one product */
+    uint16_t d; /* fp16 scale */
+    uint16_t s; /* fp16 of d * sum(qs): the Q4_1/Q5_1 min term in one product */
     int8_t qs[QK8_0];
 } blk_q8_1;
 
@@ -95,9 +95,9 @@ typedef struct blk_iq4_nl {
 
 typedef struct blk_iq4_xs {
     uint16_t d;
-    uint16_t scales_h;        /* bits 2ib..2ib+1: high 2 bits of sub-block ib's scale */
+    uint16_t scales_h;           /* bits 2ib..2ib+1: high 2 bits of sub-block ib's scale */
     uint8_t scales_l[QK_K / 64]; /* nibble ib%2 of byte ib/2: low 4 bits */
-    uint8_t qs[QK_K / 2];     /* 16 bytes per 32 elems: low nibbles then high */
+    uint8_t qs[QK_K / 2];        /* 16 bytes per 32 elems: low nibbles then high */
 } blk_iq4_xs;
 
 _Static_assert(sizeof(blk_q4_1) == 20, "q4_1 layout");
@@ -152,9 +152,9 @@ typedef void (*qt_matvec_fn)(int64_t n, const void *w_rows, size_t w_row_bytes, 
 typedef void (*qt_dequant_fn)(const void *src, float *dst, int64_t n_blocks);
 
 typedef struct qt_kernels {
-    qt_dequant_fn dequant[QT_TYPE_MAX]; /* scalar, by type (new types; see quant.c) */
-    qt_dot_fn dot[QT_TYPE_MAX];       /* by weight type; NULL = unsupported */
-    qt_matvec_fn matvec[QT_TYPE_MAX]; /* by weight type; NULL = generic loop over dot */
+    qt_dequant_fn dequant[QT_TYPE_MAX];    /* scalar, by type (new types; see quant.c) */
+    qt_dot_fn dot[QT_TYPE_MAX];            /* by weight type; NULL = unsupported */
+    qt_matvec_fn matvec[QT_TYPE_MAX];      /* by weight type; NULL = generic loop over dot */
     qt_matvec_fn matvec_gemm[QT_TYPE_MAX]; /* llama.cpp's tinyBLAS order; NULL = matvec */
     void (*quantize_q8_0)(const float *src, void *dst, int64_t n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);

@@ -51,8 +51,7 @@ void rope_angles(const rope_params *p, float pos, float *cs, float *sn)
     }
 }
 
-void rope_rotate(const rope_params *p, float *x, int32_t n_heads, const float *cs,
-                 const float *sn)
+void rope_rotate(const rope_params *p, float *x, int32_t n_heads, const float *cs, const float *sn)
 {
     const int32_t d = p->head_dim, half = ROPE_N_ROT(p) / 2;
     const int neox = p->kind == ROPE_NEOX;

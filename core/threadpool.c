@@ -56,8 +56,10 @@ static void *tp_worker_main(void *p_)
         while (atomic_load_explicit(&p->generation, memory_order_acquire) == seen &&
                !atomic_load(&p->stop)) {
             if (++spins < TP_SPIN) {
-                if (spins % TP_YIELD_EVERY == 0) sched_yield();
-                else tp_cpu_relax();
+                if (spins % TP_YIELD_EVERY == 0)
+                    sched_yield();
+                else
+                    tp_cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&p->mu);
@@ -142,8 +144,10 @@ void tp_run(tp_pool *p, tp_fn fn, void *arg)
     }
     fn(arg, 0, p->n_threads);
     for (int spins = 1; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
-        if (spins % TP_YIELD_EVERY == 0) sched_yield();
-        else tp_cpu_relax();
+        if (spins % TP_YIELD_EVERY == 0)
+            sched_yield();
+        else
+            tp_cpu_relax();
     }
 }
 

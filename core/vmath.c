@@ -37,7 +37,10 @@ static inline float vm_expf_inline(float x)
     const float j = __builtin_fmaf(hi, u, __builtin_fmaf(0x1.ffffecp-1f, b, 1.0f));
     const int e = (int)n;
     if (e >= -126 && e <= 127) { /* 2^e is a normal float: one exact multiply */
-        union { uint32_t u; float f; } two = {.u = (uint32_t)(e + 127) << 23};
+        union {
+            uint32_t u;
+            float f;
+        } two = {.u = (uint32_t)(e + 127) << 23};
         return j * two.f;
     }
     return ldexpf(j, e);
@@ -59,8 +62,10 @@ static inline double exp_sum_body(float *y, const float *x, int32_t n, float max
             if (i0 + i < n) y[i0 + i] = v[i];
         }
         float h8[8], h4[4];
-        for (int i = 0; i < 8; i++) h8[i] = v[i + 8] + v[i];
-        for (int i = 0; i < 4; i++) h4[i] = h8[i + 4] + h8[i];
+        for (int i = 0; i < 8; i++)
+            h8[i] = v[i + 8] + v[i];
+        for (int i = 0; i < 4; i++)
+            h4[i] = h8[i + 4] + h8[i];
         const float a = h4[0] + h4[2], b = h4[1] + h4[3];
         sum += (double)(a + b);
     }
@@ -75,12 +80,18 @@ static inline void swiglu_body(float *g, const float *u, int64_t n)
     }
 }
 
-VM_FMA static float expf_fma(float x) { return expf_body(x); }
+VM_FMA static float expf_fma(float x)
+{
+    return expf_body(x);
+}
 VM_FMA static double exp_sum_fma(float *y, const float *x, int32_t n, float max)
 {
     return exp_sum_body(y, x, n, max);
 }
-VM_FMA static void swiglu_fma(float *g, const float *u, int64_t n) { swiglu_body(g, u, n); }
+VM_FMA static void swiglu_fma(float *g, const float *u, int64_t n)
+{
+    swiglu_body(g, u, n);
+}
 
 float vm_expf(float x)
 {
@@ -94,8 +105,10 @@ double vm_exp_sum(float *y, const float *x, int32_t n, float max)
 
 void vm_swiglu(float *g, const float *u, int64_t n)
 {
-    if (use_fma()) swiglu_fma(g, u, n);
-    else swiglu_body(g, u, n);
+    if (use_fma())
+        swiglu_fma(g, u, n);
+    else
+        swiglu_body(g, u, n);
 }
 
 /* ggml's GELU (tanh approximation) in f32. */
@@ -114,7 +127,8 @@ void vm_geglu(float *g, const float *u, int64_t n)
         int64_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
         qt_f32_to_f16_row(g + i0, h, m);
         qt_f16_to_f32_row(h, xr, m);
-        for (int64_t i = 0; i < m; i++) y[i] = gelu_tanh(xr[i]);
+        for (int64_t i = 0; i < m; i++)
+            y[i] = gelu_tanh(xr[i]);
         qt_f32_to_f16_row(y, h, m);
         qt_f16_to_f32_row(h, y, m);
         for (int64_t i = 0; i < m; i++) {

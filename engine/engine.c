@@ -27,13 +27,14 @@ int engine_open(const engine_params *p, engine *e)
         fprintf(stderr, "kvserve: cannot create the compute context: %s\n", ks_status_str(rc));
         goto fail;
     }
-    kv_pool_params pp = {.block_tokens = 64, .head_dim = hp->head_dim, .k_dtype = p->k_dtype,
-                         .v_dtype = p->v_dtype};
-    size_t row = ks_dtype_row_bytes(p->k_dtype, hp->head_dim) +
-                 ks_dtype_row_bytes(p->v_dtype, hp->head_dim);
+    kv_pool_params pp = {
+        .block_tokens = 64, .head_dim = hp->head_dim, .k_dtype = p->k_dtype, .v_dtype = p->v_dtype};
+    size_t row =
+        ks_dtype_row_bytes(p->k_dtype, hp->head_dim) + ks_dtype_row_bytes(p->v_dtype, hp->head_dim);
     if (!row) {
-        fprintf(stderr, "kvserve: KV types %s/%s need a head dimension that is a multiple of 32 "
-                        "(the model's is %d)\n",
+        fprintf(stderr,
+                "kvserve: KV types %s/%s need a head dimension that is a multiple of 32 "
+                "(the model's is %d)\n",
                 ks_dtype_name(p->k_dtype), ks_dtype_name(p->v_dtype), hp->head_dim);
         rc = KS_ERR_INVALID;
         goto fail;
@@ -68,15 +69,14 @@ int engine_new_seq(engine *e, const kv_policy_config *pc, kv_seq **out)
         fprintf(stderr, "kvserve: KV policy '%s' is not available in this build\n", name);
         return KS_ERR_INVALID;
     }
-    kv_policy_args args = {
-        .config = pc,
-        .rope = model_rope_params(e->m, -1),
-        .rope_swa = model_rope_params_window(e->m),
-        .layer_window = model_layer_windows(e->m),
-        .n_layer = hp->n_layer,
-        .n_head_kv = hp->n_head_kv,
-        .head_dim = hp->head_dim,
-        .n_ctx_train = hp->n_ctx_train};
+    kv_policy_args args = {.config = pc,
+                           .rope = model_rope_params(e->m, -1),
+                           .rope_swa = model_rope_params_window(e->m),
+                           .layer_window = model_layer_windows(e->m),
+                           .n_layer = hp->n_layer,
+                           .n_head_kv = hp->n_head_kv,
+                           .head_dim = hp->head_dim,
+                           .n_ctx_train = hp->n_ctx_train};
     return engine_new_seq_args(e, policy, &args, out);
 }
 

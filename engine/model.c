@@ -19,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/vmath.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/rope.h"
-#include "core/vmath.h"
 #include "model_internal.h"
 
 typedef struct attn_slot {
@@ -41,11 +41,11 @@ struct model_ctx {
     attn_scratch **as; /* per thread */
     /* activations, [max_batch_tokens][width] */
     float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
-    float *lm_in, *lm_out; /* [max_seqs][n_embd], [max_seqs][n_vocab] */
-    int32_t *idx, *pos;    /* [max_batch_tokens] */
+    float *lm_in, *lm_out;            /* [max_seqs][n_embd], [max_seqs][n_vocab] */
+    int32_t *idx, *pos;               /* [max_batch_tokens] */
     float *rope_cos[2], *rope_sin[2]; /* per rope variant, [max_batch_tokens][n_rot/2] */
-    attn_slot *slots;           /* [max_seqs][n_head_kv] */
-    kv_chunk *chunks;           /* [max_seqs] */
+    attn_slot *slots;                 /* [max_seqs][n_head_kv] */
+    kv_chunk *chunks;                 /* [max_seqs] */
 };
 
 static void *ctx_alloc_f(size_t n)
@@ -96,9 +96,9 @@ int model_ctx_create(const model *m, const model_ctx_params *p, model_ctx **out)
     c->pos = calloc(T, sizeof(int32_t));
     c->slots = calloc(S * (size_t)hp->n_head_kv, sizeof(attn_slot));
     c->chunks = calloc(S, sizeof(kv_chunk));
-    if (!c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v || !c->gate ||
-        !c->up || !c->lm_in || !c->lm_out || !c->rope_cos[0] || !c->rope_sin[0] || !c->rope_cos[1] || !c->rope_sin[1] || !c->idx ||
-        !c->pos || !c->slots || !c->chunks)
+    if (!c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v || !c->gate || !c->up ||
+        !c->lm_in || !c->lm_out || !c->rope_cos[0] || !c->rope_sin[0] || !c->rope_cos[1] ||
+        !c->rope_sin[1] || !c->idx || !c->pos || !c->slots || !c->chunks)
         goto fail;
     *out = c;
     return KS_OK;
@@ -110,7 +110,8 @@ fail:
 void model_ctx_destroy(model_ctx *c)
 {
     if (!c) return;
-    for (int i = 0; c->as && i < c->p.n_threads; i++) attn_scratch_destroy(c->as[i]);
+    for (int i = 0; c->as && i < c->p.n_threads; i++)
+        attn_scratch_destroy(c->as[i]);
     free(c->as);
     if (c->slots) {
         size_t n = (size_t)c->p.max_seqs * (size_t)c->m->hp.n_head_kv;
@@ -148,10 +149,12 @@ void model_ctx_destroy(model_ctx *c)
 static void rmsnorm_row(const float *x, const float *w, float *y, int64_t n, float eps)
 {
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
     const float mean = (float)(sum / (double)n);
     const float scale = 1.0f / sqrtf(mean + eps);
-    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (x[i] * scale) * w[i];
 }
 
 typedef struct rows_job {
@@ -167,7 +170,8 @@ static void rmsnorm_fn(void *arg, int ith, int nth)
     rows_job *j = arg;
     int64_t b, e;
     tp_split(j->n_rows, 1, ith, nth, &b, &e);
-    for (int64_t r = b; r < e; r++) rmsnorm_row(j->x + r * j->n, j->w, j->y + r * j->n, j->n, j->eps);
+    for (int64_t r = b; r < e; r++)
+        rmsnorm_row(j->x + r * j->n, j->w, j->y + r * j->n, j->n, j->eps);
 }
 
 static void rmsnorm_rows_n(model_ctx *c, const float *x, const float *w, float *y, int64_t n,
@@ -189,7 +193,8 @@ static void add_bias(float *y, const mm_vec *b, int64_t n_rows)
 {
     if (!b->data) return;
     for (int64_t r = 0; r < n_rows; r++)
-        for (int64_t i = 0; i < b->n; i++) y[r * b->n + i] += b->data[i];
+        for (int64_t i = 0; i < b->n; i++)
+            y[r * b->n + i] += b->data[i];
 }
 
 /* cos/sin per token of the batch (positions come from the sequences' policies), for the
@@ -226,7 +231,8 @@ static void head_norm(model_ctx *c, float *x, const mm_vec *w, int64_t n_tok, in
 
 static void scale_rows(float *x, int64_t n, float s)
 {
-    for (int64_t i = 0; i < n; i++) x[i] *= s;
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= s;
 }
 
 /* ---- attention over the KV cache ---- */
@@ -264,7 +270,8 @@ static void attn_spans_fn(void *arg, int ith, int nth)
         attn_query(j, s, h, &q);
         for (;;) {
             int32_t n = 0;
-            sl->rc = kv_seq_attn_spans(j->seqs[s].kv, j->layer, h, &q, sl->spans, sl->cap_spans, &n);
+            sl->rc =
+                kv_seq_attn_spans(j->seqs[s].kv, j->layer, h, &q, sl->spans, sl->cap_spans, &n);
             if (sl->rc == KS_ERR_RANGE && n > sl->cap_spans) {
                 attn_span *ns = realloc(sl->spans, (size_t)n * 2 * sizeof(attn_span));
                 if (!ns) {
@@ -283,7 +290,8 @@ static void attn_spans_fn(void *arg, int ith, int nth)
         sl->n_mass = KS_MIN(kv_seq_mass_queries(j->seqs[s].kv, j->layer, h, &q), q.n_q);
         if (sl->n_mass > 0) {
             int64_t n_keys = 0;
-            for (int32_t i = 0; i < sl->n_spans; i++) n_keys += sl->spans[i].n;
+            for (int32_t i = 0; i < sl->n_spans; i++)
+                n_keys += sl->spans[i].n;
             int64_t need = n_keys * q.n_group;
             if (need > sl->cap_mass) {
                 free(sl->mass);
@@ -367,8 +375,8 @@ static int attention_layer(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
         if (sl->n_mass > 0) {
             kv_query q;
             attn_query(&j, t / nkv, t % nkv, &q);
-            int rc = kv_seq_attn_done(seqs[t / nkv].kv, layer, t % nkv, &q, sl->spans,
-                                      sl->n_spans, sl->mass, sl->n_mass);
+            int rc = kv_seq_attn_done(seqs[t / nkv].kv, layer, t % nkv, &q, sl->spans, sl->n_spans,
+                                      sl->mass, sl->n_mass);
             if (rc) return rc;
         }
     }
@@ -396,7 +404,8 @@ static void softcap_logits(const model *m, float *logits, int64_t n)
 {
     float cap = m->hp.logit_softcap;
     if (!(cap > 0.0f)) return;
-    for (int64_t i = 0; i < n; i++) logits[i] = tanhf(logits[i] * (1.0f / cap)) * cap;
+    for (int64_t i = 0; i < n; i++)
+        logits[i] = tanhf(logits[i] * (1.0f / cap)) * cap;
 }
 
 /* Batch rows whose hidden state reaches the logits, in increasing order. */
@@ -407,7 +416,8 @@ static int64_t output_rows(const model_seq_batch *seqs, int32_t n_seqs, const in
     for (int32_t s = 0; s < n_seqs; s++) {
         if (!seqs[s].logits) continue;
         int32_t first = seqs[s].all_logits ? 0 : seqs[s].n_tokens - 1;
-        for (int32_t i = first; i < seqs[s].n_tokens; i++) rows[n++] = seq_off[s] + i;
+        for (int32_t i = first; i < seqs[s].n_tokens; i++)
+            rows[n++] = seq_off[s] + i;
     }
     return n;
 }
@@ -442,7 +452,8 @@ static int layer_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
     if (rc) return rc;
     mm_matmul(c->tp, c->mm, &L->wo, c->att, c->tmp, T);
     if (L->post_attn_norm.data) rmsnorm_rows(c, c->tmp, L->post_attn_norm.data, c->tmp, T);
-    for (int64_t i = 0; i < T * E; i++) c->x[i] += c->tmp[i];
+    for (int64_t i = 0; i < T * E; i++)
+        c->x[i] += c->tmp[i];
     /* llama.cpp runs the last layer's FFN only on the rows whose logits are wanted (and so
      * with its one-token kernels when that is one row); with llama numerics, so do we */
     int64_t n_ffn = T;
@@ -463,7 +474,8 @@ static int layer_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs,
         vm_swiglu(c->gate, c->up, n_ffn * hp->n_ff);
     mm_matmul(c->tp, c->mm, &L->w_down, c->gate, c->tmp, n_ffn);
     if (L->post_ffn_norm.data) rmsnorm_rows(c, c->tmp, L->post_ffn_norm.data, c->tmp, n_ffn);
-    for (int64_t i = 0; i < n_ffn * E; i++) c->x[i] += c->tmp[i];
+    for (int64_t i = 0; i < n_ffn * E; i++)
+        c->x[i] += c->tmp[i];
     for (int64_t r = n_ffn - 1; r >= 0 && n_ffn < T; r--)
         if (rows[r] != r) memcpy(c->x + (int64_t)rows[r] * E, c->x + r * E, (size_t)E * 4);
     return KS_OK;
@@ -507,7 +519,8 @@ static int check_blocks(model_seq_batch *seqs, int32_t n_seqs)
     for (int32_t s = 0; s < n_seqs; s++) {
         kv_pool *pool = kv_seq_pool(seqs[s].kv);
         bool seen = false;
-        for (int32_t t = 0; t < s && !seen; t++) seen = kv_seq_pool(seqs[t].kv) == pool;
+        for (int32_t t = 0; t < s && !seen; t++)
+            seen = kv_seq_pool(seqs[t].kv) == pool;
         if (seen) continue;
         int64_t need = 0;
         for (int32_t t = s; t < n_seqs; t++)
@@ -536,7 +549,8 @@ int model_forward(model_ctx *c, model_seq_batch *seqs, int32_t n_seqs)
     for (int32_t s = 0; s < n_seqs; s++) {
         int32_t off = seq_off[s];
         int64_t seen = kv_seq_tokens_seen(seqs[s].kv);
-        for (int32_t i = 0; i < seqs[s].n_tokens; i++) c->idx[off + i] = (int32_t)(seen + i);
+        for (int32_t i = 0; i < seqs[s].n_tokens; i++)
+            c->idx[off + i] = (int32_t)(seen + i);
         kv_chunk *ch = &c->chunks[s];
         ch->n_new = seqs[s].n_tokens;
         ch->idx = c->idx + off;

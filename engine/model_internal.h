@@ -2,26 +2,26 @@
 #ifndef KVSERVE_MODEL_INTERNAL_H
 #define KVSERVE_MODEL_INTERNAL_H
 
-#include "kvserve/model.h"
 #include "core/matmul.h"
 #include "core/threadpool.h"
+#include "kvserve/model.h"
 
 typedef struct model_layer {
-    mm_vec attn_norm;       /* [n_embd] */
-    mm_weight wq;           /* [n_embd] -> [n_head*head_dim] */
-    mm_weight wk;           /* [n_embd] -> [n_head_kv*head_dim] */
-    mm_weight wv;           /* [n_embd] -> [n_head_kv*head_dim] */
-    mm_weight wo;           /* [n_head*head_dim] -> [n_embd] */
-    mm_vec bq, bk, bv;      /* qwen2 biases, else NULL */
-    mm_vec q_norm, k_norm;  /* [head_dim] per-head RMSNorm before RoPE (qwen3, gemma3) */
-    mm_vec post_attn_norm;  /* [n_embd] on the attention output (gemma3) */
-    mm_vec ffn_norm;        /* [n_embd] */
-    mm_weight w_gate;       /* [n_embd] -> [n_ff] */
-    mm_weight w_up;         /* [n_embd] -> [n_ff] */
-    mm_weight w_down;       /* [n_ff] -> [n_embd] */
-    mm_vec post_ffn_norm;   /* [n_embd] on the FFN output (gemma3) */
-    int32_t window;         /* sliding window in tokens; 0 = global layer */
-    int32_t rope;           /* which of the model's rope variants: 0 global, 1 window layers */
+    mm_vec attn_norm;      /* [n_embd] */
+    mm_weight wq;          /* [n_embd] -> [n_head*head_dim] */
+    mm_weight wk;          /* [n_embd] -> [n_head_kv*head_dim] */
+    mm_weight wv;          /* [n_embd] -> [n_head_kv*head_dim] */
+    mm_weight wo;          /* [n_head*head_dim] -> [n_embd] */
+    mm_vec bq, bk, bv;     /* qwen2 biases, else NULL */
+    mm_vec q_norm, k_norm; /* [head_dim] per-head RMSNorm before RoPE (qwen3, gemma3) */
+    mm_vec post_attn_norm; /* [n_embd] on the attention output (gemma3) */
+    mm_vec ffn_norm;       /* [n_embd] */
+    mm_weight w_gate;      /* [n_embd] -> [n_ff] */
+    mm_weight w_up;        /* [n_embd] -> [n_ff] */
+    mm_weight w_down;      /* [n_ff] -> [n_embd] */
+    mm_vec post_ffn_norm;  /* [n_embd] on the FFN output (gemma3) */
+    int32_t window;        /* sliding window in tokens; 0 = global layer */
+    int32_t rope;          /* which of the model's rope variants: 0 global, 1 window layers */
 } model_layer;
 
 /* What distinguishes the architectures; the forward pass reads these flags instead of
@@ -59,12 +59,12 @@ struct model {
     gguf_file *file;
     model_hparams hp;
     tok_vocab *vocab;
-    mm_weight tok_embd;   /* [n_embd] x n_vocab rows */
-    mm_vec output_norm;   /* [n_embd] */
-    mm_weight output;     /* [n_embd] -> [n_vocab]; == tok_embd when tied */
-    model_layer *layers;  /* [n_layer] */
+    mm_weight tok_embd;  /* [n_embd] x n_vocab rows */
+    mm_vec output_norm;  /* [n_embd] */
+    mm_weight output;    /* [n_embd] -> [n_vocab]; == tok_embd when tied */
+    model_layer *layers; /* [n_layer] */
     const model_arch_desc *desc;
-    mm_vec rope_factors;  /* rope_freqs or Phi-3's short factors [n_rot/2]; NULL if none */
+    mm_vec rope_factors;   /* rope_freqs or Phi-3's short factors [n_rot/2]; NULL if none */
     int32_t *layer_window; /* [n_layer] windows, NULL without sliding-window layers */
     uint64_t weight_bytes;
 };

@@ -21,9 +21,8 @@ static int get_arch_u32(const gguf_file *f, const char *arch, const char *suffix
     if (rc == KS_ERR_NOT_FOUND && !required) return KS_OK;
     if (rc != KS_OK) {
         snprintf(d->key, sizeof(d->key), "%s", key);
-        return ks_diag_set(d, rc == KS_ERR_NOT_FOUND ? KS_ERR_FORMAT : rc,
-                           "metadata key '%s' %s", key,
-                           rc == KS_ERR_NOT_FOUND ? "is missing" : "has a bad type or value");
+        return ks_diag_set(d, rc == KS_ERR_NOT_FOUND ? KS_ERR_FORMAT : rc, "metadata key '%s' %s",
+                           key, rc == KS_ERR_NOT_FOUND ? "is missing" : "has a bad type or value");
     }
     return KS_OK;
 }
@@ -35,8 +34,7 @@ static int get_arch_f32(const gguf_file *f, const char *arch, const char *suffix
     snprintf(key, sizeof(key), "%s.%s", arch, suffix);
     int rc = gguf_get_f32(f, key, out);
     if (rc == KS_ERR_NOT_FOUND) return KS_OK;
-    if (rc != KS_OK)
-        return ks_diag_set(d, rc, "metadata key '%s' has a bad type or value", key);
+    if (rc != KS_OK) return ks_diag_set(d, rc, "metadata key '%s' has a bad type or value", key);
     return KS_OK;
 }
 
@@ -71,8 +69,7 @@ static int read_rope_scaling(const gguf_file *f, const char *a, model_hparams *h
     hp->yarn_beta_slow = 1.0f;
     /* Phi-3.5 / Phi-4-mini long-context files: a magnitude scale of cos and sin that
      * llama.cpp applies at every context length (with the short factors too) */
-    if ((rc = get_arch_f32(f, a, "rope.scaling.attn_factor", &hp->yarn_attn_factor, d)))
-        return rc;
+    if ((rc = get_arch_f32(f, a, "rope.scaling.attn_factor", &hp->yarn_attn_factor, d))) return rc;
     if (yarn) {
         if ((rc = get_arch_f32(f, a, "rope.scaling.yarn_ext_factor", &hp->yarn_ext_factor, d)) ||
             (rc = get_arch_f32(f, a, "rope.scaling.yarn_attn_factor", &hp->yarn_attn_factor, d)) ||
@@ -117,9 +114,8 @@ static int read_hparams(const gguf_file *f, model_hparams *hp, ks_diag *d)
     if ((rc = get_arch_u32(f, a, "attention.head_count_kv", &nhkv, false, d))) return rc;
     if ((rc = get_arch_u32(f, a, "rope.dimension_count", &rope_dim, false, d))) return rc;
     if ((rc = get_arch_u32(f, a, "attention.key_length", &key_len, false, d))) return rc;
-    if (embd == 0 || embd > 65536 || nl == 0 || nl > 1024 || nh == 0 || nh > 1024 ||
-        nhkv == 0 || nh % nhkv != 0 || (key_len == 0 && embd % nh != 0) || nff == 0 ||
-        nff > 1 << 20)
+    if (embd == 0 || embd > 65536 || nl == 0 || nl > 1024 || nh == 0 || nh > 1024 || nhkv == 0 ||
+        nh % nhkv != 0 || (key_len == 0 && embd % nh != 0) || nff == 0 || nff > 1 << 20)
         return ks_diag_set(d, KS_ERR_FORMAT,
                            "inconsistent hyper-parameters: n_embd %u, n_layer %u, n_head %u, "
                            "n_head_kv %u, n_ff %u",
@@ -144,8 +140,10 @@ static int read_hparams(const gguf_file *f, model_hparams *hp, ks_diag *d)
                            hp->head_dim);
     hp->n_rot = rope_dim ? (int32_t)rope_dim : hp->head_dim;
     if (hp->n_rot % 2 != 0 || hp->n_rot > hp->head_dim)
-        return ks_diag_set(d, KS_ERR_FORMAT, "rope.dimension_count %u is not an even number "
-                           "<= the head dimension %d", rope_dim, hp->head_dim);
+        return ks_diag_set(d, KS_ERR_FORMAT,
+                           "rope.dimension_count %u is not an even number "
+                           "<= the head dimension %d",
+                           rope_dim, hp->head_dim);
     hp->rms_eps = 1e-5f;
     hp->rope_theta = 10000.0f;
     hp->rope_freq_scale = 1.0f;
@@ -181,8 +179,8 @@ static int bind_weight(const gguf_file *f, const char *name, int64_t n_in, int64
     w->n_out = n_out;
     w->row_bytes = qt_row_bytes(w->type, n_in);
     if (w->row_bytes == 0)
-        return ks_diag_set(d, KS_ERR_FORMAT, "tensor '%s': row of %lld is not whole blocks",
-                           name, (long long)n_in);
+        return ks_diag_set(d, KS_ERR_FORMAT, "tensor '%s': row of %lld is not whole blocks", name,
+                           (long long)n_in);
     return KS_OK;
 }
 
@@ -195,7 +193,8 @@ static int bind_vec(const gguf_file *f, const char *name, int64_t n, mm_vec *v, 
         return ks_diag_set(d, KS_ERR_FORMAT, "tensor '%s' is missing", name);
     }
     int64_t total = 1;
-    for (uint32_t i = 0; i < t->n_dims; i++) total *= t->ne[i];
+    for (uint32_t i = 0; i < t->n_dims; i++)
+        total *= t->ne[i];
     if (t->type != QT_F32 || total != n)
         return ks_diag_set(d, KS_ERR_FORMAT, "tensor '%s' must be F32 with %lld elements", name,
                            (long long)n);
@@ -224,11 +223,11 @@ static int bind_layer(const gguf_file *f, const model *m, int il, model_layer *L
     int64_t kv = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
     mm_weight fused;
     int rc;
-#define W(field, suffix, nin, nout)                                                              \
-    snprintf(nm, sizeof(nm), "blk.%d.%s", il, suffix);                                           \
+#define W(field, suffix, nin, nout)                                                                \
+    snprintf(nm, sizeof(nm), "blk.%d.%s", il, suffix);                                             \
     if ((rc = bind_weight(f, nm, nin, nout, &L->field, true, d))) return rc;
-#define V(field, suffix, n, req)                                                                 \
-    snprintf(nm, sizeof(nm), "blk.%d.%s", il, suffix);                                           \
+#define V(field, suffix, n, req)                                                                   \
+    snprintf(nm, sizeof(nm), "blk.%d.%s", il, suffix);                                             \
     if ((rc = bind_vec(f, nm, n, &L->field, req, d))) return rc;
     V(attn_norm, "attn_norm.weight", e, true);
     if (fl & ARCH_QKV_FUSED) {
@@ -303,8 +302,9 @@ int model_load(const char *path, model **out, ks_diag *d)
     const gguf_tensor *te = gguf_find_tensor(m->file, "token_embd.weight");
     if (!te || te->n_dims != 2 || te->ne[0] != hp->n_embd || te->ne[1] < 1 ||
         te->ne[1] > (1 << 24)) {
-        rc = ks_diag_set(d, KS_ERR_FORMAT, "tensor 'token_embd.weight' is missing or has a bad "
-                                           "shape (expected [n_embd, n_vocab])");
+        rc = ks_diag_set(d, KS_ERR_FORMAT,
+                         "tensor 'token_embd.weight' is missing or has a bad "
+                         "shape (expected [n_embd, n_vocab])");
         goto fail;
     }
     hp->n_vocab = (int32_t)te->ne[1];
@@ -313,8 +313,8 @@ int model_load(const char *path, model **out, ks_diag *d)
                          tok_vocab_n_tokens(m->vocab), hp->n_vocab);
         goto fail;
     }
-    if ((rc = bind_weight(m->file, "token_embd.weight", hp->n_embd, hp->n_vocab, &m->tok_embd,
-                          true, d)))
+    if ((rc = bind_weight(m->file, "token_embd.weight", hp->n_embd, hp->n_vocab, &m->tok_embd, true,
+                          d)))
         goto fail;
     if ((rc = bind_vec(m->file, "output_norm.weight", hp->n_embd, &m->output_norm, true, d)))
         goto fail;
@@ -340,7 +340,8 @@ int model_load(const char *path, model **out, ks_diag *d)
             rc = ks_diag_set(d, KS_ERR_NOMEM, "out of memory");
             goto fail;
         }
-        for (int il = 0; il < hp->n_layer; il++) m->layer_window[il] = m->layers[il].window;
+        for (int il = 0; il < hp->n_layer; il++)
+            m->layer_window[il] = m->layers[il].window;
     }
     hp->has_qkv_bias = m->layers[0].bq.data != NULL;
     for (int64_t i = 0; i < gguf_n_tensors(m->file); i++)

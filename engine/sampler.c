@@ -47,7 +47,10 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t xoshiro_next(uint64_t s[4])
 {
@@ -71,7 +74,8 @@ static double rng_double(smp_sampler *s)
 void smp_sampler_reseed(smp_sampler *s, uint64_t seed)
 {
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&x);
 }
 
 uint64_t smp_seed_random(void)
@@ -88,9 +92,15 @@ uint64_t smp_seed_random(void)
 
 void smp_params_default(smp_params *p)
 {
-    *p = (smp_params){.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
-                      .repeat_penalty = 1.0f, .repeat_last_n = 64, .presence_penalty = 0.0f,
-                      .frequency_penalty = 0.0f, .seed = 0};
+    *p = (smp_params){.temperature = 1.0f,
+                      .top_k = 0,
+                      .top_p = 1.0f,
+                      .min_p = 0.0f,
+                      .repeat_penalty = 1.0f,
+                      .repeat_last_n = 64,
+                      .presence_penalty = 0.0f,
+                      .frequency_penalty = 0.0f,
+                      .seed = 0};
 }
 
 static int bad_param(ks_diag *d, const char *key, const char *what)
@@ -206,17 +216,18 @@ static void select_top(smp_sampler *s, const float *logits, int32_t n, int32_t m
 }
 
 /* Applies repetition, presence and frequency penalties over the history window. */
-static int apply_penalties(smp_sampler *s, float *logits, int32_t n_vocab,
-                           const int32_t *history, int32_t n_history)
+static int apply_penalties(smp_sampler *s, float *logits, int32_t n_vocab, const int32_t *history,
+                           int32_t n_history)
 {
     const smp_params *p = &s->p;
-    bool active = p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f ||
-                  p->frequency_penalty != 0.0f;
+    bool active =
+        p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
     if (!active || p->repeat_last_n == 0 || n_history <= 0 || !history) return KS_OK;
     int32_t start = p->repeat_last_n < 0 ? 0 : KS_MAX(0, n_history - p->repeat_last_n);
     for (int32_t i = start; i < n_history; i++)
         if (history[i] < 0 || history[i] >= n_vocab) return KS_ERR_INVALID;
-    for (int32_t i = start; i < n_history; i++) s->counts[history[i]]++;
+    for (int32_t i = start; i < n_history; i++)
+        s->counts[history[i]]++;
     for (int32_t i = start; i < n_history; i++) {
         int32_t t = history[i], c = s->counts[t];
         if (c == 0) continue; /* already applied */
@@ -246,7 +257,8 @@ static bool cut_top_p(const cand *c, int32_t *n, float max, double z, double top
 static double softmax_z(const cand *c, int32_t n, float max)
 {
     double z = 0;
-    for (int32_t i = 0; i < n; i++) z += exp((double)c[i].logit - max);
+    for (int32_t i = 0; i < n; i++)
+        z += exp((double)c[i].logit - max);
     return z;
 }
 
@@ -342,7 +354,8 @@ int smp_sample(smp_sampler *s, float *logits, int32_t n_vocab, const int32_t *hi
     /* temperature and draw; the best candidate has weight 1, so sum >= 1 */
     float inv_t = 1.0f / s->p.temperature;
     double sum = 0;
-    for (int32_t i = 0; i < n; i++) sum += c[i].w = expf((c[i].logit - max) * inv_t);
+    for (int32_t i = 0; i < n; i++)
+        sum += c[i].w = expf((c[i].logit - max) * inv_t);
     double u = rng_double(s) * sum;
     for (int32_t i = 0; i < n; i++) {
         u -= c[i].w;
@@ -386,6 +399,7 @@ int smp_logprobs(const float *logits, int32_t n_vocab, int32_t token, int32_t to
         top_logprobs[j] = l;
         top_ids[j] = i;
     }
-    for (int32_t j = 0; j < top_n; j++) top_logprobs[j] = (float)((double)top_logprobs[j] - log_z);
+    for (int32_t j = 0; j < top_n; j++)
+        top_logprobs[j] = (float)((double)top_logprobs[j] - log_z);
     return KS_OK;
 }

@@ -34,8 +34,8 @@ void kv_lm_set_deinit(kv_lm_set *s)
     memset(s, 0, sizeof(*s));
 }
 
-static void lm_mean(const float *keys, int32_t n, int32_t hd, const int32_t *pick,
-                    int32_t n_pick, float *out)
+static void lm_mean(const float *keys, int32_t n, int32_t hd, const int32_t *pick, int32_t n_pick,
+                    float *out)
 {
     for (int32_t d = 0; d < hd; d++) {
         double acc = 0.0;
@@ -66,8 +66,7 @@ static int32_t lm_top_mass(const float *mass, int32_t n, int32_t n_rep, int32_t 
     for (int32_t i = 0; i < n; i++) {
         int32_t j = k < n_rep ? k++ : n_rep;
         if (j == n_rep) {
-            if (!(mass[i] > mass[pick[n_rep - 1]]))
-                continue;
+            if (!(mass[i] > mass[pick[n_rep - 1]])) continue;
             j = n_rep - 1;
         }
         while (j > 0 && mass[i] > mass[pick[j - 1]]) {
@@ -102,8 +101,7 @@ void kv_lm_build(kv_landmark kind, const float *keys, int32_t n, int32_t hd, con
     }
     int32_t k = lm_top_mass(mass, n, n_rep, pick);
     lm_mean(keys, n, hd, pick, k, out);
-    if (pick != pick_stack)
-        free(pick);
+    if (pick != pick_stack) free(pick);
 }
 
 int kv_lm_set_push(kv_lm_set *s, const float *keys, int32_t n, const float *mass, int32_t n_rep)
@@ -111,8 +109,7 @@ int kv_lm_set_push(kv_lm_set *s, const float *keys, int32_t n, const float *mass
     if (s->n == s->cap) {
         int32_t cap = s->cap < 64 ? 64 : s->cap * 2;
         float *d = realloc(s->data, (size_t)cap * (size_t)s->width * sizeof(float));
-        if (!d)
-            return KS_ERR_NOMEM;
+        if (!d) return KS_ERR_NOMEM;
         s->data = d;
         s->cap = cap;
     }

@@ -20,7 +20,7 @@ typedef struct kv_lm_set {
     int32_t width; /* floats per landmark: head_dim, or 2*head_dim for BOUNDS (min, max) */
     int32_t n;     /* landmarks stored (blocks 0..n-1) */
     int32_t cap;
-    float *data;   /* [cap][width] */
+    float *data; /* [cap][width] */
 } kv_lm_set;
 
 void kv_lm_set_init(kv_lm_set *s, kv_landmark kind, int32_t head_dim);

@@ -63,8 +63,8 @@ static void md_policy(md_buf *b, const kv_policy_desc *d)
         md_put(b, "| `%s` | %s | ", p->key, type_name(p->type));
         md_range(b, p);
         if (rule) /* derived from the model: the rule, and the value for an unknown model */
-            md_put(b, " | `%s` (else `%s`) | %s | %s |\n", rule, def,
-                   p->server_only ? "no" : "yes", p->help);
+            md_put(b, " | `%s` (else `%s`) | %s | %s |\n", rule, def, p->server_only ? "no" : "yes",
+                   p->help);
         else
             md_put(b, " | `%s` | %s | %s |\n", def, p->server_only ? "no" : "yes", p->help);
     }

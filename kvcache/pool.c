@@ -2,8 +2,9 @@
  *
  * Why: a long-context server must never exceed its configured memory, whatever the prompts.
  * All KV storage comes from here in fixed-size blocks (K rows then V rows of one layer and KV
- * head, each in its own storage type, so a q8_0 or q4_0 block really is 2-4x smaller), so "bytes used" is exactly blocks in use times block bytes, and allocation fails with
- * KS_ERR_FULL at the budget instead of growing.
+ * head, each in its own storage type, so a q8_0 or q4_0 block really is 2-4x smaller), so "bytes
+ * used" is exactly blocks in use times block bytes, and allocation fails with KS_ERR_FULL at the
+ * budget instead of growing.
  *
  * The whole address range is reserved once with mmap (MAP_NORESERVE): block addresses never
  * change and pages are committed lazily by the OS on first touch. Free blocks sit on a LIFO
@@ -24,10 +25,10 @@ struct kv_pool {
     size_t block_bytes; /* K + V of block_tokens rows */
     int32_t n_blocks;
     int32_t n_free;
-    uint8_t *mem;       /* [n_blocks][block_bytes] */
+    uint8_t *mem; /* [n_blocks][block_bytes] */
     size_t mem_bytes;
-    int32_t *free_ids;  /* [n_blocks] stack of free ids, top at n_free-1 */
-    int32_t *refcount;  /* [n_blocks] */
+    int32_t *free_ids; /* [n_blocks] stack of free ids, top at n_free-1 */
+    int32_t *refcount; /* [n_blocks] */
     pthread_mutex_t mu;
     kv_pool_reclaim_fn reclaim; /* prefix cache hook: frees cache-only blocks on demand */
     void *reclaim_ud;
@@ -45,13 +46,10 @@ int kv_pool_create(const kv_pool_params *p, kv_pool **out)
         return KS_ERR_INVALID;
     size_t block = (size_t)p->block_tokens * (krow + vrow);
     size_t nb = p->budget_bytes / block;
-    if (nb < 1)
-        return KS_ERR_INVALID;
-    if (nb > INT32_MAX - 1)
-        nb = INT32_MAX - 1;
+    if (nb < 1) return KS_ERR_INVALID;
+    if (nb > INT32_MAX - 1) nb = INT32_MAX - 1;
     kv_pool *pool = calloc(1, sizeof(*pool));
-    if (!pool)
-        return KS_ERR_NOMEM;
+    if (!pool) return KS_ERR_NOMEM;
     pool->p = *p;
     pool->k_row_bytes = krow;
     pool->v_row_bytes = vrow;
@@ -60,12 +58,10 @@ int kv_pool_create(const kv_pool_params *p, kv_pool **out)
     pool->mem_bytes = nb * block;
     pool->free_ids = malloc(nb * sizeof(int32_t));
     pool->refcount = calloc(nb, sizeof(int32_t));
-    if (!pool->free_ids || !pool->refcount)
-        goto fail;
+    if (!pool->free_ids || !pool->refcount) goto fail;
     void *m = mmap(NULL, pool->mem_bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED)
-        goto fail;
+    if (m == MAP_FAILED) goto fail;
     pool->mem = m;
     /* Stack top is id 0 so blocks are handed out in ascending order from a fresh pool. */
     for (int32_t i = 0; i < pool->n_blocks; i++)
@@ -86,8 +82,7 @@ fail:
 
 void kv_pool_destroy(kv_pool *pool)
 {
-    if (!pool)
-        return;
+    if (!pool) return;
     if (pool->n_free != pool->n_blocks)
         ks_warn("kv_pool_destroy: %d blocks still in use", pool->n_blocks - pool->n_free);
     munmap(pool->mem, pool->mem_bytes);
@@ -109,8 +104,7 @@ static void pool_reclaim_locked(kv_pool *pool, int64_t n)
         pthread_mutex_unlock(&pool->mu);
         int64_t got = fn(ud, want);
         pthread_mutex_lock(&pool->mu);
-        if (got <= 0)
-            break;
+        if (got <= 0) break;
     }
 }
 
@@ -125,8 +119,7 @@ int kv_pool_ensure_free(kv_pool *pool, int64_t n)
 
 int kv_pool_alloc(kv_pool *pool, int32_t n, int32_t *ids)
 {
-    if (n < 0)
-        return KS_ERR_INVALID;
+    if (n < 0) return KS_ERR_INVALID;
     pthread_mutex_lock(&pool->mu);
     pool_reclaim_locked(pool, n);
     if (n > pool->n_free) {
@@ -156,8 +149,7 @@ void kv_pool_release(kv_pool *pool, int32_t id)
 {
     pthread_mutex_lock(&pool->mu);
     if (id >= 0 && id < pool->n_blocks && pool->refcount[id] > 0) {
-        if (--pool->refcount[id] == 0)
-            pool->free_ids[pool->n_free++] = id;
+        if (--pool->refcount[id] == 0) pool->free_ids[pool->n_free++] = id;
     } else {
         ks_error("kv_pool_release: block %d is not in use", id);
     }
@@ -177,16 +169,14 @@ int64_t kv_pool_count_unshared(kv_pool *pool, const int32_t *ids, int32_t n)
     int64_t c = 0;
     pthread_mutex_lock(&pool->mu);
     for (int32_t i = 0; i < n; i++)
-        if (ids[i] >= 0 && ids[i] < pool->n_blocks && pool->refcount[ids[i]] == 1)
-            c++;
+        if (ids[i] >= 0 && ids[i] < pool->n_blocks && pool->refcount[ids[i]] == 1) c++;
     pthread_mutex_unlock(&pool->mu);
     return c;
 }
 
 int32_t kv_pool_refcount(kv_pool *pool, int32_t id)
 {
-    if (id < 0 || id >= pool->n_blocks)
-        return 0;
+    if (id < 0 || id >= pool->n_blocks) return 0;
     pthread_mutex_lock(&pool->mu);
     int32_t r = pool->refcount[id];
     pthread_mutex_unlock(&pool->mu);
@@ -204,13 +194,34 @@ void *kv_pool_block_v(const kv_pool *pool, int32_t id)
            (size_t)pool->p.block_tokens * pool->k_row_bytes;
 }
 
-int32_t kv_pool_block_tokens(const kv_pool *pool) { return pool->p.block_tokens; }
-int32_t kv_pool_head_dim(const kv_pool *pool) { return pool->p.head_dim; }
-ks_dtype kv_pool_k_dtype(const kv_pool *pool) { return pool->p.k_dtype; }
-ks_dtype kv_pool_v_dtype(const kv_pool *pool) { return pool->p.v_dtype; }
-size_t kv_pool_k_row_bytes(const kv_pool *pool) { return pool->k_row_bytes; }
-size_t kv_pool_v_row_bytes(const kv_pool *pool) { return pool->v_row_bytes; }
-size_t kv_pool_block_bytes(const kv_pool *pool) { return pool->block_bytes; }
+int32_t kv_pool_block_tokens(const kv_pool *pool)
+{
+    return pool->p.block_tokens;
+}
+int32_t kv_pool_head_dim(const kv_pool *pool)
+{
+    return pool->p.head_dim;
+}
+ks_dtype kv_pool_k_dtype(const kv_pool *pool)
+{
+    return pool->p.k_dtype;
+}
+ks_dtype kv_pool_v_dtype(const kv_pool *pool)
+{
+    return pool->p.v_dtype;
+}
+size_t kv_pool_k_row_bytes(const kv_pool *pool)
+{
+    return pool->k_row_bytes;
+}
+size_t kv_pool_v_row_bytes(const kv_pool *pool)
+{
+    return pool->v_row_bytes;
+}
+size_t kv_pool_block_bytes(const kv_pool *pool)
+{
+    return pool->block_bytes;
+}
 
 int64_t kv_pool_blocks_free(kv_pool *pool)
 {

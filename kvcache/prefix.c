@@ -43,7 +43,7 @@ typedef struct pfx_entry {
     int32_t parent;    /* entry index of the previous block, -1 for the first */
     int32_t next;      /* next entry in the same hash bucket, or next free slot */
     int32_t n_children;
-    int32_t depth;     /* block index in the prompt */
+    int32_t depth; /* block index in the prompt */
     bool live;
 } pfx_entry;
 
@@ -57,7 +57,7 @@ struct kv_prefix {
     int32_t *tokens; /* [cap][bt] */
     int32_t *blocks; /* [cap][nt] pool block ids */
     int32_t cap, n_used, free_head, n_live;
-    int32_t *bucket; /* [n_bucket] first entry or -1 */
+    int32_t *bucket;  /* [n_bucket] first entry or -1 */
     int32_t n_bucket; /* power of two */
     uint64_t tick;
     int64_t hits_tokens, evictions;
@@ -95,20 +95,17 @@ static void bucket_unlink(kv_prefix *pc, int32_t idx)
     int32_t *link = &pc->bucket[pc->e[idx].hash & (uint64_t)(pc->n_bucket - 1)];
     while (*link >= 0 && *link != idx)
         link = &pc->e[*link].next;
-    if (*link == idx)
-        *link = pc->e[idx].next;
+    if (*link == idx) *link = pc->e[idx].next;
 }
 
 static int rehash_locked(kv_prefix *pc, int32_t n_bucket)
 {
     int32_t *b = malloc((size_t)n_bucket * sizeof(int32_t));
-    if (!b)
-        return KS_ERR_NOMEM;
+    if (!b) return KS_ERR_NOMEM;
     for (int32_t i = 0; i < n_bucket; i++)
         b[i] = -1;
     for (int32_t i = 0; i < pc->n_used; i++) {
-        if (!pc->e[i].live)
-            continue;
+        if (!pc->e[i].live) continue;
         int32_t k = (int32_t)(pc->e[i].hash & (uint64_t)(n_bucket - 1));
         pc->e[i].next = b[k];
         b[k] = i;
@@ -125,21 +122,17 @@ static int reserve_locked(kv_prefix *pc)
     if (pc->free_head < 0 && pc->n_used == pc->cap) {
         int32_t cap = pc->cap ? pc->cap * 2 : 64;
         pfx_entry *e = realloc(pc->e, (size_t)cap * sizeof(*e));
-        if (!e)
-            return KS_ERR_NOMEM;
+        if (!e) return KS_ERR_NOMEM;
         pc->e = e;
         int32_t *t = realloc(pc->tokens, (size_t)cap * pc->bt * sizeof(int32_t));
-        if (!t)
-            return KS_ERR_NOMEM;
+        if (!t) return KS_ERR_NOMEM;
         pc->tokens = t;
         int32_t *bl = realloc(pc->blocks, (size_t)cap * pc->nt * sizeof(int32_t));
-        if (!bl)
-            return KS_ERR_NOMEM;
+        if (!bl) return KS_ERR_NOMEM;
         pc->blocks = bl;
         pc->cap = cap;
     }
-    if (pc->n_live + 1 > pc->n_bucket)
-        return rehash_locked(pc, pc->n_bucket * 2);
+    if (pc->n_live + 1 > pc->n_bucket) return rehash_locked(pc, pc->n_bucket * 2);
     return 0;
 }
 
@@ -155,15 +148,18 @@ static int32_t insert_locked(kv_prefix *pc, uint64_t h, int32_t parent, int32_t 
         i = pc->n_used++;
     }
     int32_t k = (int32_t)(h & (uint64_t)(pc->n_bucket - 1));
-    pc->e[i] = (pfx_entry){.hash = h, .last_use = pc->tick, .parent = parent,
-                           .next = pc->bucket[k], .depth = depth, .live = true};
+    pc->e[i] = (pfx_entry){.hash = h,
+                           .last_use = pc->tick,
+                           .parent = parent,
+                           .next = pc->bucket[k],
+                           .depth = depth,
+                           .live = true};
     pc->bucket[k] = i;
     memcpy(pc->tokens + (size_t)i * pc->bt, tok, (size_t)pc->bt * sizeof(int32_t));
     memcpy(pc->blocks + (size_t)i * pc->nt, blocks, (size_t)pc->nt * sizeof(int32_t));
     for (int32_t j = 0; j < pc->nt; j++)
         kv_pool_retain(pc->pool, blocks[j]);
-    if (parent >= 0)
-        pc->e[parent].n_children++;
+    if (parent >= 0) pc->e[parent].n_children++;
     pc->n_live++;
     return i;
 }
@@ -174,8 +170,7 @@ static void evict_locked(kv_prefix *pc, int32_t i)
     bucket_unlink(pc, i);
     for (int32_t j = 0; j < pc->nt; j++)
         kv_pool_release(pc->pool, pc->blocks[(size_t)i * pc->nt + j]);
-    if (e->parent >= 0)
-        pc->e[e->parent].n_children--;
+    if (e->parent >= 0) pc->e[e->parent].n_children--;
     e->live = false;
     e->next = pc->free_head;
     pc->free_head = i;
@@ -195,15 +190,12 @@ static int64_t evict_lru_locked(kv_prefix *pc, int64_t want)
 {
     int64_t freed = 0;
     int32_t *cand = malloc((size_t)(pc->n_used + 1) * sizeof(int32_t));
-    if (!cand)
-        return 0;
+    if (!cand) return 0;
     while (freed < want) {
         int32_t n = 0;
         for (int32_t i = 0; i < pc->n_used; i++)
-            if (pc->e[i].live && pc->e[i].n_children == 0 && unshared_locked(pc, i))
-                cand[n++] = i;
-        if (n == 0)
-            break;
+            if (pc->e[i].live && pc->e[i].n_children == 0 && unshared_locked(pc, i)) cand[n++] = i;
+        if (n == 0) break;
         /* insertion sort by last_use (candidates are few; avoids qsort's missing context) */
         for (int32_t a = 1; a < n; a++) {
             int32_t v = cand[a], b = a - 1;
@@ -236,8 +228,7 @@ int kv_prefix_create(kv_pool *pool, const kv_prefix_params *p, kv_prefix **out)
         p->n_head_kv > 4096)
         return KS_ERR_INVALID;
     kv_prefix *pc = calloc(1, sizeof(*pc));
-    if (!pc)
-        return KS_ERR_NOMEM;
+    if (!pc) return KS_ERR_NOMEM;
     pc->pool = pool;
     pc->p = *p;
     pc->bt = kv_pool_block_tokens(pool);
@@ -255,8 +246,7 @@ int kv_prefix_create(kv_pool *pool, const kv_prefix_params *p, kv_prefix **out)
 
 void kv_prefix_destroy(kv_prefix *pc)
 {
-    if (!pc)
-        return;
+    if (!pc) return;
     kv_pool_set_reclaim(pc->pool, NULL, NULL);
     for (int32_t i = 0; i < pc->n_used; i++)
         if (pc->e[i].live)
@@ -279,10 +269,8 @@ static int32_t walk_locked(const kv_prefix *pc, const int32_t *tokens, int32_t n
         const int32_t *tok = tokens + (size_t)k * pc->bt;
         uint64_t h = hash_block(ph, tok, pc->bt);
         int32_t i = find_locked(pc, h, parent, tok);
-        if (i < 0)
-            break;
-        if (chain)
-            chain[k] = i;
+        if (i < 0) break;
+        if (chain) chain[k] = i;
         parent = i;
         ph = h;
     }
@@ -291,31 +279,27 @@ static int32_t walk_locked(const kv_prefix *pc, const int32_t *tokens, int32_t n
 
 int32_t kv_prefix_lookup(kv_prefix *pc, const int32_t *tokens, int32_t n)
 {
-    if (!pc || !tokens || n <= 0)
-        return 0;
+    if (!pc || !tokens || n <= 0) return 0;
     pthread_mutex_lock(&pc->mu);
     int32_t k = walk_locked(pc, tokens, n, NULL);
     pthread_mutex_unlock(&pc->mu);
     return k * pc->bt;
 }
 
-int kv_prefix_seq_create(kv_prefix *pc, const kv_seq_params *p, const int32_t *tokens,
-                         int32_t n, int32_t max_reuse, kv_seq **out, int32_t *n_cached)
+int kv_prefix_seq_create(kv_prefix *pc, const kv_seq_params *p, const int32_t *tokens, int32_t n,
+                         int32_t max_reuse, kv_seq **out, int32_t *n_cached)
 {
     *n_cached = 0;
     *out = NULL;
-    if (!pc)
-        return KS_ERR_INVALID;
+    if (!pc) return KS_ERR_INVALID;
     int rc = kv_seq_create(pc->pool, p, out);
-    if (rc || !tokens || n <= 0 || max_reuse <= 0)
-        return rc;
+    if (rc || !tokens || n <= 0 || max_reuse <= 0) return rc;
     if (kv_seq_policy(*out) != &kv_policy_full || p->n_layer != pc->p.n_layer ||
         p->n_head_kv != pc->p.n_head_kv)
         return 0;
     int32_t max_blocks = n / pc->bt;
     int32_t *chain = malloc(((size_t)max_blocks + 1) * sizeof(int32_t));
-    if (!chain)
-        return 0; /* a miss, not an error */
+    if (!chain) return 0; /* a miss, not an error */
     pthread_mutex_lock(&pc->mu);
     int32_t k = walk_locked(pc, tokens, n, chain);
     int32_t reuse = KS_MIN(k * pc->bt, KS_MIN(max_reuse, n));
@@ -347,14 +331,11 @@ static bool seq_shareable(kv_prefix *pc, kv_seq *seq, int32_t nb)
     for (int32_t l = 0; l < pc->p.n_layer; l++) {
         for (int32_t h = 0; h < pc->p.n_head_kv; h++) {
             const kv_head_table *t = kv_seq_table(seq, l, h);
-            if (!t || t->n_blocks < nb || t->n_tok < nb * pc->bt)
-                return false;
+            if (!t || t->n_blocks < nb || t->n_tok < nb * pc->bt) return false;
             for (int32_t b = 0; b < nb; b++)
-                if (t->blk_n[b] != pc->bt)
-                    return false;
+                if (t->blk_n[b] != pc->bt) return false;
             for (int32_t j = 0; j < nb * pc->bt; j++)
-                if (t->idx[j] != j || t->pos[j] != j)
-                    return false;
+                if (t->idx[j] != j || t->pos[j] != j) return false;
         }
     }
     return true;
@@ -367,11 +348,9 @@ int kv_prefix_publish(kv_prefix *pc, kv_seq *seq, const int32_t *tokens, int32_t
         kv_seq_n_head_kv(seq) != pc->p.n_head_kv)
         return 0;
     int32_t nb = n / pc->bt;
-    if (!seq_shareable(pc, seq, nb))
-        return 0;
+    if (!seq_shareable(pc, seq, nb)) return 0;
     int32_t *ids = malloc((size_t)pc->nt * sizeof(int32_t));
-    if (!ids)
-        return KS_ERR_NOMEM;
+    if (!ids) return KS_ERR_NOMEM;
     int rc = 0;
     pthread_mutex_lock(&pc->mu);
     pc->tick++;
@@ -382,8 +361,7 @@ int kv_prefix_publish(kv_prefix *pc, kv_seq *seq, const int32_t *tokens, int32_t
         uint64_t h = hash_block(ph, tok, pc->bt);
         int32_t i = find_locked(pc, h, parent, tok);
         if (i < 0) {
-            if ((rc = reserve_locked(pc)))
-                break;
+            if ((rc = reserve_locked(pc))) break;
             for (int32_t l = 0, j = 0; l < pc->p.n_layer; l++)
                 for (int32_t hk = 0; hk < pc->p.n_head_kv; hk++)
                     ids[j++] = kv_seq_table(seq, l, hk)->blocks[b];
@@ -402,8 +380,7 @@ int kv_prefix_publish(kv_prefix *pc, kv_seq *seq, const int32_t *tokens, int32_t
 
 int64_t kv_prefix_reclaimable(kv_prefix *pc)
 {
-    if (!pc)
-        return 0;
+    if (!pc) return 0;
     pthread_mutex_lock(&pc->mu);
     /* An entry can be freed iff it and all its descendants are referenced only by us: mark
      * every entry that is referenced elsewhere, and its ancestors, as busy. */
@@ -411,14 +388,12 @@ int64_t kv_prefix_reclaimable(kv_prefix *pc)
     int64_t n = 0;
     if (busy) {
         for (int32_t i = 0; i < pc->n_used; i++) {
-            if (!pc->e[i].live || busy[i] || unshared_locked(pc, i))
-                continue;
+            if (!pc->e[i].live || busy[i] || unshared_locked(pc, i)) continue;
             for (int32_t a = i; a >= 0 && !busy[a]; a = pc->e[a].parent)
                 busy[a] = 1;
         }
         for (int32_t i = 0; i < pc->n_used; i++)
-            if (pc->e[i].live && !busy[i])
-                n += pc->nt;
+            if (pc->e[i].live && !busy[i]) n += pc->nt;
         free(busy);
     }
     pthread_mutex_unlock(&pc->mu);
@@ -427,8 +402,7 @@ int64_t kv_prefix_reclaimable(kv_prefix *pc)
 
 int64_t kv_prefix_reclaim(kv_prefix *pc, int64_t want)
 {
-    if (!pc || want <= 0)
-        return 0;
+    if (!pc || want <= 0) return 0;
     pthread_mutex_lock(&pc->mu);
     int64_t freed = evict_lru_locked(pc, want);
     pthread_mutex_unlock(&pc->mu);
@@ -438,8 +412,7 @@ int64_t kv_prefix_reclaim(kv_prefix *pc, int64_t want)
 void kv_prefix_get_stats(kv_prefix *pc, kv_prefix_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!pc)
-        return;
+    if (!pc) return;
     pthread_mutex_lock(&pc->mu);
     out->entries = pc->n_live;
     out->blocks_held = (int64_t)pc->n_live * pc->nt;
@@ -454,8 +427,7 @@ static int cmp_recent(const void *a, const void *b, void *ctx)
 {
     const kv_prefix *pc = ctx;
     const pfx_entry *x = &pc->e[*(const int32_t *)a], *y = &pc->e[*(const int32_t *)b];
-    if (x->last_use != y->last_use)
-        return x->last_use > y->last_use ? -1 : 1;
+    if (x->last_use != y->last_use) return x->last_use > y->last_use ? -1 : 1;
     return (x->depth > y->depth) - (x->depth < y->depth);
 }
 
@@ -496,16 +468,14 @@ static int snap_fill_locked(kv_prefix *pc, const int32_t *sel, int32_t n, kv_pre
 int kv_prefix_snapshot(kv_prefix *pc, int64_t max_entries, kv_prefix_snap *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!pc)
-        return KS_ERR_INVALID;
+    if (!pc) return KS_ERR_INVALID;
     out->bt = pc->bt;
     out->nt = pc->nt;
     pthread_mutex_lock(&pc->mu);
     int32_t *sel = malloc(((size_t)pc->n_used + 1) * sizeof(int32_t)), n = 0;
     int rc = sel ? 0 : KS_ERR_NOMEM;
     for (int32_t i = 0; sel && i < pc->n_used; i++)
-        if (pc->e[i].live)
-            sel[n++] = i;
+        if (pc->e[i].live) sel[n++] = i;
     if (sel && max_entries >= 0 && n > max_entries) {
         /* most recent first; parents are at least as recent as their children and sort before
          * them on ties, so any prefix of this order holds every kept entry's ancestors */
@@ -518,8 +488,7 @@ int kv_prefix_snapshot(kv_prefix *pc, int64_t max_entries, kv_prefix_snap *out)
     }
     pthread_mutex_unlock(&pc->mu);
     free(sel);
-    if (rc)
-        kv_prefix_snap_release(pc, out);
+    if (rc) kv_prefix_snap_release(pc, out);
     return rc;
 }
 
@@ -535,8 +504,7 @@ void kv_prefix_snap_release(kv_prefix *pc, kv_prefix_snap *s)
 
 int32_t kv_prefix_insert(kv_prefix *pc, int32_t parent, const int32_t *tokens, const int32_t *ids)
 {
-    if (!pc || !tokens || !ids || parent < -1)
-        return KS_ERR_INVALID;
+    if (!pc || !tokens || !ids || parent < -1) return KS_ERR_INVALID;
     pthread_mutex_lock(&pc->mu);
     int32_t rc;
     if (parent >= pc->n_used || (parent >= 0 && !pc->e[parent].live)) {
@@ -547,8 +515,8 @@ int32_t kv_prefix_insert(kv_prefix *pc, int32_t parent, const int32_t *tokens, c
         if (rc < 0) {
             int r = reserve_locked(pc);
             rc = r ? r
-                   : insert_locked(pc, h, parent, parent >= 0 ? pc->e[parent].depth + 1 : 0,
-                                   tokens, ids);
+                   : insert_locked(pc, h, parent, parent >= 0 ? pc->e[parent].depth + 1 : 0, tokens,
+                                   ids);
         }
     }
     pthread_mutex_unlock(&pc->mu);

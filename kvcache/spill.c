@@ -24,8 +24,8 @@
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
-#include <stdbool.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,29 +63,25 @@ static atomic_int g_spill_serial;
 int kv_spill_create(const kv_spill_params *p, kv_spill **out)
 {
     *out = NULL;
-    if (!p || !p->dir || !p->dir[0] || strlen(p->dir) >= KV_SPILL_DIR_MAX ||
-        p->record_bytes < 1 || p->n_parts < 1 || p->slots_per_part < 1 ||
+    if (!p || !p->dir || !p->dir[0] || strlen(p->dir) >= KV_SPILL_DIR_MAX || p->record_bytes < 1 ||
+        p->n_parts < 1 || p->slots_per_part < 1 ||
         (p->eviction == KV_EVICT_SCORE_LRU && !(p->decay > 0.0f && p->decay < 1.0f)))
         return KS_ERR_INVALID;
     size_t part_bytes;
-    if (ks_mul_size(p->record_bytes, (size_t)p->slots_per_part, &part_bytes))
-        return KS_ERR_INVALID;
+    if (ks_mul_size(p->record_bytes, (size_t)p->slots_per_part, &part_bytes)) return KS_ERR_INVALID;
     kv_spill *s = calloc(1, sizeof(*s));
-    if (!s)
-        return KS_ERR_NOMEM;
+    if (!s) return KS_ERR_NOMEM;
     s->p = *p;
     s->p.dir = NULL; /* not kept: the caller's string need not outlive us */
     s->fd = -1;
     int rc = KS_ERR_NOMEM;
     s->parts = calloc((size_t)p->n_parts, sizeof(hot_part));
-    if (!s->parts)
-        goto fail;
+    if (!s->parts) goto fail;
     for (int32_t i = 0; i < p->n_parts; i++) {
         hot_part *hp = &s->parts[i];
         hp->slots = malloc((size_t)p->slots_per_part * sizeof(hot_slot));
         hp->mem = ks_aligned_alloc(part_bytes);
-        if (!hp->slots || !hp->mem)
-            goto fail;
+        if (!hp->slots || !hp->mem) goto fail;
         for (int32_t j = 0; j < p->slots_per_part; j++)
             hp->slots[j] = (hot_slot){.rec = -1};
     }
@@ -117,12 +113,10 @@ fail:
 
 void kv_spill_destroy(kv_spill *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     if (s->fd >= 0) {
         close(s->fd);
-        if (unlink(s->path) != 0)
-            ks_warn("spill: cannot remove %s: %s", s->path, strerror(errno));
+        if (unlink(s->path) != 0) ks_warn("spill: cannot remove %s: %s", s->path, strerror(errno));
     }
     for (int32_t i = 0; s->parts && i < s->p.n_parts; i++) {
         free(s->parts[i].slots);
@@ -150,8 +144,10 @@ static bool fault_now(int is_write)
     if (fault_kind < 0) { /* racy first read is harmless: every thread computes the same */
         const char *e = getenv("KVSERVE_TEST_SPILL_FAIL");
         int k = 0;
-        if (e && !strncmp(e, "write:", 6)) k = 1;
-        else if (e && !strncmp(e, "read:", 5)) k = 2;
+        if (e && !strncmp(e, "write:", 6))
+            k = 1;
+        else if (e && !strncmp(e, "read:", 5))
+            k = 2;
         fault_after = k ? atoll(strchr(e, ':') + 1) : 0;
         fault_kind = k;
     }
@@ -163,15 +159,12 @@ static bool fault_now(int is_write)
 
 static int io_full(int fd, void *buf, size_t n, off_t off, int is_write)
 {
-    if (fault_now(is_write))
-        return KS_ERR_IO;
+    if (fault_now(is_write)) return KS_ERR_IO;
     uint8_t *b = buf;
     while (n > 0) {
         ssize_t r = is_write ? pwrite(fd, b, n, off) : pread(fd, b, n, off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return KS_ERR_IO;
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return KS_ERR_IO;
         b += r;
         n -= (size_t)r;
         off += r;
@@ -181,8 +174,7 @@ static int io_full(int fd, void *buf, size_t n, off_t off, int is_write)
 
 static int rec_offset(const kv_spill *s, int64_t rec, off_t *off)
 {
-    if (rec < 0 || (uint64_t)rec > (uint64_t)INT64_MAX / s->p.record_bytes)
-        return KS_ERR_INVALID;
+    if (rec < 0 || (uint64_t)rec > (uint64_t)INT64_MAX / s->p.record_bytes) return KS_ERR_INVALID;
     *off = (off_t)(rec * (int64_t)s->p.record_bytes);
     return 0;
 }
@@ -191,21 +183,18 @@ static void hot_drop(kv_spill *s, int64_t rec)
 {
     for (int32_t i = 0; i < s->p.n_parts; i++)
         for (int32_t j = 0; j < s->p.slots_per_part; j++)
-            if (s->parts[i].slots[j].rec == rec)
-                s->parts[i].slots[j] = (hot_slot){.rec = -1};
+            if (s->parts[i].slots[j].rec == rec) s->parts[i].slots[j] = (hot_slot){.rec = -1};
 }
 
 int kv_spill_write(kv_spill *s, int64_t rec, const void *data)
 {
     off_t off;
-    if (!s || !data || rec_offset(s, rec, &off))
-        return KS_ERR_INVALID;
+    if (!s || !data || rec_offset(s, rec, &off)) return KS_ERR_INVALID;
     if (rec >= s->cap_written) {
         int64_t cap = KS_MAX(rec + 1, s->cap_written * 2);
         cap = KS_MAX(cap, 256);
         uint8_t *w = realloc(s->written, (size_t)cap);
-        if (!w)
-            return KS_ERR_NOMEM;
+        if (!w) return KS_ERR_NOMEM;
         memset(w + s->cap_written, 0, (size_t)(cap - s->cap_written));
         s->written = w;
         s->cap_written = cap;
@@ -215,8 +204,7 @@ int kv_spill_write(kv_spill *s, int64_t rec, const void *data)
         ks_error("spill: write to %s failed: %s", s->path, strerror(errno));
         return rc;
     }
-    if (!s->written[rec])
-        atomic_fetch_add(&s->n_written, 1);
+    if (!s->written[rec]) atomic_fetch_add(&s->n_written, 1);
     s->written[rec] = 1;
     atomic_fetch_add(&s->bytes_written, (long long)s->p.record_bytes);
     hot_drop(s, rec);
@@ -226,20 +214,16 @@ int kv_spill_write(kv_spill *s, int64_t rec, const void *data)
 int kv_spill_read(kv_spill *s, int64_t rec, void *dst)
 {
     off_t off;
-    if (!s || !dst || rec_offset(s, rec, &off))
-        return KS_ERR_INVALID;
-    if (rec >= s->cap_written || !s->written[rec])
-        return KS_ERR_NOT_FOUND;
+    if (!s || !dst || rec_offset(s, rec, &off)) return KS_ERR_INVALID;
+    if (rec >= s->cap_written || !s->written[rec]) return KS_ERR_NOT_FOUND;
     int rc = io_full(s->fd, dst, s->p.record_bytes, off, 0);
-    if (rc)
-        ks_error("spill: read from %s failed: %s", s->path, strerror(errno));
+    if (rc) ks_error("spill: read from %s failed: %s", s->path, strerror(errno));
     return rc;
 }
 
 static double slot_value(const kv_spill *s, const hot_slot *sl, uint64_t now)
 {
-    if (s->p.eviction == KV_EVICT_LRU)
-        return (double)sl->last;
+    if (s->p.eviction == KV_EVICT_LRU) return (double)sl->last;
     return sl->count * pow((double)s->p.decay, (double)(now - sl->last));
 }
 
@@ -271,21 +255,18 @@ int kv_spill_fetch(kv_spill *s, int32_t part, int64_t rec, uint64_t pin, float s
             }
             continue;
         }
-        if (sl->pin == pin)
-            continue;
+        if (sl->pin == pin) continue;
         double v = slot_value(s, sl, now);
         if (v < best) {
             best = v;
             victim = j;
         }
     }
-    if (victim < 0)
-        return KS_ERR_FULL;
+    if (victim < 0) return KS_ERR_FULL;
     uint8_t *buf = hp->mem + (size_t)victim * s->p.record_bytes;
     hp->slots[victim].rec = -1;
     int rc = kv_spill_read(s, rec, buf);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     hp->slots[victim] = (hot_slot){.rec = rec, .last = now, .pin = pin, .count = 1.0 + score};
     atomic_fetch_add(&hp->misses, 1);
     atomic_fetch_add(&hp->bytes_read, (long long)s->p.record_bytes);
@@ -295,19 +276,16 @@ int kv_spill_fetch(kv_spill *s, int32_t part, int64_t rec, uint64_t pin, float s
 
 int kv_spill_is_hot(const kv_spill *s, int32_t part, int64_t rec)
 {
-    if (!s || part < 0 || part >= s->p.n_parts)
-        return 0;
+    if (!s || part < 0 || part >= s->p.n_parts) return 0;
     for (int32_t j = 0; j < s->p.slots_per_part; j++)
-        if (s->parts[part].slots[j].rec == rec)
-            return 1;
+        if (s->parts[part].slots[j].rec == rec) return 1;
     return 0;
 }
 
 void kv_spill_get_stats(const kv_spill *s, kv_spill_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!s)
-        return;
+    if (!s) return;
     out->records_written = atomic_load(&s->n_written);
     out->bytes_written = atomic_load(&s->bytes_written);
     out->hot_slots = (int64_t)s->p.n_parts * s->p.slots_per_part;
@@ -325,17 +303,14 @@ void kv_spill_get_stats(const kv_spill *s, kv_spill_stats *out)
 static long spill_name_pid(const char *name)
 {
     size_t np = strlen(SPILL_PREFIX);
-    if (strncmp(name, SPILL_PREFIX, np) != 0)
-        return -1;
+    if (strncmp(name, SPILL_PREFIX, np) != 0) return -1;
     char *end;
     errno = 0;
     long pid = strtol(name + np, &end, 10);
-    if (errno || end == name + np || pid <= 0 || *end != '-')
-        return -1;
+    if (errno || end == name + np || pid <= 0 || *end != '-') return -1;
     const char *q = end + 1;
     long serial = strtol(q, &end, 10);
-    if (end == q || serial < 0 || strcmp(end, ".kv") != 0)
-        return -1;
+    if (end == q || serial < 0 || strcmp(end, ".kv") != 0) return -1;
     return pid;
 }
 
@@ -345,8 +320,7 @@ static long spill_name_pid(const char *name)
  * remove files elsewhere. */
 int kv_spill_dir_open(const char *dir, int *out_fd, ks_diag *d)
 {
-    if (!dir || !dir[0])
-        return ks_diag_set(d, KS_ERR_INVALID, "spill directory: empty path");
+    if (!dir || !dir[0]) return ks_diag_set(d, KS_ERR_INVALID, "spill directory: empty path");
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         return ks_diag_set(d, KS_ERR_IO, "cannot create the spill directory %s: %s", dir,
                            strerror(errno));
@@ -374,11 +348,9 @@ int kv_spill_dir_open(const char *dir, int *out_fd, ks_diag *d)
 
 int kv_spill_cleanup_dir(const char *dir)
 {
-    if (!dir || !dir[0])
-        return KS_ERR_INVALID;
+    if (!dir || !dir[0]) return KS_ERR_INVALID;
     struct stat lst;
-    if (lstat(dir, &lst) != 0 && errno == ENOENT)
-        return 0;
+    if (lstat(dir, &lst) != 0 && errno == ENOENT) return 0;
     ks_diag dg;
     ks_diag_clear(&dg);
     int dfd;
@@ -397,8 +369,7 @@ int kv_spill_cleanup_dir(const char *dir)
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         long pid = spill_name_pid(e->d_name);
-        if (pid < 0)
-            continue;
+        if (pid < 0) continue;
         bool stale = pid == self || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
         struct stat st; /* only our own regular files; a link is left alone, never followed */
         if (!stale || fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||

@@ -38,33 +38,27 @@ static int table_reserve(kv_head_table *t, int32_t n_tok, int32_t n_blocks)
 {
     if (n_tok > t->cap_tok) {
         int32_t cap = KS_MAX(n_tok, t->cap_tok < 1024 ? 64 : t->cap_tok + t->cap_tok / 2);
-        if (cap < n_tok)
-            cap = n_tok;
+        if (cap < n_tok) cap = n_tok;
         int32_t *idx = realloc(t->idx, (size_t)cap * sizeof(int32_t));
-        if (!idx)
-            return KS_ERR_NOMEM;
+        if (!idx) return KS_ERR_NOMEM;
         t->idx = idx;
         int32_t *pos = realloc(t->pos, (size_t)cap * sizeof(int32_t));
-        if (!pos)
-            return KS_ERR_NOMEM;
+        if (!pos) return KS_ERR_NOMEM;
         t->pos = pos;
         t->cap_tok = cap;
     }
     if (n_blocks > t->cap_blocks) {
         int32_t cap = KS_MAX(n_blocks, t->cap_blocks < 16 ? 16 : t->cap_blocks * 2);
         int32_t *b = realloc(t->blocks, (size_t)cap * sizeof(int32_t));
-        if (!b)
-            return KS_ERR_NOMEM;
+        if (!b) return KS_ERR_NOMEM;
         t->blocks = b;
         int32_t *bn = realloc(t->blk_n, (size_t)cap * sizeof(int32_t));
-        if (!bn)
-            return KS_ERR_NOMEM;
+        if (!bn) return KS_ERR_NOMEM;
         t->blk_n = bn;
         /* kv_head_table_keep's scratch grows with the blocks, so eviction (every decode
          * token under a windowed policy) never allocates */
         int32_t *ks = realloc(t->keep_scratch, ((size_t)cap * 8 + 1) * sizeof(int32_t));
-        if (!ks)
-            return KS_ERR_NOMEM;
+        if (!ks) return KS_ERR_NOMEM;
         t->keep_scratch = ks;
         t->cap_blocks = cap;
     }
@@ -94,8 +88,7 @@ static void table_cow(kv_head_table *t, int32_t b, int32_t fresh)
 
 int kv_head_table_locate(const kv_head_table *t, int32_t slot, int32_t *blk, int32_t *row)
 {
-    if (slot < 0 || slot >= t->n_tok)
-        return KS_ERR_RANGE;
+    if (slot < 0 || slot >= t->n_tok) return KS_ERR_RANGE;
     int32_t start = 0;
     for (int32_t b = 0; b < t->n_blocks; b++) {
         if (slot < start + t->blk_n[b]) {
@@ -122,19 +115,16 @@ void *kv_head_table_v_row(const kv_head_table *t, int32_t blk, int32_t row)
 
 void kv_head_table_set_pos(kv_head_table *t, int32_t slot, int32_t pos)
 {
-    if (slot >= 0 && slot < t->n_tok)
-        t->pos[slot] = pos;
+    if (slot >= 0 && slot < t->n_tok) t->pos[slot] = pos;
 }
 
 int kv_head_table_make_writable(kv_head_table *t)
 {
     for (int32_t b = 0; b < t->n_blocks; b++) {
-        if (kv_pool_refcount(t->pool, t->blocks[b]) <= 1)
-            continue;
+        if (kv_pool_refcount(t->pool, t->blocks[b]) <= 1) continue;
         int32_t fresh;
         int rc = kv_pool_alloc(t->pool, 1, &fresh);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         table_cow(t, b, fresh);
     }
     return 0;
@@ -143,8 +133,7 @@ int kv_head_table_make_writable(kv_head_table *t)
 int kv_head_table_spans(const kv_head_table *t, attn_span *out, int32_t max, int32_t *n)
 {
     *n = t->n_blocks;
-    if (t->n_blocks > max)
-        return KS_ERR_RANGE;
+    if (t->n_blocks > max) return KS_ERR_RANGE;
     int32_t start = 0;
     for (int32_t b = 0; b < t->n_blocks; b++) {
         out[b] = (attn_span){
@@ -177,8 +166,8 @@ static void keep_dest(const int32_t *kc_rank, const int32_t *ridx, const int32_t
 
 /* Moves kept rows to their destinations (or only marks written blocks when `mark`). */
 static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t *rank,
-                      const int32_t *ridx, const int32_t *dblk, const int32_t *doff,
-                      bool repack, uint8_t *written, bool mark)
+                      const int32_t *ridx, const int32_t *dblk, const int32_t *doff, bool repack,
+                      uint8_t *written, bool mark)
 {
     int32_t bt = kv_pool_block_tokens(t->pool);
     size_t kb = kv_pool_k_row_bytes(t->pool), vb = kv_pool_v_row_bytes(t->pool);
@@ -190,8 +179,7 @@ static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t 
         int32_t sr = keep[i] - start, db, dr;
         keep_dest(rank, ridx, dblk, doff, repack, bt, i, b, &db, &dr);
         rank[b]++;
-        if (db == b && dr == sr)
-            continue;
+        if (db == b && dr == sr) continue;
         if (mark) {
             written[db] = 1;
             continue;
@@ -203,13 +191,11 @@ static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t 
 
 int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
 {
-    if (n < 0 || n > t->n_tok || (n > 0 && !keep))
-        return KS_ERR_INVALID;
+    if (n < 0 || n > t->n_tok || (n > 0 && !keep)) return KS_ERR_INVALID;
     for (int32_t i = 0; i < n; i++)
         if (keep[i] < 0 || keep[i] >= t->n_tok || (i > 0 && keep[i] <= keep[i - 1]))
             return KS_ERR_INVALID;
-    if (n == t->n_tok)
-        return 0;
+    if (n == t->n_tok) return 0;
     int32_t nb = t->n_blocks, bt = kv_pool_block_tokens(t->pool);
     /* scratch: 7 int32 arrays of nb, then nb + 1 written flags (sized by table_reserve) */
     int32_t *buf = t->keep_scratch;
@@ -224,8 +210,7 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
     }
     int32_t n_rem = 0;
     for (int32_t b = 0; b < nb; b++)
-        if (kc[b] > 0)
-            ridx[n_rem++] = b;
+        if (kc[b] > 0) ridx[n_rem++] = b;
     int32_t n_dst = (n + bt - 1) / bt;
     bool repack = n_rem > n_dst + 1;
     /* Merge a block's remaining rows into the previous kept block when they fit: evicting
@@ -249,15 +234,13 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
     keep_walk(t, keep, n, rank, ridx, dblk, doff, repack, written, true);
     int32_t n_cow = 0;
     for (int32_t b = 0; b < nb; b++)
-        if (written[b] && kv_pool_refcount(t->pool, t->blocks[b]) > 1)
-            n_cow++;
+        if (written[b] && kv_pool_refcount(t->pool, t->blocks[b]) > 1) n_cow++;
     int rc = kv_pool_alloc(t->pool, n_cow, cow);
     if (rc) {
         return rc;
     }
     for (int32_t b = 0, c = 0; b < nb; b++)
-        if (written[b] && kv_pool_refcount(t->pool, t->blocks[b]) > 1)
-            table_cow(t, b, cow[c++]);
+        if (written[b] && kv_pool_refcount(t->pool, t->blocks[b]) > 1) table_cow(t, b, cow[c++]);
 
     keep_walk(t, keep, n, rank, ridx, dblk, doff, repack, written, false);
     for (int32_t i = 0; i < n; i++) {
@@ -267,8 +250,7 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
     /* Rebuild the block list: release emptied blocks, and surplus (repack) or merged-away
      * blocks. */
     for (int32_t b = 0; b < nb; b++)
-        if (kc[b] == 0)
-            kv_pool_release(t->pool, t->blocks[b]);
+        if (kc[b] == 0) kv_pool_release(t->pool, t->blocks[b]);
     int32_t n_keep_blocks = 0;
     for (int32_t j = 0; j < n_rem; j++) {
         int32_t b = ridx[j];
@@ -294,8 +276,7 @@ static int32_t table_append_need(const kv_head_table *t, int32_t n_tok)
     bool cow = false;
     if (t->n_blocks > 0) {
         room = bt - t->blk_n[t->n_blocks - 1];
-        cow = room > 0 && n_tok > 0 &&
-              kv_pool_refcount(t->pool, t->blocks[t->n_blocks - 1]) > 1;
+        cow = room > 0 && n_tok > 0 && kv_pool_refcount(t->pool, t->blocks[t->n_blocks - 1]) > 1;
     }
     int32_t rest = n_tok > room ? n_tok - room : 0;
     return (rest + bt - 1) / bt + (cow ? 1 : 0);
@@ -304,8 +285,8 @@ static int32_t table_append_need(const kv_head_table *t, int32_t n_tok)
 /* Appends rows using blocks from ids[] (table_append_need of them); returns how many it used
  * (fewer only if another thread dropped its share of the tail block meanwhile). */
 static int32_t table_append(kv_head_table *t, int32_t n_tok, const float *k, const float *v,
-                         size_t stride, const int32_t *idx, const int32_t *pos,
-                         const int32_t *ids)
+                            size_t stride, const int32_t *idx, const int32_t *pos,
+                            const int32_t *ids)
 {
     int32_t bt = kv_pool_block_tokens(t->pool), hd = kv_pool_head_dim(t->pool);
     ks_dtype kt = kv_pool_k_dtype(t->pool), vt = kv_pool_v_dtype(t->pool);
@@ -339,8 +320,7 @@ int kv_seq_create(kv_pool *pool, const kv_seq_params *p, kv_seq **out)
         return KS_ERR_INVALID;
     const kv_policy *pol = p->policy ? p->policy : &kv_policy_full;
     kv_seq *s = calloc(1, sizeof(*s));
-    if (!s)
-        return KS_ERR_NOMEM;
+    if (!s) return KS_ERR_NOMEM;
     s->pool = pool;
     s->n_layer = p->n_layer;
     s->n_head_kv = p->n_head_kv;
@@ -377,10 +357,8 @@ int kv_seq_create(kv_pool *pool, const kv_seq_params *p, kv_seq **out)
 
 void kv_seq_destroy(kv_seq *seq)
 {
-    if (!seq)
-        return;
-    if (seq->policy->free)
-        seq->policy->free(seq, seq->state);
+    if (!seq) return;
+    if (seq->policy->free) seq->policy->free(seq, seq->state);
     if (seq->tables)
         for (int32_t i = 0; i < seq->n_layer * seq->n_head_kv; i++)
             table_deinit(&seq->tables[i]);
@@ -391,8 +369,7 @@ void kv_seq_destroy(kv_seq *seq)
 
 int32_t kv_seq_layer_window(const kv_seq *seq, int32_t layer)
 {
-    if (!seq->window || layer < 0 || layer >= seq->n_layer)
-        return 0;
+    if (!seq->window || layer < 0 || layer >= seq->n_layer) return 0;
     return seq->window[layer];
 }
 
@@ -405,17 +382,14 @@ static int table_trim_window(kv_head_table *t, int64_t next_idx, int32_t w)
         int32_t hi = INT32_MIN;
         for (int32_t j = 0; j < t->blk_n[b]; j++)
             hi = KS_MAX(hi, t->idx[first + j]);
-        if ((int64_t)hi > next_idx - w)
-            break;
+        if ((int64_t)hi > next_idx - w) break;
         first += t->blk_n[b];
         drop = first;
     }
-    if (drop == 0)
-        return 0;
+    if (drop == 0) return 0;
     int32_t n = t->n_tok - drop;
     int32_t *keep = malloc((size_t)KS_MAX(n, 1) * sizeof(int32_t));
-    if (!keep)
-        return KS_ERR_NOMEM;
+    if (!keep) return KS_ERR_NOMEM;
     for (int32_t i = 0; i < n; i++)
         keep[i] = drop + i;
     int rc = kv_head_table_keep(t, keep, n);
@@ -426,27 +400,39 @@ static int table_trim_window(kv_head_table *t, int64_t next_idx, int32_t w)
 int kv_seq_trim_windows(kv_seq *seq, int64_t next_idx)
 {
     for (int32_t l = 0; seq->window && l < seq->n_layer; l++) {
-        if (seq->window[l] <= 0)
-            continue;
+        if (seq->window[l] <= 0) continue;
         for (int32_t h = 0; h < seq->n_head_kv; h++) {
             int rc = table_trim_window(kv_seq_table(seq, l, h), next_idx, seq->window[l]);
-            if (rc)
-                return rc;
+            if (rc) return rc;
         }
     }
     return 0;
 }
 
-kv_pool *kv_seq_pool(const kv_seq *seq) { return seq->pool; }
-int32_t kv_seq_n_layer(const kv_seq *seq) { return seq->n_layer; }
-int32_t kv_seq_n_head_kv(const kv_seq *seq) { return seq->n_head_kv; }
-const kv_policy *kv_seq_policy(const kv_seq *seq) { return seq->policy; }
-void *kv_seq_policy_state(const kv_seq *seq) { return seq->state; }
+kv_pool *kv_seq_pool(const kv_seq *seq)
+{
+    return seq->pool;
+}
+int32_t kv_seq_n_layer(const kv_seq *seq)
+{
+    return seq->n_layer;
+}
+int32_t kv_seq_n_head_kv(const kv_seq *seq)
+{
+    return seq->n_head_kv;
+}
+const kv_policy *kv_seq_policy(const kv_seq *seq)
+{
+    return seq->policy;
+}
+void *kv_seq_policy_state(const kv_seq *seq)
+{
+    return seq->state;
+}
 
 kv_head_table *kv_seq_table(kv_seq *seq, int32_t layer, int32_t kv_head)
 {
-    if (layer < 0 || layer >= seq->n_layer || kv_head < 0 || kv_head >= seq->n_head_kv)
-        return NULL;
+    if (layer < 0 || layer >= seq->n_layer || kv_head < 0 || kv_head >= seq->n_head_kv) return NULL;
     return &seq->tables[(size_t)layer * seq->n_head_kv + kv_head];
 }
 
@@ -465,39 +451,33 @@ int kv_seq_append(kv_seq *seq, int32_t layer, int32_t n_tok, const float *k, con
     if (layer < 0 || layer >= seq->n_layer || n_tok < 0 ||
         (n_tok > 0 && (!k || !v || !idx || !pos)))
         return KS_ERR_INVALID;
-    if (n_tok == 0)
-        return 0;
+    if (n_tok == 0) return 0;
     kv_head_table *tabs = kv_seq_table(seq, layer, 0);
     int32_t need = 0;
     for (int32_t h = 0; h < seq->n_head_kv; h++) {
         kv_head_table *t = &tabs[h];
-        if (n_tok > INT32_MAX - t->n_tok)
-            return KS_ERR_RANGE;
+        if (n_tok > INT32_MAX - t->n_tok) return KS_ERR_RANGE;
         int32_t nh = table_append_need(t, n_tok);
         int rc = table_reserve(t, t->n_tok + n_tok, t->n_blocks + nh + 1);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         need += nh;
     }
     int32_t stack_ids[64];
     int32_t *ids = need <= 64 ? stack_ids : malloc((size_t)need * sizeof(int32_t));
-    if (!ids)
-        return KS_ERR_NOMEM;
+    if (!ids) return KS_ERR_NOMEM;
     int rc = kv_pool_alloc(seq->pool, need, ids);
     if (rc == 0) {
         int32_t hd = kv_pool_head_dim(seq->pool), used = 0;
         size_t stride = (size_t)seq->n_head_kv * hd;
         for (int32_t h = 0; h < seq->n_head_kv; h++) {
-            used += table_append(&tabs[h], n_tok, k + (size_t)h * hd, v + (size_t)h * hd,
-                                 stride, idx, pos, ids + used);
+            used += table_append(&tabs[h], n_tok, k + (size_t)h * hd, v + (size_t)h * hd, stride,
+                                 idx, pos, ids + used);
         }
         for (int32_t i = used; i < need; i++)
             kv_pool_release(seq->pool, ids[i]);
-        if (layer == 0)
-            seq->n_seen += n_tok;
+        if (layer == 0) seq->n_seen += n_tok;
     }
-    if (ids != stack_ids)
-        free(ids);
+    if (ids != stack_ids) free(ids);
     return rc;
 }
 
@@ -507,16 +487,12 @@ int kv_seq_adopt_prefix(kv_seq *seq, const int32_t *blocks, int32_t n_blocks, in
         (n_tok > 0 && !blocks))
         return KS_ERR_INVALID;
     int32_t bt = kv_pool_block_tokens(seq->pool), nt = seq->n_layer * seq->n_head_kv;
-    if (n_blocks != (n_tok + bt - 1) / bt)
-        return KS_ERR_INVALID;
-    if (n_tok == 0)
-        return 0;
+    if (n_blocks != (n_tok + bt - 1) / bt) return KS_ERR_INVALID;
+    if (n_tok == 0) return 0;
     for (int32_t i = 0; i < nt; i++) {
-        if (seq->tables[i].n_tok != 0)
-            return KS_ERR_INVALID;
+        if (seq->tables[i].n_tok != 0) return KS_ERR_INVALID;
         int rc = table_reserve(&seq->tables[i], n_tok, n_blocks + 1);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     for (int32_t i = 0; i < nt; i++) {
         kv_head_table *t = &seq->tables[i];
@@ -540,8 +516,7 @@ int kv_seq_spans(kv_seq *seq, int32_t layer, int32_t kv_head, attn_span *out, in
 {
     *n = 0;
     kv_head_table *t = kv_seq_table(seq, layer, kv_head);
-    if (!t || max < 0 || (max > 0 && !out))
-        return KS_ERR_INVALID;
+    if (!t || max < 0 || (max > 0 && !out)) return KS_ERR_INVALID;
     return kv_head_table_spans(t, out, max, n);
 }
 
@@ -557,12 +532,14 @@ void kv_seq_get_stats(const kv_seq *seq, kv_seq_stats *out)
     out->bytes = (size_t)out->blocks * kv_pool_block_bytes(seq->pool);
 }
 
-int64_t kv_seq_tokens_seen(const kv_seq *seq) { return seq->n_seen; }
+int64_t kv_seq_tokens_seen(const kv_seq *seq)
+{
+    return seq->n_seen;
+}
 
 int64_t kv_seq_tokens_kept(const kv_seq *seq, int32_t layer)
 {
-    if (layer < 0 || layer >= seq->n_layer)
-        return 0;
+    if (layer < 0 || layer >= seq->n_layer) return 0;
     int64_t n = 0;
     for (int32_t h = 0; h < seq->n_head_kv; h++)
         n += seq->tables[(size_t)layer * seq->n_head_kv + h].n_tok;

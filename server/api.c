@@ -1,29 +1,32 @@
 /* api.c - OpenAI-compatible endpoints: routing, API-key check and the simple endpoints
  * (health, models, tokenize, detokenize, metrics, kv). Generation lives in api_gen.c, the JSON
- * request/response helpers both use in api_json.c. Every answered request is counted in metrics by status.
+ * request/response helpers both use in api_json.c. Every answered request is counted in metrics by
+ * status.
  */
 #include <stdio.h>
-#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "api_server.h"
-#include "kvserve/gguf.h"
 #include "kv_feed.h"
+#include "kvserve/gguf.h"
 #include "sse.h"
-
 
 static void h_health(api_server *a, http_request *req)
 {
     char path[512], msg[700];
     if (gguf_mapping_lost(path, sizeof(path))) {
-        snprintf(msg, sizeof(msg), "the model file %s was truncated or replaced under the "
-                 "server; restart kvserve", path);
-        api_respond_json(a, req, 503, json_pack("{s:s, s:s}", "status", "error", "message",
-                                                msg));
-    } else if (!a->model) api_respond_json(a, req, 503, json_pack("{s:s}", "status", "loading"));
-    else api_respond_json(a, req, 200, json_pack("{s:s}", "status", "ok"));
+        snprintf(msg, sizeof(msg),
+                 "the model file %s was truncated or replaced under the "
+                 "server; restart kvserve",
+                 path);
+        api_respond_json(a, req, 503, json_pack("{s:s, s:s}", "status", "error", "message", msg));
+    } else if (!a->model)
+        api_respond_json(a, req, 503, json_pack("{s:s}", "status", "loading"));
+    else
+        api_respond_json(a, req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
 static void h_models(api_server *a, http_request *req)
@@ -31,11 +34,11 @@ static void h_models(api_server *a, http_request *req)
     json_t *data = json_array();
     if (a->model) {
         const model_hparams *hp = model_get_hparams(a->model);
-        json_array_append_new(
-            data, json_pack("{s:s, s:s, s:I, s:s, s:{s:i, s:i, s:s}}", "id", a->model_id,
-                            "object", "model", "created", (json_int_t)time(NULL), "owned_by",
-                            "kvserve", "meta", "n_vocab", hp->n_vocab, "n_ctx", a->n_ctx, "arch",
-                            hp->arch_name));
+        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s, s:{s:i, s:i, s:s}}", "id",
+                                              a->model_id, "object", "model", "created",
+                                              (json_int_t)time(NULL), "owned_by", "kvserve", "meta",
+                                              "n_vocab", hp->n_vocab, "n_ctx", a->n_ctx, "arch",
+                                              hp->arch_name));
     }
     api_respond_json(a, req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
@@ -48,7 +51,7 @@ static void h_tokenize(api_server *a, http_request *req)
     json_t *as = json_object_get(root, "add_special");
     json_t *ps = json_object_get(root, "parse_special");
     if (!json_is_string(c) || (as && !json_is_boolean(as)) || (ps && !json_is_boolean(ps))) {
-        const char *param = !json_is_string(c)            ? "content"
+        const char *param = !json_is_string(c)           ? "content"
                             : as && !json_is_boolean(as) ? "add_special"
                                                          : "parse_special";
         json_decref(root);
@@ -64,8 +67,7 @@ static void h_tokenize(api_server *a, http_request *req)
      * default to plain text */
     tok_span all = {0, len};
     int32_t *ids = NULL, n = -1;
-    if (tok_encode_ex(a->vocab, text, len, add, &all, ps && !json_is_true(ps) ? 1 : 0, &ids,
-                      &n))
+    if (tok_encode_ex(a->vocab, text, len, add, &all, ps && !json_is_true(ps) ? 1 : 0, &ids, &n))
         n = -1;
     json_decref(root);
     if (n < 0) {
@@ -74,7 +76,8 @@ static void h_tokenize(api_server *a, http_request *req)
         return;
     }
     json_t *arr = json_array();
-    for (int32_t i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
+    for (int32_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_integer(ids[i]));
     free(ids);
     api_respond_json(a, req, 200, json_pack("{s:o}", "tokens", arr));
 }
@@ -115,8 +118,8 @@ static void h_metrics(api_server *a, http_request *req)
     if (a->pool && a->model) {
         const model_hparams *hp = model_get_hparams(a->model);
         g.layers_total = hp->n_layer;
-        g.bytes_per_token_layer = (uint64_t)hp->n_head_kv * (kv_pool_k_row_bytes(a->pool) +
-                                                             kv_pool_v_row_bytes(a->pool));
+        g.bytes_per_token_layer =
+            (uint64_t)hp->n_head_kv * (kv_pool_k_row_bytes(a->pool) + kv_pool_v_row_bytes(a->pool));
     }
     if (a->sch) {
         sch_counts c;
@@ -184,7 +187,7 @@ static json_t *params_json(const kv_policy_desc *pd, const void *params)
         const kv_param_desc *p = &pd->params_table[i];
         kv_param_value v;
         kv_param_get(params, p, &v);
-        json_t *jv = p->type == KV_PARAM_DOUBLE                           ? json_real(v.f)
+        json_t *jv = p->type == KV_PARAM_DOUBLE                             ? json_real(v.f)
                      : p->type == KV_PARAM_ENUM || p->type == KV_PARAM_PATH ? json_string(v.s)
                                                                             : json_integer(v.i);
         json_object_set_new(o, p->key, jv);
@@ -210,18 +213,19 @@ static json_t *kv_seq_list(const sch_seq_info *v, size_t n)
         json_t *kept = json_array(), *kvb = json_array();
         for (int32_t l = 0; l < v[i].n_layer; l++) {
             json_array_append_new(kept, json_integer(v[i].tokens_kept[l]));
-            json_array_append_new(kvb, json_integer(v[i].tokens_kept[l] *
-                                                    (json_int_t)v[i].kv_token_bytes));
+            json_array_append_new(
+                kvb, json_integer(v[i].tokens_kept[l] * (json_int_t)v[i].kv_token_bytes));
         }
-        json_t *o = json_pack("{s:I, s:s, s:I, s:o, s:I, s:i, s:i}", "id",
-                              (json_int_t)v[i].id, "policy", v[i].policy, "tokens_seen",
-                              (json_int_t)v[i].tokens_seen, "tokens_kept_per_layer", kept,
-                              "bytes", (json_int_t)v[i].bytes, "prompt_tokens", v[i].n_prompt,
-                              "generated_tokens", v[i].n_generated);
+        json_t *o = json_pack("{s:I, s:s, s:I, s:o, s:I, s:i, s:i}", "id", (json_int_t)v[i].id,
+                              "policy", v[i].policy, "tokens_seen", (json_int_t)v[i].tokens_seen,
+                              "tokens_kept_per_layer", kept, "bytes", (json_int_t)v[i].bytes,
+                              "prompt_tokens", v[i].n_prompt, "generated_tokens", v[i].n_generated);
         const kv_policy_desc *pd = kv_policy_desc_at(v[i].policy_kind);
         if (o && pd) json_object_set_new(o, "params", params_json(pd, v[i].params.bytes));
-        if (o) json_object_set_new(o, "kv_bytes_per_layer", kvb);
-        else json_decref(kvb);
+        if (o)
+            json_object_set_new(o, "kv_bytes_per_layer", kvb);
+        else
+            json_decref(kvb);
         if (o && v[i].has_spill) { /* under the policy's name, e.g. "retrieval": {...} */
             const kv_retrieval_stats *rs = &v[i].spill;
             json_object_set_new(
@@ -255,20 +259,18 @@ static void h_kv(api_server *a, http_request *req)
     kv_prefix_stats ps = {0};
     if (a->sch) sch_get_prefix_stats(a->sch, &ps);
     /* bytes_used counts the prefix cache's blocks too (they are reclaimed on demand). */
-    json_t *pfx = json_pack("{s:I, s:I, s:I, s:I}", "entries", (json_int_t)ps.entries,
-                            "bytes", (json_int_t)((size_t)ps.blocks_held * st.block_bytes),
-                            "hit_tokens", (json_int_t)ps.hits_tokens, "evictions",
-                            (json_int_t)ps.evictions);
-    json_t *body = json_pack(
-        "{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "object", "kv_cache", "bytes_used",
-        (json_int_t)st.bytes_used, "bytes_budget", (json_int_t)st.bytes_budget, "block_bytes",
-        (json_int_t)st.block_bytes, "blocks_used", (json_int_t)st.blocks_used, "blocks_total",
-        (json_int_t)st.blocks_total, "sequences", seqs, "finished", finished, "prefix_cache", pfx,
-        "policy", server_policy_json(a));
+    json_t *pfx = json_pack("{s:I, s:I, s:I, s:I}", "entries", (json_int_t)ps.entries, "bytes",
+                            (json_int_t)((size_t)ps.blocks_held * st.block_bytes), "hit_tokens",
+                            (json_int_t)ps.hits_tokens, "evictions", (json_int_t)ps.evictions);
+    json_t *body = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "object",
+                             "kv_cache", "bytes_used", (json_int_t)st.bytes_used, "bytes_budget",
+                             (json_int_t)st.bytes_budget, "block_bytes", (json_int_t)st.block_bytes,
+                             "blocks_used", (json_int_t)st.blocks_used, "blocks_total",
+                             (json_int_t)st.blocks_total, "sequences", seqs, "finished", finished,
+                             "prefix_cache", pfx, "policy", server_policy_json(a));
     if (body && a->pool) kv_types_json(a, body);
     api_respond_json(a, req, 200, body);
 }
-
 
 /* ---------------------------------------------------------------- routing */
 
@@ -281,13 +283,21 @@ typedef struct api_route {
     bool needs_model;
 } api_route;
 
-static void h_completions(api_server *a, http_request *req) { api_gen_handle(a, req, false); }
+static void h_completions(api_server *a, http_request *req)
+{
+    api_gen_handle(a, req, false);
+}
 static void h_kv_stream(api_server *a, http_request *req)
 {
-    if (!cfg_ui_enabled(a->cfg)) api_respond_error(a, req, 404, "the browser view is off", NULL);
-    else kv_feed_handle(a, req);
+    if (!cfg_ui_enabled(a->cfg))
+        api_respond_error(a, req, 404, "the browser view is off", NULL);
+    else
+        kv_feed_handle(a, req);
 }
-static void h_chat(api_server *a, http_request *req) { api_gen_handle(a, req, true); }
+static void h_chat(api_server *a, http_request *req)
+{
+    api_gen_handle(a, req, true);
+}
 
 static const api_route routes[] = {
     {"/health", "GET", h_health, false},
@@ -313,10 +323,12 @@ static bool authorized(const api_server *a, http_request *req)
     const char *h = http_request_header(req, "authorization");
     if (!h || strncasecmp(h, "Bearer ", 7)) return false;
     h += 7;
-    while (*h == ' ') h++;
+    while (*h == ' ')
+        h++;
     size_t kl = strlen(key), hl = strlen(h);
     unsigned diff = kl != hl; /* constant-time over the key length */
-    for (size_t i = 0; i < kl; i++) diff |= (unsigned)(key[i] ^ (i < hl ? h[i] : 0));
+    for (size_t i = 0; i < kl; i++)
+        diff |= (unsigned)(key[i] ^ (i < hl ? h[i] : 0));
     return diff == 0;
 }
 
@@ -340,7 +352,8 @@ static bool origin_listed(const api_server *a, const char *origin)
     const char *list = a->cfg->server.cors_origins;
     size_t ol = strlen(origin);
     for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == ',') p++;
+        while (*p == ' ' || *p == ',')
+            p++;
         size_t n = strcspn(p, ", ");
         if ((n == 1 && *p == '*') || (n == ol && n && !strncasecmp(p, origin, n))) return true;
         p += n;
@@ -364,8 +377,10 @@ int api_on_headers(http_request *req, void *ud, char *msg, size_t cap)
                      origin);
             if (http_request_add_headers(req, h)) return 503;
         } else if (!reads) {
-            snprintf(msg, cap, "cross-origin request from '%.80s' refused; list the origin in "
-                     "server.cors_origins to allow it", origin);
+            snprintf(msg, cap,
+                     "cross-origin request from '%.80s' refused; list the origin in "
+                     "server.cors_origins to allow it",
+                     origin);
             metrics_count_request(a->metrics, 403);
             return 403;
         }
@@ -432,8 +447,10 @@ void api_handle(http_request *req, void *ud)
         return;
     }
     if (match->needs_model && gguf_mapping_lost(NULL, 0)) {
-        api_respond_error(a, req, 503, "the model file was truncated or replaced under the "
-                                       "server; restart kvserve", NULL);
+        api_respond_error(a, req, 503,
+                          "the model file was truncated or replaced under the "
+                          "server; restart kvserve",
+                          NULL);
         return;
     }
     if (match->needs_model && a->shutting_down) {

@@ -167,25 +167,27 @@ static bool role_known(const char *r)
     return false;
 }
 
-#define CHAT_FAIL(field, ...)                                                                  \
-    do {                                                                                       \
-        snprintf(msg, cap, __VA_ARGS__);                                                       \
-        snprintf(param, pcap, "messages[%zu].%s", i, field);                                   \
-        return KS_ERR_INVALID;                                                                 \
+#define CHAT_FAIL(field, ...)                                                                      \
+    do {                                                                                           \
+        snprintf(msg, cap, __VA_ARGS__);                                                           \
+        snprintf(param, pcap, "messages[%zu].%s", i, field);                                       \
+        return KS_ERR_INVALID;                                                                     \
     } while (0)
 
 /* Checks message i and points *content at its text (into the JSON, or *owned, malloc'd, for
  * a list of text parts). */
-static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, char *msg,
-                         size_t cap, char *param, size_t pcap)
+static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, char *msg, size_t cap,
+                         char *param, size_t pcap)
 {
     if (!json_is_object(e)) CHAT_FAIL("role", "messages[%zu] must be an object", i);
     json_t *role = json_object_get(e, "role"), *content = json_object_get(e, "content");
     if (!json_is_string(role)) CHAT_FAIL("role", "messages[%zu].role must be a string", i);
     m->role = json_string_value(role);
     if (!role_known(m->role))
-        CHAT_FAIL("role", "messages[%zu].role '%.40s' is not one of system, developer, user, "
-                  "assistant, tool", i, m->role);
+        CHAT_FAIL("role",
+                  "messages[%zu].role '%.40s' is not one of system, developer, user, "
+                  "assistant, tool",
+                  i, m->role);
     if (json_is_string(content)) {
         m->content = json_string_value(content);
         if (strlen(m->content) != json_string_length(content))
@@ -198,16 +200,19 @@ static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, cha
         return 0;
     }
     if (!json_is_array(content))
-        CHAT_FAIL("content", "messages[%zu].content must be a string or a list of text parts%s",
-                  i, content ? "" : " (it is missing)");
+        CHAT_FAIL("content", "messages[%zu].content must be a string or a list of text parts%s", i,
+                  content ? "" : " (it is missing)");
     size_t k, total = 1;
     json_t *part;
-    json_array_foreach(content, k, part) {
+    json_array_foreach(content, k, part)
+    {
         json_t *t = json_object_get(part, "text"), *ty = json_object_get(part, "type");
-        if (!json_is_object(part) || (ty && !(json_is_string(ty) &&
-                                              !strcmp(json_string_value(ty), "text"))))
-            CHAT_FAIL("content", "messages[%zu].content[%zu] must be {\"type\": \"text\", "
-                      "\"text\": string} (other part types are not supported)", i, k);
+        if (!json_is_object(part) ||
+            (ty && !(json_is_string(ty) && !strcmp(json_string_value(ty), "text"))))
+            CHAT_FAIL("content",
+                      "messages[%zu].content[%zu] must be {\"type\": \"text\", "
+                      "\"text\": string} (other part types are not supported)",
+                      i, k);
         if (!json_is_string(t) || strlen(json_string_value(t)) != json_string_length(t))
             CHAT_FAIL("content", "messages[%zu].content[%zu].text must be a string", i, k);
         total += json_string_length(t);
@@ -218,7 +223,8 @@ static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, cha
         return KS_ERR_NOMEM;
     }
     size_t at = 0;
-    json_array_foreach(content, k, part) {
+    json_array_foreach(content, k, part)
+    {
         json_t *t = json_object_get(part, "text");
         memcpy(*owned + at, json_string_value(t), json_string_length(t));
         at += json_string_length(t);
@@ -244,7 +250,11 @@ static long chat_spans(const api_server *a, json_t *root, bool with_tools, const
     json_t *msgs = copy ? json_object_get(copy, "messages") : NULL;
     if (!msgs || !tags || !sp) goto done;
     for (size_t i = 0; i < n; i++) {
-        snprintf(tags[i], sizeof(tags[i]), "\x1e" "kvs%zu" "\x1f", i);
+        snprintf(tags[i], sizeof(tags[i]),
+                 "\x1e"
+                 "kvs%zu"
+                 "\x1f",
+                 i);
         json_t *e = json_array_get(msgs, i);
         if (m[i].content[0] && json_object_set_new(e, "content", json_string(tags[i]))) goto done;
     }
@@ -278,8 +288,8 @@ done:
     return ok;
 }
 
-int api_chat_prompt(const api_server *a, json_t *root, bool with_tools, api_prompt *out,
-                    char *msg, size_t cap, char *param, size_t pcap)
+int api_chat_prompt(const api_server *a, json_t *root, bool with_tools, api_prompt *out, char *msg,
+                    size_t cap, char *param, size_t pcap)
 {
     memset(out, 0, sizeof(*out));
     json_t *msgs = json_object_get(root, "messages");
@@ -312,8 +322,10 @@ int api_chat_prompt(const api_server *a, json_t *root, bool with_tools, api_prom
     if (ns == CHAT_TRANSFORMED) { /* refuse control-token text rather than parse it */
         for (i = 0; i < n; i++)
             if (tok_text_has_control(a->vocab, m[i].content, strlen(m[i].content))) {
-                snprintf(msg, cap, "messages[%zu].content holds a control token's text, which "
-                         "this chat template cannot keep as plain text", i);
+                snprintf(msg, cap,
+                         "messages[%zu].content holds a control token's text, which "
+                         "this chat template cannot keep as plain text",
+                         i);
                 snprintf(param, pcap, "messages[%zu].content", i);
                 rc = KS_ERR_INVALID;
                 goto done;
@@ -323,7 +335,8 @@ int api_chat_prompt(const api_server *a, json_t *root, bool with_tools, api_prom
     out->n_plain = (size_t)ns;
     rc = 0;
 done:
-    for (size_t k = 0; owned && k < n; k++) free(owned[k]);
+    for (size_t k = 0; owned && k < n; k++)
+        free(owned[k]);
     free(owned);
     free(m);
     if (rc) {
@@ -340,4 +353,3 @@ void api_prompt_free(api_prompt *p)
     free(p->ids);
     memset(p, 0, sizeof(*p));
 }
-

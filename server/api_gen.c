@@ -38,10 +38,10 @@ typedef struct api_job api_job;
 typedef struct api_choice {
     api_job *j;
     int index;
-    sch_req *sr;  /* NULL once its final event came */
-    char *text;   /* non-streaming: the whole completion */
+    sch_req *sr; /* NULL once its final event came */
+    char *text;  /* non-streaming: the whole completion */
     size_t text_len, text_cap;
-    json_t *lp;   /* non-streaming: logprobs entries */
+    json_t *lp; /* non-streaming: logprobs entries */
     api_tool_stream ts;
     bool finished;
     const char *finish;
@@ -76,8 +76,10 @@ typedef struct api_client {
 static void client_id(http_request *req, char *buf, size_t cap)
 {
     const char *auth = http_request_header(req, "authorization");
-    if (auth) snprintf(buf, cap, "key:%s", auth);
-    else if (http_request_peer(req, buf, cap)) snprintf(buf, cap, "?");
+    if (auth)
+        snprintf(buf, cap, "key:%s", auth);
+    else if (http_request_peer(req, buf, cap))
+        snprintf(buf, cap, "?");
 }
 
 /* Counts one more request for the client; NULL when it is at its limit (or no memory). */
@@ -86,7 +88,8 @@ static api_client *client_acquire(api_server *a, http_request *req)
     char id[300];
     client_id(req, id, sizeof(id));
     api_client *c = a->clients;
-    while (c && strcmp(c->id, id)) c = c->next;
+    while (c && strcmp(c->id, id))
+        c = c->next;
     int32_t lim = a->cfg->server.max_client_concurrent;
     if (c && lim > 0 && c->n >= lim) return NULL;
     if (!c) {
@@ -110,7 +113,6 @@ static void client_release(api_server *a, api_client *c)
             return;
         }
 }
-
 
 static void job_free(api_job *j)
 {
@@ -141,8 +143,8 @@ static json_t *lp_entry(const api_job *j, const sch_event *ev)
     for (int32_t i = 0; i < ev->n_top; i++) {
         json_t *p = piece_json(j->a, ev->top_ids[i]);
         if (j->chat)
-            json_array_append_new(top, json_pack("{s:o, s:f}", "token", p, "logprob",
-                                                 (double)ev->top_logprobs[i]));
+            json_array_append_new(
+                top, json_pack("{s:o, s:f}", "token", p, "logprob", (double)ev->top_logprobs[i]));
         else {
             json_object_set_new(top, json_string_value(p), json_real(ev->top_logprobs[i]));
             json_decref(p);
@@ -159,7 +161,8 @@ static json_t *lp_object(const api_job *j, json_t *entries)
     json_t *toks = json_array(), *lps = json_array(), *tops = json_array();
     size_t i;
     json_t *e;
-    json_array_foreach(entries, i, e) {
+    json_array_foreach(entries, i, e)
+    {
         json_array_append(toks, json_object_get(e, "token"));
         json_array_append(lps, json_object_get(e, "logprob"));
         json_array_append(tops, json_object_get(e, "top_logprobs"));
@@ -219,7 +222,8 @@ static void stream_start(api_job *j)
     if (j->started) return;
     j->started = true;
     (void)http_stream_start(j->req, 200, "text/event-stream");
-    for (int i = 0; j->chat && i < j->n; i++) send_delta(&j->ch[i], "", 0, true, NULL, NULL, NULL);
+    for (int i = 0; j->chat && i < j->n; i++)
+        send_delta(&j->ch[i], "", 0, true, NULL, NULL, NULL);
     for (int i = 0; j->echo_len && i < j->n; i++)
         send_delta(&j->ch[i], j->echo, j->echo_len, false, NULL, NULL, NULL);
 }
@@ -249,8 +253,8 @@ static void send_call_args(api_choice *c, size_t index, const char *args, size_t
 {
     if (n == 0) return;
     send_delta(c, NULL, 0, false,
-               json_pack("[{s:I, s:{s:s%}}]", "index", (json_int_t)index, "function",
-                         "arguments", args, n),
+               json_pack("[{s:I, s:{s:s%}}]", "index", (json_int_t)index, "function", "arguments",
+                         args, n),
                NULL, NULL);
 }
 
@@ -272,7 +276,8 @@ static void stream_tools(api_choice *c, json_t *lp)
         size_t skip = (long)k == ts->announced ? ts->announced_sent : 0;
         if ((long)k != ts->announced)
             send_call_head(c, k, json_object_get(call, "id"), json_object_get(fn, "name"));
-        send_call_args(c, k, args + KS_MIN(skip, strlen(args)), strlen(args) - KS_MIN(skip, strlen(args)));
+        send_call_args(c, k, args + KS_MIN(skip, strlen(args)),
+                       strlen(args) - KS_MIN(skip, strlen(args)));
     }
     if (ts->pend) {
         size_t k = json_array_size(ts->calls);
@@ -291,7 +296,8 @@ static void stream_tools(api_choice *c, json_t *lp)
 static json_t *usage_total(const api_job *j)
 {
     sch_usage u = j->ch[0].usage;
-    for (int i = 1; i < j->n; i++) u.completion_tokens += j->ch[i].usage.completion_tokens;
+    for (int i = 1; i < j->n; i++)
+        u.completion_tokens += j->ch[i].usage.completion_tokens;
     return api_usage_json(&u);
 }
 
@@ -337,11 +343,12 @@ static void job_finish(api_job *j)
         return;
     }
     json_t *choices = json_array();
-    for (int i = 0; i < j->n; i++) json_array_append_new(choices, final_choice(&j->ch[i]));
+    for (int i = 0; i < j->n; i++)
+        json_array_append_new(choices, final_choice(&j->ch[i]));
     json_t *root = json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", j->id, "object",
                              j->chat ? "chat.completion" : "text_completion", "created",
-                             (json_int_t)j->created, "model", j->a->model_id, "choices",
-                             choices, "usage", usage_total(j));
+                             (json_int_t)j->created, "model", j->a->model_id, "choices", choices,
+                             "usage", usage_total(j));
     api_respond_json(j->a, j->req, 200, root);
 }
 
@@ -446,10 +453,13 @@ static void on_event(sch_req *r, const sch_event *ev, void *ud)
     c->sr = NULL; /* the scheduler frees it after this final event */
     j->n_live--;
     if (!j->ended) {
-        if (ev->kind == SCH_EV_DONE) on_done(c, ev);
-        else on_error(c, ev);
+        if (ev->kind == SCH_EV_DONE)
+            on_done(c, ev);
+        else
+            on_error(c, ev);
         bool all = true;
-        for (int i = 0; i < j->n; i++) all = all && j->ch[i].finished;
+        for (int i = 0; i < j->n; i++)
+            all = all && j->ch[i].finished;
         if (all && !j->ended) {
             j->ended = true;
             job_finish(j);
@@ -519,9 +529,8 @@ static int32_t fim_prompt(const api_server *a, json_t *p, const api_gen *g, int3
  * string (plain unless parse_special), or ids (a list of ids, or fill-in-the-middle). Returns
  * 0, or KS_ERR_INVALID / KS_ERR_NOMEM with msg and *param set. No tokenization of text here:
  * that runs on a worker thread (tokenize_work). */
-static int prompt_source(api_server *a, json_t *root, bool chat, bool with_tools,
-                         const api_gen *g, api_prompt *pr, char *msg, size_t cap, char *param,
-                         size_t pcap)
+static int prompt_source(api_server *a, json_t *root, bool chat, bool with_tools, const api_gen *g,
+                         api_prompt *pr, char *msg, size_t cap, char *param, size_t pcap)
 {
     memset(pr, 0, sizeof(*pr));
     snprintf(param, pcap, "%s", chat ? "messages" : "prompt");
@@ -561,10 +570,10 @@ static int prompt_source(api_server *a, json_t *root, bool chat, bool with_tools
             n = api_read_ids(a, p, &pr->ids);
             if (n < 0) snprintf(msg, cap, "'prompt' holds an invalid token id");
         } else {
-            snprintf(msg, cap, json_array_size(p) == 0
-                                   ? "the prompt is empty"
-                                   : "'prompt' must be a string or a list of token ids "
-                                     "(several prompts are not supported)");
+            snprintf(msg, cap,
+                     json_array_size(p) == 0 ? "the prompt is empty"
+                                             : "'prompt' must be a string or a list of token ids "
+                                               "(several prompts are not supported)");
         }
     } else {
         snprintf(msg, cap, "'prompt' must be a string or a list of token ids");
@@ -606,14 +615,23 @@ static int submit_all(api_job *j, api_gen *g, const int32_t *ids, int32_t n)
     int rc = 0;
     for (int i = 0; i < j->n && !rc; i++) {
         api_choice *c = &j->ch[i];
-        sch_request_params sp = {.prompt = ids, .n_prompt = n, .max_tokens = g->max_tokens,
-                                 .stops = g->stops, .n_stops = g->n_stops,
-                                 .sampling = g->sampling, .policy = g->policy,
-                                 .policy_config_free = free, .arrival = ks_time_now(),
-                                 .group = grp, .group_follower = i > 0,
+        sch_request_params sp = {.prompt = ids,
+                                 .n_prompt = n,
+                                 .max_tokens = g->max_tokens,
+                                 .stops = g->stops,
+                                 .n_stops = g->n_stops,
+                                 .sampling = g->sampling,
+                                 .policy = g->policy,
+                                 .policy_config_free = free,
+                                 .arrival = ks_time_now(),
+                                 .group = grp,
+                                 .group_follower = i > 0,
                                  .render_special = j->tools && a->tool_format != API_TOOLS_HERMES,
-                                 .bias_ids = g->bias_ids, .bias = g->bias, .n_bias = g->n_bias,
-                                 .on_event = on_event, .ud = c};
+                                 .bias_ids = g->bias_ids,
+                                 .bias = g->bias,
+                                 .n_bias = g->n_bias,
+                                 .on_event = on_event,
+                                 .ud = c};
         if (i == 0) /* the live view follows the first choice (kv_feed.c) */
             sp.view_tag = http_request_header(j->req, "x-kv-view");
         sp.sampling.seed += (uint64_t)i;
@@ -646,8 +664,9 @@ static int tool_constraint(const api_server *a, api_gen *g, json_t *tools, const
                            char *msg, size_t cap, const char **param)
 {
     if (g->grammar) {
-        snprintf(msg, cap, "'tool_choice' that requires a call cannot be combined with "
-                           "response_format, grammar or json_schema");
+        snprintf(msg, cap,
+                 "'tool_choice' that requires a call cannot be combined with "
+                 "response_format, grammar or json_schema");
         *param = "tool_choice";
         return -1;
     }
@@ -686,8 +705,8 @@ static void tokenize_work(uv_work_t *w)
     api_pending *p = w->data;
     api_prompt *pr = &p->prompt;
     if (pr->ids) return; /* ids given, or fill-in-the-middle */
-    p->rc = tok_encode_ex(p->a->vocab, pr->text, pr->len, true, pr->plain, pr->n_plain,
-                          &pr->ids, &pr->n_ids);
+    p->rc = tok_encode_ex(p->a->vocab, pr->text, pr->len, true, pr->plain, pr->n_plain, &pr->ids,
+                          &pr->n_ids);
 }
 
 static void pending_abort(http_request *req, void *ud)
@@ -715,8 +734,10 @@ static void gen_submit(api_pending *p)
     char msg[256];
     api_client *cl = a->cfg->server.max_client_concurrent > 0 ? client_acquire(a, req) : NULL;
     if (a->cfg->server.max_client_concurrent > 0 && !cl) {
-        snprintf(msg, sizeof(msg), "too many requests in flight from this client (limit %d: "
-                 "server.max_client_concurrent)", a->cfg->server.max_client_concurrent);
+        snprintf(msg, sizeof(msg),
+                 "too many requests in flight from this client (limit %d: "
+                 "server.max_client_concurrent)",
+                 a->cfg->server.max_client_concurrent);
         api_respond_error(a, req, 429, msg, NULL);
         return;
     }
@@ -753,8 +774,10 @@ static void gen_submit(api_pending *p)
     int rc = submit_all(j, &p->g, ids, n);
     if (rc) {
         job_free(j);
-        if (rc == KS_ERR_FULL) api_respond_error(a, req, 429, "too many requests queued", NULL);
-        else api_respond_error(a, req, rc == KS_ERR_INVALID ? 400 : 500, ks_status_str(rc), NULL);
+        if (rc == KS_ERR_FULL)
+            api_respond_error(a, req, 429, "too many requests queued", NULL);
+        else
+            api_respond_error(a, req, rc == KS_ERR_INVALID ? 400 : 500, ks_status_str(rc), NULL);
         return;
     }
     http_request_set_callbacks(req, on_abort, on_drain, j);
@@ -825,11 +848,11 @@ void api_gen_handle(api_server *a, http_request *req, bool chat)
     }
     p->with_tools = chat && json_is_array(tools) && json_array_size(tools) > 0 &&
                     choice != API_TOOL_CHOICE_NONE;
-    int rc = prompt_source(a, root, chat, p->with_tools, &p->g, &p->prompt, msg, sizeof(msg),
-                           pname, sizeof(pname));
+    int rc = prompt_source(a, root, chat, p->with_tools, &p->g, &p->prompt, msg, sizeof(msg), pname,
+                           sizeof(pname));
     if (rc) {
-        api_respond_error(a, req, rc == KS_ERR_NOMEM ? 500 : 400,
-                          msg[0] ? msg : "invalid prompt", rc == KS_ERR_NOMEM ? NULL : pname);
+        api_respond_error(a, req, rc == KS_ERR_NOMEM ? 500 : 400, msg[0] ? msg : "invalid prompt",
+                          rc == KS_ERR_NOMEM ? NULL : pname);
         pending_free(p);
         return;
     }

@@ -12,11 +12,11 @@
 #include "api_server.h"
 #include "kvserve/tokenizer.h"
 
-#define FAIL(p, ...)                                                                           \
-    do {                                                                                       \
-        snprintf(msg, cap, __VA_ARGS__);                                                       \
-        *param = (p);                                                                          \
-        return KS_ERR_INVALID;                                                                 \
+#define FAIL(p, ...)                                                                               \
+    do {                                                                                           \
+        snprintf(msg, cap, __VA_ARGS__);                                                           \
+        *param = (p);                                                                              \
+        return KS_ERR_INVALID;                                                                     \
     } while (0)
 
 /* Reads an optional number field into *out within [lo, hi]. 1 = bad. */
@@ -65,7 +65,8 @@ static int parse_stops(json_t *root, api_gen *g, char *msg, size_t cap, const ch
         FAIL("stop", "'stop' holds at most %zu strings", KS_ARRAY_LEN(g->stops));
     size_t i;
     json_t *v;
-    json_array_foreach(st, i, v) {
+    json_array_foreach(st, i, v)
+    {
         if (!json_is_string(v) || json_string_length(v) == 0)
             FAIL("stop", "'stop' entries must be non-empty strings");
         g->stops[g->n_stops++] = json_string_value(v);
@@ -113,28 +114,35 @@ static int parse_sampling(json_t *root, api_gen *g, char *msg, size_t cap, const
     double x;
     long long i;
     x = s->temperature;
-    if (get_num(root, "temperature", 0, 100, &x)) FAIL("temperature", "'temperature' must be a number in 0..100");
+    if (get_num(root, "temperature", 0, 100, &x))
+        FAIL("temperature", "'temperature' must be a number in 0..100");
     s->temperature = (float)x;
     x = s->top_p;
-    if (get_num(root, "top_p", 0, 1, &x) || x <= 0) FAIL("top_p", "'top_p' must be a number in (0, 1]");
+    if (get_num(root, "top_p", 0, 1, &x) || x <= 0)
+        FAIL("top_p", "'top_p' must be a number in (0, 1]");
     s->top_p = (float)x;
     x = s->min_p;
     if (get_num(root, "min_p", 0, 1, &x)) FAIL("min_p", "'min_p' must be a number in 0..1");
     s->min_p = (float)x;
     i = s->top_k;
-    if (get_int(root, "top_k", 0, 1 << 30, &i)) FAIL("top_k", "'top_k' must be a non-negative integer");
+    if (get_int(root, "top_k", 0, 1 << 30, &i))
+        FAIL("top_k", "'top_k' must be a non-negative integer");
     s->top_k = (int32_t)i;
     x = s->presence_penalty;
-    if (get_num(root, "presence_penalty", -2, 2, &x)) FAIL("presence_penalty", "'presence_penalty' must be a number in -2..2");
+    if (get_num(root, "presence_penalty", -2, 2, &x))
+        FAIL("presence_penalty", "'presence_penalty' must be a number in -2..2");
     s->presence_penalty = (float)x;
     x = s->frequency_penalty;
-    if (get_num(root, "frequency_penalty", -2, 2, &x)) FAIL("frequency_penalty", "'frequency_penalty' must be a number in -2..2");
+    if (get_num(root, "frequency_penalty", -2, 2, &x))
+        FAIL("frequency_penalty", "'frequency_penalty' must be a number in -2..2");
     s->frequency_penalty = (float)x;
     x = s->repeat_penalty;
-    if (get_num(root, "repeat_penalty", 0, 10, &x) || x <= 0) FAIL("repeat_penalty", "'repeat_penalty' must be a number in (0, 10]");
+    if (get_num(root, "repeat_penalty", 0, 10, &x) || x <= 0)
+        FAIL("repeat_penalty", "'repeat_penalty' must be a number in (0, 10]");
     s->repeat_penalty = (float)x;
     i = s->repeat_last_n;
-    if (get_int(root, "repeat_last_n", 0, 1 << 20, &i)) FAIL("repeat_last_n", "'repeat_last_n' must be a non-negative integer");
+    if (get_int(root, "repeat_last_n", 0, 1 << 20, &i))
+        FAIL("repeat_last_n", "'repeat_last_n' must be a non-negative integer");
     s->repeat_last_n = (int32_t)i;
     json_t *seed = json_object_get(root, "seed");
     if (seed && !json_is_null(seed)) {
@@ -151,7 +159,8 @@ static int parse_sampling(json_t *root, api_gen *g, char *msg, size_t cap, const
 static int apply_ignore_eos(const api_server *a, api_gen *g)
 {
     int32_t n_vocab = a->vocab ? tok_vocab_n_tokens(a->vocab) : 0, n_eog = 0;
-    for (int32_t id = 0; id < n_vocab; id++) n_eog += tok_is_eog(a->vocab, id);
+    for (int32_t id = 0; id < n_vocab; id++)
+        n_eog += tok_is_eog(a->vocab, id);
     if (n_eog == 0) return 0;
     int32_t *ids = realloc(g->bias_ids, (size_t)(g->n_bias + n_eog) * sizeof(int32_t));
     if (!ids) return KS_ERR_NOMEM;
@@ -178,8 +187,8 @@ int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char
         FAIL("n", "'n' must be an integer in 1..%d", API_MAX_CHOICES);
     g->n = (int32_t)n;
     long long mt = lim->default_max_tokens;
-    const char *mt_key = json_object_get(root, "max_completion_tokens") ? "max_completion_tokens"
-                                                                        : "max_tokens";
+    const char *mt_key =
+        json_object_get(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
     if (get_int(root, mt_key, 1, lim->max_tokens, &mt))
         FAIL(mt_key, "'%s' must be an integer in 1..%d", mt_key, lim->max_tokens);
     g->max_tokens = (int32_t)mt;
@@ -245,7 +254,7 @@ static int kv_type_check(const api_server *a, const char *key, json_t *v, char *
         snprintf(msg, cap, "kv_policy %s: expected one of %s", key, ks_dtype_names());
         return KS_ERR_INVALID;
     }
-    ks_dtype have = !a->pool          ? t
+    ks_dtype have = !a->pool        ? t
                     : key[0] == 'k' ? kv_pool_k_dtype(a->pool)
                                     : kv_pool_v_dtype(a->pool);
     if (t != have) {
@@ -270,9 +279,10 @@ static int policy_check_ctx(const kv_policy_config *c, int32_t n_ctx, char *msg,
     int32_t dense = 0;
     int64_t bound = pd->admission(kv_policy_config_params(c, pd), huge, 1, 1, &dense);
     if (n_ctx <= 0 || bound >= huge || bound <= n_ctx) return 0;
-    snprintf(msg, cap, "kv_policy %s keeps up to %lld tokens (its window, sinks, heavy or "
-             "retrieved blocks), more than the context of %d tokens", pd->name,
-             (long long)bound, n_ctx);
+    snprintf(msg, cap,
+             "kv_policy %s keeps up to %lld tokens (its window, sinks, heavy or "
+             "retrieved blocks), more than the context of %d tokens",
+             pd->name, (long long)bound, n_ctx);
     return KS_ERR_INVALID;
 }
 
@@ -299,7 +309,8 @@ int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
     out->kind = kind;
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         if (!strcmp(key, "name")) continue;
         if (!strcmp(key, "k_dtype") || !strcmp(key, "v_dtype")) {
             if (kv_type_check(a, key, v, msg, cap)) return KS_ERR_INVALID;

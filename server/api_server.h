@@ -17,9 +17,9 @@
 #include "config.h"
 #include "http.h"
 #include "kvserve/kvcache.h"
+#include "kvserve/model.h"
 #include "kvserve/persist.h"
 #include "metrics.h"
-#include "kvserve/model.h"
 #include "scheduler.h"
 
 #define API_MAX_CHOICES 16
@@ -42,7 +42,7 @@ typedef struct api_server {
     int32_t n_ctx;
     int32_t max_prompt;
     bool shutting_down;
-    int64_t n_jobs;   /* generation requests in flight */
+    int64_t n_jobs;             /* generation requests in flight */
     struct api_client *clients; /* per-client counts of generation requests in flight */
     uint64_t next_id;
     /* Prefix cache on disk (api_kv.c): on when kvcache.persist_dir is set and usable. */
@@ -89,11 +89,11 @@ void api_chat_teardown(api_server *a);
 /* A prompt before submission: token ids, or text to tokenize in which the `plain` ranges
  * are user text (control tokens written there stay text; see tok_encode_ex). */
 typedef struct api_prompt {
-    char *text;        /* malloc'd, or NULL when ids are given */
+    char *text; /* malloc'd, or NULL when ids are given */
     size_t len;
-    tok_span *plain;   /* malloc'd */
+    tok_span *plain; /* malloc'd */
     size_t n_plain;
-    int32_t *ids;      /* malloc'd: given, or the tokenization's result */
+    int32_t *ids; /* malloc'd: given, or the tokenization's result */
     int32_t n_ids;
 } api_prompt;
 void api_prompt_free(api_prompt *p);
@@ -102,8 +102,8 @@ void api_prompt_free(api_prompt *p);
  * that control tokens a user writes stay text. Validates each message first (an object, a
  * known role, a content that is a string or a list of text parts); on error returns
  * KS_ERR_INVALID with msg and param ("messages[2].content") set, or KS_ERR_NOMEM. */
-int api_chat_prompt(const api_server *a, json_t *root, bool with_tools, api_prompt *out,
-                    char *msg, size_t cap, char *param, size_t pcap) KS_WUR;
+int api_chat_prompt(const api_server *a, json_t *root, bool with_tools, api_prompt *out, char *msg,
+                    size_t cap, char *param, size_t pcap) KS_WUR;
 
 /* Generation parameters common to both completion endpoints (api_params.c). */
 typedef struct api_gen {
@@ -117,20 +117,20 @@ typedef struct api_gen {
     bool logprobs;
     kv_policy_config *policy_config; /* malloc'd when the request names a policy */
     const kv_policy *policy;
-    gram *grammar;        /* response_format / grammar / json_schema, compiled; owned */
-    char *grammar_src;    /* its GBNF (malloc'd): choices after the first compile their own */
+    gram *grammar;     /* response_format / grammar / json_schema, compiled; owned */
+    char *grammar_src; /* its GBNF (malloc'd): choices after the first compile their own */
     size_t grammar_len;
-    int32_t *bias_ids;    /* logit_bias (malloc'd) */
+    int32_t *bias_ids; /* logit_bias (malloc'd) */
     float *bias;
     int32_t n_bias;
-    bool echo;            /* completions: the prompt text starts the output */
-    const char *suffix;   /* completions: fill-in-the-middle suffix (in the request's JSON) */
+    bool echo;          /* completions: the prompt text starts the output */
+    const char *suffix; /* completions: fill-in-the-middle suffix (in the request's JSON) */
     size_t suffix_len;
 } api_gen;
 
 /* Parses and validates; on error returns KS_ERR_INVALID with msg and *param set. */
-int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg,
-                  size_t cap, const char **param) KS_WUR;
+int api_gen_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg, size_t cap,
+                  const char **param) KS_WUR;
 /* The structured-output fields (api_structured.c): response_format, grammar, json_schema,
  * logit_bias, and for completions echo and suffix. Called by api_gen_parse. */
 int api_structured_parse(const api_server *a, json_t *root, bool chat, api_gen *g, char *msg,

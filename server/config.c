@@ -3,9 +3,10 @@
  *
  * Loading is table driven: every accepted key is one row of `g_keys` (path, type, field), or
  * a policy parameter kvcache.NAME.KEY read from that policy's descriptor (policy_config.h),
- * so no policy is named here. The document tree is walked once; anything not in the table is an error naming the file,
- * line and key. Ranges live in the validators only (cfg_validate, kv_policy_config_validate), which report the field's TOML
- * path; the loader maps that path back to the line where the file set it.
+ * so no policy is named here. The document tree is walked once; anything not in the table is an
+ * error naming the file, line and key. Ranges live in the validators only (cfg_validate,
+ * kv_policy_config_validate), which report the field's TOML path; the loader maps that path back to
+ * the line where the file set it.
  */
 #include "config.h"
 
@@ -20,9 +21,9 @@
 
 /* ---- names ---- */
 
-static const char *const g_dtype_names[] = {"f16",  "f32",  "bf16", "q8_0",  "q4_0",
+static const char *const g_dtype_names[] = {"f16",  "f32",  "bf16", "q8_0",   "q4_0",
                                             "q4_1", "q5_0", "q5_1", "iq4_nl", NULL};
-static const char *const g_templates[] = {"auto",    "chatml", "llama3", "llama2", "mistral",
+static const char *const g_templates[] = {"auto",   "chatml", "llama3", "llama2", "mistral",
                                           "zephyr", "phi3",   "gemma",  NULL};
 
 static int name_lookup(const char *const *names, const char *name)
@@ -30,7 +31,10 @@ static int name_lookup(const char *const *names, const char *name)
     return kv_name_index(names, name);
 }
 
-int cfg_kv_dtype_from_name(const char *n) { return name_lookup(g_dtype_names, n); }
+int cfg_kv_dtype_from_name(const char *n)
+{
+    return name_lookup(g_dtype_names, n);
+}
 
 const char *cfg_kv_dtype_name(cfg_kv_dtype t)
 {
@@ -58,12 +62,15 @@ ks_dtype cfg_kv_v_dtype(const cfg *c)
     return cfg_kv_dtype_ks(t);
 }
 
-static bool is_pow2(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+static bool is_pow2(int64_t v)
+{
+    return v > 0 && (v & (v - 1)) == 0;
+}
 
-#define RANGE(key, v, lo, hi)                                                                 \
-    do {                                                                                      \
-        int rc_ = ks_check_range(d, key, v, lo, hi);                                          \
-        if (rc_) return rc_;                                                                  \
+#define RANGE(key, v, lo, hi)                                                                      \
+    do {                                                                                           \
+        int rc_ = ks_check_range(d, key, v, lo, hi);                                               \
+        if (rc_) return rc_;                                                                       \
     } while (0)
 
 /* ---- whole configuration ---- */
@@ -99,8 +106,10 @@ void cfg_defaults(cfg *c)
     c->kvcache.allow_request_override = true;
     c->kvcache.persist_max_mb = 1024;
     kv_policy_config_defaults(&c->kvcache.policy);
-    c->limits = (cfg_limits){.default_max_tokens = 256, .max_tokens = 4096,
-                             .max_concurrent = 16, .max_prompt_tokens = 0};
+    c->limits = (cfg_limits){.default_max_tokens = 256,
+                             .max_tokens = 4096,
+                             .max_concurrent = 16,
+                             .max_prompt_tokens = 0};
 }
 
 int cfg_validate(const cfg *c, ks_diag *d)
@@ -124,15 +133,16 @@ int cfg_validate(const cfg *c, ks_diag *d)
     RANGE("model.ctx", c->model.ctx, 16, 1 << 24);
     RANGE("model.threads", c->model.threads, 0, 1024);
     if (name_lookup(g_templates, c->model.chat_template) < 0)
-        return ks_diag_key(d, KS_ERR_INVALID, "model.chat_template",
-                   "unknown template \"%s\" (auto, chatml, llama3, llama2, mistral, zephyr, "
-                   "phi3, gemma)",
-                   c->model.chat_template);
+        return ks_diag_key(
+            d, KS_ERR_INVALID, "model.chat_template",
+            "unknown template \"%s\" (auto, chatml, llama3, llama2, mistral, zephyr, "
+            "phi3, gemma)",
+            c->model.chat_template);
     RANGE("kvcache.memory_mb", c->kvcache.memory_mb, 1, INT64_MAX / (1 << 20));
     const int32_t bt = c->kvcache.block_tokens;
     if (!is_pow2(bt) || bt < 8 || bt > 1024)
         return ks_diag_key(d, KS_ERR_RANGE, "kvcache.block_tokens",
-                   "%d must be a power of two in 8..1024", bt);
+                           "%d must be a power of two in 8..1024", bt);
     if ((unsigned)c->kvcache.dtype >= CFG_KV_N)
         return ks_diag_key(d, KS_ERR_INVALID, "kvcache.dtype", "invalid");
     if (c->kvcache.k_dtype < CFG_KV_UNSET || c->kvcache.k_dtype >= CFG_KV_N)
@@ -173,8 +183,8 @@ int cfg_apply_env(cfg *c, ks_diag *d)
     const char *key = getenv("KVSERVE_API_KEY");
     if (!key || !key[0]) return KS_OK;
     if (strlen(key) >= sizeof(c->server.api_key))
-        return ks_diag_key(d, KS_ERR_RANGE, "server.api_key", "KVSERVE_API_KEY is too long (max %zu)",
-                   sizeof(c->server.api_key) - 1);
+        return ks_diag_key(d, KS_ERR_RANGE, "server.api_key",
+                           "KVSERVE_API_KEY is too long (max %zu)", sizeof(c->server.api_key) - 1);
     snprintf(c->server.api_key, sizeof(c->server.api_key), "%s", key);
     return KS_OK;
 }
@@ -189,12 +199,18 @@ typedef struct key_spec {
     const char *path;
     key_type type;
     size_t off;
-    size_t size;                    /* K_STR: buffer size */
-    const char *const *names;       /* K_ENUM: accepted names, index = enum value */
+    size_t size;              /* K_STR: buffer size */
+    const char *const *names; /* K_ENUM: accepted names, index = enum value */
 } key_spec;
 
-#define KEY(p, t, f) {p, t, offsetof(cfg, f), sizeof(((cfg *)0)->f), NULL}
-#define KENUM(p, f, n) {p, K_ENUM, offsetof(cfg, f), sizeof(((cfg *)0)->f), n}
+#define KEY(p, t, f)                                                                               \
+    {                                                                                              \
+        p, t, offsetof(cfg, f), sizeof(((cfg *)0)->f), NULL                                        \
+    }
+#define KENUM(p, f, n)                                                                             \
+    {                                                                                              \
+        p, K_ENUM, offsetof(cfg, f), sizeof(((cfg *)0)->f), n                                      \
+    }
 
 _Static_assert(sizeof(kv_pos_mode) == sizeof(int) && sizeof(cfg_kv_dtype) == sizeof(int) &&
                    sizeof(kv_eviction) == sizeof(int),
@@ -321,10 +337,12 @@ static int apply_value(loader *L, const char *path, const key_target *k, const t
     if (k->type == K_I32 || k->type == K_I64) {
         int64_t x = toml_node_int(v);
         if (k->type == K_I32 && (x < INT32_MIN || x > INT32_MAX))
-            return toml_diag_set(L->d, KS_ERR_RANGE, L->file, line, path,
-                                 "%lld is out of range", (long long)x);
-        if (k->type == K_I32) *(int32_t *)dst = (int32_t)x;
-        else *(int64_t *)dst = x;
+            return toml_diag_set(L->d, KS_ERR_RANGE, L->file, line, path, "%lld is out of range",
+                                 (long long)x);
+        if (k->type == K_I32)
+            *(int32_t *)dst = (int32_t)x;
+        else
+            *(int64_t *)dst = x;
     } else if (k->type == K_BOOL) {
         *(bool *)dst = toml_node_bool(v);
     } else if (k->type == K_TRI) {
@@ -405,8 +423,10 @@ static int locate_diag(const toml_doc *doc, int status, ks_diag *d)
             break;
         }
         char *dot = strrchr(path, '.');
-        if (dot) *dot = 0;
-        else path[0] = 0;
+        if (dot)
+            *dot = 0;
+        else
+            path[0] = 0;
     }
     return toml_diag_set(d, status, toml_doc_filename(doc), line, key, "%s", reason);
 }

@@ -34,28 +34,28 @@ typedef enum cfg_kv_dtype {
 } cfg_kv_dtype;
 
 typedef struct cfg_server {
-    char host[256];           /* default "127.0.0.1" */
-    int32_t port;             /* 1..65535, default 8080 */
-    int32_t threads;          /* inference threads, >= 1, default: number of online CPUs */
-    int64_t max_body_bytes;   /* >= 1, default 1 MiB */
-    int64_t max_header_bytes; /* >= 1, default 16 KiB */
-    int32_t request_timeout_s;/* >= 1, default 600 */
-    int32_t max_queue;        /* >= 1, default 64 */
-    int32_t queue_aging_s;    /* >= 1, default 5: a waiting request that does not fit lets
-                                 later ones pass for this long, then holds them back */
-    char api_key[256];        /* "" = no authentication (default) */
-    int32_t shutdown_grace_s; /* >= 0, default 30 */
-    int32_t max_connections;  /* >= 1, default 256: beyond it a connection gets 503 */
-    int32_t header_timeout_s; /* >= 1, default 10: request line + headers must arrive in it */
-    int32_t body_timeout_s;   /* >= 1, default 60: the body must arrive in it */
-    int32_t idle_timeout_s;   /* >= 1, default 30: an idle keep-alive connection is closed */
-    int64_t max_buffered_mb;  /* >= 1, default 64: request bytes buffered by all clients */
-    int32_t max_client_concurrent; /* >= 0, default 0 = off: generation requests in flight
-                                      per client (API key, else address) */
+    char host[256];                 /* default "127.0.0.1" */
+    int32_t port;                   /* 1..65535, default 8080 */
+    int32_t threads;                /* inference threads, >= 1, default: number of online CPUs */
+    int64_t max_body_bytes;         /* >= 1, default 1 MiB */
+    int64_t max_header_bytes;       /* >= 1, default 16 KiB */
+    int32_t request_timeout_s;      /* >= 1, default 600 */
+    int32_t max_queue;              /* >= 1, default 64 */
+    int32_t queue_aging_s;          /* >= 1, default 5: a waiting request that does not fit lets
+                                       later ones pass for this long, then holds them back */
+    char api_key[256];              /* "" = no authentication (default) */
+    int32_t shutdown_grace_s;       /* >= 0, default 30 */
+    int32_t max_connections;        /* >= 1, default 256: beyond it a connection gets 503 */
+    int32_t header_timeout_s;       /* >= 1, default 10: request line + headers must arrive in it */
+    int32_t body_timeout_s;         /* >= 1, default 60: the body must arrive in it */
+    int32_t idle_timeout_s;         /* >= 1, default 30: an idle keep-alive connection is closed */
+    int64_t max_buffered_mb;        /* >= 1, default 64: request bytes buffered by all clients */
+    int32_t max_client_concurrent;  /* >= 0, default 0 = off: generation requests in flight
+                                       per client (API key, else address) */
     char cors_origins[CFG_STR_MAX]; /* "" (default): browsers' cross-origin requests are
                                        refused; else comma-separated origins, or "*" */
-    int32_t ui;               /* browser view at / and /v1/kv/stream: 1 on, 0 off, -1 (default)
-                                 on only when host is a loopback address (cfg_ui_enabled) */
+    int32_t ui; /* browser view at / and /v1/kv/stream: 1 on, 0 off, -1 (default)
+                   on only when host is a loopback address (cfg_ui_enabled) */
 } cfg_server;
 
 typedef struct cfg_model {
@@ -71,16 +71,16 @@ typedef struct cfg_model {
 } cfg_model;
 
 typedef struct cfg_kvcache {
-    int64_t memory_mb;           /* KV budget, >= 1, default 1024 */
-    int32_t block_tokens;        /* power of two 8..1024, default 64 */
-    cfg_kv_dtype dtype;          /* default F16: K and V unless set below */
-    cfg_kv_dtype k_dtype;        /* default UNSET (= dtype) */
-    cfg_kv_dtype v_dtype;        /* default UNSET (= dtype) */
-    bool allow_request_override; /* default true */
+    int64_t memory_mb;             /* KV budget, >= 1, default 1024 */
+    int32_t block_tokens;          /* power of two 8..1024, default 64 */
+    cfg_kv_dtype dtype;            /* default F16: K and V unless set below */
+    cfg_kv_dtype k_dtype;          /* default UNSET (= dtype) */
+    cfg_kv_dtype v_dtype;          /* default UNSET (= dtype) */
+    bool allow_request_override;   /* default true */
     char persist_dir[CFG_STR_MAX]; /* prefix cache on disk; "" = off (default) */
     int32_t persist_interval_s;    /* also save every N s; 0 = only at shutdown (default) */
     int64_t persist_max_mb;        /* cap of persist_dir's *.kvpc files, default 1024 */
-    kv_policy_config policy;     /* policy kind + per-policy parameter tables */
+    kv_policy_config policy;       /* policy kind + per-policy parameter tables */
 } cfg_kvcache;
 
 typedef struct cfg_limits {
@@ -104,8 +104,7 @@ void cfg_defaults(cfg *c);
  * validates. On error c may be partly updated and d names FILE:LINE: key: reason.
  * cfg_load_string's filename is used in messages only (NULL: "<string>"). */
 int cfg_load_file(const char *path, cfg *c, ks_diag *d) KS_WUR;
-int cfg_load_string(const char *text, size_t len, const char *filename, cfg *c,
-                    ks_diag *d) KS_WUR;
+int cfg_load_string(const char *text, size_t len, const char *filename, cfg *c, ks_diag *d) KS_WUR;
 
 /* Environment overrides: KVSERVE_API_KEY (when set and non-empty) replaces server.api_key. */
 int cfg_apply_env(cfg *c, ks_diag *d) KS_WUR;

@@ -61,7 +61,11 @@ struct http_request {
  * ACTIVE has none here (generation has its own). REJECTED: answered with an error, closed
  * at the latest one header_timeout later. */
 typedef enum http_conn_state {
-    HTTP_CONN_IDLE, HTTP_CONN_HEADERS, HTTP_CONN_BODY, HTTP_CONN_ACTIVE, HTTP_CONN_REJECTED
+    HTTP_CONN_IDLE,
+    HTTP_CONN_HEADERS,
+    HTTP_CONN_BODY,
+    HTTP_CONN_ACTIVE,
+    HTTP_CONN_REJECTED
 } http_conn_state;
 
 struct http_conn {
@@ -75,8 +79,8 @@ struct http_conn {
     int err_status; /* limit violated while parsing: 400, 401, 403, 413, 431, 503 */
     char err_msg[160];
     http_conn_state state;
-    uint64_t t_state; /* uv_now when the state began */
-    size_t charged;   /* input buffer bytes counted in the server's buffered total */
+    uint64_t t_state;     /* uv_now when the state began */
+    size_t charged;       /* input buffer bytes counted in the server's buffered total */
     http_request *cur;    /* being parsed */
     http_request *active; /* being answered */
     bool in_parse;
@@ -133,22 +137,38 @@ static bool srv_charge(http_server *s, size_t n)
 const char *http_status_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 204: return "No Content";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 204:
+        return "No Content";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Payload Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
     }
 }
 
@@ -188,7 +208,8 @@ static int append(char **buf, size_t *len, size_t *cap, const char *at, size_t n
     if (ks_add_size(*len, n + 1, &need)) return KS_ERR_NOMEM;
     if (need > *cap) {
         size_t nc = *cap ? *cap : 256;
-        while (nc < need) nc *= 2;
+        while (nc < need)
+            nc *= 2;
         char *nb = realloc(*buf, nc);
         if (!nb) return KS_ERR_NOMEM;
         *buf = nb;
@@ -323,11 +344,10 @@ static int head_format(http_request *r, char *buf, size_t cap, int status, const
         snprintf(lenline, sizeof(lenline), "Content-Length: %lld\r\n", content_length);
     else if (r->chunked_out)
         snprintf(lenline, sizeof(lenline), "Transfer-Encoding: chunked\r\n");
-    int n = snprintf(buf, cap,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%s%sConnection: %s\r\n\r\n",
-                     status, http_status_reason(status), ctype ? ctype : "application/json",
-                     lenline, extra ? extra : "", r->extra ? r->extra : "",
-                     keep ? "keep-alive" : "close");
+    int n =
+        snprintf(buf, cap, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%s%sConnection: %s\r\n\r\n",
+                 status, http_status_reason(status), ctype ? ctype : "application/json", lenline,
+                 extra ? extra : "", r->extra ? r->extra : "", keep ? "keep-alive" : "close");
     return (n < 0 || (size_t)n >= cap) ? -1 : n;
 }
 
@@ -336,14 +356,13 @@ int http_respond(http_request *r, int status, const char *content_type, const ch
 {
     if (r->ended || r->streaming) return KS_ERR_INVALID;
     char head[2048];
-    int n = head_format(r, head, sizeof(head), status, content_type, extra_headers,
-                        (long long)len);
+    int n = head_format(r, head, sizeof(head), status, content_type, extra_headers, (long long)len);
     if (n < 0) return KS_ERR_INVALID;
     /* A response to HEAD has the headers of the GET response and no body (RFC 9110 9.3.2);
      * sending one would corrupt the next response on a keep-alive connection. */
     bool head_only = !strcmp(r->method, "HEAD");
-    int rc = conn_write(r->conn, head, (size_t)n, head_only ? NULL : body, head_only ? 0 : len,
-                        NULL, 0);
+    int rc =
+        conn_write(r->conn, head, (size_t)n, head_only ? NULL : body, head_only ? 0 : len, NULL, 0);
     request_finish(r);
     return rc;
 }
@@ -355,8 +374,8 @@ int http_stream_start(http_request *r, int status, const char *content_type)
     r->chunked_out = !r->http10;
     if (r->http10) r->keep_alive = false;
     char head[2048];
-    int n = head_format(r, head, sizeof(head), status, content_type,
-                        "Cache-Control: no-cache\r\n", -1);
+    int n =
+        head_format(r, head, sizeof(head), status, content_type, "Cache-Control: no-cache\r\n", -1);
     if (n < 0) return KS_ERR_INVALID;
     return conn_write(r->conn, head, (size_t)n, NULL, 0, NULL, 0);
 }
@@ -406,9 +425,18 @@ static void conn_respond_error(http_conn *c, int status, const char *msg)
 
 /* ---------------------------------------------------------------- request accessors */
 
-const char *http_request_method(const http_request *r) { return r->method; }
-const char *http_request_path(const http_request *r) { return r->path ? r->path : "/"; }
-const char *http_request_target(const http_request *r) { return r->target ? r->target : "/"; }
+const char *http_request_method(const http_request *r)
+{
+    return r->method;
+}
+const char *http_request_path(const http_request *r)
+{
+    return r->path ? r->path : "/";
+}
+const char *http_request_target(const http_request *r)
+{
+    return r->target ? r->target : "/";
+}
 
 const char *http_request_header(const http_request *r, const char *name)
 {
@@ -443,9 +471,8 @@ int http_request_peer(const http_request *r, char *buf, size_t cap)
     struct sockaddr_storage a;
     int len = sizeof(a);
     if (uv_tcp_getpeername(&r->conn->tcp, (struct sockaddr *)&a, &len) < 0) return KS_ERR_IO;
-    int rc = a.ss_family == AF_INET6
-                 ? uv_ip6_name((struct sockaddr_in6 *)&a, buf, cap)
-                 : uv_ip4_name((struct sockaddr_in *)&a, buf, cap);
+    int rc = a.ss_family == AF_INET6 ? uv_ip6_name((struct sockaddr_in6 *)&a, buf, cap)
+                                     : uv_ip4_name((struct sockaddr_in *)&a, buf, cap);
     return rc < 0 ? KS_ERR_IO : 0;
 }
 
@@ -581,7 +608,8 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     size_t cap0 = r->body_cap;
     if (r->body_len + n + 1 > cap0) { /* grows as bytes arrive, within the global cap */
         size_t want = cap0 ? cap0 : 256;
-        while (want < r->body_len + n + 1) want *= 2;
+        while (want < r->body_len + n + 1)
+            want *= 2;
         if (!srv_charge(c->srv, want - cap0)) {
             c->err_status = 503;
             snprintf(c->err_msg, sizeof(c->err_msg),
@@ -655,7 +683,8 @@ static void conn_parse(http_conn *c)
         c->in_len -= c->in_off;
         c->in_off = 0;
     }
-    if (!c->closing && !c->close_after && !c->reading && c->in_len < c->in_cap) conn_start_reading(c);
+    if (!c->closing && !c->close_after && !c->reading && c->in_len < c->in_cap)
+        conn_start_reading(c);
 }
 
 /* Input buffer bound: one header block plus 64 KiB of body or pipelined bytes (bodies are
@@ -711,8 +740,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (!c->in_parse) conn_parse(c);
     if (!c->closing && !c->close_after && !c->active && c->in_len == c->in_cap &&
         c->in_cap < conn_in_max(c)) /* the global cap stopped the buffer from growing */
-        conn_respond_error(c, 503, "the server is busy: too many request bytes buffered; "
-                                   "retry later");
+        conn_respond_error(c, 503,
+                           "the server is busy: too many request bytes buffered; "
+                           "retry later");
 }
 
 static void conn_start_reading(http_conn *c)
@@ -736,8 +766,10 @@ static void conn_closed(uv_handle_t *h)
 {
     http_conn *c = h->data;
     http_server *s = c->srv;
-    if (c->prev) c->prev->next = c->next;
-    else s->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     s->n_conns--;
     request_free(c->cur);
@@ -850,8 +882,7 @@ int http_server_create(const http_server_params *p, http_server **out, ks_diag *
     int rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
     if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 256, on_connection);
     if (rc < 0) {
-        ks_diag_set(d, KS_ERR_IO, "cannot listen on %s:%d: %s", p->host, p->port,
-                    uv_strerror(rc));
+        ks_diag_set(d, KS_ERR_IO, "cannot listen on %s:%d: %s", p->host, p->port, uv_strerror(rc));
         s->closing = true;
         uv_close((uv_handle_t *)&s->listener, NULL);
         uv_close((uv_handle_t *)&s->sweep, NULL);
@@ -870,9 +901,18 @@ int http_server_create(const http_server_params *p, http_server **out, ks_diag *
     return 0;
 }
 
-int http_server_port(const http_server *s) { return s->port; }
-size_t http_server_n_conns(const http_server *s) { return s->n_conns; }
-size_t http_server_buffered(const http_server *s) { return s->buffered; }
+int http_server_port(const http_server *s)
+{
+    return s->port;
+}
+size_t http_server_n_conns(const http_server *s)
+{
+    return s->n_conns;
+}
+size_t http_server_buffered(const http_server *s)
+{
+    return s->buffered;
+}
 
 static void listener_closed(uv_handle_t *h)
 {
@@ -889,8 +929,7 @@ static void close_listener(http_server *s)
 
 static void close_sweep(http_server *s)
 {
-    if (!uv_is_closing((uv_handle_t *)&s->sweep))
-        uv_close((uv_handle_t *)&s->sweep, sweep_closed);
+    if (!uv_is_closing((uv_handle_t *)&s->sweep)) uv_close((uv_handle_t *)&s->sweep, sweep_closed);
 }
 
 void http_server_drain(http_server *s)

@@ -26,7 +26,8 @@ int metrics_hist_init(metrics_hist *h, const double *bounds, int n)
 void metrics_hist_observe(metrics_hist *h, double v)
 {
     int i = 0;
-    while (i < h->n_bounds && v > h->bounds[i]) i++;
+    while (i < h->n_bounds && v > h->bounds[i])
+        i++;
     h->counts[i]++;
     h->sum += v;
     h->count++;
@@ -172,8 +173,7 @@ static void render_hist(text_buf *b, const char *name, const char *help, const m
     }
     cum += h->counts[h->n_bounds];
     tb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
-    tb_printf(b, "%s_sum %.17g\n%s_count %llu\n", name, h->sum, name,
-              (unsigned long long)h->count);
+    tb_printf(b, "%s_sum %.17g\n%s_count %llu\n", name, h->sum, name, (unsigned long long)h->count);
 }
 
 int metrics_render(metrics *m, const metrics_gauges *g, char **out, size_t *len)
@@ -188,10 +188,8 @@ int metrics_render(metrics *m, const metrics_gauges *g, char **out, size_t *len)
         if (m->requests[i])
             tb_printf(&b, "kvserve_requests_total{status=\"%d\"} %llu\n", i + 100,
                       (unsigned long long)m->requests[i]);
-    render_counter(&b, "kvserve_prompt_tokens_total", "Prompt tokens processed.",
-                   m->prompt_tokens);
-    render_counter(&b, "kvserve_generated_tokens_total", "Tokens generated.",
-                   m->generated_tokens);
+    render_counter(&b, "kvserve_prompt_tokens_total", "Prompt tokens processed.", m->prompt_tokens);
+    render_counter(&b, "kvserve_generated_tokens_total", "Tokens generated.", m->generated_tokens);
     render_counter(&b, "kvserve_cached_prompt_tokens_total",
                    "Prompt tokens served from the prefix cache.", m->cached_tokens);
     render_hist(&b, "kvserve_time_to_first_token_seconds",
@@ -201,8 +199,7 @@ int metrics_render(metrics *m, const metrics_gauges *g, char **out, size_t *len)
     pthread_mutex_unlock(&m->mu);
     metrics_gauges z = {0};
     if (!g) g = &z;
-    render_gauge(&b, "kvserve_kv_bytes_used", "KV cache bytes in use.",
-                 (double)g->kv_bytes_used);
+    render_gauge(&b, "kvserve_kv_bytes_used", "KV cache bytes in use.", (double)g->kv_bytes_used);
     render_gauge(&b, "kvserve_kv_bytes_budget", "KV cache byte budget.",
                  (double)g->kv_bytes_budget);
     render_gauge(&b, "kvserve_sequences_active", "Sequences being prefilled or decoded.",
@@ -226,10 +223,11 @@ int metrics_render(metrics *m, const metrics_gauges *g, char **out, size_t *len)
     for (int32_t l = 0; g->kv_bytes && l < g->n_layer; l++)
         tb_printf(&b, "kvserve_kv_bytes_per_layer{layer=\"%d\"} %lld\n", l,
                   (long long)g->kv_bytes[l]);
-    tb_printf(&b, "# HELP kvserve_kv_retrieval_blocks KV blocks of retrieval sequences by tier.\n"
-                  "# TYPE kvserve_kv_retrieval_blocks gauge\n"
-                  "kvserve_kv_retrieval_blocks{tier=\"ram\"} %lld\n"
-                  "kvserve_kv_retrieval_blocks{tier=\"disk\"} %lld\n",
+    tb_printf(&b,
+              "# HELP kvserve_kv_retrieval_blocks KV blocks of retrieval sequences by tier.\n"
+              "# TYPE kvserve_kv_retrieval_blocks gauge\n"
+              "kvserve_kv_retrieval_blocks{tier=\"ram\"} %lld\n"
+              "kvserve_kv_retrieval_blocks{tier=\"disk\"} %lld\n",
               (long long)g->spill_blocks_ram, (long long)g->spill_blocks_disk);
     int64_t reads = g->spill_hot_hits + g->spill_hot_misses;
     render_gauge(&b, "kvserve_kv_spill_hot_hit_rate",

@@ -14,7 +14,7 @@
 
 /* A cumulative histogram with fixed upper bounds (seconds), as Prometheus defines it. */
 typedef struct metrics_hist {
-    double bounds[METRICS_MAX_BUCKETS]; /* ascending; +Inf is implicit */
+    double bounds[METRICS_MAX_BUCKETS];       /* ascending; +Inf is implicit */
     uint64_t counts[METRICS_MAX_BUCKETS + 1]; /* per bucket (not cumulative); last = +Inf */
     int n_bounds;
     double sum;

@@ -126,7 +126,8 @@ static int grammar_sample(sch_sampler *s, const float *logits, int32_t n_vocab, 
 
 int32_t sch_sampler_sample(sch_sampler *s, float *logits, int32_t n_vocab, sch_event *ev)
 {
-    for (int32_t k = 0; k < s->n_bias; k++) logits[s->bias_ids[k]] += s->bias[k];
+    for (int32_t k = 0; k < s->n_bias; k++)
+        logits[s->bias_ids[k]] += s->bias[k];
     /* With logprobs, sample on a copy so the raw distribution stays for smp_logprobs. */
     float *work = logits;
     if (s->n_logprobs >= 0 && s->scratch) {
@@ -139,8 +140,7 @@ int32_t sch_sampler_sample(sch_sampler *s, float *logits, int32_t n_vocab, sch_e
     if (rc) return rc;
     if (s->n_logprobs >= 0 && s->scratch) {
         int32_t k = KS_MIN(KS_MIN(s->n_logprobs, SCH_MAX_TOP_LOGPROBS), n_vocab);
-        if (smp_logprobs(logits, n_vocab, tok, k, &ev->logprob, ev->top_ids,
-                         ev->top_logprobs) == 0)
+        if (smp_logprobs(logits, n_vocab, tok, k, &ev->logprob, ev->top_ids, ev->top_logprobs) == 0)
             ev->n_top = k;
     }
     return tok;

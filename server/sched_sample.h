@@ -10,24 +10,24 @@
 
 /* Constraints on top of the sampling parameters (all optional). */
 typedef struct sch_constraints {
-    const gram *grammar;       /* not owned; outlives the sampler */
-    const gram_vocab *gvocab;  /* the token trie of the model's vocabulary (with grammar) */
-    const int32_t *bias_ids;   /* copied */
+    const gram *grammar;      /* not owned; outlives the sampler */
+    const gram_vocab *gvocab; /* the token trie of the model's vocabulary (with grammar) */
+    const int32_t *bias_ids;  /* copied */
     const float *bias;
     int32_t n_bias;
 } sch_constraints;
 
 typedef struct sch_sampler {
     smp_sampler *smp;
-    gram_matcher *gm;   /* grammar state, or NULL */
-    float *work;        /* [n_vocab] logits the sampler may modify (grammar) */
+    gram_matcher *gm; /* grammar state, or NULL */
+    float *work;      /* [n_vocab] logits the sampler may modify (grammar) */
     int32_t *bias_ids;
     float *bias;
     int32_t n_bias;
     int32_t n_logprobs; /* -1: none */
     int32_t *hist;      /* prompt + generated tokens */
     int32_t n_hist, cap_hist;
-    float *scratch;     /* [n_vocab] when logprobs are asked for */
+    float *scratch; /* [n_vocab] when logprobs are asked for */
 } sch_sampler;
 
 int sch_sampler_init(sch_sampler *s, const sch_sampling *p, const sch_constraints *c,

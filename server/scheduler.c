@@ -34,10 +34,10 @@
 
 #include "kvserve/gguf.h"
 #include "kvserve/policy_args.h"
-#include "scheduler.h"
-#include "sse.h"
 #include "sched_sample.h"
 #include "sched_view.h"
+#include "scheduler.h"
+#include "sse.h"
 
 #define SCH_DONE_INFO 16 /* finished sequences /v1/kv still lists (their final state) */
 #define SCH_STEP_TAGS 8  /* step-mode viewers that may wait for their sequence at once */
@@ -84,8 +84,8 @@ struct sch_req {
     double arrival, t_enqueue;
     sch_event_fn on_event;
     void *ud;
-    sch_group *group;   /* NULL or a reference */
-    bool follower;      /* waits for group->prefilled */
+    sch_group *group; /* NULL or a reference */
+    bool follower;    /* waits for group->prefilled */
     bool render_special;
     atomic_bool cancelled;
     atomic_bool paused;
@@ -93,24 +93,24 @@ struct sch_req {
     sse_stop stop;
     sch_sampler sampler;
     kv_seq *kv;
-    float *logits;     /* [n_vocab] */
+    float *logits; /* [n_vocab] */
     tok_stream ts;
-    int32_t n_past;    /* prompt tokens fed (starts at n_cached) */
-    int32_t n_cached;  /* prompt tokens taken from the prefix cache */
+    int32_t n_past;   /* prompt tokens fed (starts at n_cached) */
+    int32_t n_cached; /* prompt tokens taken from the prefix cache */
     int32_t n_generated;
     int32_t next_token;
     double t_last;
-    double t_first;    /* first token sampled (TTFT), 0 before */
-    int32_t *gen;      /* [max_tokens] generated ids, for the live view */
+    double t_first; /* first token sampled (TTFT), 0 before */
+    int32_t *gen;   /* [max_tokens] generated ids, for the live view */
     /* live view (server/kv_feed.c), under mu */
     char view_tag[SCH_VIEW_TAG_MAX];
-    bool view_want;    /* a viewer asked for a frame since the last one */
-    bool view_ever;    /* someone looked: keep the final frame */
-    sch_view *view;    /* latest frame */
+    bool view_want; /* a viewer asked for a frame since the last one */
+    bool view_ever; /* someone looked: keep the final frame */
+    sch_view *view; /* latest frame */
     uint64_t view_version;
-    double view_next;  /* no new frame before this time (caps the worker's share) */
-    double step_until; /* step mode: until then, no step while a frame waits for its viewer */
-    bool view_taken;   /* the latest frame was handed to a viewer */
+    double view_next;      /* no new frame before this time (caps the worker's share) */
+    double step_until;     /* step mode: until then, no step while a frame waits for its viewer */
+    bool view_taken;       /* the latest frame was handed to a viewer */
     int64_t view_progress; /* n_past + n_generated at the latest frame */
     /* shared under mu */
     sch_evnode *ev_head, *ev_tail;
@@ -121,12 +121,12 @@ struct sch_req {
 struct sch {
     sch_params p;
     const model_hparams *hp;
-    rope_params rope; /* the global layers' rotary embedding, for policies */
-    rope_params rope_swa; /* the sliding-window layers' one */
+    rope_params rope;            /* the global layers' rotary embedding, for policies */
+    rope_params rope_swa;        /* the sliding-window layers' one */
     const int32_t *layer_window; /* the model's sliding windows per layer, or NULL */
     const tok_vocab *vocab;
     model_ctx *ctx;
-    kv_prefix *prefix; /* prompt prefix cache over p.pool; NULL if it could not be made */
+    kv_prefix *prefix;  /* prompt prefix cache over p.pool; NULL if it could not be made */
     gram_vocab *gvocab; /* token trie for grammars: made by the loop at the first grammar
                            request, read-only afterwards (the worker sees it after submit) */
     pthread_t thread;
@@ -145,14 +145,14 @@ struct sch {
     int32_t n_active; /* written by the worker under mu */
     model_seq_batch *batch;
     sch_req **batch_req;
-    char *text;       /* scratch for detokenised text */
+    char *text; /* scratch for detokenised text */
     size_t text_cap;
     /* /v1/kv snapshot, under mu */
     sch_seq_info *snap; /* [cap_snap] reused every step; entries keep their tokens_kept */
     size_t n_snap, cap_snap;
     sch_seq_info done[SCH_DONE_INFO]; /* ring of finished sequences' final state */
     size_t n_done, done_head;
-    sch_view *ring[SCH_VIEW_RING];    /* final frames of watched finished sequences */
+    sch_view *ring[SCH_VIEW_RING]; /* final frames of watched finished sequences */
     size_t ring_head;
     struct { /* step-mode viewers waiting for their tagged sequence to be submitted */
         char tag[SCH_VIEW_TAG_MAX];
@@ -191,8 +191,10 @@ static void push_event_locked(sch *s, sch_req *r, const sch_event *ev)
             memcpy(n->text + ev->len + 1, ev->message, ml);
             n->ev.message = n->text + ev->len + 1;
         }
-        if (r->ev_tail) r->ev_tail->next = n;
-        else r->ev_head = n;
+        if (r->ev_tail)
+            r->ev_tail->next = n;
+        else
+            r->ev_head = n;
         r->ev_tail = n;
     }
     if (!r->in_ready) {
@@ -263,8 +265,8 @@ static int64_t pc_blocks(const sch *s, const kv_policy_config *pc, int32_t n_pro
     const kv_policy_desc *pd = kv_policy_config_desc(pc);
     const int64_t n = (int64_t)n_prompt + 1, chunk = pc_prefill_chunk(s, pc);
     int32_t dense_layers = 0;
-    int64_t bound = pd->admission(kv_policy_config_params(pc, pd), n, chunk, s->hp->n_layer,
-                                  &dense_layers);
+    int64_t bound =
+        pd->admission(kv_policy_config_params(pc, pd), n, chunk, s->hp->n_layer, &dense_layers);
     const int64_t dense = KS_MAX(0, KS_MIN((int64_t)dense_layers, (int64_t)s->hp->n_layer));
     const int64_t per_table = bound < n ? blocks_for(s, bound) + 1 : blocks_for(s, n);
     if (bound_out) *bound_out = KS_MIN(bound, n);
@@ -291,8 +293,8 @@ int sch_prompt_fits(sch *s, const kv_policy_config *pc, int32_t n_prompt, char *
              "for this prompt) a %d-token prompt needs %lld KV blocks (%.0f MiB) but the pool "
              "holds %lld (kvcache.memory_mb = %lld); raise kvcache.memory_mb to at least %.0f, "
              "or choose a policy with a smaller bound (e.g. retrieval or sink_window)",
-             pd->name, (long long)bound, n_prompt, (long long)need, mib,
-             (long long)ps.blocks_total, (long long)(ps.bytes_budget >> 20), mib + 1);
+             pd->name, (long long)bound, n_prompt, (long long)need, mib, (long long)ps.blocks_total,
+             (long long)(ps.bytes_budget >> 20), mib + 1);
     return KS_ERR_RANGE;
 }
 
@@ -332,10 +334,14 @@ static int req_start(sch *s, sch_req *r)
                            .rope = s->rope,
                            .rope_swa = s->rope_swa,
                            .layer_window = s->layer_window,
-                           .n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
-                           .head_dim = hp->head_dim, .n_ctx_train = hp->n_ctx_train};
-    kv_seq_params kp = {.n_layer = hp->n_layer, .n_head_kv = hp->n_head_kv,
-                        .policy = r->policy ? r->policy : s->p.policy, .policy_config = &args,
+                           .n_layer = hp->n_layer,
+                           .n_head_kv = hp->n_head_kv,
+                           .head_dim = hp->head_dim,
+                           .n_ctx_train = hp->n_ctx_train};
+    kv_seq_params kp = {.n_layer = hp->n_layer,
+                        .n_head_kv = hp->n_head_kv,
+                        .policy = r->policy ? r->policy : s->p.policy,
+                        .policy_config = &args,
                         .layer_window = s->layer_window};
     int rc = s->prefix ? kv_prefix_seq_create(s->prefix, &kp, r->prompt, r->n_prompt,
                                               r->n_prompt - 1, &r->kv, &r->n_cached)
@@ -393,8 +399,9 @@ static void admit_locked(sch *s)
             req_release_locked(s, r, NULL);
             remove = true;
         } else if (gguf_mapping_lost(NULL, 0)) {
-            fail_locked(s, r, 503, "the model file was truncated or replaced under the server; "
-                                   "restart kvserve");
+            fail_locked(s, r, 503,
+                        "the model file was truncated or replaced under the server; "
+                        "restart kvserve");
             remove = true;
         } else if (refuse_never_fits(s, r, need = req_blocks(s, r))) {
             remove = true;
@@ -410,7 +417,8 @@ static void admit_locked(sch *s)
                 avail += kv_prefix_reclaimable(s->prefix);
             if (need <= avail) {
                 int rc = req_start(s, r);
-                if (rc) fail_locked(s, r, 500, "cannot create the sequence's KV cache");
+                if (rc)
+                    fail_locked(s, r, 500, "cannot create the sequence's KV cache");
                 else {
                     r->in_active = true;
                     s->active[s->n_active++] = r;
@@ -422,8 +430,10 @@ static void admit_locked(sch *s)
             }
         }
         if (remove) {
-            if (prev) prev->wait_next = next;
-            else s->wait_head = next;
+            if (prev)
+                prev->wait_next = next;
+            else
+                s->wait_head = next;
             if (s->wait_tail == r) s->wait_tail = prev;
             s->n_waiting--;
         } else {
@@ -473,16 +483,19 @@ static bool sample_step(sch *s, sch_req *r)
     if (tok < 0 && r->sampler.gm) {
         /* The grammar needs a character no token of this vocabulary starts with. */
         pthread_mutex_lock(&s->mu);
-        fail_locked(s, r, 400, "grammar: no token of the model's vocabulary can continue the "
-                               "output here");
+        fail_locked(s, r, 400,
+                    "grammar: no token of the model's vocabulary can continue the "
+                    "output here");
         pthread_mutex_unlock(&s->mu);
         uv_async_send(&s->async);
         return true;
     }
     double now = ks_time_now();
     if (s->p.metrics) {
-        if (r->n_generated == 0) metrics_observe_ttft(s->p.metrics, now - r->arrival);
-        else metrics_observe_itl(s->p.metrics, now - r->t_last);
+        if (r->n_generated == 0)
+            metrics_observe_ttft(s->p.metrics, now - r->arrival);
+        else
+            metrics_observe_itl(s->p.metrics, now - r->t_last);
     }
     r->t_last = now;
     if (r->n_generated == 0) r->t_first = now;
@@ -546,8 +559,8 @@ static int32_t batch_build(sch *s)
     for (int32_t i = 0; i < s->n_active && budget > 0; i++) { /* decode first */
         sch_req *r = s->active[i];
         if (r->n_past < r->n_prompt || atomic_load(&r->paused) || view_holds(r, now)) continue;
-        s->batch[n] = (model_seq_batch){.kv = r->kv, .tokens = &r->next_token, .n_tokens = 1,
-                                        .logits = r->logits};
+        s->batch[n] = (model_seq_batch){
+            .kv = r->kv, .tokens = &r->next_token, .n_tokens = 1, .logits = r->logits};
         s->batch_req[n++] = r;
         budget--;
     }
@@ -556,9 +569,12 @@ static int32_t batch_build(sch *s)
         if (r->n_past >= r->n_prompt || view_holds(r, now)) continue;
         int32_t k = KS_MIN(KS_MIN(r->n_prompt - r->n_past, req_prefill_chunk(s, r)), budget);
         bool last = r->n_past + k == r->n_prompt;
-        s->batch[n] = (model_seq_batch){.kv = r->kv, .tokens = r->prompt + r->n_past,
-                                        .n_tokens = k, .logits = last ? r->logits : NULL,
-                                        .prompt_chunk = true, .prompt_last = last};
+        s->batch[n] = (model_seq_batch){.kv = r->kv,
+                                        .tokens = r->prompt + r->n_past,
+                                        .n_tokens = k,
+                                        .logits = last ? r->logits : NULL,
+                                        .prompt_chunk = true,
+                                        .prompt_last = last};
         s->batch_req[n++] = r;
         budget -= k;
     }
@@ -582,8 +598,10 @@ static void reap_cancelled_locked(sch *s)
 static void remove_finished_locked(sch *s)
 {
     for (int32_t i = 0; i < s->n_active;) {
-        if (s->active[i]->worker_done) active_remove(s, i);
-        else i++;
+        if (s->active[i]->worker_done)
+            active_remove(s, i);
+        else
+            i++;
     }
 }
 
@@ -600,8 +618,9 @@ static void step_locked(sch *s, int32_t n)
             sch_req *r = s->batch_req[i];
             if (kv_retrieval_io_error(r->kv)) { /* this sequence only: the others go on */
                 pthread_mutex_lock(&s->mu);
-                fail_locked(s, r, 500, "the KV spill file failed (disk full or I/O error); "
-                                       "see the server log");
+                fail_locked(s, r, 500,
+                            "the KV spill file failed (disk full or I/O error); "
+                            "see the server log");
                 pthread_mutex_unlock(&s->mu);
                 uv_async_send(&s->async);
                 continue;
@@ -624,8 +643,10 @@ static void step_locked(sch *s, int32_t n)
     } else if (rc) {
         char msg[700] = "inference failed", path[512];
         if (gguf_mapping_lost(path, sizeof(path)))
-            snprintf(msg, sizeof(msg), "the model file %s was truncated or replaced under the "
-                     "server; restart kvserve", path);
+            snprintf(msg, sizeof(msg),
+                     "the model file %s was truncated or replaced under the "
+                     "server; restart kvserve",
+                     path);
         for (int32_t i = 0; i < n; i++)
             fail_locked(s, s->batch_req[i], 500, msg);
     }
@@ -665,8 +686,10 @@ static void *worker_main(void *arg)
 
 static void req_free(sch *s, sch_req *r)
 {
-    if (r->all_prev) r->all_prev->all_next = r->all_next;
-    else s->all = r->all_next;
+    if (r->all_prev)
+        r->all_prev->all_next = r->all_next;
+    else
+        s->all = r->all_next;
     if (r->all_next) r->all_next->all_prev = r->all_prev;
     for (sch_evnode *e = r->ev_head, *n; e; e = n) {
         n = e->next;
@@ -714,8 +737,7 @@ static void on_async(uv_async_t *h)
         pthread_mutex_unlock(&s->mu);
         while (e) {
             sch_evnode *n = e->next;
-            if (!atomic_load(&r->cancelled))
-                r->on_event(r, &e->ev, r->ud);
+            if (!atomic_load(&r->cancelled)) r->on_event(r, &e->ev, r->ud);
             free(e);
             e = n;
         }
@@ -755,12 +777,15 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
                 r->step_until = s->step_tags[i].until;
     }
     if ((rc = sse_stop_init(&r->stop, p->stops, p->n_stops))) goto fail_nocfg;
-    if (p->grammar && !s->gvocab && (rc = gram_vocab_create(s->vocab, &s->gvocab)))
-        goto fail_nocfg;
-    sch_constraints sc = {.grammar = p->grammar, .gvocab = s->gvocab, .bias_ids = p->bias_ids,
-                          .bias = p->bias, .n_bias = p->n_bias};
+    if (p->grammar && !s->gvocab && (rc = gram_vocab_create(s->vocab, &s->gvocab))) goto fail_nocfg;
+    sch_constraints sc = {.grammar = p->grammar,
+                          .gvocab = s->gvocab,
+                          .bias_ids = p->bias_ids,
+                          .bias = p->bias,
+                          .n_bias = p->n_bias};
     if ((rc = sch_sampler_init(&r->sampler, &p->sampling, &sc, r->prompt, r->n_prompt,
-                               s->hp->n_vocab))) goto fail_nocfg;
+                               s->hp->n_vocab)))
+        goto fail_nocfg;
     pthread_mutex_lock(&s->mu);
     if (s->n_waiting >= s->p.max_queue) {
         pthread_mutex_unlock(&s->mu);
@@ -776,8 +801,10 @@ int sch_submit(sch *s, const sch_request_params *p, sch_req **out)
     r->all_next = s->all;
     if (s->all) s->all->all_prev = r;
     s->all = r;
-    if (s->wait_tail) s->wait_tail->wait_next = r;
-    else s->wait_head = r;
+    if (s->wait_tail)
+        s->wait_tail->wait_next = r;
+    else
+        s->wait_head = r;
     s->wait_tail = r;
     s->n_waiting++;
     pthread_cond_signal(&s->cv);
@@ -828,7 +855,8 @@ void sch_get_counts(sch *s, sch_counts *out)
 void sch_seq_info_free(sch_seq_info *v, size_t n)
 {
     if (!v) return;
-    for (size_t i = 0; i < n; i++) free(v[i].tokens_kept);
+    for (size_t i = 0; i < n; i++)
+        free(v[i].tokens_kept);
     free(v);
 }
 
@@ -884,7 +912,8 @@ static void seq_info_fill(sch *s, sch_req *r, sch_seq_info *o)
     o->n_generated = r->n_generated;
     o->n_layer = s->hp->n_layer;
     o->kv_token_bytes = kv_pool_k_row_bytes(s->p.pool) + kv_pool_v_row_bytes(s->p.pool);
-    for (int32_t l = 0; l < o->n_layer; l++) kept[l] = kv_seq_tokens_kept(r->kv, l);
+    for (int32_t l = 0; l < o->n_layer; l++)
+        kept[l] = kv_seq_tokens_kept(r->kv, l);
     o->has_spill = kv_retrieval_get_stats(r->kv, &o->spill) == KS_OK;
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
     o->policy_kind = KS_MAX(0, pol ? kv_policy_kind_from_name(pol->name) : 0);
@@ -904,8 +933,7 @@ static int seq_info_copy(const sch_seq_info *src, size_t n, sch_seq_info **out, 
         (*out)[i] = src[i];
         (*out)[i].tokens_kept = malloc((size_t)src[i].n_layer * sizeof(int64_t));
         if (!(*out)[i].tokens_kept) return KS_ERR_NOMEM;
-        memcpy((*out)[i].tokens_kept, src[i].tokens_kept,
-               (size_t)src[i].n_layer * sizeof(int64_t));
+        memcpy((*out)[i].tokens_kept, src[i].tokens_kept, (size_t)src[i].n_layer * sizeof(int64_t));
         *n_out = i + 1;
     }
     return 0;
@@ -940,10 +968,17 @@ int sch_get_finished_info(sch *s, sch_seq_info **out, size_t *n)
 static void view_capture_locked(sch *s, sch_req *r, bool finished)
 {
     const kv_policy_config *pc = r->policy ? r->policy_config : s->p.policy_config;
-    sch_view_src src = {.seq_id = r->id, .version = r->view_version + 1, .tag = r->view_tag,
-                        .pc = pc, .prompt = r->prompt, .n_prompt = r->n_prompt,
-                        .gen = r->gen, .n_gen = r->gen ? r->n_generated : 0,
-                        .arrival = r->arrival, .t_first = r->t_first, .t_last = r->t_last,
+    sch_view_src src = {.seq_id = r->id,
+                        .version = r->view_version + 1,
+                        .tag = r->view_tag,
+                        .pc = pc,
+                        .prompt = r->prompt,
+                        .n_prompt = r->n_prompt,
+                        .gen = r->gen,
+                        .n_gen = r->gen ? r->n_generated : 0,
+                        .arrival = r->arrival,
+                        .t_first = r->t_first,
+                        .t_last = r->t_last,
                         .finished = finished};
     sch_view *v = NULL;
     double t0 = ks_time_now();
@@ -1039,8 +1074,7 @@ int sch_create(const sch_params *p, sch **out, ks_diag *d)
     if (s->p.aging_s <= 0) s->p.aging_s = 5;
     if (s->p.prefill_chunk < 1) s->p.prefill_chunk = 256;
     if (s->p.max_batch_tokens < s->p.max_concurrent) s->p.max_batch_tokens = 512;
-    if (s->p.max_batch_tokens < s->p.max_concurrent)
-        s->p.max_batch_tokens = s->p.max_concurrent;
+    if (s->p.max_batch_tokens < s->p.max_concurrent) s->p.max_batch_tokens = s->p.max_concurrent;
     s->hp = model_get_hparams(p->model);
     s->rope = model_rope_params(p->model, -1);
     s->rope_swa = model_rope_params_window(p->model);
@@ -1057,7 +1091,8 @@ int sch_create(const sch_params *p, sch **out, ks_diag *d)
     if (!s->active || !s->batch || !s->batch_req || !s->text) goto fail;
     model_ctx_params cp = {.n_threads = p->n_threads > 0 ? p->n_threads : 1,
                            .max_batch_tokens = s->p.max_batch_tokens,
-                           .max_seqs = s->p.max_concurrent, .llama_numerics = true};
+                           .max_seqs = s->p.max_concurrent,
+                           .llama_numerics = true};
     if ((rc = model_ctx_create(p->model, &cp, &s->ctx))) {
         ks_diag_set(d, rc, "cannot create the model context: %s", ks_status_str(rc));
         goto fail;
@@ -1094,8 +1129,10 @@ static void async_closed(uv_handle_t *h)
     sch *s = h->data;
     sch_seq_info_free(s->snap, s->cap_snap);
     gram_vocab_destroy(s->gvocab);
-    for (size_t i = 0; i < SCH_DONE_INFO; i++) free(s->done[i].tokens_kept);
-    for (size_t i = 0; i < SCH_VIEW_RING; i++) sch_view_unref(s->ring[i]);
+    for (size_t i = 0; i < SCH_DONE_INFO; i++)
+        free(s->done[i].tokens_kept);
+    for (size_t i = 0; i < SCH_VIEW_RING; i++)
+        sch_view_unref(s->ring[i]);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -1109,7 +1146,8 @@ void sch_destroy(sch *s)
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (s->thread_started) pthread_join(s->thread, NULL);
-    while (s->all) req_free(s, s->all);
+    while (s->all)
+        req_free(s, s->all);
     kv_prefix_destroy(s->prefix); /* after every sequence: gives the pool its blocks back */
     model_ctx_destroy(s->ctx);
     free(s->active);

@@ -26,18 +26,17 @@
 #include "kvserve/base.h"
 #include "kvserve/grammar.h"
 #include "kvserve/kvcache.h"
-#include "kvserve/spill.h"
-#include "metrics.h"
 #include "kvserve/model.h"
 #include "kvserve/policy_config.h"
-#include "sched_view.h"
+#include "kvserve/spill.h"
+#include "metrics.h"
 #include "sched_types.h"
+#include "sched_view.h"
 
 typedef struct sch sch;
 typedef struct sch_req sch_req;
 
 typedef void (*sch_event_fn)(sch_req *r, const sch_event *ev, void *ud);
-
 
 /* Defaults: greedy off (temperature 1), no filters, no penalties, random seed, no logprobs. */
 void sch_sampling_default(sch_sampling *s);
@@ -47,7 +46,7 @@ void sch_sampling_default(sch_sampling *s);
  * copy-on-write and compute only the prompt's last partial block. Refcounted: each request
  * holds a reference from submit to free; the creator releases its own. Any thread. */
 typedef struct sch_group sch_group;
-sch_group *sch_group_create(void); /* NULL when out of memory */
+sch_group *sch_group_create(void);    /* NULL when out of memory */
 void sch_group_release(sch_group *g); /* accepts NULL */
 
 typedef struct sch_request_params {
@@ -57,40 +56,40 @@ typedef struct sch_request_params {
     const char *const *stops; /* copied */
     size_t n_stops;
     sch_sampling sampling;
-    const kv_policy *policy;   /* NULL: the server's */
-    void *policy_config;       /* a kv_policy_config, owned by the request from submit on
-                                  (even on error) */
+    const kv_policy *policy; /* NULL: the server's */
+    void *policy_config;     /* a kv_policy_config, owned by the request from submit on
+                                (even on error) */
     void (*policy_config_free)(void *);
-    gram *grammar;             /* NULL: unconstrained; else owned by the request from submit on
-                                  (even on error): tokens are masked to what it accepts */
-    const int32_t *bias_ids;   /* logit_bias: n_bias token ids (copied; < n_vocab) */
-    const float *bias;         /* added to those logits before sampling (copied) */
+    gram *grammar;           /* NULL: unconstrained; else owned by the request from submit on
+                                (even on error): tokens are masked to what it accepts */
+    const int32_t *bias_ids; /* logit_bias: n_bias token ids (copied; < n_vocab) */
+    const float *bias;       /* added to those logits before sampling (copied) */
     int32_t n_bias;
-    double arrival;            /* ks_time_now() when the request arrived (for TTFT) */
-    sch_group *group;          /* NULL, or the group this request belongs to */
-    bool group_follower;       /* wait for the group leader's prefill before starting */
-    bool render_special;       /* detokenise special/control tokens as their text (tool calls) */
-    const char *view_tag;      /* NULL, or a live-view tag (copied; server/sched_view.h) */
+    double arrival;       /* ks_time_now() when the request arrived (for TTFT) */
+    sch_group *group;     /* NULL, or the group this request belongs to */
+    bool group_follower;  /* wait for the group leader's prefill before starting */
+    bool render_special;  /* detokenise special/control tokens as their text (tool calls) */
+    const char *view_tag; /* NULL, or a live-view tag (copied; server/sched_view.h) */
     sch_event_fn on_event;
     void *ud;
 } sch_request_params;
 
 typedef struct sch_params {
     uv_loop_t *loop;
-    const model *model;       /* not owned */
-    kv_pool *pool;            /* not owned */
-    const kv_policy *policy;  /* server default; NULL = full */
+    const model *model;                    /* not owned */
+    kv_pool *pool;                         /* not owned */
+    const kv_policy *policy;               /* server default; NULL = full */
     const kv_policy_config *policy_config; /* server default (not owned; outlives it) */
-    metrics *metrics;         /* may be NULL; not owned */
-    int32_t n_threads;        /* model_ctx threads */
-    int32_t max_queue;        /* waiting requests beyond this -> KS_ERR_FULL (429) */
-    int32_t max_concurrent;   /* sequences decoding at once */
-    int32_t prefill_chunk;    /* prompt tokens per sequence per step */
-    int32_t max_batch_tokens; /* tokens per model_forward */
-    double queue_timeout_s;   /* waiting longer -> SCH_EV_ERROR 503 */
-    double aging_s;           /* a waiting request that does not fit lets later ones pass
-                                 until it has waited this long (<= 0: 5 s) */
-    int32_t n_ctx;            /* prompt + generated tokens per sequence; 0 = unlimited */
+    metrics *metrics;                      /* may be NULL; not owned */
+    int32_t n_threads;                     /* model_ctx threads */
+    int32_t max_queue;                     /* waiting requests beyond this -> KS_ERR_FULL (429) */
+    int32_t max_concurrent;                /* sequences decoding at once */
+    int32_t prefill_chunk;                 /* prompt tokens per sequence per step */
+    int32_t max_batch_tokens;              /* tokens per model_forward */
+    double queue_timeout_s;                /* waiting longer -> SCH_EV_ERROR 503 */
+    double aging_s;                  /* a waiting request that does not fit lets later ones pass
+                                        until it has waited this long (<= 0: 5 s) */
+    int32_t n_ctx;                   /* prompt + generated tokens per sequence; 0 = unlimited */
     void (*test_deliver_hook)(void); /* tests only (NULL otherwise): runs on the loop thread
                                         between taking the ready list and delivering it */
 } sch_params;
@@ -132,10 +131,10 @@ typedef struct sch_seq_info {
     size_t kv_token_bytes; /* K + V bytes of one token in one (layer, KV head) table */
     int32_t n_prompt;
     int32_t n_generated;
-    int32_t policy_kind;           /* registry index of its policy */
-    kv_policy_params params;       /* that policy's resolved parameters */
-    bool has_spill;                /* the policy has a spill tier (kv_retrieval_get_stats) */
-    kv_retrieval_stats spill;      /* its blocks in RAM / on disk, hot-set and spill I/O */
+    int32_t policy_kind;      /* registry index of its policy */
+    kv_policy_params params;  /* that policy's resolved parameters */
+    bool has_spill;           /* the policy has a spill tier (kv_retrieval_get_stats) */
+    kv_retrieval_stats spill; /* its blocks in RAM / on disk, hot-set and spill I/O */
 } sch_seq_info;
 /* Copies the snapshot (caller frees with sch_seq_info_free). */
 int sch_get_seq_info(sch *s, sch_seq_info **out, size_t *n) KS_WUR;

@@ -109,11 +109,18 @@ static void load_done(uv_work_t *w, int status)
         if (pd->server_start)
             (void)pd->server_start(kv_policy_config_params(&c->kvcache.policy, pd));
     }
-    sch_params sp = {.loop = st->loop, .model = st->m, .pool = st->pool, .policy = pol,
-                     .policy_config = &c->kvcache.policy, .metrics = st->api.metrics,
-                     .n_threads = cfg_model_threads(c), .max_queue = c->server.max_queue,
-                     .max_concurrent = c->limits.max_concurrent, .prefill_chunk = 256,
-                     .max_batch_tokens = 512, .queue_timeout_s = c->server.request_timeout_s,
+    sch_params sp = {.loop = st->loop,
+                     .model = st->m,
+                     .pool = st->pool,
+                     .policy = pol,
+                     .policy_config = &c->kvcache.policy,
+                     .metrics = st->api.metrics,
+                     .n_threads = cfg_model_threads(c),
+                     .max_queue = c->server.max_queue,
+                     .max_concurrent = c->limits.max_concurrent,
+                     .prefill_chunk = 256,
+                     .max_batch_tokens = 512,
+                     .queue_timeout_s = c->server.request_timeout_s,
                      .aging_s = c->server.queue_aging_s,
                      .n_ctx = c->model.ctx};
     ks_diag d;
@@ -246,7 +253,8 @@ int serve_main(int argc, char **argv)
     a->cfg = &st->c;
     a->loop = st->loop;
     int rc = metrics_create(&a->metrics);
-    http_server_params hp = {.loop = st->loop, .host = st->c.server.host,
+    http_server_params hp = {.loop = st->loop,
+                             .host = st->c.server.host,
                              .port = st->c.server.port,
                              .max_header_bytes = (size_t)st->c.server.max_header_bytes,
                              .max_body_bytes = (size_t)st->c.server.max_body_bytes,
@@ -255,7 +263,9 @@ int serve_main(int argc, char **argv)
                              .body_timeout_ms = (uint64_t)st->c.server.body_timeout_s * 1000,
                              .idle_timeout_ms = (uint64_t)st->c.server.idle_timeout_s * 1000,
                              .max_buffered_bytes = (size_t)st->c.server.max_buffered_mb << 20,
-                             .on_headers = api_on_headers, .handler = api_handle, .ud = a};
+                             .on_headers = api_on_headers,
+                             .handler = api_handle,
+                             .ud = a};
     ks_diag d;
     ks_diag_clear(&d);
     if (rc || http_server_create(&hp, &st->http, &d)) {

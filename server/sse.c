@@ -14,7 +14,8 @@
 char *sse_frame(const char *payload, size_t len, size_t *out_len)
 {
     size_t lines = 1;
-    for (size_t i = 0; i < len; i++) lines += payload[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        lines += payload[i] == '\n';
     size_t cap = len + lines * 7 + 2;
     char *out = malloc(cap);
     if (!out) return NULL;
@@ -56,7 +57,8 @@ int sse_stop_init(sse_stop *s, const char *const *stops, size_t n)
 
 void sse_stop_deinit(sse_stop *s)
 {
-    for (size_t i = 0; i < s->n_stops; i++) free(s->stops[i]);
+    for (size_t i = 0; i < s->n_stops; i++)
+        free(s->stops[i]);
     free(s->stops);
     free(s->held);
     memset(s, 0, sizeof(*s));

@@ -22,10 +22,10 @@
 char *sse_frame(const char *payload, size_t len, size_t *out_len);
 
 typedef struct sse_stop {
-    char **stops;    /* owned copies */
+    char **stops; /* owned copies */
     size_t n_stops;
-    size_t max_len;  /* longest stop string */
-    char *held;      /* text not yet released */
+    size_t max_len; /* longest stop string */
+    char *held;     /* text not yet released */
     size_t n_held, cap_held;
     bool stopped;
 } sse_stop;

@@ -54,10 +54,10 @@ typedef struct parser {
     int line;
     toml_doc *doc;
     ks_diag *d;
-    int section;     /* incremented by each [header] */
-    char hdr[128];   /* dotted path of the current header, for diagnostics */
-    char key[128];   /* dotted path of the key being parsed, for diagnostics */
-    char *buf;       /* scratch for decoding strings and keys (malloc'd) */
+    int section;   /* incremented by each [header] */
+    char hdr[128]; /* dotted path of the current header, for diagnostics */
+    char key[128]; /* dotted path of the key being parsed, for diagnostics */
+    char *buf;     /* scratch for decoding strings and keys (malloc'd) */
     size_t buf_len, buf_cap;
 } parser;
 
@@ -173,7 +173,8 @@ static bool starts_with(const parser *ps, const char *s)
 
 static void skip_ws(parser *ps)
 {
-    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t')) ps->p++;
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t'))
+        ps->p++;
 }
 
 /* Consumes one LF or CRLF; returns whether it did. */
@@ -266,7 +267,8 @@ static int buf_put(parser *ps, const char *s, size_t n)
 {
     if (ps->buf_cap - ps->buf_len < n + 1) {
         size_t cap = ps->buf_cap ? ps->buf_cap : 64;
-        while (cap - ps->buf_len < n + 1) cap *= 2;
+        while (cap - ps->buf_len < n + 1)
+            cap *= 2;
         char *b = realloc(ps->buf, cap);
         if (!b) return perr(ps, KS_ERR_NOMEM, "out of memory");
         ps->buf = b;
@@ -375,7 +377,8 @@ static int parse_string(parser *ps, bool allow_ml)
                 return KS_OK;
             }
             size_t run = 0;
-            while (peek_at(ps, run) == q) run++;
+            while (peek_at(ps, run) == q)
+                run++;
             if (run >= 3) {
                 if (run > 5) return perr(ps, KS_ERR_FORMAT, "too many quotes closing a string");
                 rc = buf_put(ps, ps->p, run - 3);
@@ -412,8 +415,8 @@ static int parse_string(parser *ps, bool allow_ml)
 
 static bool is_bare(int c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
 }
 
 static void key_append(char *dst, size_t cap, const char *part)
@@ -434,7 +437,8 @@ static int parse_key(parser *ps, char **parts, int *n_parts)
             if (rc) return rc;
         } else if (is_bare(c)) {
             const char *s = ps->p;
-            while (is_bare(peek(ps))) ps->p++;
+            while (is_bare(peek(ps)))
+                ps->p++;
             ps->buf_len = 0;
             int rc = buf_put(ps, s, (size_t)(ps->p - s));
             if (rc) return rc;
@@ -466,9 +470,18 @@ static bool digits_ok(const char *s, size_t n, int (*digit)(int))
     return true;
 }
 
-static int dec_digit(int c) { return c >= '0' && c <= '9' ? c - '0' : -1; }
-static int oct_digit(int c) { return c >= '0' && c <= '7' ? c - '0' : -1; }
-static int bin_digit(int c) { return c == '0' || c == '1' ? c - '0' : -1; }
+static int dec_digit(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : -1;
+}
+static int oct_digit(int c)
+{
+    return c >= '0' && c <= '7' ? c - '0' : -1;
+}
+static int bin_digit(int c)
+{
+    return c == '0' || c == '1' ? c - '0' : -1;
+}
 
 static int parse_int_token(parser *ps, const char *s, size_t n, toml_node *out)
 {
@@ -509,19 +522,22 @@ static int parse_float_token(parser *ps, const char *s, size_t n, toml_node *out
         return KS_OK;
     }
     size_t ip = 0; /* integer part */
-    while (ip < rn && (dec_digit((unsigned char)r[ip]) >= 0 || r[ip] == '_')) ip++;
+    while (ip < rn && (dec_digit((unsigned char)r[ip]) >= 0 || r[ip] == '_'))
+        ip++;
     bool ok = digits_ok(r, ip, dec_digit) && !(ip > 1 && r[0] == '0');
     size_t i = ip;
     if (ok && i < rn && r[i] == '.') {
         size_t f = ++i;
-        while (i < rn && (dec_digit((unsigned char)r[i]) >= 0 || r[i] == '_')) i++;
+        while (i < rn && (dec_digit((unsigned char)r[i]) >= 0 || r[i] == '_'))
+            i++;
         ok = digits_ok(r + f, i - f, dec_digit);
     }
     if (ok && i < rn && (r[i] == 'e' || r[i] == 'E')) {
         i++;
         if (i < rn && (r[i] == '+' || r[i] == '-')) i++;
         size_t e = i;
-        while (i < rn && (dec_digit((unsigned char)r[i]) >= 0 || r[i] == '_')) i++;
+        while (i < rn && (dec_digit((unsigned char)r[i]) >= 0 || r[i] == '_'))
+            i++;
         ok = digits_ok(r + e, i - e, dec_digit);
     }
     if (!ok || i != rn) return perr(ps, KS_ERR_FORMAT, "invalid number");
@@ -697,7 +713,8 @@ static int parse_header(parser *ps, toml_node **cur)
         toml_node *c = table_lookup(t, parts[i]);
         if (!c) {
             c = node_new(ps, last && aot ? TOML_ARRAY : TOML_TABLE);
-            if (!c || node_append(ps, t, parts[i], c)) return perr(ps, KS_ERR_NOMEM, "out of memory");
+            if (!c || node_append(ps, t, parts[i], c))
+                return perr(ps, KS_ERR_NOMEM, "out of memory");
             c->flags = last ? (aot ? TF_AOT : TF_HEADER) : TF_IMPLICIT;
             if (!last || !aot) {
                 t = c;
@@ -709,7 +726,8 @@ static int parse_header(parser *ps, toml_node **cur)
                 t = c->items[c->n - 1];
                 continue;
             }
-            if (!aot) return perr(ps, KS_ERR_FORMAT, "'%s' is already an array of tables", parts[i]);
+            if (!aot)
+                return perr(ps, KS_ERR_FORMAT, "'%s' is already an array of tables", parts[i]);
             toml_node *e = node_new(ps, TOML_TABLE);
             if (!e || node_append(ps, c, NULL, e)) return perr(ps, KS_ERR_NOMEM, "out of memory");
             e->flags = TF_HEADER;
@@ -799,10 +817,22 @@ void toml_doc_free(toml_doc *doc)
 
 /* ---- accessors ---- */
 
-const toml_node *toml_doc_root(const toml_doc *doc) { return doc->root; }
-const char *toml_doc_filename(const toml_doc *doc) { return doc->filename; }
-toml_kind toml_node_kind(const toml_node *n) { return n->kind; }
-int toml_node_line(const toml_node *n) { return n->line; }
+const toml_node *toml_doc_root(const toml_doc *doc)
+{
+    return doc->root;
+}
+const char *toml_doc_filename(const toml_doc *doc)
+{
+    return doc->filename;
+}
+toml_kind toml_node_kind(const toml_node *n)
+{
+    return n->kind;
+}
+int toml_node_line(const toml_node *n)
+{
+    return n->line;
+}
 
 const char *toml_kind_name(toml_kind k)
 {

@@ -195,14 +195,28 @@ char *tok_chat_format(tok_chat_family f, const tok_chat_msg *msgs, size_t n, boo
     sbuf b = {0};
     put(&b, "");
     switch (f) {
-    case TOK_CHAT_LLAMA3: fmt_llama3(&b, msgs, n, add_assistant); break;
-    case TOK_CHAT_LLAMA2: fmt_inst(&b, msgs, n, true, "</s>"); break;
-    case TOK_CHAT_MISTRAL: fmt_inst(&b, msgs, n, false, "</s>"); break;
-    case TOK_CHAT_ZEPHYR: fmt_tagged(&b, msgs, n, add_assistant, "</s>"); break;
-    case TOK_CHAT_PHI3: fmt_tagged(&b, msgs, n, add_assistant, "<|end|>"); break;
-    case TOK_CHAT_GEMMA: fmt_gemma(&b, msgs, n, add_assistant); break;
+    case TOK_CHAT_LLAMA3:
+        fmt_llama3(&b, msgs, n, add_assistant);
+        break;
+    case TOK_CHAT_LLAMA2:
+        fmt_inst(&b, msgs, n, true, "</s>");
+        break;
+    case TOK_CHAT_MISTRAL:
+        fmt_inst(&b, msgs, n, false, "</s>");
+        break;
+    case TOK_CHAT_ZEPHYR:
+        fmt_tagged(&b, msgs, n, add_assistant, "</s>");
+        break;
+    case TOK_CHAT_PHI3:
+        fmt_tagged(&b, msgs, n, add_assistant, "<|end|>");
+        break;
+    case TOK_CHAT_GEMMA:
+        fmt_gemma(&b, msgs, n, add_assistant);
+        break;
     case TOK_CHAT_CHATML:
-    default: fmt_chatml(&b, msgs, n, add_assistant); break;
+    default:
+        fmt_chatml(&b, msgs, n, add_assistant);
+        break;
     }
     if (b.oom) {
         free(b.p);

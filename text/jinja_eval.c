@@ -113,8 +113,12 @@ static int arith(jinja_ctx *c, const jinja_node *n, jinja_val a, jinja_val b, ji
     bool nums = (a.type <= JINJA_FLOAT && a.type >= JINJA_BOOL) &&
                 (b.type <= JINJA_FLOAT && b.type >= JINJA_BOOL);
     /* u.b is read only from a bool: another member's bytes are not a valid bool (UBSan) */
-    int64_t x = a.type == JINJA_INT ? a.u.i : a.type == JINJA_BOOL ? a.u.b : 0,
-            y = b.type == JINJA_INT ? b.u.i : b.type == JINJA_BOOL ? b.u.b : 0;
+    int64_t x = a.type == JINJA_INT    ? a.u.i
+                : a.type == JINJA_BOOL ? a.u.b
+                                       : 0,
+            y = b.type == JINJA_INT    ? b.u.i
+                : b.type == JINJA_BOOL ? b.u.b
+                                       : 0;
     double fx = a.type == JINJA_FLOAT ? a.u.f : (double)x,
            fy = b.type == JINJA_FLOAT ? b.u.f : (double)y;
     if (n->op == JJ_OP_ADD && a.type == JINJA_STR && b.type == JINJA_STR) {

@@ -40,22 +40,22 @@ struct tok_vocab {
     tok_kind kind;
     tok_pre pre;
     int32_t n_tokens;
-    char *pool;        /* all token texts, each NUL-terminated */
-    uint32_t *off;     /* [n_tokens] offset of each text in pool */
-    uint32_t *len;     /* [n_tokens] byte length of each text */
-    float *score;      /* [n_tokens] */
-    uint16_t *attr;    /* [n_tokens] TOKA_* */
-    uint32_t *tmap;    /* text -> id+1, open addressing, tmask+1 slots */
+    char *pool;     /* all token texts, each NUL-terminated */
+    uint32_t *off;  /* [n_tokens] offset of each text in pool */
+    uint32_t *len;  /* [n_tokens] byte length of each text */
+    float *score;   /* [n_tokens] */
+    uint16_t *attr; /* [n_tokens] TOKA_* */
+    uint32_t *tmap; /* text -> id+1, open addressing, tmask+1 slots */
     uint32_t tmask;
-    uint64_t *mkey;    /* merges: (left id << 32 | right id) + 1; 0 = empty slot */
+    uint64_t *mkey; /* merges: (left id << 32 | right id) + 1; 0 = empty slot */
     int32_t *mrank;
     uint32_t mmask;
     int32_t n_merges;
     int32_t bos, eos, eot, eom, unk, pad;
     int32_t fim[3]; /* fill-in-the-middle prefix, suffix, middle tokens; -1 if none */
     bool add_bos, add_eos, add_space_prefix, ignore_merges, clean_spaces;
-    bool spm_split; /* no token has U+2581 after another character: split words there */
-    int32_t *special;  /* CONTROL/USER_DEFINED/UNKNOWN ids, longest text first */
+    bool spm_split;   /* no token has U+2581 after another character: split words there */
+    int32_t *special; /* CONTROL/USER_DEFINED/UNKNOWN ids, longest text first */
     int32_t n_special;
     char *chat_template;
     int32_t byte_tok[256]; /* token of each raw byte (byte fallback / BPE single byte), -1 */
@@ -86,8 +86,8 @@ int tok_ids_push(tok_ids *o, int32_t id);
 
 /* Pre-tokenization: splits cps[0..n) (flags fl) into words; writes the word lengths in code
  * points to lens (room for n) and returns the count. tmp needs room for n. */
-size_t tok_pre_split(tok_pre pre, const uint32_t *cps, const uint32_t *fl, size_t n,
-                     uint32_t *lens, uint32_t *tmp);
+size_t tok_pre_split(tok_pre pre, const uint32_t *cps, const uint32_t *fl, size_t n, uint32_t *lens,
+                     uint32_t *tmp);
 
 /* Tokenises one raw-text fragment (no special tokens inside) and appends ids. */
 int tok_bpe_encode(const tok_vocab *v, const char *text, size_t n, tok_ids *out);
@@ -99,8 +99,6 @@ int tok_cp_to_byte(uint32_t cp); /* -1 if cp is not the image of a byte */
 
 /* llama.cpp's clean_up_tokenization_spaces passes, in place; returns the new length. */
 size_t tok_clean_spaces(char *s, size_t n);
-
-
 
 /* A piece with llama.cpp's lstrip (drop one leading space) for the first decoded token. */
 int32_t tok_piece_lstrip(const tok_vocab *v, int32_t id, bool special, bool lstrip, char *buf,

@@ -49,28 +49,35 @@ static const pre_name pre_names[] = {
 
 /* Texts llama.cpp treats as end of generation (and forces to CONTROL). */
 static const char *const eog_texts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
-    "<EOT>", "_<EOT>", "<|end_of_text|>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",   "<|endoftext|>",
+    "<|eom_id|>", "<EOT>",      "_<EOT>",  "<|end_of_text|>",
 };
 /* FIM markers llama.cpp forces to CONTROL. */
 static const char *const fim_texts[] = {
-    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "\xe2\x96\x81<PRE>",
-    "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "\xe2\x96\x81<SUF>",
-    "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "\xe2\x96\x81<MID>",
-    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "<|fim_repo|>", "<|repo_name|>",
-    "<fim-repo>", "<REPO>", "<|file_sep|>",
+    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>",        "\xe2\x96\x81<PRE>",
+    "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>",        "\xe2\x96\x81<SUF>",
+    "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>",        "\xe2\x96\x81<MID>",
+    "<|fim_pad|>",    "<fim-pad>",    "<fim_pad>",    "<PAD>",        "<|fim_repo|>",
+    "<|repo_name|>",  "<fim-repo>",   "<REPO>",       "<|file_sep|>",
 };
 
 static uint16_t attr_of_type(int32_t t)
 {
     switch (t) {
-    case 1: return TOKA_NORMAL;
-    case 2: return TOKA_UNKNOWN;
-    case 3: return TOKA_CONTROL;
-    case 4: return TOKA_USER;
-    case 5: return TOKA_UNUSED;
-    case 6: return TOKA_BYTE;
-    default: return 0;
+    case 1:
+        return TOKA_NORMAL;
+    case 2:
+        return TOKA_UNKNOWN;
+    case 3:
+        return TOKA_CONTROL;
+    case 4:
+        return TOKA_USER;
+    case 5:
+        return TOKA_UNUSED;
+    case 6:
+        return TOKA_BYTE;
+    default:
+        return 0;
     }
 }
 

@@ -15,8 +15,8 @@
 
 #include "tok_internal.h"
 
-static const char *const clean_patterns[] = {" ?", " !", " .", " ,", " ' ", " 's", " 'm",
-                                             " 're", " 've"};
+static const char *const clean_patterns[] = {" ?",  " !",  " .",   " ,",  " ' ",
+                                             " 's", " 'm", " 're", " 've"};
 
 /* Length of the prefix of s[0..n) that does not end in an incomplete UTF-8 sequence. */
 static size_t utf8_complete(const char *s, size_t n)

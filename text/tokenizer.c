@@ -18,13 +18,34 @@
 
 /* ---- accessors ---- */
 
-tok_kind tok_vocab_kind(const tok_vocab *v) { return v->kind; }
-int32_t tok_vocab_n_tokens(const tok_vocab *v) { return v->n_tokens; }
-int32_t tok_bos(const tok_vocab *v) { return v->bos; }
-int32_t tok_eos(const tok_vocab *v) { return v->eos; }
-bool tok_add_bos(const tok_vocab *v) { return v->add_bos && v->bos >= 0; }
-bool tok_add_eos(const tok_vocab *v) { return v->add_eos && v->eos >= 0; }
-const char *tok_chat_template(const tok_vocab *v) { return v->chat_template; }
+tok_kind tok_vocab_kind(const tok_vocab *v)
+{
+    return v->kind;
+}
+int32_t tok_vocab_n_tokens(const tok_vocab *v)
+{
+    return v->n_tokens;
+}
+int32_t tok_bos(const tok_vocab *v)
+{
+    return v->bos;
+}
+int32_t tok_eos(const tok_vocab *v)
+{
+    return v->eos;
+}
+bool tok_add_bos(const tok_vocab *v)
+{
+    return v->add_bos && v->bos >= 0;
+}
+bool tok_add_eos(const tok_vocab *v)
+{
+    return v->add_eos && v->eos >= 0;
+}
+const char *tok_chat_template(const tok_vocab *v)
+{
+    return v->chat_template;
+}
 int32_t tok_fim_token(const tok_vocab *v, tok_fim which)
 {
     return which >= TOK_FIM_PRE && which <= TOK_FIM_MID ? v->fim[which] : -1;
@@ -412,8 +433,8 @@ size_t tok_clean_spaces(char *s, size_t n)
             char x1 = s[i + 1];
             if (x1 == 's' || x1 == 'm') {
                 t--;
-            } else if (i + 2 < n3 && ((x1 == 'r' && s[i + 2] == 'e') ||
-                                      (x1 == 'v' && s[i + 2] == 'e'))) {
+            } else if (i + 2 < n3 &&
+                       ((x1 == 'r' && s[i + 2] == 'e') || (x1 == 'v' && s[i + 2] == 'e'))) {
                 t--;
             }
         }

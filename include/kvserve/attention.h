@@ -30,10 +30,10 @@ typedef struct attn_span {
 } attn_span;
 
 typedef struct attn_params {
-    int32_t n_q;      /* query tokens in the chunk (1 in decode) */
-    int32_t n_group;  /* query heads that share this KV head (GQA ratio; 1 = MHA) */
+    int32_t n_q;     /* query tokens in the chunk (1 in decode) */
+    int32_t n_group; /* query heads that share this KV head (GQA ratio; 1 = MHA) */
     int32_t head_dim;
-    float scale;      /* score scale, usually 1/sqrt(head_dim) */
+    float scale; /* score scale, usually 1/sqrt(head_dim) */
     /* Storage types of the spans' K and V rows (kvtype.h). Block types need head_dim a
      * multiple of 32. They are read in place: each tile of ATTN_TILE keys is dequantised to
      * f32 once per call and reused by every query row (q stays f32). */

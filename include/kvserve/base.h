@@ -19,14 +19,14 @@
 
 typedef enum ks_status {
     KS_OK = 0,
-    KS_ERR_NOMEM = -1,     /* allocation failed */
-    KS_ERR_IO = -2,        /* open/read/write/mmap failed */
-    KS_ERR_FORMAT = -3,    /* malformed input file or document */
+    KS_ERR_NOMEM = -1,  /* allocation failed */
+    KS_ERR_IO = -2,     /* open/read/write/mmap failed */
+    KS_ERR_FORMAT = -3, /* malformed input file or document */
     KS_ERR_UNSUPPORTED = -4,
-    KS_ERR_INVALID = -5,   /* bad argument or parameter value */
+    KS_ERR_INVALID = -5, /* bad argument or parameter value */
     KS_ERR_NOT_FOUND = -6,
-    KS_ERR_RANGE = -7,     /* value out of the allowed range */
-    KS_ERR_FULL = -8,      /* a budget or queue is exhausted */
+    KS_ERR_RANGE = -7, /* value out of the allowed range */
+    KS_ERR_FULL = -8,  /* a budget or queue is exhausted */
     KS_ERR_CANCELLED = -9,
     KS_ERR_TIMEOUT = -10,
     KS_ERR_INTERNAL = -11,
@@ -93,8 +93,16 @@ char *ks_arena_strdup(ks_arena *a, const char *s, size_t n);
 /* CPU features for run-time kernel dispatch (cpuid plus the OS's xgetbv state), the same with
  * every compiler. Thread-safe; computed once. */
 typedef enum ks_cpu_feature {
-    KS_CPU_AVX2, KS_CPU_FMA, KS_CPU_F16C, KS_CPU_AVX512F, KS_CPU_AVX512BW, KS_CPU_AVX512VL,
-    KS_CPU_AVX512DQ, KS_CPU_AVX512VNNI, KS_CPU_AVX512BF16, KS_CPU_FEATURE_COUNT
+    KS_CPU_AVX2,
+    KS_CPU_FMA,
+    KS_CPU_F16C,
+    KS_CPU_AVX512F,
+    KS_CPU_AVX512BW,
+    KS_CPU_AVX512VL,
+    KS_CPU_AVX512DQ,
+    KS_CPU_AVX512VNNI,
+    KS_CPU_AVX512BF16,
+    KS_CPU_FEATURE_COUNT
 } ks_cpu_feature;
 bool ks_cpu_has(ks_cpu_feature f);
 

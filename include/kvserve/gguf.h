@@ -16,10 +16,20 @@
 
 /* Metadata value types (numbering of the GGUF spec). */
 typedef enum gguf_type {
-    GGUF_TYPE_UINT8 = 0, GGUF_TYPE_INT8 = 1, GGUF_TYPE_UINT16 = 2, GGUF_TYPE_INT16 = 3,
-    GGUF_TYPE_UINT32 = 4, GGUF_TYPE_INT32 = 5, GGUF_TYPE_FLOAT32 = 6, GGUF_TYPE_BOOL = 7,
-    GGUF_TYPE_STRING = 8, GGUF_TYPE_ARRAY = 9, GGUF_TYPE_UINT64 = 10, GGUF_TYPE_INT64 = 11,
-    GGUF_TYPE_FLOAT64 = 12, GGUF_TYPE_COUNT
+    GGUF_TYPE_UINT8 = 0,
+    GGUF_TYPE_INT8 = 1,
+    GGUF_TYPE_UINT16 = 2,
+    GGUF_TYPE_INT16 = 3,
+    GGUF_TYPE_UINT32 = 4,
+    GGUF_TYPE_INT32 = 5,
+    GGUF_TYPE_FLOAT32 = 6,
+    GGUF_TYPE_BOOL = 7,
+    GGUF_TYPE_STRING = 8,
+    GGUF_TYPE_ARRAY = 9,
+    GGUF_TYPE_UINT64 = 10,
+    GGUF_TYPE_INT64 = 11,
+    GGUF_TYPE_FLOAT64 = 12,
+    GGUF_TYPE_COUNT
 } gguf_type;
 
 /* A string inside the mapping: NOT NUL-terminated. */
@@ -124,9 +134,8 @@ int gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *
  * written as given (for corrupt-file tests) and the layout stays at 32. */
 /* Adds a tensor: ne[0..n_dims), ggml type, nbytes of raw data (must match the shape, else
  * KS_ERR_INVALID; duplicate names too). data == NULL adds a zero-filled tensor. */
-int gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t n_dims,
-                           const int64_t *ne, uint32_t type, const void *data,
-                           uint64_t nbytes) KS_WUR;
+int gguf_writer_add_tensor(gguf_writer *w, const char *name, uint32_t n_dims, const int64_t *ne,
+                           uint32_t type, const void *data, uint64_t nbytes) KS_WUR;
 int gguf_writer_write_file(gguf_writer *w, const char *path) KS_WUR;
 /* Serialises to a malloc'd buffer (caller frees). */
 int gguf_writer_write_memory(gguf_writer *w, void **out, size_t *out_len) KS_WUR;

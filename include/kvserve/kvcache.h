@@ -84,7 +84,8 @@ void kv_pool_retain(kv_pool *pool, int32_t id);
 void kv_pool_release(kv_pool *pool, int32_t id);
 int32_t kv_pool_refcount(kv_pool *pool, int32_t id);
 
-/* Block memory: K rows [block_tokens][head_dim] in k_dtype and V rows in v_dtype. Valid while the block is in use; the address of a block never changes. */
+/* Block memory: K rows [block_tokens][head_dim] in k_dtype and V rows in v_dtype. Valid while the
+ * block is in use; the address of a block never changes. */
 void *kv_pool_block_k(const kv_pool *pool, int32_t id);
 void *kv_pool_block_v(const kv_pool *pool, int32_t id);
 
@@ -138,8 +139,8 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep_slots, int32_t n) K
  * KS_ERR_FULL (table unchanged except blocks already copied, which is harmless). */
 int kv_head_table_make_writable(kv_head_table *t) KS_WUR;
 
-/* K / V row of block blocks[blk], row `row` (pool k_dtype / v_dtype). Read-only unless the table was
- * made writable; after writing a K row, store its new RoPE position with set_pos. */
+/* K / V row of block blocks[blk], row `row` (pool k_dtype / v_dtype). Read-only unless the table
+ * was made writable; after writing a K row, store its new RoPE position with set_pos. */
 void *kv_head_table_k_row(const kv_head_table *t, int32_t blk, int32_t row);
 void *kv_head_table_v_row(const kv_head_table *t, int32_t blk, int32_t row);
 void kv_head_table_set_pos(kv_head_table *t, int32_t slot, int32_t pos);
@@ -211,8 +212,8 @@ typedef struct kv_policy {
      * keys were appended (the causal mask hides future keys via idx). Spans may point into
      * block memory (via kv_head_table_spans) or policy-owned memory valid until the next
      * mutation. Returns KS_ERR_RANGE with *n = needed if max is too small. */
-    int (*spans)(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
-                 attn_span *out, int32_t max, int32_t *n);
+    int (*spans)(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q, attn_span *out,
+                 int32_t max, int32_t *n);
     /* Can be NULL (= 0). How many of the LAST queries of this call should report key_mass
      * (attention probability per key, summed over those queries) to after_attention. */
     int32_t (*mass_queries)(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q);
@@ -290,11 +291,11 @@ int kv_seq_chunk_end(kv_seq *seq, const kv_chunk *chunk) KS_WUR;
 
 /* Stats for /v1/kv and /metrics. */
 typedef struct kv_seq_stats {
-    int64_t tokens_seen;     /* tokens appended to layer 0 since creation */
-    int64_t tokens_kept;     /* tokens stored, summed over all layers and KV heads */
-    double tokens_kept_avg;  /* tokens_kept / (n_layer * n_head_kv) */
-    int64_t blocks;          /* blocks referenced by this sequence (shared ones included) */
-    size_t bytes;            /* blocks * block bytes */
+    int64_t tokens_seen;    /* tokens appended to layer 0 since creation */
+    int64_t tokens_kept;    /* tokens stored, summed over all layers and KV heads */
+    double tokens_kept_avg; /* tokens_kept / (n_layer * n_head_kv) */
+    int64_t blocks;         /* blocks referenced by this sequence (shared ones included) */
+    size_t bytes;           /* blocks * block bytes */
 } kv_seq_stats;
 
 void kv_seq_get_stats(const kv_seq *seq, kv_seq_stats *out);
@@ -334,22 +335,21 @@ int64_t kv_pool_count_unshared(kv_pool *pool, const int32_t *ids, int32_t n);
  * the last block may be partly used. Every block is retained; slot i gets idx = pos = i and
  * the tokens count as seen. Returns 0, KS_ERR_INVALID (sequence not empty, not `full`, bad
  * sizes) or KS_ERR_NOMEM (sequence unchanged). */
-int kv_seq_adopt_prefix(kv_seq *seq, const int32_t *blocks, int32_t n_blocks,
-                        int32_t n_tok) KS_WUR;
+int kv_seq_adopt_prefix(kv_seq *seq, const int32_t *blocks, int32_t n_blocks, int32_t n_tok) KS_WUR;
 
 typedef struct kv_prefix kv_prefix;
 
 typedef struct kv_prefix_params {
-    int32_t n_layer;   /* of the sequences that use the cache */
+    int32_t n_layer; /* of the sequences that use the cache */
     int32_t n_head_kv;
     int64_t max_entries; /* cached prompt blocks kept at most (LRU beyond); <= 0: unlimited */
 } kv_prefix_params;
 
 typedef struct kv_prefix_stats {
-    int64_t entries;       /* cached prompt blocks (each n_layer * n_head_kv pool blocks) */
-    int64_t blocks_held;   /* pool blocks referenced by the cache */
-    int64_t hits_tokens;   /* prompt tokens served from the cache so far */
-    int64_t evictions;     /* entries dropped (reclaim or max_entries) */
+    int64_t entries;     /* cached prompt blocks (each n_layer * n_head_kv pool blocks) */
+    int64_t blocks_held; /* pool blocks referenced by the cache */
+    int64_t hits_tokens; /* prompt tokens served from the cache so far */
+    int64_t evictions;   /* entries dropped (reclaim or max_entries) */
 } kv_prefix_stats;
 
 /* Creates a cache over `pool` (not owned; must outlive the cache) and installs itself as the
@@ -366,9 +366,8 @@ int32_t kv_prefix_lookup(kv_prefix *pc, const int32_t *tokens, int32_t n);
  * least one prompt token is computed and yields logits). *n_cached = tokens reused (0 on a
  * miss or another policy); the caller feeds tokens[*n_cached..n). Returns kv_seq_create's
  * errors; a failure to adopt falls back to an empty sequence. */
-int kv_prefix_seq_create(kv_prefix *pc, const kv_seq_params *p, const int32_t *tokens,
-                         int32_t n, int32_t max_reuse, kv_seq **out,
-                         int32_t *n_cached) KS_WUR;
+int kv_prefix_seq_create(kv_prefix *pc, const kv_seq_params *p, const int32_t *tokens, int32_t n,
+                         int32_t max_reuse, kv_seq **out, int32_t *n_cached) KS_WUR;
 
 /* Publishes the full blocks among the first n tokens of a `full` sequence whose first n
  * slots are tokens[0..n) at positions 0..n-1 (call right after prefill). Blocks already

@@ -34,7 +34,7 @@ typedef enum model_rope { MODEL_ROPE_NORM = 0, MODEL_ROPE_NEOX = 2 } model_rope;
 typedef struct model_hparams {
     model_arch arch;
     char arch_name[16];
-    char name[64];      /* general.name, may be empty */
+    char name[64]; /* general.name, may be empty */
     int32_t n_vocab;
     int32_t n_ctx_train;
     int32_t n_embd;
@@ -49,13 +49,13 @@ typedef struct model_hparams {
     model_rope rope_type;
     bool tied_output;
     bool has_qkv_bias;
-    int32_t n_rot;          /* rotated dimensions per head (== head_dim unless partial) */
-    int32_t n_swa;          /* sliding window of the local layers (gemma3); 0 = none */
-    float rope_theta_swa;   /* rope base of the sliding-window layers */
-    float logit_softcap;    /* final logit soft-capping (0 = off) */
+    int32_t n_rot;        /* rotated dimensions per head (== head_dim unless partial) */
+    int32_t n_swa;        /* sliding window of the local layers (gemma3); 0 = none */
+    float rope_theta_swa; /* rope base of the sliding-window layers */
+    float logit_softcap;  /* final logit soft-capping (0 = off) */
     /* YaRN, from rope.scaling.* (ext_factor 0 = off) */
     float yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow;
-    int32_t n_ctx_orig;     /* rope.scaling.original_context_length, else n_ctx_train */
+    int32_t n_ctx_orig; /* rope.scaling.original_context_length, else n_ctx_train */
 } model_hparams;
 
 typedef struct model model;
@@ -80,7 +80,7 @@ const int32_t *model_layer_windows(const model *m);
 rope_params model_rope_params_window(const model *m);
 
 typedef struct model_ctx_params {
-    int32_t n_threads;       /* worker threads (>= 1) */
+    int32_t n_threads;        /* worker threads (>= 1) */
     int32_t max_batch_tokens; /* tokens per forward call over all sequences, e.g. 512 */
     int32_t max_seqs;         /* sequences per forward call */
     bool llama_flash;         /* attention as llama.cpp's CPU flash-attention kernel computes

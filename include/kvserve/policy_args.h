@@ -21,7 +21,7 @@ typedef struct kv_policy_args {
     int32_t n_layer;
     int32_t n_head_kv;
     int32_t head_dim;
-    int32_t n_ctx_train;            /* the model's trained context length */
+    int32_t n_ctx_train; /* the model's trained context length */
 } kv_policy_args;
 
 /* The model facts of args for kv_policy_params_resolve (zeros when args is NULL). */

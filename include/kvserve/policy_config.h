@@ -41,9 +41,9 @@ typedef enum kv_landmark {
 typedef enum kv_selection { KV_SELECT_HEAD, KV_SELECT_LAYER } kv_selection;
 typedef enum kv_eviction { KV_EVICT_LRU, KV_EVICT_SCORE_LRU } kv_eviction;
 
-#define KV_POLICY_MAX 12             /* registered policies at most */
-#define KV_POLICY_PARAMS_BYTES 1152  /* one policy's parameter struct at most */
-#define KV_PARAM_PATH_MAX 1024       /* a KV_PARAM_PATH parameter is a char[KV_PARAM_PATH_MAX] */
+#define KV_POLICY_MAX 12            /* registered policies at most */
+#define KV_POLICY_PARAMS_BYTES 1152 /* one policy's parameter struct at most */
+#define KV_PARAM_PATH_MAX 1024      /* a KV_PARAM_PATH parameter is a char[KV_PARAM_PATH_MAX] */
 #define KV_SPILL_DIR_MAX KV_PARAM_PATH_MAX
 
 typedef enum kv_param_type {
@@ -64,7 +64,7 @@ typedef struct kv_view_hint {
 } kv_view_hint;
 
 typedef struct kv_param_desc {
-    const char *key;            /* e.g. "window": TOML kvcache.NAME.window, JSON, SPEC */
+    const char *key; /* e.g. "window": TOML kvcache.NAME.window, JSON, SPEC */
     kv_param_type type;
     size_t off;                 /* byte offset in the policy's parameter struct */
     double lo, hi;              /* INT / I64 / DOUBLE: inclusive range */
@@ -99,9 +99,9 @@ typedef struct kv_param_rule {
 /* A policy, described: what the registry, the configuration, the API, the scheduler and the
  * docs know about it. `params` point to the policy's parameter struct (params_size bytes). */
 typedef struct kv_policy_desc {
-    const char *name;      /* "sink_window": config / API / SPEC name */
-    const char *summary;   /* one line: what it keeps */
-    const char *reference; /* the paper(s) */
+    const char *name;            /* "sink_window": config / API / SPEC name */
+    const char *summary;         /* one line: what it keeps */
+    const char *reference;       /* the paper(s) */
     const struct kv_policy *ops; /* the vtable (kvcache.h) */
     const kv_param_desc *params_table;
     int32_t n_params;
@@ -135,7 +135,6 @@ typedef struct kv_policy_desc {
     void (*view_hint)(const void *params, int32_t n_layer, int32_t layer, int64_t n_prompt,
                       int64_t seen, kv_view_hint *out);
 } kv_policy_desc;
-
 
 /* Storage for one policy's parameter struct (its own file's type). */
 typedef union kv_policy_params {
@@ -232,8 +231,7 @@ const kv_param_desc *kv_param_find(int32_t kind, const char *key);
  * parameter's type (an enum takes a name, an int an integer that fits, a double any finite
  * number, a path a non-empty string shorter than KV_PARAM_PATH_MAX). Ranges are checked by
  * kv_policy_config_validate. */
-int kv_param_set_int(kv_policy_config *pc, int32_t kind, const kv_param_desc *p,
-                     int64_t v) KS_WUR;
+int kv_param_set_int(kv_policy_config *pc, int32_t kind, const kv_param_desc *p, int64_t v) KS_WUR;
 int kv_param_set_double(kv_policy_config *pc, int32_t kind, const kv_param_desc *p,
                         double v) KS_WUR;
 int kv_param_set_name(kv_policy_config *pc, int32_t kind, const kv_param_desc *p,

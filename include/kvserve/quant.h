@@ -18,9 +18,24 @@
 
 /* ggml type ids as stored in GGUF files. */
 typedef enum qt_type {
-    QT_F32 = 0, QT_F16 = 1, QT_Q4_0 = 2, QT_Q4_1 = 3, QT_Q5_0 = 6, QT_Q5_1 = 7, QT_Q8_0 = 8,
-    QT_Q8_1 = 9, QT_Q2_K = 10, QT_Q3_K = 11, QT_Q4_K = 12, QT_Q5_K = 13, QT_Q6_K = 14,
-    QT_Q8_K = 15, QT_IQ4_NL = 20, QT_IQ4_XS = 23, QT_BF16 = 30, QT_TYPE_MAX = 40
+    QT_F32 = 0,
+    QT_F16 = 1,
+    QT_Q4_0 = 2,
+    QT_Q4_1 = 3,
+    QT_Q5_0 = 6,
+    QT_Q5_1 = 7,
+    QT_Q8_0 = 8,
+    QT_Q8_1 = 9,
+    QT_Q2_K = 10,
+    QT_Q3_K = 11,
+    QT_Q4_K = 12,
+    QT_Q5_K = 13,
+    QT_Q6_K = 14,
+    QT_Q8_K = 15,
+    QT_IQ4_NL = 20,
+    QT_IQ4_XS = 23,
+    QT_BF16 = 30,
+    QT_TYPE_MAX = 40
 } qt_type;
 
 typedef enum qt_impl { QT_IMPL_SCALAR = 0, QT_IMPL_AVX2 = 1, QT_IMPL_AVX512 = 2 } qt_impl;
@@ -59,9 +74,8 @@ void qt_matvec(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes, int
 /* As qt_matvec, but in the summation order of llama.cpp's batched (two or more tokens)
  * tinyBLAS path, which differs from its one-token vec-dot order for F32, F16 and BF16
  * weights; the same as qt_matvec for the other types. */
-void qt_matvec_gemm(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes,
-                    int64_t n_rows, const void *x, size_t x_bytes, int64_t n_b, float *y,
-                    int64_t y_stride);
+void qt_matvec_gemm(qt_type w, int64_t n, const void *w_rows, size_t w_row_bytes, int64_t n_rows,
+                    const void *x, size_t x_bytes, int64_t n_b, float *y, int64_t y_stride);
 
 /* Force an implementation (tests); returns KS_ERR_UNSUPPORTED if the CPU lacks it. */
 int qt_set_impl(qt_impl impl) KS_WUR;

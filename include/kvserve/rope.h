@@ -23,10 +23,10 @@ typedef enum rope_kind {
  * plain rotary embedding of llama / qwen2. */
 typedef struct rope_params {
     rope_kind kind;
-    int32_t head_dim;  /* head dimension */
-    float theta;       /* frequency base */
-    float freq_scale;  /* 1 / linear scaling factor (1 = none) */
-    int32_t n_rot;     /* rotated dimensions (partial rotary, Phi-4-mini); 0 = head_dim */
+    int32_t head_dim; /* head dimension */
+    float theta;      /* frequency base */
+    float freq_scale; /* 1 / linear scaling factor (1 = none) */
+    int32_t n_rot;    /* rotated dimensions (partial rotary, Phi-4-mini); 0 = head_dim */
     /* per-pair frequency divisors [n_rot/2] (Llama 3.1 rope_freqs, Phi-3 su/longrope
      * factors); NULL = none. Points into the model mapping. */
     const float *freq_factors;
@@ -42,8 +42,7 @@ typedef struct rope_params {
 void rope_angles(const rope_params *p, float pos, float *cos_out, float *sin_out);
 /* Rotates the first n_rot dimensions of n_heads consecutive heads of x (head_dim each) by the
  * given angles; the other dimensions pass through. */
-void rope_rotate(const rope_params *p, float *x, int32_t n_heads, const float *cs,
-                 const float *sn);
+void rope_rotate(const rope_params *p, float *x, int32_t n_heads, const float *cs, const float *sn);
 /* Convenience: rotate n_heads heads of x by position pos. */
 void rope_rotate_pos(const rope_params *p, float *x, int32_t n_heads, float pos);
 

@@ -82,8 +82,8 @@ int32_t tok_decode(const tok_vocab *v, const int32_t *ids, int32_t n, bool speci
 typedef struct tok_stream {
     const tok_vocab *vocab;
     bool special;
-    bool first;          /* the next token is the sequence's first (its prefix space goes) */
-    char pending[16];    /* bytes of an incomplete UTF-8 sequence */
+    bool first;       /* the next token is the sequence's first (its prefix space goes) */
+    char pending[16]; /* bytes of an incomplete UTF-8 sequence */
     int32_t n_pending;
 } tok_stream;
 void tok_stream_init(tok_stream *s, const tok_vocab *v, bool special);
@@ -97,13 +97,19 @@ int32_t tok_stream_flush(tok_stream *s, char *out, int32_t cap);
 
 /* Chat templates. */
 typedef struct tok_chat_msg {
-    const char *role;    /* "system", "user", "assistant" */
+    const char *role; /* "system", "user", "assistant" */
     const char *content;
 } tok_chat_msg;
 
 typedef enum tok_chat_family {
-    TOK_CHAT_CHATML = 0, TOK_CHAT_LLAMA3, TOK_CHAT_LLAMA2, TOK_CHAT_MISTRAL, TOK_CHAT_ZEPHYR,
-    TOK_CHAT_PHI3, TOK_CHAT_GEMMA, TOK_CHAT_COUNT
+    TOK_CHAT_CHATML = 0,
+    TOK_CHAT_LLAMA3,
+    TOK_CHAT_LLAMA2,
+    TOK_CHAT_MISTRAL,
+    TOK_CHAT_ZEPHYR,
+    TOK_CHAT_PHI3,
+    TOK_CHAT_GEMMA,
+    TOK_CHAT_COUNT
 } tok_chat_family;
 
 /* Recognises the family of a Jinja chat template string (NULL -> chatml fallback). */

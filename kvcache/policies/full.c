@@ -15,8 +15,8 @@ const kv_policy kv_policy_full = {
 };
 
 /* Keeps every token: the bound is the whole sequence. */
-static int64_t full_admission(const void *params, int64_t n_tokens, int64_t chunk,
-                              int32_t n_layer, int32_t *dense_layers)
+static int64_t full_admission(const void *params, int64_t n_tokens, int64_t chunk, int32_t n_layer,
+                              int32_t *dense_layers)
 {
     (void)params;
     (void)chunk;

@@ -43,7 +43,7 @@ typedef struct h2o_head {
 typedef struct h2o_state {
     int32_t heavy, recent;
     int32_t n_head_kv, n_layer;
-    h2o_head *heads; /* [n_layer][n_head_kv] */
+    h2o_head *heads;       /* [n_layer][n_head_kv] */
     struct h2o_cand *cand; /* eviction scratch, grown once to the cache's bound */
     int32_t *keep;
     int64_t cap_cand, cap_keep;
@@ -60,11 +60,9 @@ static int h2o_init(kv_seq *seq, const void *config, void **state)
     h2o_params p;
     kv_model_info mi = kv_policy_args_info(a);
     kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_h2o, &mi, &p);
-    if (p.heavy < 0 || p.recent < 1)
-        return KS_ERR_INVALID;
+    if (p.heavy < 0 || p.recent < 1) return KS_ERR_INVALID;
     h2o_state *s = calloc(1, sizeof(*s));
-    if (!s)
-        return KS_ERR_NOMEM;
+    if (!s) return KS_ERR_NOMEM;
     s->heavy = p.heavy;
     s->recent = p.recent;
     s->n_layer = kv_seq_n_layer(seq);
@@ -82,8 +80,7 @@ static void h2o_free(kv_seq *seq, void *state)
 {
     (void)seq;
     h2o_state *s = state;
-    if (!s)
-        return;
+    if (!s) return;
     for (int32_t i = 0; i < s->n_layer * s->n_head_kv; i++)
         free(s->heads[i].score);
     free(s->heads);
@@ -95,20 +92,18 @@ static void h2o_free(kv_seq *seq, void *state)
 static int h2o_positions(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out)
 {
     (void)seq;
-    if (chunk->n_new > 0)
-        memcpy(pos_out, chunk->idx, (size_t)chunk->n_new * sizeof(int32_t));
+    if (chunk->n_new > 0) memcpy(pos_out, chunk->idx, (size_t)chunk->n_new * sizeof(int32_t));
     return 0;
 }
 
-static int h2o_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
-                     attn_span *out, int32_t max, int32_t *n)
+static int h2o_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q, attn_span *out,
+                     int32_t max, int32_t *n)
 {
     (void)q;
     return kv_seq_spans(seq, layer, kv_head, out, max, n);
 }
 
-static int32_t h2o_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head,
-                                const kv_query *q)
+static int32_t h2o_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q)
 {
     (void)seq;
     (void)layer;
@@ -129,8 +124,7 @@ static int h2o_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, cons
     if (n_keys > h->cap) {
         int32_t cap = KS_MAX(n_keys, h->cap + h->cap / 2);
         float *ns = realloc(h->score, (size_t)cap * sizeof(float));
-        if (!ns)
-            return KS_ERR_NOMEM;
+        if (!ns) return KS_ERR_NOMEM;
         h->score = ns;
         h->cap = cap;
     }
@@ -148,8 +142,7 @@ static int h2o_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, cons
 static int h2o_cand_cmp(const void *a, const void *b)
 {
     const h2o_cand *x = a, *y = b;
-    if (x->s != y->s)
-        return x->s > y->s ? -1 : 1;
+    if (x->s != y->s) return x->s > y->s ? -1 : 1;
     return (x->j > y->j) - (x->j < y->j);
 }
 
@@ -163,8 +156,7 @@ static int h2o_int_cmp(const void *a, const void *b)
 static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
 {
     int32_t n = t->n_tok, budget = s->heavy + s->recent;
-    if (n <= budget)
-        return 0;
+    if (n <= budget) return 0;
     if (h->n_scored != n)
         return KS_ERR_INTERNAL; /* the model did not report key mass for this chunk */
     int32_t nc = n - s->recent;
@@ -196,10 +188,9 @@ static int h2o_after_chunk(kv_seq *seq, const kv_chunk *chunk)
     h2o_state *s = kv_seq_policy_state(seq);
     for (int32_t l = 0; l < s->n_layer; l++) {
         for (int32_t kh = 0; kh < s->n_head_kv; kh++) {
-            int rc = h2o_evict(s, kv_seq_table(seq, l, kh),
-                               &s->heads[(size_t)l * s->n_head_kv + kh]);
-            if (rc)
-                return rc;
+            int rc =
+                h2o_evict(s, kv_seq_table(seq, l, kh), &s->heads[(size_t)l * s->n_head_kv + kh]);
+            if (rc) return rc;
         }
     }
     return 0;
@@ -237,8 +228,10 @@ static void h2o_derive(void *params, uint64_t set, const kv_model_info *info)
         return;
     }
     if (!kv_param_was_set(d, set, "budget")) p->budget = KS_MAX(2, kv_model_ctx(info) / 4);
-    if (hs) p->recent = KS_MAX(1, p->budget - p->heavy);
-    else if (rs) p->heavy = KS_MAX(0, p->budget - p->recent);
+    if (hs)
+        p->recent = KS_MAX(1, p->budget - p->heavy);
+    else if (rs)
+        p->heavy = KS_MAX(0, p->budget - p->recent);
     else {
         p->heavy = p->budget / 2;
         p->recent = p->budget - p->heavy;
@@ -251,8 +244,8 @@ static const kv_param_rule h2o_rules[] = {{"budget", "context_length / 4"},
                                           {NULL, NULL}};
 
 /* Heavy + recent, plus the chunk attended before eviction. */
-static int64_t h2o_admission(const void *params, int64_t n_tokens, int64_t chunk,
-                             int32_t n_layer, int32_t *dense_layers)
+static int64_t h2o_admission(const void *params, int64_t n_tokens, int64_t chunk, int32_t n_layer,
+                             int32_t *dense_layers)
 {
     const h2o_params *p = params;
     (void)n_tokens;

@@ -154,8 +154,7 @@ static const kv_param_desc hy_params_table[] = {
      "first tokens a streaming head keeps (attention sinks)"},
     {"window", KV_PARAM_INT, offsetof(hy_params, window), 1, 1 << 24, 64, NULL, NULL, false,
      "most recent tokens a streaming head keeps"},
-    {"profile", KV_PARAM_PATH, offsetof(hy_params, profile), 0, 0, 0, HY_NO_PROFILE, NULL,
-     true,
+    {"profile", KV_PARAM_PATH, offsetof(hy_params, profile), 0, 0, 0, HY_NO_PROFILE, NULL, true,
      "head-profile file from `kvserve profile-heads`; `none`: every head keeps everything "
      "(server-only: a request cannot make the server read a file)"},
 };

@@ -46,8 +46,7 @@ _Static_assert(sizeof(pyramid_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit
 static int32_t pyramid_layer_budget(int32_t C, int32_t w, int32_t beta, int32_t n_layer,
                                     int32_t layer, int32_t n)
 {
-    if (n < C || n < 2 * (C - w))
-        return C;
+    if (n < C || n < 2 * (C - w)) return C;
     int32_t min_num = (C - w) / beta;
     int32_t max_num = (C - w) * 2 - min_num;
     if (max_num >= n - w) {
@@ -70,10 +69,17 @@ static int pyramid_init(kv_seq *seq, const void *config, void **state)
     pyramid_params p;
     kv_model_info mi = kv_policy_args_info(a);
     kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_pyramid, &mi, &p);
-    snap_config c = {.budget = p.budget, .budget_fraction = p.budget_fraction,
-                     .window = p.window, .kernel = p.kernel, .pooling = p.pooling,
-                     .reduce = p.reduce, .interval = p.interval, .layer_budget = pyramid_budget,
-                     .beta = p.beta, .compress_at = p.compress_at, .hold = p.hold};
+    snap_config c = {.budget = p.budget,
+                     .budget_fraction = p.budget_fraction,
+                     .window = p.window,
+                     .kernel = p.kernel,
+                     .pooling = p.pooling,
+                     .reduce = p.reduce,
+                     .interval = p.interval,
+                     .layer_budget = pyramid_budget,
+                     .beta = p.beta,
+                     .compress_at = p.compress_at,
+                     .hold = p.hold};
     return snap_state_create(seq, &c, state);
 }
 
@@ -88,8 +94,10 @@ static const kv_policy kv_policy_pyramid = {
     .after_chunk = snap_after_chunk,
 };
 
-#define PY_PARAM(key, type, lo, hi, def, ch, help)                                            \
-    {#key, type, offsetof(pyramid_params, key), lo, hi, def, NULL, ch, false, help}
+#define PY_PARAM(key, type, lo, hi, def, ch, help)                                                 \
+    {                                                                                              \
+#key, type, offsetof(pyramid_params, key), lo, hi, def, NULL, ch, false, help              \
+    }
 
 static const kv_param_desc pyramid_params_table[] = {
     PY_PARAM(budget, KV_PARAM_INT, 1, INT32_MAX, 1024, NULL,
@@ -144,14 +152,13 @@ static int64_t pyramid_admission(const void *params, int64_t n_tokens, int64_t c
 
 /* The view: PyramidKV's budget of the layer (as snapkv.c applies it: C from budget_fraction
  * when set), the observation window at the end of the prompt. */
-static void pyramid_view_hint(const void *params, int32_t n_layer, int32_t layer,
-                              int64_t n_prompt, int64_t seen, kv_view_hint *out)
+static void pyramid_view_hint(const void *params, int32_t n_layer, int32_t layer, int64_t n_prompt,
+                              int64_t seen, kv_view_hint *out)
 {
     (void)seen;
     const pyramid_params *p = params;
     int32_t n = (int32_t)KS_MIN(n_prompt, INT32_MAX), C = p->budget;
-    if (p->budget_fraction > 0)
-        C = KS_MAX(p->window + 1, (int32_t)lround(p->budget_fraction * n));
+    if (p->budget_fraction > 0) C = KS_MAX(p->window + 1, (int32_t)lround(p->budget_fraction * n));
     int32_t b = pyramid_layer_budget(C, p->window, p->beta, n_layer, layer, n);
     if (b < n) out->budget = b;
     out->window_from = n_prompt - p->window;

@@ -41,26 +41,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvcache/landmark.h"
 #include "kvserve/kv_view.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/quant.h"
 #include "kvserve/spill.h"
-#include "kvcache/landmark.h"
 
 /* The parameters (kvcache.retrieval.*; table at the end of the file). */
 typedef struct rt_params {
-    int32_t block_tokens;     /* tokens per retrieval block (power of two) */
-    kv_landmark landmark;     /* how a block is summarised */
-    int32_t representatives;  /* keys per block for REPRESENTATIVE */
-    int32_t top_k;            /* blocks retrieved per query */
-    int32_t n_sink;           /* first tokens always attended */
-    int32_t window;           /* local window tokens */
-    kv_selection selection;   /* per HEAD or per LAYER */
-    int32_t dense_layers;     /* first layers kept dense */
-    kv_pos_mode positions;    /* WINDOW or ORIGINAL */
-    int32_t chunk;            /* prefill chunk tokens */
-    int64_t ram_mb;           /* hot-set budget in MiB */
+    int32_t block_tokens;    /* tokens per retrieval block (power of two) */
+    kv_landmark landmark;    /* how a block is summarised */
+    int32_t representatives; /* keys per block for REPRESENTATIVE */
+    int32_t top_k;           /* blocks retrieved per query */
+    int32_t n_sink;          /* first tokens always attended */
+    int32_t window;          /* local window tokens */
+    kv_selection selection;  /* per HEAD or per LAYER */
+    int32_t dense_layers;    /* first layers kept dense */
+    kv_pos_mode positions;   /* WINDOW or ORIGINAL */
+    int32_t chunk;           /* prefill chunk tokens */
+    int64_t ram_mb;          /* hot-set budget in MiB */
     char spill_dir[KV_PARAM_PATH_MAX];
     kv_eviction eviction;
 } rt_params;
@@ -82,8 +82,8 @@ typedef struct rt_table { /* per (layer, KV head) */
     kv_lm_set lm;
     float *mass; /* REPRESENTATIVE: attention of tokens idx >= lm.n*B, at [idx - lm.n*B] */
     int32_t mass_cap;
-    int32_t *last_sel;    /* [top_k] blocks selected by the last spans call (for kv_view) */
-    float *last_score;    /* [top_k] their scores */
+    int32_t *last_sel; /* [top_k] blocks selected by the last spans call (for kv_view) */
+    float *last_score; /* [top_k] their scores */
     int32_t n_last_sel, last_cap;
 } rt_table;
 
@@ -92,7 +92,7 @@ typedef struct rt_cand {
     int32_t b;
 } rt_cand;
 
-typedef struct rt_head { /* per KV head; used by one thread at a time */
+typedef struct rt_head {    /* per KV head; used by one thread at a time */
     uint8_t *scr_k, *scr_v; /* [scr_cap][row] copies (window positions) */
     int32_t *scr_idx;       /* [scr_cap] sequence index of copied / spilled rows */
     int32_t scr_cap, scr_n;
@@ -110,8 +110,8 @@ typedef struct rt_state {
     kv_pool *pool;
     int32_t n_layer, n_head_kv, hd, pb, B;
     ks_dtype kt;
-    size_t rb; /* bytes of one K row */
-    size_t vb; /* bytes of one V row */
+    size_t rb;              /* bytes of one K row */
+    size_t vb;              /* bytes of one V row */
     float *off_cs, *off_sn; /* [pb][hd/2] angles of -r (rows of a unit) */
     rt_table *tabs;         /* [n_layer][n_head_kv] */
     rt_head *heads;         /* [n_head_kv] */
@@ -119,7 +119,7 @@ typedef struct rt_state {
     int64_t n_sink_units, n_spilled;
     size_t ram_bytes, hot_bytes;
     int32_t hot_slots;
-    float *kbuf;  /* [B][hd] keys of a block being summarised */
+    float *kbuf; /* [B][hd] keys of a block being summarised */
     int32_t *keep;
     int32_t keep_cap;
     bool warned_budget;
@@ -132,10 +132,9 @@ typedef struct rt_state {
 
 static bool rt_params_ok(const rt_params *p)
 {
-    return p->block_tokens >= 1 && p->block_tokens <= 65536 && p->top_k >= 1 &&
-           p->n_sink >= 0 && p->window >= 1 && p->dense_layers >= 0 && p->ram_mb >= 1 &&
-           p->representatives >= 1 && p->chunk >= 1 &&
-           (p->positions == KV_POS_WINDOW || p->positions == KV_POS_ORIGINAL) &&
+    return p->block_tokens >= 1 && p->block_tokens <= 65536 && p->top_k >= 1 && p->n_sink >= 0 &&
+           p->window >= 1 && p->dense_layers >= 0 && p->ram_mb >= 1 && p->representatives >= 1 &&
+           p->chunk >= 1 && (p->positions == KV_POS_WINDOW || p->positions == KV_POS_ORIGINAL) &&
            memchr(p->spill_dir, 0, sizeof(p->spill_dir)) && p->spill_dir[0];
 }
 
@@ -143,8 +142,7 @@ static void rt_free(kv_seq *seq, void *state)
 {
     (void)seq;
     rt_state *st = state;
-    if (!st)
-        return;
+    if (!st) return;
     kv_spill_destroy(st->spill);
     free(st->zero_rec);
     for (int32_t i = 0; st->tabs && i < st->n_layer * st->n_head_kv; i++) {
@@ -175,8 +173,7 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     const kv_policy_args *a = config;
     kv_pool *pool = kv_seq_pool(seq);
     rt_state *st = calloc(1, sizeof(*st));
-    if (!st)
-        return KS_ERR_NOMEM;
+    if (!st) return KS_ERR_NOMEM;
     kv_model_info mi = kv_policy_args_info(a);
     kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_retrieval, &mi, &st->p);
     st->pool = pool;
@@ -188,9 +185,10 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     st->kt = kv_pool_k_dtype(pool);
     st->rb = kv_pool_k_row_bytes(pool);
     st->vb = kv_pool_v_row_bytes(pool);
-    st->rope = a ? a->rope
-                 : (rope_params){.kind = ROPE_NORM, .head_dim = st->hd, .theta = 10000.0f,
-                                 .freq_scale = 1.0f};
+    st->rope =
+        a ? a->rope
+          : (rope_params){
+                .kind = ROPE_NORM, .head_dim = st->hd, .theta = 10000.0f, .freq_scale = 1.0f};
     int rc = KS_ERR_INVALID;
     st->rope.relative = true; /* it only moves rotated keys and queries by deltas */
     if (!rt_params_ok(&st->p) || st->hd % 2 || st->hd > RT_MAX_HD || st->rope.head_dim != st->hd)
@@ -202,13 +200,11 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     st->off_cs = malloc((size_t)st->pb * half * sizeof(float));
     st->off_sn = malloc((size_t)st->pb * half * sizeof(float));
     st->kbuf = malloc((size_t)st->B * st->hd * sizeof(float));
-    if (!st->tabs || !st->heads || !st->off_cs || !st->off_sn || !st->kbuf)
-        goto fail;
+    if (!st->tabs || !st->heads || !st->off_cs || !st->off_sn || !st->kbuf) goto fail;
     for (int32_t i = 0; i < L * H; i++)
         kv_lm_set_init(&st->tabs[i].lm, st->p.landmark, st->hd);
     for (int32_t h = 0; h < H; h++)
-        if (!(st->heads[h].row = malloc((size_t)st->hd * sizeof(float))))
-            goto fail;
+        if (!(st->heads[h].row = malloc((size_t)st->hd * sizeof(float)))) goto fail;
     for (int32_t r = 0; r < st->pb; r++)
         rope_angles(&st->rope, -(float)r, st->off_cs + (size_t)r * half,
                     st->off_sn + (size_t)r * half);
@@ -235,8 +231,7 @@ static inline rt_table *rt_tab(rt_state *st, int32_t l, int32_t h)
 static int rt_positions(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out)
 {
     (void)seq;
-    if (chunk->n_new > 0)
-        memcpy(pos_out, chunk->idx, (size_t)chunk->n_new * sizeof(int32_t));
+    if (chunk->n_new > 0) memcpy(pos_out, chunk->idx, (size_t)chunk->n_new * sizeof(int32_t));
     return 0;
 }
 
@@ -252,16 +247,15 @@ static int unit_mem(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t u, 
     int64_t sp = l < st->p.dense_layers ? 0 : st->n_spilled;
     if (u < st->n_sink_units || u >= st->n_sink_units + sp) {
         int64_t tb = u < st->n_sink_units ? u : u - sp;
-        if (tb >= t->n_blocks)
-            return KS_ERR_INTERNAL;
+        if (tb >= t->n_blocks) return KS_ERR_INTERNAL;
         *k = kv_pool_block_k(st->pool, t->blocks[tb]);
         *v = kv_pool_block_v(st->pool, t->blocks[tb]);
         *slot0 = tb * st->pb;
         return 0;
     }
     int64_t n_tabs = (int64_t)(st->n_layer - st->p.dense_layers) * st->n_head_kv;
-    int64_t rec = (u - st->n_sink_units) * n_tabs +
-                  (int64_t)(l - st->p.dense_layers) * st->n_head_kv + h;
+    int64_t rec =
+        (u - st->n_sink_units) * n_tabs + (int64_t)(l - st->p.dense_layers) * st->n_head_kv + h;
     const void *buf;
     int rc = kv_spill_fetch(st->spill, h, rec, st->heads[h].pin, score, &buf);
     if (rc == KS_ERR_IO && st->zero_rec) {
@@ -324,8 +318,7 @@ static int emit_direct(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t 
         const uint8_t *k, *v;
         int64_t slot0;
         int rc = unit_mem(st, seq, l, h, u, score, &k, &v, &slot0);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         const int32_t *idx;
         if (slot0 >= 0) {
             idx = t->idx + slot0 + r0;
@@ -353,8 +346,7 @@ static int emit_copy(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t a,
         const uint8_t *k, *v;
         int64_t slot0;
         int rc = unit_mem(st, seq, l, h, u, score, &k, &v, &slot0);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         /* delta of row r = (target - u0) - r: angle addition with the unit's -r table. */
         rope_angles(&st->rope, (float)(target - u0), cd, sd);
         for (int64_t r = r0; r < r1; r++) {
@@ -375,33 +367,25 @@ static int emit_copy(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t a,
 
 static int head_reserve(rt_state *st, rt_head *hs, int64_t rows, int64_t cands)
 {
-    if (rows > INT32_MAX / 2 || cands > INT32_MAX / 2)
-        return KS_ERR_RANGE;
+    if (rows > INT32_MAX / 2 || cands > INT32_MAX / 2) return KS_ERR_RANGE;
     if (rows > hs->scr_cap) {
         int32_t cap = (int32_t)KS_MAX(rows, (int64_t)hs->scr_cap * 3 / 2);
         uint8_t *k = realloc(hs->scr_k, (size_t)cap * st->rb);
-        if (k)
-            hs->scr_k = k;
+        if (k) hs->scr_k = k;
         uint8_t *v = realloc(hs->scr_v, (size_t)cap * st->vb);
-        if (v)
-            hs->scr_v = v;
+        if (v) hs->scr_v = v;
         int32_t *ix = realloc(hs->scr_idx, (size_t)cap * sizeof(int32_t));
-        if (ix)
-            hs->scr_idx = ix;
-        if (!k || !v || !ix)
-            return KS_ERR_NOMEM;
+        if (ix) hs->scr_idx = ix;
+        if (!k || !v || !ix) return KS_ERR_NOMEM;
         hs->scr_cap = cap;
     }
     if (cands > hs->cand_cap) {
         int32_t cap = (int32_t)KS_MAX(cands, (int64_t)hs->cand_cap * 2);
         rt_cand *c = realloc(hs->cand, (size_t)cap * sizeof(rt_cand));
-        if (c)
-            hs->cand = c;
+        if (c) hs->cand = c;
         double *tm = realloc(hs->tmp, (size_t)cap * sizeof(double));
-        if (tm)
-            hs->tmp = tm;
-        if (!c || !tm)
-            return KS_ERR_NOMEM;
+        if (tm) hs->tmp = tm;
+        if (!c || !tm) return KS_ERR_NOMEM;
         hs->cand_cap = cap;
     }
     return 0;
@@ -413,8 +397,7 @@ static int head_reserve(rt_state *st, rt_head *hs, int64_t rows, int64_t cands)
 static int cand_by_score(const void *x, const void *y)
 {
     const rt_cand *a = x, *b = y;
-    if (a->score != b->score)
-        return a->score > b->score ? -1 : 1;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
     return (a->b > b->b) - (a->b < b->b);
 }
 
@@ -428,21 +411,18 @@ static int cand_by_block(const void *x, const void *y)
  * over blocks [b0, b0+n) of the landmark scores (scaled like attention logits): each query
  * head votes with the attention it would give each block, so heads whose logits run large do
  * not drown the others. qh = query head 0 of KV head h, token 0. */
-static void score_head(const rt_state *st, int32_t l, int32_t h, const kv_query *q,
-                       const float *qh, rt_cand *cand, double *tmp, int32_t b0, int32_t n,
-                       int64_t target)
+static void score_head(const rt_state *st, int32_t l, int32_t h, const kv_query *q, const float *qh,
+                       rt_cand *cand, double *tmp, int32_t b0, int32_t n, int64_t target)
 {
     float cs[RT_MAX_HD / 2], sn[RT_MAX_HD / 2], qr[RT_MAX_HD];
     bool window = st->p.positions == KV_POS_WINDOW;
-    if (window)
-        rope_angles(&st->rope, -(float)target, cs, sn);
+    if (window) rope_angles(&st->rope, -(float)target, cs, sn);
     const kv_lm_set *lm = &st->tabs[(size_t)l * st->n_head_kv + h].lm;
     int32_t nq = q->n_q, sample[RT_SAMPLE_LAST + RT_SAMPLE_SPREAD + 1], ns = 0;
     int32_t n_last = KS_MIN(nq, RT_SAMPLE_LAST), rest = nq - n_last;
     for (int32_t i = 0; i < RT_SAMPLE_SPREAD && rest > 0; i++) {
         int32_t t = (int32_t)((int64_t)i * rest / KS_MAX(RT_SAMPLE_SPREAD, 1));
-        if (ns == 0 || sample[ns - 1] != t)
-            sample[ns++] = t;
+        if (ns == 0 || sample[ns - 1] != t) sample[ns++] = t;
     }
     for (int32_t t = rest; t < nq; t++)
         sample[ns++] = t;
@@ -486,8 +466,7 @@ static int32_t expand_successors(rt_head *hs, int32_t b0, int32_t n, int32_t k)
             }
     }
     for (int32_t i = 0, w = 0; i < n && w < m; i++)
-        if (taken[i])
-            hs->cand[w++] = (rt_cand){.score = 0.0, .b = b0 + i};
+        if (taken[i]) hs->cand[w++] = (rt_cand){.score = 0.0, .b = b0 + i};
     return m;
 }
 
@@ -504,8 +483,7 @@ static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q,
     if (layer_mode) {
         const float *base = q->q - (size_t)h * span;
         for (int32_t hh = 0; hh < H; hh++)
-            score_head(st, l, hh, q, base + (size_t)hh * span, hs->cand, hs->tmp, b0, n,
-                       target);
+            score_head(st, l, hh, q, base + (size_t)hh * span, hs->cand, hs->tmp, b0, n, target);
     } else {
         score_head(st, l, h, q, q->q, hs->cand, hs->tmp, b0, n, target);
     }
@@ -526,13 +504,10 @@ static void remember_selection(rt_table *rt, const rt_cand *cand, int32_t n_sel)
     rt->n_last_sel = 0;
     if (n_sel > rt->last_cap) { /* grows to min(top_k, blocks) once, then stays */
         int32_t *s = realloc(rt->last_sel, (size_t)n_sel * sizeof(int32_t));
-        if (s)
-            rt->last_sel = s;
+        if (s) rt->last_sel = s;
         float *f = realloc(rt->last_score, (size_t)n_sel * sizeof(float));
-        if (f)
-            rt->last_score = f;
-        if (!s || !f)
-            return; /* the view then shows no selection for this cell */
+        if (f) rt->last_score = f;
+        if (!s || !f) return; /* the view then shows no selection for this cell */
         rt->last_cap = n_sel;
     }
     for (int32_t i = 0; i < n_sel; i++) {
@@ -542,15 +517,14 @@ static void remember_selection(rt_table *rt, const rt_cand *cand, int32_t n_sel)
     rt->n_last_sel = n_sel;
 }
 
-static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
-                    attn_span *out, int32_t max, int32_t *n)
+static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q, attn_span *out,
+                    int32_t max, int32_t *n)
 {
     rt_state *st = kv_seq_policy_state(seq);
     kv_head_table *t = kv_seq_table(seq, layer, kv_head);
     bool dense = layer < st->p.dense_layers, window = st->p.positions == KV_POS_WINDOW;
     *n = 0;
-    if (dense && !window)
-        return kv_seq_spans(seq, layer, kv_head, out, max, n);
+    if (dense && !window) return kv_seq_spans(seq, layer, kv_head, out, max, n);
     if (!q || q->n_q < 1 || q->head_dim != st->hd || t->n_tok == 0)
         return t->n_tok == 0 ? 0 : KS_ERR_INVALID;
     rt_head *hs = &st->heads[kv_head];
@@ -572,8 +546,7 @@ static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query 
         return KS_ERR_RANGE;
     }
     int rc = head_reserve(st, hs, sink_end + (int64_t)k * st->B, b1 - b0);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     hs->pin++;
     hs->scr_n = 0;
     int32_t n_sel = 0;
@@ -584,8 +557,7 @@ static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query 
     } else if (b1 > b0) {
         select_blocks(st, layer, kv_head, q, b0, b1, first - st->p.window, &n_sel);
     }
-    if (!dense)
-        remember_selection(rt_tab(st, layer, kv_head), hs->cand, n_sel);
+    if (!dense) remember_selection(rt_tab(st, layer, kv_head), hs->cand, n_sel);
     span_out so = {.out = out, .max = max};
     int64_t target = first - st->p.window;
     if (sink_end > 0)
@@ -601,8 +573,7 @@ static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query 
     }
     if (!rc && window && hs->scr_n > 0)
         span_push(st, &so, hs->scr_k, hs->scr_v, hs->scr_idx, hs->scr_n);
-    if (!rc && L < n_all)
-        rc = emit_direct(st, seq, layer, kv_head, L, n_all, 1.0f, &so);
+    if (!rc && L < n_all) rc = emit_direct(st, seq, layer, kv_head, L, n_all, 1.0f, &so);
     *n = rc ? 0 : so.n;
     return rc;
 }
@@ -614,8 +585,7 @@ static int32_t rt_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, cons
 {
     rt_state *st = kv_seq_policy_state(seq);
     (void)kv_head;
-    if (st->p.landmark != KV_LANDMARK_REPRESENTATIVE || layer < st->p.dense_layers || !q)
-        return 0;
+    if (st->p.landmark != KV_LANDMARK_REPRESENTATIVE || layer < st->p.dense_layers || !q) return 0;
     return q->n_q;
 }
 
@@ -632,8 +602,7 @@ static int rt_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const
     if (n_all - base > rt->mass_cap) {
         int32_t cap = (int32_t)KS_MAX(n_all - base, (int64_t)rt->mass_cap * 2);
         float *m = realloc(rt->mass, (size_t)cap * sizeof(float));
-        if (!m)
-            return KS_ERR_NOMEM;
+        if (!m) return KS_ERR_NOMEM;
         memset(m + rt->mass_cap, 0, (size_t)(cap - rt->mass_cap) * sizeof(float));
         rt->mass = m;
         rt->mass_cap = cap;
@@ -641,8 +610,7 @@ static int rt_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const
     for (int32_t i = 0, j = 0; i < n_spans; j += spans[i].n, i++)
         for (int32_t r = 0; r < spans[i].n; r++) {
             int64_t x = (int64_t)spans[i].idx[r] - base;
-            if (x < 0 || x >= rt->mass_cap)
-                continue;
+            if (x < 0 || x >= rt->mass_cap) continue;
             for (int32_t g = 0; g < q->n_group; g++)
                 rt->mass[x] += key_mass[(size_t)g * n_keys + j + r];
         }
@@ -662,18 +630,16 @@ static int summarise(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t up
             const uint8_t *k, *v;
             int64_t slot0;
             int rc = unit_mem(st, seq, l, h, u, 0.0f, &k, &v, &slot0);
-            if (rc)
-                return rc;
+            if (rc) return rc;
             float *row = st->kbuf + i * st->hd;
             row_to_f32(st, k + (x - u * st->pb) * st->rb, row);
             if (st->p.positions == KV_POS_WINDOW) /* landmark of the keys before RoPE */
                 rope_rotate_pos(&st->rope, row, 1, -(float)x);
         }
         bool rep = st->p.landmark == KV_LANDMARK_REPRESENTATIVE && rt->mass_cap >= st->B;
-        int rc = kv_lm_set_push(&rt->lm, st->kbuf, st->B, rep ? rt->mass : NULL,
-                                st->p.representatives);
-        if (rc)
-            return rc;
+        int rc =
+            kv_lm_set_push(&rt->lm, st->kbuf, st->B, rep ? rt->mass : NULL, st->p.representatives);
+        if (rc) return rc;
         if (rt->mass_cap > st->B) {
             memmove(rt->mass, rt->mass + st->B, (size_t)(rt->mass_cap - st->B) * sizeof(float));
             memset(rt->mass + rt->mass_cap - st->B, 0, (size_t)st->B * sizeof(float));
@@ -689,8 +655,7 @@ static int summarise(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t up
  * stops, and the scheduler fails this sequence after the step; the batch goes on. */
 static int spill_failed(rt_state *st, int rc)
 {
-    if (rc != KS_ERR_IO)
-        return rc;
+    if (rc != KS_ERR_IO) return rc;
     int zero = 0;
     atomic_compare_exchange_strong(&st->io_error, &zero, rc);
     return 0;
@@ -699,8 +664,7 @@ static int spill_failed(rt_state *st, int rc)
 static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
 {
     int32_t H = st->n_head_kv, D = st->p.dense_layers;
-    if (atomic_load(&st->io_error))
-        return 0;
+    if (atomic_load(&st->io_error)) return 0;
     if (!st->spill) {
         kv_spill_params sp = {.dir = st->p.spill_dir,
                               .record_bytes = kv_pool_block_bytes(st->pool),
@@ -708,13 +672,10 @@ static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
                               .slots_per_part = st->hot_slots,
                               .eviction = st->p.eviction,
                               .decay = 0.95f};
-        if (!st->zero_rec)
-            st->zero_rec = calloc(1, kv_pool_block_bytes(st->pool));
-        if (!st->zero_rec)
-            return KS_ERR_NOMEM;
+        if (!st->zero_rec) st->zero_rec = calloc(1, kv_pool_block_bytes(st->pool));
+        if (!st->zero_rec) return KS_ERR_NOMEM;
         int rc = kv_spill_create(&sp, &st->spill);
-        if (rc)
-            return spill_failed(st, rc == KS_ERR_INVALID ? KS_ERR_IO : rc);
+        if (rc) return spill_failed(st, rc == KS_ERR_INVALID ? KS_ERR_IO : rc);
     }
     int64_t n_tabs = (int64_t)(st->n_layer - D) * H, s0 = st->n_sink_units;
     for (int32_t l = D; l < st->n_layer; l++)
@@ -722,10 +683,9 @@ static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
             kv_head_table *t = kv_seq_table(seq, l, h);
             for (int64_t i = 0; i < n_units; i++) {
                 int64_t rec = (st->n_spilled + i) * n_tabs + (int64_t)(l - D) * H + h;
-                int rc = kv_spill_write(st->spill, rec, kv_pool_block_k(st->pool,
-                                                                        t->blocks[s0 + i]));
-                if (rc)
-                    return spill_failed(st, rc);
+                int rc =
+                    kv_spill_write(st->spill, rec, kv_pool_block_k(st->pool, t->blocks[s0 + i]));
+                if (rc) return spill_failed(st, rc);
             }
         }
     for (int32_t l = D; l < st->n_layer; l++)
@@ -735,19 +695,16 @@ static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
             int32_t nk = (int32_t)(t->n_tok - (drop1 - drop0));
             if (nk > st->keep_cap) {
                 int32_t *kp = realloc(st->keep, (size_t)nk * 2 * sizeof(int32_t));
-                if (!kp)
-                    return KS_ERR_NOMEM;
+                if (!kp) return KS_ERR_NOMEM;
                 st->keep = kp;
                 st->keep_cap = nk * 2;
             }
             int32_t j = 0;
             for (int32_t s = 0; s < t->n_tok; s++)
-                if (s < drop0 || s >= drop1)
-                    st->keep[j++] = s;
+                if (s < drop0 || s >= drop1) st->keep[j++] = s;
             /* Only whole tail-ward units go, no row moves: keep cannot need a free block. */
             int rc = kv_head_table_keep(t, st->keep, j);
-            if (rc)
-                return rc;
+            if (rc) return rc;
         }
     st->n_spilled += n_units;
     return 0;
@@ -767,30 +724,28 @@ static int rt_after_chunk(kv_seq *seq, const kv_chunk *chunk)
     (void)chunk;
     rt_state *st = kv_seq_policy_state(seq);
     int32_t D = st->p.dense_layers, H = st->n_head_kv;
-    if (D >= st->n_layer)
-        return 0;
+    if (D >= st->n_layer) return 0;
     int64_t n_all = kv_seq_tokens_seen(seq), upto = n_all - st->p.window;
     for (int32_t l = D; l < st->n_layer; l++)
         for (int32_t h = 0; h < H; h++) {
             int rc = summarise(st, seq, l, h, upto);
-            if (rc)
-                return rc;
+            if (rc) return rc;
         }
     /* Spill while this sequence's pool blocks exceed its share of the RAM budget. */
     int64_t used = 0;
     for (int32_t i = 0; i < st->n_layer * H; i++)
         used += kv_seq_table(seq, i / H, i % H)->n_blocks;
     size_t bb = kv_pool_block_bytes(st->pool);
-    int64_t limit = (int64_t)((st->ram_bytes > st->hot_bytes ? st->ram_bytes - st->hot_bytes
-                                                              : 0) / bb);
-    if (used <= limit)
-        return 0;
+    int64_t limit =
+        (int64_t)((st->ram_bytes > st->hot_bytes ? st->ram_bytes - st->hot_bytes : 0) / bb);
+    if (used <= limit) return 0;
     int64_t n_tabs = (int64_t)(st->n_layer - D) * H;
     int64_t want = (used - limit + n_tabs - 1) / n_tabs;
     int64_t n_units = KS_MIN(want, spill_avail(st, seq));
     if (n_units < want && !st->warned_budget) {
         ks_warn("retrieval: ram_mb=%lld is below sinks + window + dense layers; RAM grows "
-                "past it", (long long)st->p.ram_mb);
+                "past it",
+                (long long)st->p.ram_mb);
         st->warned_budget = true;
     }
     return n_units > 0 ? spill_units(st, seq, n_units) : 0;
@@ -802,12 +757,10 @@ static int rt_before_chunk(kv_seq *seq, const kv_chunk *chunk)
 {
     rt_state *st = kv_seq_policy_state(seq);
     int32_t D = st->p.dense_layers, H = st->n_head_kv;
-    if (D >= st->n_layer || chunk->n_new <= 0)
-        return 0;
+    if (D >= st->n_layer || chunk->n_new <= 0) return 0;
     int64_t need = (int64_t)st->n_layer * H * ((chunk->n_new + st->pb - 1) / st->pb + 1);
     int64_t free_b = kv_pool_blocks_free(st->pool);
-    if (free_b >= need)
-        return 0;
+    if (free_b >= need) return 0;
     int64_t n_tabs = (int64_t)(st->n_layer - D) * H;
     int64_t n_units = KS_MIN((need - free_b + n_tabs - 1) / n_tabs, spill_avail(st, seq));
     return n_units > 0 ? spill_units(st, seq, n_units) : 0;
@@ -817,16 +770,14 @@ static int rt_before_chunk(kv_seq *seq, const kv_chunk *chunk)
 
 int kv_retrieval_io_error(kv_seq *seq)
 {
-    if (!seq || kv_seq_policy(seq) != &kv_policy_retrieval)
-        return 0;
+    if (!seq || kv_seq_policy(seq) != &kv_policy_retrieval) return 0;
     rt_state *st = kv_seq_policy_state(seq);
     return atomic_load(&st->io_error);
 }
 
 int kv_retrieval_get_stats(kv_seq *seq, kv_retrieval_stats *out)
 {
-    if (!seq || !out || kv_seq_policy(seq) != &kv_policy_retrieval)
-        return KS_ERR_INVALID;
+    if (!seq || !out || kv_seq_policy(seq) != &kv_policy_retrieval) return KS_ERR_INVALID;
     rt_state *st = kv_seq_policy_state(seq);
     memset(out, 0, sizeof(*out));
     int32_t H = st->n_head_kv;
@@ -848,8 +799,8 @@ int kv_retrieval_get_stats(kv_seq *seq, kv_retrieval_stats *out)
     out->hot_used = ss.hot_used;
     out->hot_hits = ss.hits;
     out->hot_misses = ss.misses;
-    out->hot_hit_rate = ss.hits + ss.misses > 0 ? (double)ss.hits / (double)(ss.hits + ss.misses)
-                                                : 0.0;
+    out->hot_hit_rate =
+        ss.hits + ss.misses > 0 ? (double)ss.hits / (double)(ss.hits + ss.misses) : 0.0;
     out->bytes_read = ss.bytes_read;
     out->bytes_written = ss.bytes_written;
     out->ram_bytes = (size_t)out->blocks_ram * kv_pool_block_bytes(st->pool) +
@@ -860,15 +811,16 @@ int kv_retrieval_get_stats(kv_seq *seq, kv_retrieval_stats *out)
 
 int kv_retrieval_view_get(kv_seq *seq, int32_t layer, int32_t kv_head, kv_retrieval_view *out)
 {
-    if (!seq || !out || kv_seq_policy(seq) != &kv_policy_retrieval)
-        return KS_ERR_INVALID;
+    if (!seq || !out || kv_seq_policy(seq) != &kv_policy_retrieval) return KS_ERR_INVALID;
     rt_state *st = kv_seq_policy_state(seq);
     if (layer < 0 || layer >= st->n_layer || kv_head < 0 || kv_head >= st->n_head_kv)
         return KS_ERR_INVALID;
     const rt_table *rt = rt_tab(st, layer, kv_head);
     bool dense = layer < st->p.dense_layers;
-    *out = (kv_retrieval_view){.block_tokens = st->B, .n_sel = dense ? -1 : rt->n_last_sel,
-                               .sel = rt->last_sel, .score = rt->last_score,
+    *out = (kv_retrieval_view){.block_tokens = st->B,
+                               .n_sel = dense ? -1 : rt->n_last_sel,
+                               .sel = rt->last_sel,
+                               .score = rt->last_score,
                                .dense_layers = KS_MIN(st->p.dense_layers, st->n_layer),
                                .spill_lo = st->n_sink_units * st->pb,
                                .spill_hi = (st->n_sink_units + st->n_spilled) * st->pb};
@@ -890,8 +842,10 @@ const kv_policy kv_policy_retrieval = {
 /* ---------------------------------------------------------------------------------------- */
 /* Descriptor                                                                                */
 
-#define RT_PARAM(key, type, lo, hi, def, ch, help)                                            \
-    {#key, type, offsetof(rt_params, key), lo, hi, def, NULL, ch, false, help}
+#define RT_PARAM(key, type, lo, hi, def, ch, help)                                                 \
+    {                                                                                              \
+#key, type, offsetof(rt_params, key), lo, hi, def, NULL, ch, false, help                   \
+    }
 
 static const kv_param_desc rt_params_table[] = {
     RT_PARAM(block_tokens, KV_PARAM_INT, 8, 1024, 64, NULL,
@@ -940,16 +894,13 @@ static void rt_derive(void *params, uint64_t set, const kv_model_info *info)
     rt_params *p = params;
     const kv_policy_desc *d = &kv_policy_desc_retrieval;
     int64_t c = kv_model_ctx(info);
-    if (!kv_param_was_set(d, set, "window"))
-        p->window = (int32_t)KS_MAX(16, c / 2);
-    if (!kv_param_was_set(d, set, "chunk"))
-        p->chunk = (int32_t)KS_MAX(8, c / 4);
+    if (!kv_param_was_set(d, set, "window")) p->window = (int32_t)KS_MAX(16, c / 2);
+    if (!kv_param_was_set(d, set, "chunk")) p->chunk = (int32_t)KS_MAX(8, c / 4);
     if (!kv_param_was_set(d, set, "block_tokens"))
         p->block_tokens = rt_pow2_clamp(c / RT_DERIVE_BLOCK_DIV, 8, 128);
     if (!kv_param_was_set(d, set, "top_k"))
         p->top_k = (int32_t)KS_MAX(4, RT_DERIVE_RETRIEVED * c / p->block_tokens);
-    if (!kv_param_was_set(d, set, "dense_layers"))
-        p->dense_layers = 0;
+    if (!kv_param_was_set(d, set, "dense_layers")) p->dense_layers = 0;
     if (!kv_param_was_set(d, set, "representatives"))
         p->representatives = KS_MIN(p->representatives, p->block_tokens);
 }
@@ -972,8 +923,7 @@ static int rt_validate(const void *params, const char *table, ks_diag *d)
                            p->block_tokens);
     snprintf(key, sizeof(key), "%s.representatives", table);
     int rc = ks_check_range(d, key, p->representatives, 1, p->block_tokens);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     snprintf(key, sizeof(key), "%s.positions", table);
     if (p->positions != KV_POS_ORIGINAL && p->positions != KV_POS_WINDOW)
         return ks_diag_key(d, KS_ERR_INVALID, key, "must be \"window\" or \"original\"");
@@ -981,8 +931,8 @@ static int rt_validate(const void *params, const char *table, ks_diag *d)
 }
 
 /* Sinks, window, the chunk going in and the retrieved blocks; dense layers keep everything. */
-static int64_t rt_admission(const void *params, int64_t n_tokens, int64_t chunk,
-                            int32_t n_layer, int32_t *dense_layers)
+static int64_t rt_admission(const void *params, int64_t n_tokens, int64_t chunk, int32_t n_layer,
+                            int32_t *dense_layers)
 {
     const rt_params *p = params;
     (void)n_tokens;
@@ -1003,8 +953,7 @@ static int rt_server_start(const void *params)
 {
     const rt_params *p = params;
     int n_stale = kv_spill_cleanup_dir(p->spill_dir);
-    if (n_stale > 0)
-        ks_info("removed %d stale spill file(s) from %s", n_stale, p->spill_dir);
+    if (n_stale > 0) ks_info("removed %d stale spill file(s) from %s", n_stale, p->spill_dir);
     return n_stale;
 }
 

@@ -33,10 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvcache/sink_recent.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/quant.h"
-#include "kvcache/sink_recent.h"
 
 /* The parameters (kvcache.sink_window.*; table below). */
 typedef struct sw_params {
@@ -55,9 +55,9 @@ typedef struct sw_state {
     rope_params rope;
     rope_params rope_swa; /* of the sliding-window layers (gemma3) */
     bool *swa;            /* [n_layer] the layer uses rope_swa; NULL = none does */
-    float *row;     /* [head_dim] f32 copy of one K row */
-    float *cs, *sn; /* [head_dim / 2] angles of the current delta */
-    int32_t *keep;  /* [cap_keep] eviction list, grown once to sinks + window + 1 */
+    float *row;           /* [head_dim] f32 copy of one K row */
+    float *cs, *sn;       /* [head_dim / 2] angles of the current delta */
+    int32_t *keep;        /* [cap_keep] eviction list, grown once to sinks + window + 1 */
     int64_t cap_keep;
 } sw_state;
 
@@ -71,8 +71,7 @@ static int sw_init(kv_seq *seq, const void *config, void **state)
         (p.positions != KV_POS_ORIGINAL && p.positions != KV_POS_COMPACT))
         return KS_ERR_INVALID;
     sw_state *s = calloc(1, sizeof(*s));
-    if (!s)
-        return KS_ERR_NOMEM;
+    if (!s) return KS_ERR_NOMEM;
     s->n_sink = p.n_sink;
     s->window = p.window;
     /* Without the model's RoPE parameters keys cannot be re-rotated: keep original ones. */
@@ -88,8 +87,7 @@ static int sw_init(kv_seq *seq, const void *config, void **state)
         }
         int32_t n_layer = kv_seq_n_layer(seq);
         for (int32_t l = 0; a->layer_window && l < n_layer; l++) {
-            if (a->layer_window[l] <= 0)
-                continue;
+            if (a->layer_window[l] <= 0) continue;
             if (!s->swa && !(s->swa = calloc((size_t)n_layer, sizeof(bool)))) {
                 free(s);
                 return KS_ERR_NOMEM;
@@ -116,8 +114,7 @@ static void sw_free(kv_seq *seq, void *state)
 {
     (void)seq;
     sw_state *s = state;
-    if (!s)
-        return;
+    if (!s) return;
     free(s->row);
     free(s->cs);
     free(s->sn);
@@ -134,17 +131,14 @@ static int sw_reposition(sw_state *s, const rope_params *rp, kv_head_table *t)
     bool any = false;
     for (int32_t i = 0; i < t->n_tok && !any; i++)
         any = t->pos[i] != i;
-    if (!any)
-        return 0;
+    if (!any) return 0;
     int rc = kv_head_table_make_writable(t);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     int32_t last_delta = 0, slot = 0;
     for (int32_t b = 0; b < t->n_blocks; b++) {
         for (int32_t r = 0; r < t->blk_n[b]; r++, slot++) {
             int32_t delta = slot - t->pos[slot];
-            if (delta == 0)
-                continue;
+            if (delta == 0) continue;
             if (delta != last_delta) {
                 rope_angles(rp, (float)delta, s->cs, s->sn);
                 last_delta = delta;
@@ -171,12 +165,10 @@ static int sw_evict(kv_seq *seq, sw_state *s, int32_t recent)
         for (int32_t h = 0; h < n_head; h++) {
             kv_head_table *t = kv_seq_table(seq, l, h);
             bool changed;
-            int rc = kv_sink_recent_keep(t, s->n_sink, recent, &s->keep, &s->cap_keep,
-                                         &changed);
+            int rc = kv_sink_recent_keep(t, s->n_sink, recent, &s->keep, &s->cap_keep, &changed);
             if (rc == 0 && changed && s->compact)
                 rc = sw_reposition(s, s->swa && s->swa[l] ? &s->rope_swa : &s->rope, t);
-            if (rc)
-                return rc;
+            if (rc) return rc;
         }
     }
     return 0;
@@ -186,8 +178,7 @@ static int sw_before_chunk(kv_seq *seq, const kv_chunk *chunk)
 {
     sw_state *s = kv_seq_policy_state(seq);
     const kv_head_table *t = kv_seq_table(seq, 0, 0);
-    if ((int64_t)t->n_tok + chunk->n_new <= (int64_t)s->n_sink + s->window)
-        return 0;
+    if ((int64_t)t->n_tok + chunk->n_new <= (int64_t)s->n_sink + s->window) return 0;
     return sw_evict(seq, s, KS_MAX(0, s->window - chunk->n_new));
 }
 
@@ -196,8 +187,7 @@ static int sw_after_chunk(kv_seq *seq, const kv_chunk *chunk)
     (void)chunk;
     sw_state *s = kv_seq_policy_state(seq);
     const kv_head_table *t = kv_seq_table(seq, 0, 0);
-    if ((int64_t)t->n_tok <= (int64_t)s->n_sink + s->window)
-        return 0;
+    if ((int64_t)t->n_tok <= (int64_t)s->n_sink + s->window) return 0;
     return sw_evict(seq, s, s->window);
 }
 
@@ -210,8 +200,8 @@ static int sw_positions(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out)
     return 0;
 }
 
-static int sw_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
-                    attn_span *out, int32_t max, int32_t *n)
+static int sw_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q, attn_span *out,
+                    int32_t max, int32_t *n)
 {
     (void)q;
     return kv_seq_spans(seq, layer, kv_head, out, max, n);
@@ -227,8 +217,10 @@ static const kv_policy kv_policy_sink_window = {
     .after_chunk = sw_after_chunk,
 };
 
-#define SW_PARAM(key, type, lo, hi, def, ch, help)                                            \
-    {#key, type, offsetof(sw_params, key), lo, hi, def, NULL, ch, false, help}
+#define SW_PARAM(key, type, lo, hi, def, ch, help)                                                 \
+    {                                                                                              \
+#key, type, offsetof(sw_params, key), lo, hi, def, NULL, ch, false, help                   \
+    }
 
 static const kv_param_desc sw_params_table[] = {
     SW_PARAM(budget, KV_PARAM_INT, 1, INT32_MAX, 4096, NULL,
@@ -273,8 +265,8 @@ static const kv_param_rule sw_rules[] = {
     {"budget", "context_length"}, {"window", "budget - n_sink"}, {NULL, NULL}};
 
 /* Sinks + window, plus the chunk being added before the trim. */
-static int64_t sw_admission(const void *params, int64_t n_tokens, int64_t chunk,
-                            int32_t n_layer, int32_t *dense_layers)
+static int64_t sw_admission(const void *params, int64_t n_tokens, int64_t chunk, int32_t n_layer,
+                            int32_t *dense_layers)
 {
     const sw_params *p = params;
     (void)n_tokens;
@@ -290,7 +282,8 @@ static void sw_view_hint(const void *params, int32_t n_layer, int32_t layer, int
     (void)n_layer, (void)layer, (void)n_prompt;
     const sw_params *p = params;
     *out = (kv_view_hint){.budget = (int32_t)KS_MIN((int64_t)p->n_sink + p->window, INT32_MAX),
-                          .sink = p->n_sink, .window_from = seen - p->window};
+                          .sink = p->n_sink,
+                          .window_from = seen - p->window};
 }
 
 const kv_policy_desc kv_policy_desc_sink_window = {

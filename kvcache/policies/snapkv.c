@@ -64,17 +64,17 @@ typedef struct snap_head {
     int32_t *ring_idx; /* [w] their sequence indices */
     int32_t ring_n, ring_pos;
     int32_t n_group, head_dim;
-    int err;           /* allocation failure in a hook that cannot return a status */
+    int err; /* allocation failure in a hook that cannot return a status */
 } snap_head;
 
 typedef struct snap_state {
     snap_config cfg;
     int32_t n_layer, n_head_kv;
-    snap_head *heads;   /* [n_layer][n_head_kv] */
-    int32_t *target;    /* [n_layer] tokens kept per head after compression */
-    bool has_target;    /* the prompt was compressed (targets are set) */
-    bool pending;       /* first_token: a finished prompt waits for the next chunk to vote */
-    int32_t n_gen;      /* tokens generated since the last compression */
+    snap_head *heads;      /* [n_layer][n_head_kv] */
+    int32_t *target;       /* [n_layer] tokens kept per head after compression */
+    bool has_target;       /* the prompt was compressed (targets are set) */
+    bool pending;          /* first_token: a finished prompt waits for the next chunk to vote */
+    int32_t n_gen;         /* tokens generated since the last compression */
     attn_scratch *scratch; /* replay of window queries, one query at a time */
     int32_t scratch_group;
     /* selection and replay scratch: sized at the prompt's compression (the largest cache
@@ -93,15 +93,14 @@ typedef struct snap_cand {
 
 int snap_state_create(kv_seq *seq, const snap_config *cfg, void **state)
 {
-    if (cfg->budget < 1 || cfg->window < 1 || (cfg->budget_fraction <= 0 && cfg->window >
-        cfg->budget) || cfg->kernel < 1 || cfg->kernel % 2 == 0 || cfg->interval < 0 ||
-        cfg->beta < 1 || cfg->budget_fraction < 0 || cfg->budget_fraction > 1 ||
-        (cfg->pooling != KV_POOL_MAX && cfg->pooling != KV_POOL_AVG) ||
+    if (cfg->budget < 1 || cfg->window < 1 ||
+        (cfg->budget_fraction <= 0 && cfg->window > cfg->budget) || cfg->kernel < 1 ||
+        cfg->kernel % 2 == 0 || cfg->interval < 0 || cfg->beta < 1 || cfg->budget_fraction < 0 ||
+        cfg->budget_fraction > 1 || (cfg->pooling != KV_POOL_MAX && cfg->pooling != KV_POOL_AVG) ||
         (cfg->reduce != KV_REDUCE_MEAN && cfg->reduce != KV_REDUCE_MAX))
         return KS_ERR_INVALID;
     snap_state *s = calloc(1, sizeof(*s));
-    if (!s)
-        return KS_ERR_NOMEM;
+    if (!s) return KS_ERR_NOMEM;
     s->cfg = *cfg;
     s->n_layer = kv_seq_n_layer(seq);
     s->n_head_kv = kv_seq_n_head_kv(seq);
@@ -119,8 +118,7 @@ void snap_free(kv_seq *seq, void *state)
 {
     (void)seq;
     snap_state *s = state;
-    if (!s)
-        return;
+    if (!s) return;
     for (int32_t i = 0; s->heads && i < s->n_layer * s->n_head_kv; i++) {
         free(s->heads[i].score);
         free(s->heads[i].ring);
@@ -144,8 +142,7 @@ static snap_head *snap_head_of(snap_state *s, int32_t layer, int32_t kv_head)
 int snap_positions(kv_seq *seq, const kv_chunk *chunk, int32_t *pos_out)
 {
     (void)seq;
-    if (chunk->n_new > 0)
-        memcpy(pos_out, chunk->idx, (size_t)chunk->n_new * sizeof(int32_t));
+    if (chunk->n_new > 0) memcpy(pos_out, chunk->idx, (size_t)chunk->n_new * sizeof(int32_t));
     return 0;
 }
 
@@ -168,8 +165,7 @@ static int snap_ring_save(snap_head *h, const kv_query *q, int32_t w)
         h->ring_n = h->ring_pos = 0;
         h->n_group = q->n_group;
         h->head_dim = q->head_dim;
-        if (!h->ring || !h->ring_idx)
-            return KS_ERR_NOMEM;
+        if (!h->ring || !h->ring_idx) return KS_ERR_NOMEM;
     }
     for (int32_t t = KS_MAX(0, q->n_q - w); t < q->n_q; t++) {
         const float *src = q->q + (size_t)t * q->q_tok_stride;
@@ -210,8 +206,7 @@ int32_t snap_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_
         return 0;
     }
     h->got = 0;
-    if (!snap_compress_now(s, seq, q->chunk))
-        return 0;
+    if (!snap_compress_now(s, seq, q->chunk)) return 0;
     h->got = KS_MIN(s->cfg.window, q->n_q);
     return h->got;
 }
@@ -222,8 +217,7 @@ static int snap_score_reset(snap_head *h, int32_t n_keys)
     int64_t need = (int64_t)h->n_group * n_keys;
     if (need > h->cap_score) {
         float *ns = realloc(h->score, (size_t)KS_MAX(need, 1) * sizeof(float));
-        if (!ns)
-            return KS_ERR_NOMEM;
+        if (!ns) return KS_ERR_NOMEM;
         h->score = ns;
         h->cap_score = need;
     }
@@ -245,26 +239,23 @@ int snap_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_q
     if (q->n_group != h->n_group || n_keys != kv_seq_table(seq, layer, kv_head)->n_tok)
         return KS_ERR_INTERNAL;
     int rc = snap_score_reset(h, n_keys);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     memcpy(h->score, key_mass, (size_t)h->n_group * n_keys * sizeof(float));
     return 0;
 }
 
 /* Adds the key mass of ring queries [first, first + count) (0 = oldest kept) to h->score by
  * running them through the attention core over the head's current spans. */
-static int snap_replay(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_head,
-                       int32_t first, int32_t count)
+static int snap_replay(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_head, int32_t first,
+                       int32_t count)
 {
     snap_head *h = snap_head_of(s, layer, kv_head);
-    if (count <= 0)
-        return 0;
+    if (count <= 0) return 0;
     if (!s->scratch || s->scratch_group < h->n_group) {
         attn_scratch_destroy(s->scratch);
         s->scratch = NULL;
         int rc = attn_scratch_create(h->head_dim, h->n_group, 1, &s->scratch);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         s->scratch_group = h->n_group;
     }
     const kv_head_table *t = kv_seq_table(seq, layer, kv_head);
@@ -302,8 +293,7 @@ static int snap_replay(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_hea
 static int snap_cand_cmp(const void *a, const void *b)
 {
     const snap_cand *x = a, *y = b;
-    if (x->s != y->s)
-        return x->s > y->s ? -1 : 1;
+    if (x->s != y->s) return x->s > y->s ? -1 : 1;
     return (x->j > y->j) - (x->j < y->j);
 }
 
@@ -334,16 +324,13 @@ static float snap_pooled(const snap_head *h, const snap_config *c, int32_t nc, i
 }
 
 /* Keeps the top (target - w) candidates by pooled score plus the last w slots. */
-static int snap_select(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_head,
-                       int32_t target)
+static int snap_select(snap_state *s, kv_seq *seq, int32_t layer, int32_t kv_head, int32_t target)
 {
     kv_head_table *t = kv_seq_table(seq, layer, kv_head);
     snap_head *h = snap_head_of(s, layer, kv_head);
     int32_t n = t->n_tok;
-    if (n <= target)
-        return 0;
-    if (h->n_keys != n)
-        return KS_ERR_INTERNAL;
+    if (n <= target) return 0;
+    if (h->n_keys != n) return KS_ERR_INTERNAL;
     int32_t w = KS_MIN(s->cfg.window, target), nc = n - w, k = target - w;
     if (ks_buf_reserve((void **)&s->cand, &s->cap_cand, KS_MAX(nc, 1), sizeof(snap_cand)) ||
         ks_buf_reserve((void **)&s->keep, &s->cap_keep, target, sizeof(int32_t)))
@@ -367,8 +354,7 @@ static void snap_set_targets(snap_state *s, int32_t n)
 {
     const snap_config *c = &s->cfg;
     int32_t C = c->budget;
-    if (c->budget_fraction > 0)
-        C = KS_MAX(c->window + 1, (int32_t)lround(c->budget_fraction * n));
+    if (c->budget_fraction > 0) C = KS_MAX(c->window + 1, (int32_t)lround(c->budget_fraction * n));
     for (int32_t l = 0; l < s->n_layer; l++)
         s->target[l] = c->layer_budget ? c->layer_budget(c, C, s->n_layer, l, n) : C;
     s->has_target = true;
@@ -383,16 +369,13 @@ static int snap_compress_prompt(snap_state *s, kv_seq *seq)
         for (int32_t kh = 0; kh < s->n_head_kv; kh++) {
             snap_head *h = snap_head_of(s, l, kh);
             int32_t n = kv_seq_table(seq, l, kh)->n_tok;
-            if (n <= s->target[l])
-                continue;
+            if (n <= s->target[l]) continue;
             if (h->got == 0 || h->n_keys != n)
                 return KS_ERR_INTERNAL; /* the model did not report the window's mass */
             int32_t in_window = KS_MIN(s->cfg.window, h->ring_n);
             int rc = snap_replay(s, seq, l, kh, h->ring_n - in_window, in_window - h->got);
-            if (rc == 0)
-                rc = snap_select(s, seq, l, kh, s->target[l]);
-            if (rc)
-                return rc;
+            if (rc == 0) rc = snap_select(s, seq, l, kh, s->target[l]);
+            if (rc) return rc;
         }
     }
     return 0;
@@ -405,15 +388,11 @@ static int snap_compress_decode(snap_state *s, kv_seq *seq)
         for (int32_t kh = 0; kh < s->n_head_kv; kh++) {
             snap_head *h = snap_head_of(s, l, kh);
             int32_t n = kv_seq_table(seq, l, kh)->n_tok;
-            if (n <= s->target[l] || h->ring_n == 0)
-                continue;
+            if (n <= s->target[l] || h->ring_n == 0) continue;
             int rc = snap_score_reset(h, n);
-            if (rc == 0)
-                rc = snap_replay(s, seq, l, kh, 0, h->ring_n);
-            if (rc == 0)
-                rc = snap_select(s, seq, l, kh, s->target[l]);
-            if (rc)
-                return rc;
+            if (rc == 0) rc = snap_replay(s, seq, l, kh, 0, h->ring_n);
+            if (rc == 0) rc = snap_select(s, seq, l, kh, s->target[l]);
+            if (rc) return rc;
         }
     }
     return 0;
@@ -423,8 +402,7 @@ int snap_after_chunk(kv_seq *seq, const kv_chunk *chunk)
 {
     snap_state *s = kv_seq_policy_state(seq);
     for (int32_t i = 0; i < s->n_layer * s->n_head_kv; i++)
-        if (s->heads[i].err)
-            return s->heads[i].err;
+        if (s->heads[i].err) return s->heads[i].err;
     if (snap_compress_now(s, seq, chunk)) {
         s->n_gen = 0;
         s->pending = false;
@@ -434,11 +412,9 @@ int snap_after_chunk(kv_seq *seq, const kv_chunk *chunk)
         s->pending = true;
         return 0;
     }
-    if (chunk->prefill || !s->has_target || s->cfg.interval <= 0)
-        return 0;
+    if (chunk->prefill || !s->has_target || s->cfg.interval <= 0) return 0;
     s->n_gen += chunk->n_new;
-    if (s->n_gen < s->cfg.interval)
-        return 0;
+    if (s->n_gen < s->cfg.interval) return 0;
     s->n_gen = 0;
     return snap_compress_decode(s, seq);
 }
@@ -449,10 +425,16 @@ static int snapkv_init(kv_seq *seq, const void *config, void **state)
     snapkv_params p;
     kv_model_info mi = kv_policy_args_info(a);
     kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_snapkv, &mi, &p);
-    snap_config c = {.budget = p.budget, .budget_fraction = p.budget_fraction,
-                     .window = p.window, .kernel = p.kernel, .pooling = p.pooling,
-                     .reduce = p.reduce, .interval = p.interval, .beta = 1,
-                     .compress_at = p.compress_at, .hold = p.hold};
+    snap_config c = {.budget = p.budget,
+                     .budget_fraction = p.budget_fraction,
+                     .window = p.window,
+                     .kernel = p.kernel,
+                     .pooling = p.pooling,
+                     .reduce = p.reduce,
+                     .interval = p.interval,
+                     .beta = 1,
+                     .compress_at = p.compress_at,
+                     .hold = p.hold};
     return snap_state_create(seq, &c, state);
 }
 
@@ -478,17 +460,15 @@ int snap_validate_selection(int32_t budget, int32_t window, int32_t kernel, cons
     char key[96];
     snprintf(key, sizeof(key), "%s.window", table);
     int rc = ks_check_range(d, key, window, 1, budget);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     snprintf(key, sizeof(key), "%s.kernel", table);
-    if (kernel % 2 == 0)
-        return ks_diag_key(d, KS_ERR_RANGE, key, "must be odd (got %d)", kernel);
+    if (kernel % 2 == 0) return ks_diag_key(d, KS_ERR_RANGE, key, "must be odd (got %d)", kernel);
     return KS_OK;
 }
 
 static const kv_param_desc snapkv_params_table[] = {
-    {"budget", KV_PARAM_INT, offsetof(snapkv_params, budget), 1, INT32_MAX, 1024, NULL, NULL,
-     false, "tokens kept per layer and KV head, the window included"},
+    {"budget", KV_PARAM_INT, offsetof(snapkv_params, budget), 1, INT32_MAX, 1024, NULL, NULL, false,
+     "tokens kept per layer and KV head, the window included"},
     {"window", KV_PARAM_INT, offsetof(snapkv_params, window), 1, INT32_MAX, 8, NULL, NULL, false,
      "observation window: the last prompt queries that vote (<= budget), always kept"},
     {"kernel", KV_PARAM_INT, offsetof(snapkv_params, kernel), 1, 63, 9, NULL, NULL, false,
@@ -499,8 +479,8 @@ static const kv_param_desc snapkv_params_table[] = {
      kv_reduce_names, false, "how the votes of the query heads sharing a KV head combine"},
     {"interval", KV_PARAM_INT, offsetof(snapkv_params, interval), 0, INT32_MAX, 0, NULL, NULL,
      false, "re-compress every N generated tokens, 0 = only after the prompt"},
-    {"compress_at", KV_PARAM_ENUM, offsetof(snapkv_params, compress_at), 0, 0,
-     SNAP_AT_FIRST_TOKEN, NULL, snap_compress_at_names, false,
+    {"compress_at", KV_PARAM_ENUM, offsetof(snapkv_params, compress_at), 0, 0, SNAP_AT_FIRST_TOKEN,
+     NULL, snap_compress_at_names, false,
      "`first_token`: select after the first generated token (it votes too); `prompt_end`: "
      "SnapKV's original, at the end of the prompt"},
     {"budget_fraction", KV_PARAM_DOUBLE, offsetof(snapkv_params, budget_fraction), 0, 1, 0, NULL,
@@ -541,8 +521,8 @@ static int64_t snapkv_admission(const void *params, int64_t n_tokens, int64_t ch
 }
 
 /* The view: the budget once the prompt is longer, the observation window at its end. */
-static void snapkv_view_hint(const void *params, int32_t n_layer, int32_t layer,
-                             int64_t n_prompt, int64_t seen, kv_view_hint *out)
+static void snapkv_view_hint(const void *params, int32_t n_layer, int32_t layer, int64_t n_prompt,
+                             int64_t seen, kv_view_hint *out)
 {
     (void)n_layer, (void)layer, (void)seen;
     const snapkv_params *p = params;

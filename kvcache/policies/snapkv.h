@@ -25,15 +25,15 @@ typedef struct snap_config {
     int32_t kernel;         /* odd pooling kernel */
     kv_pooling pooling;
     kv_reduce reduce;
-    int32_t interval;       /* re-compress every N generated tokens (0 = never) */
-    int32_t beta;           /* pyramid steepness */
+    int32_t interval; /* re-compress every N generated tokens (0 = never) */
+    int32_t beta;     /* pyramid steepness */
     snap_compress_at compress_at;
     int32_t hold; /* > 0: a prompt chunk taking the largest table past it is compressed */
     /* Tokens kept in `layer` of n_layer (window included) for a prompt of n tokens and an
      * average budget C. NULL = C in every layer (SnapKV); pyramid.c passes PyramidKV's ramp.
      * A hook rather than a call keeps the arrow one way: pyramid uses snapkv, not back. */
-    int32_t (*layer_budget)(const struct snap_config *c, int32_t C, int32_t n_layer,
-                            int32_t layer, int32_t n);
+    int32_t (*layer_budget)(const struct snap_config *c, int32_t C, int32_t n_layer, int32_t layer,
+                            int32_t n);
 } snap_config;
 
 /* The rules between the selection parameters both policies share: window <= budget and an

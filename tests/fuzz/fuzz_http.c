@@ -127,9 +127,13 @@ static fuzz_env *env_get(void)
     env->api.max_prompt = 1024;
     snprintf(env->api.model_id, sizeof(env->api.model_id), "fuzz");
     if (metrics_create(&env->api.metrics)) abort();
-    http_server_params hp = {.loop = &env->loop, .host = "127.0.0.1", .port = 0,
-                             .max_header_bytes = 4096, .max_body_bytes = 16384,
-                             .on_headers = api_on_headers, .handler = fuzz_handler,
+    http_server_params hp = {.loop = &env->loop,
+                             .host = "127.0.0.1",
+                             .port = 0,
+                             .max_header_bytes = 4096,
+                             .max_body_bytes = 16384,
+                             .on_headers = api_on_headers,
+                             .handler = fuzz_handler,
                              .ud = &env->api};
     ks_diag d;
     if (http_server_create(&hp, &env->srv, &d)) {
@@ -224,7 +228,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (uv_tcp_connect(&cl->conn, &cl->tcp, (const struct sockaddr *)&env->addr, on_connect))
         abort();
     /* Until the client is closed and the server has let go of every connection. */
-    while (!cl->closed || http_server_n_conns(env->srv) > 0) uv_run(&env->loop, UV_RUN_ONCE);
+    while (!cl->closed || http_server_n_conns(env->srv) > 0)
+        uv_run(&env->loop, UV_RUN_ONCE);
     free(cl);
     return 0;
 }

@@ -45,7 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         toml_doc_free(doc);
     } else {
         int lines = 1;
-        for (size_t i = 0; i < size; i++) lines += data[i] == '\n';
+        for (size_t i = 0; i < size; i++)
+            lines += data[i] == '\n';
         if (doc != NULL || d.line < 1 || d.line > lines || strncmp(d.msg, "fuzz.toml:", 10))
             abort();
     }

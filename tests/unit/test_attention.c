@@ -27,7 +27,10 @@ static uint32_t rnd(void)
     return (uint32_t)(g_rng >> 16);
 }
 
-static float rndf(void) { return (float)(rnd() % 20001) / 10000.0f - 1.0f; }
+static float rndf(void)
+{
+    return (float)(rnd() % 20001) / 10000.0f - 1.0f;
+}
 
 /* A random test case: spans over keys with strides, idx arrays and query indices. */
 typedef struct tcase {
@@ -43,8 +46,7 @@ typedef struct tcase {
     float **kref, **vref; /* [n][hd] decoded */
 } tcase;
 
-static void *store(ks_dtype dt, const float *src, int32_t n, int32_t hd, int32_t stride,
-                   float *ref)
+static void *store(ks_dtype dt, const float *src, int32_t n, int32_t hd, int32_t stride, float *ref)
 {
     size_t el = dt == KS_DTYPE_F32 ? 4 : 2;
     uint8_t *mem = calloc((size_t)(n ? n : 1) * stride, el);
@@ -78,8 +80,7 @@ static void tcase_make(tcase *c, int32_t n_q, int32_t n_group, int32_t hd, ks_dt
     int32_t max_idx = 2 * max_keys + 10;
     for (int32_t i = 0; i < c->n_spans; i++) {
         int32_t n = (int32_t)(rnd() % (uint32_t)(max_keys / c->n_spans + 1));
-        if (rnd() % 6 == 0)
-            n = 0;
+        if (rnd() % 6 == 0) n = 0;
         int32_t ks = hd + (rnd() % 3 == 0 ? 8 : 0), vs = hd + (rnd() % 3 == 0 ? 3 : 0);
         float *kv = malloc(sizeof(float) * (size_t)(n + 1) * hd);
         float *vv = malloc(sizeof(float) * (size_t)(n + 1) * hd);
@@ -98,7 +99,10 @@ static void tcase_make(tcase *c, int32_t n_q, int32_t n_group, int32_t hd, ks_dt
             for (int32_t j = 0; j < n; j++)
                 c->idx[i][j] = (int32_t)(rnd() % (uint32_t)max_idx);
         }
-        c->spans[i] = (attn_span){.k = c->kmem[i], .v = c->vmem[i], .idx = c->idx[i], .n = n,
+        c->spans[i] = (attn_span){.k = c->kmem[i],
+                                  .v = c->vmem[i],
+                                  .idx = c->idx[i],
+                                  .n = n,
                                   .k_stride = ks == hd && rnd() % 2 ? 0 : ks,
                                   .v_stride = vs == hd && rnd() % 2 ? 0 : vs};
         c->n_keys += n;
@@ -131,14 +135,26 @@ static int32_t g_window;
 
 static attn_params tcase_params(tcase *c, float *key_mass, bool llama)
 {
-    return (attn_params){
-        .n_q = c->n_q, .n_group = c->n_group, .head_dim = c->hd, .scale = c->scale,
-        .k_dtype = c->dt, .v_dtype = c->dt, .q = c->q, .q_tok_stride = c->n_group * c->hd + 5,
-        .q_idx = c->q_idx, .out = c->out, .out_tok_stride = c->n_group * c->hd + 2,
-        .key_mass = key_mass, .llama_numerics = llama, .window = g_window};
+    return (attn_params){.n_q = c->n_q,
+                         .n_group = c->n_group,
+                         .head_dim = c->hd,
+                         .scale = c->scale,
+                         .k_dtype = c->dt,
+                         .v_dtype = c->dt,
+                         .q = c->q,
+                         .q_tok_stride = c->n_group * c->hd + 5,
+                         .q_idx = c->q_idx,
+                         .out = c->out,
+                         .out_tok_stride = c->n_group * c->hd + 2,
+                         .key_mass = key_mass,
+                         .llama_numerics = llama,
+                         .window = g_window};
 }
 
-static float round16(float x) { return ks_f16_to_f32(ks_f32_to_f16(x)); }
+static float round16(float x)
+{
+    return ks_f16_to_f32(ks_f32_to_f16(x));
+}
 
 /* Naive reference: out[t][g] and key mass, softmax in double; q (round_q) and the
  * probabilities (round_p) optionally rounded to f16 first. */
@@ -153,9 +169,9 @@ static void reference_ex(const tcase *c, bool round_q, bool round_p, double *out
             double mx = -INFINITY;
             for (int32_t i = 0, j = 0; i < c->n_spans; i++)
                 for (int32_t r = 0; r < c->spans[i].n; r++, j++) {
-                    bool vis = !c->idx[i] || (c->idx[i][r] <= c->q_idx[t] &&
-                                               (g_window <= 0 ||
-                                                c->idx[i][r] > c->q_idx[t] - g_window));
+                    bool vis =
+                        !c->idx[i] || (c->idx[i][r] <= c->q_idx[t] &&
+                                       (g_window <= 0 || c->idx[i][r] > c->q_idx[t] - g_window));
                     double s = 0;
                     for (int32_t d = 0; d < hd; d++)
                         s += (double)(round_q ? round16(q[d]) : q[d]) * c->kref[i][r * hd + d];
@@ -164,8 +180,7 @@ static void reference_ex(const tcase *c, bool round_q, bool round_p, double *out
                 }
             double *o = out + ((size_t)t * c->n_group + g) * hd;
             memset(o, 0, sizeof(double) * (size_t)hd);
-            if (mx == -INFINITY)
-                continue;
+            if (mx == -INFINITY) continue;
             double sum = 0;
             for (int32_t j = 0; j < nk; j++)
                 sum += exp(sc[j] - mx);
@@ -189,8 +204,8 @@ static void reference(const tcase *c, bool llama, double *out, double *mass)
 }
 
 /* Runs one random case and compares; tol is absolute (values are in [-1, 1]). */
-static void check_case(int32_t n_q, int32_t G, int32_t hd, ks_dtype dt, bool with_mass,
-                       bool llama, bool scalar, double tol)
+static void check_case(int32_t n_q, int32_t G, int32_t hd, ks_dtype dt, bool with_mass, bool llama,
+                       bool scalar, double tol)
 {
     tcase c;
     float scale = rnd() % 2 ? 1.0f / sqrtf((float)hd) : 1.5f;
@@ -210,8 +225,8 @@ static void check_case(int32_t n_q, int32_t G, int32_t hd, ks_dtype dt, bool wit
                 double got = c.out[(size_t)t * p.out_tok_stride + g * hd + d];
                 double want = rout[((size_t)t * G + g) * hd + d];
                 ck_assert_msg(fabs(got - want) <= tol * (1 + fabs(want)),
-                              "n_q %d G %d hd %d dt %d t %d g %d d %d: %g vs %g", n_q, G, hd,
-                              dt, t, g, d, got, want);
+                              "n_q %d G %d hd %d dt %d t %d g %d d %d: %g vs %g", n_q, G, hd, dt, t,
+                              g, d, got, want);
             }
     if (with_mass)
         for (int64_t e = 0; e < (int64_t)G * c.n_keys; e++)
@@ -236,13 +251,22 @@ static void sweep(ks_dtype dt, bool mass, bool llama, double tol)
             }
 }
 
-START_TEST(test_f32_matches_reference) { sweep(KS_DTYPE_F32, false, false, 1e-5); }
+START_TEST(test_f32_matches_reference)
+{
+    sweep(KS_DTYPE_F32, false, false, 1e-5);
+}
 END_TEST
 
-START_TEST(test_f16_matches_reference) { sweep(KS_DTYPE_F16, false, false, 1e-5); }
+START_TEST(test_f16_matches_reference)
+{
+    sweep(KS_DTYPE_F16, false, false, 1e-5);
+}
 END_TEST
 
-START_TEST(test_key_mass) { sweep(_i ? KS_DTYPE_F16 : KS_DTYPE_F32, true, false, 1e-5); }
+START_TEST(test_key_mass)
+{
+    sweep(_i ? KS_DTYPE_F16 : KS_DTYPE_F32, true, false, 1e-5);
+}
 END_TEST
 
 /* llama numerics with an f16 cache rounds p to f16: the reference does the same, but a p on
@@ -282,8 +306,7 @@ START_TEST(test_prefill_chunk)
         c.kref = calloc(10, sizeof(float *)), c.vref = calloc(10, sizeof(float *));
         for (int32_t i = 0; i < 10; i++) {
             int32_t n = 32, first = 300 - 32 * (i + 1);
-            if (first < 0)
-                n += first, first = 0;
+            if (first < 0) n += first, first = 0;
             float *kv = malloc(sizeof(float) * 32 * 64), *vv = malloc(sizeof(float) * 32 * 64);
             for (int32_t e = 0; e < 32 * 64; e++)
                 kv[e] = rndf(), vv[e] = rndf();
@@ -317,8 +340,7 @@ START_TEST(test_prefill_chunk)
         for (int32_t t = 0; t < 200; t++)
             for (int32_t e = 0; e < 256; e++) {
                 double got = c.out[(size_t)t * p.out_tok_stride + e], want = rout[t * 256 + e];
-                ck_assert_msg(fabs(got - want) <= 1e-5 * (1 + fabs(want)), "%g vs %g", got,
-                              want);
+                ck_assert_msg(fabs(got - want) <= 1e-5 * (1 + fabs(want)), "%g vs %g", got, want);
             }
         free(rout), free(rmass);
         attn_scratch_destroy(s);
@@ -336,8 +358,15 @@ START_TEST(test_no_visible_key_is_zero)
     attn_span sp = {.k = k, .v = v, .idx = &idx, .n = 1};
     attn_scratch *s;
     ck_assert_int_eq(attn_scratch_create(16, 1, 1, &s), 0);
-    attn_params p = {.n_q = 1, .n_group = 1, .head_dim = 16, .scale = 1, .q = q,
-                     .q_tok_stride = 16, .q_idx = &qi, .out = out, .out_tok_stride = 16};
+    attn_params p = {.n_q = 1,
+                     .n_group = 1,
+                     .head_dim = 16,
+                     .scale = 1,
+                     .q = q,
+                     .q_tok_stride = 16,
+                     .q_idx = &qi,
+                     .out = out,
+                     .out_tok_stride = 16};
     ck_assert_int_eq(attn_forward(&p, &sp, 1, s), 0);
     for (int i = 0; i < 16; i++)
         ck_assert(out[i] == 0.0f);
@@ -367,9 +396,17 @@ START_TEST(test_llama_rounds_probabilities)
     attn_span sp = {.k = k, .v = v, .n = 3};
     attn_scratch *s;
     ck_assert_int_eq(attn_scratch_create(16, 1, 1, &s), 0);
-    attn_params p = {.n_q = 1, .n_group = 1, .head_dim = 16, .scale = 0.25f,
-                     .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .q = q, .q_tok_stride = 16, .out = out,
-                     .out_tok_stride = 16, .llama_numerics = true};
+    attn_params p = {.n_q = 1,
+                     .n_group = 1,
+                     .head_dim = 16,
+                     .scale = 0.25f,
+                     .k_dtype = KS_DTYPE_F16,
+                     .v_dtype = KS_DTYPE_F16,
+                     .q = q,
+                     .q_tok_stride = 16,
+                     .out = out,
+                     .out_tok_stride = 16,
+                     .llama_numerics = true};
     ck_assert_int_eq(attn_forward(&p, &sp, 1, s), 0);
     float want = 3.0f * round16(1.0f / 3.0f);
     for (int i = 0; i < 16; i++)
@@ -401,8 +438,8 @@ START_TEST(test_llama_score_cache_same_bits)
     for (int k = 0; k < 24; k++) {
         tcase c;
         int32_t G = kGroups[k % 4], hd = kDims[(k / 4) % 4], n_q = k % 3 ? 1 + k % 7 : 1;
-        tcase_make(&c, n_q, G, hd, k % 2 ? KS_DTYPE_F16 : KS_DTYPE_F32,
-                   1 + (int32_t)(rnd() % 300), 1.0f / sqrtf((float)hd));
+        tcase_make(&c, n_q, G, hd, k % 2 ? KS_DTYPE_F16 : KS_DTYPE_F32, 1 + (int32_t)(rnd() % 300),
+                   1.0f / sqrtf((float)hd));
         size_t n_out = (size_t)n_q * (size_t)(G * hd + 2), n_mass = (size_t)G * (c.n_keys + 1);
         float *out0 = malloc(n_out * sizeof(float));
         float *m0 = calloc(n_mass, sizeof(float)), *m1 = calloc(n_mass, sizeof(float));
@@ -412,8 +449,8 @@ START_TEST(test_llama_score_cache_same_bits)
         memset(c.out, 0, n_out * sizeof(float));
         run_llama_cached(&c, true, scalar, m1);
         for (int32_t t = 0; t < n_q; t++)
-            ck_assert_msg(!memcmp(out0 + (size_t)t * (G * hd + 2),
-                                  c.out + (size_t)t * (G * hd + 2), (size_t)G * hd * 4),
+            ck_assert_msg(!memcmp(out0 + (size_t)t * (G * hd + 2), c.out + (size_t)t * (G * hd + 2),
+                                  (size_t)G * hd * 4),
                           "case %d token %d: cached scores change the output", k, t);
         ck_assert_msg(!memcmp(m0, m1, n_mass * sizeof(float)), "case %d: key mass differs", k);
         free(out0), free(m0), free(m1);
@@ -432,8 +469,15 @@ START_TEST(test_invalid_params)
     ck_assert_int_eq(attn_scratch_create(16, 0, 1, &s), KS_ERR_INVALID);
     ck_assert_int_eq(attn_scratch_create(16, 1, 0, &s), KS_ERR_INVALID);
     ck_assert_int_eq(attn_scratch_create(16, 2, 2, &s), 0);
-    attn_params ok = {.n_q = 2, .n_group = 2, .head_dim = 16, .scale = 0.25f, .q = q,
-                      .q_tok_stride = 32, .q_idx = qi, .out = out, .out_tok_stride = 32};
+    attn_params ok = {.n_q = 2,
+                      .n_group = 2,
+                      .head_dim = 16,
+                      .scale = 0.25f,
+                      .q = q,
+                      .q_tok_stride = 32,
+                      .q_idx = qi,
+                      .out = out,
+                      .out_tok_stride = 32};
     ck_assert_int_eq(attn_forward(&ok, &sp, 1, s), 0);
     attn_params p = ok;
     p.n_q = 3; /* more than the scratch holds */
@@ -493,8 +537,8 @@ static void flash_case(int32_t n_q, int32_t G, int32_t hd, ks_dtype dt, double t
                 double got = c.out[(size_t)t * p.out_tok_stride + g * hd + d];
                 double want = rout[((size_t)t * G + g) * hd + d];
                 ck_assert_msg(fabs(got - want) <= tol * (1 + fabs(want)),
-                              "flash n_q %d G %d hd %d dt %d t %d g %d d %d: %g vs %g", n_q, G,
-                              hd, dt, t, g, d, got, want);
+                              "flash n_q %d G %d hd %d dt %d t %d g %d d %d: %g vs %g", n_q, G, hd,
+                              dt, t, g, d, got, want);
             }
     free(rmass), free(rout);
     attn_scratch_destroy(s);
@@ -529,9 +573,18 @@ START_TEST(test_flash_accumulates_in_f16)
     attn_span sp = {.k = k, .v = v, .n = 2};
     attn_scratch *s;
     ck_assert_int_eq(attn_scratch_create(16, 1, 1, &s), 0);
-    attn_params p = {.n_q = 1, .n_group = 1, .head_dim = 16, .scale = 0.25f,
-                     .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .q = q, .q_tok_stride = 16, .out = out,
-                     .out_tok_stride = 16, .llama_numerics = true, .llama_flash = true};
+    attn_params p = {.n_q = 1,
+                     .n_group = 1,
+                     .head_dim = 16,
+                     .scale = 0.25f,
+                     .k_dtype = KS_DTYPE_F16,
+                     .v_dtype = KS_DTYPE_F16,
+                     .q = q,
+                     .q_tok_stride = 16,
+                     .out = out,
+                     .out_tok_stride = 16,
+                     .llama_numerics = true,
+                     .llama_flash = true};
     ck_assert_int_eq(attn_forward(&p, &sp, 1, s), 0);
     for (int i = 0; i < 16; i++)
         ck_assert_msg(out[i] == 0.5f, "%.9g", out[i]);

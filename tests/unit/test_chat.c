@@ -22,8 +22,7 @@ static void expect(tok_chat_family f, bool add, const char *want)
 {
     char *got = tok_chat_format(f, conv, 4, add, NULL);
     ck_assert_ptr_nonnull(got);
-    ck_assert_msg(strcmp(got, want) == 0, "%s:\n%s\nwant:\n%s", tok_chat_family_name(f), got,
-                  want);
+    ck_assert_msg(strcmp(got, want) == 0, "%s:\n%s\nwant:\n%s", tok_chat_family_name(f), got, want);
     free(got);
 }
 

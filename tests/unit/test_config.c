@@ -1,5 +1,5 @@
-/* test_config.c - server configuration: defaults, the shipped configs (configs/NAME.toml), overrides,
- * environment, policy names, and FILE:LINE: key: reason for every kind of bad value. */
+/* test_config.c - server configuration: defaults, the shipped configs (configs/NAME.toml),
+ * overrides, environment, policy names, and FILE:LINE: key: reason for every kind of bad value. */
 #include <check.h>
 
 #include "check_main.h"
@@ -65,20 +65,36 @@ START_TEST(test_defaults)
     ck_assert_int_eq(p->kind, 0);
     ck_assert_str_eq(kv_policy_kind_name(p->kind), "full");
     static const char *const defaults[][3] = {
-        {"sink_window", "n_sink", "4"},       {"sink_window", "window", "4092"},
-        {"sink_window", "positions", "compact"}, {"snapkv", "budget", "1024"},
-        {"snapkv", "window", "8"},            {"snapkv", "kernel", "9"},
-        {"snapkv", "pooling", "max"},         {"snapkv", "reduce", "mean"},
-        {"snapkv", "interval", "0"},          {"pyramid", "budget", "1024"},
-        {"pyramid", "beta", "20"},            {"pyramid", "budget_fraction", "0"},
-        {"h2o", "heavy", "512"}, {"h2o", "budget", "1024"}, {"sink_window", "budget", "4096"},
-        {"snapkv", "compress_at", "first_token"}, {"pyramid", "compress_at", "first_token"},              {"h2o", "recent", "512"},
-        {"retrieval", "block_tokens", "64"},  {"retrieval", "representatives", "4"},
-        {"retrieval", "top_k", "8"},          {"retrieval", "n_sink", "4"},
-        {"retrieval", "window", "512"},       {"retrieval", "dense_layers", "2"},
-        {"retrieval", "chunk", "512"},        {"retrieval", "ram_mb", "512"},
-        {"retrieval", "landmark", "mean"},    {"retrieval", "selection", "head"},
-        {"retrieval", "positions", "window"}, {"retrieval", "eviction", "lru"},
+        {"sink_window", "n_sink", "4"},
+        {"sink_window", "window", "4092"},
+        {"sink_window", "positions", "compact"},
+        {"snapkv", "budget", "1024"},
+        {"snapkv", "window", "8"},
+        {"snapkv", "kernel", "9"},
+        {"snapkv", "pooling", "max"},
+        {"snapkv", "reduce", "mean"},
+        {"snapkv", "interval", "0"},
+        {"pyramid", "budget", "1024"},
+        {"pyramid", "beta", "20"},
+        {"pyramid", "budget_fraction", "0"},
+        {"h2o", "heavy", "512"},
+        {"h2o", "budget", "1024"},
+        {"sink_window", "budget", "4096"},
+        {"snapkv", "compress_at", "first_token"},
+        {"pyramid", "compress_at", "first_token"},
+        {"h2o", "recent", "512"},
+        {"retrieval", "block_tokens", "64"},
+        {"retrieval", "representatives", "4"},
+        {"retrieval", "top_k", "8"},
+        {"retrieval", "n_sink", "4"},
+        {"retrieval", "window", "512"},
+        {"retrieval", "dense_layers", "2"},
+        {"retrieval", "chunk", "512"},
+        {"retrieval", "ram_mb", "512"},
+        {"retrieval", "landmark", "mean"},
+        {"retrieval", "selection", "head"},
+        {"retrieval", "positions", "window"},
+        {"retrieval", "eviction", "lru"},
         {"retrieval", "spill_dir", "/tmp/kvserve-spill"},
     };
     for (size_t i = 0; i < KS_ARRAY_LEN(defaults); i++)
@@ -295,8 +311,8 @@ END_TEST
 
 START_TEST(test_policy_names)
 {
-    const char *names[] = {"full", "sink_window", "snapkv", "pyramid", "h2o", "retrieval",
-                           "hybrid"};
+    const char *names[] = {"full", "sink_window", "snapkv", "pyramid",
+                           "h2o",  "retrieval",   "hybrid"};
     ck_assert_int_eq(kv_policy_count(), 7);
     for (int i = 0; i < kv_policy_count(); i++) {
         ck_assert_int_eq(kv_policy_kind_from_name(names[i]), i);

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/api_server.h"
 #include "kvserve/kvcache.h"
-#include "server/scheduler.h"
 #include "kvserve/tokenizer.h"
+#include "server/api_server.h"
+#include "server/scheduler.h"
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t sz);
@@ -35,9 +35,18 @@ static bool fail_now(void)
     return true;
 }
 
-void *__wrap_malloc(size_t n) { return fail_now() ? NULL : __real_malloc(n); }
-void *__wrap_calloc(size_t n, size_t sz) { return fail_now() ? NULL : __real_calloc(n, sz); }
-void *__wrap_realloc(void *p, size_t n) { return fail_now() ? NULL : __real_realloc(p, n); }
+void *__wrap_malloc(size_t n)
+{
+    return fail_now() ? NULL : __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t sz)
+{
+    return fail_now() ? NULL : __real_calloc(n, sz);
+}
+void *__wrap_realloc(void *p, size_t n)
+{
+    return fail_now() ? NULL : __real_realloc(p, n);
+}
 
 static void arm(long at)
 {
@@ -57,8 +66,11 @@ enum { HD = 8, BT = 4, NL = 2, NH = 2 };
 
 static kv_pool *pool_new(void)
 {
-    kv_pool_params pp = {.budget_bytes = 64 * 2 * BT * HD * sizeof(float), .block_tokens = BT,
-                         .head_dim = HD, .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32};
+    kv_pool_params pp = {.budget_bytes = 64 * 2 * BT * HD * sizeof(float),
+                         .block_tokens = BT,
+                         .head_dim = HD,
+                         .k_dtype = KS_DTYPE_F32,
+                         .v_dtype = KS_DTYPE_F32};
     kv_pool *pool = NULL;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     return pool;
@@ -66,8 +78,11 @@ static kv_pool *pool_new(void)
 
 START_TEST(test_pool_create_nomem)
 {
-    kv_pool_params pp = {.budget_bytes = 64 * 2 * BT * HD * sizeof(float), .block_tokens = BT,
-                         .head_dim = HD, .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32};
+    kv_pool_params pp = {.budget_bytes = 64 * 2 * BT * HD * sizeof(float),
+                         .block_tokens = BT,
+                         .head_dim = HD,
+                         .k_dtype = KS_DTYPE_F32,
+                         .v_dtype = KS_DTYPE_F32};
     for (long at = 0;; at++) {
         kv_pool *pool = NULL;
         arm(at);
@@ -90,15 +105,18 @@ START_TEST(test_seq_append_nomem)
     kv_pool *pool = pool_new();
     float k[10 * NH * HD], v[10 * NH * HD];
     int32_t idx[10];
-    for (int i = 0; i < 10; i++) idx[i] = i;
-    for (int i = 0; i < 10 * NH * HD; i++) k[i] = v[i] = (float)i;
+    for (int i = 0; i < 10; i++)
+        idx[i] = i;
+    for (int i = 0; i < 10 * NH * HD; i++)
+        k[i] = v[i] = (float)i;
     kv_seq_params sp = {.n_layer = NL, .n_head_kv = NH};
     long at = 0;
     for (;; at++) {
         kv_seq *seq = NULL;
         arm(at);
         int rc = kv_seq_create(pool, &sp, &seq);
-        for (int32_t l = 0; rc == 0 && l < NL; l++) rc = kv_seq_append(seq, l, 10, k, v, idx, idx);
+        for (int32_t l = 0; rc == 0 && l < NL; l++)
+            rc = kv_seq_append(seq, l, 10, k, v, idx, idx);
         bool hit = disarm();
         ck_assert_msg(rc == 0 || rc == KS_ERR_NOMEM, "allocation %ld: %d", at, rc);
         kv_seq_destroy(seq);
@@ -130,11 +148,12 @@ START_TEST(test_chat_prompt_nomem)
     gguf_close(f);
     cfg c;
     cfg_defaults(&c);
-    api_server a = {.cfg = &c, .vocab = v, .chat = TOK_CHAT_CHATML, .n_ctx = 4096,
-                    .max_prompt = 4096};
+    api_server a = {
+        .cfg = &c, .vocab = v, .chat = TOK_CHAT_CHATML, .n_ctx = 4096, .max_prompt = 4096};
     json_t *msgs = json_loads("{\"messages\": [{\"role\":\"system\",\"content\":\"be brief\"},"
                               "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
-                              "\"hi <|im_end|> there\"}]}]}", 0, NULL);
+                              "\"hi <|im_end|> there\"}]}]}",
+                              0, NULL);
     ck_assert_ptr_nonnull(msgs);
     long at = 0;
     for (;; at++) {
@@ -181,23 +200,37 @@ START_TEST(test_submit_nomem)
     ks_diag d;
     ck_assert_int_eq(model_load(path, &m, &d), 0);
     const model_hparams *hp = model_get_hparams(m);
-    kv_pool_params pp = {.budget_bytes = 8 << 20, .block_tokens = 16, .head_dim = hp->head_dim,
-                         .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
+    kv_pool_params pp = {.budget_bytes = 8 << 20,
+                         .block_tokens = 16,
+                         .head_dim = hp->head_dim,
+                         .k_dtype = KS_DTYPE_F16,
+                         .v_dtype = KS_DTYPE_F16};
     kv_pool *pool = NULL;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     kv_policy_config pc;
     kv_policy_config_defaults(&pc);
-    sch_params sp = {.loop = &loop, .model = m, .pool = pool, .policy = kv_policy_find("full"),
-                     .policy_config = &pc, .n_threads = 1, .max_queue = 8, .max_concurrent = 2,
-                     .queue_timeout_s = 600, .n_ctx = hp->n_ctx_train};
+    sch_params sp = {.loop = &loop,
+                     .model = m,
+                     .pool = pool,
+                     .policy = kv_policy_find("full"),
+                     .policy_config = &pc,
+                     .n_threads = 1,
+                     .max_queue = 8,
+                     .max_concurrent = 2,
+                     .queue_timeout_s = 600,
+                     .n_ctx = hp->n_ctx_train};
     sch *s = NULL;
     ck_assert_int_eq(sch_create(&sp, &s, &d), 0);
     int32_t prompt[4] = {1, 300, 301, 302};
     const char *stops[1] = {"xyz"};
     long at = 0;
     for (;; at++) {
-        sch_request_params rp = {.prompt = prompt, .n_prompt = 4, .max_tokens = 2,
-                                 .stops = stops, .n_stops = 1, .on_event = on_event};
+        sch_request_params rp = {.prompt = prompt,
+                                 .n_prompt = 4,
+                                 .max_tokens = 2,
+                                 .stops = stops,
+                                 .n_stops = 1,
+                                 .on_event = on_event};
         sch_sampling_default(&rp.sampling);
         sch_req *r = NULL;
         arm(at);
@@ -230,4 +263,7 @@ static Suite *faults_suite(void)
     return s;
 }
 
-int main(void) { return ks_run_suite(faults_suite(), true); }
+int main(void)
+{
+    return ks_run_suite(faults_suite(), true);
+}

@@ -106,8 +106,10 @@ static void check_model_shapes(const gguf_file *f, const model_facts *m)
     ck_assert_int_eq(gguf_n_tensors(f), 2 + !m->tied + m->n_layer * per_layer);
     assert_shape(f, "token_embd.weight", m->n_embd, m->n_vocab);
     assert_shape(f, "output_norm.weight", m->n_embd, 0);
-    if (m->tied) ck_assert(gguf_find_tensor(f, "output.weight") == NULL);
-    else assert_shape(f, "output.weight", m->n_embd, m->n_vocab);
+    if (m->tied)
+        ck_assert(gguf_find_tensor(f, "output.weight") == NULL);
+    else
+        assert_shape(f, "output.weight", m->n_embd, m->n_vocab);
     for (int64_t l = 0; l < m->n_layer; l++) {
         char nm[96];
 #define T(s) (snprintf(nm, sizeof(nm), "blk.%lld." s, (long long)l), nm)
@@ -137,24 +139,25 @@ static void check_model_shapes(const gguf_file *f, const model_facts *m)
     }
 }
 
-static const model_facts k_llama_q = {"llama", 32000, 2, 256, 4, 1, 768, 2048, 1e4f, 1e-5f,
-                                      true, false, true};
-static const model_facts k_llama_spm = {"llama", 32000, 2, 64, 4, 2, 192, 2048, 1e4f, 1e-5f,
-                                        false, false, true};
-static const model_facts k_qwen2 = {"qwen2", 151936, 2, 64, 4, 2, 192, 4096, 1e6f, 1e-6f,
-                                    true, true, true};
+static const model_facts k_llama_q = {"llama", 32000, 2,     256,  4,     1,   768,
+                                      2048,    1e4f,  1e-5f, true, false, true};
+static const model_facts k_llama_spm = {"llama", 32000, 2,     64,    4,     2,   192,
+                                        2048,    1e4f,  1e-5f, false, false, true};
+static const model_facts k_qwen2 = {"qwen2", 151936, 2,     64,   4,    2,   192,
+                                    4096,    1e6f,   1e-6f, true, true, true};
 
 START_TEST(test_ref_models)
 {
     char path[1024];
     json_error_t jerr;
-    json_t *root = json_load_file(shared_path(path, sizeof(path), "models/ref/tensor-types.json"),
-                                  0, &jerr);
+    json_t *root =
+        json_load_file(shared_path(path, sizeof(path), "models/ref/tensor-types.json"), 0, &jerr);
     ck_assert_msg(root != NULL, "tensor-types.json: %s", jerr.text);
     ck_assert_int_eq(json_object_size(root), 8);
     const char *fname;
     json_t *info;
-    json_object_foreach(root, fname, info) {
+    json_object_foreach(root, fname, info)
+    {
         char rel[256];
         snprintf(rel, sizeof(rel), "models/ref/%s", fname);
         shared_path(path, sizeof(path), rel);
@@ -168,14 +171,18 @@ START_TEST(test_ref_models)
         ck_assert_int_eq((int64_t)json_object_size(tensors), gguf_n_tensors(f));
         const char *tname;
         json_t *ttype;
-        json_object_foreach(tensors, tname, ttype) {
+        json_object_foreach(tensors, tname, ttype)
+        {
             const gguf_tensor *t = gguf_find_tensor(f, tname);
             ck_assert_msg(t != NULL, "%s: no tensor %s", fname, tname);
             ck_assert_str_eq(gguf_ggml_type_name(t->type), json_string_value(ttype));
         }
-        if (strstr(fname, "qwen2")) check_model_shapes(f, &k_qwen2);
-        else if (strstr(fname, "spm-f32")) check_model_shapes(f, &k_llama_spm);
-        else check_model_shapes(f, &k_llama_q);
+        if (strstr(fname, "qwen2"))
+            check_model_shapes(f, &k_qwen2);
+        else if (strstr(fname, "spm-f32"))
+            check_model_shapes(f, &k_llama_spm);
+        else
+            check_model_shapes(f, &k_llama_q);
         gguf_close(f);
     }
     json_decref(root);
@@ -194,8 +201,8 @@ START_TEST(test_kjv_tiny)
     static const char *const files[] = {"kjv-tiny-f32.gguf", "kjv-tiny-f16.gguf",
                                         "kjv-tiny-q8_0.gguf"};
     static const char *const types[] = {"F32", "F16", "Q8_0"};
-    static const model_facts kjv = {"llama", 4096, 4, 256, 8, 2, 512, 512, 1e4f, 1e-5f,
-                                    false, false, false};
+    static const model_facts kjv = {"llama", 4096, 4,     256,   8,     2,    512,
+                                    512,     1e4f, 1e-5f, false, false, false};
     for (size_t i = 0; i < 3; i++) {
         char rel[128], path[1024];
         snprintf(rel, sizeof(rel), "models/kjv-tiny/%s", files[i]);
@@ -227,9 +234,12 @@ START_TEST(test_vocab_files)
         const char *name, *model, *pre;
         uint64_t n_vocab;
     } v[] = {
-        {"llama-spm", "llama", NULL, 32000},       {"llama-bpe", "gpt2", "llama-bpe", 128256},
-        {"qwen2", "gpt2", "qwen2", 151936},        {"gpt-2", "gpt2", "gpt-2", 50257},
-        {"deepseek-llm", "gpt2", "deepseek-llm", 102400}, {"falcon", "gpt2", "falcon", 65024},
+        {"llama-spm", "llama", NULL, 32000},
+        {"llama-bpe", "gpt2", "llama-bpe", 128256},
+        {"qwen2", "gpt2", "qwen2", 151936},
+        {"gpt-2", "gpt2", "gpt-2", 50257},
+        {"deepseek-llm", "gpt2", "deepseek-llm", 102400},
+        {"falcon", "gpt2", "falcon", 65024},
         {"starcoder", "gpt2", "starcoder", 49152},
     };
     for (size_t i = 0; i < KS_ARRAY_LEN(v); i++) {
@@ -303,9 +313,11 @@ START_TEST(test_writer_roundtrip)
         ck_assert_int_eq(gguf_writer_set_arr_str(w, "sa", strs, 4), 0);
         ck_assert_int_eq(gguf_writer_set_arr_str(w, "sa0", NULL, 0), 0);
         float x[24];
-        for (int i = 0; i < 24; i++) x[i] = (float)i * 0.5f;
+        for (int i = 0; i < 24; i++)
+            x[i] = (float)i * 0.5f;
         uint8_t q[2 * 34];
-        for (int i = 0; i < 68; i++) q[i] = (uint8_t)(i * 7);
+        for (int i = 0; i < 68; i++)
+            q[i] = (uint8_t)(i * 7);
         int64_t ne_a[2] = {8, 3}, ne_q[2] = {32, 2}, ne_v[1] = {5};
         ck_assert_int_eq(gguf_writer_add_tensor(w, "a", 2, ne_a, 0, x, 96), 0);
         ck_assert_int_eq(gguf_writer_add_tensor(w, "q", 2, ne_q, 8, q, 68), 0);
@@ -330,7 +342,7 @@ START_TEST(test_writer_roundtrip)
         ck_assert_int_eq(iv, -7);
         uint32_t u = 99;
         ck_assert_int_eq(gguf_get_u32(f, "i", &u), KS_ERR_RANGE); /* -7 does not fit */
-        ck_assert_uint_eq(u, 99);                                  /* untouched */
+        ck_assert_uint_eq(u, 99);                                 /* untouched */
         ck_assert_int_eq(gguf_get_u32(f, "f", &u), KS_ERR_FORMAT);
         ck_assert_int_eq(gguf_get_u32(f, "nope", &u), KS_ERR_NOT_FOUND);
         float fv = 0;
@@ -404,8 +416,8 @@ START_TEST(test_writer_write_file)
     ck_assert_int_eq(gguf_writer_set_str(w, "general.architecture", "llama"), 0);
     ck_assert_int_eq(gguf_writer_set_u32(w, "llama.embedding_length", 256), 0);
     int64_t ne[2] = {256, 512};
-    ck_assert_int_eq(gguf_writer_add_tensor(w, "token_embd.weight", 2, ne, 14, NULL,
-                                            512 * 210), 0); /* Q6_K, zero-filled */
+    ck_assert_int_eq(gguf_writer_add_tensor(w, "token_embd.weight", 2, ne, 14, NULL, 512 * 210),
+                     0); /* Q6_K, zero-filled */
     ck_assert_int_eq(gguf_writer_write_file(w, path), 0);
     ck_assert_int_eq(gguf_writer_write_file(w, "/nonexistent-dir/x.gguf"), KS_ERR_IO);
     gguf_writer_destroy(w);
@@ -480,8 +492,8 @@ static void expect_bad(const void *img, size_t len, int status, const char *w1, 
 }
 
 /* The base file with `width` bytes at `off` replaced by the low bytes of v. */
-static void patch_bad(size_t off, uint64_t v, int width, int status, const char *w1,
-                      const char *w2, const char *key)
+static void patch_bad(size_t off, uint64_t v, int width, int status, const char *w1, const char *w2,
+                      const char *key)
 {
     uint8_t *img = malloc(g_base_len);
     memcpy(img, g_base, g_base_len);
@@ -491,13 +503,31 @@ static void patch_bad(size_t off, uint64_t v, int width, int status, const char 
 }
 
 /* Offsets inside a tensor info: the name's first byte is at find(name). */
-static size_t ti_ndims(const char *name) { return find(name) + strlen(name); }
-static size_t ti_ne(const char *name, int k) { return ti_ndims(name) + 4 + 8 * (size_t)k; }
-static size_t ti_type(const char *name, int n_dims) { return ti_ne(name, n_dims); }
-static size_t ti_off(const char *name, int n_dims) { return ti_ne(name, n_dims) + 4; }
+static size_t ti_ndims(const char *name)
+{
+    return find(name) + strlen(name);
+}
+static size_t ti_ne(const char *name, int k)
+{
+    return ti_ndims(name) + 4 + 8 * (size_t)k;
+}
+static size_t ti_type(const char *name, int n_dims)
+{
+    return ti_ne(name, n_dims);
+}
+static size_t ti_off(const char *name, int n_dims)
+{
+    return ti_ne(name, n_dims) + 4;
+}
 /* Offsets inside a kv: value type right after the key, then the value. */
-static size_t kv_type(const char *key) { return find(key) + strlen(key); }
-static size_t kv_val(const char *key) { return kv_type(key) + 4; }
+static size_t kv_type(const char *key)
+{
+    return find(key) + strlen(key);
+}
+static size_t kv_val(const char *key)
+{
+    return kv_type(key) + 4;
+}
 
 START_TEST(test_base_ok)
 {
@@ -548,8 +578,7 @@ START_TEST(test_bad_header)
     patch_bad(4, 0, 4, KS_ERR_UNSUPPORTED, "version 0", NULL, NULL);
     patch_bad(4, 0x03000000, 4, KS_ERR_UNSUPPORTED, "big-endian", NULL, NULL);
     patch_bad(8, 1ull << 40, 8, KS_ERR_FORMAT, "tensor count 1099511627776", "impossible", NULL);
-    patch_bad(16, 1ull << 40, 8, KS_ERR_FORMAT, "metadata count 1099511627776", "impossible",
-              NULL);
+    patch_bad(16, 1ull << 40, 8, KS_ERR_FORMAT, "metadata count 1099511627776", "impossible", NULL);
     patch_bad(16, UINT64_MAX, 8, KS_ERR_FORMAT, "metadata count", "impossible", NULL);
     /* More tensors than the bytes left after the metadata can describe. */
     patch_bad(8, (g_base_len - find("ta.weight") + 8) / 32 + 1, 8, KS_ERR_FORMAT, "tensor count",
@@ -565,8 +594,7 @@ START_TEST(test_bad_metadata)
     patch_bad(kv_val("t.str"), 1000000000000000000ull, 8, KS_ERR_FORMAT,
               "metadata key 't.str' at byte", "string value length 1000000000000000000 exceeds",
               "t.str");
-    patch_bad(find("t.u32") - 8, 1ull << 62, 8, KS_ERR_FORMAT, "key length", "exceeds file",
-              NULL);
+    patch_bad(find("t.u32") - 8, 1ull << 62, 8, KS_ERR_FORMAT, "key length", "exceeds file", NULL);
     /* Huge array lengths, numeric and string. */
     patch_bad(kv_val("t.arr") + 4, 1ull << 62, 8, KS_ERR_FORMAT, "array length 461168",
               "exceeds file", "t.arr");
@@ -575,16 +603,14 @@ START_TEST(test_bad_metadata)
     patch_bad(kv_val("t.sarr") + 4, 4, 8, KS_ERR_FORMAT, "exceeds file", NULL, NULL);
     /* Unknown value types. */
     patch_bad(kv_type("t.u32"), 13, 4, KS_ERR_FORMAT, "unknown value type 13", NULL, "t.u32");
-    patch_bad(kv_type("t.u32"), 0xffffffffu, 4, KS_ERR_FORMAT, "unknown value type", NULL,
-              "t.u32");
+    patch_bad(kv_type("t.u32"), 0xffffffffu, 4, KS_ERR_FORMAT, "unknown value type", NULL, "t.u32");
     patch_bad(kv_val("t.arr"), 77, 4, KS_ERR_FORMAT, "unknown array element type 77", NULL,
               "t.arr");
     /* Duplicate key: rename dup.b to dup.a. */
     patch_bad(find("dup.b") + 4, 'a', 1, KS_ERR_FORMAT, "metadata key 'dup.a'", "duplicate key",
               "dup.a");
     /* Bool not 0/1. */
-    patch_bad(kv_val("t.bool"), 2, 1, KS_ERR_FORMAT, "bool value 2 is not 0 or 1", NULL,
-              "t.bool");
+    patch_bad(kv_val("t.bool"), 2, 1, KS_ERR_FORMAT, "bool value 2 is not 0 or 1", NULL, "t.bool");
     /* Key not UTF-8, key with NUL. */
     patch_bad(find("t.u32") + 1, 0xff, 1, KS_ERR_FORMAT, "not valid UTF-8", NULL, NULL);
     patch_bad(find("t.u32") + 1, 0x00, 1, KS_ERR_FORMAT, "not valid UTF-8", NULL, NULL);
@@ -669,8 +695,14 @@ static void raw_put(raw *r, const void *p, size_t n)
     memcpy(r->b + r->n, p, n);
     r->n += n;
 }
-static void raw_u32(raw *r, uint32_t v) { raw_put(r, &v, 4); }
-static void raw_u64(raw *r, uint64_t v) { raw_put(r, &v, 8); }
+static void raw_u32(raw *r, uint32_t v)
+{
+    raw_put(r, &v, 4);
+}
+static void raw_u64(raw *r, uint64_t v)
+{
+    raw_put(r, &v, 8);
+}
 static void raw_str(raw *r, const char *s)
 {
     raw_u64(r, strlen(s));
@@ -704,8 +736,7 @@ START_TEST(test_handmade)
     }
     raw_u32(&r, GGUF_TYPE_UINT8);
     raw_u64(&r, 0);
-    expect_bad(r.b, r.n, KS_ERR_FORMAT, "metadata key 'nest'", "arrays nested deeper than",
-               "nest");
+    expect_bad(r.b, r.n, KS_ERR_FORMAT, "metadata key 'nest'", "arrays nested deeper than", "nest");
     /* Array of 2^50 arrays. */
     raw_header(&r, 3, 0, 1);
     raw_str(&r, "nest");
@@ -713,8 +744,7 @@ START_TEST(test_handmade)
     raw_u32(&r, GGUF_TYPE_ARRAY);
     raw_u64(&r, 1ull << 50);
     raw_u64(&r, 0);
-    expect_bad(r.b, r.n, KS_ERR_FORMAT, "array length 1125899906842624", "12 per element",
-               "nest");
+    expect_bad(r.b, r.n, KS_ERR_FORMAT, "array length 1125899906842624", "12 per element", "nest");
     /* A string array that breaks off in its 2nd element (the string index must not be
      * overrun by the elements read before the failure: a fuzzer find). */
     raw_header(&r, 3, 0, 2);
@@ -730,8 +760,7 @@ START_TEST(test_handmade)
     raw_str(&r, "ok");
     raw_u64(&r, 1000);
     raw_put(&r, "xxxxxxxxxxxxxxxxxxxxxxxxxxxx", 28);
-    expect_bad(r.b, r.n, KS_ERR_FORMAT, "metadata key 'toks'", "array string length 1000",
-               "toks");
+    expect_bad(r.b, r.n, KS_ERR_FORMAT, "metadata key 'toks'", "array string length 1000", "toks");
     /* Bool array with a 5. */
     raw_header(&r, 2, 0, 1);
     raw_str(&r, "bools");
@@ -906,13 +935,13 @@ START_TEST(test_type_table)
     static const struct {
         uint32_t id, blck, bytes;
         const char *name;
-    } k[] = {{0, 1, 4, "F32"},      {1, 1, 2, "F16"},      {2, 32, 18, "Q4_0"},
-             {3, 32, 20, "Q4_1"},   {6, 32, 22, "Q5_0"},   {7, 32, 24, "Q5_1"},
-             {8, 32, 34, "Q8_0"},   {9, 32, 36, "Q8_1"},   {10, 256, 84, "Q2_K"},
+    } k[] = {{0, 1, 4, "F32"},       {1, 1, 2, "F16"},       {2, 32, 18, "Q4_0"},
+             {3, 32, 20, "Q4_1"},    {6, 32, 22, "Q5_0"},    {7, 32, 24, "Q5_1"},
+             {8, 32, 34, "Q8_0"},    {9, 32, 36, "Q8_1"},    {10, 256, 84, "Q2_K"},
              {11, 256, 110, "Q3_K"}, {12, 256, 144, "Q4_K"}, {13, 256, 176, "Q5_K"},
              {14, 256, 210, "Q6_K"}, {15, 256, 292, "Q8_K"}, {24, 1, 1, "I8"},
-             {25, 1, 2, "I16"},     {26, 1, 4, "I32"},     {27, 1, 8, "I64"},
-             {28, 1, 8, "F64"},     {30, 1, 2, "BF16"}};
+             {25, 1, 2, "I16"},      {26, 1, 4, "I32"},      {27, 1, 8, "I64"},
+             {28, 1, 8, "F64"},      {30, 1, 2, "BF16"}};
     for (size_t i = 0; i < KS_ARRAY_LEN(k); i++) {
         uint32_t b = 0, s = 0;
         ck_assert_int_eq(gguf_ggml_type_layout(k[i].id, &b, &s), 0);

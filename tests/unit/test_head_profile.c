@@ -63,14 +63,14 @@ START_TEST(test_bad_files)
     static const struct {
         const char *text, *field;
     } cases[] = {
-        {GOOD_HEAD "scores = [0.1, 0.2]\n", "keep_full"},                      /* missing */
-        {GOOD_HEAD "keep_full = [0, 1]\n", "scores"},                          /* missing */
-        {GOOD_HEAD "scores = [0.1]\nkeep_full = [0, 1]\n", "scores"},          /* length */
-        {GOOD_HEAD "scores = [0.1, 1.5]\nkeep_full = [0, 1]\n", "scores"},     /* range */
-        {GOOD_HEAD "scores = [0.1, -0.5]\nkeep_full = [0, 1]\n", "scores"},    /* range */
-        {GOOD_HEAD "scores = [0.1, 0.2]\nkeep_full = [0, 2]\n", "keep_full"},  /* range */
-        {GOOD_HEAD "scores = [0.1, x]\nkeep_full = [0, 1]\n", "scores"},       /* malformed */
-        {GOOD_HEAD "scores = [0.1, 0.2\nkeep_full = [0, 1]\n", "scores"},      /* unterminated */
+        {GOOD_HEAD "scores = [0.1, 0.2]\n", "keep_full"},                     /* missing */
+        {GOOD_HEAD "keep_full = [0, 1]\n", "scores"},                         /* missing */
+        {GOOD_HEAD "scores = [0.1]\nkeep_full = [0, 1]\n", "scores"},         /* length */
+        {GOOD_HEAD "scores = [0.1, 1.5]\nkeep_full = [0, 1]\n", "scores"},    /* range */
+        {GOOD_HEAD "scores = [0.1, -0.5]\nkeep_full = [0, 1]\n", "scores"},   /* range */
+        {GOOD_HEAD "scores = [0.1, 0.2]\nkeep_full = [0, 2]\n", "keep_full"}, /* range */
+        {GOOD_HEAD "scores = [0.1, x]\nkeep_full = [0, 1]\n", "scores"},      /* malformed */
+        {GOOD_HEAD "scores = [0.1, 0.2\nkeep_full = [0, 1]\n", "scores"},     /* unterminated */
         {GOOD_HEAD "scores = [0.1, 0.2]\nkeep_full = [0, 1]\nn_layer = 2\n", "n_layer"},
         {"model = \"m\"\nn_layer = 0\n", "n_layer"},
         {"model = \"m\"\nn_layer = 2.5\n", "n_layer"},
@@ -79,9 +79,11 @@ START_TEST(test_bad_files)
         {"model = \"m\nn_layer = 2\n", "model"},
         {"model = \"m\" trailing\n", "model"},
         {"n_layer = 2\nn_head_kv = 1\nhash = \"00000000000000ff\"\nscores = [0, 0]\n"
-         "keep_full = [0, 0]\n", "model"},
+         "keep_full = [0, 0]\n",
+         "model"},
         {"model = \"m\"\nn_layer = 64\nn_head_kv = 128\nhash = \"00000000000000ff\"\n"
-         "scores = []\nkeep_full = []\n", "n_head_kv"},
+         "scores = []\nkeep_full = []\n",
+         "n_head_kv"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         kv_head_profile p;
@@ -89,8 +91,8 @@ START_TEST(test_bad_files)
         int rc = kv_head_profile_parse(cases[i].text, strlen(cases[i].text), &p, &d);
         ck_assert_msg(rc < 0, "case %zu accepted", i);
         ck_assert_msg(strcmp(d.key, cases[i].field) == 0 && strstr(d.msg, cases[i].field),
-                      "case %zu: want field %s, got key '%s' msg '%s'", i, cases[i].field,
-                      d.key, d.msg);
+                      "case %zu: want field %s, got key '%s' msg '%s'", i, cases[i].field, d.key,
+                      d.msg);
         ck_assert_ptr_null(p.score);
     }
     /* unknown keys and NUL bytes name the line */
@@ -154,8 +156,7 @@ START_TEST(test_hybrid_params)
     fclose(f);
     pset(&pc, "hybrid", "profile", path);
     ck_assert_int_lt(kv_policy_config_validate(&pc, &d), 0);
-    ck_assert_msg(strstr(d.msg, "kvcache.hybrid.profile") && strstr(d.msg, "scores"), "%s",
-                  d.msg);
+    ck_assert_msg(strstr(d.msg, "kvcache.hybrid.profile") && strstr(d.msg, "scores"), "%s", d.msg);
     pset(&pc, "hybrid", "profile", "/nonexistent/heads.toml");
     ck_assert_int_lt(kv_policy_config_validate(&pc, &d), 0);
     ck_assert_msg(strstr(d.msg, "kvcache.hybrid.profile") != NULL, "%s", d.msg);

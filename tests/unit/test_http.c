@@ -58,8 +58,11 @@ static void *loop_main(void *arg)
 static void setup(void)
 {
     ck_assert_int_eq(uv_loop_init(&loop), 0);
-    http_server_params p = {.loop = &loop, .host = "127.0.0.1", .port = 0,
-                            .max_header_bytes = 1024, .max_body_bytes = 2048,
+    http_server_params p = {.loop = &loop,
+                            .host = "127.0.0.1",
+                            .port = 0,
+                            .max_header_bytes = 1024,
+                            .max_body_bytes = 2048,
                             .handler = handler};
     ks_diag d;
     ck_assert_int_eq(http_server_create(&p, &srv, &d), 0);
@@ -105,7 +108,8 @@ static char *read_until(int fd, const char *marker, int count)
     for (;;) {
         int seen = 0;
         buf[len] = 0;
-        for (const char *p = buf; (p = strstr(p, marker)); p++) seen++;
+        for (const char *p = buf; (p = strstr(p, marker)); p++)
+            seen++;
         if (seen >= count) break;
         ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
         if (r <= 0) break;
@@ -152,7 +156,8 @@ END_TEST
 START_TEST(test_chunked_body_and_continue)
 {
     int fd = connect_srv();
-    const char *h = "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
+    const char *h =
+        "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
     send_all(fd, h, strlen(h));
     char *r = read_until(fd, "100 Continue\r\n\r\n", 1);
     ck_assert_ptr_nonnull(strstr(r, "HTTP/1.1 100 Continue"));
@@ -237,20 +242,27 @@ START_TEST(test_error_body_shape)
         const char *param;
         const char *body;
     } cases[] = {
-        {400, "max_tokens", "{\"error\":{\"message\":\"m\",\"type\":\"invalid_request_error\","
-                            "\"param\":\"max_tokens\",\"code\":400}}"},
-        {401, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"authentication_error\","
-                    "\"param\":null,\"code\":401}}"},
-        {404, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"not_found_error\","
-                    "\"param\":null,\"code\":404}}"},
-        {405, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"invalid_request_error\","
-                    "\"param\":null,\"code\":405}}"},
-        {429, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"rate_limit_error\","
-                    "\"param\":null,\"code\":429}}"},
-        {500, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"server_error\","
-                    "\"param\":null,\"code\":500}}"},
-        {503, NULL, "{\"error\":{\"message\":\"m\",\"type\":\"unavailable_error\","
-                    "\"param\":null,\"code\":503}}"},
+        {400, "max_tokens",
+         "{\"error\":{\"message\":\"m\",\"type\":\"invalid_request_error\","
+         "\"param\":\"max_tokens\",\"code\":400}}"},
+        {401, NULL,
+         "{\"error\":{\"message\":\"m\",\"type\":\"authentication_error\","
+         "\"param\":null,\"code\":401}}"},
+        {404, NULL,
+         "{\"error\":{\"message\":\"m\",\"type\":\"not_found_error\","
+         "\"param\":null,\"code\":404}}"},
+        {405, NULL,
+         "{\"error\":{\"message\":\"m\",\"type\":\"invalid_request_error\","
+         "\"param\":null,\"code\":405}}"},
+        {429, NULL,
+         "{\"error\":{\"message\":\"m\",\"type\":\"rate_limit_error\","
+         "\"param\":null,\"code\":429}}"},
+        {500, NULL,
+         "{\"error\":{\"message\":\"m\",\"type\":\"server_error\","
+         "\"param\":null,\"code\":500}}"},
+        {503, NULL,
+         "{\"error\":{\"message\":\"m\",\"type\":\"unavailable_error\","
+         "\"param\":null,\"code\":503}}"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         size_t len = 0;

@@ -27,7 +27,8 @@ static kv_seq *make_seq(kv_pool **pool)
     kv_pool_params pp = {.budget_bytes = (size_t)4096 * 2 * BT * HD * 4,
                          .block_tokens = BT,
                          .head_dim = HD,
-                         .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32};
+                         .k_dtype = KS_DTYPE_F32,
+                         .v_dtype = KS_DTYPE_F32};
     ck_assert_int_eq(kv_pool_create(&pp, pool), 0);
     kv_seq_params sp = {.n_layer = L, .n_head_kv = H};
     kv_seq *seq;

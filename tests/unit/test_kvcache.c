@@ -27,7 +27,10 @@ static kv_pool *make_pool(ks_dtype dt, int32_t n_blocks)
 {
     size_t el = dt == KS_DTYPE_F32 ? 4 : 2;
     kv_pool_params pp = {.budget_bytes = (size_t)n_blocks * 2 * BT * HD * el + 7,
-                         .block_tokens = BT, .head_dim = HD, .k_dtype = dt, .v_dtype = dt};
+                         .block_tokens = BT,
+                         .head_dim = HD,
+                         .k_dtype = dt,
+                         .v_dtype = dt};
     kv_pool *pool;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     return pool;
@@ -40,8 +43,7 @@ static float expect_val(ks_dtype dt, float x)
 
 static float row_val(ks_dtype dt, const void *base, int32_t row, int32_t d)
 {
-    if (dt == KS_DTYPE_F16)
-        return ks_f16_to_f32(((const uint16_t *)base)[row * HD + d]);
+    if (dt == KS_DTYPE_F16) return ks_f16_to_f32(((const uint16_t *)base)[row * HD + d]);
     return ((const float *)base)[row * HD + d];
 }
 
@@ -321,7 +323,8 @@ START_TEST(test_keep_sliding_window)
         ck_assert_int_le(t->n_blocks, (t->n_tok + BT - 1) / BT + 1);
         if (t->n_tok > 11) {
             int32_t keep[11] = {0, 1};
-            for (int i = 0; i < 9; i++) keep[2 + i] = t->n_tok - 9 + i;
+            for (int i = 0; i < 9; i++)
+                keep[2 + i] = t->n_tok - 9 + i;
             do_keep(seq, &m, keep, 11, dt);
             ck_assert_int_le(t->n_blocks, (11 + BT - 1) / BT + 1);
         }
@@ -388,8 +391,13 @@ START_TEST(test_policy_full)
     for (int32_t l = 0; l < 2; l++)
         ck_assert_int_eq(append_random(seq, l, 2, 6, &next[l], m[l]), 0);
     float q[2 * HD] = {0};
-    kv_query kq = {.chunk = &chunk, .n_q = 6, .q_idx = idx, .q = q, .q_tok_stride = 0,
-                   .n_group = 1, .head_dim = HD};
+    kv_query kq = {.chunk = &chunk,
+                   .n_q = 6,
+                   .q_idx = idx,
+                   .q = q,
+                   .q_tok_stride = 0,
+                   .n_group = 1,
+                   .head_dim = HD};
     attn_span a[8], b[8];
     int32_t na, nb;
     ck_assert_int_eq(kv_seq_attn_spans(seq, 1, 1, &kq, a, 8, &na), 0);
@@ -429,7 +437,8 @@ START_TEST(test_layer_window)
     int32_t next[2] = {0, 0};
     for (int32_t step = 0; step < 40; step++) {
         int32_t n = step == 0 ? 7 : 1, idx[8], pos[8];
-        for (int32_t t = 0; t < n; t++) idx[t] = next[0] + t;
+        for (int32_t t = 0; t < n; t++)
+            idx[t] = next[0] + t;
         kv_chunk chunk = {.n_new = n, .idx = idx, .prefill = step == 0, .prefill_last = step == 0};
         ck_assert_int_eq(kv_seq_chunk_begin(seq, &chunk, pos), 0);
         for (int32_t l = 0; l < 2; l++)

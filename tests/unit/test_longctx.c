@@ -41,8 +41,8 @@ static void teardown(void)
 
 /* Prompt of about n_target tokens: filler sentences from byte offset `start` of the held-out
  * text, the needle at `depth`, the question. Returns a malloc'd string. */
-static char *passkey_prompt(const char *text, size_t len, size_t start, int n_target,
-                            double depth, int key)
+static char *passkey_prompt(const char *text, size_t len, size_t start, int n_target, double depth,
+                            int key)
 {
     size_t want = (size_t)n_target * 4; /* ~4 bytes per token on this text */
     char *out = malloc(want + 256), *w = out;
@@ -55,10 +55,8 @@ static char *passkey_prompt(const char *text, size_t len, size_t start, int n_ta
         }
         char c = text[pos];
         pos = (pos + 1) % len;
-        if (c == '\n' || c == '\r')
-            c = ' ';
-        if (c == ' ' && w > out && w[-1] == ' ')
-            continue;
+        if (c == '\n' || c == '\r') c = ' ';
+        if (c == ' ' && w > out && w[-1] == ' ') continue;
         *w++ = c;
         done++;
     }
@@ -82,8 +80,11 @@ static int answer(engine *e, const kv_policy_config *pc, const char *prompt, int
     ck_assert_int_eq(engine_new_seq(e, pc, &seq), 0);
     for (int32_t i = 0; i < n; i += chunk) {
         int32_t m = KS_MIN(chunk, n - i);
-        model_seq_batch b = {.kv = seq, .tokens = toks + i, .n_tokens = m,
-                             .logits = i + m == n ? logits : NULL, .prompt_chunk = true,
+        model_seq_batch b = {.kv = seq,
+                             .tokens = toks + i,
+                             .n_tokens = m,
+                             .logits = i + m == n ? logits : NULL,
+                             .prompt_chunk = true,
                              .prompt_last = i + m == n};
         ck_assert_int_eq(model_forward(e->ctx, &b, 1), 0);
     }
@@ -92,13 +93,11 @@ static int answer(engine *e, const kv_policy_config *pc, const char *prompt, int
     for (int g = 0; g < 7; g++) {
         int32_t t = 0;
         for (int32_t j = 1; j < nv; j++)
-            if (logits[j] > logits[t])
-                t = j;
+            if (logits[j] > logits[t]) t = j;
         char piece[32];
         int32_t pl = tok_piece(v, t, false, piece, (int32_t)sizeof(piece));
         for (int32_t j = 0; j < pl && o < sizeof(out) - 1; j++)
-            if (piece[j] >= '0' && piece[j] <= '9')
-                out[o++] = piece[j];
+            if (piece[j] >= '0' && piece[j] <= '9') out[o++] = piece[j];
         model_seq_batch b = {.kv = seq, .tokens = &t, .n_tokens = 1, .logits = logits};
         ck_assert_int_eq(model_forward(e->ctx, &b, 1), 0);
     }
@@ -115,8 +114,13 @@ static int answer(engine *e, const kv_policy_config *pc, const char *prompt, int
 START_TEST(test_retrieval_needle_16x_defaults)
 {
     engine e;
-    engine_params ep = {.model_path = g_model, .n_threads = 1, .n_ctx = 8400, .n_batch = 512,
-                        .n_seqs = 1, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
+    engine_params ep = {.model_path = g_model,
+                        .n_threads = 1,
+                        .n_ctx = 8400,
+                        .n_batch = 512,
+                        .n_seqs = 1,
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16};
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     kv_policy_config pc;
     kv_policy_config_defaults(&pc);
@@ -164,8 +168,13 @@ static void write_profile(const char *path, int32_t n_layer, int32_t n_head_kv, 
 START_TEST(test_hybrid_tables_and_full_equivalence)
 {
     engine e;
-    engine_params ep = {.model_path = g_model, .n_threads = 1, .n_ctx = 512, .n_batch = 64,
-                        .n_seqs = 1, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
+    engine_params ep = {.model_path = g_model,
+                        .n_threads = 1,
+                        .n_ctx = 512,
+                        .n_batch = 64,
+                        .n_seqs = 1,
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16};
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     const model_hparams *h = model_get_hparams(e.m);
     ck_assert_int_eq(h->n_layer * h->n_head_kv, 8);
@@ -195,8 +204,11 @@ START_TEST(test_hybrid_tables_and_full_equivalence)
         ck_assert_int_eq(engine_new_seq(&e, &pcs[k], &seq), 0);
         for (int32_t i = 0; i < 400; i += 64) {
             int32_t m = KS_MIN(64, 400 - i);
-            model_seq_batch b = {.kv = seq, .tokens = toks + i, .n_tokens = m,
-                                 .logits = i + m == 400 ? lg[k] : NULL, .prompt_chunk = true,
+            model_seq_batch b = {.kv = seq,
+                                 .tokens = toks + i,
+                                 .n_tokens = m,
+                                 .logits = i + m == 400 ? lg[k] : NULL,
+                                 .prompt_chunk = true,
                                  .prompt_last = i + m == 400};
             ck_assert_int_eq(model_forward(e.ctx, &b, 1), 0);
         }
@@ -204,8 +216,8 @@ START_TEST(test_hybrid_tables_and_full_equivalence)
             for (int32_t hh = 0; hh < h->n_head_kv; hh++) {
                 int32_t n_tok = kv_seq_table(seq, l, hh)->n_tok;
                 bool full = k != 1 || one[l * h->n_head_kv + hh];
-                ck_assert_msg(n_tok == (full ? 400 : 4 + 50), "policy %d layer %d head %d: %d",
-                              k, l, hh, n_tok);
+                ck_assert_msg(n_tok == (full ? 400 : 4 + 50), "policy %d layer %d head %d: %d", k,
+                              l, hh, n_tok);
             }
         kv_seq_destroy(seq);
     }

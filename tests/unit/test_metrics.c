@@ -19,7 +19,8 @@ START_TEST(test_hist)
     ck_assert_int_eq(metrics_hist_init(&h, bad, 2), KS_ERR_INVALID);
     ck_assert_int_eq(metrics_hist_init(&h, b, 3), 0);
     double v[] = {0.5, 1.0, 1.5, 3, 10};
-    for (int i = 0; i < 5; i++) metrics_hist_observe(&h, v[i]);
+    for (int i = 0; i < 5; i++)
+        metrics_hist_observe(&h, v[i]);
     ck_assert_uint_eq(h.counts[0], 2); /* le=1 includes 1.0 */
     ck_assert_uint_eq(h.counts[1], 1);
     ck_assert_uint_eq(h.counts[2], 1);
@@ -58,8 +59,8 @@ START_TEST(test_render)
     metrics_observe_ttft(m, 0.2);
     metrics_observe_itl(m, 0.003);
     metrics_observe_itl(m, 0.5);
-    metrics_gauges g = {.kv_bytes_used = 4096, .kv_bytes_budget = 1 << 20, .seqs_active = 2,
-                        .seqs_queued = 1};
+    metrics_gauges g = {
+        .kv_bytes_used = 4096, .kv_bytes_budget = 1 << 20, .seqs_active = 2, .seqs_queued = 1};
     char *t;
     size_t len;
     ck_assert_int_eq(metrics_render(m, &g, &t, &len), 0);
@@ -75,11 +76,14 @@ START_TEST(test_render)
     ck_assert_double_eq(sample(t, "kvserve_sequences_active", &f), 2);
     ck_assert_double_eq(sample(t, "kvserve_sequences_queued", &f), 1);
     ck_assert_double_eq(sample(t, "kvserve_inter_token_latency_seconds_count", &f), 2);
-    ck_assert_double_eq(sample(t, "kvserve_inter_token_latency_seconds_bucket{le=\"+Inf\"}", &f), 2);
-    ck_assert_double_eq(sample(t, "kvserve_inter_token_latency_seconds_bucket{le=\"0.005\"}", &f), 1);
+    ck_assert_double_eq(sample(t, "kvserve_inter_token_latency_seconds_bucket{le=\"+Inf\"}", &f),
+                        2);
+    ck_assert_double_eq(sample(t, "kvserve_inter_token_latency_seconds_bucket{le=\"0.005\"}", &f),
+                        1);
     ck_assert_double_eq_tol(sample(t, "kvserve_inter_token_latency_seconds_sum", &f), 0.503, 1e-9);
     ck_assert_double_eq(sample(t, "kvserve_time_to_first_token_seconds_bucket{le=\"0.1\"}", &f), 0);
-    ck_assert_double_eq(sample(t, "kvserve_time_to_first_token_seconds_bucket{le=\"0.25\"}", &f), 1);
+    ck_assert_double_eq(sample(t, "kvserve_time_to_first_token_seconds_bucket{le=\"0.25\"}", &f),
+                        1);
     /* Every line is a comment (# HELP/# TYPE) or "name[{labels}] number"; buckets ascend. */
     char *copy = strdup(t), *save, *line;
     double last_bucket = -1;

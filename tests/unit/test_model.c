@@ -29,11 +29,11 @@ static void setup_paths(void)
 }
 
 typedef struct variant {
-    const char *skip_tensor;   /* tensor left out */
-    const char *reshape;       /* tensor whose second dimension is halved */
-    const char *arch;          /* general.architecture override */
-    const char *retype;        /* tensor stored with an unsupported type id */
-    const char *src;           /* model to copy (NULL = kjv-tiny) */
+    const char *skip_tensor; /* tensor left out */
+    const char *reshape;     /* tensor whose second dimension is halved */
+    const char *arch;        /* general.architecture override */
+    const char *retype;      /* tensor stored with an unsupported type id */
+    const char *src;         /* model to copy (NULL = kjv-tiny) */
 } variant;
 
 /* Copies every key and tensor of src into a new file, applying the variant. */
@@ -72,7 +72,8 @@ static void write_variant(const variant *v, const char *out)
                     strs[j] = strndup(s.ptr, s.len);
                 }
                 ck_assert_int_eq(gguf_writer_set_arr_str(w, key, (const char *const *)strs, n), 0);
-                for (uint64_t j = 0; j < n; j++) free(strs[j]);
+                for (uint64_t j = 0; j < n; j++)
+                    free(strs[j]);
                 free(strs);
             } else {
                 ck_assert_int_eq(gguf_writer_set_arr(w, key, et, data, n), 0);
@@ -160,18 +161,17 @@ static const char *fixture(const char *stem)
  * a fused tensor of the wrong shape (with the expected one), an unknown architecture. */
 START_TEST(test_arch_load_errors)
 {
-    expect_load_error(&(variant){.src = fixture("qwen3/qwen3-F32"),
-                                 .skip_tensor = "blk.0.attn_q_norm.weight"},
-                      "tensor 'blk.0.attn_q_norm.weight' is missing");
+    expect_load_error(
+        &(variant){.src = fixture("qwen3/qwen3-F32"), .skip_tensor = "blk.0.attn_q_norm.weight"},
+        "tensor 'blk.0.attn_q_norm.weight' is missing");
     expect_load_error(&(variant){.src = fixture("gemma3/gemma3-F32"),
                                  .skip_tensor = "blk.3.post_ffw_norm.weight"},
                       "tensor 'blk.3.post_ffw_norm.weight' is missing");
-    expect_load_error(&(variant){.src = fixture("phi3/phi3-F32"),
-                                 .reshape = "blk.0.attn_qkv.weight"},
-                      "tensor 'blk.0.attn_qkv.weight' has shape [256, 192] (2 dims), expected "
-                      "[256, 384]");
-    expect_load_error(&(variant){.src = fixture("phi3/phi3-F32"),
-                                 .reshape = "blk.0.ffn_up.weight"},
+    expect_load_error(
+        &(variant){.src = fixture("phi3/phi3-F32"), .reshape = "blk.0.attn_qkv.weight"},
+        "tensor 'blk.0.attn_qkv.weight' has shape [256, 192] (2 dims), expected "
+        "[256, 384]");
+    expect_load_error(&(variant){.src = fixture("phi3/phi3-F32"), .reshape = "blk.0.ffn_up.weight"},
                       "expected [256, 320]");
     expect_load_error(&(variant){.src = fixture("gemma3/gemma3-F32"), .arch = "gemma4"},
                       "unsupported architecture 'gemma4' (supported: llama, qwen2, qwen3, "
@@ -189,7 +189,8 @@ START_TEST(test_arch_hparams)
     ck_assert_int_eq(hp->arch, MODEL_ARCH_GEMMA3);
     ck_assert_int_eq(hp->head_dim, 64); /* attention.key_length, not n_embd / n_head = 128 */
     ck_assert_int_eq(hp->n_swa, 16);
-    for (int l = 0; l < 6; l++) ck_assert_int_eq(model_layer_window(m, l), l == 5 ? 0 : 16);
+    for (int l = 0; l < 6; l++)
+        ck_assert_int_eq(model_layer_window(m, l), l == 5 ? 0 : 16);
     ck_assert_float_eq(model_rope_params(m, 0).theta, 10000.0f);
     ck_assert_float_eq(model_rope_params(m, 5).theta, 1e6f);
     model_free(m);
@@ -201,7 +202,7 @@ START_TEST(test_arch_hparams)
     model_free(m);
     ck_assert_msg(model_load(fixture("llama3/llama3-F32"), &m, &d) == 0, "%s", d.msg);
     rp = model_rope_params(m, -1);
-    ck_assert_ptr_nonnull(rp.freq_factors); /* rope_freqs */
+    ck_assert_ptr_nonnull(rp.freq_factors);        /* rope_freqs */
     ck_assert_float_eq(rp.freq_factors[0], 1.0f);  /* short wavelengths are not scaled */
     ck_assert_float_eq(rp.freq_factors[31], 8.0f); /* long ones by the llama3 factor */
     model_free(m);
@@ -241,8 +242,14 @@ static double max_rel_diff(const float *a, const float *b, int32_t n)
 /* Three sequences with different prompts, decoded together, equal each decoded alone. */
 START_TEST(test_batch_invariance)
 {
-    engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 256, .n_batch = 64,
-                            .n_seqs = 3, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .llama_numerics = true};
+    engine_params ep = {.model_path = g_model,
+                        .n_threads = 2,
+                        .n_ctx = 256,
+                        .n_batch = 64,
+                        .n_seqs = 3,
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16,
+                        .llama_numerics = true};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     int32_t nv = model_get_hparams(e.m)->n_vocab;
@@ -256,12 +263,18 @@ START_TEST(test_batch_invariance)
     for (int s = 0; s < 3; s++) {
         kv_seq *seq;
         ck_assert_int_eq(engine_new_seq(&e, NULL, &seq), 0);
-        model_seq_batch b = {.kv = seq, .tokens = prompts[s], .n_tokens = lens[s],
-                             .logits = batch, .prompt_chunk = true, .prompt_last = true};
+        model_seq_batch b = {.kv = seq,
+                             .tokens = prompts[s],
+                             .n_tokens = lens[s],
+                             .logits = batch,
+                             .prompt_chunk = true,
+                             .prompt_last = true};
         ck_assert_int_eq(model_forward(e.ctx, &b, 1), 0);
         for (int k = 0; k < 6; k++) {
             int32_t tok = 42 + 10 * k + s;
-            model_seq_batch d = {.kv = seq, .tokens = &tok, .n_tokens = 1,
+            model_seq_batch d = {.kv = seq,
+                                 .tokens = &tok,
+                                 .n_tokens = 1,
                                  .logits = solo + ((size_t)s * 6 + k) * nv};
             ck_assert_int_eq(model_forward(e.ctx, &d, 1), 0);
         }
@@ -270,8 +283,12 @@ START_TEST(test_batch_invariance)
     kv_seq *seqs[3];
     for (int s = 0; s < 3; s++) {
         ck_assert_int_eq(engine_new_seq(&e, NULL, &seqs[s]), 0);
-        model_seq_batch b = {.kv = seqs[s], .tokens = prompts[s], .n_tokens = lens[s],
-                             .logits = batch, .prompt_chunk = true, .prompt_last = true};
+        model_seq_batch b = {.kv = seqs[s],
+                             .tokens = prompts[s],
+                             .n_tokens = lens[s],
+                             .logits = batch,
+                             .prompt_chunk = true,
+                             .prompt_last = true};
         ck_assert_int_eq(model_forward(e.ctx, &b, 1), 0);
     }
     double worst = 0;
@@ -280,16 +297,17 @@ START_TEST(test_batch_invariance)
         model_seq_batch b[3];
         for (int s = 0; s < 3; s++) {
             toks[s] = 42 + 10 * k + s;
-            b[s] = (model_seq_batch){.kv = seqs[s], .tokens = &toks[s], .n_tokens = 1,
-                                     .logits = batch + (size_t)s * nv};
+            b[s] = (model_seq_batch){
+                .kv = seqs[s], .tokens = &toks[s], .n_tokens = 1, .logits = batch + (size_t)s * nv};
         }
         ck_assert_int_eq(model_forward(e.ctx, b, 3), 0);
         for (int s = 0; s < 3; s++) {
-            worst = fmax(worst, max_rel_diff(batch + (size_t)s * nv,
-                                             solo + ((size_t)s * 6 + k) * nv, nv));
+            worst = fmax(worst,
+                         max_rel_diff(batch + (size_t)s * nv, solo + ((size_t)s * 6 + k) * nv, nv));
         }
     }
-    for (int s = 0; s < 3; s++) kv_seq_destroy(seqs[s]);
+    for (int s = 0; s < 3; s++)
+        kv_seq_destroy(seqs[s]);
     /* With llama.cpp's numerics a batch of tokens goes through each weight in its batch
      * summation order and a single token in its one-token order, exactly as llama.cpp does,
      * so batched and solo decode agree to f32 rounding (measured 2.5e-5 of the largest
@@ -308,26 +326,40 @@ END_TEST
 /* A 100-token prompt fed at once and in chunks of 7 gives the same last logits. */
 START_TEST(test_chunked_prefill)
 {
-    engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 256, .n_batch = 128,
-                            .n_seqs = 1, .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32, .llama_numerics = false};
+    engine_params ep = {.model_path = g_model,
+                        .n_threads = 2,
+                        .n_ctx = 256,
+                        .n_batch = 128,
+                        .n_seqs = 1,
+                        .k_dtype = KS_DTYPE_F32,
+                        .v_dtype = KS_DTYPE_F32,
+                        .llama_numerics = false};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     int32_t nv = model_get_hparams(e.m)->n_vocab;
     int32_t toks[100];
     toks[0] = 1;
-    for (int i = 1; i < 100; i++) toks[i] = 3 + (i * 37) % 4000;
+    for (int i = 1; i < 100; i++)
+        toks[i] = 3 + (i * 37) % 4000;
     float *a = malloc(sizeof(float) * (size_t)nv), *b = malloc(sizeof(float) * (size_t)nv);
     kv_seq *seq;
     ck_assert_int_eq(engine_new_seq(&e, NULL, &seq), 0);
-    model_seq_batch one = {.kv = seq, .tokens = toks, .n_tokens = 100, .logits = a,
-                           .prompt_chunk = true, .prompt_last = true};
+    model_seq_batch one = {.kv = seq,
+                           .tokens = toks,
+                           .n_tokens = 100,
+                           .logits = a,
+                           .prompt_chunk = true,
+                           .prompt_last = true};
     ck_assert_int_eq(model_forward(e.ctx, &one, 1), 0);
     kv_seq_destroy(seq);
     ck_assert_int_eq(engine_new_seq(&e, NULL, &seq), 0);
     for (int i = 0; i < 100; i += 7) {
         int n = i + 7 > 100 ? 100 - i : 7;
-        model_seq_batch c = {.kv = seq, .tokens = toks + i, .n_tokens = n,
-                             .logits = i + n == 100 ? b : NULL, .prompt_chunk = true,
+        model_seq_batch c = {.kv = seq,
+                             .tokens = toks + i,
+                             .n_tokens = n,
+                             .logits = i + n == 100 ? b : NULL,
+                             .prompt_chunk = true,
                              .prompt_last = i + n == 100};
         ck_assert_int_eq(model_forward(e.ctx, &c, 1), 0);
     }
@@ -349,8 +381,14 @@ END_TEST
 
 START_TEST(test_bad_batches)
 {
-    engine_params ep = {.model_path = g_model, .n_threads = 1, .n_ctx = 64, .n_batch = 16,
-                            .n_seqs = 2, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .llama_numerics = true};
+    engine_params ep = {.model_path = g_model,
+                        .n_threads = 1,
+                        .n_ctx = 64,
+                        .n_batch = 16,
+                        .n_seqs = 2,
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16,
+                        .llama_numerics = true};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     kv_seq *seq;
@@ -372,12 +410,19 @@ START_TEST(test_full_pool_step_is_atomic)
 {
     /* n_ctx 64, two sequences: a pool of 2 x 2 blocks of 64 tokens per (layer, KV head); a
      * 130-token prompt takes 3 of them, so one fits and two do not */
-    engine_params ep = {.model_path = g_model, .n_threads = 2, .n_ctx = 64, .n_batch = 512,
-                            .n_seqs = 2, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .llama_numerics = true};
+    engine_params ep = {.model_path = g_model,
+                        .n_threads = 2,
+                        .n_ctx = 64,
+                        .n_batch = 512,
+                        .n_seqs = 2,
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16,
+                        .llama_numerics = true};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     int32_t toks[130];
-    for (int i = 0; i < 130; i++) toks[i] = 5 + i;
+    for (int i = 0; i < 130; i++)
+        toks[i] = 5 + i;
     kv_seq *a, *b;
     ck_assert_int_eq(engine_new_seq(&e, NULL, &a), 0);
     ck_assert_int_eq(engine_new_seq(&e, NULL, &b), 0);

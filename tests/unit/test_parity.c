@@ -54,7 +54,8 @@ static int32_t *json_ids(json_t *arr, int32_t *n)
 {
     *n = (int32_t)json_array_size(arr);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(*n + 1));
-    for (int32_t i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
+    for (int32_t i = 0; i < *n; i++)
+        ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
     return ids;
 }
 
@@ -75,20 +76,24 @@ static float *read_bin(const char *path, int32_t n)
 static int forward1(engine *e, kv_seq *seq, const int32_t *toks, int32_t n, float *logits,
                     bool prompt)
 {
-    model_seq_batch b = {.kv = seq, .tokens = toks, .n_tokens = n, .logits = logits,
-                         .prompt_chunk = prompt, .prompt_last = prompt};
+    model_seq_batch b = {.kv = seq,
+                         .tokens = toks,
+                         .n_tokens = n,
+                         .logits = logits,
+                         .prompt_chunk = prompt,
+                         .prompt_last = prompt};
     return model_forward(e->ctx, &b, 1);
 }
 
 typedef struct prompt_result {
     double max_diff;
-    int forced_mismatch;   /* steps with margin >= 0.05 where argmax differs */
-    int forced_not_top5;   /* low-margin steps whose argmax is outside top 5 */
-    int free_equal_until;  /* free-running greedy equal for this many steps */
-    int free_first_low;    /* first step with margin < 0.05 (N_STEPS if none) */
-    int free_mismatch;     /* differing before the first low-margin step */
-    double forced_top5;    /* max |logit - llama.cpp's| over each step's top 5, decoding */
-    double batch_top5;     /* the same with prompt + continuation fed as one batch */
+    int forced_mismatch;  /* steps with margin >= 0.05 where argmax differs */
+    int forced_not_top5;  /* low-margin steps whose argmax is outside top 5 */
+    int free_equal_until; /* free-running greedy equal for this many steps */
+    int free_first_low;   /* first step with margin < 0.05 (N_STEPS if none) */
+    int free_mismatch;    /* differing before the first low-margin step */
+    double forced_top5;   /* max |logit - llama.cpp's| over each step's top 5, decoding */
+    double batch_top5;    /* the same with prompt + continuation fed as one batch */
 } prompt_result;
 
 /* Largest difference between our logits and the step's top-5 logits from llama.cpp. */
@@ -126,7 +131,8 @@ static void check_prompt(engine *e, const char *dir, const char *name, prompt_re
     ck_assert_int_eq(engine_new_seq(e, NULL, &seq), 0);
     ck_assert_int_eq(forward1(e, seq, prompt, n_prompt, logits, true), 0);
     r->max_diff = 0;
-    for (int32_t i = 0; i < nv; i++) r->max_diff = fmax(r->max_diff, fabs(logits[i] - ref[i]));
+    for (int32_t i = 0; i < nv; i++)
+        r->max_diff = fmax(r->max_diff, fabs(logits[i] - ref[i]));
     /* teacher forcing */
     r->forced_mismatch = r->forced_not_top5 = 0;
     r->forced_top5 = r->batch_top5 = 0;
@@ -158,8 +164,13 @@ static void check_prompt(engine *e, const char *dir, const char *name, prompt_re
         memcpy(all, prompt, sizeof(int32_t) * (size_t)n_prompt);
         memcpy(all + n_prompt, gen, sizeof(int32_t) * (N_STEPS - 1));
         ck_assert_int_eq(engine_new_seq(e, NULL, &seq), 0);
-        model_seq_batch b = {.kv = seq, .tokens = all, .n_tokens = nt, .logits = rows,
-                             .all_logits = true, .prompt_chunk = true, .prompt_last = true};
+        model_seq_batch b = {.kv = seq,
+                             .tokens = all,
+                             .n_tokens = nt,
+                             .logits = rows,
+                             .all_logits = true,
+                             .prompt_chunk = true,
+                             .prompt_last = true};
         ck_assert_int_eq(model_forward(e->ctx, &b, 1), 0);
         for (int k = 0; k < N_STEPS; k++)
             r->batch_top5 = fmax(r->batch_top5, top5_diff(json_array_get(steps, (size_t)k),
@@ -196,18 +207,24 @@ START_TEST(test_model_parity)
     char mpath[1536], dir[1536];
     snprintf(mpath, sizeof(mpath), "%s/models/ref/%s.gguf", shared_dir(), pm->stem);
     snprintf(dir, sizeof(dir), "%s/reference/%s", shared_dir(), pm->stem);
-    engine_params ep = {.model_path = mpath, .n_threads = 2, .n_ctx = 512, .n_batch = 512,
-                            .n_seqs = 1, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16, .llama_numerics = true};
+    engine_params ep = {.model_path = mpath,
+                        .n_threads = 2,
+                        .n_ctx = 512,
+                        .n_batch = 512,
+                        .n_seqs = 1,
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16,
+                        .llama_numerics = true};
     engine e;
     ck_assert_int_eq(engine_open(&ep, &e), 0);
-    static const char *prompts[] = {"en_sentence", "code_c", "numbers", "unicode_emoji",
-                                    "paragraph_300", "single_word"};
+    static const char *prompts[] = {"en_sentence",   "code_c",        "numbers",
+                                    "unicode_emoji", "paragraph_300", "single_word"};
     int fails = 0;
     for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++) {
         prompt_result r;
         check_prompt(&e, dir, prompts[i], &r);
-        bool ok = r.max_diff <= pm->logit_tol && r.forced_mismatch == 0 &&
-                  r.forced_not_top5 == 0 && r.free_mismatch == 0;
+        bool ok = r.max_diff <= pm->logit_tol && r.forced_mismatch == 0 && r.forced_not_top5 == 0 &&
+                  r.free_mismatch == 0;
         printf("%-20s %-14s max|dlogit| %.5f  forced mismatches %d (not-top5 %d)  greedy equal "
                "%2d/32 (first margin<0.05 at step %d)  top5 diff decode %.4f batch %.4f %s\n",
                pm->stem, prompts[i], r.max_diff, r.forced_mismatch, r.forced_not_top5,

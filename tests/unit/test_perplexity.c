@@ -27,22 +27,21 @@ static const char *shared_dir(void)
 }
 
 /* Runs the command and returns the ln(PPL) it printed, or NAN. */
-static double run_perplexity_args(const char *model, const char *text, int ctx,
-                                  const char *extra);
+static double run_perplexity_args(const char *model, const char *text, int ctx, const char *extra);
 
 static double run_perplexity(const char *model, const char *text, int ctx)
 {
     return run_perplexity_args(model, text, ctx, "");
 }
 
-static double run_perplexity_args(const char *model, const char *text, int ctx,
-                                  const char *extra)
+static double run_perplexity_args(const char *model, const char *text, int ctx, const char *extra)
 {
     const char *bin = getenv("KVSERVE_BIN");
     ck_assert_msg(bin != NULL, "KVSERVE_BIN is not set");
     char cmd[8192];
-    snprintf(cmd, sizeof(cmd), "'%s' perplexity --model '%s' --file '%s' --ctx %d --threads 2 %s 2>/dev/null",
-             bin, model, text, ctx, extra);
+    snprintf(cmd, sizeof(cmd),
+             "'%s' perplexity --model '%s' --file '%s' --ctx %d --threads 2 %s 2>/dev/null", bin,
+             model, text, ctx, extra);
     FILE *p = popen(cmd, "r");
     ck_assert(p != NULL);
     char line[8192];
@@ -71,7 +70,8 @@ START_TEST(test_all_models)
     const char *name;
     json_t *m;
     int n = 0, bad = 0;
-    json_object_foreach(json_object_get(ref, "models"), name, m) {
+    json_object_foreach(json_object_get(ref, "models"), name, m)
+    {
         char model[2048];
         snprintf(model, sizeof(model), "%s/models/ref/%s", shared_dir(), name);
         double want = json_real_value(json_object_get(m, "ln_ppl"));
@@ -103,7 +103,8 @@ START_TEST(test_kv_types)
     size_t i;
     json_t *r;
     int n = 0, bad = 0;
-    json_array_foreach(json_object_get(ref, "runs"), i, r) {
+    json_array_foreach(json_object_get(ref, "runs"), i, r)
+    {
         const char *name = json_string_value(json_object_get(r, "model"));
         const char *ctk = json_string_value(json_object_get(r, "ctk"));
         const char *ctv = json_string_value(json_object_get(r, "ctv"));
@@ -117,8 +118,8 @@ START_TEST(test_kv_types)
         double want = json_real_value(json_object_get(r, "ln_ppl"));
         double got = run_perplexity_args(model, text, ctx, extra);
         bool ok = fabs(got - want) <= 0.02;
-        printf("%-26s K %-5s V %-5s ln PPL %.5f  llama.cpp %.5f  %s\n", name, ctk, ctv, got,
-               want, ok ? "ok" : "FAIL");
+        printf("%-26s K %-5s V %-5s ln PPL %.5f  llama.cpp %.5f  %s\n", name, ctk, ctv, got, want,
+               ok ? "ok" : "FAIL");
         fflush(stdout);
         bad += !ok;
         n++;

@@ -45,14 +45,14 @@ static float raw_val(int kind, int32_t idx, int32_t layer, int32_t head, int32_t
     return kind == KIND_Q ? 3.0f * u : u;
 }
 
-static const rope_params kRope = {.kind = ROPE_NORM, .head_dim = HD, .theta = 10000.0f,
-                                  .freq_scale = 1.0f};
+static const rope_params kRope = {
+    .kind = ROPE_NORM, .head_dim = HD, .theta = 10000.0f, .freq_scale = 1.0f};
 
 /* A model whose layer 1 is a sliding-window layer with its own rope (gemma3), with a
  * magnitude scale (Phi-3.5 attn_factor) that re-positioning must not apply twice. */
 static bool g_two_ropes;
-static const rope_params kRopeSwa = {.kind = ROPE_NORM, .head_dim = HD, .theta = 100.0f,
-                                     .freq_scale = 1.0f, .attn_factor = 1.25f};
+static const rope_params kRopeSwa = {
+    .kind = ROPE_NORM, .head_dim = HD, .theta = 100.0f, .freq_scale = 1.0f, .attn_factor = 1.25f};
 static const int32_t kWindows[2] = {0, 1000};
 
 static void vec_at(int kind, int32_t idx, int32_t layer, int32_t head, int32_t pos, float *out)
@@ -85,18 +85,25 @@ static void rig_open(rig *r, const char *policy, const kv_policy_config *pc, int
     r->n_group = n_group;
     size_t el = dt == KS_DTYPE_F32 ? 4 : 2;
     kv_pool_params pp = {.budget_bytes = (size_t)n_blocks * 2 * BT * HD * el,
-                         .block_tokens = BT, .head_dim = HD, .k_dtype = dt, .v_dtype = dt};
+                         .block_tokens = BT,
+                         .head_dim = HD,
+                         .k_dtype = dt,
+                         .v_dtype = dt};
     ck_assert_int_eq(kv_pool_create(&pp, &r->pool), 0);
-    kv_policy_args args = {.config = pc, .rope = kRope, .n_layer = n_layer,
-                           .n_head_kv = n_head_kv, .head_dim = HD, .n_ctx_train = 512};
+    kv_policy_args args = {.config = pc,
+                           .rope = kRope,
+                           .n_layer = n_layer,
+                           .n_head_kv = n_head_kv,
+                           .head_dim = HD,
+                           .n_ctx_train = 512};
     if (g_two_ropes) {
         args.rope_swa = kRopeSwa;
         args.layer_window = kWindows;
     }
     const kv_policy *pol = kv_policy_find(policy);
     ck_assert_ptr_nonnull(pol);
-    kv_seq_params sp = {.n_layer = n_layer, .n_head_kv = n_head_kv, .policy = pol,
-                        .policy_config = &args};
+    kv_seq_params sp = {
+        .n_layer = n_layer, .n_head_kv = n_head_kv, .policy = pol, .policy_config = &args};
     ck_assert_int_eq(kv_seq_create(r->pool, &sp, &r->seq), 0);
     ck_assert_int_eq(attn_scratch_create(HD, n_group, 1024, &r->as), 0);
     r->mass = malloc((size_t)MAXN * n_group * sizeof(float));
@@ -117,13 +124,19 @@ static void rig_attend(rig *r, const attn_span *sp, int32_t n_sp, const float *q
                        const int32_t *idx, int32_t q0, int32_t q1, float *out, bool mass)
 {
     int32_t qs = r->n_head_kv * r->n_group * HD;
-    attn_params p = {.n_q = q1 - q0, .n_group = r->n_group, .head_dim = HD,
-                     .scale = 1.0f / sqrtf((float)HD), .k_dtype = kv_pool_k_dtype(r->pool), .v_dtype = kv_pool_v_dtype(r->pool),
-                     .q = q + (size_t)q0 * qs, .q_tok_stride = qs, .q_idx = idx + q0,
-                     .out = out + (size_t)q0 * qs, .out_tok_stride = qs,
+    attn_params p = {.n_q = q1 - q0,
+                     .n_group = r->n_group,
+                     .head_dim = HD,
+                     .scale = 1.0f / sqrtf((float)HD),
+                     .k_dtype = kv_pool_k_dtype(r->pool),
+                     .v_dtype = kv_pool_v_dtype(r->pool),
+                     .q = q + (size_t)q0 * qs,
+                     .q_tok_stride = qs,
+                     .q_idx = idx + q0,
+                     .out = out + (size_t)q0 * qs,
+                     .out_tok_stride = qs,
                      .key_mass = mass ? r->mass : NULL};
-    if (q1 > q0)
-        ck_assert_int_eq(attn_forward(&p, sp, n_sp, r->as), 0);
+    if (q1 > q0) ck_assert_int_eq(attn_forward(&p, sp, n_sp, r->as), 0);
 }
 
 /* One chunk of n_new tokens. attend_all = false skips the queries without key mass (cheap
@@ -157,8 +170,13 @@ static int32_t rig_chunk(rig *r, int32_t n_new, bool prefill, bool last, bool at
         ck_assert_int_eq(kv_seq_append(r->seq, l, n_new, k, v, idx, pos), 0);
         for (int32_t h = 0; h < nkv; h++) {
             const float *qh = q + (size_t)h * r->n_group * HD;
-            kv_query kq = {.chunk = &ch, .n_q = n_new, .q_idx = idx, .q = qh,
-                           .q_tok_stride = nq * HD, .n_group = r->n_group, .head_dim = HD};
+            kv_query kq = {.chunk = &ch,
+                           .n_q = n_new,
+                           .q_idx = idx,
+                           .q = qh,
+                           .q_tok_stride = nq * HD,
+                           .n_group = r->n_group,
+                           .head_dim = HD};
             int32_t n_sp = 0;
             int rc = kv_seq_attn_spans(r->seq, l, h, &kq, r->spans, r->cap_spans, &n_sp);
             if (rc == KS_ERR_RANGE) {
@@ -176,12 +194,11 @@ static int32_t rig_chunk(rig *r, int32_t n_new, bool prefill, bool last, bool at
             ck_assert_int_le(n_keys, MAXN);
             memset(r->mass, 0, (size_t)n_keys * r->n_group * sizeof(float));
             float *oh = o + (size_t)h * r->n_group * HD;
-            if (attend_all)
-                rig_attend(r, r->spans, n_sp, qh, idx, 0, n_new - mm, oh, false);
+            if (attend_all) rig_attend(r, r->spans, n_sp, qh, idx, 0, n_new - mm, oh, false);
             rig_attend(r, r->spans, n_sp, qh, idx, n_new - mm, n_new, oh, true);
             if (m > 0)
-                ck_assert_int_eq(kv_seq_attn_done(r->seq, l, h, &kq, r->spans, n_sp, r->mass,
-                                                  m), 0);
+                ck_assert_int_eq(kv_seq_attn_done(r->seq, l, h, &kq, r->spans, n_sp, r->mass, m),
+                                 0);
         }
         if (out)
             memcpy(out + (size_t)l * n_new * nq * HD, o, (size_t)n_new * nq * HD * sizeof(float));
@@ -199,8 +216,7 @@ static int32_t rig_chunk(rig *r, int32_t n_new, bool prefill, bool last, bool at
 static void rig_prompt(rig *r, const int32_t *chunks, int32_t n_chunks, bool attend_all)
 {
     for (int32_t c = 0; c < n_chunks; c++)
-        rig_chunk(r, chunks[c], true, c == n_chunks - 1, attend_all || c == n_chunks - 1, -1,
-                  NULL);
+        rig_chunk(r, chunks[c], true, c == n_chunks - 1, attend_all || c == n_chunks - 1, -1, NULL);
 }
 
 /* Memory: every table holds at most one partly filled block more than it needs, and the
@@ -231,17 +247,15 @@ static kv_policy_config config_defaults(void)
 
 /* Attention probabilities (double) of query (q_idx, query head hq) over keys[0..n) (sequence
  * indices; positions = pos[]); keys above q_idx are masked. Adds them to acc[0..n). */
-static void naive_probs(int32_t q_idx, int32_t q_pos, int32_t layer, int32_t kv_head,
-                        int32_t hq, const int32_t *keys, const int32_t *kpos, int32_t n,
-                        double *acc)
+static void naive_probs(int32_t q_idx, int32_t q_pos, int32_t layer, int32_t kv_head, int32_t hq,
+                        const int32_t *keys, const int32_t *kpos, int32_t n, double *acc)
 {
     float qv[HD], kv[HD];
     vec_at(KIND_Q, q_idx, layer, hq, q_pos, qv);
     double *s = malloc((size_t)n * sizeof(double)), mx = -INFINITY, sum = 0;
     for (int32_t j = 0; j < n; j++) {
         s[j] = -INFINITY;
-        if (keys[j] > q_idx)
-            continue;
+        if (keys[j] > q_idx) continue;
         vec_at(KIND_K, keys[j], layer, kv_head, kpos[j], kv);
         double d = 0;
         for (int32_t e = 0; e < HD; e++)
@@ -258,10 +272,10 @@ static void naive_probs(int32_t q_idx, int32_t q_pos, int32_t layer, int32_t kv_
 
 /* Checks that `kept` (sequence indices, ascending) is SnapKV's choice of `target` tokens out
  * of the cache keys[0..n) (original positions), voted by the queries win_q[0..w). */
-static void check_snap_choice(int32_t layer, int32_t kv_head, int32_t n_group,
-                              const int32_t *keys, int32_t n, const int32_t *win_q, int32_t w,
-                              int32_t kernel, kv_pooling pool, kv_reduce red, int32_t target,
-                              const int32_t *kept, int32_t n_kept)
+static void check_snap_choice(int32_t layer, int32_t kv_head, int32_t n_group, const int32_t *keys,
+                              int32_t n, const int32_t *win_q, int32_t w, int32_t kernel,
+                              kv_pooling pool, kv_reduce red, int32_t target, const int32_t *kept,
+                              int32_t n_kept)
 {
     ck_assert_int_eq(n_kept, KS_MIN(n, target));
     if (n <= target) {
@@ -274,18 +288,17 @@ static void check_snap_choice(int32_t layer, int32_t kv_head, int32_t n_group,
     double *fin = calloc((size_t)nc, sizeof(double));
     for (int32_t g = 0; g < n_group; g++)
         for (int32_t i = 0; i < w; i++)
-            naive_probs(win_q[i], win_q[i], layer, kv_head, kv_head * n_group + g, keys, keys,
-                        n, sc + (size_t)g * n);
+            naive_probs(win_q[i], win_q[i], layer, kv_head, kv_head * n_group + g, keys, keys, n,
+                        sc + (size_t)g * n);
     for (int32_t j = 0; j < nc; j++) {
         for (int32_t g = 0; g < n_group; g++) {
             double v = pool == KV_POOL_MAX ? -INFINITY : 0;
             for (int32_t i = j - kernel / 2; i <= j + kernel / 2; i++) {
-                if (i < 0 || i >= nc)
-                    continue;
-                v = pool == KV_POOL_MAX ? fmax(v, sc[(size_t)g * n + i]) : v + sc[(size_t)g * n + i];
+                if (i < 0 || i >= nc) continue;
+                v = pool == KV_POOL_MAX ? fmax(v, sc[(size_t)g * n + i])
+                                        : v + sc[(size_t)g * n + i];
             }
-            if (pool == KV_POOL_AVG)
-                v /= kernel;
+            if (pool == KV_POOL_AVG) v /= kernel;
             fin[j] = red == KV_REDUCE_MAX ? (g == 0 ? v : fmax(fin[j], v)) : fin[j] + v / n_group;
         }
     }
@@ -306,8 +319,8 @@ static void check_snap_choice(int32_t layer, int32_t kv_head, int32_t n_group,
         else
             max_dropped = fmax(max_dropped, fin[j]);
     }
-    ck_assert_msg(min_kept >= max_dropped - 1e-6, "layer %d head %d: kept %g < dropped %g",
-                  layer, kv_head, min_kept, max_dropped);
+    ck_assert_msg(min_kept >= max_dropped - 1e-6, "layer %d head %d: kept %g < dropped %g", layer,
+                  kv_head, min_kept, max_dropped);
     free(is_kept);
     free(sc);
     free(fin);
@@ -357,11 +370,11 @@ START_TEST(test_pyramid_schedule_fallbacks)
         double frac;
         int32_t want[4];
     } cases[] = {
-        {50, 64, 0, {50, 50, 50, 50}},     /* n < C: keep everything */
-        {100, 64, 0, {64, 64, 64, 64}},    /* n < 2(C - w) = 112: uniform SnapKV */
-        {300, 64, 0, {118, 82, 46, 10}},   /* min 2, max 110, steps 36 */
-        {300, 64, 0.25, {139, 97, 55, 13}},/* C = 75: min 3, max 131, steps 42 */
-        {115, 64, 0, {115, 81, 47, 13}},   /* clamp: max = n - w = 107, min 5, steps 34 */
+        {50, 64, 0, {50, 50, 50, 50}},      /* n < C: keep everything */
+        {100, 64, 0, {64, 64, 64, 64}},     /* n < 2(C - w) = 112: uniform SnapKV */
+        {300, 64, 0, {118, 82, 46, 10}},    /* min 2, max 110, steps 36 */
+        {300, 64, 0.25, {139, 97, 55, 13}}, /* C = 75: min 3, max 131, steps 42 */
+        {115, 64, 0, {115, 81, 47, 13}},    /* clamp: max = n - w = 107, min 5, steps 34 */
     };
     for (size_t c = 0; c < KS_ARRAY_LEN(cases); c++) {
         kv_policy_config pc = config_defaults();
@@ -430,8 +443,8 @@ START_TEST(test_snap_selection_naive)
     for (int32_t l = 0; l < 2; l++)
         for (int32_t h = 0; h < 2; h++) {
             kept_of(&r, l, h, &prev[l][h], &n_prev[l][h]);
-            check_snap_choice(l, h, 2, keys, n, win, w, c->kernel, c->pool, c->red,
-                              c->want[l], prev[l][h], n_prev[l][h]);
+            check_snap_choice(l, h, 2, keys, n, win, w, c->kernel, c->pool, c->red, c->want[l],
+                              prev[l][h], n_prev[l][h]);
         }
     check_blocks(&r);
 
@@ -449,8 +462,8 @@ START_TEST(test_snap_selection_naive)
             for (int32_t i = 0; i < interval; i++)
                 cache[nc++] = n + i;
             kept_of(&r, l, h, &now, &n_now);
-            check_snap_choice(l, h, 2, cache, nc, win, w, c->kernel, c->pool, c->red,
-                              c->want[l], now, n_now);
+            check_snap_choice(l, h, 2, cache, nc, win, w, c->kernel, c->pool, c->red, c->want[l],
+                              now, n_now);
             free(now);
             free(prev[l][h]);
         }
@@ -492,8 +505,8 @@ START_TEST(test_snap_deferred_naive)
             int32_t *now, n_now;
             kept_of(&r, l, h, &now, &n_now);
             ck_assert_int_eq(now[n_now - 1], n); /* the generated token is in the window */
-            check_snap_choice(l, h, 2, keys, n + 1, win, w, c->kernel, c->pool, c->red,
-                              c->want[l], now, n_now);
+            check_snap_choice(l, h, 2, keys, n + 1, win, w, c->kernel, c->pool, c->red, c->want[l],
+                              now, n_now);
             free(now);
         }
     check_blocks(&r);
@@ -562,8 +575,7 @@ START_TEST(test_h2o_naive)
                 }
                 for (int32_t i = 0; i < sizes[c]; i++)
                     for (int32_t g = 0; g < n_group; g++)
-                        naive_probs(seen + i, seen + i, l, h, h * n_group + g, keys, keys, *nk,
-                                    sc);
+                        naive_probs(seen + i, seen + i, l, h, h * n_group + g, keys, keys, *nk, sc);
                 const kv_head_table *t = kv_seq_table(r.seq, l, h);
                 ck_assert_int_eq(t->n_tok, KS_MIN(*nk, heavy + recent));
                 if (*nk > heavy + recent) {
@@ -626,8 +638,7 @@ static int32_t sw_expect(int32_t *keys, int32_t n, int32_t n_new, int32_t seen, 
     if (m > n_sink + window) { /* a chunk longer than the window is trimmed after it */
         int32_t k = 0;
         for (int32_t i = 0; i < m; i++)
-            if (i < n_sink || i >= m - window)
-                out[k++] = out[i];
+            if (i < n_sink || i >= m - window) out[k++] = out[i];
         m = k;
     }
     memcpy(keys, out, (size_t)m * sizeof(int32_t));
@@ -668,8 +679,8 @@ START_TEST(test_sink_window_compact)
                     ck_assert_int_eq(kv_head_table_locate(t, s, &b, &row), 0);
                     const float *got = kv_head_table_k_row(t, b, row);
                     for (int32_t d = 0; d < HD; d++)
-                        ck_assert_msg(fabsf(got[d] - want[d]) <= 1e-5f,
-                                      "slot %d d %d: %g vs %g", s, d, got[d], want[d]);
+                        ck_assert_msg(fabsf(got[d] - want[d]) <= 1e-5f, "slot %d d %d: %g vs %g", s,
+                                      d, got[d], want[d]);
                 }
             }
         check_blocks(&r);
@@ -735,8 +746,11 @@ START_TEST(test_registry_and_bad_config)
             listed |= strcmp(names[j], kNames[i]) == 0;
         ck_assert(listed);
     }
-    kv_pool_params pp = {.budget_bytes = 1 << 20, .block_tokens = BT, .head_dim = HD,
-                         .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32};
+    kv_pool_params pp = {.budget_bytes = 1 << 20,
+                         .block_tokens = BT,
+                         .head_dim = HD,
+                         .k_dtype = KS_DTYPE_F32,
+                         .v_dtype = KS_DTYPE_F32};
     kv_pool *pool;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     kv_policy_config pc = config_defaults();
@@ -744,10 +758,12 @@ START_TEST(test_registry_and_bad_config)
     pseti(&pc, "pyramid", "beta", 0);
     pseti(&pc, "sink_window", "window", 0);
     pseti(&pc, "h2o", "recent", 0);
-    kv_policy_args args = {.config = &pc, .rope = kRope, .n_layer = 1, .n_head_kv = 1,
-                           .head_dim = HD};
+    kv_policy_args args = {
+        .config = &pc, .rope = kRope, .n_layer = 1, .n_head_kv = 1, .head_dim = HD};
     for (size_t i = 0; i < KS_ARRAY_LEN(kNames); i++) {
-        kv_seq_params sp = {.n_layer = 1, .n_head_kv = 1, .policy = kv_policy_find(kNames[i]),
+        kv_seq_params sp = {.n_layer = 1,
+                            .n_head_kv = 1,
+                            .policy = kv_policy_find(kNames[i]),
                             .policy_config = &args};
         kv_seq *seq = NULL;
         ck_assert_int_eq(kv_seq_create(pool, &sp, &seq), KS_ERR_INVALID);

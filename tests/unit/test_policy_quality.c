@@ -32,7 +32,8 @@ static void open_engine(engine *e, const char *rel, int32_t n_ctx)
                        .n_ctx = n_ctx,
                        .n_batch = 256,
                        .n_seqs = 1,
-                       .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
+                       .k_dtype = KS_DTYPE_F16,
+                       .v_dtype = KS_DTYPE_F16};
     ck_assert_int_eq(engine_open(&p, e), 0);
 }
 

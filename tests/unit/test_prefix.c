@@ -23,7 +23,10 @@ static float kval(int32_t l, int32_t h, int32_t tok, int32_t d, int32_t salt)
 static kv_pool *make_pool(int32_t n_blocks)
 {
     kv_pool_params pp = {.budget_bytes = (size_t)n_blocks * 2 * BT * HD * sizeof(float),
-                         .block_tokens = BT, .head_dim = HD, .k_dtype = KS_DTYPE_F32, .v_dtype = KS_DTYPE_F32};
+                         .block_tokens = BT,
+                         .head_dim = HD,
+                         .k_dtype = KS_DTYPE_F32,
+                         .v_dtype = KS_DTYPE_F32};
     kv_pool *pool;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     return pool;
@@ -55,8 +58,7 @@ static int append_tokens(kv_seq *s, int32_t first, int32_t n, int32_t salt)
                 }
         }
         int rc = kv_seq_append(s, l, n, k, v, idx, idx);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }

@@ -25,13 +25,15 @@ static uint32_t rnd_u32(void)
 static float rnd_f(void) /* roughly normal, mean 0, sd 1 */
 {
     float s = 0;
-    for (int i = 0; i < 4; i++) s += (float)(rnd_u32() & 0xFFFF) / 65536.0f - 0.5f;
+    for (int i = 0; i < 4; i++)
+        s += (float)(rnd_u32() & 0xFFFF) / 65536.0f - 0.5f;
     return s * 1.7f;
 }
 
 static void fill_f(float *x, int64_t n, float scale)
 {
-    for (int64_t i = 0; i < n; i++) x[i] = rnd_f() * scale;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = rnd_f() * scale;
 }
 
 static void put_f16(uint8_t *p, float v)
@@ -46,10 +48,12 @@ START_TEST(test_dequant_q8_0)
 {
     uint8_t blk[34];
     put_f16(blk, 0.5f);
-    for (int j = 0; j < 32; j++) blk[2 + j] = (uint8_t)(int8_t)(j - 16);
+    for (int j = 0; j < 32; j++)
+        blk[2 + j] = (uint8_t)(int8_t)(j - 16);
     float y[32];
     qt_dequantize_row(QT_Q8_0, blk, y, 32);
-    for (int j = 0; j < 32; j++) ck_assert_float_eq(y[j], (float)(j - 16) * 0.5f);
+    for (int j = 0; j < 32; j++)
+        ck_assert_float_eq(y[j], (float)(j - 16) * 0.5f);
     ck_assert_float_eq(y[0], -8.0f);
     ck_assert_float_eq(y[31], 7.5f);
 }
@@ -59,7 +63,8 @@ START_TEST(test_dequant_q4_0)
 {
     uint8_t blk[18];
     put_f16(blk, 0.5f);
-    for (int j = 0; j < 16; j++) blk[2 + j] = (uint8_t)(j | ((15 - j) << 4));
+    for (int j = 0; j < 16; j++)
+        blk[2 + j] = (uint8_t)(j | ((15 - j) << 4));
     float y[32];
     qt_dequantize_row(QT_Q4_0, blk, y, 32);
     ck_assert_float_eq(y[0], -4.0f);  /* (0-8)*0.5 */
@@ -88,7 +93,8 @@ START_TEST(test_dequant_q4_k)
         s[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
     }
     uint8_t *qs = blk + 16;
-    for (int k = 0; k < 128; k++) qs[k] = (uint8_t)((k * 7 + 3) & 0xFF);
+    for (int k = 0; k < 128; k++)
+        qs[k] = (uint8_t)((k * 7 + 3) & 0xFF);
     float y[256];
     qt_dequantize_row(QT_Q4_K, blk, y, 256);
     /* elem 0: sub 0, low nibble of qs[0]=3: 1*1*3 - 0.5*0 = 3 */
@@ -113,9 +119,12 @@ START_TEST(test_dequant_q6_k)
     uint8_t *ql = blk, *qh = blk + 128;
     int8_t *scales = (int8_t *)(blk + 192);
     put_f16(blk + 208, 0.25f);
-    for (int g = 0; g < 16; g++) scales[g] = (int8_t)(g - 8);
-    for (int k = 0; k < 128; k++) ql[k] = (uint8_t)((k * 5 + 1) & 0xFF);
-    for (int k = 0; k < 64; k++) qh[k] = (uint8_t)((k * 37 + 11) & 0xFF);
+    for (int g = 0; g < 16; g++)
+        scales[g] = (int8_t)(g - 8);
+    for (int k = 0; k < 128; k++)
+        ql[k] = (uint8_t)((k * 5 + 1) & 0xFF);
+    for (int k = 0; k < 64; k++)
+        qh[k] = (uint8_t)((k * 37 + 11) & 0xFF);
     float y[256];
     qt_dequantize_row(QT_Q6_K, blk, y, 256);
     /* elem 0: ql[0]&15=1, qh[0]&3 = 11&3=3 -> q=49, 0.25*(-8)*(49-32) = -34 */
@@ -164,10 +173,10 @@ END_TEST
 START_TEST(test_quantize_q8_0_rules)
 {
     float x[32] = {0};
-    x[0] = 127.0f; /* amax 127: id = 1, d = 1 */
-    x[1] = 2.5f;   /* half to even: 2 (roundf would give 3) */
-    x[2] = -3.5f;  /* -4 */
-    x[3] = 0.5f;   /* 0 */
+    x[0] = 127.0f;  /* amax 127: id = 1, d = 1 */
+    x[1] = 2.5f;    /* half to even: 2 (roundf would give 3) */
+    x[2] = -3.5f;   /* -4 */
+    x[3] = 0.5f;    /* 0 */
     x[4] = -126.5f; /* -126 */
     uint8_t blk[34];
     qt_quantize_row(QT_Q8_0, x, blk, 32);
@@ -182,7 +191,8 @@ START_TEST(test_quantize_q8_0_rules)
     ck_assert_int_eq(q[4], -126);
     memset(x, 0, sizeof(x));
     qt_quantize_row(QT_Q8_0, x, blk, 32);
-    for (int j = 0; j < 34; j++) ck_assert_uint_eq(blk[j], 0);
+    for (int j = 0; j < 34; j++)
+        ck_assert_uint_eq(blk[j], 0);
 }
 END_TEST
 
@@ -210,7 +220,8 @@ START_TEST(test_quantize_q8_k_rules)
     ck_assert_int_eq(bs[0], -127 + 127 + 2 + 4);
     ck_assert_int_eq(bs[1], 0);
     /* second block all zero: d = 0, everything zero */
-    for (int j = 292; j < 584; j++) ck_assert_uint_eq(buf[j], 0);
+    for (int j = 292; j < 584; j++)
+        ck_assert_uint_eq(buf[j], 0);
     /* positive max: iscale = -127/max, d = -max/127 */
     x[5] = 0.0f;
     qt_quantize_row(QT_Q8_K, x, buf, 256);
@@ -236,17 +247,32 @@ START_TEST(test_roundtrip_error)
         qt_roundtrip_row(ty, x, y, N, tmp);
         for (int64_t b0 = 0; b0 < N; b0 += blk) {
             float amax = 0;
-            for (int64_t j = b0; j < b0 + blk; j++) amax = fmaxf(amax, fabsf(x[j]));
+            for (int64_t j = b0; j < b0 + blk; j++)
+                amax = fmaxf(amax, fabsf(x[j]));
             for (int64_t j = b0; j < b0 + blk; j++) {
                 float e = fabsf(x[j] - y[j]), bound;
                 switch (ty) {
-                case QT_F16: bound = fabsf(x[j]) * 0x1p-11f + 0x1p-25f; break;
-                case QT_BF16: bound = fabsf(x[j]) * 0x1p-8f; break;
-                case QT_Q8_0: bound = amax / 127 * 0.5f + amax * 0x1p-10f; break;
-                case QT_Q8_K: bound = amax / 127 * 0.5f * 1.0001f; break;
-                case QT_Q4_0: bound = amax / 8 * 1.01f; break;
-                case QT_Q4_K: bound = amax * 0.15f; break;
-                default: bound = amax * 0.05f; break;
+                case QT_F16:
+                    bound = fabsf(x[j]) * 0x1p-11f + 0x1p-25f;
+                    break;
+                case QT_BF16:
+                    bound = fabsf(x[j]) * 0x1p-8f;
+                    break;
+                case QT_Q8_0:
+                    bound = amax / 127 * 0.5f + amax * 0x1p-10f;
+                    break;
+                case QT_Q8_K:
+                    bound = amax / 127 * 0.5f * 1.0001f;
+                    break;
+                case QT_Q4_0:
+                    bound = amax / 8 * 1.01f;
+                    break;
+                case QT_Q4_K:
+                    bound = amax * 0.15f;
+                    break;
+                default:
+                    bound = amax * 0.05f;
+                    break;
                 }
                 ck_assert_msg(e <= bound, "%s elem %ld: %g vs %g", qt_type_name(ty), (long)j,
                               (double)x[j], (double)y[j]);
@@ -272,13 +298,16 @@ static void make_weights(qt_type t, int64_t n, uint8_t *w, bool raw)
         return;
     }
     /* random bits, with sane fp16 scales: covers every quant and scale pattern */
-    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)rnd_u32();
+    for (size_t i = 0; i < bytes; i++)
+        w[i] = (uint8_t)rnd_u32();
     size_t bb = qt_block_bytes(t);
     for (size_t b = 0; b < bytes / bb; b++) {
         uint8_t *p = w + b * bb;
         float d = 0.001f * (float)(1 + rnd_u32() % 100);
-        if (t == QT_Q6_K) put_f16(p + 208, d);
-        else put_f16(p, d);
+        if (t == QT_Q6_K)
+            put_f16(p + 208, d);
+        else
+            put_f16(p, d);
         if (t == QT_Q4_K) put_f16(p + 2, d * 0.7f);
     }
 }
@@ -307,10 +336,12 @@ static void check_type_all_impls(qt_type wt, int64_t n, bool raw)
     ck_assert(wb > 0 && xb > 0);
     uint8_t *w = malloc(wb * R), *x = malloc(xb * B), *xq = malloc(xb);
     float *xf = malloc((size_t)n * 4 * B);
-    for (int r = 0; r < R; r++) make_weights(wt, n, w + r * wb, raw);
+    for (int r = 0; r < R; r++)
+        make_weights(wt, n, w + r * wb, raw);
     fill_f(xf, n * B, 1.0f);
     ck_assert_int_eq(qt_set_impl(QT_IMPL_SCALAR), 0);
-    for (int b = 0; b < B; b++) qt_quantize_row(xt, xf + b * n, x + b * xb, n);
+    for (int b = 0; b < B; b++)
+        qt_quantize_row(xt, xf + b * n, x + b * xb, n);
     float ref[R * B], absr[R * B];
     for (int r = 0; r < R; r++)
         for (int b = 0; b < B; b++) {
@@ -329,7 +360,8 @@ static void check_type_all_impls(qt_type wt, int64_t n, bool raw)
                           qt_type_name(xt), impl);
         }
         float y[R * YS];
-        for (int i = 0; i < R * YS; i++) y[i] = -777.0f;
+        for (int i = 0; i < R * YS; i++)
+            y[i] = -777.0f;
         qt_matvec(wt, n, w, wb, R, x, xb, B, y, YS);
         for (int r = 0; r < R; r++) {
             ck_assert_float_eq(y[r * YS + B], -777.0f); /* stride gap untouched */
@@ -379,7 +411,8 @@ START_TEST(test_f16_conversions)
     enum { N = 65536 };
     uint16_t *h = malloc(N * 2), *h2 = malloc(N * 2);
     float *f = malloc(N * 4);
-    for (int i = 0; i < N; i++) h[i] = (uint16_t)i;
+    for (int i = 0; i < N; i++)
+        h[i] = (uint16_t)i;
     for (int impl = QT_IMPL_SCALAR; impl <= QT_IMPL_AVX512; impl++) {
         if (qt_set_impl((qt_impl)impl) != 0) continue;
         qt_f16_to_f32_row(h, f, N);

@@ -396,7 +396,8 @@ START_TEST(test_mixed_files_load_and_run)
                             .n_ctx = 64,
                             .n_batch = 16,
                             .n_seqs = 2,
-                            .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16,
+                            .k_dtype = KS_DTYPE_F16,
+                            .v_dtype = KS_DTYPE_F16,
                             .llama_numerics = true};
         engine e;
         ck_assert_msg(engine_open(&ep, &e) == 0, "%s does not load", path);

@@ -44,8 +44,7 @@ static void remove_dir(void)
 /* A private directory per test process (Check forks one per test), under $TMPDIR. */
 static void make_dir(void)
 {
-    if (g_dir[0])
-        return;
+    if (g_dir[0]) return;
     const char *tmp = getenv("TMPDIR");
     snprintf(g_dir, sizeof(g_dir), "%s/kvserve-test-retr-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(g_dir));
@@ -55,8 +54,7 @@ static void make_dir(void)
 static int count_files(const char *dir)
 {
     DIR *d = opendir(dir);
-    if (!d)
-        return 0;
+    if (!d) return 0;
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)))
@@ -84,8 +82,8 @@ START_TEST(test_quest_bound_property)
             double dot = 0.0;
             for (int d = 0; d < HD; d++)
                 dot += (double)q[d] * keys[i * HD + d];
-            ck_assert_msg(bound >= dot, "trial %d key %d: bound %.17g < q.k %.17g", trial, i,
-                          bound, dot);
+            ck_assert_msg(bound >= dot, "trial %d key %d: bound %.17g < q.k %.17g", trial, i, bound,
+                          dot);
         }
     }
 }
@@ -112,7 +110,10 @@ START_TEST(test_spill_roundtrip_and_cleanup)
 {
     make_dir();
     enum { RB = 1000 };
-    kv_spill_params sp = {.dir = g_dir, .record_bytes = RB, .n_parts = 2, .slots_per_part = 2,
+    kv_spill_params sp = {.dir = g_dir,
+                          .record_bytes = RB,
+                          .n_parts = 2,
+                          .slots_per_part = 2,
                           .eviction = KV_EVICT_LRU};
     kv_spill *s;
     ck_assert_int_eq(kv_spill_create(&sp, &s), 0);
@@ -152,8 +153,7 @@ START_TEST(test_spill_roundtrip_and_cleanup)
 
     /* Crash recovery: files of dead processes and of our own pid go, others stay. */
     pid_t child = fork();
-    if (child == 0)
-        _exit(0);
+    if (child == 0) _exit(0);
     waitpid(child, NULL, 0);
     const char *names[4];
     char n0[300], n1[300], n2[300], n3[300];
@@ -262,8 +262,12 @@ END_TEST
 static kv_spill *lru_spill(kv_eviction ev)
 {
     make_dir();
-    kv_spill_params sp = {.dir = g_dir, .record_bytes = 16, .n_parts = 1, .slots_per_part = 3,
-                          .eviction = ev, .decay = 0.9f};
+    kv_spill_params sp = {.dir = g_dir,
+                          .record_bytes = 16,
+                          .n_parts = 1,
+                          .slots_per_part = 3,
+                          .eviction = ev,
+                          .decay = 0.9f};
     kv_spill *s;
     ck_assert_int_eq(kv_spill_create(&sp, &s), 0);
     uint8_t rec[16];
@@ -345,9 +349,12 @@ static size_t g_pool_bytes = (size_t)64 << 20; /* pool budget of the next retrie
 static void sim_init(sim *s, ks_dtype dt, int32_t bt, const kv_policy *pol,
                      const kv_policy_args *args)
 {
-    kv_pool_params pp = {.budget_bytes = pol == &kv_policy_retrieval ? g_pool_bytes
-                                                                     : (size_t)64 << 20,
-                         .block_tokens = bt, .head_dim = HD, .k_dtype = dt, .v_dtype = dt};
+    kv_pool_params pp = {.budget_bytes =
+                             pol == &kv_policy_retrieval ? g_pool_bytes : (size_t)64 << 20,
+                         .block_tokens = bt,
+                         .head_dim = HD,
+                         .k_dtype = dt,
+                         .v_dtype = dt};
     ck_assert_int_eq(kv_pool_create(&pp, &s->pool), 0);
     kv_seq_params sp = {.n_layer = NL, .n_head_kv = NH, .policy = pol, .policy_config = args};
     ck_assert_int_eq(kv_seq_create(s->pool, &sp, &s->seq), 0);
@@ -370,18 +377,24 @@ static void sim_attend(sim *s, int32_t l, int32_t h, const kv_query *q, float *o
     static attn_span spans[4096];
     int32_t n;
     ck_assert_int_eq(kv_seq_attn_spans(s->seq, l, h, q, spans, 4096, &n), 0);
-    attn_params p = {.n_q = q->n_q, .n_group = NG, .head_dim = HD,
+    attn_params p = {.n_q = q->n_q,
+                     .n_group = NG,
+                     .head_dim = HD,
                      .scale = 1.0f / sqrtf((float)HD),
-                     .k_dtype = kv_pool_k_dtype(s->pool), .v_dtype = kv_pool_v_dtype(s->pool), .q = q->q,
-                     .q_tok_stride = q->q_tok_stride, .q_idx = q->q_idx, .out = out,
+                     .k_dtype = kv_pool_k_dtype(s->pool),
+                     .v_dtype = kv_pool_v_dtype(s->pool),
+                     .q = q->q,
+                     .q_tok_stride = q->q_tok_stride,
+                     .q_idx = q->q_idx,
+                     .out = out,
                      .out_tok_stride = NG * HD};
     ck_assert_int_eq(attn_forward(&p, spans, n, s->as), 0);
 }
 
 static kv_policy_config g_pc;
 
-static kv_policy_args rt_args(int32_t B, int32_t top_k, int32_t sink, int32_t window,
-                              int32_t dense, kv_pos_mode pos, int64_t ram_mb, kv_landmark lm)
+static kv_policy_args rt_args(int32_t B, int32_t top_k, int32_t sink, int32_t window, int32_t dense,
+                              kv_pos_mode pos, int64_t ram_mb, kv_landmark lm)
 {
     kv_policy_config_defaults(&g_pc);
     const char *rt = "retrieval";
@@ -399,10 +412,13 @@ static kv_policy_args rt_args(int32_t B, int32_t top_k, int32_t sink, int32_t wi
     make_dir();
     pset(&g_pc, rt, "spill_dir", g_dir);
     pset(&g_pc, rt, "eviction", "score_lru");
-    kv_policy_args a = {.config = &g_pc,
-                        .rope = {.kind = ROPE_NORM, .head_dim = HD, .theta = 10000.0f,
-                                 .freq_scale = 1.0f},
-                        .n_layer = NL, .n_head_kv = NH, .head_dim = HD, .n_ctx_train = 512};
+    kv_policy_args a = {
+        .config = &g_pc,
+        .rope = {.kind = ROPE_NORM, .head_dim = HD, .theta = 10000.0f, .freq_scale = 1.0f},
+        .n_layer = NL,
+        .n_head_kv = NH,
+        .head_dim = HD,
+        .n_ctx_train = 512};
     return a;
 }
 
@@ -434,9 +450,13 @@ static void run_vs_full(ks_dtype dt, int32_t bt, const kv_policy_args *args, int
             ck_assert_int_eq(kv_seq_append(full.seq, l, n, k, v, idx, pos1), 0);
             ck_assert_int_eq(kv_seq_append(rt.seq, l, n, k, v, idx, pos2), 0);
             for (int32_t h = 0; h < NH; h++) {
-                kv_query qq = {.chunk = &ch, .n_q = n, .q_idx = idx,
-                               .q = q + (size_t)h * NG * HD, .q_tok_stride = NH * NG * HD,
-                               .n_group = NG, .head_dim = HD};
+                kv_query qq = {.chunk = &ch,
+                               .n_q = n,
+                               .q_idx = idx,
+                               .q = q + (size_t)h * NG * HD,
+                               .q_tok_stride = NH * NG * HD,
+                               .n_group = NG,
+                               .head_dim = HD};
                 sim_attend(&full, l, h, &qq, o1);
                 sim_attend(&rt, l, h, &qq, o2);
                 ck_assert_msg(memcmp(o1, o2, (size_t)n * NG * HD * sizeof(float)) == 0,
@@ -552,15 +572,19 @@ START_TEST(test_selects_needle_window_positions)
         rope_rotate_pos(&a.rope, q, NH * NG, (float)(T - 1));
         for (int32_t l = 0; l < NL; l++) {
             ck_assert_int_eq(kv_seq_append(rt.seq, l, 1, k + (size_t)(T - 1) * NH * HD,
-                                           v + (size_t)(T - 1) * NH * HD, idx + T - 1, pos), 0);
+                                           v + (size_t)(T - 1) * NH * HD, idx + T - 1, pos),
+                             0);
             for (int32_t h = 0; h < NH; h++) {
-                kv_query qq = {.chunk = &dc, .n_q = 1, .q_idx = idx + T - 1,
-                               .q = q + h * NG * HD, .q_tok_stride = NH * NG * HD,
-                               .n_group = NG, .head_dim = HD};
+                kv_query qq = {.chunk = &dc,
+                               .n_q = 1,
+                               .q_idx = idx + T - 1,
+                               .q = q + h * NG * HD,
+                               .q_tok_stride = NH * NG * HD,
+                               .n_group = NG,
+                               .head_dim = HD};
                 attn_span sp[256];
                 int32_t n;
-                ck_assert_int_eq(kv_seq_attn_spans(rt.seq, l, h, &qq, sp, 3, &n),
-                                 KS_ERR_RANGE);
+                ck_assert_int_eq(kv_seq_attn_spans(rt.seq, l, h, &qq, sp, 3, &n), KS_ERR_RANGE);
                 ck_assert_int_gt(n, 3);
                 ck_assert_int_eq(kv_seq_attn_spans(rt.seq, l, h, &qq, sp, 256, &n), 0);
                 /* Tokens seen: sinks, top-k blocks, window. Block 10 must be among them for
@@ -582,8 +606,7 @@ START_TEST(test_selects_needle_window_positions)
                             ck_assert_msg(fabsf(kr[d] - want[d]) < 2e-3f, "key %d d %d", x, d);
                     }
                 ck_assert_int_eq(n_keys, SINK + TOPK * B + (T - local0));
-                if (h == 0 || mode == 1)
-                    ck_assert_int_eq(has_needle, B);
+                if (h == 0 || mode == 1) ck_assert_int_eq(has_needle, B);
             }
         }
         ck_assert_int_eq(kv_seq_chunk_end(rt.seq, &dc), 0);
@@ -614,8 +637,10 @@ START_TEST(test_defaults_from_model)
     static const struct {
         int32_t ctx;
         long long block, top_k, window, chunk;
-    } want[] = {{512, 16, 64, 256, 128}, {2048, 64, 64, 1024, 512},
-                {8192, 128, 128, 4096, 2048}, {100, 8, 25, 50, 25}};
+    } want[] = {{512, 16, 64, 256, 128},
+                {2048, 64, 64, 1024, 512},
+                {8192, 128, 128, 4096, 2048},
+                {100, 8, 25, 50, 25}};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         ck_assert_int_eq(rt_resolved(&pc, want[i].ctx, "block_tokens"), want[i].block);
         ck_assert_int_eq(rt_resolved(&pc, want[i].ctx, "top_k"), want[i].top_k);
@@ -653,10 +678,13 @@ START_TEST(test_spill_bounds_ram_32k)
     pseti(&g_pc, "retrieval", "ram_mb", 1);
     make_dir();
     pset(&g_pc, "retrieval", "spill_dir", g_dir);
-    kv_policy_args a = {.config = &g_pc,
-                        .rope = {.kind = ROPE_NORM, .head_dim = HD, .theta = 10000.0f,
-                                 .freq_scale = 1.0f},
-                        .n_layer = NL, .n_head_kv = NH, .head_dim = HD, .n_ctx_train = 512};
+    kv_policy_args a = {
+        .config = &g_pc,
+        .rope = {.kind = ROPE_NORM, .head_dim = HD, .theta = 10000.0f, .freq_scale = 1.0f},
+        .n_layer = NL,
+        .n_head_kv = NH,
+        .head_dim = HD,
+        .n_ctx_train = 512};
     sim rt;
     sim_init(&rt, KS_DTYPE_F16, 16, &kv_policy_retrieval, &a);
     enum { CH = 128, TOTAL = 32768 };
@@ -678,9 +706,13 @@ START_TEST(test_spill_bounds_ram_32k)
             for (int32_t i = 0; i < CH * NH * NG * HD; i++)
                 q[i] = rndf();
             for (int32_t h = 0; h < NH; h++) {
-                kv_query qq = {.chunk = &ch, .n_q = CH, .q_idx = idx,
-                               .q = q + (size_t)h * NG * HD, .q_tok_stride = NH * NG * HD,
-                               .n_group = NG, .head_dim = HD};
+                kv_query qq = {.chunk = &ch,
+                               .n_q = CH,
+                               .q_idx = idx,
+                               .q = q + (size_t)h * NG * HD,
+                               .q_tok_stride = NH * NG * HD,
+                               .n_group = NG,
+                               .head_dim = HD};
                 sim_attend(&rt, l, h, &qq, o);
             }
         }
@@ -688,10 +720,10 @@ START_TEST(test_spill_bounds_ram_32k)
         ck_assert_int_eq(kv_retrieval_get_stats(rt.seq, &st), 0);
         /* pool blocks in RAM never exceed the budget (1 MiB less the hot set, plus the
          * sinks and the window that must stay in RAM) */
-        ck_assert_int_le((int64_t)st.blocks_ram * (int64_t)bb, ((int64_t)1 << 20) +
-                         (int64_t)NL * NH * (256 + CH + 16 + 2 * 16) / 16 * (int64_t)bb);
-        if (seen + CH == 8192)
-            at8k = st;
+        ck_assert_int_le((int64_t)st.blocks_ram * (int64_t)bb,
+                         ((int64_t)1 << 20) +
+                             (int64_t)NL * NH * (256 + CH + 16 + 2 * 16) / 16 * (int64_t)bb);
+        if (seen + CH == 8192) at8k = st;
     }
     ck_assert_int_gt(at8k.blocks_disk, 0);
     ck_assert_int_gt(st.blocks_disk, 3 * at8k.blocks_disk);

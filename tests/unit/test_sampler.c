@@ -40,7 +40,8 @@ static int32_t draw(smp_sampler *s, const float *logits, int32_t n)
 static void histogram(smp_sampler *s, const float *logits, int32_t n, int trials, int *hist)
 {
     memset(hist, 0, sizeof(int) * (size_t)n);
-    for (int i = 0; i < trials; i++) hist[draw(s, logits, n)]++;
+    for (int i = 0; i < trials; i++)
+        hist[draw(s, logits, n)]++;
 }
 
 START_TEST(test_greedy_ties)
@@ -82,7 +83,8 @@ static const float g_probs[] = {0.5f, 0.3f, 0.15f, 0.05f};
 
 static void logits_of(const float *p, int n, float *l)
 {
-    for (int i = 0; i < n; i++) l[i] = logf(p[i]) + 3.0f; /* shift: softmax-invariant */
+    for (int i = 0; i < n; i++)
+        l[i] = logf(p[i]) + 3.0f; /* shift: softmax-invariant */
 }
 
 START_TEST(test_top_k_top_p_min_p)
@@ -130,7 +132,8 @@ START_TEST(test_top_p_flat_large_vocab)
     /* 1000 equal logits, top-p 0.5: the nucleus is the 500 lowest ids (ties by id); this
      * forces the selection heap to grow several times. */
     float l[1000];
-    for (int i = 0; i < 1000; i++) l[i] = 0.25f;
+    for (int i = 0; i < 1000; i++)
+        l[i] = 0.25f;
     smp_sampler *s = make(1.0f, 0, 0.5f, 0.0f, 3, 1000);
     int lo = 1000, hi = -1;
     for (int i = 0; i < 3000; i++) {
@@ -172,7 +175,8 @@ START_TEST(test_top_p_against_sorted_reference)
         }
         qsort(r, V, sizeof(r[0]), ref_cmp);
         double z = 0, cum = 0;
-        for (int i = 0; i < V; i++) z += exp((double)r[i].l - r[0].l);
+        for (int i = 0; i < V; i++)
+            z += exp((double)r[i].l - r[0].l);
         const double top_p = 0.3 + 0.1 * trial;
         int in[V] = {0}, n_in = 0;
         for (int i = 0; i < V && cum < top_p; i++) {
@@ -219,8 +223,10 @@ START_TEST(test_temperature_distribution)
     smp_sampler_destroy(s);
     /* T = 2: p ~ sqrt(p) */
     double p2[4], z = 0;
-    for (int i = 0; i < 4; i++) z += p2[i] = sqrt(p1[i]);
-    for (int i = 0; i < 4; i++) p2[i] /= z;
+    for (int i = 0; i < 4; i++)
+        z += p2[i] = sqrt(p1[i]);
+    for (int i = 0; i < 4; i++)
+        p2[i] /= z;
     s = make(2.0f, 0, 1.0f, 0.0f, 77, 4);
     histogram(s, l, 4, 20000, h);
     ck_assert_msg(chi_square(h, p2, 4, 20000) < 16.27, "chi2 %f", chi_square(h, p2, 4, 20000));
@@ -233,7 +239,8 @@ END_TEST
 START_TEST(test_seed_reproducible)
 {
     float l[50];
-    for (int i = 0; i < 50; i++) l[i] = sinf((float)i) * 2;
+    for (int i = 0; i < 50; i++)
+        l[i] = sinf((float)i) * 2;
     smp_sampler *a = make(0.9f, 40, 0.95f, 0.02f, 42, 50);
     smp_sampler *b = make(0.9f, 40, 0.95f, 0.02f, 42, 50);
     smp_sampler *c = make(0.9f, 40, 0.95f, 0.02f, 43, 50);
@@ -247,7 +254,8 @@ START_TEST(test_seed_reproducible)
     }
     ck_assert_int_lt(same, 150);
     smp_sampler_reseed(c, 42);
-    for (int i = 0; i < 200; i++) ck_assert_int_eq(draw(c, l, 50), sa[i]);
+    for (int i = 0; i < 200; i++)
+        ck_assert_int_eq(draw(c, l, 50), sa[i]);
     smp_sampler_destroy(a);
     smp_sampler_destroy(b);
     smp_sampler_destroy(c);

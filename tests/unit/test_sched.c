@@ -43,8 +43,7 @@ typedef struct job {
 static void fixture_init_ex(fixture *f, size_t pool_bytes, int32_t max_concurrent,
                             void (*hook)(void), double aging_s);
 
-static void fixture_init(fixture *f, size_t pool_bytes, int32_t max_concurrent,
-                         void (*hook)(void))
+static void fixture_init(fixture *f, size_t pool_bytes, int32_t max_concurrent, void (*hook)(void))
 {
     fixture_init_ex(f, pool_bytes, max_concurrent, hook, 0);
 }
@@ -61,15 +60,26 @@ static void fixture_init_ex(fixture *f, size_t pool_bytes, int32_t max_concurren
     ck_assert_int_eq(uv_loop_init(&f->loop), 0);
     ck_assert_msg(model_load(g_model, &f->m, &d) == 0, "%s", d.msg);
     const model_hparams *hp = model_get_hparams(f->m);
-    kv_pool_params pp = {.budget_bytes = pool_bytes, .block_tokens = 16,
-                         .head_dim = hp->head_dim, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
+    kv_pool_params pp = {.budget_bytes = pool_bytes,
+                         .block_tokens = 16,
+                         .head_dim = hp->head_dim,
+                         .k_dtype = KS_DTYPE_F16,
+                         .v_dtype = KS_DTYPE_F16};
     ck_assert_int_eq(kv_pool_create(&pp, &f->pool), 0);
     kv_policy_config_defaults(&f->pc);
-    sch_params sp = {.loop = &f->loop, .model = f->m, .pool = f->pool,
-                     .policy = kv_policy_find("full"), .policy_config = &f->pc,
-                     .n_threads = 1, .max_queue = 256, .max_concurrent = max_concurrent,
-                     .prefill_chunk = 64, .max_batch_tokens = 256, .queue_timeout_s = 600,
-                     .n_ctx = hp->n_ctx_train, .test_deliver_hook = hook,
+    sch_params sp = {.loop = &f->loop,
+                     .model = f->m,
+                     .pool = f->pool,
+                     .policy = kv_policy_find("full"),
+                     .policy_config = &f->pc,
+                     .n_threads = 1,
+                     .max_queue = 256,
+                     .max_concurrent = max_concurrent,
+                     .prefill_chunk = 64,
+                     .max_batch_tokens = 256,
+                     .queue_timeout_s = 600,
+                     .n_ctx = hp->n_ctx_train,
+                     .test_deliver_hook = hook,
                      .aging_s = aging_s};
     ck_assert_msg(sch_create(&sp, &f->s, &d) == 0, "%s", d.msg);
 }
@@ -101,8 +111,10 @@ static void on_event(sch_req *r, const sch_event *ev, void *ud)
     j->done = true;
     j->t_done = ks_time_now();
     j->status = ev->kind == SCH_EV_DONE ? 200 : ev->status;
-    if (ev->kind == SCH_EV_DONE) f->n_done++;
-    else f->n_error++;
+    if (ev->kind == SCH_EV_DONE)
+        f->n_done++;
+    else
+        f->n_error++;
     if (f->n_done + f->n_error == f->n_submitted) uv_stop(&f->loop);
 }
 
@@ -129,8 +141,8 @@ static int submit(fixture *f, job *j, const int32_t *prompt, int32_t n, int32_t 
                   kv_policy_config *own_pc, sch_req **out)
 {
     j->f = f;
-    sch_request_params p = {.prompt = prompt, .n_prompt = n, .max_tokens = max_tokens,
-                            .on_event = on_event, .ud = j};
+    sch_request_params p = {
+        .prompt = prompt, .n_prompt = n, .max_tokens = max_tokens, .on_event = on_event, .ud = j};
     sch_sampling_default(&p.sampling);
     p.sampling.temperature = 0;
     if (own_pc) {
@@ -146,7 +158,10 @@ static int submit(fixture *f, job *j, const int32_t *prompt, int32_t n, int32_t 
 
 /* The loop takes its events slowly, so the worker queues more events (and puts requests on
  * a new ready list) while a delivery pass is under way. */
-static void slow_loop(void) { usleep(2000); }
+static void slow_loop(void)
+{
+    usleep(2000);
+}
 
 START_TEST(test_every_request_ends_under_slow_delivery)
 {
@@ -160,8 +175,7 @@ START_TEST(test_every_request_ends_under_slow_delivery)
         jobs[i].id = i;
         prompt[5] = 404 + i;
         /* short requests end while long ones keep producing events */
-        ck_assert_int_eq(submit(&f, &jobs[i], prompt, 6, i % 2 ? 1 + i % 3 : 40, NULL, NULL),
-                         0);
+        ck_assert_int_eq(submit(&f, &jobs[i], prompt, 6, i % 2 ? 1 + i % 3 : 40, NULL, NULL), 0);
     }
     run_until_done(&f, 120);
     for (int i = 0; i < N; i++)
@@ -186,8 +200,11 @@ static void model_blocks(int64_t *per16, size_t *block_bytes)
     ck_assert_msg(model_load(g_model, &m, &d) == 0, "%s", d.msg);
     const model_hparams *hp = model_get_hparams(m);
     *per16 = (int64_t)hp->n_layer * hp->n_head_kv;
-    kv_pool_params pp = {.budget_bytes = 1 << 20, .block_tokens = 16,
-                         .head_dim = hp->head_dim, .k_dtype = KS_DTYPE_F16, .v_dtype = KS_DTYPE_F16};
+    kv_pool_params pp = {.budget_bytes = 1 << 20,
+                         .block_tokens = 16,
+                         .head_dim = hp->head_dim,
+                         .k_dtype = KS_DTYPE_F16,
+                         .v_dtype = KS_DTYPE_F16};
     kv_pool *pool;
     ck_assert_int_eq(kv_pool_create(&pp, &pool), 0);
     *block_bytes = kv_pool_block_bytes(pool);
@@ -200,7 +217,8 @@ static int32_t g_prompt[256];
 static const int32_t *prompt_of(int32_t n, int32_t salt)
 {
     g_prompt[0] = 1;
-    for (int32_t i = 1; i < n; i++) g_prompt[i] = 300 + (i * 7 + salt * 13) % 500;
+    for (int32_t i = 1; i < n; i++)
+        g_prompt[i] = 300 + (i * 7 + salt * 13) % 500;
     return g_prompt;
 }
 
@@ -216,8 +234,8 @@ START_TEST(test_never_fitting_request_refused_at_once)
     run_until_done(&f, 60); /* the queue timeout is 600 s */
     ck_assert(big.done);
     ck_assert_int_eq(big.status, 400);
-    ck_assert_msg(strstr(f.last_message, "never fit") && strstr(f.last_message, "memory_mb"),
-                  "%s", f.last_message);
+    ck_assert_msg(strstr(f.last_message, "never fit") && strstr(f.last_message, "memory_mb"), "%s",
+                  f.last_message);
     /* the same prompt under a bounded policy fits and runs */
     kv_policy_config *pc = malloc(sizeof(*pc));
     kv_policy_config_defaults(pc);
@@ -331,4 +349,7 @@ static Suite *sched_suite(void)
     return s;
 }
 
-int main(void) { return ks_run_suite(sched_suite(), true); }
+int main(void)
+{
+    return ks_run_suite(sched_suite(), true);
+}

@@ -130,8 +130,8 @@ static void check_vocab_vectors(const char *name)
         }
         int32_t n_got;
         int32_t *got = encode(v, p, strlen(p), false, false, &n_got);
-        ck_assert_msg(n_got == n_want, "%s: string %d '%s': %d ids, want %d", name, n_strings,
-                      p, n_got, n_want);
+        ck_assert_msg(n_got == n_want, "%s: string %d '%s': %d ids, want %d", name, n_strings, p,
+                      n_got, n_want);
         for (int32_t i = 0; i < n_got; i++) {
             ck_assert_msg(got[i] == want[i], "%s: string %d '%s': id %d is %d, want %d", name,
                           n_strings, p, i, got[i], want[i]);
@@ -143,8 +143,8 @@ static void check_vocab_vectors(const char *name)
                       strcmp(name, "ggml-vocab-falcon.gguf") == 0 ||
                       strcmp(name, "ggml-vocab-starcoder.gguf") == 0;
         if (!(cleans && clean_sensitive(p))) {
-            ck_assert_msg(strcmp(back, p) == 0, "%s: string %d: decode gives '%s' for '%s'",
-                          name, n_strings, back, p);
+            ck_assert_msg(strcmp(back, p) == 0, "%s: string %d: decode gives '%s' for '%s'", name,
+                          n_strings, back, p);
             n_roundtrip++;
         }
         check_stream(v, got, n_got, name);
@@ -187,8 +187,8 @@ static void check_reference(const char *model_stem, const char *model_file)
     char path[1024];
     snprintf(path, sizeof(path), "%s/models/ref/%s", shared_dir(), model_file);
     tok_vocab *v = load_vocab(path);
-    const char *prompts[] = {"en_sentence", "code_c", "numbers", "unicode_emoji", "paragraph_300",
-                             "single_word"};
+    const char *prompts[] = {"en_sentence",   "code_c",        "numbers",
+                             "unicode_emoji", "paragraph_300", "single_word"};
     for (size_t k = 0; k < sizeof(prompts) / sizeof(prompts[0]); k++) {
         snprintf(path, sizeof(path), "%s/reference/%s/%s.json", shared_dir(), model_stem,
                  prompts[k]);
@@ -262,20 +262,20 @@ START_TEST(test_kjv_passkey)
 END_TEST
 
 static const char *const malformed[] = {
-    "\xe2\x82",             /* truncated 3-byte sequence */
-    "ab\xf0\x9f\x98",       /* truncated 4-byte sequence at the end */
-    "\xc0\xaf \xe0\x80\xaf", /* overlong encodings */
+    "\xe2\x82",                   /* truncated 3-byte sequence */
+    "ab\xf0\x9f\x98",             /* truncated 4-byte sequence at the end */
+    "\xc0\xaf \xe0\x80\xaf",      /* overlong encodings */
     "\xed\xa0\x80\xed\xbf\xbf x", /* UTF-16 surrogates */
-    "\xff\xfe\xff",          /* bytes never valid in UTF-8 */
+    "\xff\xfe\xff",               /* bytes never valid in UTF-8 */
     "\x80\x80 lone continuation",
-    "\xf8\x88\x80\x80\x80",  /* 5-byte form */
+    "\xf8\x88\x80\x80\x80", /* 5-byte form */
     "<|im_start|\xff>",
 };
 
 START_TEST(test_malformed_input)
 {
-    const char *names[] = {"llama-spm", "qwen2", "llama-bpe", "gpt-2", "deepseek-llm", "falcon",
-                           "starcoder"};
+    const char *names[] = {"llama-spm",    "qwen2",  "llama-bpe", "gpt-2",
+                           "deepseek-llm", "falcon", "starcoder"};
     char path[1024];
     for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
         snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-%s.gguf", shared_dir(), names[k]);

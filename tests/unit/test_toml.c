@@ -278,7 +278,8 @@ START_TEST(test_deep_nesting)
     char text[1024];
     size_t n = 0;
     n += (size_t)snprintf(text, sizeof(text), "x = ");
-    for (int i = 0; i < 200; i++) text[n++] = '[';
+    for (int i = 0; i < 200; i++)
+        text[n++] = '[';
     text[n] = 0;
     toml_doc *doc;
     ks_diag d;
