@@ -31,11 +31,12 @@ if [ "${KVSERVE_BROWSER:-1}" = "1" ]; then
         $SUDO apt-get update
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends chromium
     fi
-    if command -v npm >/dev/null 2>&1; then
-        (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
-    else
-        echo "setup: npm not found: the browser test will fail to load puppeteer-core"
-    fi
+fi
+# tests/js: the OpenAI SDK, Ajv and puppeteer-core, pinned by the committed package-lock.json.
+if command -v npm >/dev/null 2>&1; then
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+else
+    echo "setup: npm not found: the tests in tests/js will fail to load their packages"
 fi
 
 werror=false
