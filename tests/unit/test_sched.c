@@ -314,7 +314,9 @@ static void hol_run(double aging_s, bool aged_case)
     ck_assert(a.done && b.done && a.status == 200 && b.status == 200);
     if (aged_case) {
         ck_assert_msg(h.d_tokens_at_check == 0, "D ran before the aged request B");
-        ck_assert(d.done && d.status == 200 && d.t_done >= b.t_done - 1e-3);
+        /* once B is admitted the two run batched side by side, and the shorter D may finish
+         * first: what aging promises is B's admission before D's, checked above */
+        ck_assert(d.done && d.status == 200);
     } else {
         ck_assert(c.status == 200);
     }
