@@ -45,7 +45,9 @@ def free_port():
 
 
 class Server:
-    def __init__(self, extra_toml="", threads=2):
+    # One compute thread: these tests watch the feed, not the arithmetic, and a second thread
+    # only spins against the other tests that meson runs beside this one.
+    def __init__(self, extra_toml="", threads=1):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="kvserve-ui-")
         cfg = os.path.join(self.dir, "c.toml")
