@@ -46,6 +46,7 @@ def free_port():
 
 
 class Server:
+    # One compute thread: the tests beside this one use the other core (see e2e_util.Server).
     def __init__(self, extra_toml=""):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="kvserve-e2e-")
@@ -54,7 +55,7 @@ class Server:
             f.write('[server]\nport = %d\n%s' % (self.port, extra_toml))
         self.log = open(os.path.join(self.dir, "log"), "w+")
         self.proc = subprocess.Popen([BIN, "serve", "--config", self.cfg, "--model", MODEL,
-                                      "--threads", "2"], stderr=self.log)
+                                      "--threads", "1"], stderr=self.log)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
