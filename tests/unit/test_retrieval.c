@@ -674,7 +674,7 @@ END_TEST
  * within the budget, while the spill file takes the rest; the landmarks in RAM (their pages
  * beyond 1/32 of ram_mb go to the landmark file) and the selection buffers do not grow either,
  * so everything the policy holds in RAM is the same at 32k as at 8k. */
-START_TEST(test_spill_bounds_ram_32k)
+START_TEST(test_spill_tier_bounds_rss_32k)
 {
     kv_policy_config_defaults(&g_pc);
     pseti(&g_pc, "retrieval", "ram_mb", 1);
@@ -775,7 +775,7 @@ static Suite *retrieval_suite(void)
     tcase_add_test(tc, test_selects_needle_window_positions);
     tcase_add_test(tc, test_policy_registered);
     tcase_add_test(tc, test_defaults_from_model);
-    tcase_add_test(tc, test_spill_bounds_ram_32k);
+    tcase_add_test(tc, test_spill_tier_bounds_rss_32k);
     suite_add_tcase(s, tc);
     return s;
 }
