@@ -245,18 +245,23 @@ static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
     return rc;
 }
 
-/* Whether eviction runs after this chunk. original: always. deferred: once the first
- * eviction ran (greedy), at the chunk after a finished prompt (normally the first generated
- * token, which votes; a prompt continuation ends the wait too), and at a prompt chunk that
- * takes the largest table (layer 0's) past `hold`: a long prompt never waits for a decode
- * token to free memory it needs. */
+/* Whether eviction runs after this chunk. original: always. deferred: greedy (always) from
+ * the chunk after a finished prompt on (normally the first generated token, which votes; a
+ * prompt continuation ends the wait too) or from the first generated chunk of a sequence
+ * that had no prompt; before that, only at a prompt chunk that takes the largest table
+ * (layer 0's) past `hold`: a long prompt never waits for a decode token to free memory it
+ * needs. */
 static bool h2o_evict_now(h2o_state *s, kv_seq *seq, const kv_chunk *chunk)
 {
-    if (s->p.mode == H2O_ORIGINAL || s->started || s->pending) return true;
-    if (chunk->prefill && !chunk->prefill_last && s->p.hold > 0 &&
-        kv_seq_table(seq, 0, 0)->n_tok > s->p.hold)
+    if (s->p.mode == H2O_ORIGINAL || s->started) return true;
+    if (s->pending || !chunk->prefill) {
+        s->started = true;
+        s->pending = false;
         return true;
-    if (chunk->prefill && chunk->prefill_last) s->pending = true;
+    }
+    if (!chunk->prefill_last && s->p.hold > 0 && kv_seq_table(seq, 0, 0)->n_tok > s->p.hold)
+        return true;
+    if (chunk->prefill_last) s->pending = true;
     return false;
 }
 
@@ -264,8 +269,6 @@ static int h2o_after_chunk(kv_seq *seq, const kv_chunk *chunk)
 {
     h2o_state *s = kv_seq_policy_state(seq);
     if (!h2o_evict_now(s, seq, chunk)) return 0;
-    if (s->pending) s->started = true; /* greedy from the first generated token on */
-    s->pending = false;
     for (int32_t l = 0; l < s->n_layer; l++) {
         for (int32_t kh = 0; kh < s->n_head_kv; kh++) {
             int rc =
