@@ -10,6 +10,7 @@
 #ifndef KVSERVE_VMATH_H
 #define KVSERVE_VMATH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* exp(x) with llama.cpp's approximation (max error ~1.5 ulp). */
@@ -22,5 +23,15 @@ void vm_swiglu(float *g, const float *u, int64_t n);
 /* g[i] = gelu_tanh(g[i]) * u[i] as llama.cpp's CPU backend computes it (Gemma's GEGLU): the
  * GELU of x rounded to f16 is looked up in an f16 table, except |x| >= 10. */
 void vm_geglu(float *g, const float *u, int64_t n);
+
+/* The implementations behind vm_exp_sum and vm_swiglu (which pick the best the CPU runs):
+ * portable (vmath.c) and AVX-512 (vmath_avx512.c, only on a CPU with AVX-512F/DQ). They give
+ * the same bits; exposed for the tests. */
+double vm_exp_sum_scalar(float *y, const float *x, int32_t n, float max);
+void vm_swiglu_scalar(float *g, const float *u, int64_t n);
+double vm_exp_sum_avx512(float *y, const float *x, int32_t n, float max);
+void vm_swiglu_avx512(float *g, const float *u, int64_t n);
+/* Whether the AVX-512 forms are in use. */
+bool vm_have_avx512(void);
 
 #endif
