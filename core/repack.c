@@ -42,7 +42,8 @@ int rp_repack(mm_weight *w, bool drop_source)
     const size_t gs = rp_group_bytes(nb);
     uint8_t *p = ks_aligned_alloc(gs * (size_t)ng);
     if (!p) return KS_ERR_NOMEM;
-    memset(p, 0, gs * (size_t)ng);
+    /* every byte below is written, except the rows past n_out in the last group */
+    memset(p + gs * (size_t)(ng - 1), 0, gs);
     for (int64_t r = 0; r < w->n_out; r++) {
         const blk_q4_0 *row = (const blk_q4_0 *)((const char *)w->data + (size_t)r * w->row_bytes);
         uint8_t *g = p + (size_t)(r / RP_ROWS) * gs;

@@ -2,11 +2,13 @@
  *
  * The same exp scheme as vm_expf_inline (vmath.c): each step is one exactly rounded fma, mul
  * or add per lane, so a lane gets the scalar code's bits. Lanes the fast form does not cover
- * (NaN, or 2^n not a normal float) send their group of 16 to the scalar code. The softmax sum
- * folds each group of 16 by halving (8, 4, then pairs) as the scalar code does. Compiled with
- * AVX-512 flags; vmath.c calls in only when the CPU has AVX-512F.
+ * (NaN, or 126 < |n| <= 192: a subnormal or overflowing 2^n) send their group of 16 to the
+ * scalar code. The softmax sum folds each group of 16 by halving (8, 4, then pairs) as the
+ * scalar code does. Compiled with AVX-512 flags; vmath.c calls in only when the CPU has
+ * AVX-512F and DQ.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <stdbool.h>
 
 #include "vmath.h"
@@ -17,9 +19,13 @@ static inline bool exp16(__m512 x, __m512 *out)
     const __m512 r = _mm512_set1_ps(0x1.8p23f);
     const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
     const __m512 n = _mm512_sub_ps(z, r);
-    /* |n| <= 126 (false for NaN): 2^n is a normal float */
-    __mmask16 ok = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(126.0f), _CMP_LE_OQ);
-    if (ok != 0xFFFF) return false;
+    /* |n| <= 126 (false for NaN): 2^n is a normal float; |n| > 192: 0 or infinity, as the
+     * scalar code returns (masked attention scores are -inf: those lanes stay on this path) */
+    const __m512 an = _mm512_abs_ps(n);
+    const __mmask16 ok = _mm512_cmp_ps_mask(an, _mm512_set1_ps(126.0f), _CMP_LE_OQ);
+    const __mmask16 big = _mm512_cmp_ps_mask(an, _mm512_set1_ps(192.0f), _CMP_GT_OQ);
+    if ((__mmask16)(ok | big) != 0xFFFF) return false;
+    const __mmask16 pos = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_GT_OQ);
     const __m512 nn = _mm512_xor_ps(n, _mm512_set1_ps(-0.0f)); /* -n, as the scalar code */
     const __m512 b = _mm512_fmadd_ps(nn, _mm512_set1_ps(0x1.7f7d1cp-20f),
                                      _mm512_fmadd_ps(nn, _mm512_set1_ps(0x1.62e4p-1f), x));
@@ -31,7 +37,9 @@ static inline bool exp16(__m512 x, __m512 *out)
         hi, u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
     const __m512i e =
         _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    *out = _mm512_mul_ps(j, _mm512_castsi512_ps(e));
+    __m512 v = _mm512_mul_ps(j, _mm512_castsi512_ps(e));
+    v = _mm512_mask_mov_ps(v, big, _mm512_setzero_ps());
+    *out = _mm512_mask_mov_ps(v, (__mmask16)(big & pos), _mm512_set1_ps(INFINITY));
     return true;
 }
 
