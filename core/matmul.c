@@ -167,9 +167,12 @@ static void mm_matvec_fn(void *arg, int ith, int nth)
                 else
                     qt_matvec(w->type, w->n_in, rows, w->row_bytes, nr, xq, j->xq_bytes, nt, yt,
                               nt);
-                for (int64_t r = 0; r < nr; r++)
-                    for (int64_t t = 0; t < nt; t++)
-                        j->y[i][(t0 + t) * w->n_out + r0 + r] = yt[r * nt + t];
+                /* token-major stores: each token's rows are one contiguous run of y */
+                for (int64_t t = 0; t < nt; t++) {
+                    float *yo = j->y[i] + (t0 + t) * w->n_out + r0;
+                    for (int64_t r = 0; r < nr; r++)
+                        yo[r] = yt[r * nt + t];
+                }
             }
         }
     }
