@@ -183,13 +183,13 @@ static void mm_packed_fn(void *arg, int ith, int nth)
 {
     mm_job *j = arg;
     int64_t b, e, base = 0;
-    tp_split(mm_total_rows(j), RP_ROWS, ith, nth, &b, &e);
+    tp_split(mm_total_rows(j), RP_GROUP_ROWS, ith, nth, &b, &e);
     for (int i = 0; i < j->n_w && b < e; i++) {
         const mm_weight *w = j->w[i];
         int64_t lo = KS_MAX(b, base) - base, hi = KS_MIN(e, base + w->n_out) - base;
         base += w->n_out;
-        rp_matmul_rows(w, lo, hi, j->s->xq, j->xq_bytes, j->s->xoff, j->s->xdx, j->n_tok, j->y[i],
-                       w->n_out);
+        rp_matmul_rows(w->packed, w->n_in, lo, hi, j->s->xq, j->xq_bytes, j->s->xoff, j->s->xdx,
+                       j->n_tok, j->y[i], w->n_out);
     }
 }
 

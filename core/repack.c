@@ -12,20 +12,25 @@
 
 #include "quant_impl.h"
 #include "repack.h"
+#include "repack_kern.h"
 
-#define RP_BLOCK_BYTES (RP_ROWS * 16 + RP_ROWS * 2) /* nibbles + fp16 scales */
+_Static_assert(RP_GROUP_ROWS == RP_ROWS, "one group size");
 
-size_t rp_group_bytes(int64_t nb)
+static size_t group_bytes(int64_t nb)
 {
     return ((size_t)nb * RP_BLOCK_BYTES + 63) / 64 * 64;
 }
 
-bool rp_wanted(const mm_weight *w)
+size_t rp_packed_bytes(int64_t n_in, int64_t n_out)
+{
+    return group_bytes(n_in / QK4_0) * (size_t)((n_out + RP_ROWS - 1) / RP_ROWS);
+}
+
+bool rp_wanted(qt_type type, int64_t n_in)
 {
     const char *env = getenv("KVSERVE_REPACK");
     if (env && !strcmp(env, "0")) return false;
-    return w->type == QT_Q4_0 && w->n_in % QK4_0 == 0 && w->n_out > 0 &&
-           qt_get_impl() == QT_IMPL_AVX512 && !w->packed;
+    return type == QT_Q4_0 && n_in > 0 && n_in % QK4_0 == 0 && qt_get_impl() == QT_IMPL_AVX512;
 }
 
 /* Give back the whole pages inside [p, p + n) of a read-only file mapping. */
@@ -36,16 +41,17 @@ static void drop_pages(const void *p, size_t n)
     if (e > b) (void)madvise((void *)b, e - b, MADV_DONTNEED);
 }
 
-int rp_repack(mm_weight *w, bool drop_source)
+int rp_repack(const void *src, size_t row_bytes, int64_t n_in, int64_t n_out, bool drop_source,
+              void **out)
 {
-    const int64_t nb = w->n_in / QK4_0, ng = (w->n_out + RP_ROWS - 1) / RP_ROWS;
-    const size_t gs = rp_group_bytes(nb);
+    const int64_t nb = n_in / QK4_0, ng = (n_out + RP_ROWS - 1) / RP_ROWS;
+    const size_t gs = group_bytes(nb);
     uint8_t *p = ks_aligned_alloc(gs * (size_t)ng);
     if (!p) return KS_ERR_NOMEM;
     /* every byte below is written, except the rows past n_out in the last group */
     memset(p + gs * (size_t)(ng - 1), 0, gs);
-    for (int64_t r = 0; r < w->n_out; r++) {
-        const blk_q4_0 *row = (const blk_q4_0 *)((const char *)w->data + (size_t)r * w->row_bytes);
+    for (int64_t r = 0; r < n_out; r++) {
+        const blk_q4_0 *row = (const blk_q4_0 *)((const char *)src + (size_t)r * row_bytes);
         uint8_t *g = p + (size_t)(r / RP_ROWS) * gs;
         int lane = (int)(r % RP_ROWS);
         for (int64_t i = 0; i < nb; i++) {
@@ -54,15 +60,14 @@ int rp_repack(mm_weight *w, bool drop_source)
             memcpy(g + nb * 256 + i * 32 + lane * 2, &row[i].d, 2);
         }
     }
-    w->packed = p;
-    if (drop_source) drop_pages(w->data, w->row_bytes * (size_t)w->n_out);
+    *out = p;
+    if (drop_source) drop_pages(src, row_bytes * (size_t)n_out);
     return KS_OK;
 }
 
-void rp_free(mm_weight *w)
+void rp_free(void *packed)
 {
-    free(w->packed);
-    w->packed = NULL;
+    free(packed);
 }
 
 void rp_prepare_x(const void *xq, int64_t nb, int32_t *off, float *dx)
@@ -77,9 +82,10 @@ void rp_prepare_x(const void *xq, int64_t nb, int32_t *off, float *dx)
     }
 }
 
-void rp_matmul_rows(const mm_weight *w, int64_t lo, int64_t hi, const void *xq, size_t xb,
-                    const int32_t *off, const float *dx, int64_t n_tok, float *y, int64_t ys)
+void rp_matmul_rows(const void *packed, int64_t n_in, int64_t lo, int64_t hi, const void *xq,
+                    size_t xb, const int32_t *off, const float *dx, int64_t n_tok, float *y,
+                    int64_t ys)
 {
-    const int64_t nb = w->n_in / QK4_0;
-    rp_q4_0_avx512(w->packed, rp_group_bytes(nb), nb, lo, hi, xq, xb, off, dx, n_tok, y, ys);
+    const int64_t nb = n_in / QK4_0;
+    rp_q4_0_avx512(packed, group_bytes(nb), nb, lo, hi, xq, xb, off, dx, n_tok, y, ys);
 }

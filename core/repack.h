@@ -15,31 +15,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "matmul.h"
+#include "kvserve/quant.h"
 
-#define RP_ROWS 16
+/* Rows of one group: a thread's share of rows should start on a multiple of it. */
+#define RP_GROUP_ROWS 16
 
-/* Whether w would be repacked: Q4_0, the AVX-512 kernels selected, KVSERVE_REPACK not "0". */
-bool rp_wanted(const mm_weight *w);
-/* Repack w into a new allocation (w->packed). drop_source: the source bytes are a read-only
- * file mapping whose pages may be given back (madvise), so RSS does not hold both copies;
- * later reads of the source (embedding rows) fault them in again from the file. */
-int rp_repack(mm_weight *w, bool drop_source) KS_WUR;
-void rp_free(mm_weight *w);
+/* Whether an n_out x n_in matrix of `type` is repacked: Q4_0, the AVX-512 kernels selected,
+ * KVSERVE_REPACK not "0". */
+bool rp_wanted(qt_type type, int64_t n_in);
+/* Copies n_out rows of n_in Q4_0 weights (row_bytes apart) into a new packed allocation
+ * (*out; release with rp_free). drop_source: src is a read-only file mapping whose pages may
+ * be given back (madvise), so RSS does not hold both copies; later reads of src (embedding
+ * rows) fault them in again from the file. */
+int rp_repack(const void *src, size_t row_bytes, int64_t n_in, int64_t n_out, bool drop_source,
+              void **out) KS_WUR;
+void rp_free(void *packed); /* accepts NULL */
+/* Bytes of a packed matrix. */
+size_t rp_packed_bytes(int64_t n_in, int64_t n_out);
 
 /* Per-token activation terms of a Q8_0 row of nb blocks: off[i] = 8 * sum(qs) (the Q4_0
  * nibble offset), dx[i] = the block scale as f32. */
 void rp_prepare_x(const void *xq, int64_t nb, int32_t *off, float *dx);
-/* y[t * ys + r] for rows [lo, hi) of w and tokens [0, n_tok): xq holds the Q8_0 rows (stride
- * xb bytes), off/dx the rp_prepare_x terms (stride nb = w->n_in / 32). */
-void rp_matmul_rows(const mm_weight *w, int64_t lo, int64_t hi, const void *xq, size_t xb,
-                    const int32_t *off, const float *dx, int64_t n_tok, float *y, int64_t ys);
-
-/* The AVX-512 kernel (repack_avx512.c); same arguments in packed form. */
-void rp_q4_0_avx512(const uint8_t *packed, size_t gstride, int64_t nb, int64_t lo, int64_t hi,
-                    const char *xq, size_t xb, const int32_t *off, const float *dx, int64_t n_tok,
-                    float *y, int64_t ys);
-/* Bytes of one 16-row group of nb blocks. */
-size_t rp_group_bytes(int64_t nb);
+/* y[t * ys + r] for rows [lo, hi) and tokens [0, n_tok) of a packed n_in-column matrix: xq
+ * holds the Q8_0 rows (stride xb bytes), off/dx the rp_prepare_x terms (stride n_in / 32). */
+void rp_matmul_rows(const void *packed, int64_t n_in, int64_t lo, int64_t hi, const void *xq,
+                    size_t xb, const int32_t *off, const float *dx, int64_t n_tok, float *y,
+                    int64_t ys);
 
 #endif

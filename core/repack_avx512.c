@@ -1,4 +1,5 @@
-/* repack_avx512.c - the VNNI GEMM over 16-row repacked Q4_0 weights (layout: repack.h).
+/* repack_avx512.c - the VNNI GEMM over 16-row repacked Q4_0 weights (layout: repack.h; this file
+ * sees only repack_kern.h).
  *
  * Per block, the four 64-byte nibble chunks of a 16-row group are unpacked once into eight
  * u8 vectors (low and high nibbles) and reused for a tile of tokens; each token's 32 int8
@@ -10,7 +11,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "repack.h"
+#include "repack_kern.h"
 
 #define RP_TOK_BLOCK 64 /* tokens whose activations stay in L2 while a thread's rows pass */
 

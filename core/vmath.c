@@ -2,6 +2,7 @@
  * is compiled twice: with hardware FMA (picked at run time when the CPU has it) and plain,
  * where the C library's fmaf is exactly rounded too, so both give the same bits. */
 #include "vmath.h"
+#include "vmath_avx512.h"
 
 #include "kvserve/quant.h"
 
@@ -122,15 +123,32 @@ void vm_swiglu_scalar(float *g, const float *u, int64_t n)
 
 double vm_exp_sum(float *y, const float *x, int32_t n, float max)
 {
-    return vm_have_avx512() ? vm_exp_sum_avx512(y, x, n, max) : vm_exp_sum_scalar(y, x, n, max);
+    if (!vm_have_avx512()) return vm_exp_sum_scalar(y, x, n, max);
+    double sum = 0.0;
+    int32_t pos = 0;
+    for (;;) { /* the vector code hands back the groups it does not cover, one at a time */
+        vm_exp_sum_avx512(y, x, n, max, &sum, &pos);
+        if (pos >= n) return sum;
+        int32_t m = n - pos < 16 ? n - pos : 16;
+        sum += vm_exp_sum_scalar(y + pos, x + pos, m, max);
+        pos += m;
+    }
 }
 
 void vm_swiglu(float *g, const float *u, int64_t n)
 {
-    if (vm_have_avx512())
-        vm_swiglu_avx512(g, u, n);
-    else
+    if (!vm_have_avx512()) {
         vm_swiglu_scalar(g, u, n);
+        return;
+    }
+    int64_t pos = 0;
+    for (;;) {
+        vm_swiglu_avx512(g, u, n, &pos);
+        if (pos >= n) return;
+        int64_t m = n - pos < 16 ? n - pos : 16;
+        vm_swiglu_scalar(g + pos, u + pos, m);
+        pos += m;
+    }
 }
 
 /* ggml's GELU (tanh approximation) in f32. */

@@ -24,14 +24,11 @@ void vm_swiglu(float *g, const float *u, int64_t n);
  * GELU of x rounded to f16 is looked up in an f16 table, except |x| >= 10. */
 void vm_geglu(float *g, const float *u, int64_t n);
 
-/* The implementations behind vm_exp_sum and vm_swiglu (which pick the best the CPU runs):
- * portable (vmath.c) and AVX-512 (vmath_avx512.c, only on a CPU with AVX-512F/DQ). They give
- * the same bits; exposed for the tests. */
+/* The portable forms of vm_exp_sum and vm_swiglu (which take the AVX-512 ones of
+ * vmath_avx512.c when the CPU has AVX-512F/DQ; same bits). For the tests. */
 double vm_exp_sum_scalar(float *y, const float *x, int32_t n, float max);
 void vm_swiglu_scalar(float *g, const float *u, int64_t n);
-double vm_exp_sum_avx512(float *y, const float *x, int32_t n, float max);
-void vm_swiglu_avx512(float *g, const float *u, int64_t n);
-/* Whether the AVX-512 forms are in use. */
+/* Whether vm_exp_sum and vm_swiglu run the AVX-512 forms. */
 bool vm_have_avx512(void);
 
 #endif

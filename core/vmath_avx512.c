@@ -11,7 +11,7 @@
 #include <math.h>
 #include <stdbool.h>
 
-#include "vmath.h"
+#include "vmath_avx512.h"
 
 /* exp(x) for 16 lanes; false when a lane needs the scalar path. */
 static inline bool exp16(__m512 x, __m512 *out)
@@ -43,41 +43,37 @@ static inline bool exp16(__m512 x, __m512 *out)
     return true;
 }
 
-double vm_exp_sum_avx512(float *y, const float *x, int32_t n, float max)
+void vm_exp_sum_avx512(float *y, const float *x, int32_t n, float max, double *sum, int32_t *pos)
 {
-    double sum = 0.0;
     const __m512 vmax = _mm512_set1_ps(max);
-    for (int32_t i0 = 0; i0 < n; i0 += 16) {
+    int32_t i0 = *pos;
+    for (; i0 < n; i0 += 16) {
         const int32_t m = n - i0 < 16 ? n - i0 : 16;
         const __mmask16 k = (__mmask16)((1u << m) - 1);
         __m512 v;
-        if (!exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i0), vmax), &v)) {
-            sum += vm_exp_sum_scalar(y + i0, x + i0, m, max);
-            continue;
-        }
+        if (!exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i0), vmax), &v)) break;
         v = _mm512_maskz_mov_ps(k, v); /* lanes past n count as 0, as in the scalar code */
         _mm512_mask_storeu_ps(y + i0, k, v);
         __m256 h8 = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v));
         __m128 h4 = _mm_add_ps(_mm256_extractf128_ps(h8, 1), _mm256_castps256_ps128(h8));
         __m128 ab = _mm_add_ps(h4, _mm_movehl_ps(h4, h4)); /* h4[0]+h4[2], h4[1]+h4[3] */
-        sum += (double)_mm_cvtss_f32(_mm_add_ss(ab, _mm_shuffle_ps(ab, ab, 1)));
+        *sum += (double)_mm_cvtss_f32(_mm_add_ss(ab, _mm_shuffle_ps(ab, ab, 1)));
     }
-    return sum;
+    *pos = i0 < n ? i0 : n;
 }
 
-void vm_swiglu_avx512(float *g, const float *u, int64_t n)
+void vm_swiglu_avx512(float *g, const float *u, int64_t n, int64_t *pos)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
-    for (int64_t i = 0; i < n; i += 16) {
+    int64_t i = *pos;
+    for (; i < n; i += 16) {
         const int64_t m = n - i < 16 ? n - i : 16;
         const __mmask16 k = (__mmask16)((1u << m) - 1);
         const __m512 x = _mm512_maskz_loadu_ps(k, g + i);
         __m512 e;
-        if (!exp16(_mm512_xor_ps(x, _mm512_set1_ps(-0.0f)), &e)) {
-            vm_swiglu_scalar(g + i, u + i, m);
-            continue;
-        }
+        if (!exp16(_mm512_xor_ps(x, _mm512_set1_ps(-0.0f)), &e)) break;
         __m512 s = _mm512_div_ps(x, _mm512_add_ps(one, e));
         _mm512_mask_storeu_ps(g + i, k, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(k, u + i)));
     }
+    *pos = i < n ? i : n;
 }

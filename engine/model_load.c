@@ -306,7 +306,9 @@ static int repack_weights(model *m, ks_diag *d)
         int n = il < m->hp.n_layer ? layer_weights(&m->layers[il], w) : 1;
         if (il == m->hp.n_layer) w[0] = &m->output;
         for (int k = 0; k < n; k++)
-            if (rp_wanted(w[k]) && rp_repack(w[k], drop))
+            if (!w[k]->packed && rp_wanted(w[k]->type, w[k]->n_in) &&
+                rp_repack(w[k]->data, w[k]->row_bytes, w[k]->n_in, w[k]->n_out, drop,
+                          &w[k]->packed))
                 return ks_diag_set(d, KS_ERR_NOMEM, "out of memory repacking the weights");
     }
     return KS_OK;
@@ -388,8 +390,8 @@ void model_free(model *m)
     mm_weight *w[8];
     for (int il = 0; m->layers && il < m->hp.n_layer; il++)
         for (int k = 0, n = layer_weights(&m->layers[il], w); k < n; k++)
-            rp_free(w[k]);
-    rp_free(&m->output);
+            rp_free(w[k]->packed);
+    rp_free(m->output.packed);
     free(m->layers);
     free(m->layer_window);
     gguf_close(m->file);

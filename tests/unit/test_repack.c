@@ -103,9 +103,9 @@ static void check_shape(int64_t n_rows, int64_t n_in, int64_t n_tok)
     uint8_t *w = malloc(rb * (size_t)n_rows);
     fill_q4_0(w, n_rows, n_in);
     uint8_t *xq = make_x(n_tok, n_in, NULL);
-    mm_weight mw = {.data = w, .type = QT_Q4_0, .n_in = n_in, .n_out = n_rows, .row_bytes = rb};
-    ck_assert(rp_wanted(&mw));
-    ck_assert_int_eq(rp_repack(&mw, false), KS_OK);
+    void *packed = NULL;
+    ck_assert(rp_wanted(QT_Q4_0, n_in));
+    ck_assert_int_eq(rp_repack(w, rb, n_in, n_rows, false, &packed), KS_OK);
     int32_t *off = malloc(sizeof(int32_t) * (size_t)(n_tok * nb));
     float *dx = malloc(sizeof(float) * (size_t)(n_tok * nb));
     for (int64_t t = 0; t < n_tok; t++)
@@ -120,7 +120,7 @@ static void check_shape(int64_t n_rows, int64_t n_in, int64_t n_tok)
         if (lo >= hi) continue;
         for (int64_t i = 0; i < n_tok * n_rows; i++)
             y[i] = -12345.0f; /* rows outside [lo, hi) must stay untouched */
-        rp_matmul_rows(&mw, lo, hi, xq, xb, off, dx, n_tok, y, n_rows);
+        rp_matmul_rows(packed, n_in, lo, hi, xq, xb, off, dx, n_tok, y, n_rows);
         for (int64_t t = 0; t < n_tok; t++)
             for (int64_t r = 0; r < n_rows; r++) {
                 float got = y[t * n_rows + r];
@@ -137,8 +137,7 @@ static void check_shape(int64_t n_rows, int64_t n_in, int64_t n_tok)
                               (long long)n_tok, got, want, plain);
             }
     }
-    rp_free(&mw);
-    ck_assert_ptr_null(mw.packed);
+    rp_free(packed);
     free(w);
     free(xq);
     free(off);
@@ -150,9 +149,7 @@ static void check_shape(int64_t n_rows, int64_t n_in, int64_t n_tok)
 START_TEST(test_bit_exact_shapes)
 {
     if (!have_avx512()) {
-        uint8_t blk[18] = {0};
-        mm_weight mw = {.data = blk, .type = QT_Q4_0, .n_in = 32, .n_out = 1, .row_bytes = 18};
-        ck_assert(!rp_wanted(&mw)); /* no VNNI kernels: never repacked */
+        ck_assert(!rp_wanted(QT_Q4_0, 32)); /* no VNNI kernels: never repacked */
         return;
     }
     const int64_t rows[] = {1, 5, 16, 17, 31, 48, 100};
@@ -187,7 +184,7 @@ START_TEST(test_matmul_equal)
         mm_weight plain = {
             .data = w, .type = QT_Q4_0, .n_in = n_in, .n_out = n_out, .row_bytes = rb};
         mm_weight pk = plain;
-        ck_assert_int_eq(rp_repack(&pk, false), KS_OK);
+        ck_assert_int_eq(rp_repack(w, rb, n_in, n_out, false, &pk.packed), KS_OK);
         float *y0 = malloc(sizeof(float) * (size_t)(nt * n_out));
         float *y1 = malloc(sizeof(float) * (size_t)(nt * n_out));
         mm_matmul(tp, s, &plain, xf, y0, nt);
@@ -202,7 +199,7 @@ START_TEST(test_matmul_equal)
         mm_matmul_n(tp, s, ws, ys, 2, xf, nt);
         ck_assert(memcmp(y0, y1, sizeof(float) * (size_t)(nt * n_out)) == 0);
         ck_assert(memcmp(y0, y2, sizeof(float) * (size_t)(nt * n_out)) == 0);
-        rp_free(&pk);
+        rp_free(pk.packed);
         free(xf);
         free(y0);
         free(y1);
@@ -230,15 +227,13 @@ START_TEST(test_drop_source)
     close(fd);
     unlink(path);
     ck_assert_ptr_ne(map, MAP_FAILED);
-    mm_weight mw = {.data = map, .type = QT_Q4_0, .n_in = n_in, .n_out = n_out, .row_bytes = rb};
-    ck_assert_int_eq(rp_repack(&mw, true), KS_OK);
-    ck_assert(memcmp(map, w, len) == 0);
-    mm_weight again = {.data = w, .type = QT_Q4_0, .n_in = n_in, .n_out = n_out, .row_bytes = rb};
-    ck_assert_int_eq(rp_repack(&again, false), KS_OK);
-    ck_assert(memcmp(mw.packed, again.packed, rp_group_bytes(n_in / 32) * ((n_out + 15) / 16)) ==
-              0);
-    rp_free(&mw);
-    rp_free(&again);
+    void *p0 = NULL, *p1 = NULL;
+    ck_assert_int_eq(rp_repack(map, rb, n_in, n_out, true, &p0), KS_OK);
+    ck_assert(memcmp(map, w, len) == 0); /* the released pages read back from the file */
+    ck_assert_int_eq(rp_repack(w, rb, n_in, n_out, false, &p1), KS_OK);
+    ck_assert(memcmp(p0, p1, rp_packed_bytes(n_in, n_out)) == 0);
+    rp_free(p0);
+    rp_free(p1);
     munmap(map, len);
     free(w);
 }
@@ -246,14 +241,12 @@ END_TEST
 
 START_TEST(test_env_off)
 {
-    uint8_t blk[18] = {0};
-    mm_weight mw = {.data = blk, .type = QT_Q4_0, .n_in = 32, .n_out = 1, .row_bytes = 18};
     setenv("KVSERVE_REPACK", "0", 1);
-    ck_assert(!rp_wanted(&mw));
+    ck_assert(!rp_wanted(QT_Q4_0, 64));
     unsetenv("KVSERVE_REPACK");
-    ck_assert(rp_wanted(&mw) == have_avx512());
-    mw.type = QT_Q8_0;
-    ck_assert(!rp_wanted(&mw)); /* only Q4_0 has the layout */
+    ck_assert(rp_wanted(QT_Q4_0, 64) == have_avx512());
+    ck_assert(!rp_wanted(QT_Q8_0, 64)); /* only Q4_0 has the layout */
+    ck_assert(!rp_wanted(QT_Q4_0, 48)); /* not whole blocks */
 }
 END_TEST
 
