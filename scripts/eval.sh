@@ -12,7 +12,11 @@ cd "$(dirname "$0")/.."
 M=${KVSERVE_SHARED:-../shared}/models/kjv-tiny
 ninja -C build bench/bench_eval >/dev/null
 mkdir -p build/eval
+ninja -C build kvserve >/dev/null
+# the head profile `hybrid` needs, measured on the same model (a few seconds)
+build/kvserve profile-heads --model "$M/kjv-tiny-f16.gguf" --out build/eval/heads.toml >/dev/null
 build/bench/bench_eval --model "$M/kjv-tiny-f16.gguf" --text "$M/heldout-public.txt" \
+    --profile build/eval/heads.toml \
     --json build/eval/eval.json --threads 2 "$@" | tee build/eval/eval.txt
 python3 scripts/eval_charts.py build/eval/eval.json docs \
     --command "scripts/eval.sh $*"
