@@ -27,7 +27,7 @@
  * sees are those of sink_window's `compact` mode, never more than n_sink + window + chunk.
  *
  * Invariant: after every chunk each streaming table holds at most n_sink + window tokens
- * (n_sink + max(window, chunk) while a chunk goes in); retrieval tables hold every token
+ * (n_sink + window + chunk while a chunk goes in); retrieval tables hold every token
  * that is not in the spill file (the engine's layout, retrieval.c).
  */
 #include <stdatomic.h>
@@ -226,20 +226,26 @@ static int hy_trim(kv_seq *seq, hy_state *s, int32_t recent)
     return 0;
 }
 
-/* Room for the chunk: the chunk's last token then sees sinks + the window ending at itself;
- * the engine spills when the pool cannot take the chunk. */
+/* Room for the chunk. A decode token then sees sinks + the window ending at itself; a prompt
+ * chunk keeps the whole window before it, so that its first queries still see `window` tokens
+ * back (trimming to window - n_new would leave a query at the start of a 128-token chunk
+ * only the sinks). The engine spills when the pool cannot take the chunk. */
 static int hy_before_chunk(kv_seq *seq, const kv_chunk *chunk)
 {
     hy_state *s = kv_seq_policy_state(seq);
-    int rc = hy_trim(seq, s, KS_MAX(0, s->window - chunk->n_new));
+    int rc = hy_trim(seq, s, chunk->n_new > 1 ? s->window : KS_MAX(0, s->window - chunk->n_new));
     return rc || !s->rt ? rc : kv_rt_before_chunk(s->rt, seq, chunk);
 }
 
+/* A spill read or write that failed (the engine attended zeros in its place) ends the
+ * request with KS_ERR_IO here, after the chunk, rather than letting it go on. */
 static int hy_after_chunk(kv_seq *seq, const kv_chunk *chunk)
 {
     hy_state *s = kv_seq_policy_state(seq);
     int rc = hy_trim(seq, s, s->window);
-    return rc || !s->rt ? rc : kv_rt_after_chunk(s->rt, seq, chunk);
+    if (rc || !s->rt) return rc;
+    rc = kv_rt_after_chunk(s->rt, seq, chunk);
+    return rc ? rc : kv_rt_io_error(s->rt);
 }
 
 /* Copies the first n_sk slots of t into head scratch with every key moved by
@@ -311,10 +317,10 @@ static int hy_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query 
 {
     hy_state *s = kv_seq_policy_state(seq);
     *n = 0;
+    bool inside = q && q->n_q > 0 && q->q_idx[q->n_q - 1] < s->ctx;
     if (!s->keep_full[(size_t)layer * s->n_head_kv + kv_head])
         return hy_stream_spans(seq, s, layer, kv_head, out, max, n);
     /* inside the trained context, original positions: attention over everything, as full */
-    bool inside = q && q->n_q > 0 && q->q_idx[q->n_q - 1] < s->ctx;
     if (!q || (inside && kv_rt_spilled_units(s->rt) == 0))
         return kv_seq_spans(seq, layer, kv_head, out, max, n);
     return kv_rt_spans(s->rt, seq, layer, kv_head, q, out, max, n);
@@ -365,9 +371,11 @@ static int32_t hy_pow2_clamp(int64_t x, int32_t lo, int32_t hi)
     return v;
 }
 
-/* Everything scales with the trained context C. Streaming heads: C/32 sinks and a C/16
- * window (16 + 32 on kjv-tiny), so with one retrieval head in eight the KV held at C is
- * 1/8 + 7/8 * 3/32 = 20.7% of full attention's (plus partly filled blocks). Retrieval heads
+/* Everything scales with the trained context C. Streaming heads: C/32 sinks and a C/16 + 4
+ * window (16 + 36 on kjv-tiny): with one retrieval head in eight the KV held at C is
+ * 1/8 + 7/8 * 52/512 = 21.4% of full attention's, and the held-out perplexity at C is within
+ * 2% of full's (window C/16: +2.0%, C/16 + 4: +1.6%, C/16 + 8: +1.3% but 25.4% of the KV
+ * after a 465-token passkey prompt, README). Retrieval heads
  * as `retrieval` derives them: window C/2 and chunk C/4 keep every distance below 3C/4 + the
  * sinks, blocks of C/32 tokens, top_k blocks covering 2C tokens. */
 static void hy_derive(void *params, uint64_t set, const kv_model_info *info)
@@ -376,7 +384,7 @@ static void hy_derive(void *params, uint64_t set, const kv_model_info *info)
     const kv_policy_desc *d = &kv_policy_desc_hybrid;
     int64_t c = kv_model_ctx(info);
     if (!kv_param_was_set(d, set, "n_sink")) p->n_sink = (int32_t)KS_MAX(1, c / 32);
-    if (!kv_param_was_set(d, set, "window")) p->window = (int32_t)KS_MAX(8, c / 16);
+    if (!kv_param_was_set(d, set, "window")) p->window = (int32_t)KS_MAX(8, c / 16 + 4);
     if (!kv_param_was_set(d, set, "retrieval_window"))
         p->retrieval_window = (int32_t)KS_MAX(16, c / 2);
     if (!kv_param_was_set(d, set, "chunk")) p->chunk = (int32_t)KS_MAX(8, c / 4);
@@ -386,7 +394,7 @@ static void hy_derive(void *params, uint64_t set, const kv_model_info *info)
 
 static const kv_param_rule hy_rules[] = {
     {"n_sink", "context_length / 32"},
-    {"window", "context_length / 16"},
+    {"window", "context_length / 16 + 4"},
     {"retrieval_window", "context_length / 2"},
     {"chunk", "context_length / 4"},
     {"block_tokens", "power of two <= context_length / 32, in 8..128"},

@@ -130,16 +130,16 @@ START_TEST(test_hybrid_params)
     kv_policy_config_defaults(&pc);
     ks_diag d;
     ck_assert_int_eq(kv_policy_config_validate(&pc, &d), 0); /* profile "none" is valid */
-    /* n_sink = C / 32, window = C / 16; the retrieval heads' window C / 2, chunk C / 4,
+    /* n_sink = C / 32, window = C / 16 + 4; the retrieval heads' window C / 2, chunk C / 4,
      * blocks C / 32 (a power of two in 8..128) and top_k 2C / block_tokens, by hand */
     ck_assert_int_eq(hy_resolved(&pc, 512, "n_sink"), 16);
-    ck_assert_int_eq(hy_resolved(&pc, 512, "window"), 32);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "window"), 36);
     ck_assert_int_eq(hy_resolved(&pc, 512, "retrieval_window"), 256);
     ck_assert_int_eq(hy_resolved(&pc, 512, "chunk"), 128);
     ck_assert_int_eq(hy_resolved(&pc, 512, "block_tokens"), 16);
     ck_assert_int_eq(hy_resolved(&pc, 512, "top_k"), 64);
     ck_assert_int_eq(hy_resolved(&pc, 4096, "n_sink"), 128);
-    ck_assert_int_eq(hy_resolved(&pc, 4096, "window"), 256);
+    ck_assert_int_eq(hy_resolved(&pc, 4096, "window"), 260);
     ck_assert_int_eq(hy_resolved(&pc, 4096, "block_tokens"), 128);
     ck_assert_int_eq(hy_resolved(&pc, 4096, "top_k"), 64);
     pseti(&pc, "hybrid", "block_tokens", 32);
