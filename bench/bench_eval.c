@@ -754,6 +754,7 @@ static int env_open(const ev_opts *o, ev_env *e, double max_mult)
     if ((rc = model_ctx_create(e->m, &cp, &e->ctx))) return rc;
     size_t row = (size_t)e->hp->head_dim * 2;
     int64_t max_tokens = KS_MAX((int64_t)o->ppl_tokens, (int64_t)(max_mult * e->hp->n_ctx_train));
+    model_set_n_ctx(e->m, (int32_t)KS_MIN(max_tokens, INT32_MAX)); /* Phi-3 long rope factors */
     size_t per_head = (size_t)(max_tokens + e->max_chunk) / o->block_tokens + 8;
     kv_pool_params pp = {.budget_bytes = per_head * o->block_tokens * row * 2 *
                                          (size_t)e->hp->n_layer * e->hp->n_head_kv,
