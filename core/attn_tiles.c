@@ -260,6 +260,26 @@ ATTN_AVX512 static void kivi_k_avx512(int32_t bits, const uint8_t *g, int32_t hd
 }
 #endif
 
+#ifdef ATTN_X86
+/* kivi2 V rows (per 32 channels: f16 d, f16 m, 8 bytes of 2-bit codes, channel j at bit
+ * 2j of the little-endian words) to f32: d * code + m, 16 channels per 4 bytes. */
+ATTN_AVX512 static void kivi2_v_avx512(const uint8_t *src, float *dst, int64_t nb)
+{
+    const __m512i sh2 =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i three = _mm512_set1_epi32(3);
+    for (int64_t b = 0; b < nb; b++, src += 12, dst += 32) {
+        __m512 d = _mm512_set1_ps(f16_at(src)), m = _mm512_set1_ps(f16_at(src + 2));
+        for (int half = 0; half < 2; half++) {
+            uint32_t w;
+            memcpy(&w, src + 4 + 4 * half, 4);
+            __m512i q = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)w), sh2), three);
+            _mm512_storeu_ps(dst + 16 * half, _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(q), m));
+        }
+    }
+}
+#endif
+
 /* Rows j0..j0+n of a sealed KIVI K group to f32 [n][hd]. */
 static void kivi_k_rows(const attn_scratch *S, ks_dtype dt, const void *group, int32_t hd,
                         int32_t j0, int32_t n, float *dst)
@@ -281,6 +301,12 @@ static void tile_dequant(const attn_scratch *S, ks_dtype dt, const uint8_t *src,
 {
     if (dt == KS_DTYPE_KIVI4) dt = KS_DTYPE_Q4_1; /* kivi4's V row is q4_1's layout */
     if (dt == KS_DTYPE_KIVI2) {
+#ifdef ATTN_X86
+        if (S->simd) {
+            kivi2_v_avx512(src, dst, n / 32);
+            return;
+        }
+#endif
         ks_kivi_v_to_f32(dt, src, dst, n);
         return;
     }
