@@ -479,6 +479,10 @@ START_TEST(test_invalid_config_rejected)
     kv_seq_destroy(seq);
     kv_pool_destroy(pool);
     ck_assert_int_eq(ks_dtype_from_name("kivi3", &pp.k_dtype), KS_ERR_INVALID);
+    ck_assert_int_eq(ks_dtype_from_name("kivi2", &pp.k_dtype), 0);
+    ck_assert_int_eq(pp.k_dtype, KS_DTYPE_KIVI2);
+    ck_assert_str_eq(ks_dtype_name(KS_DTYPE_KIVI4), "kivi4");
+    ck_assert(ks_dtype_valid(KS_DTYPE_KIVI4) && !ks_dtype_is_float(KS_DTYPE_KIVI4));
 }
 END_TEST
 
