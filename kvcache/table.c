@@ -132,8 +132,10 @@ int kv_head_table_make_writable(kv_head_table *t)
 {
     for (int32_t b = 0; b < t->n_blocks; b++) {
         if (kv_pool_refcount(t->pool, t->blocks[b]) <= 1) continue;
-        int32_t fresh;
-        int rc = kv_pool_alloc(t->pool, 1, &fresh);
+        int32_t fresh; /* the copy is of the same class (a sealed KIVI block stays sealed) */
+        int rc = kv_pool_is_sealable(t->pool) && !kv_pool_block_is_residual(t->pool, t->blocks[b])
+                     ? kv_pool_alloc_sealed(t->pool, 1, &fresh)
+                     : kv_pool_alloc(t->pool, 1, &fresh);
         if (rc) return rc;
         table_cow(t, b, fresh);
     }
