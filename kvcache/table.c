@@ -397,7 +397,7 @@ int kv_seq_create(kv_pool *pool, const kv_seq_params *p, kv_seq **out)
     const kv_policy *pol = p->policy ? p->policy : &kv_policy_full;
     /* KIVI blocks are quantised per block, so only a policy that never moves rows between
      * blocks may use them: `full` (the others compact rows on eviction) */
-    if (kv_pool_is_sealable(pool) && strcmp(pol->name, "full") != 0) return KS_ERR_UNSUPPORTED;
+    if (kv_pool_is_sealable(pool) && pol != &kv_policy_full) return KS_ERR_UNSUPPORTED;
     kv_seq *s = calloc(1, sizeof(*s));
     if (!s) return KS_ERR_NOMEM;
     s->pool = pool;
