@@ -2,11 +2,12 @@
  *
  *   bench_eval --model M --text T [--json FILE] [--trials 12] [--lengths 1,4,16,64]
  *              [--budgets 0.1,0.25,0.5] [--seq-kv-mb 16] [--ppl-tokens 8192] [--chunk 128]
- *              [--policies a,b] [--threads 2] [--seed 7]
+ *              [--policies a,b] [--threads 2] [--seed 7] [--profile heads.toml]
  *
  * The policy list is the registry (policy_config.h), so a newly registered policy is evaluated
  * with no change here; a policy is run "as a user asks for it": by name only (its defaults,
- * derived from the model), or by name and `budget` when it has that parameter. Four parts:
+ * derived from the model), or by name and `budget` when it has that parameter; a policy with a
+ * `profile` parameter (a head profile from `kvserve profile-heads`) gets --profile. Four parts:
  *
  * 1. Perplexity by context length (StreamingLLM's figure): the first --ppl-tokens tokens of
  *    the text go through one sequence at the policy's defaults, --chunk tokens at a time, each
@@ -53,7 +54,7 @@ typedef struct ev_policy {
 } ev_policy;
 
 typedef struct ev_opts {
-    const char *model, *text, *json, *only;
+    const char *model, *text, *json, *only, *profile;
     int32_t trials, ppl_tokens, chunk, threads, block_tokens, seq_kv_mb, kv_residual;
     ks_dtype kv[2]; /* K and V storage types */
     double mult[EV_MAX_LIST], budgets[EV_MAX_LIST];
@@ -135,6 +136,8 @@ static int opts_parse(int argc, char **argv, ev_opts *o)
          .help = "also write every figure as JSON (scripts/eval_charts.py reads it)"},
         {"policies", 0, KS_ARG_STRING, &o->only, .metavar = "A,B",
          .help = "evaluate only these registered policies (default: all)"},
+        {"profile", 0, KS_ARG_STRING, &o->profile, .metavar = "FILE",
+         .help = "head profile (`kvserve profile-heads`) for policies with a `profile` parameter"},
         {"trials", 0, KS_ARG_I32, &o->trials, 1, 1000,
          .help = "passkey prompts per point at 1x and 4x (fewer at longer lengths)"},
         {"lengths", 0, KS_ARG_FUNC, o, .parse = mult_arg, .metavar = "A,B",
@@ -163,8 +166,9 @@ static int opts_parse(int argc, char **argv, ev_opts *o)
 
 /* ---- policies -------------------------------------------------------------------------- */
 
-/* Policy d by name only (budget <= 0) or with `budget` = budget; resolved later per model. */
-static int pol_make(const kv_policy_desc *d, int32_t budget, ev_policy *p)
+/* Policy d by name only (budget <= 0) or with `budget` = budget, and the head profile when it
+ * takes one (profile NULL: none); resolved later per model. */
+static int pol_make(const char *profile, const kv_policy_desc *d, int32_t budget, ev_policy *p)
 {
     memset(p, 0, sizeof(*p));
     kv_policy_config_defaults(&p->cfg);
@@ -178,6 +182,9 @@ static int pol_make(const kv_policy_desc *d, int32_t budget, ev_policy *p)
         if (kv_policy_config_set(&p->cfg, d->name, "budget", b)) return KS_ERR_INVALID;
         snprintf(p->spec, sizeof(p->spec), "%s:budget=%d", d->name, budget);
     }
+    if (profile && kv_param_find(p->cfg.kind, "profile") &&
+        kv_policy_config_set(&p->cfg, d->name, "profile", profile))
+        return KS_ERR_INVALID;
     ks_diag dg;
     ks_diag_clear(&dg);
     return p->policy && kv_policy_config_validate(&p->cfg, &dg) == 0 ? 0 : KS_ERR_INVALID;
@@ -616,7 +623,8 @@ static int part_agree(ev_env *e, const ev_opts *o, const ev_policy *pol, int np,
     fprintf(e->json, "\"agree_budget\": %d, \"agree\": [", budget);
     for (int i = 0; i < np; i++) {
         ev_policy p;
-        if (pol_make(pol[i].desc, pol_has_budget(pol[i].desc) ? budget : 0, &p)) continue;
+        if (pol_make(o->profile, pol[i].desc, pol_has_budget(pol[i].desc) ? budget : 0, &p))
+            continue;
         ppl_result r;
         int rc = ppl_run(e, &p, toks, n, o->chunk, ref, n, i == 0, &r);
         if (rc) {
@@ -672,7 +680,7 @@ static int part_budget(ev_env *e, const ev_opts *o, const text_sents *ts, const 
         for (int b = 0; b < (hb ? o->n_budgets : 1); b++) {
             ev_policy p;
             int32_t budget = hb ? (int32_t)lround(o->budgets[b] * base) : 0;
-            if (pol_make(pol[i].desc, budget, &p)) continue;
+            if (pol_make(o->profile, pol[i].desc, budget, &p)) continue;
             pk_result r;
             int rc = pk_run(e, o, ts, &p, base, o->trials, &r);
             if (rc) return rc;
@@ -783,7 +791,12 @@ static int pols_make(const ev_opts *o, const ev_env *e, ev_policy *pol, FILE *js
     fprintf(json, "\"policies\": [");
     for (int32_t k = 0; k < kv_policy_count() && np < EV_MAX_POL; k++) {
         const kv_policy_desc *d = kv_policy_desc_at(k);
-        if ((k > 0 && !pol_selected(o, d)) || pol_make(d, 0, &pol[np])) continue;
+        if (k > 0 && !pol_selected(o, d)) continue;
+        if (pol_make(o->profile, d, 0, &pol[np])) {
+            fprintf(stderr, "bench_eval: policy %s: invalid parameters (--profile?), skipped\n",
+                    d->name);
+            continue;
+        }
         char params[512];
         pol_params_text(e, &pol[np], params, sizeof(params));
         fprintf(json, "%s{\"name\": \"%s\", \"has_budget\": %s, \"summary\": ", np ? ", " : "",
