@@ -1,8 +1,9 @@
 /* bench_attention.c - speed of the attention core: decode (1 query) and a prefill chunk over
  * a long f16 or f32 context, scalar vs SIMD kernels. Prints microseconds per call. Then one
- * decode per KV storage type (SIMD kernels, K and V of the same type, best of 5 runs taken
- * alternately with f16's): microseconds per call, bytes per key and the speed ratio to f16.
- * Usage: bench_attention [n_keys=32768] [head_dim=64] [n_group=4] [n_q_prefill=256]
+ * decode per KV storage type (SIMD kernels, kivi4/kivi2 with every 64-key span sealed, K and V of
+ * the same type, best of 5 runs taken alternately with f16's): microseconds per call, bytes per key
+ * and the speed ratio to f16. Usage: bench_attention [n_keys=32768] [head_dim=64] [n_group=4]
+ * [n_q_prefill=256]
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -26,20 +27,27 @@ static double decode_type(attn_scratch *s, ks_dtype t, const float *k32, const f
                           int32_t G, int runs)
 {
     size_t rb = ks_dtype_row_bytes(t, hd);
-    uint8_t *kb = malloc(rb * (size_t)nk), *vb = malloc(rb * (size_t)nk);
     const int32_t bt = 64, n_sp = (nk + bt - 1) / bt;
+    /* KIVI: K in sealed groups of bt tokens (every span sealed, no f16 residual) */
+    bool kivi = ks_dtype_is_kivi(t);
+    size_t kgroup = kivi ? ks_kivi_k_group_bytes(t, hd, bt) : rb * (size_t)bt;
+    uint8_t *kb = malloc(kgroup * (size_t)n_sp), *vb = malloc(rb * (size_t)nk);
     attn_span *sp = malloc(sizeof(attn_span) * (size_t)n_sp);
     double best = -1;
     if (kb && vb && sp && rb) {
         for (int32_t j = 0; j < nk; j++) {
-            ks_dtype_from_f32(t, k32 + (size_t)j * hd, kb + (size_t)j * rb, hd);
+            if (!kivi) ks_dtype_from_f32(t, k32 + (size_t)j * hd, kb + (size_t)j * rb, hd);
             ks_dtype_from_f32(t, v32 + (size_t)j * hd, vb + (size_t)j * rb, hd);
         }
-        for (int32_t i = 0; i < n_sp; i++)
-            sp[i] = (attn_span){.k = kb + (size_t)i * bt * rb,
+        for (int32_t i = 0; i < n_sp; i++) {
+            int32_t n = i == n_sp - 1 ? nk - i * bt : bt;
+            if (kivi) ks_kivi_k_seal(t, k32 + (size_t)i * bt * hd, n, hd, kb + (size_t)i * kgroup);
+            sp[i] = (attn_span){.k = kb + (size_t)i * kgroup,
                                 .v = vb + (size_t)i * bt * rb,
                                 .idx = idx + (size_t)i * bt,
-                                .n = i == n_sp - 1 ? nk - i * bt : bt};
+                                .n = n,
+                                .group = kivi ? bt : 0};
+        }
         int32_t qi = nk - 1;
         attn_params p = {.n_q = 1,
                          .n_group = G,
@@ -64,8 +72,9 @@ static double decode_type(attn_scratch *s, ks_dtype t, const float *k32, const f
 static void bench_types(attn_scratch *s, const float *k32, const float *v32, const int32_t *idx,
                         const float *q, float *out, int32_t nk, int32_t hd, int32_t G)
 {
-    static const ks_dtype types[] = {KS_DTYPE_F32,  KS_DTYPE_BF16, KS_DTYPE_Q8_0, KS_DTYPE_Q4_0,
-                                     KS_DTYPE_Q4_1, KS_DTYPE_Q5_0, KS_DTYPE_Q5_1, KS_DTYPE_IQ4_NL};
+    static const ks_dtype types[] = {KS_DTYPE_F32,   KS_DTYPE_BF16, KS_DTYPE_Q8_0, KS_DTYPE_Q4_0,
+                                     KS_DTYPE_Q4_1,  KS_DTYPE_Q5_0, KS_DTYPE_Q5_1, KS_DTYPE_IQ4_NL,
+                                     KS_DTYPE_KIVI4, KS_DTYPE_KIVI2};
     attn_scratch_force_scalar(s, false);
     printf("\ndecode per KV type (%d keys, SIMD, best of 5 alternating with f16)\n", nk);
     printf("| K = V type | bytes/key (K+V) | decode us | f16 decode us | speed vs f16 |\n"
@@ -78,8 +87,12 @@ static void bench_types(attn_scratch *s, const float *k32, const float *v32, con
             f16 = a < f16 ? a : f16;
             us = b < us ? b : us;
         }
+        /* KIVI K: a 64-token group's bytes per key (codes + the per-channel stats) */
+        size_t kbytes = ks_dtype_is_kivi(types[i])
+                            ? (ks_kivi_k_group_bytes(types[i], hd, 64) + 63) / 64
+                            : ks_dtype_row_bytes(types[i], hd);
         printf("| %s | %zu | %.1f | %.1f | %.2fx |\n", ks_dtype_name(types[i]),
-               2 * ks_dtype_row_bytes(types[i], hd), us, f16, f16 / us);
+               kbytes + ks_dtype_row_bytes(types[i], hd), us, f16, f16 / us);
     }
 }
 

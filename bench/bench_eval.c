@@ -55,7 +55,8 @@ typedef struct ev_policy {
 
 typedef struct ev_opts {
     const char *model, *text, *json, *only, *profile;
-    int32_t trials, ppl_tokens, chunk, threads, block_tokens, seq_kv_mb;
+    int32_t trials, ppl_tokens, chunk, threads, block_tokens, seq_kv_mb, kv_residual;
+    ks_dtype kv[2]; /* K and V storage types */
     double mult[EV_MAX_LIST], budgets[EV_MAX_LIST];
     int n_mult, n_budgets;
     uint64_t seed;
@@ -120,6 +121,8 @@ static int opts_parse(int argc, char **argv, ev_opts *o)
                    .block_tokens = 16,
                    .seq_kv_mb = 16,
                    .seed = 7,
+                   .kv = {KS_DTYPE_F16, KS_DTYPE_F16},
+                   .kv_residual = 128,
                    .mult = {1, 4, 16, 64},
                    .n_mult = 4,
                    .budgets = {0.1, 0.25, 0.5},
@@ -149,6 +152,9 @@ static int opts_parse(int argc, char **argv, ev_opts *o)
         {"threads", 't', KS_ARG_I32, &o->threads, 1, 256, .help = "compute threads"},
         {"block-tokens", 0, KS_ARG_I32, &o->block_tokens, 1, 4096, .help = "KV block size"},
         {"seed", 0, KS_ARG_INT, &o->seed, 0, (double)INT64_MAX, .help = "passkey set seed"},
+        KS_DTYPE_ARG_ROWS(o->kv),
+        {"kv-residual", 0, KS_ARG_I32, &o->kv_residual, 0, KV_RESIDUAL_MAX,
+         .help = "kivi4/kivi2: the last N tokens of a sequence stay f16"},
     };
     const ks_args_spec spec = {"bench_eval",
                                "Quality of every registered KV policy: perplexity by length, "
@@ -191,6 +197,9 @@ static bool pol_has_budget(const kv_policy_desc *d)
 
 static bool pol_selected(const ev_opts *o, const kv_policy_desc *d)
 {
+    /* KIVI blocks are sealed per block: only `full` can use them (kv_seq_create) */
+    if ((ks_dtype_is_kivi(o->kv[0]) || ks_dtype_is_kivi(o->kv[1])) && strcmp(d->name, "full"))
+        return false;
     if (!o->only) return true;
     size_t n = strlen(d->name);
     for (const char *s = o->only; (s = strstr(s, d->name)); s += n)
@@ -760,8 +769,9 @@ static int env_open(const ev_opts *o, ev_env *e, double max_mult)
                                          (size_t)e->hp->n_layer * e->hp->n_head_kv,
                          .block_tokens = o->block_tokens,
                          .head_dim = e->hp->head_dim,
-                         .k_dtype = KS_DTYPE_F16,
-                         .v_dtype = KS_DTYPE_F16};
+                         .k_dtype = o->kv[0],
+                         .v_dtype = o->kv[1],
+                         .kv_residual = o->kv_residual};
     if ((rc = kv_pool_create(&pp, &e->pool))) return rc;
     e->logits = malloc((size_t)e->max_chunk * e->hp->n_vocab * sizeof(float));
     return e->logits ? 0 : KS_ERR_NOMEM;

@@ -8,8 +8,8 @@
  *           [--block 64] [--window 512] [--sink 4] [--dense 0] [--positions window|original]
  *           [--landmark mean|bounds|representative] [--selection head|layer]
  *           [--sw-window 508] [--eviction lru|score_lru] [--profile heads.toml]
- *           [--kv-dtype T] [--k-dtype T] [--v-dtype T]   (KV storage types, kvtype.h; f16 by
- *           default)
+ *           [--kv-dtype T] [--k-dtype T] [--v-dtype T] [--kv-residual 128]   (KV storage types,
+ *           kvtype.h; f16 by default; kivi types: last N tokens f16)
  *
  * speed: for each context length and policy, a fresh child process prefills that many tokens
  * (the --filler text repeated, else random ids) in chunks, then decodes --gen tokens; it
@@ -37,7 +37,8 @@ typedef struct opts {
     int64_t threads, chunk, gen, prompts, full_max;
     char ctx[256], lengths[256], policies[256];
     kv_policy_config pc;
-    ks_dtype kv[2]; /* K and V storage types */
+    ks_dtype kv[2];      /* K and V storage types */
+    int64_t kv_residual; /* kivi types: last N tokens in f16 */
 } opts;
 
 static int parse_list(const char *s, int64_t *out, int max)
@@ -124,7 +125,8 @@ static int speed_child(const opts *o, const char *pol_name, int32_t n_ctx)
                         .n_batch = (int32_t)o->chunk,
                         .n_seqs = 1,
                         .k_dtype = o->kv[0],
-                        .v_dtype = o->kv[1]};
+                        .v_dtype = o->kv[1],
+                        .kv_residual = (int32_t)o->kv_residual};
     if (engine_open(&ep, &e)) return 1;
     const model_hparams *hp = model_get_hparams(e.m);
     fprintf(stderr, "KV %s/%s: KV %zu bytes/token\n", ks_dtype_name(o->kv[0]),
@@ -332,7 +334,8 @@ static int run_passkey(const opts *o)
                         .n_batch = (int32_t)o->chunk,
                         .n_seqs = 1,
                         .k_dtype = o->kv[0],
-                        .v_dtype = o->kv[1]};
+                        .v_dtype = o->kv[1],
+                        .kv_residual = (int32_t)o->kv_residual};
     if (engine_open(&ep, &e)) return 1;
     const model_hparams *hp = model_get_hparams(e.m);
     const tok_vocab *v = model_get_vocab(e.m);
@@ -414,7 +417,8 @@ int main(int argc, char **argv)
               .ctx = "8192,32768,131072",
               .lengths = "480,1950,7800",
               .policies = "full,retrieval",
-              .kv = {KS_DTYPE_F16, KS_DTYPE_F16}};
+              .kv = {KS_DTYPE_F16, KS_DTYPE_F16},
+              .kv_residual = 128};
     kv_policy_config_defaults(&o.pc);
     const char *rt = "retrieval", *sw = "sink_window";
     if (kv_policy_config_set(&o.pc, rt, "ram_mb", "32")) return 1;
@@ -445,6 +449,8 @@ int main(int argc, char **argv)
         {"policies", 0, KS_ARG_STRING, &policies, .metavar = "P,Q", .help = "policies compared"},
         {"threads", 't', KS_ARG_INT, &o.threads, 1, 256, .help = "compute threads"},
         KS_DTYPE_ARG_ROWS(o.kv),
+        {"kv-residual", 0, KS_ARG_INT, &o.kv_residual, 0, KV_RESIDUAL_MAX,
+         .help = "kivi4/kivi2: the last N tokens of a sequence stay f16"},
         {"chunk", 0, KS_ARG_INT, &o.chunk, 1, 8192, .help = "prefill chunk tokens"},
         {"gen", 0, KS_ARG_INT, &o.gen, 1, 4096, .help = "speed: decoded tokens"},
         {"prompts", 0, KS_ARG_INT, &o.prompts, 1, 1000, .help = "passkey: prompts per length"},

@@ -219,6 +219,7 @@ int main(int argc, char **argv)
                         .n_seqs = c.seqs,
                         .k_dtype = kv[0],
                         .v_dtype = kv[1],
+                        .kv_residual = 128, /* KIVI's R, as the server's default */
                         .llama_numerics = numerics == 0};
     return bench_run(&c, &ep);
 }

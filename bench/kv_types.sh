@@ -5,7 +5,8 @@
 #
 # Usage: bench/kv_types.sh [MODEL] [TYPES]     (run from the repository root, after a build)
 #   MODEL  default ../shared/models/kjv-tiny/kjv-tiny-f16.gguf
-#   TYPES  (or env TYPES) space-separated K/V pairs, default "f16/f16 q8_0/q8_0 q4_0/q4_0 f16/q8_0 f16/q4_0"
+#   TYPES  (or env TYPES) space-separated K/V pairs, default "f16/f16 q8_0/q8_0 q4_0/q4_0 f16/q8_0
+#          f16/q4_0 kivi4/kivi4 kivi2/kivi2" (llama.cpp has no kivi types: "-" in its column)
 # Env: LLAMA_BIN (default ../shared/anchors/llama.cpp-b9749/bin; absent = kvserve only),
 #      DEPTHS (default "4096 16384"), THREADS (default 2).
 # kvserve: bench_longctx speed (a fresh process prefills DEPTH tokens of filler with full
@@ -14,7 +15,7 @@
 # (its AVX-VNNI q8_0 dot dies with SIGILL, 132, on CPUs without AVX-VNNI).
 set -u
 MODEL=${1:-../shared/models/kjv-tiny/kjv-tiny-f16.gguf}
-TYPES=${2:-${TYPES:-"f16/f16 q8_0/q8_0 q4_0/q4_0 f16/q8_0 f16/q4_0"}}
+TYPES=${2:-${TYPES:-"f16/f16 q8_0/q8_0 q4_0/q4_0 f16/q8_0 f16/q4_0 kivi4/kivi4 kivi2/kivi2"}}
 LLAMA_BIN=${LLAMA_BIN:-../shared/anchors/llama.cpp-b9749/bin}
 DEPTHS=${DEPTHS:-"4096 16384"}
 THREADS=${THREADS:-2}
@@ -34,7 +35,7 @@ for kv in $TYPES; do
                --policies full --threads "$THREADS" --k-dtype "$k" --v-dtype "$v" \
                ${FILLER:+--filler "$FILLER"} 2>&1 | awk -F'|' '/ full /{gsub(/ /,"",$5); print $5}')
         theirs="-"
-        if [ -x "$LLAMA_BIN/llama-bench" ]; then
+        if [ -x "$LLAMA_BIN/llama-bench" ] && [ "${k#kivi}" = "$k" ] && [ "${v#kivi}" = "$v" ]; then
             out=$(LD_LIBRARY_PATH="$LLAMA_BIN" "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 0 -n 32 \
                   -d "$d" -t "$THREADS" -r 1 -fa on -ctk "$k" -ctv "$v" -o csv 2>/dev/null)
             rc=$?

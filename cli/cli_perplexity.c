@@ -30,7 +30,7 @@ static double nll_of(const float *logits, int32_t n_vocab, int32_t tok)
 
 typedef struct ppl_opts {
     const char *model, *file;
-    int64_t ctx, batch, threads, max_chunks;
+    int64_t ctx, batch, threads, max_chunks, kv_residual;
     ks_dtype kv[2]; /* K and V storage types */
     kv_policy_config policy;
     int attn; /* 0 exact, 1 flash, 2 fast; -1 not given */
@@ -46,6 +46,7 @@ static int ppl_parse(int argc, char **argv, ppl_opts *o)
                     .batch = 512,
                     .threads = cli_default_threads(),
                     .kv = {KS_DTYPE_F16, KS_DTYPE_F16},
+                    .kv_residual = 128,
                     .attn = -1};
     kv_policy_config_defaults(&o->policy);
     const ks_arg args[] = {
@@ -59,13 +60,15 @@ static int ppl_parse(int argc, char **argv, ppl_opts *o)
         {"chunks", 0, KS_ARG_INT, &o->max_chunks, 0, 1 << 30,
          .help = "score at most N chunks, 0 = all"},
         {"kv-dtype", 0, KS_ARG_FUNC, o->kv, .parse = ks_dtype_pair_parse_arg, .metavar = "T",
-         .help = "K and V cache type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (default "
-                 "f16, llama.cpp's default cache)",
+         .help = "K and V cache type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl kivi4 "
+                 "kivi2 (default f16, llama.cpp's default cache)",
          .flags = KS_ARG_NO_DEFAULT},
         {"k-dtype", 0, KS_ARG_FUNC, &o->kv[0], .parse = ks_dtype_parse_arg, .metavar = "T",
          .help = "K cache type alone (llama.cpp's -ctk)", .flags = KS_ARG_NO_DEFAULT},
         {"v-dtype", 0, KS_ARG_FUNC, &o->kv[1], .parse = ks_dtype_parse_arg, .metavar = "T",
          .help = "V cache type alone (llama.cpp's -ctv)", .flags = KS_ARG_NO_DEFAULT},
+        {"kv-residual", 0, KS_ARG_INT, &o->kv_residual, 0, KV_RESIDUAL_MAX,
+         .help = "kivi4/kivi2: the last N tokens stay f16 (KIVI's residual R)"},
         {"kv-policy", 0, KS_ARG_FUNC, &o->policy, .parse = kv_policy_config_parse_arg,
          .metavar = "SPEC",
          .help = "KV policy and parameters: NAME or NAME:key=value,... (kvserve policies)"},
@@ -152,6 +155,7 @@ int cli_perplexity_main(int argc, char **argv)
                         .n_seqs = 1,
                         .k_dtype = o.kv[0],
                         .v_dtype = o.kv[1],
+                        .kv_residual = (int32_t)o.kv_residual,
                         .llama_numerics = o.attn != 2,
                         .llama_flash = o.attn == 1};
     engine e;

@@ -14,7 +14,7 @@
 
 typedef struct run_opts {
     const char *model, *prompt;
-    int64_t n_predict, threads, ctx, batch, seed;
+    int64_t n_predict, threads, ctx, batch, seed, kv_residual;
     smp_params sp;
     kv_policy_config policy;
     ks_dtype kv[2]; /* K and V storage types */
@@ -27,6 +27,7 @@ static int run_parse(int argc, char **argv, run_opts *o)
                     .threads = cli_default_threads(),
                     .batch = 512,
                     .seed = -1,
+                    .kv_residual = 128,
                     .kv = {KS_DTYPE_F16, KS_DTYPE_F16}};
     smp_params_default(&o->sp);
     kv_policy_config_defaults(&o->policy);
@@ -50,6 +51,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
          .help = "context size in tokens, 0 = the model's"},
         {"batch", 'b', KS_ARG_INT, &o->batch, 1, 8192, .help = "prefill chunk in tokens"},
         KS_DTYPE_ARG_ROWS(o->kv),
+        {"kv-residual", 0, KS_ARG_INT, &o->kv_residual, 0, KV_RESIDUAL_MAX,
+         .help = "kivi4/kivi2: the last N tokens stay f16"},
         {"kv-policy", 0, KS_ARG_FUNC, &o->policy, .parse = kv_policy_config_parse_arg,
          .metavar = "SPEC",
          .help = "KV policy and parameters: NAME or NAME:key=value,... (kvserve policies)"},
@@ -144,6 +147,7 @@ int cli_run_main(int argc, char **argv)
                         .n_seqs = 1,
                         .k_dtype = o.kv[0],
                         .v_dtype = o.kv[1],
+                        .kv_residual = (int32_t)o.kv_residual,
                         .llama_numerics = true};
     engine e;
     if (engine_open(&ep, &e)) return 1;

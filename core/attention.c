@@ -117,6 +117,11 @@ static int check_params(const attn_params *p, const attn_span *spans, int32_t n_
             return KS_ERR_INVALID;
         if (sp->n > 0 && (!sp->k || !sp->v || (sp->idx && !p->q_idx && p->n_q > 0)))
             return KS_ERR_INVALID;
+        /* a sealed KIVI span is one group: its rows are the group's first n, packed */
+        if (sp->group < 0 || (sp->group > 0 && sp->n > sp->group) ||
+            (sp->group > 0 && ks_dtype_is_kivi(p->k_dtype) && sp->k_stride > 0 &&
+             sp->k_stride != p->head_dim))
+            return KS_ERR_INVALID;
         nk += sp->n;
     }
     *n_keys = nk;
@@ -128,7 +133,8 @@ int attn_forward(const attn_params *p, const attn_span *spans, int32_t n_spans, 
     int64_t n_keys = 0;
     int rc = check_params(p, spans, n_spans, s, &n_keys);
     if (rc) return rc;
-    if (p->llama_flash)
+    /* llama.cpp has no KIVI types: those run the span core below */
+    if (p->llama_flash && !ks_dtype_is_kivi(p->k_dtype) && !ks_dtype_is_kivi(p->v_dtype))
         return p->key_mass ? KS_ERR_INVALID : attn_llama_flash(p, spans, n_spans, s);
     int32_t hd = p->head_dim, rows = p->n_q * p->n_group;
     attn_run r = {.p = p,

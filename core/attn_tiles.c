@@ -228,10 +228,88 @@ ATTN_AVX512 static void bf16_to_f32_avx512(const uint8_t *src, float *dst, int64
 }
 #endif
 
+#ifdef ATTN_X86
+/* Rows j0..j0+n of a sealed KIVI K group (kivi.c's layout) to f32: per 16 channels, their
+ * scale and minimum once, then per row 16 codes spread to lanes with variable shifts. */
+ATTN_AVX512 static void kivi_k_avx512(int32_t bits, const uint8_t *g, int32_t hd, int32_t j0,
+                                      int32_t n, float *dst)
+{
+    size_t rb = (size_t)hd * (size_t)bits / 8;
+    const uint8_t *codes = g + (size_t)hd * 4 + (size_t)j0 * rb;
+    const __m512i sh4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    const __m512i sh2 =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i mask = _mm512_set1_epi32((1 << bits) - 1);
+    for (int32_t c = 0; c < hd; c += 16) {
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + 2 * (size_t)c)));
+        __m512 m = _mm512_cvtph_ps(
+            _mm256_loadu_si256((const __m256i *)(g + 2 * ((size_t)hd + (size_t)c))));
+        for (int32_t j = 0; j < n; j++) {
+            const uint8_t *q = codes + (size_t)j * rb + (size_t)c * (size_t)bits / 8;
+            uint32_t lo, hi = 0;
+            memcpy(&lo, q, 4);
+            if (bits == 4) memcpy(&hi, q + 4, 4);
+            __m512i w = bits == 4 ? _mm512_inserti64x4(_mm512_set1_epi32((int)lo),
+                                                       _mm256_set1_epi32((int)hi), 1)
+                                  : _mm512_set1_epi32((int)lo);
+            w = _mm512_and_si512(_mm512_srlv_epi32(w, bits == 4 ? sh4 : sh2), mask);
+            _mm512_storeu_ps(dst + (size_t)j * hd + c,
+                             _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(w), m));
+        }
+    }
+}
+#endif
+
+#ifdef ATTN_X86
+/* kivi2 V rows (per 32 channels: f16 d, f16 m, 8 bytes of 2-bit codes, channel j at bit
+ * 2j of the little-endian words) to f32: d * code + m, 16 channels per 4 bytes. */
+ATTN_AVX512 static void kivi2_v_avx512(const uint8_t *src, float *dst, int64_t nb)
+{
+    const __m512i sh2 =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i three = _mm512_set1_epi32(3);
+    for (int64_t b = 0; b < nb; b++, src += 12, dst += 32) {
+        __m512 d = _mm512_set1_ps(f16_at(src)), m = _mm512_set1_ps(f16_at(src + 2));
+        for (int half = 0; half < 2; half++) {
+            uint32_t w;
+            memcpy(&w, src + 4 + 4 * half, 4);
+            __m512i q = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)w), sh2), three);
+            _mm512_storeu_ps(dst + 16 * half, _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(q), m));
+        }
+    }
+}
+#endif
+
+/* Rows j0..j0+n of a sealed KIVI K group to f32 [n][hd]. */
+static void kivi_k_rows(const attn_scratch *S, ks_dtype dt, const void *group, int32_t hd,
+                        int32_t j0, int32_t n, float *dst)
+{
+#ifdef ATTN_X86
+    if (S->simd) {
+        kivi_k_avx512(ks_kivi_bits(dt), group, hd, j0, n, dst);
+        return;
+    }
+#else
+    (void)S;
+#endif
+    ks_kivi_k_to_f32(dt, group, hd, j0, n, dst);
+}
+
 /* n elements (whole rows) of type dt to f32, SIMD where the scratch runs SIMD kernels. */
 static void tile_dequant(const attn_scratch *S, ks_dtype dt, const uint8_t *src, float *dst,
                          int64_t n)
 {
+    if (dt == KS_DTYPE_KIVI4) dt = KS_DTYPE_Q4_1; /* kivi4's V row is q4_1's layout */
+    if (dt == KS_DTYPE_KIVI2) {
+#ifdef ATTN_X86
+        if (S->simd) {
+            kivi2_v_avx512(src, dst, n / 32);
+            return;
+        }
+#endif
+        ks_kivi_v_to_f32(dt, src, dst, n);
+        return;
+    }
 #ifdef ATTN_X86
     if (S->simd && dt == KS_DTYPE_Q8_0) {
         dequant_q8_0_avx512(src, dst, n / 32);
@@ -370,6 +448,23 @@ static const float *tile_rows(const attn_scratch *S, ks_dtype dt, const void *ba
     return buf;
 }
 
+/* One part (K or V) of a span's rows j0..j0+n as f32. KIVI types: a residual span's rows
+ * are f16; a sealed span's K is one per-channel group, its V per-token rows. */
+static const float *tile_part(const attn_run *r, const attn_span *sp, bool is_k, int32_t j0,
+                              int32_t n, size_t stride, float *buf, size_t *out_stride)
+{
+    ks_dtype dt = is_k ? r->p->k_dtype : r->p->v_dtype;
+    const void *base = is_k ? sp->k : sp->v;
+    int32_t hd = r->p->head_dim;
+    if (ks_dtype_is_kivi(dt) && sp->group == 0) dt = KS_DTYPE_F16;
+    if (ks_dtype_is_kivi(dt) && is_k) {
+        kivi_k_rows(r->s, dt, base, hd, j0, n, buf);
+        *out_stride = (size_t)hd;
+        return buf;
+    }
+    return tile_rows(r->s, dt, base, j0, n, stride, hd, buf, out_stride);
+}
+
 static void tile_load(const attn_run *r, const attn_span *sp, int32_t j0, int32_t n, attn_tile *t)
 {
     int32_t hd = r->p->head_dim;
@@ -387,8 +482,8 @@ static void tile_load(const attn_run *r, const attn_span *sp, int32_t j0, int32_
         t->n = 0; /* invisible to every query of the chunk: skip the conversion */
         return;
     }
-    t->k = tile_rows(r->s, r->p->k_dtype, sp->k, j0, n, ks, hd, r->s->kt, &t->ks);
-    t->v = tile_rows(r->s, r->p->v_dtype, sp->v, j0, n, vs, hd, r->s->vt, &t->vs);
+    t->k = tile_part(r, sp, true, j0, n, ks, r->s->kt, &t->ks);
+    t->v = tile_part(r, sp, false, j0, n, vs, r->s->vt, &t->vs);
 }
 
 bool attn_tile_scores(const attn_run *r, const attn_tile *t, int32_t row, float *smax)

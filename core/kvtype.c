@@ -14,9 +14,10 @@ static const struct {
     ks_dtype t;
     const char *name;
 } g_types[] = {
-    {KS_DTYPE_F32, "f32"},   {KS_DTYPE_F16, "f16"},   {KS_DTYPE_BF16, "bf16"},
-    {KS_DTYPE_Q8_0, "q8_0"}, {KS_DTYPE_Q4_0, "q4_0"}, {KS_DTYPE_Q4_1, "q4_1"},
-    {KS_DTYPE_Q5_0, "q5_0"}, {KS_DTYPE_Q5_1, "q5_1"}, {KS_DTYPE_IQ4_NL, "iq4_nl"},
+    {KS_DTYPE_F32, "f32"},     {KS_DTYPE_F16, "f16"},     {KS_DTYPE_BF16, "bf16"},
+    {KS_DTYPE_Q8_0, "q8_0"},   {KS_DTYPE_Q4_0, "q4_0"},   {KS_DTYPE_Q4_1, "q4_1"},
+    {KS_DTYPE_Q5_0, "q5_0"},   {KS_DTYPE_Q5_1, "q5_1"},   {KS_DTYPE_IQ4_NL, "iq4_nl"},
+    {KS_DTYPE_KIVI4, "kivi4"}, {KS_DTYPE_KIVI2, "kivi2"},
 };
 
 bool ks_dtype_valid(int t)
@@ -50,29 +51,38 @@ int ks_dtype_from_name(const char *name, ks_dtype *out)
 
 const char *ks_dtype_names(void)
 {
-    return "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl";
+    return "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, kivi4, kivi2";
 }
 
 size_t ks_dtype_row_bytes(ks_dtype t, int32_t hd)
 {
     if (!ks_dtype_valid((int)t) || hd < 1) return 0;
+    if (ks_dtype_is_kivi(t)) return ks_kivi_v_row_bytes(t, hd);
     return qt_row_bytes((qt_type)t, hd);
 }
 
 double ks_dtype_elem_bytes(ks_dtype t)
 {
+    /* KIVI: the V row; a K group of 32 tokens costs the same (stats over 32 tokens) */
+    if (ks_dtype_is_kivi(t)) return (double)ks_kivi_v_row_bytes(t, 32) / 32.0;
     int64_t be = ks_dtype_valid((int)t) ? qt_block_elems((qt_type)t) : 0;
     return be > 0 ? (double)qt_block_bytes((qt_type)t) / (double)be : 0.0;
 }
 
 void ks_dtype_to_f32(ks_dtype t, const void *src, float *dst, int32_t hd)
 {
-    qt_dequantize_row((qt_type)t, src, dst, hd);
+    if (ks_dtype_is_kivi(t))
+        ks_kivi_v_to_f32(t, src, dst, hd);
+    else
+        qt_dequantize_row((qt_type)t, src, dst, hd);
 }
 
 void ks_dtype_from_f32(ks_dtype t, const float *src, void *dst, int32_t hd)
 {
-    qt_quantize_row((qt_type)t, src, dst, hd);
+    if (ks_dtype_is_kivi(t))
+        ks_kivi_v_from_f32(t, src, dst, hd);
+    else
+        qt_quantize_row((qt_type)t, src, dst, hd);
 }
 
 int ks_dtype_parse_arg(const char *value, void *dst, char *err, size_t err_len)

@@ -28,8 +28,11 @@ int engine_open(const engine_params *p, engine *e)
         fprintf(stderr, "kvserve: cannot create the compute context: %s\n", ks_status_str(rc));
         goto fail;
     }
-    kv_pool_params pp = {
-        .block_tokens = 64, .head_dim = hp->head_dim, .k_dtype = p->k_dtype, .v_dtype = p->v_dtype};
+    kv_pool_params pp = {.block_tokens = 64,
+                         .head_dim = hp->head_dim,
+                         .k_dtype = p->k_dtype,
+                         .v_dtype = p->v_dtype,
+                         .kv_residual = p->kv_residual};
     size_t row =
         ks_dtype_row_bytes(p->k_dtype, hp->head_dim) + ks_dtype_row_bytes(p->v_dtype, hp->head_dim);
     if (!row) {
@@ -41,10 +44,16 @@ int engine_open(const engine_params *p, engine *e)
         goto fail;
     }
     size_t blocks_per_head = (size_t)(e->n_ctx + pp.block_tokens - 1) / pp.block_tokens + 1;
+    /* KIVI: room for every block as an f16 residual one, charged in whole sealed blocks */
+    if (ks_dtype_is_kivi(p->k_dtype) || ks_dtype_is_kivi(p->v_dtype))
+        row = (size_t)hp->head_dim * 8;
     pp.budget_bytes = blocks_per_head * (size_t)pp.block_tokens * row * (size_t)hp->n_layer *
                       (size_t)hp->n_head_kv * (size_t)KS_MAX(p->n_seqs, 1);
     if ((rc = kv_pool_create(&pp, &e->pool))) {
-        fprintf(stderr, "kvserve: cannot create the KV pool: %s\n", ks_status_str(rc));
+        fprintf(stderr, "kvserve: cannot create the KV pool: %s%s\n", ks_status_str(rc),
+                p->kv_residual < 0 || p->kv_residual > KV_RESIDUAL_MAX
+                    ? " (kv_residual must be 0..65536)"
+                    : "");
         goto fail;
     }
     return KS_OK;

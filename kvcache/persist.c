@@ -259,6 +259,9 @@ int kv_persist_load(kv_prefix *pc, kv_pool *pool, const kv_persist_key *key, con
                     size_t max_bytes, int64_t *n_loaded, ks_diag *d)
 {
     *n_loaded = 0;
+    /* KIVI pools never publish prefix blocks (prefix.c), so no file can be theirs */
+    if (kv_pool_is_sealable(pool))
+        return ks_diag_set(d, KS_ERR_UNSUPPORTED, "%s: KIVI KV types keep no prefix cache", path);
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = read_image(path, max_bytes, &buf, &len, d);

@@ -347,6 +347,9 @@ int kv_prefix_publish(kv_prefix *pc, kv_seq *seq, const int32_t *tokens, int32_t
         kv_seq_pool(seq) != pc->pool || kv_seq_n_layer(seq) != pc->p.n_layer ||
         kv_seq_n_head_kv(seq) != pc->p.n_head_kv)
         return 0;
+    /* KIVI pools: a prompt's blocks are residual or sealed depending on the prompt's length
+     * (the last kv_residual tokens stay f16), so they are not a reusable prefix; not cached */
+    if (kv_pool_is_sealable(pc->pool)) return 0;
     int32_t nb = n / pc->bt;
     if (!seq_shareable(pc, seq, nb)) return 0;
     int32_t *ids = malloc((size_t)pc->nt * sizeof(int32_t));

@@ -29,6 +29,7 @@ struct kv_seq {
     kv_head_table *tables; /* [n_layer][n_head_kv] */
     int64_t n_seen;
     int32_t *window; /* [n_layer] sliding windows (0 = global), NULL if none */
+    float *seal_buf; /* [block_tokens][head_dim] sealable pools: a block's rows as f32 */
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -77,11 +78,11 @@ static void table_deinit(kv_head_table *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* Replaces blocks[b] with a private copy made in block `fresh`. */
+/* Replaces blocks[b] with a private copy made in block `fresh` (of the same class). */
 static void table_cow(kv_head_table *t, int32_t b, int32_t fresh)
 {
     memcpy(kv_pool_block_k(t->pool, fresh), kv_pool_block_k(t->pool, t->blocks[b]),
-           kv_pool_block_bytes(t->pool));
+           kv_pool_block_bytes_of(t->pool, t->blocks[b]));
     kv_pool_release(t->pool, t->blocks[b]);
     t->blocks[b] = fresh;
 }
@@ -101,16 +102,25 @@ int kv_head_table_locate(const kv_head_table *t, int32_t slot, int32_t *blk, int
     return KS_ERR_INTERNAL;
 }
 
+/* Bytes of one row of block id's K (V) part; 0 for a sealed KIVI K group (not rows). */
+static size_t row_bytes(const kv_pool *pool, int32_t id, bool is_k)
+{
+    ks_dtype dt = is_k ? kv_pool_row_k_dtype(pool, id) : kv_pool_row_v_dtype(pool, id);
+    if (is_k && ks_dtype_is_kivi(dt)) return 0;
+    return ks_dtype_row_bytes(dt, kv_pool_head_dim(pool));
+}
+
 void *kv_head_table_k_row(const kv_head_table *t, int32_t blk, int32_t row)
 {
-    return (uint8_t *)kv_pool_block_k(t->pool, t->blocks[blk]) +
-           (size_t)row * kv_pool_k_row_bytes(t->pool);
+    size_t rb = row_bytes(t->pool, t->blocks[blk], true);
+    if (!rb) return NULL;
+    return (uint8_t *)kv_pool_block_k(t->pool, t->blocks[blk]) + (size_t)row * rb;
 }
 
 void *kv_head_table_v_row(const kv_head_table *t, int32_t blk, int32_t row)
 {
     return (uint8_t *)kv_pool_block_v(t->pool, t->blocks[blk]) +
-           (size_t)row * kv_pool_v_row_bytes(t->pool);
+           (size_t)row * row_bytes(t->pool, t->blocks[blk], false);
 }
 
 void kv_head_table_set_pos(kv_head_table *t, int32_t slot, int32_t pos)
@@ -122,8 +132,10 @@ int kv_head_table_make_writable(kv_head_table *t)
 {
     for (int32_t b = 0; b < t->n_blocks; b++) {
         if (kv_pool_refcount(t->pool, t->blocks[b]) <= 1) continue;
-        int32_t fresh;
-        int rc = kv_pool_alloc(t->pool, 1, &fresh);
+        int32_t fresh; /* the copy is of the same class (a sealed KIVI block stays sealed) */
+        int rc = kv_pool_is_sealable(t->pool) && !kv_pool_block_is_residual(t->pool, t->blocks[b])
+                     ? kv_pool_alloc_sealed(t->pool, 1, &fresh)
+                     : kv_pool_alloc(t->pool, 1, &fresh);
         if (rc) return rc;
         table_cow(t, b, fresh);
     }
@@ -141,6 +153,10 @@ int kv_head_table_spans(const kv_head_table *t, attn_span *out, int32_t max, int
             .v = kv_pool_block_v(t->pool, t->blocks[b]),
             .idx = t->idx + start,
             .n = t->blk_n[b],
+            .group =
+                kv_pool_is_sealable(t->pool) && !kv_pool_block_is_residual(t->pool, t->blocks[b])
+                    ? kv_pool_block_tokens(t->pool)
+                    : 0,
         };
         start += t->blk_n[b];
     }
@@ -170,7 +186,6 @@ static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t 
                       uint8_t *written, bool mark)
 {
     int32_t bt = kv_pool_block_tokens(t->pool);
-    size_t kb = kv_pool_k_row_bytes(t->pool), vb = kv_pool_v_row_bytes(t->pool);
     int32_t b = 0, start = 0;
     memset(rank, 0, (size_t)t->n_blocks * sizeof(int32_t));
     for (int32_t i = 0; i < n; i++) {
@@ -184,8 +199,11 @@ static void keep_walk(kv_head_table *t, const int32_t *keep, int32_t n, int32_t 
             written[db] = 1;
             continue;
         }
-        memmove(kv_head_table_k_row(t, db, dr), kv_head_table_k_row(t, b, sr), kb);
-        memmove(kv_head_table_v_row(t, db, dr), kv_head_table_v_row(t, b, sr), vb);
+        /* rows move only between blocks of one class (keep refuses sealed KIVI moves) */
+        memmove(kv_head_table_k_row(t, db, dr), kv_head_table_k_row(t, b, sr),
+                row_bytes(t->pool, t->blocks[b], true));
+        memmove(kv_head_table_v_row(t, db, dr), kv_head_table_v_row(t, b, sr),
+                row_bytes(t->pool, t->blocks[b], false));
     }
 }
 
@@ -233,8 +251,14 @@ int kv_head_table_keep(kv_head_table *t, const int32_t *keep, int32_t n)
     /* Copy-on-write every shared block that will be written, all or nothing. */
     keep_walk(t, keep, n, rank, ridx, dblk, doff, repack, written, true);
     int32_t n_cow = 0;
-    for (int32_t b = 0; b < nb; b++)
+    for (int32_t b = 0; b < nb; b++) {
+        /* a sealed KIVI group is quantised as a whole: its rows cannot move (sealed blocks
+         * precede residual ones, so any row leaving one also lands in one) */
+        if (written[b] && kv_pool_is_sealable(t->pool) &&
+            !kv_pool_block_is_residual(t->pool, t->blocks[b]))
+            return KS_ERR_UNSUPPORTED;
         if (written[b] && kv_pool_refcount(t->pool, t->blocks[b]) > 1) n_cow++;
+    }
     int rc = kv_pool_alloc(t->pool, n_cow, cow);
     if (rc) {
         return rc;
@@ -289,7 +313,6 @@ static int32_t table_append(kv_head_table *t, int32_t n_tok, const float *k, con
                             const int32_t *ids)
 {
     int32_t bt = kv_pool_block_tokens(t->pool), hd = kv_pool_head_dim(t->pool);
-    ks_dtype kt = kv_pool_k_dtype(t->pool), vt = kv_pool_v_dtype(t->pool);
     int32_t used = 0;
     if (t->n_blocks > 0 && t->blk_n[t->n_blocks - 1] < bt && n_tok > 0 &&
         kv_pool_refcount(t->pool, t->blocks[t->n_blocks - 1]) > 1)
@@ -299,14 +322,67 @@ static int32_t table_append(kv_head_table *t, int32_t n_tok, const float *k, con
             t->blocks[t->n_blocks] = ids[used++];
             t->blk_n[t->n_blocks++] = 0;
         }
-        int32_t b = t->n_blocks - 1, r = t->blk_n[b]++;
-        ks_dtype_from_f32(kt, k + (size_t)i * stride, kv_head_table_k_row(t, b, r), hd);
-        ks_dtype_from_f32(vt, v + (size_t)i * stride, kv_head_table_v_row(t, b, r), hd);
+        int32_t b = t->n_blocks - 1, r = t->blk_n[b]++, id = t->blocks[b];
+        /* appends always land in a row-addressable block (residual in a sealable pool) */
+        ks_dtype_from_f32(kv_pool_row_k_dtype(t->pool, id), k + (size_t)i * stride,
+                          kv_head_table_k_row(t, b, r), hd);
+        ks_dtype_from_f32(kv_pool_row_v_dtype(t->pool, id), v + (size_t)i * stride,
+                          kv_head_table_v_row(t, b, r), hd);
         t->idx[t->n_tok] = idx[i];
         t->pos[t->n_tok] = pos[i];
         t->n_tok++;
     }
     return used;
+}
+
+/* Quantises residual block blocks[b] (full) into a fresh sealed block: KIVI parts from
+ * their f16 rows (K per channel over the block, V per row), other parts copied. buf holds
+ * block_tokens * head_dim floats. Returns 0 or KS_ERR_FULL (block left residual). */
+static int table_seal_block(kv_head_table *t, int32_t b, float *buf)
+{
+    kv_pool *pool = t->pool;
+    int32_t bt = kv_pool_block_tokens(pool), hd = kv_pool_head_dim(pool), src = t->blocks[b];
+    int32_t dst;
+    int rc = kv_pool_alloc_sealed(pool, 1, &dst);
+    if (rc) return rc;
+    ks_dtype kt = kv_pool_k_dtype(pool), vt = kv_pool_v_dtype(pool);
+    size_t n = (size_t)bt * (size_t)hd;
+    if (ks_dtype_is_kivi(kt)) {
+        qt_dequantize_row(QT_F16, kv_pool_block_k(pool, src), buf, (int64_t)n);
+        ks_kivi_k_seal(kt, buf, bt, hd, kv_pool_block_k(pool, dst));
+    } else {
+        memcpy(kv_pool_block_k(pool, dst), kv_pool_block_k(pool, src),
+               (size_t)bt * kv_pool_k_row_bytes(pool));
+    }
+    uint8_t *vd = kv_pool_block_v(pool, dst);
+    size_t vrow = kv_pool_v_row_bytes(pool);
+    if (ks_dtype_is_kivi(vt)) {
+        qt_dequantize_row(QT_F16, kv_pool_block_v(pool, src), buf, (int64_t)n);
+        for (int32_t r = 0; r < bt; r++)
+            ks_kivi_v_from_f32(vt, buf + (size_t)r * hd, vd + (size_t)r * vrow, hd);
+    } else {
+        memcpy(vd, kv_pool_block_v(pool, src), (size_t)bt * vrow);
+    }
+    kv_pool_release(pool, src);
+    t->blocks[b] = dst;
+    return 0;
+}
+
+/* Seals every residual block that is full and wholly older than the last kv_residual tokens.
+ * Residual blocks form a suffix of the table, so this walks from the back. A full pool only
+ * postpones sealing (the rows stay f16 and correct) to the next append. */
+static void table_seal(kv_head_table *t, float *buf)
+{
+    if (!kv_pool_is_sealable(t->pool)) return;
+    int32_t bt = kv_pool_block_tokens(t->pool), keep = kv_pool_kv_residual(t->pool);
+    int32_t first = t->n_blocks, end = t->n_tok;
+    while (first > 0 && kv_pool_block_is_residual(t->pool, t->blocks[first - 1]))
+        end -= t->blk_n[--first];
+    for (int32_t b = first; b < t->n_blocks; b++) {
+        end += t->blk_n[b]; /* end = slots up to and including block b */
+        if (t->blk_n[b] < bt || t->n_tok - end < keep) break;
+        if (table_seal_block(t, b, buf)) break;
+    }
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -319,14 +395,24 @@ int kv_seq_create(kv_pool *pool, const kv_seq_params *p, kv_seq **out)
         p->n_head_kv > 4096)
         return KS_ERR_INVALID;
     const kv_policy *pol = p->policy ? p->policy : &kv_policy_full;
+    /* KIVI blocks are quantised per block, so only a policy that never moves rows between
+     * blocks may use them: `full` (the others compact rows on eviction) */
+    if (kv_pool_is_sealable(pool) && pol != &kv_policy_full) return KS_ERR_UNSUPPORTED;
     kv_seq *s = calloc(1, sizeof(*s));
     if (!s) return KS_ERR_NOMEM;
     s->pool = pool;
+    if (kv_pool_is_sealable(pool) &&
+        !(s->seal_buf = malloc((size_t)kv_pool_block_tokens(pool) * (size_t)kv_pool_head_dim(pool) *
+                               sizeof(float)))) {
+        free(s);
+        return KS_ERR_NOMEM;
+    }
     s->n_layer = p->n_layer;
     s->n_head_kv = p->n_head_kv;
     s->policy = pol;
     s->tables = calloc((size_t)p->n_layer * (size_t)p->n_head_kv, sizeof(kv_head_table));
     if (!s->tables) {
+        free(s->seal_buf);
         free(s);
         return KS_ERR_NOMEM;
     }
@@ -364,6 +450,7 @@ void kv_seq_destroy(kv_seq *seq)
             table_deinit(&seq->tables[i]);
     free(seq->tables);
     free(seq->window);
+    free(seq->seal_buf);
     free(seq);
 }
 
@@ -442,6 +529,10 @@ int64_t kv_seq_append_need(kv_seq *seq, int32_t n_tok)
     for (int32_t l = 0; l < seq->n_layer; l++)
         for (int32_t h = 0; h < seq->n_head_kv; h++)
             need += table_append_need(kv_seq_table(seq, l, h), n_tok);
+    /* sealable pools: appends take residual blocks (several units each), and one unit of
+     * headroom lets the first seal happen before the residual blocks are released */
+    if (kv_pool_is_sealable(seq->pool) && need > 0)
+        need = need * kv_pool_residual_units(seq->pool) + 1;
     return need;
 }
 
@@ -472,6 +563,7 @@ int kv_seq_append(kv_seq *seq, int32_t layer, int32_t n_tok, const float *k, con
         for (int32_t h = 0; h < seq->n_head_kv; h++) {
             used += table_append(&tabs[h], n_tok, k + (size_t)h * hd, v + (size_t)h * hd, stride,
                                  idx, pos, ids + used);
+            table_seal(&tabs[h], seq->seal_buf);
         }
         for (int32_t i = used; i < need; i++)
             kv_pool_release(seq->pool, ids[i]);
@@ -529,7 +621,10 @@ void kv_seq_get_stats(const kv_seq *seq, kv_seq_stats *out)
         out->blocks += seq->tables[i].n_blocks;
     }
     out->tokens_kept_avg = (double)out->tokens_kept / ((double)seq->n_layer * seq->n_head_kv);
-    out->bytes = (size_t)out->blocks * kv_pool_block_bytes(seq->pool);
+    out->bytes = 0; /* per block: a sealable pool's residual blocks are larger */
+    for (int32_t i = 0; i < seq->n_layer * seq->n_head_kv; i++)
+        for (int32_t b = 0; b < seq->tables[i].n_blocks; b++)
+            out->bytes += kv_pool_block_bytes_of(seq->pool, seq->tables[i].blocks[b]);
 }
 
 int64_t kv_seq_tokens_seen(const kv_seq *seq)

@@ -305,6 +305,13 @@ int api_policy_parse(const api_server *a, json_t *obj, kv_policy_config *out,
         snprintf(msg, cap, "unknown kv_policy '%s'", name);
         return KS_ERR_INVALID;
     }
+    if (kind != 0 && a->pool && kv_pool_is_sealable(a->pool)) {
+        snprintf(msg, cap,
+                 "kv_policy '%s': this server stores kivi4/kivi2 KV, which works with policy "
+                 "'full' only",
+                 name);
+        return KS_ERR_INVALID;
+    }
     *out = a->cfg->kvcache.policy;
     out->kind = kind;
     const char *key;

@@ -21,8 +21,8 @@
 
 /* ---- names ---- */
 
-static const char *const g_dtype_names[] = {"f16",  "f32",  "bf16", "q8_0",   "q4_0",
-                                            "q4_1", "q5_0", "q5_1", "iq4_nl", NULL};
+static const char *const g_dtype_names[] = {"f16",  "f32",  "bf16",   "q8_0",  "q4_0",  "q4_1",
+                                            "q5_0", "q5_1", "iq4_nl", "kivi4", "kivi2", NULL};
 static const char *const g_templates[] = {"auto",   "chatml", "llama3", "llama2", "mistral",
                                           "zephyr", "phi3",   "gemma",  NULL};
 
@@ -44,9 +44,9 @@ const char *cfg_kv_dtype_name(cfg_kv_dtype t)
 ks_dtype cfg_kv_dtype_ks(cfg_kv_dtype t)
 {
     /* in the order of g_dtype_names (test_config checks the names agree with kvtype.h) */
-    static const ks_dtype map[CFG_KV_N] = {KS_DTYPE_F16,  KS_DTYPE_F32,  KS_DTYPE_BF16,
-                                           KS_DTYPE_Q8_0, KS_DTYPE_Q4_0, KS_DTYPE_Q4_1,
-                                           KS_DTYPE_Q5_0, KS_DTYPE_Q5_1, KS_DTYPE_IQ4_NL};
+    static const ks_dtype map[CFG_KV_N] = {
+        KS_DTYPE_F16,  KS_DTYPE_F32,  KS_DTYPE_BF16,   KS_DTYPE_Q8_0,  KS_DTYPE_Q4_0, KS_DTYPE_Q4_1,
+        KS_DTYPE_Q5_0, KS_DTYPE_Q5_1, KS_DTYPE_IQ4_NL, KS_DTYPE_KIVI4, KS_DTYPE_KIVI2};
     return (unsigned)t < CFG_KV_N ? map[t] : KS_DTYPE_F16;
 }
 
@@ -103,6 +103,7 @@ void cfg_defaults(cfg *c)
     c->kvcache.dtype = CFG_KV_F16;
     c->kvcache.k_dtype = CFG_KV_UNSET;
     c->kvcache.v_dtype = CFG_KV_UNSET;
+    c->kvcache.kv_residual = 128; /* KIVI's R */
     c->kvcache.allow_request_override = true;
     c->kvcache.persist_max_mb = 1024;
     kv_policy_config_defaults(&c->kvcache.policy);
@@ -149,6 +150,14 @@ int cfg_validate(const cfg *c, ks_diag *d)
         return ks_diag_key(d, KS_ERR_INVALID, "kvcache.k_dtype", "invalid");
     if (c->kvcache.v_dtype < CFG_KV_UNSET || c->kvcache.v_dtype >= CFG_KV_N)
         return ks_diag_key(d, KS_ERR_INVALID, "kvcache.v_dtype", "invalid");
+    RANGE("kvcache.kv_residual", c->kvcache.kv_residual, 0, KV_RESIDUAL_MAX);
+    /* KIVI blocks are quantised per block of tokens; only `full` never moves rows between
+     * blocks (the other policies evict or spill rows, which a sealed group cannot do) */
+    if ((ks_dtype_is_kivi(cfg_kv_k_dtype(c)) || ks_dtype_is_kivi(cfg_kv_v_dtype(c))) &&
+        c->kvcache.policy.kind != 0)
+        return ks_diag_key(d, KS_ERR_UNSUPPORTED, "kvcache.policy",
+                           "kivi4/kivi2 KV types work with policy \"full\" only, not \"%s\"",
+                           kv_policy_kind_name(c->kvcache.policy.kind));
     RANGE("kvcache.persist_interval_s", c->kvcache.persist_interval_s, 0, 1 << 24);
     RANGE("kvcache.persist_max_mb", c->kvcache.persist_max_mb, 1, 1 << 24);
     int rc = kv_policy_config_validate(&c->kvcache.policy, d);
@@ -243,6 +252,7 @@ static const key_spec g_keys[] = {
     KEY("model.chat_template_fallback", K_BOOL, model.chat_template_fallback),
     KEY("kvcache.memory_mb", K_I64, kvcache.memory_mb),
     KEY("kvcache.block_tokens", K_I32, kvcache.block_tokens),
+    KEY("kvcache.kv_residual", K_I32, kvcache.kv_residual),
     KENUM("kvcache.dtype", kvcache.dtype, g_dtype_names),
     KENUM("kvcache.k_dtype", kvcache.k_dtype, g_dtype_names),
     KENUM("kvcache.v_dtype", kvcache.v_dtype, g_dtype_names),

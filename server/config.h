@@ -30,6 +30,8 @@ typedef enum cfg_kv_dtype {
     CFG_KV_Q5_0,
     CFG_KV_Q5_1,
     CFG_KV_IQ4_NL,
+    CFG_KV_KIVI4,
+    CFG_KV_KIVI2,
     CFG_KV_N
 } cfg_kv_dtype;
 
@@ -76,6 +78,7 @@ typedef struct cfg_kvcache {
     cfg_kv_dtype dtype;            /* default F16: K and V unless set below */
     cfg_kv_dtype k_dtype;          /* default UNSET (= dtype) */
     cfg_kv_dtype v_dtype;          /* default UNSET (= dtype) */
+    int32_t kv_residual;           /* kivi4/kivi2: last N tokens kept f16, 0..65536, default 128 */
     bool allow_request_override;   /* default true */
     char persist_dir[CFG_STR_MAX]; /* prefix cache on disk; "" = off (default) */
     int32_t persist_interval_s;    /* also save every N s; 0 = only at shutdown (default) */

@@ -245,10 +245,16 @@ static void fail_locked(sch *s, sch_req *r, int status, const char *msg)
 
 /* ---------------------------------------------------------------- admission */
 
+/* Budget units of `tokens` tokens of one table. A KIVI pool charges its newest blocks (the f16
+ * window and a prefill chunk being appended, before they are sealed) as residual blocks,
+ * kv_pool_residual_units each; other pools 1 per block. */
 static int64_t blocks_for(const sch *s, int64_t tokens)
 {
-    int64_t bt = kv_pool_block_tokens(s->p.pool);
-    return (tokens + bt - 1) / bt;
+    int64_t bt = kv_pool_block_tokens(s->p.pool), n = (tokens + bt - 1) / bt;
+    if (!kv_pool_is_sealable(s->p.pool)) return n;
+    int64_t newest = kv_pool_kv_residual(s->p.pool) + s->p.prefill_chunk;
+    int64_t resid = KS_MIN(n, (newest + bt - 1) / bt + 1);
+    return n + resid * (kv_pool_residual_units(s->p.pool) - 1);
 }
 
 static int32_t req_prefill_chunk(const sch *s, const sch_req *r);

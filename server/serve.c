@@ -48,7 +48,8 @@ static void load_work(uv_work_t *w)
                          .block_tokens = st->c.kvcache.block_tokens,
                          .head_dim = hp->head_dim,
                          .k_dtype = cfg_kv_k_dtype(&st->c),
-                         .v_dtype = cfg_kv_v_dtype(&st->c)};
+                         .v_dtype = cfg_kv_v_dtype(&st->c),
+                         .kv_residual = st->c.kvcache.kv_residual};
     if (!ks_dtype_row_bytes(pp.k_dtype, pp.head_dim) ||
         !ks_dtype_row_bytes(pp.v_dtype, pp.head_dim)) {
         st->load_rc = KS_ERR_INVALID;

@@ -27,6 +27,11 @@ typedef struct attn_span {
     int32_t n;
     int32_t k_stride; /* elements between rows; 0 means head_dim */
     int32_t v_stride; /* elements between rows; 0 means head_dim */
+    /* KIVI types (kivi4/kivi2) only. > 0: the span is a SEALED group of this many tokens:
+     * k points at the group (ks_kivi_k_group_bytes layout; the span's keys are its rows
+     * 0..n-1) and V rows are in the KIVI V layout. 0: a residual span, whose KIVI parts are
+     * plain f16 rows. Other types ignore it. */
+    int32_t group;
 } attn_span;
 
 typedef struct attn_params {

@@ -30,6 +30,7 @@ typedef struct engine_params {
     int32_t n_seqs;
     ks_dtype k_dtype; /* KV storage types (kvtype.h) */
     ks_dtype v_dtype;
+    int32_t kv_residual; /* kivi types: tokens kept in f16 (kv_pool_params.kv_residual) */
     bool llama_numerics;
     bool llama_flash;
 } engine_params;

@@ -55,7 +55,13 @@ typedef struct kv_pool_params {
     int32_t head_dim;     /* elements per K (and V) row */
     ks_dtype k_dtype;     /* storage type of K rows */
     ks_dtype v_dtype;     /* storage type of V rows */
+    /* kivi4/kivi2 only: every sequence keeps at least its last kv_residual tokens in f16
+     * (residual blocks); a block is sealed (quantised as a whole) once it is full and all
+     * its tokens are older than that. 0..KV_RESIDUAL_MAX. */
+    int32_t kv_residual;
 } kv_pool_params;
+
+#define KV_RESIDUAL_MAX 65536
 
 typedef struct kv_pool_stats {
     int64_t blocks_total; /* budget_bytes / block_bytes */
@@ -75,6 +81,10 @@ void kv_pool_destroy(kv_pool *pool);
 /* Allocates n blocks, all or nothing, each with refcount 1; ids written to ids[0..n).
  * Returns 0 or KS_ERR_FULL (fewer than n blocks free: nothing allocated). Thread-safe. */
 int kv_pool_alloc(kv_pool *pool, int32_t n, int32_t *ids) KS_WUR;
+/* Sealable pools (kivi types): kv_pool_alloc hands out RESIDUAL blocks (the KIVI parts as
+ * f16 rows, each costing kv_pool_residual_units budget units); this takes n SEALED blocks
+ * (one unit each). Same contract as kv_pool_alloc. */
+int kv_pool_alloc_sealed(kv_pool *pool, int32_t n, int32_t *ids) KS_WUR;
 /* Makes sure n blocks are free now, reclaiming prefix-cache blocks if needed. Returns 0 or
  * KS_ERR_FULL. A check, not a reservation: other threads may take the blocks afterwards. */
 int kv_pool_ensure_free(kv_pool *pool, int64_t n) KS_WUR;
@@ -96,7 +106,18 @@ ks_dtype kv_pool_v_dtype(const kv_pool *pool);
 size_t kv_pool_k_row_bytes(const kv_pool *pool); /* bytes of one K row */
 size_t kv_pool_v_row_bytes(const kv_pool *pool); /* bytes of one V row */
 size_t kv_pool_block_bytes(const kv_pool *pool);
+/* Sealable pools: free and total counts are in units of a sealed block (kv_pool_block_bytes);
+ * a residual block costs kv_pool_residual_units (1 for other pools). */
 int64_t kv_pool_blocks_free(kv_pool *pool);
+bool kv_pool_is_sealable(const kv_pool *pool); /* a K or V type is kivi4/kivi2 */
+bool kv_pool_block_is_residual(const kv_pool *pool, int32_t id);
+size_t kv_pool_block_bytes_of(const kv_pool *pool, int32_t id); /* bytes of that block */
+int32_t kv_pool_residual_units(const kv_pool *pool);
+int32_t kv_pool_kv_residual(const kv_pool *pool);
+/* Row types of block id: f16 for the KIVI parts of a residual block, else the pool's types
+ * (a sealed kivi K part is one group, not rows). */
+ks_dtype kv_pool_row_k_dtype(const kv_pool *pool, int32_t id);
+ks_dtype kv_pool_row_v_dtype(const kv_pool *pool, int32_t id);
 size_t kv_pool_bytes_used(kv_pool *pool);
 void kv_pool_get_stats(kv_pool *pool, kv_pool_stats *out);
 
@@ -129,7 +150,8 @@ int kv_head_table_locate(const kv_head_table *t, int32_t slot, int32_t *blk, int
  * others, and compacts: rows move towards the front within blocks, emptied blocks go back to
  * the pool at once, and when the table wastes more than one block it is repacked densely.
  * Slot numbers change: kept slot keep_slots[i] becomes slot i. n == 0 empties the table.
- * Returns 0, KS_ERR_INVALID (unsorted or out of range: table unchanged) or KS_ERR_FULL (a
+ * Returns 0, KS_ERR_INVALID (unsorted or out of range: table unchanged), KS_ERR_UNSUPPORTED
+ * (rows of a sealed KIVI block would move: table unchanged) or KS_ERR_FULL (a
  * shared block had to be copied and the pool is full: table unchanged).
  * Cost: O(rows moved); removing tokens near the end is cheap, near the front may repack. */
 int kv_head_table_keep(kv_head_table *t, const int32_t *keep_slots, int32_t n) KS_WUR;

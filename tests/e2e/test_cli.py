@@ -51,7 +51,7 @@ def main():
         ([kvserve, "run", "-m", "x", "-p", "y", "--temp", "-1"],
          "kvserve run: --temp: expected a number in [0, 100], got '-1'"),
         ([kvserve, "run", "-m", "x", "-p", "y", "--kv-dtype", "q4"],
-         "kvserve run: --kv-dtype: expected one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, got 'q4'"),
+         "kvserve run: --kv-dtype: expected one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, kivi4, kivi2, got 'q4'"),
         ([kvserve, "run", "-m", "x", "-p", "y", "--kv-policy", "nope"],
          "kvserve run: --kv-policy: expected NAME or NAME:key=value,... (unknown KV policy 'nope')"),
         ([kvserve, "run", "-m", "x", "--n-predict"],

@@ -74,6 +74,9 @@ static double bound(ks_dtype t, const float *b, int j)
         return 0.52 * (mx - mn) / 31 + amax * 0x1p-10;
     case KS_DTYPE_IQ4_NL:
         return amax / 8.0;
+    case KS_DTYPE_KIVI4: /* the per-token V row; the K groups are test_kivi's */
+    case KS_DTYPE_KIVI2:
+        break;
     }
     return 0;
 }
