@@ -17,7 +17,9 @@
 
 #include "grammar_internal.h"
 
+#ifndef GRAM_MAX_NODES /* matcher stack nodes; a build may lower it (the fuzz targets do) */
 #define GRAM_MAX_NODES (1u << 24)
+#endif
 
 int gram_utf8_step(gram_utf8 *u, uint8_t b, uint32_t *cp)
 {
