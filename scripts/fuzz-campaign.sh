@@ -25,6 +25,8 @@ reg="tests/fuzz/corpus/$t"
 mkdir -p "$work" "$reg"
 export KVSERVE_SHARED="${KVSERVE_SHARED:-$(cd .. && pwd)/shared}"
 echo "fuzz $t: $runs runs, commit $(git rev-parse --short HEAD), $(date -u +%F)"
-nice -n 19 "$exe" -runs="$runs" -max_len=65536 -rss_limit_mb=4096 -print_final_stats=1 \
+# KVSERVE_FUZZ_TIME=S also stops the run after S seconds (a time-boxed campaign on a busy machine).
+nice -n 19 "$exe" -runs="$runs" ${KVSERVE_FUZZ_TIME:+-max_total_time=$KVSERVE_FUZZ_TIME} \
+    -max_len=65536 -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$reg/" "$work" "$reg" 2>&1 | tee "$work.log" | grep -E "^(#[0-9]+ +(DONE|INITED)|Done|stat::|==|SUMMARY|artifact)" || true
 echo "corpus: $(ls "$work" | wc -l) files, $(du -sk "$work" | cut -f1) KiB"
