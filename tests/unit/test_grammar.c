@@ -133,6 +133,27 @@ START_TEST(test_many_rules_fast)
 }
 END_TEST
 
+/* A step over more parallel stacks than the matcher's memo holds (70 000 optional "a"s:
+ * 70 000 stacks after the first "a", the memo has 65 536 slots) is refused as too complex.
+ * It used to probe the full memo forever. */
+START_TEST(test_too_many_stacks_refused)
+{
+    enum { N = 70000 };
+    char *src = malloc((size_t)N * 5 + 64), *at = src;
+    at += sprintf(at, "root ::= ");
+    for (int i = 0; i < N; i++)
+        at += sprintf(at, "\"a\"? ");
+    sprintf(at, "\"b\"");
+    gram *g = compile_ok(src);
+    gram_matcher *m = NULL;
+    ck_assert_int_eq(gram_matcher_create(g, NULL, &m), 0);
+    ck_assert_int_ne(gram_matcher_accept_bytes(m, "aab", 3), 0);
+    gram_matcher_destroy(m);
+    gram_destroy(g);
+    free(src);
+}
+END_TEST
+
 START_TEST(test_parse_errors)
 {
     struct {
@@ -437,6 +458,7 @@ static Suite *grammar_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_parse_valid);
     tcase_add_test(tc, test_many_rules_fast);
+    tcase_add_test(tc, test_too_many_stacks_refused);
     tcase_add_test(tc, test_parse_errors);
     tcase_add_test(tc, test_match_strings);
     tcase_add_test(tc, test_match_state);
