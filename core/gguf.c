@@ -712,6 +712,11 @@ static int open_path(const char *path, gguf_file **out, ks_diag *d, bool meta_on
     return rc;
 }
 
+bool gguf_is_mapped(const gguf_file *f)
+{
+    return f->map != NULL;
+}
+
 int gguf_open(const char *path, gguf_file **out, ks_diag *d)
 {
     return open_path(path, out, d, false);

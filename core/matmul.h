@@ -16,6 +16,7 @@ typedef struct mm_weight {
     int64_t n_in;  /* ne[0], row length */
     int64_t n_out; /* ne[1], number of rows */
     size_t row_bytes;
+    void *packed; /* the rows repacked for the VNNI GEMM (repack.h), or NULL */
 } mm_weight;
 
 /* A 1-D f32 vector (norm weight or bias) in the mapping; NULL data when absent. */

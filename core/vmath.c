@@ -2,6 +2,7 @@
  * is compiled twice: with hardware FMA (picked at run time when the CPU has it) and plain,
  * where the C library's fmaf is exactly rounded too, so both give the same bits. */
 #include "vmath.h"
+#include "vmath_avx512.h"
 
 #include "kvserve/quant.h"
 
@@ -93,22 +94,61 @@ VM_FMA static void swiglu_fma(float *g, const float *u, int64_t n)
     swiglu_body(g, u, n);
 }
 
+/* -1 unknown, else whether the AVX-512 forms run (a benign race, as g_fma). */
+static int g_avx512 = -1;
+bool vm_have_avx512(void)
+{
+    if (g_avx512 < 0)
+        g_avx512 = ks_cpu_has(KS_CPU_AVX512F) && ks_cpu_has(KS_CPU_AVX512DQ) && use_fma();
+    return g_avx512;
+}
+
 float vm_expf(float x)
 {
     return use_fma() ? expf_fma(x) : expf_body(x);
 }
 
-double vm_exp_sum(float *y, const float *x, int32_t n, float max)
+double vm_exp_sum_scalar(float *y, const float *x, int32_t n, float max)
 {
     return use_fma() ? exp_sum_fma(y, x, n, max) : exp_sum_body(y, x, n, max);
 }
 
-void vm_swiglu(float *g, const float *u, int64_t n)
+void vm_swiglu_scalar(float *g, const float *u, int64_t n)
 {
     if (use_fma())
         swiglu_fma(g, u, n);
     else
         swiglu_body(g, u, n);
+}
+
+double vm_exp_sum(float *y, const float *x, int32_t n, float max)
+{
+    if (!vm_have_avx512()) return vm_exp_sum_scalar(y, x, n, max);
+    double sum = 0.0;
+    int32_t pos = 0;
+    for (;;) { /* the vector code hands back the groups it does not cover, one at a time */
+        vm_exp_sum_avx512(y, x, n, max, &sum, &pos);
+        if (pos >= n) return sum;
+        int32_t m = n - pos < 16 ? n - pos : 16;
+        sum += vm_exp_sum_scalar(y + pos, x + pos, m, max);
+        pos += m;
+    }
+}
+
+void vm_swiglu(float *g, const float *u, int64_t n)
+{
+    if (!vm_have_avx512()) {
+        vm_swiglu_scalar(g, u, n);
+        return;
+    }
+    int64_t pos = 0;
+    for (;;) {
+        vm_swiglu_avx512(g, u, n, &pos);
+        if (pos >= n) return;
+        int64_t m = n - pos < 16 ? n - pos : 16;
+        vm_swiglu_scalar(g + pos, u + pos, m);
+        pos += m;
+    }
 }
 
 /* ggml's GELU (tanh approximation) in f32. */

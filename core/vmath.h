@@ -10,6 +10,7 @@
 #ifndef KVSERVE_VMATH_H
 #define KVSERVE_VMATH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* exp(x) with llama.cpp's approximation (max error ~1.5 ulp). */
@@ -22,5 +23,12 @@ void vm_swiglu(float *g, const float *u, int64_t n);
 /* g[i] = gelu_tanh(g[i]) * u[i] as llama.cpp's CPU backend computes it (Gemma's GEGLU): the
  * GELU of x rounded to f16 is looked up in an f16 table, except |x| >= 10. */
 void vm_geglu(float *g, const float *u, int64_t n);
+
+/* The portable forms of vm_exp_sum and vm_swiglu (which take the AVX-512 ones of
+ * vmath_avx512.c when the CPU has AVX-512F/DQ; same bits). For the tests. */
+double vm_exp_sum_scalar(float *y, const float *x, int32_t n, float max);
+void vm_swiglu_scalar(float *g, const float *u, int64_t n);
+/* Whether vm_exp_sum and vm_swiglu run the AVX-512 forms. */
+bool vm_have_avx512(void);
 
 #endif

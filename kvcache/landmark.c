@@ -6,7 +6,8 @@
  * block that holds a key with a high logit (its score is an upper bound) but overestimates
  * blocks with spread-out keys; REPRESENTATIVE summarises the keys that mattered while the
  * block was recent. Scores are computed in double: the Quest bound's guarantee then holds
- * exactly against q·k summed in the same order (rounding is monotone).
+ * exactly against q·k summed in the same order (rounding is monotone). Landmarks live in
+ * pages; with a spill file only the newest pages stay in RAM (landmark.h).
  */
 #include "landmark.h"
 
@@ -30,8 +31,31 @@ void kv_lm_set_init(kv_lm_set *s, kv_landmark kind, int32_t head_dim)
 
 void kv_lm_set_deinit(kv_lm_set *s)
 {
-    free(s->data);
+    for (int32_t p = 0; s->pages && p < s->cap_pages; p++)
+        free(s->pages[p]);
+    free(s->pages);
     memset(s, 0, sizeof(*s));
+}
+
+size_t kv_lm_page_bytes(const kv_lm_set *s)
+{
+    return (size_t)KV_LM_PAGE * (size_t)s->width * sizeof(float);
+}
+
+void kv_lm_set_spill(kv_lm_set *s, kv_spill *file, int64_t rec0, int64_t rec_stride,
+                     int32_t max_ram)
+{
+    s->file = file;
+    s->rec0 = rec0;
+    s->rec_stride = rec_stride;
+    s->max_ram = max_ram < 1 ? 1 : max_ram;
+}
+
+size_t kv_lm_ram_bytes(const kv_lm_set *s)
+{
+    int32_t n_pages = (s->n + KV_LM_PAGE - 1) / KV_LM_PAGE;
+    return (size_t)(n_pages - s->n_cold) * kv_lm_page_bytes(s) +
+           (size_t)s->cap_pages * sizeof(float *);
 }
 
 static void lm_mean(const float *keys, int32_t n, int32_t hd, const int32_t *pick, int32_t n_pick,
@@ -104,18 +128,50 @@ void kv_lm_build(kv_landmark kind, const float *keys, int32_t n, int32_t hd, con
     if (pick != pick_stack) free(pick);
 }
 
+/* Writes the oldest RAM pages to the file while more than max_ram are in RAM (only full
+ * pages: the newest, being filled, is never among them). */
+static int lm_spill_pages(kv_lm_set *s)
+{
+    int32_t n_pages = (s->n + KV_LM_PAGE - 1) / KV_LM_PAGE;
+    while (s->file && !s->stopped && n_pages - s->n_cold > s->max_ram) {
+        int rc = kv_spill_write(s->file, s->rec0 + (int64_t)s->n_cold * s->rec_stride,
+                                s->pages[s->n_cold]);
+        if (rc) {
+            s->stopped = true; /* keep new pages in RAM from now on */
+            return rc;
+        }
+        free(s->pages[s->n_cold]);
+        s->pages[s->n_cold++] = NULL;
+    }
+    return 0;
+}
+
 int kv_lm_set_push(kv_lm_set *s, const float *keys, int32_t n, const float *mass, int32_t n_rep)
 {
-    if (s->n == s->cap) {
-        int32_t cap = s->cap < 64 ? 64 : s->cap * 2;
-        float *d = realloc(s->data, (size_t)cap * (size_t)s->width * sizeof(float));
-        if (!d) return KS_ERR_NOMEM;
-        s->data = d;
-        s->cap = cap;
+    int32_t p = s->n / KV_LM_PAGE, r = s->n % KV_LM_PAGE;
+    if (p >= s->cap_pages) { /* the index only: 8 bytes per KV_LM_PAGE blocks */
+        int32_t cap = s->cap_pages < 16 ? 16 : s->cap_pages * 2;
+        float **pg = realloc(s->pages, (size_t)cap * sizeof(float *));
+        if (!pg) return KS_ERR_NOMEM;
+        memset(pg + s->cap_pages, 0, (size_t)(cap - s->cap_pages) * sizeof(float *));
+        s->pages = pg;
+        s->cap_pages = cap;
     }
-    kv_lm_build(s->kind, keys, n, s->head_dim, mass, n_rep, s->data + (size_t)s->n * s->width);
+    if (!s->pages[p] && !(s->pages[p] = malloc(kv_lm_page_bytes(s)))) return KS_ERR_NOMEM;
+    kv_lm_build(s->kind, keys, n, s->head_dim, mass, n_rep, s->pages[p] + (size_t)r * s->width);
     s->n++;
-    return 0;
+    return lm_spill_pages(s);
+}
+
+int kv_lm_page(const kv_lm_set *s, int32_t p, float *buf, const float **out)
+{
+    if (p < 0 || (int64_t)p * KV_LM_PAGE >= s->n) return KS_ERR_INVALID;
+    if (p >= s->n_cold) {
+        *out = s->pages[p];
+        return 0;
+    }
+    *out = buf;
+    return kv_spill_read(s->file, s->rec0 + (int64_t)p * s->rec_stride, buf);
 }
 
 double kv_lm_score(kv_landmark kind, const float *lm, const float *q, int32_t hd)

@@ -82,6 +82,9 @@ int kv_spill_create(const kv_spill_params *p, kv_spill **out)
         hp->slots = malloc((size_t)p->slots_per_part * sizeof(hot_slot));
         hp->mem = ks_aligned_alloc(part_bytes);
         if (!hp->slots || !hp->mem) goto fail;
+        /* Touched now: resident memory reaches the hot set's bound when spilling starts
+         * instead of creeping up as the buffers fill over a long context. */
+        memset(hp->mem, 0, part_bytes);
         for (int32_t j = 0; j < p->slots_per_part; j++)
             hp->slots[j] = (hot_slot){.rec = -1};
     }

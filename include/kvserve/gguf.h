@@ -65,6 +65,9 @@ int gguf_open_memory(const void *buf, size_t len, gguf_file **out, ks_diag *d) K
  * use of a file whose data section is missing or short. */
 int gguf_open_meta(const char *path, gguf_file **out, ks_diag *d) KS_WUR;
 void gguf_close(gguf_file *f); /* accepts NULL */
+/* Whether the tensor data is a read-only file mapping (gguf_open) whose pages the kernel
+ * can drop and fault in again, rather than a caller's buffer (gguf_open_memory). */
+bool gguf_is_mapped(const gguf_file *f);
 
 uint32_t gguf_version(const gguf_file *f);
 uint64_t gguf_alignment(const gguf_file *f);

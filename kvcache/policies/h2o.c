@@ -15,21 +15,54 @@
  *
  * Chunks: a chunk attends to the whole cache plus itself (causally); eviction runs after it,
  * so memory is bounded by heavy + recent + one chunk. Positions are the original ones.
+ *
+ * Two modes. `original` is the published algorithm above: every query's mass is summed and
+ * the cache is evicted greedily after every chunk, prompt chunks included. On kjv-tiny it
+ * loses the pass key at a 25% budget: the summed scores of a whole prompt are dominated by
+ * the filler and the first tokens, and the heads that copy the key look at it only once the
+ * answer's first token exists (the same finding as snapkv's `first_token`). `deferred` (the
+ * default) changes when and on what it evicts, not what it keeps: it holds the prompt (up to
+ * `hold` tokens per table), lets the scores decay by `decay` per query step (so recent
+ * queries weigh most; in a prompt chunk the last 1 / (1 - decay) queries vote, the
+ * exponential sum's effective window, and older chunks' votes decay with the chunk's
+ * length), keeps `n_sink` first tokens always (attention sinks, out of the heavy share),
+ * max-pools the scores over `kernel` neighbours before choosing heavy hitters (a fact spans
+ * several tokens), and runs the first eviction after the first generated token, which then
+ * votes; from then on it evicts greedily after every chunk as H2O does. A prompt chunk that
+ * takes a table past `hold` is evicted at once, so no prompt waits for a decode token to free
+ * memory it needs (the admission bound counts the held prompt).
+ *
  * Invariant: score[j] belongs to slot j of the head's table (compacted with the same keep
  * list as the table).
  */
+#include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_args.h"
 
+/* When and on what scores it evicts (kvcache.h2o.mode). */
+typedef enum h2o_mode {
+    H2O_DEFERRED, /* hold the prompt, decayed + pooled scores, sinks, first eviction after the
+                   * first generated token */
+    H2O_ORIGINAL, /* the published algorithm: summed scores, greedy after every chunk */
+} h2o_mode;
+
+static const char *const h2o_mode_names[] = {"deferred", "original", NULL};
+
 /* The parameters (kvcache.h2o.*; table below). */
 typedef struct h2o_params {
     int32_t budget; /* heavy + recent: tokens kept per layer and KV head */
-    int32_t heavy;  /* heavy-hitter tokens kept */
+    int32_t heavy;  /* heavy-hitter tokens kept (the sinks included, deferred) */
     int32_t recent; /* most recent tokens kept */
+    h2o_mode mode;
+    int32_t hold;   /* deferred: prompt tokens a table holds before evicting (0 = all) */
+    int32_t n_sink; /* deferred: first tokens always kept */
+    int32_t kernel; /* deferred: max-pooling kernel over the scores (odd) */
+    double decay;   /* deferred: score decay per query step */
 } h2o_params;
 
 extern const kv_policy_desc kv_policy_desc_h2o;
@@ -42,6 +75,10 @@ typedef struct h2o_head {
 
 typedef struct h2o_state {
     int32_t heavy, recent;
+    h2o_params p;
+    int32_t votes; /* deferred: prompt queries of a chunk that vote, 1 / (1 - decay) */
+    bool pending;  /* deferred: the prompt is in; the next chunk votes, then eviction */
+    bool started;  /* deferred: the first eviction ran; greedy from now on */
     int32_t n_head_kv, n_layer;
     h2o_head *heads;       /* [n_layer][n_head_kv] */
     struct h2o_cand *cand; /* eviction scratch, grown once to the cache's bound */
@@ -60,11 +97,15 @@ static int h2o_init(kv_seq *seq, const void *config, void **state)
     h2o_params p;
     kv_model_info mi = kv_policy_args_info(a);
     kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_h2o, &mi, &p);
-    if (p.heavy < 0 || p.recent < 1) return KS_ERR_INVALID;
+    if (p.heavy < 0 || p.recent < 1 || p.hold < 0 || p.n_sink < 0 || p.kernel < 1 ||
+        p.kernel % 2 == 0 || !(p.decay > 0 && p.decay <= 1))
+        return KS_ERR_INVALID;
     h2o_state *s = calloc(1, sizeof(*s));
     if (!s) return KS_ERR_NOMEM;
     s->heavy = p.heavy;
     s->recent = p.recent;
+    s->p = p;
+    s->votes = p.decay < 1 ? (int32_t)KS_MAX(1, lround(1.0 / (1.0 - p.decay))) : INT32_MAX;
     s->n_layer = kv_seq_n_layer(seq);
     s->n_head_kv = kv_seq_n_head_kv(seq);
     s->heads = calloc((size_t)s->n_layer * s->n_head_kv, sizeof(h2o_head));
@@ -105,10 +146,11 @@ static int h2o_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query
 
 static int32_t h2o_mass_queries(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q)
 {
-    (void)seq;
     (void)layer;
     (void)kv_head;
-    return q->n_q; /* every query votes */
+    const h2o_state *s = kv_seq_policy_state(seq);
+    if (s->p.mode == H2O_ORIGINAL) return q->n_q; /* every query votes */
+    return KS_MIN(q->n_q, s->votes);              /* the decayed sum's effective window */
 }
 
 static int h2o_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
@@ -131,6 +173,11 @@ static int h2o_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, cons
     if (n_keys > h->n_scored)
         memset(h->score + h->n_scored, 0, (size_t)(n_keys - h->n_scored) * sizeof(float));
     h->n_scored = n_keys;
+    if (s->p.mode == H2O_DEFERRED && s->p.decay < 1) { /* older votes fade by query step */
+        float f = (float)pow(s->p.decay, q->n_q);
+        for (int32_t j = 0; j < n_keys; j++)
+            h->score[j] *= f;
+    }
     for (int32_t g = 0; g < q->n_group; g++) {
         const float *m = key_mass + (size_t)g * n_keys;
         for (int32_t j = 0; j < n_keys; j++)
@@ -152,7 +199,20 @@ static int h2o_int_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Keeps the last `recent` slots and the `heavy` best-scored older ones of one table. */
+/* The score a candidate is ranked by: its own (original), or the max over `kernel`
+ * neighbouring candidates (deferred), so that a chosen token brings its neighbours along. */
+static float h2o_rank_score(const h2o_state *s, const h2o_head *h, int32_t nc, int32_t j)
+{
+    if (s->p.mode == H2O_ORIGINAL) return h->score[j];
+    int32_t r = s->p.kernel / 2, lo = KS_MAX(0, j - r), hi = KS_MIN(nc - 1, j + r);
+    float v = h->score[lo];
+    for (int32_t i = lo + 1; i <= hi; i++)
+        v = fmaxf(v, h->score[i]);
+    return v;
+}
+
+/* Keeps the last `recent` slots and the `heavy` best-scored older ones of one table (deferred:
+ * the first n_sink slots among the heavy ones, the rest by pooled score). */
 static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
 {
     int32_t n = t->n_tok, budget = s->heavy + s->recent;
@@ -160,16 +220,19 @@ static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
     if (h->n_scored != n)
         return KS_ERR_INTERNAL; /* the model did not report key mass for this chunk */
     int32_t nc = n - s->recent;
+    int32_t sinks = s->p.mode == H2O_DEFERRED ? KS_MIN(s->p.n_sink, s->heavy) : 0;
     if (ks_buf_reserve((void **)&s->cand, &s->cap_cand, nc, sizeof(h2o_cand)) ||
         ks_buf_reserve((void **)&s->keep, &s->cap_keep, budget, sizeof(int32_t)))
         return KS_ERR_NOMEM;
     h2o_cand *cand = s->cand;
     int32_t *keep = s->keep;
-    for (int32_t j = 0; j < nc; j++)
-        cand[j] = (h2o_cand){h->score[j], j};
-    qsort(cand, (size_t)nc, sizeof(h2o_cand), h2o_cand_cmp);
-    for (int32_t i = 0; i < s->heavy; i++)
-        keep[i] = cand[i].j;
+    for (int32_t i = 0; i < sinks; i++)
+        keep[i] = i;
+    for (int32_t j = sinks; j < nc; j++)
+        cand[j - sinks] = (h2o_cand){h2o_rank_score(s, h, nc, j), j};
+    qsort(cand, (size_t)(nc - sinks), sizeof(h2o_cand), h2o_cand_cmp);
+    for (int32_t i = sinks; i < s->heavy; i++)
+        keep[i] = cand[i - sinks].j;
     qsort(keep, (size_t)s->heavy, sizeof(int32_t), h2o_int_cmp);
     for (int32_t i = 0; i < s->recent; i++)
         keep[s->heavy + i] = nc + i;
@@ -182,10 +245,30 @@ static int h2o_evict(h2o_state *s, kv_head_table *t, h2o_head *h)
     return rc;
 }
 
+/* Whether eviction runs after this chunk. original: always. deferred: greedy (always) from
+ * the chunk after a finished prompt on (normally the first generated token, which votes; a
+ * prompt continuation ends the wait too) or from the first generated chunk of a sequence
+ * that had no prompt; before that, only at a prompt chunk that takes the largest table
+ * (layer 0's) past `hold`: a long prompt never waits for a decode token to free memory it
+ * needs. */
+static bool h2o_evict_now(h2o_state *s, kv_seq *seq, const kv_chunk *chunk)
+{
+    if (s->p.mode == H2O_ORIGINAL || s->started) return true;
+    if (s->pending || !chunk->prefill) {
+        s->started = true;
+        s->pending = false;
+        return true;
+    }
+    if (!chunk->prefill_last && s->p.hold > 0 && kv_seq_table(seq, 0, 0)->n_tok > s->p.hold)
+        return true;
+    if (chunk->prefill_last) s->pending = true;
+    return false;
+}
+
 static int h2o_after_chunk(kv_seq *seq, const kv_chunk *chunk)
 {
-    (void)chunk;
     h2o_state *s = kv_seq_policy_state(seq);
+    if (!h2o_evict_now(s, seq, chunk)) return 0;
     for (int32_t l = 0; l < s->n_layer; l++) {
         for (int32_t kh = 0; kh < s->n_head_kv; kh++) {
             int rc =
@@ -214,6 +297,19 @@ static const kv_param_desc h2o_params_table[] = {
      "heavy-hitter tokens kept per layer and KV head (highest accumulated attention)"},
     {"recent", KV_PARAM_INT, offsetof(h2o_params, recent), 1, INT32_MAX, 512, NULL, NULL, false,
      "most recent tokens kept per layer and KV head"},
+    {"mode", KV_PARAM_ENUM, offsetof(h2o_params, mode), 0, 0, H2O_DEFERRED, NULL, h2o_mode_names,
+     false,
+     "`deferred`: hold the prompt, decayed and pooled scores, sinks, first eviction after the "
+     "first generated token; `original`: H2O's summed scores, greedy after every chunk"},
+    {"hold", KV_PARAM_INT, offsetof(h2o_params, hold), 0, INT32_MAX, 4096, NULL, NULL, false,
+     "deferred: prompt tokens a table holds before evicting; past it each prompt chunk is "
+     "evicted at once (0 = hold the whole prompt)"},
+    {"n_sink", KV_PARAM_INT, offsetof(h2o_params, n_sink), 0, 1024, 4, NULL, NULL, false,
+     "deferred: first tokens always kept (attention sinks, out of the heavy share)"},
+    {"kernel", KV_PARAM_INT, offsetof(h2o_params, kernel), 1, 63, 9, NULL, NULL, false,
+     "deferred: max-pooling kernel over the scores before choosing heavy hitters (odd)"},
+    {"decay", KV_PARAM_DOUBLE, offsetof(h2o_params, decay), 0.01, 1, 0.9, NULL, NULL, false,
+     "deferred: score decay per query step (1 = plain sum over every query)"},
 };
 
 /* The common budget splits half and half (H2O's equal split); a given heavy or recent takes
@@ -227,6 +323,7 @@ static void h2o_derive(void *params, uint64_t set, const kv_model_info *info)
         p->budget = (int32_t)KS_MIN((int64_t)p->heavy + p->recent, INT32_MAX);
         return;
     }
+    if (!kv_param_was_set(d, set, "hold")) p->hold = kv_model_ctx(info);
     if (!kv_param_was_set(d, set, "budget")) p->budget = KS_MAX(2, kv_model_ctx(info) / 4);
     if (hs)
         p->recent = KS_MAX(1, p->budget - p->heavy);
@@ -241,17 +338,32 @@ static void h2o_derive(void *params, uint64_t set, const kv_model_info *info)
 static const kv_param_rule h2o_rules[] = {{"budget", "context_length / 4"},
                                           {"heavy", "budget / 2"},
                                           {"recent", "budget - heavy"},
+                                          {"hold", "context_length"},
                                           {NULL, NULL}};
 
-/* Heavy + recent, plus the chunk attended before eviction. */
+static int h2o_validate(const void *params, const char *table, ks_diag *d)
+{
+    const h2o_params *p = params;
+    char key[96];
+    snprintf(key, sizeof(key), "%s.kernel", table);
+    if (p->kernel % 2 == 0)
+        return ks_diag_key(d, KS_ERR_RANGE, key, "must be odd (got %d)", p->kernel);
+    return KS_OK;
+}
+
+/* original: heavy + recent, plus the chunk attended before eviction. deferred: also the held
+ * prompt, up to `hold` (+ the chunk that passes it); n_tokens (the prompt + one decode token)
+ * already counts the generated token that votes. */
 static int64_t h2o_admission(const void *params, int64_t n_tokens, int64_t chunk, int32_t n_layer,
                              int32_t *dense_layers)
 {
     const h2o_params *p = params;
-    (void)n_tokens;
     (void)n_layer;
     (void)dense_layers;
-    return (int64_t)p->heavy + p->recent + chunk;
+    int64_t greedy = (int64_t)p->heavy + p->recent + chunk;
+    if (p->mode == H2O_ORIGINAL) return greedy;
+    int64_t held = p->hold > 0 ? KS_MIN(n_tokens, (int64_t)p->hold + chunk) : n_tokens;
+    return KS_MAX(greedy, held);
 }
 
 /* The view: heavy + recent tokens per head, the recent ones as the window. */
@@ -275,6 +387,7 @@ const kv_policy_desc kv_policy_desc_h2o = {
     .params_table = h2o_params_table,
     .n_params = (int32_t)KS_ARRAY_LEN(h2o_params_table),
     .params_size = sizeof(h2o_params),
+    .validate = h2o_validate,
     .admission = h2o_admission,
     .derive = h2o_derive,
     .rules = h2o_rules,

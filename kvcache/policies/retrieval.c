@@ -25,7 +25,10 @@
  * Spill tier. Beyond ram_mb, the oldest blocks that are neither sinks nor local window move
  * to a per-sequence file (spill.c) and free their pool block (kv_head_table_keep drops whole
  * pool blocks, so no row moves); a retrieved spilled block is read into a hot-set buffer
- * (LRU or score-decayed LRU per KV head). Landmarks never leave RAM.
+ * (LRU or score-decayed LRU per KV head). Landmarks are paged (landmark.h): past a share of
+ * ram_mb (1/32) the oldest landmark pages go to a second spill file, and selection streams
+ * them page by page (an online softmax, then the top_k best kept in a heap), so neither the
+ * landmarks nor the selection buffers in RAM grow with the context.
  *
  * Invariants: every table of a layer >= dense_layers holds, in order, pool-block units
  * [0, n_sink_units) and [n_sink_units + n_spilled, ...) of the dense token layout (retrieval
@@ -69,7 +72,8 @@ extern const kv_policy_desc kv_policy_desc_retrieval;
 _Static_assert(sizeof(rt_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the config");
 
 #define RT_MAX_HD 1024
-#define RT_SAMPLE_LAST 8 /* queries of a chunk that always score blocks */
+#define RT_MAX_KV_HEADS 256 /* KV heads one layer-mode selection scores at most */
+#define RT_SAMPLE_LAST 8    /* queries of a chunk that always score blocks */
 #define RT_SAMPLE_SPREAD 8
 #ifndef RT_DERIVE_BLOCK_DIV
 #define RT_DERIVE_BLOCK_DIV 32 /* block_tokens ~ context_length / 32 */
@@ -92,13 +96,23 @@ typedef struct rt_cand {
     int32_t b;
 } rt_cand;
 
+typedef struct rt_norm { /* online softmax of one sampled query head over the blocks */
+    double m, z;         /* running max logit, sum of exp(logit - m) */
+} rt_norm;
+
 typedef struct rt_head {    /* per KV head; used by one thread at a time */
     uint8_t *scr_k, *scr_v; /* [scr_cap][row] copies (window positions) */
     int32_t *scr_idx;       /* [scr_cap] sequence index of copied / spilled rows */
     int32_t scr_cap, scr_n;
-    rt_cand *cand;
-    double *tmp; /* [cand_cap] per-query block scores */
+    rt_cand *cand; /* [cand_cap] the selection (top_k; every block in a dense layer) */
     int32_t cand_cap;
+    /* selection scratch, bounded by top_k, the sampled queries and one landmark page per
+     * scored KV head, never by the number of blocks */
+    rt_cand *heap; /* [top_k] best blocks so far (worst at the root) */
+    float *qs;     /* [rows][head_dim] sampled query heads, turned back to `target` */
+    rt_norm *norm; /* [rows] */
+    float *pages;  /* [n_head_kv][page floats] landmark pages read from the file */
+    int64_t cap_heap, cap_qs, cap_norm, cap_pages;
     float *row; /* [head_dim] */
     uint64_t pin;
     int64_t n_selected;
@@ -116,6 +130,9 @@ typedef struct rt_state {
     rt_table *tabs;         /* [n_layer][n_head_kv] */
     rt_head *heads;         /* [n_head_kv] */
     kv_spill *spill;
+    kv_spill *lm_file;    /* landmark pages beyond lm_max_pages per table (created lazily) */
+    int32_t lm_max_pages; /* landmark pages a table keeps in RAM */
+    size_t lm_ram_bytes;  /* their share of ram_mb */
     int64_t n_sink_units, n_spilled;
     size_t ram_bytes, hot_bytes;
     int32_t hot_slots;
@@ -144,6 +161,7 @@ static void rt_free(kv_seq *seq, void *state)
     rt_state *st = state;
     if (!st) return;
     kv_spill_destroy(st->spill);
+    kv_spill_destroy(st->lm_file);
     free(st->zero_rec);
     for (int32_t i = 0; st->tabs && i < st->n_layer * st->n_head_kv; i++) {
         kv_lm_set_deinit(&st->tabs[i].lm);
@@ -156,7 +174,10 @@ static void rt_free(kv_seq *seq, void *state)
         free(st->heads[h].scr_v);
         free(st->heads[h].scr_idx);
         free(st->heads[h].cand);
-        free(st->heads[h].tmp);
+        free(st->heads[h].heap);
+        free(st->heads[h].qs);
+        free(st->heads[h].norm);
+        free(st->heads[h].pages);
         free(st->heads[h].row);
     }
     free(st->tabs);
@@ -216,6 +237,11 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     int64_t slots = (int64_t)(st->ram_bytes / 4 / bb / (size_t)H);
     st->hot_slots = (int32_t)KS_MIN(KS_MAX(slots, per_call), 1 << 20);
     st->hot_bytes = (size_t)st->hot_slots * H * bb;
+    /* Landmarks: 1/32 of the budget (at least one page per table) stays in RAM. */
+    size_t page_bytes = kv_lm_page_bytes(&st->tabs[0].lm);
+    st->lm_max_pages = (int32_t)KS_MIN(
+        KS_MAX((int64_t)(st->ram_bytes / 32 / page_bytes / (size_t)(L * H)), 1), 1 << 20);
+    st->lm_ram_bytes = (size_t)st->lm_max_pages * page_bytes * (size_t)(L * H);
     *state = st;
     return 0;
 fail:
@@ -380,12 +406,10 @@ static int head_reserve(rt_state *st, rt_head *hs, int64_t rows, int64_t cands)
         hs->scr_cap = cap;
     }
     if (cands > hs->cand_cap) {
-        int32_t cap = (int32_t)KS_MAX(cands, (int64_t)hs->cand_cap * 2);
+        int32_t cap = (int32_t)cands;
         rt_cand *c = realloc(hs->cand, (size_t)cap * sizeof(rt_cand));
-        if (c) hs->cand = c;
-        double *tm = realloc(hs->tmp, (size_t)cap * sizeof(double));
-        if (tm) hs->tmp = tm;
-        if (!c || !tm) return KS_ERR_NOMEM;
+        if (!c) return KS_ERR_NOMEM;
+        hs->cand = c;
         hs->cand_cap = cap;
     }
     return 0;
@@ -407,94 +431,173 @@ static int cand_by_block(const void *x, const void *y)
     return (a->b > b->b) - (a->b < b->b);
 }
 
-/* Adds to cand[].score, for every sampled query and query head of KV head h, the softmax
- * over blocks [b0, b0+n) of the landmark scores (scaled like attention logits): each query
- * head votes with the attention it would give each block, so heads whose logits run large do
- * not drown the others. qh = query head 0 of KV head h, token 0. */
-static void score_head(const rt_state *st, int32_t l, int32_t h, const kv_query *q, const float *qh,
-                       rt_cand *cand, double *tmp, int32_t b0, int32_t n, int64_t target)
+/* The queries of a chunk that score blocks: the last RT_SAMPLE_LAST and RT_SAMPLE_SPREAD
+ * spread over the rest. Returns how many (<= RT_SAMPLE_LAST + RT_SAMPLE_SPREAD). */
+static int32_t sample_queries(int32_t nq, int32_t *sample)
 {
-    float cs[RT_MAX_HD / 2], sn[RT_MAX_HD / 2], qr[RT_MAX_HD];
-    bool window = st->p.positions == KV_POS_WINDOW;
-    if (window) rope_angles(&st->rope, -(float)target, cs, sn);
-    const kv_lm_set *lm = &st->tabs[(size_t)l * st->n_head_kv + h].lm;
-    int32_t nq = q->n_q, sample[RT_SAMPLE_LAST + RT_SAMPLE_SPREAD + 1], ns = 0;
-    int32_t n_last = KS_MIN(nq, RT_SAMPLE_LAST), rest = nq - n_last;
+    int32_t ns = 0, n_last = KS_MIN(nq, RT_SAMPLE_LAST), rest = nq - n_last;
     for (int32_t i = 0; i < RT_SAMPLE_SPREAD && rest > 0; i++) {
         int32_t t = (int32_t)((int64_t)i * rest / KS_MAX(RT_SAMPLE_SPREAD, 1));
         if (ns == 0 || sample[ns - 1] != t) sample[ns++] = t;
     }
     for (int32_t t = rest; t < nq; t++)
         sample[ns++] = t;
-    double scale = 1.0 / sqrt((double)st->hd);
-    for (int32_t s = 0; s < ns; s++)
-        for (int32_t g = 0; g < q->n_group; g++) {
-            const float *qv = qh + (size_t)sample[s] * q->q_tok_stride + (size_t)g * st->hd;
-            if (window) { /* score as the key will be seen: at `target` (landmarks are
-                             of unrotated keys, so turn q back by target instead) */
-                memcpy(qr, qv, (size_t)st->hd * sizeof(float));
-                rope_rotate(&st->rope, qr, 1, cs, sn);
-                qv = qr;
-            }
-            double mx = -INFINITY, sum = 0.0;
-            for (int32_t i = 0; i < n; i++) {
-                tmp[i] = kv_lm_score(lm->kind, kv_lm_get(lm, b0 + i), qv, st->hd) * scale;
-                mx = tmp[i] > mx ? tmp[i] : mx;
-            }
-            for (int32_t i = 0; i < n; i++)
-                sum += (tmp[i] = exp(tmp[i] - mx));
-            for (int32_t i = 0; i < n; i++)
-                cand[i].score += tmp[i] / sum;
+    return ns;
+}
+
+/* Copies the sampled query heads of KV head hh (qh = its query head 0, token 0) into rows
+ * [row0, row0 + ns * n_group) of hs->qs, turned back by `target` with window positions
+ * (landmarks are of unrotated keys: the key will be seen at `target`). */
+static void prepare_queries(const rt_state *st, rt_head *hs, const kv_query *q, const float *qh,
+                            const int32_t *sample, int32_t ns, int32_t row0, int64_t target)
+{
+    float cs[RT_MAX_HD / 2], sn[RT_MAX_HD / 2];
+    bool window = st->p.positions == KV_POS_WINDOW;
+    if (window) rope_angles(&st->rope, -(float)target, cs, sn);
+    for (int32_t s = 0, r = row0; s < ns; s++)
+        for (int32_t g = 0; g < q->n_group; g++, r++) {
+            float *dst = hs->qs + (size_t)r * st->hd;
+            memcpy(dst, qh + (size_t)sample[s] * q->q_tok_stride + (size_t)g * st->hd,
+                   (size_t)st->hd * sizeof(float));
+            if (window) rope_rotate(&st->rope, dst, 1, cs, sn);
+            hs->norm[r] = (rt_norm){.m = -INFINITY, .z = 0.0};
         }
 }
 
-/* cand[0..n) sorted by score; takes the best blocks each followed by its successor until k
- * are taken, into cand[0..k). A query matches a block by what it looks for ("the pass key
- * is"), while what it copies comes right after, often across the block boundary: the
- * successor keeps the continuation of every match. Returns k. */
-static int32_t expand_successors(rt_head *hs, int32_t b0, int32_t n, int32_t k)
+/* Page p of (l, hh)'s landmarks into *out (buf when read from the file). A page that cannot
+ * be read scores as zeros and fails the sequence after the step (like a spilled block). */
+static const float *lm_page(rt_state *st, int32_t l, int32_t hh, int32_t p, float *buf)
 {
-    double *taken = hs->tmp; /* [n]: 1 when block b0 + i is selected (scores are done) */
-    memset(taken, 0, (size_t)n * sizeof(double));
-    int32_t m = 0;
-    for (int32_t i = 0; i < n && m < k; i++) {
-        int32_t b = hs->cand[i].b - b0;
-        for (int32_t j = b; j <= b + 1 && j < n && m < k; j++)
-            if (!taken[j]) {
-                taken[j] = 1.0;
-                m++;
-            }
+    const float *out;
+    int rc = kv_lm_page(&rt_tab(st, l, hh)->lm, p, buf, &out);
+    if (rc == 0) return out;
+    int zero = 0;
+    atomic_compare_exchange_strong(&st->io_error, &zero, KS_ERR_IO);
+    memset(buf, 0, kv_lm_page_bytes(&rt_tab(st, l, hh)->lm));
+    return buf;
+}
+
+/* Whether candidate a ranks below b (lower score; ties: the later block). */
+static bool cand_worse(const rt_cand *a, const rt_cand *b)
+{
+    return a->score != b->score ? a->score < b->score : a->b > b->b;
+}
+
+/* Offers block c to the min-heap of the k best (worst at the root). */
+static void heap_offer(rt_cand *heap, int32_t *n, int32_t k, rt_cand c)
+{
+    int32_t i;
+    if (*n < k) {
+        for (i = (*n)++; i > 0 && cand_worse(&c, &heap[(i - 1) / 2]); i = (i - 1) / 2)
+            heap[i] = heap[(i - 1) / 2];
+        heap[i] = c;
+        return;
     }
-    for (int32_t i = 0, w = 0; i < n && w < m; i++)
-        if (taken[i]) hs->cand[w++] = (rt_cand){.score = 0.0, .b = b0 + i};
+    if (!cand_worse(&heap[0], &c)) return;
+    for (i = 0;;) {
+        int32_t w = i, a = 2 * i + 1, b = a + 1;
+        const rt_cand *wc = &c;
+        if (a < *n && cand_worse(&heap[a], wc)) w = a, wc = &heap[a];
+        if (b < *n && cand_worse(&heap[b], wc)) w = b;
+        if (w == i) break;
+        heap[i] = heap[w];
+        i = w;
+    }
+    heap[i] = c;
+}
+
+/* Scores blocks [b0, b1) for the `nh` KV heads from h0 (rows of ns * n_group sampled query
+ * heads each, in hs->qs) and leaves the k best in hs->heap[0..*n_heap). A block's score is
+ * the sum, over the sampled query heads, of the softmax over blocks of its landmark logit
+ * (scaled like attention logits): each query head votes with the attention it would give each
+ * block, so heads whose logits run large do not drown the others. Two passes over the
+ * landmark pages: the softmax's max and sum (online), then the scores into the heap. */
+static void score_blocks(rt_state *st, rt_head *hs, int32_t l, int32_t h0, int32_t nh, int32_t rows,
+                         int32_t b0, int32_t b1, int32_t k, int32_t *n_heap)
+{
+    double scale = 1.0 / sqrt((double)st->hd);
+    kv_landmark kind = st->p.landmark;
+    int32_t width = rt_tab(st, l, h0)->lm.width, pf = KV_LM_PAGE * width;
+    const float *pg[RT_MAX_KV_HEADS];
+    for (int32_t pass = 0; pass < 2; pass++)
+        for (int32_t p = b0 / KV_LM_PAGE; p * KV_LM_PAGE < b1; p++) {
+            for (int32_t j = 0; j < nh; j++)
+                pg[j] = lm_page(st, l, h0 + j, p, hs->pages + (size_t)j * pf);
+            int32_t lo = KS_MAX(b0, p * KV_LM_PAGE), hi = KS_MIN(b1, (p + 1) * KV_LM_PAGE);
+            for (int32_t b = lo; b < hi; b++) {
+                double score = 0.0;
+                for (int32_t j = 0; j < nh; j++) {
+                    const float *lm = pg[j] + (size_t)(b - p * KV_LM_PAGE) * width;
+                    for (int32_t r = j * rows; r < (j + 1) * rows; r++) {
+                        rt_norm *nr = &hs->norm[r];
+                        double x =
+                            kv_lm_score(kind, lm, hs->qs + (size_t)r * st->hd, st->hd) * scale;
+                        if (pass == 1) {
+                            score += exp(x - nr->m) / nr->z;
+                        } else if (x > nr->m) {
+                            nr->z = nr->z * exp(nr->m - x) + 1.0;
+                            nr->m = x;
+                        } else {
+                            nr->z += exp(x - nr->m);
+                        }
+                    }
+                }
+                if (pass == 1) heap_offer(hs->heap, n_heap, k, (rt_cand){.score = score, .b = b});
+            }
+        }
+}
+
+/* hs->heap[0..n) are the best blocks; sorted best first, takes each followed by its successor
+ * (below b1) until k are taken, into hs->cand[0..m). A query matches a block by what it looks
+ * for ("the pass key is"), while what it copies comes right after, often across the block
+ * boundary: the successor keeps the continuation of every match. The k best candidates are
+ * enough: after j of them every one of the j is taken, so at most k are looked at. Returns m. */
+static int32_t expand_successors(rt_head *hs, int32_t n, int32_t b1, int32_t k)
+{
+    qsort(hs->heap, (size_t)n, sizeof(rt_cand), cand_by_score);
+    int32_t m = 0;
+    for (int32_t i = 0; i < n && m < k; i++)
+        for (int32_t j = hs->heap[i].b; j <= hs->heap[i].b + 1 && j < b1 && m < k; j++) {
+            bool taken = false;
+            for (int32_t t = 0; t < m && !taken; t++)
+                taken = hs->cand[t].b == j;
+            if (!taken) hs->cand[m++] = (rt_cand){.score = 0.0, .b = j};
+        }
     return m;
 }
 
 /* Fills hs->cand[0..*n_sel) with the selected blocks (ascending) among [b0, b1). */
-static void select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q, int32_t b0,
-                          int32_t b1, int64_t target, int32_t *n_sel)
+static int select_blocks(rt_state *st, int32_t l, int32_t h, const kv_query *q, int32_t b0,
+                         int32_t b1, int64_t target, int32_t *n_sel)
 {
     rt_head *hs = &st->heads[h];
-    int32_t n = b1 - b0;
-    for (int32_t i = 0; i < n; i++)
-        hs->cand[i] = (rt_cand){.score = 0.0, .b = b0 + i};
-    int32_t H = st->n_head_kv, span = q->n_group * st->hd;
+    int32_t n = b1 - b0, H = st->n_head_kv, span = q->n_group * st->hd;
     bool layer_mode = st->p.selection == KV_SELECT_LAYER && q->q_tok_stride >= H * span;
-    if (layer_mode) {
-        const float *base = q->q - (size_t)h * span;
-        for (int32_t hh = 0; hh < H; hh++)
-            score_head(st, l, hh, q, base + (size_t)hh * span, hs->cand, hs->tmp, b0, n, target);
-    } else {
-        score_head(st, l, h, q, q->q, hs->cand, hs->tmp, b0, n, target);
-    }
-    int32_t k = KS_MIN(st->p.top_k, n);
+    int32_t h0 = layer_mode ? 0 : h, nh = layer_mode ? H : 1;
+    int32_t sample[RT_SAMPLE_LAST + RT_SAMPLE_SPREAD + 1], ns = sample_queries(q->n_q, sample);
+    int32_t rows = ns * q->n_group, k = KS_MIN(st->p.top_k, n);
+    size_t pf = kv_lm_page_bytes(&rt_tab(st, l, h0)->lm) / sizeof(float);
+    if (nh > RT_MAX_KV_HEADS) return KS_ERR_RANGE;
+    if (ks_buf_reserve((void **)&hs->heap, &hs->cap_heap, k, sizeof(rt_cand)) ||
+        ks_buf_reserve((void **)&hs->qs, &hs->cap_qs, (int64_t)nh * rows * st->hd, sizeof(float)) ||
+        ks_buf_reserve((void **)&hs->norm, &hs->cap_norm, (int64_t)nh * rows, sizeof(rt_norm)) ||
+        ks_buf_reserve((void **)&hs->pages, &hs->cap_pages, (int64_t)nh * pf, sizeof(float)))
+        return KS_ERR_NOMEM;
+    const float *base = layer_mode ? q->q - (size_t)h * span : q->q;
+    for (int32_t j = 0; j < nh; j++)
+        prepare_queries(st, hs, q, base + (size_t)j * span, sample, ns, j * rows, target);
+    int32_t n_heap = 0;
+    score_blocks(st, hs, l, h0, nh, rows, b0, b1, k, &n_heap);
     if (k < n) {
-        qsort(hs->cand, (size_t)n, sizeof(rt_cand), cand_by_score);
-        k = expand_successors(hs, b0, n, k);
+        k = expand_successors(hs, n_heap, b1, k);
+    } else {
+        memcpy(hs->cand, hs->heap, (size_t)n_heap * sizeof(rt_cand));
+        k = n_heap;
     }
     qsort(hs->cand, (size_t)k, sizeof(rt_cand), cand_by_block);
     *n_sel = k;
     hs->n_selected += k;
+    return 0;
 }
 
 /* Keeps the selection of (layer, head) for kv_view (the per-head candidate list is reused by
@@ -545,7 +648,7 @@ static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query 
         *n = (int32_t)KS_MIN(need, INT32_MAX);
         return KS_ERR_RANGE;
     }
-    int rc = head_reserve(st, hs, sink_end + (int64_t)k * st->B, b1 - b0);
+    int rc = head_reserve(st, hs, sink_end + (int64_t)k * st->B, k);
     if (rc) return rc;
     hs->pin++;
     hs->scr_n = 0;
@@ -555,7 +658,8 @@ static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query 
             hs->cand[i] = (rt_cand){.b = b0 + i};
         n_sel = k;
     } else if (b1 > b0) {
-        select_blocks(st, layer, kv_head, q, b0, b1, first - st->p.window, &n_sel);
+        rc = select_blocks(st, layer, kv_head, q, b0, b1, first - st->p.window, &n_sel);
+        if (rc) return rc;
     }
     if (!dense) remember_selection(rt_tab(st, layer, kv_head), hs->cand, n_sel);
     span_out so = {.out = out, .max = max};
@@ -620,10 +724,34 @@ static int rt_after_attention(kv_seq *seq, int32_t layer, int32_t kv_head, const
 /* ---------------------------------------------------------------------------------------- */
 /* After a chunk: summarise blocks that left the window, then spill beyond the budget        */
 
+static int spill_failed(rt_state *st, int rc);
+
+/* Once a table's landmarks fill their RAM pages, every table's older pages go to a landmark
+ * spill file (record = one page of one table, interleaved like the blocks' records). */
+static int lm_attach_file(rt_state *st)
+{
+    int32_t n_tabs = st->n_layer * st->n_head_kv;
+    kv_spill_params sp = {.dir = st->p.spill_dir,
+                          .record_bytes = kv_lm_page_bytes(&st->tabs[0].lm),
+                          .n_parts = 1,
+                          .slots_per_part = 1, /* pages are read into the caller's buffer */
+                          .eviction = KV_EVICT_LRU};
+    int rc = kv_spill_create(&sp, &st->lm_file);
+    if (rc) return spill_failed(st, rc == KS_ERR_INVALID ? KS_ERR_IO : rc);
+    for (int32_t i = 0; i < n_tabs; i++)
+        kv_lm_set_spill(&st->tabs[i].lm, st->lm_file, i, n_tabs, st->lm_max_pages);
+    return 0;
+}
+
 static int summarise(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t upto)
 {
     rt_table *rt = rt_tab(st, l, h);
     while ((int64_t)(rt->lm.n + 1) * st->B <= upto) {
+        if (!st->lm_file && !atomic_load(&st->io_error) &&
+            rt->lm.n >= st->lm_max_pages * KV_LM_PAGE) {
+            int rc = lm_attach_file(st);
+            if (rc) return rc;
+        }
         int64_t a = (int64_t)rt->lm.n * st->B;
         for (int64_t i = 0; i < st->B; i++) {
             int64_t x = a + i, u = x / st->pb;
@@ -639,6 +767,7 @@ static int summarise(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t up
         bool rep = st->p.landmark == KV_LANDMARK_REPRESENTATIVE && rt->mass_cap >= st->B;
         int rc =
             kv_lm_set_push(&rt->lm, st->kbuf, st->B, rep ? rt->mass : NULL, st->p.representatives);
+        if (rc) rc = spill_failed(st, rc); /* I/O: the page stays in RAM, the sequence fails */
         if (rc) return rc;
         if (rt->mass_cap > st->B) {
             memmove(rt->mass, rt->mass + st->B, (size_t)(rt->mass_cap - st->B) * sizeof(float));
@@ -650,7 +779,6 @@ static int summarise(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t up
     return 0;
 }
 
-/* Moves units [n_sink_units + n_spilled, + n_units) of every sparse table to the file. */
 /* Records a spill I/O failure: the blocks stay in RAM (nothing was dropped yet), spilling
  * stops, and the scheduler fails this sequence after the step; the batch goes on. */
 static int spill_failed(rt_state *st, int rc)
@@ -661,6 +789,7 @@ static int spill_failed(rt_state *st, int rc)
     return 0;
 }
 
+/* Moves units [n_sink_units + n_spilled, + n_units) of every sparse table to the file. */
 static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
 {
     int32_t H = st->n_head_kv, D = st->p.dense_layers;
@@ -736,8 +865,8 @@ static int rt_after_chunk(kv_seq *seq, const kv_chunk *chunk)
     for (int32_t i = 0; i < st->n_layer * H; i++)
         used += kv_seq_table(seq, i / H, i % H)->n_blocks;
     size_t bb = kv_pool_block_bytes(st->pool);
-    int64_t limit =
-        (int64_t)((st->ram_bytes > st->hot_bytes ? st->ram_bytes - st->hot_bytes : 0) / bb);
+    size_t fixed = st->hot_bytes + st->lm_ram_bytes; /* hot set + landmark pages */
+    int64_t limit = (int64_t)((st->ram_bytes > fixed ? st->ram_bytes - fixed : 0) / bb);
     if (used <= limit) return 0;
     int64_t n_tabs = (int64_t)(st->n_layer - D) * H;
     int64_t want = (used - limit + n_tabs - 1) / n_tabs;
@@ -785,11 +914,15 @@ int kv_retrieval_get_stats(kv_seq *seq, kv_retrieval_stats *out)
     for (int32_t i = 0; i < st->n_layer * H; i++) {
         out->blocks_ram += kv_seq_table(seq, i / H, i % H)->n_blocks;
         out->landmarks += st->tabs[i].lm.n;
-        out->landmark_bytes += (size_t)st->tabs[i].lm.cap * st->tabs[i].lm.width * 4;
+        out->landmark_bytes += kv_lm_ram_bytes(&st->tabs[i].lm);
         scratch += (size_t)st->tabs[i].mass_cap * 4;
     }
     for (int32_t h = 0; h < H; h++) {
-        scratch += (size_t)st->heads[h].scr_cap * (st->rb + st->vb + 4);
+        const rt_head *hs = &st->heads[h];
+        scratch += (size_t)hs->scr_cap * (st->rb + st->vb + 4) +
+                   (size_t)(hs->cand_cap + hs->cap_heap) * sizeof(rt_cand) +
+                   (size_t)(hs->cap_qs + hs->cap_pages) * sizeof(float) +
+                   (size_t)hs->cap_norm * sizeof(rt_norm);
         out->blocks_retrieved += st->heads[h].n_selected;
     }
     kv_spill_stats ss;

@@ -409,6 +409,28 @@ def test_kv_policies(srv):
     check(st == 200 and j["usage"]["completion_tokens"] == 8, "retrieval completion works")
 
 
+def test_h2o_defaults(srv):
+    """`{"kv_policy": {"name": "h2o"}}` gets parameters derived from the model, and /v1/kv
+    shows them resolved: budget = context_length / 4 = 128 on kjv-tiny, heavy / recent its
+    halves, the prompt held up to hold = context_length, then evicted to the budget."""
+    long_prompt = " ".join(PROMPTS) * 6
+    s = open_stream(srv, dict(prompt=long_prompt, max_tokens=3000, temperature=0,
+                              kv_policy={"name": "h2o"}))
+    time.sleep(0.5)
+    seqs = [q for q in kv_state(srv)["sequences"] if q["policy"] == "h2o"]
+    check(len(seqs) == 1, "/v1/kv lists the h2o sequence")
+    if seqs:
+        p = seqs[0].get("params", {})
+        check(p == {"budget": 128, "heavy": 64, "recent": 64, "mode": "deferred", "hold": 512,
+                    "n_sink": 4, "kernel": 9, "decay": 0.9},
+              "/v1/kv shows h2o's derived parameters: %s" % p)
+        kept, seen = seqs[0]["tokens_kept_per_layer"], seqs[0]["tokens_seen"]
+        # generating: evicted to heavy + recent per KV head (2 KV heads) from the first token
+        check(seen > 128 and all(k <= 2 * 128 for k in kept),
+              "h2o keeps its budget once generating (%s of %d)" % (kept, seen))
+    s.close()
+
+
 def test_sigterm(srv):
     result = {}
 
@@ -574,6 +596,7 @@ def main():
         test_errors(srv)
         test_prefix_cache(srv)
         test_kv_policies(srv)
+        test_h2o_defaults(srv)
         test_metrics(srv)
         test_sigterm(srv)
     finally:

@@ -546,6 +546,51 @@ START_TEST(test_snap_hold_bounds_prompt)
 }
 END_TEST
 
+/* h2o's deferred mode: the prompt is held up to `hold` (a chunk taking a table past it is
+ * evicted at once), the first eviction waits for the first generated token, then every chunk
+ * is evicted back to the budget with the sinks kept; admission counts the held prompt. */
+START_TEST(test_h2o_deferred_hold)
+{
+    const int32_t budget = 40, hold = 100, chunk = 50, n_chunks = 8, n_sink = 4;
+    kv_policy_config pc = config_defaults();
+    pseti(&pc, "h2o", "heavy", budget / 2); /* set both: the raw table admission reads */
+    pseti(&pc, "h2o", "recent", budget / 2);
+    pseti(&pc, "h2o", "hold", hold);
+    pseti(&pc, "h2o", "n_sink", n_sink);
+    rig r;
+    rig_open(&r, "h2o", &pc, 2, 2, 2, KS_DTYPE_F32, 400);
+    for (int32_t c = 0; c < n_chunks; c++) {
+        rig_chunk(&r, chunk, true, c == n_chunks - 1, true, -1, NULL);
+        for (int32_t l = 0; l < 2; l++)
+            ck_assert_int_le(kv_seq_tokens_kept(r.seq, l), 2 * (hold + chunk));
+        check_blocks(&r);
+    }
+    ck_assert_int_gt(kv_seq_tokens_kept(r.seq, 0), 2 * budget); /* the prompt's end waits */
+    for (int32_t g = 0; g < 5; g++) {
+        rig_chunk(&r, 1, false, false, true, -1, NULL);
+        for (int32_t l = 0; l < 2; l++) {
+            ck_assert_int_eq(kv_seq_tokens_kept(r.seq, l), 2 * budget);
+            for (int32_t h = 0; h < 2; h++) {
+                const kv_head_table *t = kv_seq_table(r.seq, l, h);
+                for (int32_t i = 0; i < n_sink; i++)
+                    ck_assert_int_eq(t->idx[i], i);                           /* the sinks stay */
+                ck_assert_int_eq(t->idx[t->n_tok - 1], n_chunks * chunk + g); /* and the new */
+            }
+        }
+        check_blocks(&r);
+    }
+    rig_close(&r);
+    const kv_policy_desc *d = kv_policy_desc_find("h2o");
+    int32_t dense = 0;
+    const void *par = kv_policy_config_params(&pc, d);
+    ck_assert_int_eq(d->admission(par, 401, chunk, 2, &dense), hold + chunk);
+    ck_assert_int_eq(d->admission(par, 70, chunk, 2, &dense), budget + chunk);
+    pset(&pc, "h2o", "mode", "original"); /* greedy from the first chunk: heavy + recent */
+    ck_assert_int_eq(d->admission(kv_policy_config_params(&pc, d), 401, chunk, 2, &dense),
+                     budget + chunk);
+}
+END_TEST
+
 /* H2O against a naive simulation: every query's attention is added to each cached key's
  * score; after each chunk the newest `recent` keys and the `heavy` best older ones stay. */
 START_TEST(test_h2o_naive)
@@ -554,6 +599,7 @@ START_TEST(test_h2o_naive)
     kv_policy_config pc = config_defaults();
     pseti(&pc, "h2o", "heavy", heavy);
     pseti(&pc, "h2o", "recent", recent);
+    pset(&pc, "h2o", "mode", "original");
     rig r;
     rig_open(&r, "h2o", &pc, 2, 2, n_group, KS_DTYPE_F32, 200);
     int32_t sizes[] = {15, 13, 9, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -784,6 +830,7 @@ static Suite *policies_suite(void)
     tcase_add_loop_test(tc, test_snap_deferred_naive, 0, (int)KS_ARRAY_LEN(kSnapCases));
     tcase_add_loop_test(tc, test_snap_hold_bounds_prompt, 0, 2);
     tcase_add_test(tc, test_h2o_naive);
+    tcase_add_test(tc, test_h2o_deferred_hold);
     tcase_add_loop_test(tc, test_sink_window_compact, 0, 4);
     tcase_add_loop_test(tc, test_big_budget_equals_full, 0, 4);
     tcase_add_test(tc, test_registry_and_bad_config);

@@ -164,6 +164,9 @@ START_TEST(test_out_of_range_rejected)
     expect_error("pyramid:budget_fraction=1.5", NULL,
                  (const char *const[]){"budget_fraction", "out of range", NULL});
     expect_error("h2o:budget=1", NULL, (const char *const[]){"budget", "out of range", NULL});
+    expect_error("h2o:kernel=8", NULL, (const char *const[]){"kernel", "odd", NULL});
+    expect_error("h2o:decay=0", NULL, (const char *const[]){"decay", "out of range", NULL});
+    expect_error("h2o:mode=greedy", NULL, (const char *const[]){"mode", "greedy", NULL});
     expect_error("sink_window:budget=4", NULL,
                  (const char *const[]){"budget", "leaves no window", NULL});
     /* window 200 is fine against the fallback budget but not against the one derived for a
@@ -260,6 +263,26 @@ START_TEST(test_deferred_keeps_needle)
 }
 END_TEST
 
+/* h2o's deferred mode (the default) on the same case: the original greedy eviction after every
+ * prompt chunk has already thrown the needle away when the answer's first token, the one that
+ * looks at it, arrives; held until then, with decayed and pooled scores, it is kept. */
+START_TEST(test_h2o_deferred_keeps_needle)
+{
+    engine e;
+    open_engine(&e, "kjv-tiny/kjv-tiny-f16.gguf", 1024);
+    char *prompt = passkey_prompt(PK_KEY, PK_BEFORE, PK_SENTS), got[8], want[8];
+    snprintf(want, sizeof(want), "%d", PK_KEY);
+    answer(&e, "h2o:budget=120", prompt, got);
+    ck_assert_str_eq(got, want);
+    answer(&e, "h2o", prompt, got); /* name only: budget 128 derived from the model */
+    ck_assert_str_eq(got, want);
+    answer(&e, "h2o:budget=120,mode=original", prompt, got);
+    ck_assert_str_ne(got, want);
+    free(prompt);
+    engine_close(&e);
+}
+END_TEST
+
 static Suite *quality_suite(void)
 {
     Suite *s = suite_create("policy_quality");
@@ -268,6 +291,7 @@ static Suite *quality_suite(void)
     tcase_add_test(tc, test_explicit_values_win);
     tcase_add_test(tc, test_out_of_range_rejected);
     tcase_add_test(tc, test_deferred_keeps_needle);
+    tcase_add_test(tc, test_h2o_deferred_keeps_needle);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -669,10 +669,12 @@ START_TEST(test_defaults_from_model)
 }
 END_TEST
 
-/* The spill tier holds RAM to the budget however long the context: 32768 tokens with the
- * derived defaults (block 16, top_k 64, window 256) and ram_mb 1 keep the same number of pool
- * blocks in RAM as 8192 tokens, within the budget, while the spill file takes the rest. */
-START_TEST(test_spill_bounds_ram_32k)
+/* The spill tier bounds RSS at 32k: 32768 tokens with the derived defaults (block 16, top_k
+ * 64, window 256) and ram_mb 1 keep the same number of pool blocks in RAM as 8192 tokens,
+ * within the budget, while the spill file takes the rest; the landmarks in RAM (their pages
+ * beyond 1/32 of ram_mb go to the landmark file) and the selection buffers do not grow either,
+ * so everything the policy holds in RAM is the same at 32k as at 8k. */
+START_TEST(test_spill_tier_bounds_rss_32k)
 {
     kv_policy_config_defaults(&g_pc);
     pseti(&g_pc, "retrieval", "ram_mb", 1);
@@ -730,9 +732,15 @@ START_TEST(test_spill_bounds_ram_32k)
     ck_assert_int_le(st.blocks_ram, at8k.blocks_ram + NL * NH); /* flat */
     ck_assert_int_eq(st.hot_slots, at8k.hot_slots);
     ck_assert_int_gt(st.hot_misses, 0);
-    /* RAM besides the landmarks (which grow by 1/16 of a key per token) stays flat */
-    ck_assert_int_le(st.ram_bytes - st.landmark_bytes,
-                     at8k.ram_bytes - at8k.landmark_bytes + (size_t)NL * NH * bb);
+    /* 4x the landmarks, the same landmark RAM (but for the page index, 8 bytes per 64
+     * blocks), and all of it within the landmarks' share of the budget */
+    ck_assert_int_ge(st.landmarks, 4 * at8k.landmarks - NL * NH * 32);
+    ck_assert_int_le(st.landmark_bytes, at8k.landmark_bytes + (size_t)NL * NH * 256);
+    ck_assert_int_le(at8k.landmark_bytes, ((size_t)1 << 20) / 32 + /* or one page per table */
+                                              (size_t)NL * NH * (64 * HD * sizeof(float) + 256));
+    /* all RAM the policy holds (pool blocks, hot set, landmarks, selection and copy buffers)
+     * stays flat */
+    ck_assert_int_le(st.ram_bytes, at8k.ram_bytes + (size_t)NL * NH * (bb + 256));
     sim_destroy(&rt);
     ck_assert_int_eq(count_files(g_dir), 0);
     rmdir(g_dir);
@@ -767,7 +775,7 @@ static Suite *retrieval_suite(void)
     tcase_add_test(tc, test_selects_needle_window_positions);
     tcase_add_test(tc, test_policy_registered);
     tcase_add_test(tc, test_defaults_from_model);
-    tcase_add_test(tc, test_spill_bounds_ram_32k);
+    tcase_add_test(tc, test_spill_tier_bounds_rss_32k);
     suite_add_tcase(s, tc);
     return s;
 }
