@@ -2,11 +2,12 @@
  *
  *   bench_eval --model M --text T [--json FILE] [--trials 12] [--lengths 1,4,16,64]
  *              [--budgets 0.1,0.25,0.5] [--seq-kv-mb 16] [--ppl-tokens 8192] [--chunk 128]
- *              [--policies a,b] [--threads 2] [--seed 7]
+ *              [--policies a,b] [--threads 2] [--seed 7] [--profile heads.toml]
  *
  * The policy list is the registry (policy_config.h), so a newly registered policy is evaluated
  * with no change here; a policy is run "as a user asks for it": by name only (its defaults,
- * derived from the model), or by name and `budget` when it has that parameter. Four parts:
+ * derived from the model), or by name and `budget` when it has that parameter; a policy with a
+ * `profile` parameter (a head profile from `kvserve profile-heads`) gets --profile. Four parts:
  *
  * 1. Perplexity by context length (StreamingLLM's figure): the first --ppl-tokens tokens of
  *    the text go through one sequence at the policy's defaults, --chunk tokens at a time, each
@@ -53,7 +54,7 @@ typedef struct ev_policy {
 } ev_policy;
 
 typedef struct ev_opts {
-    const char *model, *text, *json, *only;
+    const char *model, *text, *json, *only, *profile;
     int32_t trials, ppl_tokens, chunk, threads, block_tokens, seq_kv_mb;
     double mult[EV_MAX_LIST], budgets[EV_MAX_LIST];
     int n_mult, n_budgets;
@@ -132,6 +133,8 @@ static int opts_parse(int argc, char **argv, ev_opts *o)
          .help = "also write every figure as JSON (scripts/eval_charts.py reads it)"},
         {"policies", 0, KS_ARG_STRING, &o->only, .metavar = "A,B",
          .help = "evaluate only these registered policies (default: all)"},
+        {"profile", 0, KS_ARG_STRING, &o->profile, .metavar = "FILE",
+         .help = "head profile (`kvserve profile-heads`) for policies with a `profile` parameter"},
         {"trials", 0, KS_ARG_I32, &o->trials, 1, 1000,
          .help = "passkey prompts per point at 1x and 4x (fewer at longer lengths)"},
         {"lengths", 0, KS_ARG_FUNC, o, .parse = mult_arg, .metavar = "A,B",
@@ -157,8 +160,9 @@ static int opts_parse(int argc, char **argv, ev_opts *o)
 
 /* ---- policies -------------------------------------------------------------------------- */
 
-/* Policy d by name only (budget <= 0) or with `budget` = budget; resolved later per model. */
-static int pol_make(const kv_policy_desc *d, int32_t budget, ev_policy *p)
+/* Policy d by name only (budget <= 0) or with `budget` = budget, and the head profile when it
+ * takes one (profile NULL: none); resolved later per model. */
+static int pol_make(const char *profile, const kv_policy_desc *d, int32_t budget, ev_policy *p)
 {
     memset(p, 0, sizeof(*p));
     kv_policy_config_defaults(&p->cfg);
@@ -172,6 +176,9 @@ static int pol_make(const kv_policy_desc *d, int32_t budget, ev_policy *p)
         if (kv_policy_config_set(&p->cfg, d->name, "budget", b)) return KS_ERR_INVALID;
         snprintf(p->spec, sizeof(p->spec), "%s:budget=%d", d->name, budget);
     }
+    if (profile && kv_param_find(p->cfg.kind, "profile") &&
+        kv_policy_config_set(&p->cfg, d->name, "profile", profile))
+        return KS_ERR_INVALID;
     ks_diag dg;
     ks_diag_clear(&dg);
     return p->policy && kv_policy_config_validate(&p->cfg, &dg) == 0 ? 0 : KS_ERR_INVALID;
@@ -607,7 +614,8 @@ static int part_agree(ev_env *e, const ev_opts *o, const ev_policy *pol, int np,
     fprintf(e->json, "\"agree_budget\": %d, \"agree\": [", budget);
     for (int i = 0; i < np; i++) {
         ev_policy p;
-        if (pol_make(pol[i].desc, pol_has_budget(pol[i].desc) ? budget : 0, &p)) continue;
+        if (pol_make(o->profile, pol[i].desc, pol_has_budget(pol[i].desc) ? budget : 0, &p))
+            continue;
         ppl_result r;
         int rc = ppl_run(e, &p, toks, n, o->chunk, ref, n, i == 0, &r);
         if (rc) {
@@ -663,7 +671,7 @@ static int part_budget(ev_env *e, const ev_opts *o, const text_sents *ts, const 
         for (int b = 0; b < (hb ? o->n_budgets : 1); b++) {
             ev_policy p;
             int32_t budget = hb ? (int32_t)lround(o->budgets[b] * base) : 0;
-            if (pol_make(pol[i].desc, budget, &p)) continue;
+            if (pol_make(o->profile, pol[i].desc, budget, &p)) continue;
             pk_result r;
             int rc = pk_run(e, o, ts, &p, base, o->trials, &r);
             if (rc) return rc;
@@ -746,6 +754,7 @@ static int env_open(const ev_opts *o, ev_env *e, double max_mult)
     if ((rc = model_ctx_create(e->m, &cp, &e->ctx))) return rc;
     size_t row = (size_t)e->hp->head_dim * 2;
     int64_t max_tokens = KS_MAX((int64_t)o->ppl_tokens, (int64_t)(max_mult * e->hp->n_ctx_train));
+    model_set_n_ctx(e->m, (int32_t)KS_MIN(max_tokens, INT32_MAX)); /* Phi-3 long rope factors */
     size_t per_head = (size_t)(max_tokens + e->max_chunk) / o->block_tokens + 8;
     kv_pool_params pp = {.budget_bytes = per_head * o->block_tokens * row * 2 *
                                          (size_t)e->hp->n_layer * e->hp->n_head_kv,
@@ -773,7 +782,12 @@ static int pols_make(const ev_opts *o, const ev_env *e, ev_policy *pol, FILE *js
     fprintf(json, "\"policies\": [");
     for (int32_t k = 0; k < kv_policy_count() && np < EV_MAX_POL; k++) {
         const kv_policy_desc *d = kv_policy_desc_at(k);
-        if ((k > 0 && !pol_selected(o, d)) || pol_make(d, 0, &pol[np])) continue;
+        if (k > 0 && !pol_selected(o, d)) continue;
+        if (pol_make(o->profile, d, 0, &pol[np])) {
+            fprintf(stderr, "bench_eval: policy %s: invalid parameters (--profile?), skipped\n",
+                    d->name);
+            continue;
+        }
         char params[512];
         pol_params_text(e, &pol[np], params, sizeof(params));
         fprintf(json, "%s{\"name\": \"%s\", \"has_budget\": %s, \"summary\": ", np ? ", " : "",

@@ -238,6 +238,116 @@ qx_row32(int kind, int64_t nb, const uint8_t *w, const uint8_t *x, const float *
     return qx_hsum8(acc) + summs;
 }
 
+/* Decode of the 32-element types (one activation, many rows) was bound by the one fma chain
+ * per row (acc, and summs for Q4_1/Q5_1): a 20-byte Q4_1 block per 4-cycle fma latency,
+ * about 5 bytes a cycle, whatever the integer work. So QX_NR rows run interleaved (their
+ * chains are independent), and the per-block float work that competed with the integer dot
+ * for the vector ports (fp16 convert, shuffle, d * dy) is done beforehand, 4 blocks per
+ * conversion, into a table of (d * dy, m) per row (Q5_0: (d * dy, 0)). Each row's chain is
+ * exactly qx_row32's (the same products, the same fma order), so results are identical.
+ * Four row streams at once defeated the hardware prefetcher (DRAM rate halved in
+ * bench_quant), so the dot prefetches the next group of rows as it goes. */
+#define QX_NR 4
+
+/* tab[2i] = d_i * dy_i, tab[2i + 1] = m_i (Q5_0: 0) for the row's nb blocks (tab and dy1
+ * hold nb rounded up to 4 pairs; dy1 = (dy_i, 1) pairs, zero past nb). */
+static inline __attribute__((always_inline)) void qx_tab32(int kind, int64_t nb, const uint8_t *w,
+                                                           const float *dy1, float *tab)
+{
+    const size_t wb = kind == QX_Q4_1   ? sizeof(blk_q4_1)
+                      : kind == QX_Q5_1 ? sizeof(blk_q5_1)
+                                        : sizeof(blk_q5_0);
+    const __m128i keep = _mm_set1_epi32(kind == QX_Q5_0 ? 0xFFFF : -1);
+    /* 4 blocks' (d, m) per conversion, gathered by vpinsrd (vpgatherdd is far slower on
+     * this machine's Zen 4); a whole row before its dot, so no store is still in flight when
+     * the dot reads the table */
+    for (int64_t i0 = 0; i0 < nb; i0 += 4) {
+        const uint8_t *a0 = w + (size_t)i0 * wb;
+        const int n4 = (int)KS_MIN((int64_t)4, nb - i0);
+        uint32_t u;
+        memcpy(&u, a0, 4);
+        __m128i h = _mm_cvtsi32_si128((int)u);
+        if (n4 > 1) {
+            memcpy(&u, a0 + wb, 4);
+            h = _mm_insert_epi32(h, (int)u, 1);
+        }
+        if (n4 > 2) {
+            memcpy(&u, a0 + 2 * wb, 4);
+            h = _mm_insert_epi32(h, (int)u, 2);
+        }
+        if (n4 > 3) {
+            memcpy(&u, a0 + 3 * wb, 4);
+            h = _mm_insert_epi32(h, (int)u, 3);
+        }
+        h = _mm_and_si128(h, keep);
+        _mm256_storeu_ps(tab + 2 * i0,
+                         _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(dy1 + 2 * i0)));
+    }
+}
+
+/* NR rows (w, w + wrb, ...) dotted with one activation, from their tables tab[r]. */
+static inline __attribute__((always_inline)) void qx_rows32(int kind, int nr, int64_t nb,
+                                                            const uint8_t *w, size_t wrb,
+                                                            const uint8_t *x, const float *sx,
+                                                            float *const *tab, float *y, int64_t ys)
+{
+    const size_t wb = kind == QX_Q4_1   ? sizeof(blk_q4_1)
+                      : kind == QX_Q5_1 ? sizeof(blk_q5_1)
+                                        : sizeof(blk_q5_0);
+    const bool q81 = kind != QX_Q5_0;
+    const size_t xbb = q81 ? sizeof(blk_q8_1) : sizeof(blk_q8_0), xqs = q81 ? 4 : 2;
+    __m256 acc[QX_NR];
+    float summs[QX_NR];
+    for (int r = 0; r < nr; r++) {
+        acc[r] = _mm256_setzero_ps();
+        summs[r] = 0.0f;
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i yv = qx_ld256(x + (size_t)i * xbb + xqs);
+        for (int r = 0; r < nr; r++) {
+            const uint8_t *a = w + (size_t)r * wrb + (size_t)i * wb;
+            if (nr > 1) _mm_prefetch((const char *)a + QX_NR * wrb, _MM_HINT_T0);
+            const __m256i q = qx_blk32(kind, a);
+            const __m256 d = _mm256_broadcast_ss(&tab[r][2 * i]);
+            if (kind == QX_Q5_0) {
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(qx_dot4_ss(q, yv)), acc[r]);
+                continue;
+            }
+            summs[r] = fmaf(tab[r][2 * i + 1], sx[i], summs[r]);
+            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(qx_dot4(q, yv)), acc[r]);
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        y[r * ys] = qx_hsum8(acc[r]) + summs[r];
+}
+
+/* All rows with the nt activations x (stride xb; dy1[t], sx[t] their scales): QX_NR rows
+ * at a time, each group with every activation while its rows are in cache, then the rest. */
+static inline __attribute__((always_inline)) void
+qx_rows32_all(int kind, int64_t nb, const uint8_t *w, size_t wrb, int64_t n_rows, const uint8_t *x,
+              size_t xb, int64_t nt, const float (*dy1)[2 * QX_MV_NB], const float (*sx)[QX_MV_NB],
+              float *y, int64_t ys)
+{
+    float tabs[QX_NR][2 * QX_MV_NB];
+    float *tab[QX_NR];
+    for (int r = 0; r < QX_NR; r++)
+        tab[r] = tabs[r];
+    int64_t r = 0;
+    for (; r + QX_NR <= n_rows; r += QX_NR)
+        for (int64_t t = 0; t < nt; t++) {
+            for (int k = 0; k < QX_NR; k++)
+                qx_tab32(kind, nb, w + (size_t)(r + k) * wrb, dy1[t], tab[k]);
+            qx_rows32(kind, QX_NR, nb, w + (size_t)r * wrb, wrb, x + (size_t)t * xb, sx[t], tab,
+                      y + r * ys + t, ys);
+        }
+    for (; r < n_rows; r++)
+        for (int64_t t = 0; t < nt; t++) {
+            qx_tab32(kind, nb, w + (size_t)r * wrb, dy1[t], tab[0]);
+            qx_rows32(kind, 1, nb, w + (size_t)r * wrb, wrb, x + (size_t)t * xb, sx[t], tab,
+                      y + r * ys + t, ys);
+        }
+}
+
 /* Rows x activations; the activation scales are converted once per activation when the row
  * fits the scratch (QX_MV_NB blocks), else on the fly. */
 static inline __attribute__((always_inline)) void qx_mv32(int kind, int64_t n, const void *w_rows,
@@ -255,7 +365,8 @@ static inline __attribute__((always_inline)) void qx_mv32(int kind, int64_t n, c
                     qx_row32(kind, nb, w + (size_t)r * wrb, xc + (size_t)t * xb, NULL, NULL);
         return;
     }
-    float dx[QX_MV_NT][QX_MV_NB], sx[QX_MV_NT][QX_MV_NB];
+    /* IQ4_NL: dx[t][i] = dy; the others: (dy, 1) pairs, padded with zeros to 4 blocks */
+    float dx[QX_MV_NT][2 * QX_MV_NB], sx[QX_MV_NT][QX_MV_NB];
     for (int64_t b0 = 0; b0 < n_b; b0 += QX_MV_NT) {
         const int64_t nt = KS_MIN((int64_t)QX_MV_NT, n_b - b0);
         for (int64_t t = 0; t < nt; t++) {
@@ -263,14 +374,27 @@ static inline __attribute__((always_inline)) void qx_mv32(int kind, int64_t n, c
             for (int64_t i = 0; i < nb; i++) {
                 uint16_t h[2];
                 memcpy(h, xt + (size_t)i * (q81 ? sizeof(blk_q8_1) : sizeof(blk_q8_0)), 4);
-                dx[t][i] = qx_f16(h[0]);
+                if (kind == QX_IQ4_NL) {
+                    dx[t][i] = qx_f16(h[0]);
+                    continue;
+                }
+                dx[t][2 * i] = qx_f16(h[0]);
+                dx[t][2 * i + 1] = 1.0f;
                 sx[t][i] = q81 ? qx_f16(h[1]) : 0.0f;
             }
+            for (int64_t i = nb; kind != QX_IQ4_NL && i % 4; i++)
+                dx[t][2 * i] = dx[t][2 * i + 1] = 0.0f;
+        }
+        if (kind != QX_IQ4_NL) {
+            qx_rows32_all(kind, nb, w, wrb, n_rows, xc + (size_t)b0 * xb, xb, nt,
+                          (const float(*)[2 * QX_MV_NB]) dx, (const float(*)[QX_MV_NB])sx, y + b0,
+                          ys);
+            continue;
         }
         for (int64_t r = 0; r < n_rows; r++)
             for (int64_t t = 0; t < nt; t++)
                 y[r * ys + b0 + t] = qx_row32(kind, nb, w + (size_t)r * wrb,
-                                              xc + (size_t)(b0 + t) * xb, dx[t], sx[t]);
+                                              xc + (size_t)(b0 + t) * xb, dx[t], NULL);
     }
 }
 

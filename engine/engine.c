@@ -18,6 +18,7 @@ int engine_open(const engine_params *p, engine *e)
     }
     const model_hparams *hp = model_get_hparams(e->m);
     e->n_ctx = p->n_ctx > 0 ? p->n_ctx : hp->n_ctx_train;
+    model_set_n_ctx(e->m, e->n_ctx); /* Phi-3 long/short rope factors follow the context */
     model_ctx_params cp = {.n_threads = p->n_threads,
                            .max_batch_tokens = p->n_batch,
                            .max_seqs = KS_MAX(p->n_seqs, 1),

@@ -101,6 +101,22 @@ rope_params model_rope_params(const model *m, int32_t layer)
     return rp;
 }
 
+/* llama.cpp (llama_model::get_rope_factors) takes Phi-3's long factors when the context a
+ * sequence runs with exceeds the original trained one, the short ones otherwise; its context
+ * is the requested one padded up to a multiple of 256, so the comparison uses that too. The
+ * rope.scaling.attn_factor magnitude applies with either set (read at load). */
+void model_set_n_ctx(model *m, int32_t n_ctx)
+{
+    if (!(m->desc->flags & ARCH_ROPE_LONG) || n_ctx <= 0) return;
+    int64_t padded = ((int64_t)n_ctx + 255) / 256 * 256;
+    m->rope_factors = padded > m->hp.n_ctx_orig ? m->rope_long : m->rope_short;
+}
+
+bool model_uses_long_rope(const model *m)
+{
+    return m->rope_long.data && m->rope_factors.data == m->rope_long.data;
+}
+
 rope_params model_rope_params_window(const model *m)
 {
     for (int32_t l = 0; l < m->hp.n_layer; l++)

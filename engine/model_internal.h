@@ -64,7 +64,10 @@ struct model {
     mm_weight output;    /* [n_embd] -> [n_vocab]; == tok_embd when tied */
     model_layer *layers; /* [n_layer] */
     const model_arch_desc *desc;
-    mm_vec rope_factors;   /* rope_freqs or Phi-3's short factors [n_rot/2]; NULL if none */
+    mm_vec rope_factors; /* the factors in use [n_rot/2]: rope_freqs, or Phi-3's short or
+                            long ones (model_set_n_ctx picks); NULL if none */
+    mm_vec rope_short;   /* Phi-3 rope_factors_short / _long [n_rot/2]; NULL if absent */
+    mm_vec rope_long;
     int32_t *layer_window; /* [n_layer] windows, NULL without sliding-window layers */
     uint64_t weight_bytes;
 };

@@ -270,18 +270,17 @@ static int bind_layer(const gguf_file *f, const model *m, int il, model_layer *L
     return KS_OK;
 }
 
-/* Frequency factors: llama 3.1+'s rope_freqs, or phi3's short factors (llama.cpp takes the
- * long ones only for a context beyond the original one, which kvserve does not configure per
- * sequence: see README). */
+/* Frequency factors: llama 3.1+'s rope_freqs, or phi3's short and long factors (the short ones
+ * until model_set_n_ctx says the context is beyond the original one). */
 static int bind_rope_factors(const gguf_file *f, model *m, ks_diag *d)
 {
     int64_t n = m->hp.n_rot / 2;
     if (m->desc->flags & ARCH_ROPE_FREQS)
         return bind_vec(f, "rope_freqs.weight", n, &m->rope_factors, false, d);
     if (m->desc->flags & ARCH_ROPE_LONG) {
-        int rc = bind_vec(f, "rope_factors_short.weight", n, &m->rope_factors, false, d);
-        mm_vec lng = {0};
-        if (!rc) rc = bind_vec(f, "rope_factors_long.weight", n, &lng, false, d);
+        int rc = bind_vec(f, "rope_factors_short.weight", n, &m->rope_short, false, d);
+        if (!rc) rc = bind_vec(f, "rope_factors_long.weight", n, &m->rope_long, false, d);
+        m->rope_factors = m->rope_short;
         return rc;
     }
     return KS_OK;

@@ -4,7 +4,8 @@
 # type a user can download, and llama.cpp's greedy tokens, top logprobs and perplexity for each
 # file (scripts/fixtures/record.py). The tests read the stored results; they never run llama.cpp.
 #
-# usage: scripts/make_fixtures.sh [ARCH...]      (default: every model in make_models.py)
+# usage: scripts/make_fixtures.sh [ARCH...]      (default: the five architectures below; the
+#        extra files: TYPES="F32 Q8_0" scripts/make_fixtures.sh llamayarn phi3long phi3ext)
 # env:   LLAMA_BIN  llama.cpp b9749 bin folder (default ../shared/anchors/llama.cpp-b9749/bin)
 #        GGUF_PY    gguf-py folder (default ../shared/anchors/gguf-py)
 #        TYPES      quantization types (default: all below)

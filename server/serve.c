@@ -42,6 +42,7 @@ static void load_work(uv_work_t *w)
     ks_diag_clear(&st->load_diag);
     st->load_rc = model_load(st->c.model.path, &st->m, &st->load_diag);
     if (st->load_rc) return;
+    model_set_n_ctx(st->m, st->c.model.ctx); /* Phi-3 long/short rope factors */
     const model_hparams *hp = model_get_hparams(st->m);
     kv_pool_params pp = {.budget_bytes = (size_t)st->c.kvcache.memory_mb << 20,
                          .block_tokens = st->c.kvcache.block_tokens,

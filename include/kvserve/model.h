@@ -78,6 +78,14 @@ int32_t model_layer_window(const model *m, int32_t layer);
 const int32_t *model_layer_windows(const model *m);
 /* The rotary embedding of the sliding-window layers (the global one if there are none). */
 rope_params model_rope_params_window(const model *m);
+/* Tells the model the context its sequences run with (tokens per sequence). Phi-3 su/longrope
+ * files then use rope_factors_long when n_ctx, padded up to a multiple of 256 as llama.cpp
+ * pads it, exceeds rope.scaling.original_context_length, else rope_factors_short (the choice
+ * before any call). No effect on other models. Call before contexts run forwards (not thread
+ * safe against a running forward); the last call wins for every context of the model. */
+void model_set_n_ctx(model *m, int32_t n_ctx);
+/* Whether the rotary embedding uses Phi-3's long factors (see model_set_n_ctx). */
+bool model_uses_long_rope(const model *m);
 
 typedef struct model_ctx_params {
     int32_t n_threads;        /* worker threads (>= 1) */

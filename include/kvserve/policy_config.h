@@ -42,7 +42,7 @@ typedef enum kv_selection { KV_SELECT_HEAD, KV_SELECT_LAYER } kv_selection;
 typedef enum kv_eviction { KV_EVICT_LRU, KV_EVICT_SCORE_LRU } kv_eviction;
 
 #define KV_POLICY_MAX 12            /* registered policies at most */
-#define KV_POLICY_PARAMS_BYTES 1152 /* one policy's parameter struct at most */
+#define KV_POLICY_PARAMS_BYTES 2176 /* one policy's parameter struct at most */
 #define KV_PARAM_PATH_MAX 1024      /* a KV_PARAM_PATH parameter is a char[KV_PARAM_PATH_MAX] */
 #define KV_SPILL_DIR_MAX KV_PARAM_PATH_MAX
 

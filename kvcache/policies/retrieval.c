@@ -45,28 +45,16 @@
 #include <string.h>
 
 #include "kvcache/landmark.h"
+#include "kvcache/policies/retrieval.h"
 #include "kvserve/kv_view.h"
 #include "kvserve/kvcache.h"
 #include "kvserve/policy_args.h"
 #include "kvserve/quant.h"
 #include "kvserve/spill.h"
 
-/* The parameters (kvcache.retrieval.*; table at the end of the file). */
-typedef struct rt_params {
-    int32_t block_tokens;    /* tokens per retrieval block (power of two) */
-    kv_landmark landmark;    /* how a block is summarised */
-    int32_t representatives; /* keys per block for REPRESENTATIVE */
-    int32_t top_k;           /* blocks retrieved per query */
-    int32_t n_sink;          /* first tokens always attended */
-    int32_t window;          /* local window tokens */
-    kv_selection selection;  /* per HEAD or per LAYER */
-    int32_t dense_layers;    /* first layers kept dense */
-    kv_pos_mode positions;   /* WINDOW or ORIGINAL */
-    int32_t chunk;           /* prefill chunk tokens */
-    int64_t ram_mb;          /* hot-set budget in MiB */
-    char spill_dir[KV_PARAM_PATH_MAX];
-    kv_eviction eviction;
-} rt_params;
+/* The parameters (kvcache.retrieval.*; table at the end of the file; the struct is the
+ * engine's, retrieval.h). */
+typedef kv_rt_params rt_params;
 
 extern const kv_policy_desc kv_policy_desc_retrieval;
 _Static_assert(sizeof(rt_params) <= KV_POLICY_PARAMS_BYTES, "parameters fit the config");
@@ -130,6 +118,10 @@ typedef struct rt_state {
     rt_table *tabs;         /* [n_layer][n_head_kv] */
     rt_head *heads;         /* [n_head_kv] */
     kv_spill *spill;
+    int32_t *rec;         /* [n_layer][n_head_kv] table's slot in a spill record group, -1: dense
+                             layer or a table the engine does not manage (retrieval.h) */
+    int32_t n_rec_tabs;   /* tables with rec >= 0 */
+    int32_t ref_tab;      /* the first of them (its landmarks pace spilling) */
     kv_spill *lm_file;    /* landmark pages beyond lm_max_pages per table (created lazily) */
     int32_t lm_max_pages; /* landmark pages a table keeps in RAM */
     size_t lm_ram_bytes;  /* their share of ram_mb */
@@ -155,13 +147,12 @@ static bool rt_params_ok(const rt_params *p)
            memchr(p->spill_dir, 0, sizeof(p->spill_dir)) && p->spill_dir[0];
 }
 
-static void rt_free(kv_seq *seq, void *state)
+void kv_rt_free(kv_rt *st)
 {
-    (void)seq;
-    rt_state *st = state;
     if (!st) return;
     kv_spill_destroy(st->spill);
     kv_spill_destroy(st->lm_file);
+    free(st->rec);
     free(st->zero_rec);
     for (int32_t i = 0; st->tabs && i < st->n_layer * st->n_head_kv; i++) {
         kv_lm_set_deinit(&st->tabs[i].lm);
@@ -189,14 +180,46 @@ static void rt_free(kv_seq *seq, void *state)
     free(st);
 }
 
+static void rt_free(kv_seq *seq, void *state)
+{
+    (void)seq;
+    kv_rt_free(state);
+}
+
+/* Record slots of the sparse tables: (l - dense_layers) * H + h when every table is managed,
+ * so retrieval's spill file keeps its layout. */
+static int rt_init_recs(rt_state *st, const uint8_t *managed)
+{
+    int32_t n = st->n_layer * st->n_head_kv;
+    if (!(st->rec = malloc((size_t)n * sizeof(int32_t)))) return KS_ERR_NOMEM;
+    st->ref_tab = -1;
+    for (int32_t i = 0; i < n; i++) {
+        bool sparse = i / st->n_head_kv >= st->p.dense_layers && (!managed || managed[i]);
+        st->rec[i] = sparse ? st->n_rec_tabs++ : -1;
+        if (sparse && st->ref_tab < 0) st->ref_tab = i;
+    }
+    return 0;
+}
+
 static int rt_init(kv_seq *seq, const void *config, void **state)
 {
     const kv_policy_args *a = config;
+    rt_params p;
+    kv_model_info mi = kv_policy_args_info(a);
+    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_retrieval, &mi, &p);
+    kv_rt *st;
+    int rc = kv_rt_create(seq, a, &p, NULL, &st);
+    if (!rc) *state = st;
+    return rc;
+}
+
+int kv_rt_create(kv_seq *seq, const kv_policy_args *a, const kv_rt_params *p,
+                 const uint8_t *managed, kv_rt **out)
+{
     kv_pool *pool = kv_seq_pool(seq);
     rt_state *st = calloc(1, sizeof(*st));
     if (!st) return KS_ERR_NOMEM;
-    kv_model_info mi = kv_policy_args_info(a);
-    kv_policy_params_resolve(a ? a->config : NULL, &kv_policy_desc_retrieval, &mi, &st->p);
+    st->p = *p;
     st->pool = pool;
     st->n_layer = kv_seq_n_layer(seq);
     st->n_head_kv = kv_seq_n_head_kv(seq);
@@ -222,6 +245,7 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     st->off_sn = malloc((size_t)st->pb * half * sizeof(float));
     st->kbuf = malloc((size_t)st->B * st->hd * sizeof(float));
     if (!st->tabs || !st->heads || !st->off_cs || !st->off_sn || !st->kbuf) goto fail;
+    if (rt_init_recs(st, managed)) goto fail;
     for (int32_t i = 0; i < L * H; i++)
         kv_lm_set_init(&st->tabs[i].lm, st->p.landmark, st->hd);
     for (int32_t h = 0; h < H; h++)
@@ -242,10 +266,10 @@ static int rt_init(kv_seq *seq, const void *config, void **state)
     st->lm_max_pages = (int32_t)KS_MIN(
         KS_MAX((int64_t)(st->ram_bytes / 32 / page_bytes / (size_t)(L * H)), 1), 1 << 20);
     st->lm_ram_bytes = (size_t)st->lm_max_pages * page_bytes * (size_t)(L * H);
-    *state = st;
+    *out = st;
     return 0;
 fail:
-    rt_free(seq, st);
+    kv_rt_free(st);
     return rc;
 }
 
@@ -270,7 +294,8 @@ static int unit_mem(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t u, 
                     const uint8_t **k, const uint8_t **v, int64_t *slot0)
 {
     kv_head_table *t = kv_seq_table(seq, l, h);
-    int64_t sp = l < st->p.dense_layers ? 0 : st->n_spilled;
+    int32_t slot = st->rec[(size_t)l * st->n_head_kv + h];
+    int64_t sp = slot < 0 ? 0 : st->n_spilled;
     if (u < st->n_sink_units || u >= st->n_sink_units + sp) {
         int64_t tb = u < st->n_sink_units ? u : u - sp;
         if (tb >= t->n_blocks) return KS_ERR_INTERNAL;
@@ -279,9 +304,7 @@ static int unit_mem(rt_state *st, kv_seq *seq, int32_t l, int32_t h, int64_t u, 
         *slot0 = tb * st->pb;
         return 0;
     }
-    int64_t n_tabs = (int64_t)(st->n_layer - st->p.dense_layers) * st->n_head_kv;
-    int64_t rec =
-        (u - st->n_sink_units) * n_tabs + (int64_t)(l - st->p.dense_layers) * st->n_head_kv + h;
+    int64_t rec = (u - st->n_sink_units) * st->n_rec_tabs + slot;
     const void *buf;
     int rc = kv_spill_fetch(st->spill, h, rec, st->heads[h].pin, score, &buf);
     if (rc == KS_ERR_IO && st->zero_rec) {
@@ -620,10 +643,9 @@ static void remember_selection(rt_table *rt, const rt_cand *cand, int32_t n_sel)
     rt->n_last_sel = n_sel;
 }
 
-static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q, attn_span *out,
-                    int32_t max, int32_t *n)
+int kv_rt_spans(kv_rt *st, kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q,
+                attn_span *out, int32_t max, int32_t *n)
 {
-    rt_state *st = kv_seq_policy_state(seq);
     kv_head_table *t = kv_seq_table(seq, layer, kv_head);
     bool dense = layer < st->p.dense_layers, window = st->p.positions == KV_POS_WINDOW;
     *n = 0;
@@ -806,12 +828,13 @@ static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
         int rc = kv_spill_create(&sp, &st->spill);
         if (rc) return spill_failed(st, rc == KS_ERR_INVALID ? KS_ERR_IO : rc);
     }
-    int64_t n_tabs = (int64_t)(st->n_layer - D) * H, s0 = st->n_sink_units;
+    int64_t n_tabs = st->n_rec_tabs, s0 = st->n_sink_units;
     for (int32_t l = D; l < st->n_layer; l++)
         for (int32_t h = 0; h < H; h++) {
             kv_head_table *t = kv_seq_table(seq, l, h);
-            for (int64_t i = 0; i < n_units; i++) {
-                int64_t rec = (st->n_spilled + i) * n_tabs + (int64_t)(l - D) * H + h;
+            int32_t slot = st->rec[(size_t)l * H + h];
+            for (int64_t i = 0; i < n_units && slot >= 0; i++) {
+                int64_t rec = (st->n_spilled + i) * n_tabs + slot;
                 int rc =
                     kv_spill_write(st->spill, rec, kv_pool_block_k(st->pool, t->blocks[s0 + i]));
                 if (rc) return spill_failed(st, rc);
@@ -820,6 +843,7 @@ static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
     for (int32_t l = D; l < st->n_layer; l++)
         for (int32_t h = 0; h < H; h++) {
             kv_head_table *t = kv_seq_table(seq, l, h);
+            if (st->rec[(size_t)l * H + h] < 0) continue;
             int64_t drop0 = s0 * st->pb, drop1 = drop0 + n_units * st->pb;
             int32_t nk = (int32_t)(t->n_tok - (drop1 - drop0));
             if (nk > st->keep_cap) {
@@ -843,20 +867,20 @@ static int spill_units(rt_state *st, kv_seq *seq, int64_t n_units)
 static int64_t spill_avail(rt_state *st, kv_seq *seq)
 {
     int64_t upto = kv_seq_tokens_seen(seq) - st->p.window;
-    int64_t lm_end = (int64_t)rt_tab(st, st->p.dense_layers, 0)->lm.n * st->B;
+    int64_t lm_end = (int64_t)st->tabs[st->ref_tab].lm.n * st->B;
     int64_t end = KS_MIN(upto, lm_end) / st->pb;
     return KS_MAX(end - (st->n_sink_units + st->n_spilled), 0);
 }
 
-static int rt_after_chunk(kv_seq *seq, const kv_chunk *chunk)
+int kv_rt_after_chunk(kv_rt *st, kv_seq *seq, const kv_chunk *chunk)
 {
     (void)chunk;
-    rt_state *st = kv_seq_policy_state(seq);
     int32_t D = st->p.dense_layers, H = st->n_head_kv;
-    if (D >= st->n_layer) return 0;
+    if (st->n_rec_tabs == 0) return 0;
     int64_t n_all = kv_seq_tokens_seen(seq), upto = n_all - st->p.window;
     for (int32_t l = D; l < st->n_layer; l++)
         for (int32_t h = 0; h < H; h++) {
+            if (st->rec[(size_t)l * H + h] < 0) continue;
             int rc = summarise(st, seq, l, h, upto);
             if (rc) return rc;
         }
@@ -868,7 +892,7 @@ static int rt_after_chunk(kv_seq *seq, const kv_chunk *chunk)
     size_t fixed = st->hot_bytes + st->lm_ram_bytes; /* hot set + landmark pages */
     int64_t limit = (int64_t)((st->ram_bytes > fixed ? st->ram_bytes - fixed : 0) / bb);
     if (used <= limit) return 0;
-    int64_t n_tabs = (int64_t)(st->n_layer - D) * H;
+    int64_t n_tabs = st->n_rec_tabs;
     int64_t want = (used - limit + n_tabs - 1) / n_tabs;
     int64_t n_units = KS_MIN(want, spill_avail(st, seq));
     if (n_units < want && !st->warned_budget) {
@@ -882,17 +906,43 @@ static int rt_after_chunk(kv_seq *seq, const kv_chunk *chunk)
 
 /* The shared pool is the RAM tier of every sequence: when it cannot take the chunk, spill
  * what this sequence may spill before the append would fail with KS_ERR_FULL. */
-static int rt_before_chunk(kv_seq *seq, const kv_chunk *chunk)
+int kv_rt_before_chunk(kv_rt *st, kv_seq *seq, const kv_chunk *chunk)
 {
-    rt_state *st = kv_seq_policy_state(seq);
-    int32_t D = st->p.dense_layers, H = st->n_head_kv;
-    if (D >= st->n_layer || chunk->n_new <= 0) return 0;
+    int32_t H = st->n_head_kv;
+    if (st->n_rec_tabs == 0 || chunk->n_new <= 0) return 0;
     int64_t need = (int64_t)st->n_layer * H * ((chunk->n_new + st->pb - 1) / st->pb + 1);
     int64_t free_b = kv_pool_blocks_free(st->pool);
     if (free_b >= need) return 0;
-    int64_t n_tabs = (int64_t)(st->n_layer - D) * H;
+    int64_t n_tabs = st->n_rec_tabs;
     int64_t n_units = KS_MIN((need - free_b + n_tabs - 1) / n_tabs, spill_avail(st, seq));
     return n_units > 0 ? spill_units(st, seq, n_units) : 0;
+}
+
+int64_t kv_rt_spilled_units(const kv_rt *st)
+{
+    return st->n_spilled;
+}
+
+int kv_rt_io_error(kv_rt *st)
+{
+    return atomic_load(&st->io_error);
+}
+
+/* The policy's hooks: the engine over every table of the sparse layers. */
+static int rt_before_chunk(kv_seq *seq, const kv_chunk *chunk)
+{
+    return kv_rt_before_chunk(kv_seq_policy_state(seq), seq, chunk);
+}
+
+static int rt_after_chunk(kv_seq *seq, const kv_chunk *chunk)
+{
+    return kv_rt_after_chunk(kv_seq_policy_state(seq), seq, chunk);
+}
+
+static int rt_spans(kv_seq *seq, int32_t layer, int32_t kv_head, const kv_query *q, attn_span *out,
+                    int32_t max, int32_t *n)
+{
+    return kv_rt_spans(kv_seq_policy_state(seq), seq, layer, kv_head, q, out, max, n);
 }
 
 /* ---------------------------------------------------------------------------------------- */

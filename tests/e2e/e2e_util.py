@@ -44,9 +44,11 @@ def free_port():
 
 
 class Server:
-    """kvserve serve with [server] port + extra TOML; a private temp dir removed on stop."""
+    """kvserve serve with [server] port + extra TOML; a private temp dir removed on stop.
+    One compute thread by default: meson runs the tests side by side on few cores, where a
+    second thread per server mostly spins; the soak keeps two to cover the pool."""
 
-    def __init__(self, extra_toml="", env=None, model=None):
+    def __init__(self, extra_toml="", env=None, model=None, threads=1):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="kvserve-e2e-")
         self.cfg = os.path.join(self.dir, "c.toml")
@@ -66,7 +68,7 @@ class Server:
             e["ASAN_OPTIONS"] += ":quarantine_size_mb=4:thread_local_quarantine_size_kb=64"
         e.update(env or {})
         self.proc = subprocess.Popen([BIN, "serve", "--config", self.cfg, "--model", model or MODEL,
-                                      "--threads", "2"], stderr=self.log, env=e)
+                                      "--threads", str(threads)], stderr=self.log, env=e)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:

@@ -46,6 +46,7 @@ def free_port():
 
 
 class Server:
+    # One compute thread: the tests beside this one use the other core (see e2e_util.Server).
     def __init__(self, extra_toml=""):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="kvserve-e2e-")
@@ -54,7 +55,7 @@ class Server:
             f.write('[server]\nport = %d\n%s' % (self.port, extra_toml))
         self.log = open(os.path.join(self.dir, "log"), "w+")
         self.proc = subprocess.Popen([BIN, "serve", "--config", self.cfg, "--model", MODEL,
-                                      "--threads", "2"], stderr=self.log)
+                                      "--threads", "1"], stderr=self.log)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -568,8 +569,8 @@ def test_hybrid_server():
             b = seqs[0].get("kv_bytes_per_layer", [])
             check(len(b) == 4 and all(b[full_layer] > b[l] for l in range(4) if l != full_layer),
                   "hybrid keeps more KV bytes in layer %d (full head): %s" % (full_layer, b))
-            # 2 KV heads x (n_sink + window = 68 tokens) x 2 (K, V) x 32 dims x 2 bytes (f16)
-            check(all(x <= 2 * 68 * 2 * 32 * 2 for l, x in enumerate(b) if l != full_layer),
+            # 2 KV heads x (n_sink + window = 16 + 36 tokens) x 2 (K, V) x 32 dims x 2 bytes
+            check(all(x <= 2 * 52 * 2 * 32 * 2 for l, x in enumerate(b) if l != full_layer),
                   "streaming-only layers hold n_sink + window tokens per head: %s" % b)
         _, _, out = srv.req("GET", "/metrics")
         lines = [l for l in out.decode().splitlines()

@@ -138,7 +138,7 @@ def main():
             ":quarantine_size_mb=4:thread_local_quarantine_size_kb=64"
     srv = Server("[server]\nmax_queue = 256\n[kvcache]\nmemory_mb = 8\nblock_tokens = 16\n"
                  "[kvcache.retrieval]\nspill_dir = \"%s\"\nram_mb = 1\n"
-                 % os.path.join(tempfile_dir(), "spill"), env=env)
+                 % os.path.join(tempfile_dir(), "spill"), env=env, threads=2)  # the pool under load
     st = Stats()
     try:
         t0 = time.time()

@@ -12,16 +12,16 @@ leave RSS steady; the API key guards the feed but not the page; `ui = false` tur
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tomllib
 
-BIN = os.environ.get("KVSERVE_BIN", "build/kvserve")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_util  # noqa: E402  (the shared server helper)
+
 SHARED = os.environ.get("KVSERVE_SHARED", "../shared")
 SRC = os.environ.get("KVSERVE_SRC", ".")
 MODEL = os.path.join(SHARED, "models", "kjv-tiny", "kjv-tiny-q8_0.gguf")
@@ -36,37 +36,12 @@ def check(cond, what):
             FAILS.append(what)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+class Server(e2e_util.Server):
+    """e2e_util's server on the q8_0 model, with HTTP/1.0 requests (headers lower-cased) and
+    its RSS. One compute thread: these tests watch the feed, not the arithmetic."""
 
-
-class Server:
-    def __init__(self, extra_toml="", threads=2):
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="kvserve-ui-")
-        cfg = os.path.join(self.dir, "c.toml")
-        with open(cfg, "w") as f:
-            f.write('[server]\nport = %d\n%s' % (self.port, extra_toml))
-        self.log = open(os.path.join(self.dir, "log"), "w+")
-        env = dict(os.environ)
-        if "ASAN_OPTIONS" in env and "quarantine_size_mb" not in env["ASAN_OPTIONS"]:
-            # cap AddressSanitizer's quarantine so that the RSS checks measure the server
-            env["ASAN_OPTIONS"] += ":quarantine_size_mb=4:thread_local_quarantine_size_kb=64"
-        self.proc = subprocess.Popen([BIN, "serve", "--config", cfg, "--model", MODEL,
-                                      "--threads", str(threads)], stderr=self.log, env=env)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if self.req("GET", "/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server did not become healthy")
+    def __init__(self, extra_toml="", threads=1):
+        super().__init__(extra_toml, model=MODEL, threads=threads)
 
     def req(self, method, path, body=None, headers=None):
         """One request on a fresh connection: (status, headers dict, body bytes)."""
@@ -90,10 +65,6 @@ class Server:
     def rss_kib(self):
         with open("/proc/%d/status" % self.proc.pid) as f:
             return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
 
 
 class Feed:

@@ -32,7 +32,7 @@ export async function startServer(extraToml = '') {
   fs.writeFileSync(cfg, `[server]\nport = ${port}\n${extraToml}`);
   const log = path.join(dir, 'log');
   const err = fs.openSync(log, 'w');
-  const proc = spawn(BIN, ['serve', '--config', cfg, '--model', MODEL, '--threads', '2'],
+  const proc = spawn(BIN, ['serve', '--config', cfg, '--model', MODEL, '--threads', '1'],
                      { stdio: ['ignore', 'ignore', err] });
   const url = `http://127.0.0.1:${port}`;
   let healthy = false;

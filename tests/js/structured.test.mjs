@@ -57,7 +57,7 @@ before(async () => {
   fs.writeFileSync(cfg, `[server]\nport = ${port}\n`);
   log = path.join(dir, 'log');
   const err = fs.openSync(log, 'w');
-  server = spawn(BIN, ['serve', '--config', cfg, '--model', MODEL, '--threads', '2'],
+  server = spawn(BIN, ['serve', '--config', cfg, '--model', MODEL, '--threads', '1'],
                  { stdio: ['ignore', 'ignore', err] });
   await waitHealthy(port);
   client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0 });

@@ -50,7 +50,7 @@ function passkeyPrompt(words, depth, key) {
 
 async function startServer(dir, port) {
   const conf = path.join(dir, "kvserve.toml");
-  fs.writeFileSync(conf, `[server]\nhost = "127.0.0.1"\nport = ${port}\napi_key = "${KEY}"\nthreads = 2\n` +
+  fs.writeFileSync(conf, `[server]\nhost = "127.0.0.1"\nport = ${port}\napi_key = "${KEY}"\nthreads = 1\n` +
     `[model]\npath = "${modelPath()}"\nctx = 4096\n[kvcache]\nmemory_mb = 64\n` +
     `[kvcache.retrieval]\nspill_dir = "${path.join(dir, "spill")}"\n`);
   const proc = spawn(BIN, ["serve", "--config", conf], { stdio: ["ignore", "ignore", "pipe"] });

@@ -130,13 +130,41 @@ START_TEST(test_hybrid_params)
     kv_policy_config_defaults(&pc);
     ks_diag d;
     ck_assert_int_eq(kv_policy_config_validate(&pc, &d), 0); /* profile "none" is valid */
-    /* n_sink = C / 32 and window = C / 8 + 4 - n_sink, by hand */
+    /* n_sink = C / 32, window = C / 16 + 4; the retrieval heads' window C / 2, chunk C / 4,
+     * blocks C / 32 (a power of two in 8..128) and top_k 2C / block_tokens, by hand */
     ck_assert_int_eq(hy_resolved(&pc, 512, "n_sink"), 16);
-    ck_assert_int_eq(hy_resolved(&pc, 512, "window"), 52);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "window"), 36);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "retrieval_window"), 256);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "chunk"), 128);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "block_tokens"), 16);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "top_k"), 64);
     ck_assert_int_eq(hy_resolved(&pc, 4096, "n_sink"), 128);
-    ck_assert_int_eq(hy_resolved(&pc, 4096, "window"), 388);
+    ck_assert_int_eq(hy_resolved(&pc, 4096, "window"), 260);
+    ck_assert_int_eq(hy_resolved(&pc, 4096, "block_tokens"), 128);
+    ck_assert_int_eq(hy_resolved(&pc, 4096, "top_k"), 64);
+    pseti(&pc, "hybrid", "block_tokens", 32);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "top_k"), 32); /* follows the given block size */
     pseti(&pc, "hybrid", "n_sink", 4);
-    ck_assert_int_eq(hy_resolved(&pc, 512, "window"), 64);
+    ck_assert_int_eq(hy_resolved(&pc, 512, "n_sink"), 4);
+    /* the retrieval heads' parameters: out of range or not a power of two, named */
+    pseti(&pc, "hybrid", "block_tokens", 24);
+    ck_assert_int_eq(kv_policy_config_validate(&pc, &d), KS_ERR_RANGE);
+    ck_assert_msg(strstr(d.msg, "kvcache.hybrid.block_tokens") && strstr(d.msg, "power of two"),
+                  "%s", d.msg);
+    pseti(&pc, "hybrid", "block_tokens", 4);
+    ck_assert_int_eq(kv_policy_config_validate(&pc, &d), KS_ERR_RANGE);
+    ck_assert_msg(strstr(d.msg, "kvcache.hybrid.block_tokens") != NULL, "%s", d.msg);
+    pseti(&pc, "hybrid", "block_tokens", 32);
+    static const char *const positive[] = {"top_k", "retrieval_window", "chunk", "ram_mb"};
+    for (int i = 0; i < 4; i++) {
+        char key[64];
+        pseti(&pc, "hybrid", positive[i], 0);
+        ck_assert_int_eq(kv_policy_config_validate(&pc, &d), KS_ERR_RANGE);
+        snprintf(key, sizeof(key), "kvcache.hybrid.%s", positive[i]);
+        ck_assert_msg(strstr(d.msg, key) != NULL, "%s: %s", key, d.msg);
+        pseti(&pc, "hybrid", positive[i], 64);
+    }
+    ck_assert_int_eq(kv_policy_config_validate(&pc, &d), 0);
     /* out of range: named */
     pseti(&pc, "hybrid", "window", 0);
     ck_assert_int_eq(kv_policy_config_validate(&pc, &d), KS_ERR_RANGE);

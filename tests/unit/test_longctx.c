@@ -21,13 +21,17 @@
 #include "kvserve/engine.h"
 #include "kvserve/head_profile.h"
 
-static char g_model[1024], g_filler[1024], g_dir[256];
+static char g_model[1024], g_filler[1024], g_dir[256], g_profile[1024];
 
 static void setup(void)
 {
     const char *s = ks_test_shared_dir();
     snprintf(g_model, sizeof(g_model), "%s/models/kjv-tiny/kjv-tiny-f16.gguf", s);
     snprintf(g_filler, sizeof(g_filler), "%s/models/kjv-tiny/heldout-public.txt", s);
+    /* `kvserve profile-heads --model kjv-tiny-f16.gguf` output, kept as a fuzz seed */
+    const char *src = getenv("KVSERVE_SRC"); /* meson's test environment */
+    snprintf(g_profile, sizeof(g_profile), "%s/tests/fuzz/corpus/head_profile/kjv-tiny.toml",
+             src ? src : ".");
     snprintf(g_dir, sizeof(g_dir), "/tmp/kvserve-test-longctx-%d", (int)getpid());
     mkdir(g_dir, 0700);
 }
@@ -149,6 +153,49 @@ START_TEST(test_retrieval_needle_16x_defaults)
 }
 END_TEST
 
+/* {"kv_policy": {"name": "hybrid"}} with the server's head profile and nothing else, 16x the
+ * trained length: the retrieval head reads the needle's block at window positions. With
+ * every kept head at its original positions (the policy before the retrieval engine) the
+ * model got 0/4 here. Two prompts keep it to a few seconds. */
+START_TEST(test_hybrid_needle_16x_defaults)
+{
+    engine e;
+    engine_params ep = {.model_path = g_model,
+                        .n_threads = 1,
+                        .n_ctx = 8400,
+                        .n_batch = 512,
+                        .n_seqs = 1,
+                        .k_dtype = KS_DTYPE_F16,
+                        .v_dtype = KS_DTYPE_F16};
+    ck_assert_int_eq(engine_open(&ep, &e), 0);
+    kv_policy_config pc;
+    kv_policy_config_defaults(&pc);
+    ck_assert_int_eq(kv_policy_config_parse_spec(&pc, "hybrid", NULL), 0);
+    pset(&pc, "hybrid", "profile", g_profile);
+    pset(&pc, "hybrid", "spill_dir", g_dir);
+    const kv_policy_desc *d = kv_policy_desc_find("hybrid");
+    kv_policy_params p;
+    kv_model_info mi = {.n_ctx_train = model_get_hparams(e.m)->n_ctx_train};
+    kv_policy_params_resolve(&pc, d, &mi, p.bytes);
+    int32_t chunk = d->prefill_chunk(p.bytes, 512);
+    ck_assert_int_eq(chunk, 128);
+    char *text = NULL;
+    size_t len = 0;
+    ks_diag dg;
+    ck_assert_int_eq(ks_read_file(g_filler, &text, &len, &dg), 0);
+    static const double depths[] = {0.3, 0.7};
+    static const int keys[] = {46190, 83527};
+    for (int i = 0; i < 2; i++) {
+        char *prompt = passkey_prompt(text, len, (size_t)i * 77777 + 5, 7800, depths[i], keys[i]);
+        int got = answer(&e, &pc, prompt, chunk);
+        ck_assert_msg(got == keys[i], "depth %.2f: want %d, got %d", depths[i], keys[i], got);
+        free(prompt);
+    }
+    free(text);
+    engine_close(&e);
+}
+END_TEST
+
 static void write_profile(const char *path, int32_t n_layer, int32_t n_head_kv, const int *full)
 {
     kv_head_profile hp;
@@ -242,6 +289,7 @@ static Suite *longctx_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_retrieval_needle_16x_defaults);
     tcase_add_test(tc, test_hybrid_tables_and_full_equivalence);
+    tcase_add_test(tc, test_hybrid_needle_16x_defaults);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -209,6 +209,49 @@ START_TEST(test_arch_hparams)
 }
 END_TEST
 
+/* Phi-3 su/longrope: the long factors exactly when the context, padded up to a multiple of
+ * 256 as llama.cpp pads it, exceeds the original one (phi3long: 4096 of 131072; the fixture's
+ * long factors are >= 4, the short ones < 3); the converter's attn_factor with either. */
+START_TEST(test_phi3_rope_factors)
+{
+    model *m = NULL;
+    ks_diag d;
+    ck_assert_msg(model_load(fixture("phi3long/phi3long-F32"), &m, &d) == 0, "%s", d.msg);
+    ck_assert_int_eq(model_get_hparams(m)->n_ctx_orig, 4096);
+    const float *shrt = model_rope_params(m, 0).freq_factors;
+    ck_assert(!model_uses_long_rope(m) && shrt[0] < 3.0f); /* before any call: short */
+    static const struct {
+        int32_t n_ctx;
+        bool is_long;
+    } cases[] = {{256, false}, {3841, false},  {4096, false}, {4097, true},
+                 {4352, true}, {131072, true}, {100, false}};
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        model_set_n_ctx(m, cases[k].n_ctx);
+        rope_params rp = model_rope_params(m, 0);
+        ck_assert_msg(model_uses_long_rope(m) == cases[k].is_long, "n_ctx %d", cases[k].n_ctx);
+        for (int i = 0; i < rp.n_rot / 2; i++)
+            ck_assert(cases[k].is_long ? rp.freq_factors[i] >= 4.0f : rp.freq_factors[i] < 3.0f);
+        ck_assert(cases[k].is_long || rp.freq_factors == shrt);
+        ck_assert_float_eq_tol(rp.attn_factor, 1.19f, 1e-6f);
+    }
+    model_free(m);
+    /* a 200-token original context: 128 pads to 256, beyond it */
+    ck_assert_msg(model_load(fixture("phi3ext/phi3ext-F32"), &m, &d) == 0, "%s", d.msg);
+    model_set_n_ctx(m, 128);
+    ck_assert(model_uses_long_rope(m));
+    ck_assert_float_eq_tol(model_rope_params(m, 0).attn_factor,
+                           sqrtf(1.0f + logf(3200.0f / 200.0f) / logf(200.0f)), 1e-6f);
+    model_free(m);
+    /* other architectures keep their factors */
+    ck_assert_msg(model_load(fixture("llama3/llama3-F32"), &m, &d) == 0, "%s", d.msg);
+    const float *ff = model_rope_params(m, -1).freq_factors;
+    model_set_n_ctx(m, 1 << 20);
+    ck_assert_ptr_eq(model_rope_params(m, -1).freq_factors, ff);
+    ck_assert(!model_uses_long_rope(m));
+    model_free(m);
+}
+END_TEST
+
 START_TEST(test_load_ok)
 {
     model *m = NULL;
@@ -452,6 +495,7 @@ int main(void)
     tcase_add_test(tc, test_load_errors);
     tcase_add_test(tc, test_arch_load_errors);
     tcase_add_test(tc, test_arch_hparams);
+    tcase_add_test(tc, test_phi3_rope_factors);
     tcase_add_test(tc, test_batch_invariance);
     tcase_add_test(tc, test_chunked_prefill);
     tcase_add_test(tc, test_bad_batches);

@@ -40,7 +40,7 @@ static double run_perplexity_args(const char *model, const char *text, int ctx, 
     ck_assert_msg(bin != NULL, "KVSERVE_BIN is not set");
     char cmd[8192];
     snprintf(cmd, sizeof(cmd),
-             "'%s' perplexity --model '%s' --file '%s' --ctx %d --threads 2 %s 2>/dev/null", bin,
+             "'%s' perplexity --model '%s' --file '%s' --ctx %d --threads 1 %s 2>/dev/null", bin,
              model, text, ctx, extra);
     FILE *p = popen(cmd, "r");
     ck_assert(p != NULL);

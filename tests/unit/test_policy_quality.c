@@ -28,7 +28,7 @@ static void open_engine(engine *e, const char *rel, int32_t n_ctx)
     char path[2048];
     model_path(path, sizeof(path), rel);
     engine_params p = {.model_path = path,
-                       .n_threads = 2,
+                       .n_threads = 1,
                        .n_ctx = n_ctx,
                        .n_batch = 256,
                        .n_seqs = 1,

@@ -392,7 +392,7 @@ START_TEST(test_mixed_files_load_and_run)
         char path[1200];
         snprintf(path, sizeof(path), "%s/rt-%s.gguf", g_data, files[i]);
         engine_params ep = {.model_path = path,
-                            .n_threads = 2,
+                            .n_threads = 1,
                             .n_ctx = 64,
                             .n_batch = 16,
                             .n_seqs = 2,
