@@ -104,8 +104,14 @@ struct gram_matcher {
     size_t n_mpool, cap_mpool;
 };
 
+/* The memo's size (a build may lower it: the fuzz targets do, so that a matcher costs
+ * kilobytes, not a 1 MiB calloc, and the memo's flush runs often). */
+#ifndef GRAM_MEMO_SLOTS
 #define GRAM_MEMO_SLOTS (1u << 16)
+#endif
+#ifndef GRAM_MEMO_POOL
 #define GRAM_MEMO_POOL (1u << 20)
+#endif
 
 typedef struct gram_memo_slot {
     uint64_t key; /* (stack id << 32 | code point) + 1 */

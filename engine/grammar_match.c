@@ -17,7 +17,9 @@
 
 #include "grammar_internal.h"
 
+#ifndef GRAM_MAX_NODES /* matcher stack nodes; a build may lower it (the fuzz targets do) */
 #define GRAM_MAX_NODES (1u << 24)
+#endif
 
 int gram_utf8_step(gram_utf8 *u, uint8_t b, uint32_t *cp)
 {
@@ -238,6 +240,13 @@ uint32_t gram_advance(gram_matcher *m, size_t off, uint32_t n, uint32_t cp, size
     const gram *g = m->g;
     size_t start = m->n_buf;
     *out_off = start;
+    /* One step memoises up to n stacks: a set the memo cannot hold at half load is refused
+     * as too complex (like GRAM_MAX_NODES), else memo_slot would probe a full table forever
+     * (found by the fuzz build, whose memo has 1024 slots). */
+    if (n >= GRAM_MEMO_SLOTS / 2) {
+        m->oom = 1;
+        return 0;
+    }
     /* The memo is only a cache: dropped whole when full, never in the middle of a step. */
     if (m->n_memo + n >= GRAM_MEMO_SLOTS / 2 || m->n_mpool >= GRAM_MEMO_POOL) {
         memset(m->memo, 0, GRAM_MEMO_SLOTS * sizeof(*m->memo));

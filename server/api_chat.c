@@ -174,6 +174,27 @@ static bool role_known(const char *r)
         return KS_ERR_INVALID;                                                                     \
     } while (0)
 
+/* An assistant message's tool_calls: a list of calls, each naming its function (the
+ * template reads function.name and function.arguments; anything else would render as
+ * nothing or fail deep inside the template). */
+static bool tool_calls_valid(const json_t *tc)
+{
+    if (!json_is_array(tc)) return false;
+    size_t k;
+    json_t *call;
+    json_array_foreach(tc, k, call)
+    {
+        json_t *fn = json_object_get(call, "function"), *ty = json_object_get(call, "type");
+        json_t *args = json_object_get(fn, "arguments");
+        if (!json_is_object(call) || !json_is_object(fn) ||
+            !json_is_string(json_object_get(fn, "name")) ||
+            (ty && !(json_is_string(ty) && !strcmp(json_string_value(ty), "function"))) ||
+            (args && !json_is_string(args) && !json_is_object(args)))
+            return false;
+    }
+    return true;
+}
+
 /* Checks message i and points *content at its text (into the JSON, or *owned, malloc'd, for
  * a list of text parts). */
 static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, char *msg, size_t cap,
@@ -188,13 +209,19 @@ static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, cha
                   "messages[%zu].role '%.40s' is not one of system, developer, user, "
                   "assistant, tool",
                   i, m->role);
+    json_t *tc = json_object_get(e, "tool_calls");
+    if (tc && !json_is_null(tc) && !tool_calls_valid(tc))
+        CHAT_FAIL("tool_calls",
+                  "messages[%zu].tool_calls must be a list of {\"type\": \"function\", "
+                  "\"function\": {\"name\": string, \"arguments\": string or object}}",
+                  i);
     if (json_is_string(content)) {
         m->content = json_string_value(content);
         if (strlen(m->content) != json_string_length(content))
             CHAT_FAIL("content", "messages[%zu].content must not contain NUL characters", i);
         return 0;
     }
-    bool calls = json_is_array(json_object_get(e, "tool_calls"));
+    bool calls = json_is_array(tc);
     if ((!content || json_is_null(content)) && !strcmp(m->role, "assistant") && calls) {
         m->content = "";
         return 0;
@@ -207,8 +234,7 @@ static int chat_msg_read(json_t *e, size_t i, tok_chat_msg *m, char **owned, cha
     json_array_foreach(content, k, part)
     {
         json_t *t = json_object_get(part, "text"), *ty = json_object_get(part, "type");
-        if (!json_is_object(part) ||
-            (ty && !(json_is_string(ty) && !strcmp(json_string_value(ty), "text"))))
+        if (!json_is_object(part) || !json_is_string(ty) || strcmp(json_string_value(ty), "text"))
             CHAT_FAIL("content",
                       "messages[%zu].content[%zu] must be {\"type\": \"text\", "
                       "\"text\": string} (other part types are not supported)",

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <llhttp.h>
@@ -471,6 +472,8 @@ int http_request_peer(const http_request *r, char *buf, size_t cap)
     struct sockaddr_storage a;
     int len = sizeof(a);
     if (uv_tcp_getpeername(&r->conn->tcp, (struct sockaddr *)&a, &len) < 0) return KS_ERR_IO;
+    if (a.ss_family != AF_INET && a.ss_family != AF_INET6) /* adopted local socket */
+        return snprintf(buf, cap, "local") < (int)cap ? 0 : KS_ERR_IO;
     int rc = a.ss_family == AF_INET6 ? uv_ip6_name((struct sockaddr_in6 *)&a, buf, cap)
                                      : uv_ip4_name((struct sockaddr_in *)&a, buf, cap);
     return rc < 0 ? KS_ERR_IO : 0;
@@ -794,19 +797,19 @@ static void conn_close(http_conn *c)
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
-static void on_connection(uv_stream_t *ls, int status)
+/* A new connection on the list, its handle initialised but not yet connected; NULL when out
+ * of memory. */
+static http_conn *conn_new(http_server *s)
 {
-    http_server *s = ls->data;
-    if (status < 0 || s->draining) return;
     http_conn *c = calloc(1, sizeof(*c));
-    if (!c) return;
+    if (!c) return NULL;
     c->srv = s;
     c->in_cap = HTTP_IN_MIN;
     c->in = malloc(c->in_cap);
     if (!c->in || uv_tcp_init(s->p.loop, &c->tcp) < 0) {
         free(c->in);
         free(c);
-        return;
+        return NULL;
     }
     s->buffered += c->in_cap; /* the first buffer is always granted: the cap is soft by 4 KiB
                                  per connection, which max_conns bounds */
@@ -817,10 +820,13 @@ static void on_connection(uv_stream_t *ls, int status)
     s->conns = c;
     s->n_conns++;
     conn_set_state(c, HTTP_CONN_IDLE);
-    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
-        conn_close(c);
-        return;
-    }
+    return c;
+}
+
+/* A connected connection: refused with 503 beyond max_conns, else read. */
+static void conn_begin(http_conn *c)
+{
+    http_server *s = c->srv;
     uv_tcp_nodelay(&c->tcp, 1);
     if (s->p.max_conns && s->n_conns > s->p.max_conns) {
         /* accepted only to be told: a refused accept would leave it in the backlog */
@@ -830,6 +836,35 @@ static void on_connection(uv_stream_t *ls, int status)
     llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
     c->parser.data = c;
     conn_start_reading(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    http_server *s = ls->data;
+    if (status < 0 || s->draining) return;
+    http_conn *c = conn_new(s);
+    if (!c) return;
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_begin(c);
+}
+
+int http_server_adopt(http_server *s, int fd)
+{
+    http_conn *c = s->draining ? NULL : conn_new(s);
+    if (!c) {
+        close(fd);
+        return s->draining ? KS_ERR_INVALID : KS_ERR_NOMEM;
+    }
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        close(fd); /* not the handle's: uv_close will not close it */
+        conn_close(c);
+        return KS_ERR_IO;
+    }
+    conn_begin(c);
+    return 0;
 }
 
 /* Closes connections whose state has lasted longer than its timeout (slowloris, idle

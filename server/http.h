@@ -57,6 +57,11 @@ typedef struct http_server_params {
 /* Binds and listens. Errors: KS_ERR_INVALID (bad address), KS_ERR_IO (bind/listen failed,
  * message in d). */
 int http_server_create(const http_server_params *p, http_server **out, ks_diag *d) KS_WUR;
+/* Serves a connected stream socket as if it had been accepted (the server owns fd from now
+ * on, even on error). In-process drivers use it with one end of a socketpair: the fuzz target
+ * sends each input through one without the cost of a TCP connection. Errors: KS_ERR_INVALID
+ * (draining), KS_ERR_NOMEM, KS_ERR_IO. */
+int http_server_adopt(http_server *s, int fd) KS_WUR;
 /* The port actually bound. */
 int http_server_port(const http_server *s);
 /* Stops accepting and closes idle connections; connections with a request in flight end

@@ -13,7 +13,13 @@
 
 enum { JJ_BREAK = 1, JJ_CONTINUE = 2 };
 #define MAX_CALL_DEPTH 64
-#define MAX_STEPS 2000000 /* a chat template runs a few thousand */
+/* Statements and loop iterations one render may run: a chat template runs a few thousand.
+ * A build may lower it (the fuzz target does, so that pathological templates stop in
+ * milliseconds and the campaign spends its time on new inputs). */
+#ifndef KS_JINJA_MAX_STEPS
+#define KS_JINJA_MAX_STEPS 2000000
+#endif
+#define MAX_STEPS KS_JINJA_MAX_STEPS
 
 static int eval(jinja_ctx *c, const jinja_node *n, jinja_frame *f, jinja_val *out);
 static int exec_body(jinja_ctx *c, jinja_node *const *items, size_t n, jinja_frame *f, jj_buf *out);

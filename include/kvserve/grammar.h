@@ -37,8 +37,10 @@
 #include "kvserve/base.h"
 #include "kvserve/tokenizer.h"
 
+#ifndef GRAM_MAX_ELEMS            /* a build may lower it: the fuzz targets do, to stay fast */
 #define GRAM_MAX_ELEMS (1u << 20) /* elements of a compiled grammar (repetitions expanded) */
-#define GRAM_MAX_REPEAT 10000     /* largest m or n in x{m,n} */
+#endif
+#define GRAM_MAX_REPEAT 10000 /* largest m or n in x{m,n} */
 
 typedef struct gram gram;
 typedef struct gram_vocab gram_vocab;

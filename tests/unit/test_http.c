@@ -42,9 +42,20 @@ static void handler(http_request *r, void *ud)
     http_respond(r, 200, "text/plain", NULL, out, (size_t)n);
 }
 
+/* http_server_adopt runs on the loop thread: the test hands it the fd through an async. */
+static uv_async_t adopt_async;
+static int adopt_fd, adopt_rc = -1;
+
+static void on_adopt(uv_async_t *h)
+{
+    (void)h;
+    adopt_rc = http_server_adopt(srv, adopt_fd);
+}
+
 static void on_stop(uv_async_t *h)
 {
     http_server_close(srv);
+    uv_close((uv_handle_t *)&adopt_async, NULL);
     uv_close((uv_handle_t *)h, NULL);
 }
 
@@ -69,6 +80,7 @@ static void setup(void)
     port = http_server_port(srv);
     ck_assert_int_gt(port, 0);
     uv_async_init(&loop, &stop_async, on_stop);
+    uv_async_init(&loop, &adopt_async, on_adopt);
     pthread_create(&thread, NULL, loop_main, NULL);
 }
 
@@ -133,6 +145,30 @@ START_TEST(test_simple_and_keepalive)
     r = read_until(fd, "GET /b 0:", 1);
     ck_assert_ptr_nonnull(strstr(r, "GET /b 0:"));
     close(fd);
+}
+END_TEST
+
+/* A connected socket handed over (one end of a socketpair, as the fuzz target does) is
+ * served like an accepted connection: keep-alive, then a close when the client half-closes. */
+START_TEST(test_adopted_socket)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    adopt_fd = sv[0];
+    uv_async_send(&adopt_async);
+    const char *req = "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+                      "GET /v HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(sv[1], req, strlen(req));
+    char *r = read_until(sv[1], "GET /v 0:", 1);
+    ck_assert_int_eq(adopt_rc, 0);
+    ck_assert_ptr_nonnull(strstr(r, "POST /u 2:hi"));
+    ck_assert_ptr_nonnull(strstr(r, "GET /v 0:"));
+    shutdown(sv[1], SHUT_WR);
+    char c;
+    ck_assert_int_eq(read(sv[1], &c, 1), 0); /* the server closed its end */
+    close(sv[1]);
 }
 END_TEST
 
@@ -283,6 +319,7 @@ static Suite *http_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_simple_and_keepalive);
+    tcase_add_test(tc, test_adopted_socket);
     tcase_add_test(tc, test_pipelined_in_order);
     tcase_add_test(tc, test_chunked_body_and_continue);
     tcase_add_test(tc, test_limits);
