@@ -31,7 +31,8 @@ static inline float vm_expf_inline(float x)
     const float z = __builtin_fmaf(x, 0x1.715476p+0f, r);
     const float n = z - r;
     const float b = __builtin_fmaf(-n, 0x1.7f7d1cp-20f, __builtin_fmaf(-n, 0x1.62e4p-1f, x));
-    if (fabsf(n) > 192.0f) return n > 0 ? INFINITY : 0.0f;
+    /* Out of range, or NaN (which must not reach the int conversion below: that is UB). */
+    if (!(fabsf(n) <= 192.0f)) return n > 0 ? INFINITY : (n != n ? n : 0.0f);
     const float u = b * b;
     const float hi = __builtin_fmaf(__builtin_fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
                                     __builtin_fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f));

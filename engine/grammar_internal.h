@@ -94,6 +94,8 @@ struct gram_matcher {
     gram_utf8 utf; /* a code point split between tokens */
     uint32_t *buf; /* scratch: sets of a walk, stacked */
     size_t n_buf, cap_buf;
+    uint32_t *work; /* expand's explicit stack (no recursion: a grammar may nest deeply) */
+    size_t cap_work;
     gram_mask_entry cache[GRAM_MASK_CACHE];
     uint64_t clock;
     int64_t n_masks, n_computed; /* gram_matcher_stats */

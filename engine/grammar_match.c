@@ -150,21 +150,50 @@ static void buf_push(gram_matcher *m, uint32_t v)
     m->buf[m->n_buf++] = v;
 }
 
-/* Expands stack s until every top is a character class; appends those stacks to buf. */
-static void expand(gram_matcher *m, uint32_t s)
+static void work_push(gram_matcher *m, size_t *n, uint32_t v)
 {
-    if (m->stamp[s] == m->epoch || m->oom) return;
-    m->stamp[s] = m->epoch;
-    if (s == 0 || m->g->elems[m->nodes[s].pos].type == GE_CHARS) {
-        buf_push(m, s);
-        return;
+    if (*n == m->cap_work) {
+        size_t nc = m->cap_work ? m->cap_work * 2 : 256;
+        uint32_t *nw = realloc(m->work, nc * sizeof(*nw));
+        if (!nw) {
+            m->oom = 1;
+            return;
+        }
+        m->work = nw;
+        m->cap_work = nc;
     }
+    m->work[(*n)++] = v;
+}
+
+/* Expands stack s0 until every top is a character class; appends those stacks to buf.
+ * Depth-first with an explicit stack, children in alternative order: a chain of 70 000
+ * optional elements would otherwise recurse 70 000 frames deep and overflow the thread's
+ * stack. */
+static void expand(gram_matcher *m, uint32_t s0)
+{
     const gram *g = m->g;
-    uint32_t pos = m->nodes[s].pos, parent = m->nodes[s].parent, rule = g->elems[pos].a;
-    uint32_t base = gram_elem_ends(g, pos + 1) ? parent : node_intern(m, pos + 1, parent);
-    for (uint32_t a = g->alt_off[rule]; a < g->alt_off[rule + 1] && !m->oom; a++) {
-        uint32_t at = g->alts[a];
-        expand(m, gram_elem_ends(g, at) ? base : node_intern(m, at, base));
+    size_t n = 0;
+    work_push(m, &n, s0);
+    while (n && !m->oom) {
+        uint32_t s = m->work[--n];
+        if (m->stamp[s] == m->epoch) continue;
+        m->stamp[s] = m->epoch;
+        if (s == 0 || g->elems[m->nodes[s].pos].type == GE_CHARS) {
+            buf_push(m, s);
+            continue;
+        }
+        uint32_t pos = m->nodes[s].pos, parent = m->nodes[s].parent, rule = g->elems[pos].a;
+        uint32_t base = gram_elem_ends(g, pos + 1) ? parent : node_intern(m, pos + 1, parent);
+        size_t first = n;
+        for (uint32_t a = g->alt_off[rule]; a < g->alt_off[rule + 1] && !m->oom; a++) {
+            uint32_t at = g->alts[a];
+            work_push(m, &n, gram_elem_ends(g, at) ? base : node_intern(m, at, base));
+        }
+        for (size_t i = first, j = n; i + 1 < j; i++, j--) { /* first alternative on top */
+            uint32_t t = m->work[i];
+            m->work[i] = m->work[j - 1];
+            m->work[j - 1] = t;
+        }
     }
 }
 
@@ -383,6 +412,7 @@ void gram_matcher_destroy(gram_matcher *m)
     free(m->htab);
     free(m->cur);
     free(m->buf);
+    free(m->work);
     free(m);
 }
 

@@ -122,6 +122,7 @@ static void add_rule(js_conv *c, const char *hint, const js_buf *body, js_buf *o
                         ? *h
                         : '-';
     name[n] = 0;
+    if (body->oom) c->rules.oom = 1; /* an incomplete body must fail the conversion */
     js_printf(&c->rules, "%s ::= ", name);
     js_addn(&c->rules, body->s ? body->s : "", body->n);
     js_add(&c->rules, "\n");

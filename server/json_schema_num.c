@@ -41,6 +41,9 @@ void js_add(js_buf *b, const char *s)
     js_addn(b, s, strlen(s));
 }
 
+/* Any length: a piece longer than the stack buffer (a 1 KiB property name, say) is formatted
+ * again into the heap rather than dropped, since a dropped piece yields a grammar that does
+ * not parse. */
 void js_printf(js_buf *b, const char *fmt, ...)
 {
     char tmp[1024];
@@ -48,11 +51,24 @@ void js_printf(js_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
-    if (n < 0 || n >= (int)sizeof(tmp)) {
+    if (n < 0) {
         b->oom = 1;
         return;
     }
-    js_addn(b, tmp, (size_t)n);
+    if (n < (int)sizeof(tmp)) {
+        js_addn(b, tmp, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    js_addn(b, big, (size_t)n);
+    free(big);
 }
 
 static int all_digit(const char *s, int n, char c)

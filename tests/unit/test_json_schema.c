@@ -219,6 +219,32 @@ START_TEST(test_json_object_grammar)
 }
 END_TEST
 
+/* A property name longer than the converter's 1 KiB formatting buffer beside
+ * additionalProperties (found by the json_schema fuzz campaign: the rule was cut short and
+ * did not parse). The grammar must compile and still tell the named key from the others. */
+START_TEST(test_long_property_name)
+{
+    enum { LEN = 1500 };
+    char name[LEN + 1];
+    for (int i = 0; i < LEN; i++)
+        name[i] = (char)('a' + (i * 7) % 26);
+    name[LEN] = 0;
+    char schema[LEN + 256], ok1[LEN + 32], bad[LEN + 32];
+    snprintf(schema, sizeof(schema),
+             "{\"type\":\"object\",\"properties\":{\"%s\":{\"type\":\"integer\"}},"
+             "\"additionalProperties\":{\"type\":[\"boolean\",\"null\"]}}",
+             name);
+    snprintf(ok1, sizeof(ok1), "{\"%s\":12}", name);
+    snprintf(bad, sizeof(bad), "{\"%s\":\"x\"}", name);
+    gram *g = schema_gram(schema);
+    ck_assert(accepts(g, ok1));
+    ck_assert(accepts(g, "{\"other\":true}"));
+    ck_assert(!accepts(g, bad));
+    ck_assert(!accepts(g, "{\"other\":3}"));
+    gram_destroy(g);
+}
+END_TEST
+
 static Suite *json_schema_suite(void)
 {
     Suite *s = suite_create("json_schema");
@@ -227,6 +253,7 @@ static Suite *json_schema_suite(void)
     tcase_add_test(tc, test_integer_ranges);
     tcase_add_test(tc, test_errors_name_pointer);
     tcase_add_test(tc, test_json_object_grammar);
+    tcase_add_test(tc, test_long_property_name);
     suite_add_tcase(s, tc);
     return s;
 }
