@@ -516,107 +516,6 @@ static float qx_dot_q3_k(int64_t n, const void *w, const void *x)
     return qx_hsum8(acc);
 }
 
-/* The sum over each lane's s16 pairs times sc16, added to acc (vpdpwssd where VNNI has it). */
-static inline __m256i qx_madd_acc(__m256i acc, __m256i p, __m256i sc16)
-{
-#if QX_VNNI
-    return _mm256_dpwssd_epi32(acc, p, sc16);
-#else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc16));
-#endif
-}
-
-/* The unsigned 3-bit values q + 4 (0..7) of group g: the 2 low bits | the high bit at bit 2. */
-static inline __m256i qx_q3k_u(__m256i bits, __m256i hm, int g)
-{
-    __m256i hs = g < 2 ? _mm256_slli_epi16(hm, 2 - g) : _mm256_srli_epi16(hm, g - 2);
-    __m256i ql = _mm256_srli_epi16(bits, 2 * (g % 4));
-#if QX_VNNI
-    /* bits 0-1 from ql, the rest from hs (0xE4: c ? a : b), then the 3 low bits */
-    __m256i u = _mm256_ternarylogic_epi32(ql, hs, _mm256_set1_epi8(3), 0xE4);
-    return _mm256_and_si256(u, _mm256_set1_epi8(7));
-#else
-    return _mm256_or_si256(_mm256_and_si256(ql, _mm256_set1_epi8(3)),
-                           _mm256_and_si256(hs, _mm256_set1_epi8(4)));
-#endif
-}
-
-/* QX_Q3R rows of Q3_K against one Q8_K activation, each row's next block prefetched a row
- * ahead. Per row the integer lanes are those of qx_dot_q3_k (q*y pairs = (q+4)*y pairs - 4*y
- * pairs, exact: q+4 <= 7, no saturation) and the f32 steps are the same, so every result is
- * bit-identical to it (tests/unit/test_quant_types.c checks matvec = dot). Rows share the
- * activation loads and the 4*y pairs, but 2 rows measured slower than 1 on this machine
- * (bench_quant, dram: 0.65 of Q4_K's bytes/s against 0.78; the kernel waits on loads, not
- * on integer work), so QX_Q3R stays 1; the gain over the dot loop is the prefetch and, with
- * VNNI, vpdpwssd for the scale madd + add. */
-#define QX_Q3R 1
-static inline __attribute__((always_inline)) void
-qx_rows_q3_k(int64_t nb, const uint8_t *w, size_t wrb, const blk_q8_k *b, float *y, int64_t ys)
-{
-    __m256 acc[QX_Q3R];
-#pragma GCC unroll 8
-    for (int r = 0; r < QX_Q3R; r++)
-        acc[r] = _mm256_setzero_ps();
-    const __m256i four = _mm256_set1_epi8(4);
-    for (int64_t i = 0; i < nb; i++) {
-        const blk_q3_k *a[QX_Q3R];
-        __m256i half[QX_Q3R][2], hm[QX_Q3R], sumi[QX_Q3R];
-#pragma GCC unroll 8
-        for (int r = 0; r < QX_Q3R; r++) {
-            a[r] = (const blk_q3_k *)(w + (size_t)r * wrb) + i;
-            qx_sc16_halves(qx_q3k_scales(a[r]->scales), half[r]);
-            hm[r] = qx_ld256(a[r]->hmask);
-            sumi[r] = _mm256_setzero_si256();
-            /* the next rows' block: interleaved rows defeat the hardware prefetcher here (without
-             * this bench_quant's dram case ran at half speed) */
-            _mm_prefetch((const char *)a[r] + QX_Q3R * wrb, _MM_HINT_T0);
-            _mm_prefetch((const char *)a[r] + QX_Q3R * wrb + 64, _MM_HINT_T0);
-        }
-#pragma GCC unroll 8
-        for (int h = 0; h < 2; h++) {
-            __m256i bits[QX_Q3R];
-#pragma GCC unroll 8
-            for (int r = 0; r < QX_Q3R; r++)
-                bits[r] = qx_ld256(a[r]->qs + 32 * h);
-#pragma GCC unroll 8
-            for (int j = 0; j < 4; j++) {
-                int g = 4 * h + j;
-                __m256i yv = qx_ld256(b[i].qs + 32 * g);
-                __m256i y4 = _mm256_maddubs_epi16(four, yv);
-#pragma GCC unroll 8
-                for (int r = 0; r < QX_Q3R; r++) {
-                    __m256i p =
-                        _mm256_sub_epi16(_mm256_maddubs_epi16(qx_q3k_u(bits[r], hm[r], g), yv), y4);
-                    sumi[r] = qx_madd_acc(sumi[r], p, qx_sc16_pair(half[r][h], j));
-                }
-            }
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < QX_Q3R; r++) {
-            const float d = b[i].d * qx_f16(a[r]->d);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < QX_Q3R; r++)
-        y[r * ys] = qx_hsum8(acc[r]);
-}
-
-static void qx_mv_q3_k(int64_t n, const void *w, size_t wrb, int64_t nr, const void *x, size_t xb,
-                       int64_t n_b, float *y, int64_t ys)
-{
-    const uint8_t *wc = w, *xc = x;
-    for (int64_t t = 0; t < n_b; t++) {
-        const uint8_t *xt = xc + (size_t)t * xb;
-        int64_t r = 0;
-        for (; r + QX_Q3R <= nr; r += QX_Q3R)
-            qx_rows_q3_k(n / QK_K, wc + (size_t)r * wrb, wrb, (const blk_q8_k *)xt, y + r * ys + t,
-                         ys);
-        for (; r < nr; r++)
-            y[r * ys + t] = qx_dot_q3_k(n, wc + (size_t)r * wrb, xt);
-    }
-}
-
 /* The 8 scales and 8 mins of a Q4_K/Q5_K block, 6 bits each, as bytes of two u64 (kept in
  * registers: a store and a wider vector reload would stall store forwarding). */
 static inline void qx_k4_scales(const uint8_t s12[12], uint64_t *sc, uint64_t *m)
@@ -704,7 +603,6 @@ static inline void qx_fill_common(qt_kernels *k)
     k->matvec_gemm[QT_IQ4_NL] = qx_gemm_iq4_nl;
     k->dot[QT_Q2_K] = qx_dot_q2_k;
     k->dot[QT_Q3_K] = qx_dot_q3_k;
-    k->matvec[QT_Q3_K] = qx_mv_q3_k;
     k->dot[QT_Q5_K] = qx_dot_q5_k;
     k->dot[QT_IQ4_XS] = qx_dot_iq4_xs;
 }
