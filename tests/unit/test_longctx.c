@@ -112,10 +112,11 @@ static int answer(engine *e, const kv_policy_config *pc, const char *prompt, int
     return atoi(out);
 }
 
-/* {"kv_policy": {"name": "retrieval"}} and nothing else, 16x the trained 512 tokens. Before
- * the defaults derived from the model (block 64, top_k 8, window 512, dense_layers 2,
- * chunk 512: window + chunk past the trained length), these cases fail. */
-START_TEST(test_retrieval_needle_16x_defaults)
+/* Asks `policy` by name only (plus a private spill directory and, for hybrid, the head
+ * profile: neither is a knob) for each needle in a 7800-token prompt, 16x the trained 512
+ * tokens; prompt i is cut from the filler at offset i * offset_step + offset_base. */
+static void check_needles_16x(const char *policy, const char *profile, int n, const double *depths,
+                              const int *keys, size_t offset_step, size_t offset_base)
 {
     engine e;
     engine_params ep = {.model_path = g_model,
@@ -128,9 +129,10 @@ START_TEST(test_retrieval_needle_16x_defaults)
     ck_assert_int_eq(engine_open(&ep, &e), 0);
     kv_policy_config pc;
     kv_policy_config_defaults(&pc);
-    ck_assert_int_eq(kv_policy_config_parse_spec(&pc, "retrieval", NULL), 0);
-    pset(&pc, "retrieval", "spill_dir", g_dir); /* a private directory; not a knob */
-    const kv_policy_desc *d = kv_policy_desc_find("retrieval");
+    ck_assert_int_eq(kv_policy_config_parse_spec(&pc, policy, NULL), 0);
+    if (profile) pset(&pc, policy, "profile", profile);
+    pset(&pc, policy, "spill_dir", g_dir);
+    const kv_policy_desc *d = kv_policy_desc_find(policy);
     kv_policy_params p;
     kv_model_info mi = {.n_ctx_train = model_get_hparams(e.m)->n_ctx_train};
     kv_policy_params_resolve(&pc, d, &mi, p.bytes);
@@ -140,16 +142,26 @@ START_TEST(test_retrieval_needle_16x_defaults)
     size_t len = 0;
     ks_diag dg;
     ck_assert_int_eq(ks_read_file(g_filler, &text, &len, &dg), 0);
-    static const double depths[] = {0.15, 0.5, 0.85};
-    static const int keys[] = {52817, 30496, 71163};
-    for (int i = 0; i < 3; i++) {
-        char *prompt = passkey_prompt(text, len, (size_t)i * 100003, 7800, depths[i], keys[i]);
+    for (int i = 0; i < n; i++) {
+        char *prompt = passkey_prompt(text, len, (size_t)i * offset_step + offset_base, 7800,
+                                      depths[i], keys[i]);
         int got = answer(&e, &pc, prompt, chunk);
-        ck_assert_msg(got == keys[i], "depth %.2f: want %d, got %d", depths[i], keys[i], got);
+        ck_assert_msg(got == keys[i], "%s, depth %.2f: want %d, got %d", policy, depths[i], keys[i],
+                      got);
         free(prompt);
     }
     free(text);
     engine_close(&e);
+}
+
+/* {"kv_policy": {"name": "retrieval"}} and nothing else, 16x the trained 512 tokens. Before
+ * the defaults derived from the model (block 64, top_k 8, window 512, dense_layers 2,
+ * chunk 512: window + chunk past the trained length), these cases fail. */
+START_TEST(test_retrieval_needle_16x_defaults)
+{
+    static const double depths[] = {0.15, 0.5, 0.85};
+    static const int keys[] = {52817, 30496, 71163};
+    check_needles_16x("retrieval", NULL, 3, depths, keys, 100003, 0);
 }
 END_TEST
 
@@ -159,40 +171,9 @@ END_TEST
  * model got 0/4 here. Two prompts keep it to a few seconds. */
 START_TEST(test_hybrid_needle_16x_defaults)
 {
-    engine e;
-    engine_params ep = {.model_path = g_model,
-                        .n_threads = 1,
-                        .n_ctx = 8400,
-                        .n_batch = 512,
-                        .n_seqs = 1,
-                        .k_dtype = KS_DTYPE_F16,
-                        .v_dtype = KS_DTYPE_F16};
-    ck_assert_int_eq(engine_open(&ep, &e), 0);
-    kv_policy_config pc;
-    kv_policy_config_defaults(&pc);
-    ck_assert_int_eq(kv_policy_config_parse_spec(&pc, "hybrid", NULL), 0);
-    pset(&pc, "hybrid", "profile", g_profile);
-    pset(&pc, "hybrid", "spill_dir", g_dir);
-    const kv_policy_desc *d = kv_policy_desc_find("hybrid");
-    kv_policy_params p;
-    kv_model_info mi = {.n_ctx_train = model_get_hparams(e.m)->n_ctx_train};
-    kv_policy_params_resolve(&pc, d, &mi, p.bytes);
-    int32_t chunk = d->prefill_chunk(p.bytes, 512);
-    ck_assert_int_eq(chunk, 128);
-    char *text = NULL;
-    size_t len = 0;
-    ks_diag dg;
-    ck_assert_int_eq(ks_read_file(g_filler, &text, &len, &dg), 0);
     static const double depths[] = {0.3, 0.7};
     static const int keys[] = {46190, 83527};
-    for (int i = 0; i < 2; i++) {
-        char *prompt = passkey_prompt(text, len, (size_t)i * 77777 + 5, 7800, depths[i], keys[i]);
-        int got = answer(&e, &pc, prompt, chunk);
-        ck_assert_msg(got == keys[i], "depth %.2f: want %d, got %d", depths[i], keys[i], got);
-        free(prompt);
-    }
-    free(text);
-    engine_close(&e);
+    check_needles_16x("hybrid", g_profile, 2, depths, keys, 77777, 5);
 }
 END_TEST
 
