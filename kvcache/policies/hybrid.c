@@ -451,9 +451,7 @@ static int32_t hy_prefill_chunk(const void *params, int32_t chunk)
 static int hy_server_start(const void *params)
 {
     const hy_params *p = params;
-    int n_stale = kv_spill_cleanup_dir(p->spill_dir);
-    if (n_stale > 0) ks_info("removed %d stale spill file(s) from %s", n_stale, p->spill_dir);
-    return n_stale;
+    return kv_rt_cleanup_stale(p->spill_dir);
 }
 
 const kv_policy_desc kv_policy_desc_hybrid = {

@@ -1132,12 +1132,17 @@ static int32_t rt_prefill_chunk(const void *params, int32_t chunk)
 
 /* Spill files left by a crashed kvserve (its pid is gone) go before any sequence can create
  * new ones. */
+int kv_rt_cleanup_stale(const char *spill_dir)
+{
+    int n_stale = kv_spill_cleanup_dir(spill_dir);
+    if (n_stale > 0) ks_info("removed %d stale spill file(s) from %s", n_stale, spill_dir);
+    return n_stale;
+}
+
 static int rt_server_start(const void *params)
 {
     const rt_params *p = params;
-    int n_stale = kv_spill_cleanup_dir(p->spill_dir);
-    if (n_stale > 0) ks_info("removed %d stale spill file(s) from %s", n_stale, p->spill_dir);
-    return n_stale;
+    return kv_rt_cleanup_stale(p->spill_dir);
 }
 
 /* The view: every token is kept (some on disk); sinks and the local window are attended

@@ -56,5 +56,8 @@ int kv_rt_spans(kv_rt *rt, kv_seq *seq, int32_t layer, int32_t kv_head, const kv
 int64_t kv_rt_spilled_units(const kv_rt *rt);
 /* The first spill I/O failure (sticky), 0 if none: the sequence must then be failed. */
 int kv_rt_io_error(kv_rt *rt);
+/* A server_start hook's work: removes the spill files a crashed kvserve left in dir (its pid
+ * is gone), logging how many; returns that count. */
+int kv_rt_cleanup_stale(const char *spill_dir);
 
 #endif
